@@ -1,0 +1,1 @@
+"""Graph layer: IR, loading, shape facts, passes, scheduling and the memory arena."""
