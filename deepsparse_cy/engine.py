@@ -1,0 +1,544 @@
+"""Engine: compile an ONNX model once, run it many times out of a planned memory arena.
+
+compile:  load -> IR -> identity removal -> schedule -> BN folding -> constant folding -> dead-node
+          removal -> one Op instance per node (weights packed once).
+run:      inputs are checked against the model's declared dtypes and shapes; a Plan is looked up
+          by the input shapes (built by the first call with those shapes) and the schedule runs
+          with every intermediate tensor of statically known shape in one preallocated arena.
+          Shape arithmetic that depends only on input shapes is folded into the plan.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from . import ops as _ops
+from .errors import (DeepSparseCyError, InputError, ModelLoadError, NodeError, ResourceError,
+                     ShapeError, UnsupportedOperatorError)
+from .graph import arena as _arena
+from .graph import ir, loader, passes
+from .graph.schedule import node_reads, topological_order
+from .ops.registry import OpContext
+
+# Inputs whose VALUES decide an op's output shape: the output shape is fixed by input shapes
+# only when these inputs are known when the plan is built.
+SHAPE_INPUTS = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3),
+    "Range": (0, 1, 2), "ConstantOfShape": (0,), "OneHot": (1,), "TopK": (1,),
+    "Resize": (1, 2, 3), "Upsample": (1,), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
+    "CenterCropPad": (1, 2), "Col2Im": (1, 2), "DFT": (1, 2), "STFT": (1, 2, 3),
+    "HannWindow": (0,), "HammingWindow": (0,), "BlackmanWindow": (0,),
+    "MelWeightMatrix": (0, 1, 2, 3, 4), "MaxUnpool": (2,), "AffineGrid": (1,),
+    "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,), "ReduceMin": (1,),
+    "ReduceProd": (1,), "ReduceL1": (1,), "ReduceL2": (1,), "ReduceLogSum": (1,),
+    "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,), "Attention": (), "TfIdfVectorizer": (),
+}
+# Ops whose outputs never get a planned shape (values, sequences or branches decide it).
+DYNAMIC_OPS = {"If", "Loop", "Scan", "SequenceMap", "NonZero", "Unique", "Compress",
+               "NonMaxSuppression", "StringSplit", "ImageDecoder", "SplitToSequence",
+               "SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase",
+               "SequenceAt", "ConcatFromSequence", "Optional", "OptionalGetElement"}
+
+
+def _default_budget():
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return int(pages * 0.8)
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def _root(a):
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return a
+
+
+def _wrap_node_error(node, e):
+    if isinstance(e, DeepSparseCyError):
+        cls = type(e)
+        msg = str(e)
+        if node.describe() in msg:
+            return e
+        try:
+            new = cls.__new__(cls)
+            Exception.__init__(new, f"{node.describe()}: {msg}")
+            return new
+        except Exception:  # noqa: BLE001
+            return NodeError(f"{node.describe()}: {msg}")
+    if isinstance(e, MemoryError):
+        return ResourceError(f"{node.describe()}: out of memory ({e})")
+    return NodeError(f"{node.describe()} failed: {type(e).__name__}: {e}")
+
+
+class _Replan(Exception):
+    def __init__(self, name):
+        super().__init__(name)
+        self.name = name
+
+
+class Program:
+    """A graph compiled to Op instances in schedule order; runs without an arena (heap mode).
+
+    Used directly for subgraphs (If/Loop/Scan bodies); the Engine adds plans and the arena."""
+
+    def __init__(self, graph, opsets, num_threads=None, outer=(), optimize=False):
+        self.graph = graph
+        self.opsets = opsets
+        self.num_threads = num_threads
+        available = set(graph.initializers) | set(graph.input_names) | set(outer) | graph.outer_names
+        missing = []
+        collect_unsupported(graph, opsets, missing)
+        if missing:
+            raise UnsupportedOperatorError(missing)
+        if optimize:
+            passes.remove_identities(graph)
+        graph.nodes = topological_order(graph.nodes, available)
+        if optimize:
+            passes.fold_batchnorm_into_conv(graph)
+            passes.fold_constants(graph, self._evaluate)
+            passes.remove_dead_nodes(graph)
+        self.consts = dict(graph.initializers)
+        self.steps = [self._instantiate(n) for n in graph.nodes]
+        self.input_names = graph.input_names
+        self.output_names = graph.output_names
+        # last step reading each value (for freeing heap values early)
+        self.last_use = {}
+        for i, (n, _) in enumerate(self.steps):
+            for x in node_reads(n):
+                self.last_use[x] = i
+
+    # -- compile helpers ----------------------------------------------------------------------
+    def _ctx(self, node, consts):
+        opset = self.opsets.get(node.domain, 1)
+        return OpContext(node, opset, consts, self._compile_subgraph, self.num_threads)
+
+    def _factory(self, node):
+        return _ops.resolve(node.op_type, node.domain, self.opsets.get(node.domain, 0))
+
+    def _instantiate(self, node):
+        consts = {i: self.graph.initializers[x] for i, x in enumerate(node.inputs)
+                  if x and x in self.graph.initializers}
+        try:
+            op = self._factory(node)(node, self._ctx(node, consts))
+        except DeepSparseCyError as e:
+            raise _wrap_node_error(node, e) from e
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"{node.describe()}: cannot compile: {type(e).__name__}: {e}") from e
+        return node, op
+
+    def _evaluate(self, node, inputs):
+        consts = {i: v for i, v in enumerate(inputs) if v is not None}
+        op = self._factory(node)(node, self._ctx(node, consts))
+        res = op.run(list(inputs), None)
+        return list(res)[: len(node.outputs)]
+
+    def _compile_subgraph(self, sub):
+        prog = Program(sub, self.opsets, self.num_threads)
+
+        def run(feeds):
+            return prog.run_heap(feeds)
+        run.program = prog
+        return run
+
+    # -- heap-mode execution --------------------------------------------------------------------
+    def run_heap(self, feeds, record=None):
+        env = dict(self.consts)
+        env.update(feeds)
+        outputs = set(self.output_names)
+        for i, (node, op) in enumerate(self.steps):
+            ins = [env[x] if x else None for x in node.inputs] + [env[x] for x in node.implicit_inputs]
+            try:
+                res = op.run(ins, None)
+            except Exception as e:  # noqa: BLE001
+                raise _wrap_node_error(node, e) from e
+            _bind_outputs(node, res, env)
+            if record is not None:
+                record(i, node, env)
+            for x in node_reads(node):
+                if self.last_use.get(x) == i and x not in outputs and x not in self.consts \
+                        and x not in feeds:
+                    env.pop(x, None)
+        try:
+            return [env[o] for o in self.output_names]
+        except KeyError as e:
+            raise NodeError(f"graph output {e.args[0]!r} was not produced") from None
+
+
+def _bind_outputs(node, res, env):
+    if len(res) < len([o for o in node.outputs if o]) and any(
+            o for o in node.outputs[len(res):]):
+        raise NodeError(f"{node.describe()} produced {len(res)} outputs, the node names "
+                        f"{len(node.outputs)}")
+    for name, r in zip(node.outputs, res):
+        if name:
+            env[name] = r
+
+
+def collect_unsupported(graph, opsets, missing):
+    for n in graph.nodes:
+        if n.domain not in opsets:
+            missing.append((n.name, n.op_type, n.domain, None))
+        elif _ops.resolve(n.op_type, n.domain, opsets[n.domain]) is None:
+            missing.append((n.name, n.op_type, n.domain, opsets[n.domain]))
+        for sub in ir.subgraphs(n):
+            collect_unsupported(sub, opsets, missing)
+
+
+class Plan:
+    """Everything that depends on the input shapes: folded values, steps, arena layout."""
+
+    def __init__(self, program, steps, consts, slots, arena_bytes, report):
+        self.program = program
+        self.steps = steps              # list of (node, op, reads, slot_keys, frees)
+        self.consts = consts            # name -> value known for these shapes
+        self.slots = slots              # key -> (offset, shape, dtype)
+        self.arena_bytes = arena_bytes
+        self.report = report
+        self._pool = []
+
+    def acquire(self):
+        try:
+            return self._pool.pop()
+        except IndexError:
+            return _ArenaInstance(self)
+
+    def release(self, inst):
+        self._pool.append(inst)
+
+
+class _ArenaInstance:
+    def __init__(self, plan):
+        self.buf = np.empty(max(plan.arena_bytes, 64), dtype=np.uint8)
+        views = {}
+        for key, (off, shape, dtype) in plan.slots.items():
+            n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            views[key] = self.buf[off: off + n].view(dtype).reshape(shape)
+        self.step_outs = [[views.get(k) if k is not None else None for k in st[3]]
+                          if any(k is not None for k in st[3]) else None for st in plan.steps]
+
+
+class Engine:
+    """A compiled model. See compile_model for the arguments."""
+
+    def __init__(self, model, batch_size=None, num_cores=None, input_shapes=None, *,
+                 memory_planner=None, memory_budget=None):
+        proto, base_dir = loader.load_model(model)
+        opsets = loader.opset_map(proto)
+        graph = ir.graph_from_proto(proto.graph, opsets, base_dir)
+        if not graph.outputs:
+            raise ModelLoadError("model graph has no outputs")
+        self.memory_budget = int(memory_budget) if memory_budget else _default_budget()
+        if memory_planner is None:
+            memory_planner = os.environ.get("DEEPSPARSE_CY_NO_ARENA", "") not in ("1", "true")
+        self.memory_planner = bool(memory_planner)
+        ncpu = os.cpu_count() or 1
+        if num_cores is not None and (not isinstance(num_cores, int) or num_cores < 1):
+            raise InputError(f"num_cores must be a positive int, got {num_cores!r}")
+        self.num_cores = min(num_cores, ncpu) if num_cores else ncpu
+        self._apply_shapes(graph, batch_size, input_shapes)
+        self._program = Program(graph, opsets, self.num_cores, optimize=True)
+        self.graph = graph
+        self.opsets = opsets
+        self._plans = {}
+        self._dynamic = set()
+        self._lock = threading.Lock()
+
+    # -- public description -------------------------------------------------------------------
+    @property
+    def input_names(self):
+        return [v.name for v in self.graph.inputs]
+
+    @property
+    def output_names(self):
+        return [v.name for v in self.graph.outputs]
+
+    @property
+    def input_shapes(self):
+        return [list(v.shape) if v.shape is not None else None for v in self.graph.inputs]
+
+    @property
+    def output_shapes(self):
+        return [list(v.shape) if v.shape is not None else None for v in self.graph.outputs]
+
+    @property
+    def input_dtypes(self):
+        return [v.dtype for v in self.graph.inputs]
+
+    def __repr__(self):
+        return (f"deepsparse_cy.Engine(inputs={self.input_names}, outputs={self.output_names}, "
+                f"num_cores={self.num_cores}, nodes={len(self._program.steps)})")
+
+    # -- shapes ---------------------------------------------------------------------------------
+    def _apply_shapes(self, graph, batch_size, input_shapes):
+        if input_shapes is not None:
+            shapes = input_shapes
+            if isinstance(shapes, dict):
+                unknown = set(shapes) - set(graph.input_names)
+                if unknown:
+                    raise InputError(f"input_shapes names unknown inputs {sorted(unknown)}; "
+                                     f"inputs are {graph.input_names}")
+                shapes = [shapes.get(n) for n in graph.input_names]
+            elif shapes and not isinstance(shapes[0], (list, tuple)) and shapes[0] is not None:
+                shapes = [shapes]
+            if len(shapes) != len(graph.inputs):
+                raise InputError(f"input_shapes gives {len(shapes)} shapes; the model has "
+                                 f"{len(graph.inputs)} inputs {graph.input_names}")
+            for v, s in zip(graph.inputs, shapes):
+                if s is None:
+                    continue
+                s = tuple(int(d) for d in s)
+                if v.shape is not None:
+                    if len(s) != len(v.shape):
+                        raise InputError(f"input_shapes for {v.name!r}: rank {len(s)}, model "
+                                         f"declares {list(v.shape)}")
+                    for a, b in zip(s, v.shape):
+                        if isinstance(b, int) and b != a:
+                            raise InputError(f"input_shapes for {v.name!r}: {list(s)} conflicts "
+                                             f"with the model's fixed shape {list(v.shape)}")
+                v.shape = s
+        if batch_size is not None:
+            if not isinstance(batch_size, int) or batch_size < 1:
+                raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+            for v in graph.inputs:
+                if v.shape:
+                    v.shape = (batch_size,) + tuple(v.shape[1:])
+
+    def _check_inputs(self, inputs):
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        if not isinstance(inputs, (list, tuple)):
+            raise InputError(f"inputs must be a list of numpy arrays in the order "
+                             f"{self.input_names}, got {type(inputs).__name__}")
+        if len(inputs) != len(self.graph.inputs):
+            raise InputError(f"expected {len(self.graph.inputs)} inputs {self.input_names}, "
+                             f"got {len(inputs)}")
+        out = []
+        dims = {}
+        for v, x in zip(self.graph.inputs, inputs):
+            if v.kind != "tensor":
+                out.append(x)
+                continue
+            if not isinstance(x, np.ndarray):
+                try:
+                    x = np.asarray(x, dtype=v.dtype) if v.dtype is not None else np.asarray(x)
+                except (TypeError, ValueError) as e:
+                    raise InputError(f"input {v.name!r}: cannot convert to an array of "
+                                     f"{v.dtype}: {e}") from e
+            if v.dtype is not None and x.dtype != v.dtype:
+                raise InputError(f"input {v.name!r}: expected dtype {v.dtype}, got {x.dtype}")
+            if v.shape is not None:
+                if x.ndim != len(v.shape):
+                    raise InputError(f"input {v.name!r}: expected rank {len(v.shape)} "
+                                     f"{_fmt_shape(v.shape)}, got shape {list(x.shape)}")
+                for ax, (d, want) in enumerate(zip(x.shape, v.shape)):
+                    if isinstance(want, int) and d != want:
+                        raise InputError(f"input {v.name!r}: expected shape {_fmt_shape(v.shape)}, "
+                                         f"got {list(x.shape)} (axis {ax})")
+                    if isinstance(want, str):
+                        if dims.setdefault(want, (d, v.name))[0] != d:
+                            raise InputError(f"input {v.name!r}: dimension {want!r} is {d} here "
+                                             f"but {dims[want][0]} in input {dims[want][1]!r}")
+            out.append(x)
+        return out
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self, inputs):
+        """Run on a list of arrays in input order; returns a list of arrays in output order."""
+        xs = self._check_inputs(inputs)
+        if self.num_cores < (os.cpu_count() or 1):
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(limits=self.num_cores):
+                return self._run(xs)
+        return self._run(xs)
+
+    __call__ = run
+
+    def mapped_run(self, feeds):
+        """Run on a dict name -> array; returns a dict output name -> array."""
+        if not isinstance(feeds, dict):
+            raise InputError("mapped_run takes a dict of input name -> array")
+        unknown = set(feeds) - set(self.input_names)
+        missing = [n for n in self.input_names if n not in feeds]
+        if unknown or missing:
+            raise InputError(f"mapped_run: unknown inputs {sorted(unknown)}, missing {missing}; "
+                             f"the model's inputs are {self.input_names}")
+        outs = self.run([feeds[n] for n in self.input_names])
+        return dict(zip(self.output_names, outs))
+
+    def _key(self, xs):
+        return tuple((x.shape, x.dtype.str) if isinstance(x, np.ndarray) else None for x in xs)
+
+    def _run(self, xs):
+        key = self._key(xs)
+        plan = self._plans.get(key)
+        feeds = dict(zip(self.input_names, xs))
+        if plan is None:
+            with self._lock:
+                plan = self._plans.get(key)
+                if plan is None:
+                    outs, plan = self._build_plan(feeds)
+                    self._plans[key] = plan
+                    return outs
+        try:
+            return self._run_plan(plan, feeds)
+        except _Replan as r:
+            with self._lock:
+                self._dynamic.add(r.name)
+                outs, plan = self._build_plan(feeds)
+                self._plans[key] = plan
+            return outs
+
+    def _run_plan(self, plan, feeds):
+        inst = plan.acquire()
+        try:
+            env = dict(plan.consts)
+            env.update(feeds)
+            buf = inst.buf
+            for st, outs in zip(plan.steps, inst.step_outs):
+                node, op, reads, _, frees = st
+                ins = [env[x] if x else None for x in reads]
+                try:
+                    res = op.run(ins, outs)
+                except Exception as e:  # noqa: BLE001
+                    raise _wrap_node_error(node, e) from e
+                if outs is None:
+                    _bind_outputs(node, res, env)
+                else:
+                    for name, r, slot in zip(node.outputs, res, outs):
+                        if not name:
+                            continue
+                        if slot is not None and r is not slot:
+                            if not isinstance(r, np.ndarray) or r.shape != slot.shape \
+                                    or r.dtype != slot.dtype:
+                                raise _Replan(name)
+                            if _root(r) is buf:
+                                np.copyto(slot, r)
+                                r = slot
+                        env[name] = r
+                for x in frees:
+                    env.pop(x, None)
+            return self._collect_outputs(env, feeds, buf)
+        finally:
+            plan.release(inst)
+
+    def _collect_outputs(self, env, feeds, buf=None):
+        owned = {id(_root(v)) for v in feeds.values()}
+        owned.update(id(_root(v)) for v in self._program.consts.values())
+        if buf is not None:
+            owned.add(id(buf))
+        res = []
+        for name in self.output_names:
+            v = env[name]
+            if isinstance(v, np.ndarray) and (id(_root(v)) in owned or not v.flags.writeable):
+                v = v.copy()
+            res.append(v)
+        return res
+
+    # -- planning -------------------------------------------------------------------------------
+    def _build_plan(self, feeds):
+        prog = self._program
+        graph_outputs = set(self.output_names)
+        known = set(prog.consts)
+        static = set(prog.consts) | set(feeds)
+        shapes = {}
+        values_known = {}
+
+        def record(i, node, env):
+            op = prog.steps[i][1]
+            reads = node_reads(node)
+            dd = (node.op_type in DYNAMIC_OPS or getattr(op, "data_dependent_shape", False)
+                  or node.op_type in passes.NONDETERMINISTIC and False)
+            shape_known = all(node.inputs[j] in known for j in SHAPE_INPUTS.get(node.op_type, ())
+                              if j < len(node.inputs) and node.inputs[j])
+            is_static = not dd and shape_known and all(x in static for x in reads)
+            foldable = (node.op_type in ("Shape", "Size") and node.inputs[0] in static) or (
+                all(x in known for x in reads) and node.op_type not in passes.NONDETERMINISTIC
+                and node.op_type not in DYNAMIC_OPS and not node.implicit_inputs)
+            for o in node.outputs:
+                if not o or o not in env:
+                    continue
+                v = env[o]
+                tensor = isinstance(v, np.ndarray)
+                if is_static and tensor and o not in self._dynamic:
+                    static.add(o)
+                    shapes[o] = (v.shape, v.dtype)
+                if foldable and tensor and o not in graph_outputs:
+                    known.add(o)
+                    values_known[o] = v
+
+        outs = prog.run_heap(feeds, record=record)
+        # steps that still run per call
+        steps = []
+        for node, op in prog.steps:
+            if all(o in known for o in node.outputs if o) and any(o for o in node.outputs):
+                continue
+            steps.append((node, op))
+        last = {}
+        first = {}
+        for i, (node, _) in enumerate(steps):
+            for x in node_reads(node):
+                last[x] = i
+            for o in node.outputs:
+                if o:
+                    first.setdefault(o, i)
+        items = []
+        total_intermediate = 0
+        for o, i in first.items():
+            if o in graph_outputs or o not in shapes:
+                continue
+            shape, dtype = shapes[o]
+            if dtype == object:
+                continue
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            total_intermediate += nbytes
+            items.append((o, nbytes, i, max(last.get(o, i), i)))
+        offsets, total = _arena.plan_offsets(items, reuse=self.memory_planner)
+        if total > self.memory_budget:
+            raise ResourceError(f"memory plan needs {total} bytes, over the budget of "
+                                f"{self.memory_budget} bytes")
+        slots = {o: (offsets[o], shapes[o][0], shapes[o][1]) for o in offsets}
+        plan_steps = []
+        for i, (node, op) in enumerate(steps):
+            reads = list(node.inputs) + list(node.implicit_inputs)
+            keys = [o if o in slots else None for o in node.outputs]
+            frees = [x for x in set(node_reads(node)) if last.get(x) == i and x not in graph_outputs
+                     and x not in feeds and x not in values_known and x not in prog.consts]
+            plan_steps.append((node, op, reads, keys, frees))
+        consts = dict(prog.consts)
+        consts.update(values_known)
+        report = {"arena_bytes": int(total), "intermediate_bytes": int(total_intermediate),
+                  "peak_live_bytes": int(_arena.peak_live(items)), "planned_values": len(items),
+                  "steps": len(plan_steps), "folded_nodes": len(prog.steps) - len(steps),
+                  "memory_planner": self.memory_planner}
+        plan = Plan(prog, plan_steps, consts, slots, int(total), report)
+        return self._collect_outputs(dict(zip(self.output_names, outs)), feeds), plan
+
+    def memory_report(self, inputs=None):
+        """Arena bytes, sum of all planned intermediates and peak live bytes for the plan of
+        `inputs` (run once if needed), or for the most recent plan."""
+        if inputs is not None:
+            xs = self._check_inputs(inputs)
+            key = self._key(xs)
+            if key not in self._plans:
+                self._run(xs)
+            return dict(self._plans[key].report)
+        if not self._plans:
+            raise DeepSparseCyError("no plan yet: run the engine once or pass inputs")
+        return dict(list(self._plans.values())[-1].report)
+
+
+def _fmt_shape(shape):
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
+
+
+def compile_model(model, batch_size=None, num_cores=None, input_shapes=None, **kwargs):
+    """Compile an ONNX model (path, bytes or onnx.ModelProto) into an Engine.
+
+    batch_size=None keeps the model's shapes; an int overrides the first dimension of every
+    input. input_shapes (list in input order, or dict name -> shape) fixes dynamic dimensions.
+    num_cores bounds the threads this engine uses (default: all cores)."""
+    return Engine(model, batch_size=batch_size, num_cores=num_cores, input_shapes=input_shapes,
+                  **kwargs)
