@@ -1,0 +1,102 @@
+"""Shared helpers for the spatial op families (conv, pool, resize): attribute normalisation,
+padding arithmetic and per-thread scratch buffers."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..errors import ShapeError
+
+
+def norm_attrs(nd, kernel_shape, strides=None, dilations=None, pads=None):
+    """Default and validate spatial attributes; returns (k, s, d, pads_begin, pads_end) lists."""
+    k = [int(v) for v in kernel_shape]
+    if len(k) != nd:
+        raise ShapeError(f"kernel_shape {k} does not match {nd} spatial dims")
+    s = [int(v) for v in strides] if strides else [1] * nd
+    d = [int(v) for v in dilations] if dilations else [1] * nd
+    p = [int(v) for v in pads] if pads else [0] * (2 * nd)
+    if len(s) != nd or len(d) != nd or len(p) != 2 * nd:
+        raise ShapeError("strides/dilations/pads do not match the number of spatial dims")
+    return k, s, d, p[:nd], p[nd:]
+
+
+def resolve_pads(auto_pad, in_shape, k, s, d, pb, pe):
+    """Apply auto_pad (SAME_UPPER / SAME_LOWER / VALID / NOTSET) -> (pads_begin, pads_end).
+
+    SAME: output = ceil(in / stride); the total padding needed for that is split evenly, the odd
+    element going to the end (UPPER) or the beginning (LOWER)."""
+    auto_pad = auto_pad or "NOTSET"
+    if auto_pad == "NOTSET":
+        return list(pb), list(pe)
+    nd = len(in_shape)
+    if auto_pad == "VALID":
+        return [0] * nd, [0] * nd
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise ShapeError(f"unknown auto_pad {auto_pad!r}")
+    b, e = [], []
+    for i in range(nd):
+        o = -(-in_shape[i] // s[i])
+        total = max(0, (o - 1) * s[i] + (k[i] - 1) * d[i] + 1 - in_shape[i])
+        small = total // 2
+        if auto_pad == "SAME_UPPER":
+            b.append(small)
+            e.append(total - small)
+        else:
+            b.append(total - small)
+            e.append(small)
+    return b, e
+
+
+def out_shape(in_shape, k, s, d, pb, pe, ceil_mode=False):
+    out = []
+    for i in range(len(in_shape)):
+        span = in_shape[i] + pb[i] + pe[i] - ((k[i] - 1) * d[i] + 1)
+        if ceil_mode:
+            o = -(-span // s[i]) + 1
+            # the last window must start inside the input or the begin padding
+            if (o - 1) * s[i] >= in_shape[i] + pb[i]:
+                o -= 1
+        else:
+            o = span // s[i] + 1
+        if o <= 0:
+            raise ShapeError(f"spatial dim {i}: input {in_shape[i]} too small for kernel {k[i]} "
+                             f"(dilation {d[i]}, pads {pb[i]}+{pe[i]})")
+        out.append(o)
+    return out
+
+
+def tap_range(o_len, in_len, stride, offset):
+    """Outputs o in [lo, hi) with 0 <= o*stride + offset < in_len, and the first input index.
+
+    Used to copy one kernel tap's valid region without materialising a padded input."""
+    lo = max(0, -(offset // stride))                  # ceil(-offset / stride)
+    hi = min(o_len, (in_len - 1 - offset) // stride + 1)
+    if hi <= lo:
+        return 0, 0, 0
+    return lo, hi, lo * stride + offset
+
+
+_tls = threading.local()
+
+
+def scratch(key, shape, dtype, zero=False, init=None):
+    """A per-thread reusable buffer keyed by `key` (reused while shape/dtype match).
+
+    Reuse avoids page-faulting a fresh multi-megabyte allocation on every call. Buffers created
+    with zero=True are zeroed once and `init(buf)` runs once on creation; callers rely on regions
+    they never write keeping that content, so the key must capture everything that decides
+    which regions are written."""
+    cache = getattr(_tls, "bufs", None)
+    if cache is None:
+        cache = _tls.bufs = {}
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    buf = cache.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+        if init is not None:
+            init(buf)
+        cache[key] = buf
+    return buf

@@ -1,0 +1,435 @@
+"""Dense convolution family: Conv, ConvTranspose, ConvInteger, DeformConv, Col2Im.
+
+Conv never loops over pixels in Python. Three paths, chosen once per weight:
+  * 1x1 without padding: a direct GEMM on the input (strided inputs subsampled first);
+  * depthwise (group == C == M): shifted multiply-accumulate over the kernel taps;
+  * everything else: im2col into a reused column buffer (one strided copy per kernel tap, no
+    padded copy of the input; regions that fall into the padding are zeroed once when the buffer
+    is created and never written), then one stacked matmul for all groups and the whole batch.
+    The bias rides along as an extra column of the packed weight against a constant row of ones
+    in the column buffer, so it costs no extra pass over the output.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..errors import ShapeError
+from ._spatial import norm_attrs, out_shape, resolve_pads, scratch, tap_range
+from .registry import Op, register
+
+_FLOATS = (np.float32, np.float64)
+
+
+def compute_dtype(dt):
+    """BLAS works in float32/float64; half-precision types are computed in float32."""
+    dt = np.dtype(dt)
+    return dt if dt.type in _FLOATS else np.dtype(np.float32)
+
+
+def _as(a, dt):
+    return a if a.dtype == dt else a.astype(dt)
+
+
+class ConvCore:
+    """A convolution with fixed attributes and (packed) weight; call .run(x) per input.
+
+    Shared by Conv, ConvInteger and QLinearConv. Weights are packed at construction."""
+
+    def __init__(self, w, b, group, kernel_shape, strides, dilations, pads, auto_pad, dtype):
+        self.dtype = np.dtype(dtype)
+        w = np.asarray(w)
+        if w.ndim < 3:
+            raise ShapeError(f"Conv weight must have rank >= 3, got shape {w.shape}")
+        self.nd = w.ndim - 2
+        ks = list(kernel_shape) if kernel_shape else list(w.shape[2:])
+        self.k, self.s, self.d, self.pb, self.pe = norm_attrs(self.nd, ks, strides, dilations, pads)
+        if tuple(self.k) != tuple(w.shape[2:]):
+            raise ShapeError(f"kernel_shape {self.k} does not match weight shape {w.shape}")
+        self.auto_pad = auto_pad or "NOTSET"
+        self.g = int(group)
+        self.M, self.Cg = int(w.shape[0]), int(w.shape[1])
+        if self.M % self.g:
+            raise ShapeError(f"output channels {self.M} not divisible by group {self.g}")
+        self.Mg = self.M // self.g
+        self.K = int(np.prod(self.k))
+        self.has_bias = b is not None
+        dt = self.dtype
+        self.bias = _as(np.asarray(b), dt).reshape(-1) if b is not None else None
+        if self.bias is not None and self.bias.shape[0] != self.M:
+            raise ShapeError(f"bias has {self.bias.shape[0]} values, expected {self.M}")
+        w = _as(w, dt)
+        self.pointwise = self.K == 1 and not any(self.pb) and not any(self.pe) \
+            and self.auto_pad in ("NOTSET", "VALID")
+        self.depthwise = (not self.pointwise and self.Cg == 1 and self.g == self.M and self.g > 1)
+        if self.pointwise:
+            self.w_gemm = np.ascontiguousarray(w.reshape(self.g, self.Mg, self.Cg))
+        elif self.depthwise:
+            # per tap a (C, 1, ..., 1) column to broadcast over the spatial output
+            wt = w.reshape(self.M, self.K)
+            self.w_taps = [np.ascontiguousarray(wt[:, t]).reshape((1, self.M) + (1,) * self.nd)
+                           for t in range(self.K)]
+        else:
+            wg = w.reshape(self.g, self.Mg, self.Cg * self.K)
+            if self.has_bias:
+                wg = np.concatenate([wg, self.bias.reshape(self.g, self.Mg, 1)], axis=2)
+            self.w_gemm = np.ascontiguousarray(wg)
+        self._plans = {}
+
+    # -- planning (once per input shape) --------------------------------------------------------
+    def plan(self, xshape):
+        p = self._plans.get(xshape)
+        if p is not None:
+            return p
+        if len(xshape) != self.nd + 2:
+            raise ShapeError(f"Conv input rank {len(xshape)} does not match weight rank {self.nd + 2}")
+        N, C = xshape[0], xshape[1]
+        if C != self.Cg * self.g:
+            raise ShapeError(f"input has {C} channels, weight expects {self.Cg} x group {self.g}")
+        S = list(xshape[2:])
+        pb, pe = resolve_pads(self.auto_pad, S, self.k, self.s, self.d, self.pb, self.pe)
+        O = out_shape(S, self.k, self.s, self.d, pb, pe)
+        taps = []
+        for t in itertools.product(*[range(kk) for kk in self.k]):
+            dst, src, ok = [], [], True
+            for i in range(self.nd):
+                lo, hi, start = tap_range(O[i], S[i], self.s[i], t[i] * self.d[i] - pb[i])
+                if hi <= lo:
+                    ok = False
+                    break
+                dst.append(slice(lo, hi))
+                src.append(slice(start, start + (hi - lo - 1) * self.s[i] + 1, self.s[i]))
+            if ok:
+                taps.append((t, tuple(dst), tuple(src)))
+        p = dict(N=N, C=C, S=S, O=O, pb=pb, pe=pe, taps=taps,
+                 key=("conv_cols", tuple(xshape), tuple(self.k), tuple(self.s), tuple(self.d),
+                      tuple(pb), tuple(pe), self.g, self.has_bias, self.dtype.str))
+        self._plans[xshape] = p
+        return p
+
+    def out_shape(self, xshape):
+        p = self.plan(tuple(xshape))
+        return (p["N"], self.M, *p["O"])
+
+    # -- execution ------------------------------------------------------------------------------
+    def run(self, x, out=None):
+        p = self.plan(x.shape)
+        N, O = p["N"], p["O"]
+        oshape = (N, self.M, *O)
+        dt = self.dtype
+        if out is None or out.dtype != dt or not out.flags.c_contiguous or out.shape != oshape:
+            res = np.empty(oshape, dt)
+        else:
+            res = out
+        x = _as(x, dt)
+        if self.pointwise:
+            self._run_pointwise(x, p, res)
+        elif self.depthwise:
+            self._run_depthwise(x, p, res)
+        else:
+            self._run_im2col(x, p, res)
+        if out is not None and res is not out:
+            np.copyto(out, res, casting="unsafe")
+            return out
+        return res
+
+    def _run_pointwise(self, x, p, res):
+        N, O = p["N"], p["O"]
+        Op_ = int(np.prod(O))
+        if any(s != 1 for s in self.s):
+            sl = (slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
+                                                     for o, s in zip(O, self.s))
+            xs = scratch(("conv_sub", x.shape, tuple(self.s), x.dtype.str), (N, p["C"], *O), x.dtype)
+            np.copyto(xs, x[sl])
+            x = xs
+        else:
+            x = np.ascontiguousarray(x)
+        np.matmul(self.w_gemm, x.reshape(N, self.g, self.Cg, Op_),
+                  out=res.reshape(N, self.g, self.Mg, Op_))
+        if self.has_bias:
+            r3 = res.reshape(N, self.M, Op_)
+            np.add(r3, self.bias[:, None], out=r3)
+
+    def _run_depthwise(self, x, p, res):
+        N, C, S, O, pb, pe = p["N"], p["C"], p["S"], p["O"], p["pb"], p["pe"]
+        if any(pb) or any(pe):
+            P = [S[i] + pb[i] + pe[i] for i in range(self.nd)]
+            xp = scratch(("dw_pad",) + p["key"][1:], (N, C, *P), x.dtype, zero=True)
+            np.copyto(xp[(slice(None), slice(None)) +
+                         tuple(slice(pb[i], pb[i] + S[i]) for i in range(self.nd))], x)
+        else:
+            xp = x
+        tmp = scratch(("dw_tmp", res.shape, res.dtype.str), res.shape, res.dtype)
+        first = True
+        for ti, t in enumerate(itertools.product(*[range(kk) for kk in self.k])):
+            view = xp[(slice(None), slice(None)) + tuple(
+                slice(t[i] * self.d[i], t[i] * self.d[i] + (O[i] - 1) * self.s[i] + 1, self.s[i])
+                for i in range(self.nd))]
+            if first:
+                np.multiply(view, self.w_taps[ti], out=res)
+                first = False
+            else:
+                np.multiply(view, self.w_taps[ti], out=tmp)
+                np.add(res, tmp, out=res)
+        if self.has_bias:
+            np.add(res, self.bias.reshape((1, self.M) + (1,) * self.nd), out=res)
+
+    def _run_im2col(self, x, p, res):
+        N, O = p["N"], p["O"]
+        g, Cg, K = self.g, self.Cg, self.K
+        Op_ = int(np.prod(O))
+        rows = Cg * K + (1 if self.has_bias else 0)
+
+        def init(buf):
+            if self.has_bias:
+                buf[:, :, Cg * K, :] = 1
+
+        cols = scratch(p["key"], (N, g, rows, Op_), x.dtype, zero=True, init=init)
+        # writable (N, g, Cg, *k, *O) view of the first Cg*K rows of each group
+        it = cols.itemsize
+        ostr = [it]
+        for o in reversed(O[1:]):
+            ostr.insert(0, ostr[0] * o)
+        kstr = [Op_ * it]
+        for kk in reversed(self.k[1:]):
+            kstr.insert(0, kstr[0] * kk)
+        view = np.lib.stride_tricks.as_strided(
+            cols, shape=(N, g, Cg, *self.k, *O),
+            strides=(cols.strides[0], cols.strides[1], K * Op_ * it, *kstr, *ostr))
+        xg = x.reshape(N, g, Cg, *p["S"])
+        lead = (slice(None),) * 3
+        for t, dst, src in p["taps"]:
+            np.copyto(view[lead + t + dst], xg[lead + src])
+        np.matmul(self.w_gemm, cols, out=res.reshape(N, g, self.Mg, Op_))
+
+
+def _conv_attrs(node):
+    a = node.attrs
+    return dict(group=a.get("group", 1), kernel_shape=a.get("kernel_shape"),
+                strides=a.get("strides"), dilations=a.get("dilations"), pads=a.get("pads"),
+                auto_pad=a.get("auto_pad", "NOTSET"))
+
+
+@register("Conv", since=1)
+class Conv(Op):
+    """Conv: weight (and bias) packed at compile time when constant."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.attrs = _conv_attrs(node)
+        self.core = None
+        w = ctx.const(1)
+        b = ctx.const(2) if len(node.inputs) > 2 and node.inputs[2] else None
+        self.bias_const = len(node.inputs) <= 2 or not node.inputs[2] or b is not None
+        if w is not None and self.bias_const:
+            self.core = ConvCore(w, b, dtype=compute_dtype(w.dtype), **self.attrs)
+
+    def run(self, inputs, outs):
+        x, w = inputs[0], inputs[1]
+        b = inputs[2] if len(inputs) > 2 else None
+        core = self.core
+        if core is None or core.dtype != compute_dtype(x.dtype):
+            core = ConvCore(w, b, dtype=compute_dtype(x.dtype), **self.attrs)
+        out = outs[0] if outs else None
+        y = core.run(x, out if out is not None and out.dtype == core.dtype else None)
+        if y.dtype != x.dtype:
+            y = y.astype(x.dtype)
+        if out is not None and y is not out:
+            np.copyto(out, y, casting="unsafe")
+            y = out
+        return [y]
+
+
+@register("ConvInteger", since=10)
+class ConvInteger(Op):
+    """(x - x_zero_point) conv (w - w_zero_point) accumulated exactly (float64 GEMM) into int32."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.attrs = _conv_attrs(node)
+
+    def run(self, inputs, outs):
+        x, w = inputs[0], inputs[1]
+        xz = inputs[2] if len(inputs) > 2 else None
+        wz = inputs[3] if len(inputs) > 3 else None
+        xf = x.astype(np.float64)
+        if xz is not None:
+            xf -= np.asarray(xz, np.float64).reshape(-1)[0] if np.size(xz) == 1 else \
+                np.asarray(xz, np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
+        wf = w.astype(np.float64)
+        if wz is not None:
+            wf -= np.asarray(wz, np.float64).reshape((-1,) + (1,) * (w.ndim - 1))
+        core = ConvCore(wf, None, dtype=np.float64, **self.attrs)
+        return [np.rint(core.run(xf)).astype(np.int32)]
+
+
+# --- ConvTranspose / Col2Im --------------------------------------------------------------------
+
+def _col2im_add(cols, full, lead, k, s, d, n_in, offset):
+    """Scatter-add cols (*lead, *k, *n_in) into full (*lead, *L) at offset + i*s + t*d per axis.
+
+    One vectorised strided add per kernel tap (the taps of a stride>1 conv overlap)."""
+    nl = len(lead)
+    for t in itertools.product(*[range(kk) for kk in k]):
+        dst = tuple(slice(offset[i] + t[i] * d[i], offset[i] + t[i] * d[i] + (n_in[i] - 1) * s[i] + 1, s[i])
+                    for i in range(len(k)))
+        v = full[(slice(None),) * nl + dst]
+        np.add(v, cols[(slice(None),) * nl + t], out=v)
+
+
+@register("ConvTranspose", since=1)
+class ConvTranspose(Op):
+    """GEMM (W^T x) per group into columns, then col2im scatter-add, crop by pads, add bias."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        self.group = int(a.get("group", 1))
+        self.kernel_shape = a.get("kernel_shape")
+        self.strides = a.get("strides")
+        self.dilations = a.get("dilations")
+        self.pads = a.get("pads")
+        self.auto_pad = a.get("auto_pad", "NOTSET") or "NOTSET"
+        self.output_padding = a.get("output_padding")
+        self.output_shape = a.get("output_shape")
+        self._wcache = None
+
+    def _geometry(self, S, k, s, d):
+        nd = len(S)
+        op = [int(v) for v in self.output_padding] if self.output_padding else [0] * nd
+        full = [s[i] * (S[i] - 1) + (k[i] - 1) * d[i] + 1 for i in range(nd)]
+        if self.output_shape is not None or self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            if self.output_shape is not None:
+                osh = [int(v) for v in self.output_shape][-nd:]
+            else:
+                osh = [S[i] * s[i] for i in range(nd)]
+            pb = []
+            for i in range(nd):
+                total = full[i] + op[i] - osh[i]
+                pb.append(total // 2 if self.auto_pad == "SAME_UPPER" else total - total // 2)
+            return pb, osh
+        p = [int(v) for v in self.pads] if self.pads and self.auto_pad == "NOTSET" else [0] * (2 * nd)
+        osh = [full[i] + op[i] - p[i] - p[nd + i] for i in range(nd)]
+        return p[:nd], osh
+
+    def run(self, inputs, outs):
+        x, w = inputs[0], inputs[1]
+        b = inputs[2] if len(inputs) > 2 else None
+        odt = x.dtype
+        dt = compute_dtype(x.dtype)
+        nd = x.ndim - 2
+        N, C = x.shape[:2]
+        S = list(x.shape[2:])
+        g = self.group
+        if w.shape[0] != C:
+            raise ShapeError(f"ConvTranspose weight has {w.shape[0]} input channels, input has {C}")
+        Cg, Mg = C // g, w.shape[1]
+        k, s, d, _, _ = norm_attrs(nd, self.kernel_shape or list(w.shape[2:]),
+                                   self.strides, self.dilations, None)
+        K = int(np.prod(k))
+        Sp = int(np.prod(S))
+        if self._wcache is not None and self._wcache[0] is w:
+            wt = self._wcache[1]
+        else:
+            # (g, Mg*K, Cg): W^T per group
+            wt = np.ascontiguousarray(_as(w, dt).reshape(g, Cg, Mg * K).transpose(0, 2, 1))
+            self._wcache = (w, wt)
+        cols = np.matmul(wt, _as(x, dt).reshape(N, g, Cg, Sp))        # (N, g, Mg*K, Sp)
+        pb, osh = self._geometry(S, k, s, d)
+        full = [s[i] * (S[i] - 1) + (k[i] - 1) * d[i] + 1 for i in range(nd)]
+        lo = [min(0, pb[i]) for i in range(nd)]
+        hi = [max(full[i], pb[i] + osh[i]) for i in range(nd)]
+        buf = np.zeros((N, g * Mg, *[hi[i] - lo[i] for i in range(nd)]), dt)
+        _col2im_add(cols.reshape(N, g * Mg, *k, *S), buf, (N, g * Mg), k, s, d, S,
+                    [-lo[i] for i in range(nd)])
+        y = buf[(slice(None), slice(None)) +
+                tuple(slice(pb[i] - lo[i], pb[i] - lo[i] + osh[i]) for i in range(nd))]
+        if b is not None:
+            y = y + _as(b, dt).reshape((1, -1) + (1,) * nd)
+        out = outs[0] if outs else None
+        if out is not None:
+            np.copyto(out, y, casting="unsafe")
+            return [out]
+        return [np.ascontiguousarray(y, dtype=odt)]
+
+
+@register("Col2Im", since=18)
+def Col2Im(x, image_shape, block_shape, *, dilations=None, pads=None, strides=None):
+    """Rearrange (N, C*prod(block), L) columns into (N, C, *image_shape), summing overlaps."""
+    img = [int(v) for v in np.asarray(image_shape).reshape(-1)]
+    blk = [int(v) for v in np.asarray(block_shape).reshape(-1)]
+    nd = len(img)
+    k, s, d, pb, pe = norm_attrs(nd, blk, strides, dilations, pads)
+    N, CK, L = x.shape
+    K = int(np.prod(k))
+    if CK % K:
+        raise ShapeError(f"Col2Im: {CK} rows not divisible by block size {K}")
+    C = CK // K
+    nb = out_shape(img, k, s, d, pb, pe)
+    if int(np.prod(nb)) != L:
+        raise ShapeError(f"Col2Im: {L} columns, expected {int(np.prod(nb))} for these attributes")
+    buf = np.zeros((N, C, *[img[i] + pb[i] + pe[i] for i in range(nd)]), x.dtype)
+    _col2im_add(x.reshape(N, C, *k, *nb), buf, (N, C), k, s, d, nb, [0] * nd)
+    return np.ascontiguousarray(buf[(slice(None), slice(None)) +
+                                    tuple(slice(pb[i], pb[i] + img[i]) for i in range(nd))])
+
+
+# --- DeformConv --------------------------------------------------------------------------------
+
+def _bilinear_gather(xn, yy, xx):
+    """Bilinear sample xn (C, H, W) at fractional (yy, xx) arrays (same shape P); zero outside.
+
+    Returns (C, *P). Corners outside the image contribute zero, as in torchvision/ONNX."""
+    C, H, W = xn.shape
+    y0 = np.floor(yy)
+    x0 = np.floor(xx)
+    ly, lx = yy - y0, xx - x0
+    y0 = y0.astype(np.int64)
+    x0 = x0.astype(np.int64)
+    res = 0
+    for dy, wy in ((0, 1 - ly), (1, ly)):
+        for dx, wx in ((0, 1 - lx), (1, lx)):
+            yi, xi = y0 + dy, x0 + dx
+            ok = (yi >= 0) & (yi < H) & (xi >= 0) & (xi < W)
+            v = xn[:, np.clip(yi, 0, H - 1), np.clip(xi, 0, W - 1)]
+            res = res + v * (wy * wx * ok)
+    return res
+
+
+@register("DeformConv", since=19)
+def DeformConv(x, w, offset, b=None, mask=None, *, dilations=None, group=1, kernel_shape=None,
+               offset_group=1, pads=None, strides=None):
+    """2-D deformable convolution: bilinear im2col at offset sample points, then a GEMM."""
+    N, C, H, W_ = x.shape
+    M, Cg = w.shape[:2]
+    k, s, d, pb, pe = norm_attrs(2, kernel_shape or list(w.shape[2:]), strides, dilations, pads)
+    kh, kw = k
+    K = kh * kw
+    oh, ow = out_shape([H, W_], k, s, d, pb, pe)
+    og = int(offset_group)
+    dt = compute_dtype(x.dtype)
+    off = offset.astype(dt).reshape(N, og, K, 2, oh, ow)
+    msk = None if mask is None else mask.astype(dt).reshape(N, og, K, oh, ow)
+    # base sampling grid per tap: (K, oh, ow)
+    ty, tx = np.meshgrid(np.arange(kh) * d[0], np.arange(kw) * d[1], indexing="ij")
+    by = (np.arange(oh) * s[0] - pb[0])[None, :, None] + ty.reshape(K, 1, 1)
+    bx = (np.arange(ow) * s[1] - pb[1])[None, None, :] + tx.reshape(K, 1, 1)
+    cpg = C // og
+    g = int(group)
+    wg = w.astype(dt).reshape(g, M // g, Cg * K)
+    y = np.empty((N, M, oh, ow), dt)
+    for n in range(N):
+        cols = np.empty((C, K, oh, ow), dt)
+        for o in range(og):   # loop over offset groups (a handful), never pixels
+            yy = by + off[n, o, :, 0]
+            xx = bx + off[n, o, :, 1]
+            v = _bilinear_gather(x[n, o * cpg:(o + 1) * cpg].astype(dt), yy, xx)
+            if msk is not None:
+                v = v * msk[n, o]
+            cols[o * cpg:(o + 1) * cpg] = v
+        r = np.matmul(wg, cols.reshape(g, Cg * K, oh * ow))
+        y[n] = r.reshape(M, oh, ow)
+    if b is not None:
+        y += b.astype(dt).reshape(1, M, 1, 1)
+    return y.astype(x.dtype, copy=False)
