@@ -1,0 +1,204 @@
+"""Public API and error behaviour of Engine / compile_model (DESIGN.md 'Public API')."""
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+
+import deepsparse_cy as ds
+
+
+def _chain_model(n_layers=6, dim=16, dynamic=True):
+    """x -> (Add bias -> Relu -> Mul x)*n: many intermediates of one size."""
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(n_layers):
+        b = f"b{i}"
+        inits.append(numpy_helper.from_array(rng.standard_normal((dim,)).astype(np.float32), b))
+        nodes += [helper.make_node("Add", [prev, b], [f"a{i}"]),
+                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
+                  helper.make_node("Mul", [f"r{i}", "x"], [f"m{i}"])]
+        prev = f"m{i}"
+    nodes.append(helper.make_node("Neg", [prev], ["y"]))
+    shape = ["N", dim] if dynamic else [2, dim]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TP.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, shape)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _chain_ref(model, x):
+    vals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    h = x
+    for i in range(len(vals)):
+        h = np.maximum(h + vals[f"b{i}"], 0) * x
+    return -h
+
+
+def test_compile_from_path_bytes_proto(tmp_path):
+    m = _chain_model()
+    p = tmp_path / "m.onnx"
+    onnx.save(m, str(p))
+    x = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    ref = _chain_ref(m, x)
+    for src in (str(p), p, m.SerializeToString(), m):
+        e = ds.compile_model(src)
+        np.testing.assert_allclose(e.run([x])[0], ref, rtol=1e-6, atol=1e-6)
+    e = ds.Engine(m)
+    np.testing.assert_allclose(e([x])[0], ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(e.mapped_run({"x": x})["y"], ref, rtol=1e-6, atol=1e-6)
+
+
+def test_names_shapes_cores():
+    e = ds.compile_model(_chain_model(), num_cores=1)
+    assert e.input_names == ["x"] and e.output_names == ["y"]
+    assert e.input_shapes == [["N", 16]]
+    assert e.num_cores == 1
+    e2 = ds.compile_model(_chain_model(), batch_size=4)
+    assert e2.input_shapes == [[4, 16]]
+    with pytest.raises(ds.InputError, match=r"expected shape \[4, 16\]"):
+        e2.run([np.zeros((3, 16), np.float32)])
+
+
+def test_outputs_not_overwritten_by_later_calls():
+    e = ds.compile_model(_chain_model())
+    rng = np.random.default_rng(2)
+    x1 = rng.standard_normal((5, 16)).astype(np.float32)
+    x2 = rng.standard_normal((5, 16)).astype(np.float32)
+    y1 = e.run([x1])[0]
+    y1_copy = y1.copy()
+    for _ in range(3):
+        e.run([x2])
+    np.testing.assert_array_equal(y1, y1_copy)
+
+
+def test_planner_off_gives_identical_outputs():
+    m = _chain_model(n_layers=10)
+    x = np.random.default_rng(3).standard_normal((7, 16)).astype(np.float32)
+    on = ds.compile_model(m, memory_planner=True)
+    off = ds.compile_model(m, memory_planner=False)
+    for _ in range(2):  # first call plans, second runs out of the arena
+        np.testing.assert_array_equal(on.run([x])[0], off.run([x])[0])
+    r_on, r_off = on.memory_report(), off.memory_report()
+    assert r_on["arena_bytes"] < r_off["arena_bytes"]
+    assert r_off["arena_bytes"] >= r_off["intermediate_bytes"]
+
+
+def test_dynamic_batch_plans_per_shape():
+    m = _chain_model()
+    e = ds.compile_model(m)
+    rng = np.random.default_rng(4)
+    for n in (1, 3, 1, 8, 3):
+        x = rng.standard_normal((n, 16)).astype(np.float32)
+        np.testing.assert_allclose(e.run([x])[0], _chain_ref(m, x), rtol=1e-6, atol=1e-6)
+
+
+def test_bad_inputs_are_refused_with_what_was_expected():
+    e = ds.compile_model(_chain_model(dynamic=False))
+    x = np.zeros((2, 16), np.float32)
+    with pytest.raises(ds.InputError, match="expected 1 inputs"):
+        e.run([x, x])
+    with pytest.raises(ds.InputError, match="expected dtype float32, got float64"):
+        e.run([x.astype(np.float64)])
+    with pytest.raises(ds.InputError, match="expected rank 2"):
+        e.run([x[None]])
+    with pytest.raises(ds.InputError, match=r"expected shape \[2, 16\]"):
+        e.run([np.zeros((2, 15), np.float32)])
+    with pytest.raises(ds.InputError, match="missing"):
+        e.mapped_run({})
+    assert isinstance(ds.InputError("x"), ds.DeepSparseCyError)
+
+
+def test_noncontiguous_and_readonly_inputs():
+    m = _chain_model()
+    e = ds.compile_model(m)
+    big = np.random.default_rng(5).standard_normal((6, 32)).astype(np.float32)
+    x = big[::2, ::2]
+    assert not x.flags.c_contiguous
+    np.testing.assert_allclose(e.run([x])[0], _chain_ref(m, np.ascontiguousarray(x)), rtol=1e-6)
+    ro = np.ascontiguousarray(x)
+    ro.setflags(write=False)
+    np.testing.assert_allclose(e.run([ro])[0], _chain_ref(m, ro), rtol=1e-6)
+
+
+def test_all_unsupported_ops_listed_together():
+    nodes = [helper.make_node("FooOp", ["x"], ["a"], name="first"),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("BarOp", ["b"], ["y"], name="second", domain="com.example")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                            helper.make_opsetid("com.example", 1)])
+    with pytest.raises(ds.UnsupportedOperatorError) as ei:
+        ds.compile_model(m.SerializeToString())
+    msg = str(ei.value)
+    assert "FooOp" in msg and "BarOp" in msg and "first" in msg and "second" in msg
+    assert "com.example" in msg
+
+
+def test_garbage_and_invalid_models():
+    with pytest.raises(ds.ModelLoadError):
+        ds.compile_model(b"\x00\x01garbage" * 10)
+    with pytest.raises(ds.ModelLoadError, match="not found"):
+        ds.compile_model("/nonexistent/model.onnx")
+    good = _chain_model().SerializeToString()
+    with pytest.raises(ds.ModelLoadError):
+        ds.compile_model(good[: len(good) // 2])
+    # a node reading an undefined value
+    g = helper.make_graph([helper.make_node("Relu", ["nope"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TP.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, [2])])
+    with pytest.raises(ds.ModelLoadError):
+        ds.compile_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _external_model(tmp_path, location):
+    w = np.arange(4, dtype=np.float32)
+    t = numpy_helper.from_array(w, "w")
+    t.ClearField("raw_data")
+    t.data_location = TP.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TP.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, [4])], [t])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    p = tmp_path / "model" / "m.onnx"
+    p.parent.mkdir(exist_ok=True)
+    p.write_bytes(m.SerializeToString())
+    return p, w
+
+
+def test_external_data_inside_folder(tmp_path):
+    p, w = _external_model(tmp_path, "weights.bin")
+    (p.parent / "weights.bin").write_bytes(w.tobytes())
+    e = ds.compile_model(str(p))
+    np.testing.assert_array_equal(e.run([np.ones(4, np.float32)])[0], w + 1)
+
+
+@pytest.mark.parametrize("loc", ["../secret.bin", "/etc/passwd", "sub/../../secret.bin"])
+def test_external_data_outside_folder_refused(tmp_path, loc):
+    (tmp_path / "secret.bin").write_bytes(np.zeros(4, np.float32).tobytes())
+    p, _ = _external_model(tmp_path, loc)
+    with pytest.raises(ds.ModelLoadError, match="absolute|leaves"):
+        ds.compile_model(str(p))
+
+
+def test_cpu_features_and_isa():
+    f = ds.cpu_features()
+    assert isinstance(f, dict) and "avx2" in f and "avx512f" in f
+    assert ds.kernel_isa() in ("generic", "avx2", "avx512", "avx512_vnni")
+
+
+def test_node_errors_name_the_node():
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"], name="bad_reshape")], "g",
+                          [helper.make_tensor_value_info("x", TP.FLOAT, [2, 3]),
+                           helper.make_tensor_value_info("s", TP.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    e = ds.compile_model(m)
+    with pytest.raises(ds.DeepSparseCyError, match="bad_reshape"):
+        e.run([np.zeros((2, 3), np.float32), np.array([4, 4], np.int64)])
