@@ -19,6 +19,21 @@ import warnings
 import numpy as np
 
 
+def _to_value(v):
+    """Test data as the runner reads it from .pb files: protos become arrays / lists / None."""
+    import onnx
+    from onnx import numpy_helper
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, onnx.SequenceProto):
+        return numpy_helper.to_list(v)
+    if isinstance(v, onnx.OptionalProto):
+        return numpy_helper.to_optional(v)
+    if isinstance(v, list):
+        return [_to_value(x) for x in v]
+    return v
+
+
 class _Timeout(Exception):
     pass
 
@@ -60,8 +75,9 @@ def main(argv=None):
             signal.alarm(args.timeout)
             rep = DeepSparseCyBackend.prepare(c.model.SerializeToString())
             for inputs, ref in c.data_sets:
-                out = rep.run(list(inputs))
-                Runner.assert_similar_outputs(list(ref), list(out), rtol=c.rtol, atol=c.atol)
+                out = rep.run([_to_value(x) for x in inputs])
+                ref = [_to_value(x) for x in ref]
+                Runner.assert_similar_outputs(ref, list(out), rtol=c.rtol, atol=c.atol)
         except _Timeout:
             reason = "timeout"
         except deepsparse_cy.UnsupportedOperatorError as e:
