@@ -2,7 +2,8 @@
 
 Owns: unique naming, seeded float32 initializers (fan-in scaled), constant helpers, and the final
 ModelProto assembly with a matching IR version. Weights are drawn with float32 generators directly
-(never float64 then cast) so BERT-base's 110M parameters take about a second.
+(never float64 then cast) and written into the final proto once, so BERT-base's 110M parameters
+take a few seconds. Also the Conv+BN+activation and classifier-head blocks the CNNs share.
 """
 import math
 
@@ -74,6 +75,9 @@ class GraphBuilder:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
         return name
 
+    def input_name(self, i):
+        return self.inputs[i].name
+
     def output(self, name, elem_type, shape):
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
         return name
@@ -136,4 +140,46 @@ def model_bytes(model):
     return model.ByteSize()
 
 
-__all__ = ["GraphBuilder", "count_params", "model_bytes", "onnx"]
+
+
+def conv_bn(b, x, c_in, c_out, k, stride=1, group=1, act="relu", prefix="conv", gain=None,
+            bn_gamma=1.0, bias=False, pad=None):
+    """Conv (+ BatchNormalization) (+ activation) as torchvision models export in eval mode with
+    BN kept as its own node. He-style fan-in scaling; BN running stats near (0, 1) so the
+    inference-time BN does not itself rescale much. bias=True means the BN is already folded into
+    the conv, as Ultralytics exports. act: relu | relu6 | silu | None."""
+    fan_in = (c_in // group) * k * k
+    if gain is None:
+        gain = math.sqrt(2.0) if act in ("relu", "relu6") else 1.0
+    w = b.weight(prefix + ".weight", (c_out, c_in // group, k, k), fan_in, gain)
+    ins = [x, w]
+    if bias:
+        ins.append(b.normal(prefix + ".bias", (c_out,), 0.02))
+    pad = k // 2 if pad is None else pad
+    y = b.node("Conv", ins, name=prefix + "/Conv", kernel_shape=[k, k], strides=[stride, stride],
+               pads=[pad] * 4, group=group, dilations=[1, 1])
+    if not bias:
+        c = (c_out,)
+        y = b.node("BatchNormalization", [
+            y, b.uniform(prefix + ".bn.weight", c, 0.8 * bn_gamma, 1.2 * bn_gamma),
+            b.normal(prefix + ".bn.bias", c, 0.05),
+            b.normal(prefix + ".bn.running_mean", c, 0.05),
+            b.uniform(prefix + ".bn.running_var", c, 0.8, 1.2)],
+            name=prefix + "/BatchNormalization", epsilon=1e-5, momentum=0.9)
+    if act == "relu":
+        y = b.node("Relu", [y], name=prefix + "/Relu")
+    elif act == "relu6":
+        y = b.clip(y, 0.0, 6.0)
+    elif act == "silu":
+        y = b.node("Mul", [y, b.node("Sigmoid", [y], name=prefix + "/Sigmoid")],
+                   name=prefix + "/Mul")
+    return y
+
+
+def classifier_head(b, x, c_in, classes, prefix="fc"):
+    """GlobalAveragePool -> Flatten -> Gemm, torchvision's export of avgpool + flatten + Linear."""
+    x = b.node("GlobalAveragePool", [x])
+    x = b.node("Flatten", [x], axis=1)
+    w = b.weight(prefix + ".weight", (classes, c_in), c_in)
+    bias = b.normal(prefix + ".bias", (classes,), 0.02)
+    return b.node("Gemm", [x, w, bias], name=prefix + "/Gemm", alpha=1.0, beta=1.0, transB=1)
