@@ -516,6 +516,65 @@ class Engine:
         plan = Plan(prog, plan_steps, consts, slots, int(total), report)
         return self._collect_outputs(dict(zip(self.output_names, outs)), feeds), plan
 
+    def profile(self, inputs, iterations=5, warmup=1, dense_baseline=True):
+        """Per-node timing on `inputs`: list of dicts in execution order.
+
+        Each record: index, name, op_type, kernel, isa, weight_shape, weight_sparsity,
+        block4_occupancy, time_ms (median over iterations), and, for ops that can run a dense
+        twin of themselves (``op.run_dense``), dense_ms and speedup measured the same way."""
+        import time as _time
+
+        from .kernels import kernel_isa
+        xs = self._check_inputs(inputs)
+        feeds = dict(zip(self.input_names, xs))
+        key = self._key(xs)
+        for _ in range(max(warmup, 1)):
+            self._run(xs)
+        plan = self._plans[key]
+        times = [[] for _ in plan.steps]
+        dense = [[] for _ in plan.steps]
+        for _ in range(iterations):
+            inst = plan.acquire()
+            try:
+                env = dict(plan.consts)
+                env.update(feeds)
+                for i, (st, outs) in enumerate(zip(plan.steps, inst.step_outs)):
+                    node, op, reads, _, frees = st
+                    ins = [env[x] if x else None for x in reads]
+                    t0 = _time.perf_counter()
+                    res = op.run(ins, outs)
+                    times[i].append(_time.perf_counter() - t0)
+                    if dense_baseline and hasattr(op, "run_dense"):
+                        t0 = _time.perf_counter()
+                        op.run_dense(ins, None)
+                        dense[i].append(_time.perf_counter() - t0)
+                    _bind_outputs(node, res, env)
+            finally:
+                plan.release(inst)
+        records = []
+        for i, (node, op, _, _, _) in enumerate(plan.steps):
+            w = None
+            for j in (1, 0):
+                if j < len(node.inputs) and node.inputs[j] in self._program.consts:
+                    c = self._program.consts[node.inputs[j]]
+                    if isinstance(c, np.ndarray) and c.ndim >= 2:
+                        w = c
+                        break
+            rec = {"index": i, "name": node.name, "op_type": node.op_type,
+                   "kernel": getattr(op, "kernel_name", "numpy"),
+                   "isa": getattr(op, "kernel_isa", None) or ("numpy" if not hasattr(op, "kernel_name")
+                                                              else kernel_isa()),
+                   "weight_shape": list(w.shape) if w is not None else None,
+                   "weight_sparsity": float(np.mean(w == 0)) if w is not None else None,
+                   "block4_occupancy": _block4_occupancy(w) if w is not None else None,
+                   "time_ms": float(np.median(times[i]) * 1e3),
+                   "flops": getattr(op, "flops", None)}
+            if dense[i]:
+                rec["dense_ms"] = float(np.median(dense[i]) * 1e3)
+                rec["speedup"] = rec["dense_ms"] / max(rec["time_ms"], 1e-9)
+            records.append(rec)
+        return records
+
     def memory_report(self, inputs=None):
         """Arena bytes, sum of all planned intermediates and peak live bytes for the plan of
         `inputs` (run once if needed), or for the most recent plan."""
@@ -528,6 +587,20 @@ class Engine:
         if not self._plans:
             raise DeepSparseCyError("no plan yet: run the engine once or pass inputs")
         return dict(list(self._plans.values())[-1].report)
+
+
+def _block4_occupancy(w):
+    """Fraction of 1x4 blocks (4 consecutive input-dim weights of one output) with any nonzero.
+
+    The input dimension is the last axis for Conv/Gemm-style [out, in...] weights flattened to
+    2-D, and axis 0 for MatMul's [in, out] weights."""
+    if w.ndim < 2:
+        return None
+    m = w.reshape(w.shape[0], -1) != 0 if w.ndim > 2 else (w != 0).T
+    k = m.shape[1] // 4 * 4
+    if k == 0:
+        return None
+    return float(m[:, :k].reshape(m.shape[0], -1, 4).any(axis=2).mean())
 
 
 def _fmt_shape(shape):
