@@ -2,12 +2,62 @@
 
 Filled once at import: start from 'generic', upgrade after cpuid + xgetbv checks, then cap by
 DEEPSPARSE_CY_ISA (generic | avx2 | avx512 | avx512_vnni), which can only lower the level.
+Each kernel family is built once per ISA (module ``_<family>_<isa>``); ``KERNELS`` lists every
+build and feeds dispatch, the tests (parametrised over ``runnable_isas()``) and the benchmarks.
+There is no AVX-512 build yet: on an AVX-512 CPU dispatch runs the avx2 builds.
+
+Python API (what the graph layer calls)
+---------------------------------------
+Layouts: activations are **tokens-major** ``x[M, K]`` (M = tokens / pixels, K = input features,
+rows contiguous; NHWC for convolutions), outputs are tokens-major ``out[M, N]`` (an ``out=``
+array may be a column slice of a wider C-contiguous buffer: only its row stride matters). Weights
+are ``[N, K]`` (ONNX MatMul weights ``[K, N]`` must be transposed; Conv weights go through
+``conv_weight_matrix``). Packing happens once at compile time; the kernels repack activations
+per call into the layout they need (int16 k-pairs), which costs O(M*K) against O(M*K*N*density).
+
+``pack_qs8(w_s8[N, K], format='auto'|'dense'|'block4'|'unstructured') -> PackedQS8``
+    ``.format .n .k .nnz .nblocks .nbytes .bytes_per_nnz .rowsum .costs``. 'auto' measures the
+    occupancy of 1x4 quads / 1x2 pairs / elements and picks by a cost model (``choose_format``),
+    dense when sparsity does not pay. block4 stores 4 s8 + a 16-bit offset per nonzero quad (1.5 B
+    per nonzero at 100% quad occupancy); unstructured stores 2 s8 + 16-bit offset per nonzero
+    pair; dense stores int16 (2 B per weight).
+``qs8_matmul(x[M, K] u8|s8, packed, bias=None (int32[N]), scale=None (float | float32[N]),
+            out_dtype=np.float32|np.uint8|np.int8|np.int32, out_zero_point=0, x_zero_point=0,
+            activation=None|'relu'|'clip', clip=(lo, hi), num_threads=None, out=None, isa=None)``
+    acc = sum_k (x - x_zero_point) * w + bias  (int32, exact);  int32 out: acc;
+    else f = float32(acc) * scale[n] -> activation -> float32 out, or
+    saturate(round_half_even(f) + out_zero_point) for uint8/int8 out. scale = s_x * s_w[n] / s_y
+    for requantization, s_x * s_w[n] for float out. The activation acts on f (dequantized domain).
+``qs8_matmul_reference(...)``: same arguments, plain numpy; bit-exact to the kernels.
+``pack_f32_sparse(w_f32[N, K]) -> PackedF32``; ``f32_spmm(x[M, K] f32, packed, bias=None,
+    activation=None, clip=None, num_threads=None, out=None, isa=None) -> out[M, N] f32``.
+Convolution: ``conv_weight_matrix(w[Cout, Cin, kh, kw]) -> [Cout, kh*kw*Cin]``,
+``im2col_nhwc(x[B, H, W, C], kernel_shape, strides, pads, dilations, pad_value)`` and
+``qs8_conv2d_nhwc(x_nhwc, packed, kernel_shape, ...) -> [B, Ho, Wo, Cout]`` (1x1 stride 1 is
+the GEMM over pixels without a copy; others explicit im2col; pad with the activation zero point).
+``num_threads``: None or 0 = OpenMP default (OMP_NUM_THREADS / threadpoolctl limits apply).
+``isa``: force a build ('generic' | 'avx2') for tests; None = dispatch.
+Every kernel call releases the GIL.
 """
+import importlib
 import os
 
 from . import _cpuid
 
 LEVELS = ["generic", "avx2", "avx512", "avx512_vnni"]
+
+# Every compiled kernel variant: (family, isa build suffix, dispatch level it belongs to,
+# CPU features the build's -m flags require). Dispatch, tests and benchmarks all read this.
+KERNELS = [
+    ("qs8_gemm", "generic", "generic", ()),
+    ("qs8_gemm", "avx2", "avx2", ("avx2", "fma", "f16c")),
+    ("qs8_spmm", "generic", "generic", ()),
+    ("qs8_spmm", "avx2", "avx2", ("avx2", "fma", "f16c")),
+    ("f32_spmm", "generic", "generic", ()),
+    ("f32_spmm", "avx2", "avx2", ("avx2", "fma", "f16c")),
+]
+FAMILIES = sorted({k[0] for k in KERNELS})
+ISA_BUILDS = ["generic", "avx2"]   # ascending
 
 
 def cpu_features():
@@ -47,3 +97,56 @@ ISA, HW_ISA = _choose()
 def kernel_isa():
     """The kernel level dispatch chose: 'avx512_vnni' | 'avx512' | 'avx2' | 'generic'."""
     return ISA
+
+
+def missing_features(isa):
+    """CPU features an ISA build needs that this machine lacks ([] = runnable)."""
+    f = cpu_features()
+    need = {feat for _, b, _, feats in KERNELS if b == isa for feat in feats}
+    return sorted(x for x in need if not f.get(x))
+
+
+def runnable_isas():
+    """ISA builds this CPU can execute, ascending (tests parametrise over these)."""
+    return [b for b in ISA_BUILDS if not missing_features(b)]
+
+
+def _dispatch():
+    # highest build whose level does not exceed the chosen level and whose features are present
+    table = {}
+    for fam, build, level, _ in KERNELS:
+        if LEVELS.index(level) <= LEVELS.index(ISA) and not missing_features(build):
+            cur = table.get(fam)
+            if cur is None or ISA_BUILDS.index(build) > ISA_BUILDS.index(cur):
+                table[fam] = build
+    return table
+
+
+DISPATCH = _dispatch()
+_modules = {}
+
+
+def kernel_builds():
+    """{family: isa build} that dispatch runs, e.g. {'qs8_gemm': 'avx2', ...}."""
+    return dict(DISPATCH)
+
+
+def load(family, isa=None):
+    """The compiled module of `family` for build `isa` (None = the dispatched one)."""
+    isa = DISPATCH[family] if isa is None else isa
+    key = (family, isa)
+    mod = _modules.get(key)
+    if mod is None:
+        if (family, isa) not in {(k[0], k[1]) for k in KERNELS}:
+            raise ValueError(f"no kernel build {family!r} for isa {isa!r}")
+        miss = missing_features(isa)
+        if miss:
+            raise RuntimeError(f"{family}/{isa} needs CPU features this machine lacks: {miss}")
+        mod = _modules[key] = importlib.import_module(f"{__name__}._{family}_{isa}")
+    return mod
+
+
+from .qs8 import (PackedQS8, pack_qs8, qs8_matmul, qs8_matmul_reference, choose_format,  # noqa: E402
+                  weight_pattern_stats)
+from .f32 import PackedF32, pack_f32_sparse, f32_spmm, f32_spmm_reference  # noqa: E402
+from .conv import conv_weight_matrix, im2col_nhwc, qs8_conv2d_nhwc  # noqa: E402

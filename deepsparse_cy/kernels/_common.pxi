@@ -1,0 +1,33 @@
+# Shared Cython declarations of csrc/dscy_kernels.h (included by each kernel family's .pyx).
+from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "csrc/dscy_kernels.h" nogil:
+    ctypedef struct dscy_epilogue:
+        const int32_t *bias
+        const float *scale
+        int out_type, act
+        float lo, hi
+        int zero_point
+        void *out
+        Py_ssize_t ldo
+    int DSCY_GEMM_MR, DSCY_GEMM_NR
+
+cdef inline void *_ptr(cnp.ndarray a):
+    return cnp.PyArray_DATA(a)
+
+cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out_type, int act,
+                                    float lo, float hi, int zp, cnp.ndarray out):
+    cdef dscy_epilogue ep
+    ep.bias = <const int32_t *>_ptr(bias)
+    ep.scale = <const float *>_ptr(scale)
+    ep.out_type = out_type
+    ep.act = act
+    ep.lo = lo
+    ep.hi = hi
+    ep.zero_point = zp
+    ep.out = _ptr(out)
+    ep.ldo = out.strides[0] // out.itemsize
+    return ep

@@ -1,0 +1,61 @@
+/* Internal helpers shared by the INT8 kernels: thread split and the fused epilogue. */
+#ifndef DSCY_COMMON_H
+#define DSCY_COMMON_H
+#include <math.h>
+#include <string.h>
+#include "dscy_kernels.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+static inline int dscy_nthreads(int want) {
+#ifdef _OPENMP
+    if (want <= 0) want = omp_get_max_threads();
+    return want < 1 ? 1 : want;
+#else
+    (void)want; return 1;
+#endif
+}
+
+/* Scalar epilogue for one element; the vector paths must match it bit for bit. */
+static inline void dscy_ep_store1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
+    int32_t v = (int32_t)((uint32_t)acc + (uint32_t)ep->bias[n]);
+    ptrdiff_t o = (ptrdiff_t)m * ep->ldo + n;
+    if (ep->out_type == DSCY_OUT_I32) { ((int32_t *)ep->out)[o] = v; return; }
+    float f = (float)v * ep->scale[n];
+    if (ep->act == DSCY_ACT_RELU) f = f > 0.0f ? f : 0.0f;
+    else if (ep->act == DSCY_ACT_CLIP) { f = f < ep->lo ? ep->lo : f; f = f > ep->hi ? ep->hi : f; }
+    if (ep->out_type == DSCY_OUT_F32) { ((float *)ep->out)[o] = f; return; }
+    /* clamp before rounding so huge values cannot overflow the int conversion; the bounds are
+     * integers, so rint(clamp(f)) + zp == saturate(rint(f) + zp) */
+    float qlo = (ep->out_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->zero_point;
+    float qhi = (ep->out_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->zero_point;
+    f = f < qlo ? qlo : f; f = f > qhi ? qhi : f;
+    int q = (int)rintf(f) + ep->zero_point;   /* rintf: current mode = round half to even */
+    if (ep->out_type == DSCY_OUT_U8) ((uint8_t *)ep->out)[o] = (uint8_t)q;
+    else ((int8_t *)ep->out)[o] = (int8_t)q;
+}
+
+#ifdef __AVX2__
+/* Epilogue of 8 int32 accumulators: vacc[j] belongs to output (m[j], n[j]) with per-lane bias and
+ * scale vectors. Returns float values (already activated); caller stores. */
+static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bias, __m256 scale) {
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
+    if (ep->act == DSCY_ACT_RELU) f = _mm256_max_ps(f, _mm256_setzero_ps());
+    else if (ep->act == DSCY_ACT_CLIP)
+        f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(ep->lo)), _mm256_set1_ps(ep->hi));
+    return f;
+}
+/* float -> quantized int32 lanes (rounded half-even, zero point added, saturated) */
+static inline __m256i dscy_ep_q8(const dscy_epilogue *ep, __m256 f) {
+    float qlo = (ep->out_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->zero_point;
+    float qhi = (ep->out_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->zero_point;
+    f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(qlo)), _mm256_set1_ps(qhi));
+    /* cvtps_epi32 rounds with MXCSR (default: nearest, ties to even) like rintf */
+    return _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(ep->zero_point));
+}
+#endif
+#endif

@@ -1,0 +1,74 @@
+/* deepsparse_cy kernels: public C interface shared by the per-ISA builds.
+ *
+ * Every .c file here is compiled once per ISA level (setup.py PER_ISA) with that level's -m flags;
+ * the AVX2 paths are selected by __AVX2__ at compile time, the generic C paths otherwise. Packing
+ * formats are ISA-independent (built in numpy by deepsparse_cy/kernels/qs8.py), so one packed
+ * weight runs on every level.
+ *
+ * INT8 arithmetic: activations (u8 or s8) are widened to int16 once per call and multiplied with
+ * int16-widened s8 weights by vpmaddwd. Unlike vpmaddubsw (u8 x s8 pairs saturate at int16: 255*127*2
+ * > 32767) this is exact for every input, so integer results are bit-exact with numpy.
+ */
+#ifndef DSCY_KERNELS_H
+#define DSCY_KERNELS_H
+#include <stdint.h>
+#include <stddef.h>
+
+/* Fused epilogue, applied once per output element:
+ *   v = acc + bias[n]                                          (int32)
+ *   out_type INT32: out = v
+ *   else f = (float)v * scale[n]; f = act(f)                    (float32, no FMA contraction)
+ *   out_type F32: out = f
+ *   out_type U8/S8: out = saturate(rint_half_even(f) + zero_point)   (ONNX QuantizeLinear)
+ * act: 0 none, 1 relu (max(f,0)), 2 clip [lo, hi]. */
+enum { DSCY_OUT_I32 = 0, DSCY_OUT_F32 = 1, DSCY_OUT_U8 = 2, DSCY_OUT_S8 = 3 };
+enum { DSCY_ACT_NONE = 0, DSCY_ACT_RELU = 1, DSCY_ACT_CLIP = 2 };
+
+typedef struct {
+    const int32_t *bias;    /* [N] (zero-point compensation already folded in), never NULL */
+    const float *scale;     /* [N], never NULL (unused for INT32 out) */
+    int out_type, act;
+    float lo, hi;           /* clip bounds (act == CLIP) */
+    int zero_point;         /* output zero point (U8/S8 out) */
+    void *out;              /* [M][ldo] elements of out_type, tokens-major */
+    ptrdiff_t ldo;          /* row stride of out, in elements */
+} dscy_epilogue;
+
+/* ---- dense INT8 GEMM (qs8_gemm.c) ---- */
+#define DSCY_GEMM_MR 6      /* tokens per micro-tile */
+#define DSCY_GEMM_NR 16     /* output channels per micro-tile (two ymm of int32) */
+/* x [M][K] u8 (x_signed=0) or s8 -> xp int16 [Mp][Kp], Mp = ceil(M/MR)*MR, Kp = K rounded up to even */
+void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
+                          int16_t *xp, int Mp, int Kp, int nthreads);
+/* xp [Mp][Kp] int16, wp int16 [Np/NR][Kp/2][NR][2]; out via epilogue (only M x N written) */
+void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
+                   const dscy_epilogue *ep, int nthreads);
+
+/* ---- sparse INT8 (qs8_spmm.c) ---- */
+#define DSCY_SPMM_T 32      /* tokens per tile (tail tiles use 8) */
+/* x [M][K] -> xt int16 tiles: for each tile of T tokens (T = 32, tail tiles 8), [Kp/2][T][2]
+ * (two consecutive k of one token side by side). Size: dscy_qs8_spmm_xt_size(M, Kp). */
+size_t dscy_qs8_spmm_xt_size(int M, int Kp);
+void dscy_qs8_pack_x_tiles(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
+                           int16_t *xt, int Kp, int nthreads);
+/* Row-compressed blocks: row n owns blocks row_ptr[n]..row_ptr[n+1]; block b covers k-pairs
+ * idx[b]*bp .. idx[b]*bp+bp-1 with weights vals[b*2bp .. b*2bp+2bp-1] (s8).
+ * bp = 2: "block4" (1x4 along K); bp = 1: "unstructured" (1x2 pair blocks). */
+void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr, const uint16_t *idx,
+                   const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads);
+
+/* ---- sparse FP32 (f32_spmm.c) ---- */
+size_t dscy_f32_spmm_xt_size(int M, int K);
+void dscy_f32_pack_x_tiles(const float *x, ptrdiff_t ldx, int M, int K, float *xt, int nthreads);
+/* act: 0 none, 1 relu, 2 clip. out [M][ldo] float32 */
+void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
+                   const float *vals, int N, const float *bias, int act, float lo, float hi,
+                   float *out, ptrdiff_t ldo, int nthreads);
+
+/* ---- probes (qs8_gemm.c) ---- */
+/* MACs per second of a register-only loop of `kind`: 0 vpmaddubsw+vpmaddwd(ones)+vpaddd,
+ * 1 vpmaddwd+vpaddd (the sequence the AVX2 kernels use), 2 vfmadd231ps (f32 FMAs/s).
+ * Returns 0 when the build has no AVX2. */
+double dscy_probe_peak(int kind, long iters);
+
+#endif

@@ -1,0 +1,127 @@
+/* Sparse FP32 GEMM (unstructured), XNNPACK f32-spmm style: per nonzero, broadcast the weight and
+ * FMA a vector of tokens; activations packed feature-major per token tile ([K][T], T = 32, tail
+ * tiles 8). Rows in natural order, threads split by nonzeros. out[M][N] tokens-major. */
+#include "dscy_common.h"
+
+#define T32 32
+
+static inline int ntiles32(int M) { return M / T32; }
+static inline int ntiles_all(int M) { int r = M % T32; return M / T32 + (r + 7) / 8; }
+static inline size_t tile_off(int M, int K, int t, int *T) {
+    int n32 = ntiles32(M);
+    if (t < n32) { *T = T32; return (size_t)t * K * T32; }
+    *T = 8;
+    return (size_t)n32 * K * T32 + (size_t)(t - n32) * K * 8;
+}
+
+size_t dscy_f32_spmm_xt_size(int M, int K) { int T; return tile_off(M, K, ntiles_all(M), &T); }
+
+void dscy_f32_pack_x_tiles(const float *x, ptrdiff_t ldx, int M, int K, float *xt, int nthreads) {
+    int nt = dscy_nthreads(nthreads), ntl = ntiles_all(M);
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
+    for (int t = 0; t < ntl; t++) {
+        int T; float *d = xt + tile_off(M, K, t, &T);
+        int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
+        for (int i = 0; i < T; i++) {
+            int m = m0 + i;
+            if (m >= M) { for (int k = 0; k < K; k++) d[(size_t)k * T + i] = 0.0f; continue; }
+            const float *s = x + (ptrdiff_t)m * ldx;
+            for (int k = 0; k < K; k++) d[(size_t)k * T + i] = s[k];
+        }
+    }
+}
+
+static inline float act1(float f, int act, float lo, float hi) {
+    if (act == DSCY_ACT_RELU) return f > 0.0f ? f : 0.0f;
+    if (act == DSCY_ACT_CLIP) { f = f < lo ? lo : f; return f > hi ? hi : f; }
+    return f;
+}
+
+void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
+                   const float *vals, int N, const float *bias, int act, float lo, float hi,
+                   float *out, ptrdiff_t ldo, int nthreads) {
+    int ntl = ntiles_all(M), n32 = ntiles32(M);
+    int nt = dscy_nthreads(nthreads);
+    if (nt > N) nt = N;
+    long total = row_ptr[N];
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, TT = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(); TT = omp_get_num_threads();
+#endif
+        long tot = total + N, lo_t = tot * tid / TT, hi_t = tot * (tid + 1) / TT;
+        int r0, r1;
+        { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < lo_t) a = c + 1; else b = c; } r0 = a; }
+        { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < hi_t) a = c + 1; else b = c; } r1 = a; }
+        if (tid == TT - 1) r1 = N;
+        float acc[T32] __attribute__((aligned(32)));
+        for (int t = 0; t < ntl; t++) {
+            int T; const float *xtile = xt + tile_off(M, K, t, &T);
+            int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+            int mt = M - m0 < T ? M - m0 : T;
+            for (int n = r0; n < r1; n++) {
+                int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
+                const uint16_t *ix = idx + b0;
+                const float *v = vals + b0;
+                float bn = bias ? bias[n] : 0.0f;
+#ifdef __AVX2__
+                if (T == T32) {
+                    /* two accumulator sets (even / odd nonzeros) hide the FMA latency */
+                    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                    __m256 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+                    int b = 0;
+                    for (; b + 1 < nb; b += 2) {
+                        const float *x0 = xtile + (size_t)ix[b] * T32, *x1 = xtile + (size_t)ix[b + 1] * T32;
+                        __m256 w0 = _mm256_broadcast_ss(v + b), w1 = _mm256_broadcast_ss(v + b + 1);
+                        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0), a0);
+                        a1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + 8), a1);
+                        a2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + 16), a2);
+                        a3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + 24), a3);
+                        c0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1), c0);
+                        c1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + 8), c1);
+                        c2 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + 16), c2);
+                        c3 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + 24), c3);
+                    }
+                    if (b < nb) {
+                        const float *x0 = xtile + (size_t)ix[b] * T32;
+                        __m256 w0 = _mm256_broadcast_ss(v + b);
+                        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0), a0);
+                        a1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + 8), a1);
+                        a2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + 16), a2);
+                        a3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + 24), a3);
+                    }
+                    __m256 bb = _mm256_set1_ps(bn);
+                    _mm256_store_ps(acc, _mm256_add_ps(_mm256_add_ps(a0, c0), bb));
+                    _mm256_store_ps(acc + 8, _mm256_add_ps(_mm256_add_ps(a1, c1), bb));
+                    _mm256_store_ps(acc + 16, _mm256_add_ps(_mm256_add_ps(a2, c2), bb));
+                    _mm256_store_ps(acc + 24, _mm256_add_ps(_mm256_add_ps(a3, c3), bb));
+                } else {
+                    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                    int b = 0;
+                    for (; b + 3 < nb; b += 4) {
+                        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(v + b), _mm256_loadu_ps(xtile + (size_t)ix[b] * 8), a0);
+                        a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(v + b + 1), _mm256_loadu_ps(xtile + (size_t)ix[b + 1] * 8), a1);
+                        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(v + b + 2), _mm256_loadu_ps(xtile + (size_t)ix[b + 2] * 8), a2);
+                        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(v + b + 3), _mm256_loadu_ps(xtile + (size_t)ix[b + 3] * 8), a3);
+                    }
+                    for (; b < nb; b++)
+                        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(v + b), _mm256_loadu_ps(xtile + (size_t)ix[b] * 8), a0);
+                    _mm256_store_ps(acc, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                                                       _mm256_set1_ps(bn)));
+                }
+#else
+                for (int i = 0; i < T; i++) acc[i] = 0.0f;
+                for (int b = 0; b < nb; b++) {
+                    const float *xr = xtile + (size_t)ix[b] * T;
+                    float w = v[b];
+                    for (int i = 0; i < T; i++) acc[i] += w * xr[i];
+                }
+                for (int i = 0; i < T; i++) acc[i] += bn;
+#endif
+                float *o = out + (ptrdiff_t)m0 * ldo + n;
+                for (int i = 0; i < mt; i++) o[i * ldo] = act1(acc[i], act, lo, hi);
+            }
+        }
+    }
+}

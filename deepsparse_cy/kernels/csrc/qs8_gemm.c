@@ -1,0 +1,196 @@
+/* Dense INT8 GEMM: out[M][N] = epilogue(x[M][K] . w[N][K]^T), activations broadcast, weights as
+ * vectors over output channels, so the epilogue writes contiguous runs of the tokens-major output.
+ *
+ * Blocking: work items = (16-channel panel, block of MB micro-tiles of 6 tokens); K in chunks of
+ * KC pairs so the weight micro-panel (KC*64 B = 16 KiB) stays in L1 while the tiles of the item
+ * reuse it; partial sums of a K-chunked item live in a small stack buffer. */
+#include <time.h>
+#include "dscy_common.h"
+
+#define MR DSCY_GEMM_MR
+#define NR DSCY_GEMM_NR
+#define KC 256      /* k-pairs per K chunk */
+#define MB 8        /* micro-tiles per work item (48 tokens) */
+
+void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
+                          int16_t *xp, int Mp, int Kp, int nthreads) {
+    int nt = dscy_nthreads(nthreads);
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
+    for (int m = 0; m < Mp; m++) {
+        int16_t *d = xp + (ptrdiff_t)m * Kp;
+        if (m >= M) { memset(d, 0, sizeof(int16_t) * Kp); continue; }
+        if (x_signed) { const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
+                        for (int k = 0; k < K; k++) d[k] = s[k]; }
+        else { const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
+               for (int k = 0; k < K; k++) d[k] = s[k]; }
+        for (int k = K; k < Kp; k++) d[k] = 0;
+    }
+}
+
+/* Store one finished micro-tile (rows m0..m0+mr-1, channels n0..n0+15) through the epilogue.
+ * c: int32 [MR][NR] accumulators (without bias). */
+static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr, int n0, int N) {
+    int nn = N - n0 < NR ? N - n0 : NR;
+#ifdef __AVX2__
+    if (nn == NR) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(ep->bias + n0));
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(ep->bias + n0 + 8));
+        __m256 s0 = _mm256_loadu_ps(ep->scale + n0), s1 = _mm256_loadu_ps(ep->scale + n0 + 8);
+        for (int r = 0; r < mr; r++) {
+            __m256i a0 = _mm256_loadu_si256((const __m256i *)(c + r * NR));
+            __m256i a1 = _mm256_loadu_si256((const __m256i *)(c + r * NR + 8));
+            ptrdiff_t o = (ptrdiff_t)(m0 + r) * ep->ldo + n0;
+            if (ep->out_type == DSCY_OUT_I32) {
+                _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o), _mm256_add_epi32(a0, b0));
+                _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o + 8), _mm256_add_epi32(a1, b1));
+                continue;
+            }
+            __m256 f0 = dscy_ep_f8(ep, a0, b0, s0), f1 = dscy_ep_f8(ep, a1, b1, s1);
+            if (ep->out_type == DSCY_OUT_F32) {
+                _mm256_storeu_ps((float *)ep->out + o, f0);
+                _mm256_storeu_ps((float *)ep->out + o + 8, f1);
+                continue;
+            }
+            __m256i q0 = dscy_ep_q8(ep, f0), q1 = dscy_ep_q8(ep, f1);
+            /* lanes are already saturated to the 8-bit range, so the packs only narrow */
+            __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+            __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+            __m128i b = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
+            _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), b);
+        }
+        return;
+    }
+#endif
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nn; j++) dscy_ep_store1(ep, c[r * NR + j], m0 + r, n0 + j);
+}
+
+#ifdef __AVX2__
+/* 6x16 micro-kernel over kc k-pairs. x: row 0 of the tile at the chunk's first k-pair (int32 units
+ * = one k-pair of int16), ldx in pairs; w: panel at the chunk's first pair. c in/out when !first. */
+static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, int kc,
+                           int32_t *c, int first) {
+    __m256i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (first) {
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_si256();
+    } else {
+#define LD(r) c##r##0 = _mm256_loadu_si256((const __m256i *)(c + r * NR)); \
+              c##r##1 = _mm256_loadu_si256((const __m256i *)(c + r * NR + 8));
+        LD(0) LD(1) LD(2) LD(3) LD(4) LD(5)
+#undef LD
+    }
+    for (int p = 0; p < kc; p++) {
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + p * 2 * NR));
+        __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + p * 2 * NR + 16));
+        __m256i b;
+#define STEP(r) b = _mm256_set1_epi32(x[r * ldx + p]); \
+        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(b, w0)); \
+        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(b, w1));
+        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5)
+#undef STEP
+    }
+#define ST(r) _mm256_storeu_si256((__m256i *)(c + r * NR), c##r##0); \
+              _mm256_storeu_si256((__m256i *)(c + r * NR + 8), c##r##1);
+    ST(0) ST(1) ST(2) ST(3) ST(4) ST(5)
+#undef ST
+}
+#else
+static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, int kc,
+                           int32_t *c, int first) {
+    int32_t acc[MR][NR];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) acc[r][j] = first ? 0 : c[r * NR + j];
+    for (int p = 0; p < kc; p++) {
+        const int16_t *wp = w + p * 2 * NR;
+        for (int r = 0; r < MR; r++) {
+            const int16_t *xv = (const int16_t *)(x + r * ldx + p);
+            int32_t x0 = xv[0], x1 = xv[1];
+            for (int j = 0; j < NR; j++) acc[r][j] += x0 * wp[2 * j] + x1 * wp[2 * j + 1];
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) c[r * NR + j] = acc[r][j];
+}
+#endif
+
+void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
+                   const dscy_epilogue *ep, int nthreads) {
+    int K2 = Kp / 2, npanel = Np / NR, mtiles = Mp / MR;
+    int mblocks = (mtiles + MB - 1) / MB;
+    long items = (long)npanel * mblocks;
+    int nt = dscy_nthreads(nthreads);
+    if (nt > items) nt = (int)items;
+    const int32_t *x32 = (const int32_t *)xp;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, T = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(); T = omp_get_num_threads();
+#endif
+        long i0 = items * tid / T, i1 = items * (tid + 1) / T;
+        int32_t cbuf[MB][MR * NR] __attribute__((aligned(64)));
+        for (long it = i0; it < i1; it++) {
+            int panel = (int)(it / mblocks), mb = (int)(it % mblocks);
+            int t0 = mb * MB, t1 = t0 + MB < mtiles ? t0 + MB : mtiles;
+            const int16_t *wpan = wp + (ptrdiff_t)panel * K2 * 2 * NR;
+            for (int p0 = 0; p0 < K2; p0 += KC) {
+                int kc = K2 - p0 < KC ? K2 - p0 : KC;
+                for (int t = t0; t < t1; t++)
+                    ukernel(x32 + (ptrdiff_t)t * MR * K2 + p0, K2, wpan + (ptrdiff_t)p0 * 2 * NR, kc,
+                            cbuf[t - t0], p0 == 0);
+            }
+            for (int t = t0; t < t1; t++) {
+                int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
+                if (mr > 0) store_tile(ep, cbuf[t - t0], m0, mr, panel * NR, N);
+            }
+        }
+    }
+}
+
+double dscy_probe_peak(int kind, long iters) {
+#ifdef __AVX2__
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    /* 6 independent chains per iteration; operands stay in registers (peak, not memory) */
+    if (kind == 0) {
+        __asm__ volatile("vpcmpeqw %%ymm13, %%ymm13, %%ymm13\n vpsrlw $15, %%ymm13, %%ymm13" ::: "xmm13");
+        for (long i = 0; i < iters; i++)
+            __asm__ volatile(
+                "vpmaddubsw %%ymm15, %%ymm14, %%ymm0\n vpmaddwd %%ymm13, %%ymm0, %%ymm0\n vpaddd %%ymm0, %%ymm1, %%ymm1\n"
+                "vpmaddubsw %%ymm15, %%ymm14, %%ymm2\n vpmaddwd %%ymm13, %%ymm2, %%ymm2\n vpaddd %%ymm2, %%ymm3, %%ymm3\n"
+                "vpmaddubsw %%ymm15, %%ymm14, %%ymm4\n vpmaddwd %%ymm13, %%ymm4, %%ymm4\n vpaddd %%ymm4, %%ymm5, %%ymm5\n"
+                "vpmaddubsw %%ymm15, %%ymm14, %%ymm6\n vpmaddwd %%ymm13, %%ymm6, %%ymm6\n vpaddd %%ymm6, %%ymm7, %%ymm7\n"
+                "vpmaddubsw %%ymm15, %%ymm14, %%ymm8\n vpmaddwd %%ymm13, %%ymm8, %%ymm8\n vpaddd %%ymm8, %%ymm9, %%ymm9\n"
+                "vpmaddubsw %%ymm15, %%ymm14, %%ymm10\n vpmaddwd %%ymm13, %%ymm10, %%ymm10\n vpaddd %%ymm10, %%ymm11, %%ymm11\n"
+                ::: "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11");
+    } else if (kind == 1) {
+        for (long i = 0; i < iters; i++)
+            __asm__ volatile(
+                "vpmaddwd %%ymm15, %%ymm14, %%ymm0\n vpaddd %%ymm0, %%ymm1, %%ymm1\n"
+                "vpmaddwd %%ymm15, %%ymm14, %%ymm2\n vpaddd %%ymm2, %%ymm3, %%ymm3\n"
+                "vpmaddwd %%ymm15, %%ymm14, %%ymm4\n vpaddd %%ymm4, %%ymm5, %%ymm5\n"
+                "vpmaddwd %%ymm15, %%ymm14, %%ymm6\n vpaddd %%ymm6, %%ymm7, %%ymm7\n"
+                "vpmaddwd %%ymm15, %%ymm14, %%ymm8\n vpaddd %%ymm8, %%ymm9, %%ymm9\n"
+                "vpmaddwd %%ymm15, %%ymm14, %%ymm10\n vpaddd %%ymm10, %%ymm11, %%ymm11\n"
+                ::: "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11");
+    } else {
+        for (long i = 0; i < iters; i++)
+            __asm__ volatile(
+                "vfmadd231ps %%ymm15, %%ymm14, %%ymm0\n vfmadd231ps %%ymm15, %%ymm14, %%ymm1\n"
+                "vfmadd231ps %%ymm15, %%ymm14, %%ymm2\n vfmadd231ps %%ymm15, %%ymm14, %%ymm3\n"
+                "vfmadd231ps %%ymm15, %%ymm14, %%ymm4\n vfmadd231ps %%ymm15, %%ymm14, %%ymm5\n"
+                "vfmadd231ps %%ymm15, %%ymm14, %%ymm6\n vfmadd231ps %%ymm15, %%ymm14, %%ymm7\n"
+                "vfmadd231ps %%ymm15, %%ymm14, %%ymm8\n vfmadd231ps %%ymm15, %%ymm14, %%ymm9\n"
+                "vfmadd231ps %%ymm15, %%ymm14, %%ymm10\n vfmadd231ps %%ymm15, %%ymm14, %%ymm11\n"
+                ::: "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11");
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    __asm__ volatile("vzeroupper" ::: "memory");
+    double t = (b.tv_sec - a.tv_sec) + 1e-9 * (b.tv_nsec - a.tv_nsec);
+    double per_iter = kind == 0 ? 6 * 32 : kind == 1 ? 6 * 16 : 12 * 8;
+    return t > 0 ? iters * per_iter / t : 0.0;
+#else
+    (void)kind; (void)iters;
+    return 0.0;
+#endif
+}

@@ -1,0 +1,172 @@
+/* Sparse INT8 GEMM for pruned weights, XNNPACK-style: per stored weight block, broadcast the
+ * weights and multiply a vector of tokens (activations packed k-pair-major per token tile), so
+ * any sparsity pattern along K costs only its stored blocks.
+ *
+ * Formats (built in numpy by qs8.py): row-compressed, rows in natural order (consecutive rows of
+ * one thread then write neighbouring bytes of the tokens-major output, which keeps the transposed
+ * stores in L1); idx is a 16-bit block index along K; vals are s8:
+ *   bp = 2 "block4": 1x4 blocks along K (4 weights per block, 6 bytes per block with the offset)
+ *   bp = 1 "unstructured": 1x2 pair blocks (2 weights per block, 4 bytes per block)
+ * Threads split rows by stored blocks (nonzeros), not by row count. */
+#include "dscy_common.h"
+
+#define T32 DSCY_SPMM_T
+
+static inline int ntiles32(int M) { return M / T32; }
+static inline int ntiles_all(int M) { int r = M % T32; return M / T32 + (r + 7) / 8; }
+/* int16 offset of tile t and its width */
+static inline size_t tile_off(int M, int K2, int t, int *T) {
+    int n32 = ntiles32(M);
+    if (t < n32) { *T = T32; return (size_t)t * K2 * T32 * 2; }
+    *T = 8;
+    return (size_t)n32 * K2 * T32 * 2 + (size_t)(t - n32) * K2 * 8 * 2;
+}
+
+size_t dscy_qs8_spmm_xt_size(int M, int Kp) {
+    int T; return tile_off(M, Kp / 2, ntiles_all(M), &T);
+}
+
+void dscy_qs8_pack_x_tiles(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
+                           int16_t *xt, int Kp, int nthreads) {
+    int K2 = Kp / 2, nt = dscy_nthreads(nthreads), ntl = ntiles_all(M);
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
+    for (int t = 0; t < ntl; t++) {
+        int T; int16_t *d = xt + tile_off(M, K2, t, &T);
+        int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
+        for (int i = 0; i < T; i++) {
+            int m = m0 + i;
+            int16_t *dd = d + 2 * i;
+            if (m >= M) { for (int p = 0; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0; continue; }
+            if (x_signed) {
+                const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
+                for (int k = 0; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
+            } else {
+                const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
+                for (int k = 0; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
+            }
+            if (K & 1) dd[(size_t)(K >> 1) * T * 2 + 1] = 0;
+            for (int p = (K + 1) / 2; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0;
+        }
+    }
+}
+
+/* Write the T accumulators of row n (tokens m0..m0+mt-1) through the epilogue. */
+static void store_row(const dscy_epilogue *ep, const int32_t *acc, int m0, int mt, int n) {
+#ifdef __AVX2__
+    if (ep->out_type != DSCY_OUT_I32) {
+        union { float f[T32]; int32_t i[T32]; } tmp;
+        __m256i b = _mm256_set1_epi32(ep->bias[n]);
+        __m256 s = _mm256_set1_ps(ep->scale[n]);
+        for (int j = 0; j < mt; j += 8) {
+            __m256 f = dscy_ep_f8(ep, _mm256_loadu_si256((const __m256i *)(acc + j)), b, s);
+            if (ep->out_type == DSCY_OUT_F32) _mm256_storeu_ps(tmp.f + j, f);
+            else _mm256_storeu_si256((__m256i *)(tmp.i + j), dscy_ep_q8(ep, f));
+        }
+        ptrdiff_t ldo = ep->ldo;
+        if (ep->out_type == DSCY_OUT_F32) {
+            float *o = (float *)ep->out + (ptrdiff_t)m0 * ldo + n;
+            for (int t = 0; t < mt; t++) o[t * ldo] = tmp.f[t];
+        } else {
+            uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n;
+            for (int t = 0; t < mt; t++) o[t * ldo] = (uint8_t)tmp.i[t];
+        }
+        return;
+    }
+#endif
+    for (int t = 0; t < mt; t++) dscy_ep_store1(ep, acc[t], m0 + t, n);
+}
+
+#ifdef __AVX2__
+/* One output row over one token tile of V ymm (T = 8V tokens); bp k-pairs per block. Forced
+ * inline so each (V, bp) instance keeps its accumulators in registers. */
+static inline __attribute__((always_inline)) void row_kernel(
+        const int16_t *xt, const uint16_t *idx, const int8_t *vals, int nb, const int V, const int bp,
+        int32_t *out) {
+    const int T = 8 * V;
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                      _mm256_setzero_si256()};
+    for (int b = 0; b < nb; b++) {
+        const int16_t *xr = xt + (size_t)idx[b] * bp * T * 2;
+        if (bp == 2) {
+            int32_t w4; memcpy(&w4, vals + 4 * (size_t)b, 4);
+            __m128i wv = _mm_cvtepi8_epi16(_mm_cvtsi32_si128(w4));
+            __m256i p01 = _mm256_broadcastd_epi32(wv);
+            __m256i p23 = _mm256_broadcastd_epi32(_mm_srli_si128(wv, 4));
+            #pragma GCC unroll 4
+            for (int j = 0; j < V; j++) {
+                __m256i a = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xr + 16 * j)), p01);
+                __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xr + T * 2 + 16 * j)), p23);
+                acc[j] = _mm256_add_epi32(acc[j], _mm256_add_epi32(a, c));
+            }
+        } else {
+            int16_t w2; memcpy(&w2, vals + 2 * (size_t)b, 2);
+            __m128i wv = _mm_cvtepi8_epi16(_mm_cvtsi32_si128((uint16_t)w2));
+            __m256i pw = _mm256_broadcastd_epi32(wv);
+            #pragma GCC unroll 4
+            for (int j = 0; j < V; j++)
+                acc[j] = _mm256_add_epi32(acc[j],
+                    _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xr + 16 * j)), pw));
+        }
+    }
+    #pragma GCC unroll 4
+    for (int j = 0; j < V; j++) _mm256_storeu_si256((__m256i *)(out + 8 * j), acc[j]);
+}
+#endif
+
+static void row_generic(const int16_t *xt, int T, const uint16_t *idx, const int8_t *vals, int nb,
+                        int bp, int32_t *out) {
+    int32_t acc[T32];
+    for (int t = 0; t < T; t++) acc[t] = 0;
+    for (int b = 0; b < nb; b++) {
+        const int16_t *xr = xt + (size_t)idx[b] * bp * T * 2;
+        const int8_t *w = vals + (size_t)b * 2 * bp;
+        for (int q = 0; q < bp; q++) {
+            int32_t w0 = w[2 * q], w1 = w[2 * q + 1];
+            const int16_t *xq = xr + (size_t)q * T * 2;
+            for (int t = 0; t < T; t++) acc[t] += xq[2 * t] * w0 + xq[2 * t + 1] * w1;
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = acc[t];
+}
+
+void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr, const uint16_t *idx,
+                   const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads) {
+    int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M);
+    int nt = dscy_nthreads(nthreads);
+    if (nt > N) nt = N;
+    long total = row_ptr[N];
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, TT = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(); TT = omp_get_num_threads();
+#endif
+        /* rows [r0, r1): the thread's equal share of stored blocks (+ one unit per row so that
+         * empty rows, which still cost an epilogue, are shared too) */
+        long tot = total + N, lo_t = tot * tid / TT, hi_t = tot * (tid + 1) / TT;
+        int r0 = 0, r1 = 0;
+        { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < lo_t) a = c + 1; else b = c; } r0 = a; }
+        { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < hi_t) a = c + 1; else b = c; } r1 = a; }
+        if (tid == TT - 1) r1 = N;
+        int32_t acc[T32] __attribute__((aligned(32)));
+        for (int t = 0; t < ntl; t++) {
+            int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
+            int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+            int mt = M - m0 < T ? M - m0 : T;
+            for (int n = r0; n < r1; n++) {
+                int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
+                const uint16_t *ix = idx + b0;
+                const int8_t *v = vals + (size_t)b0 * 2 * bp;
+#ifdef __AVX2__
+                if (T == T32) { if (bp == 2) row_kernel(xtile, ix, v, nb, 4, 2, acc);
+                                else row_kernel(xtile, ix, v, nb, 4, 1, acc); }
+                else { if (bp == 2) row_kernel(xtile, ix, v, nb, 1, 2, acc);
+                       else row_kernel(xtile, ix, v, nb, 1, 1, acc); }
+#else
+                row_generic(xtile, T, ix, v, nb, bp, acc);
+#endif
+                store_row(ep, acc, m0, mt, n);
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+"""INT8 weights: packing (dense / block4 / unstructured), the per-layer format chooser, and
+qs8_matmul, which runs the dispatched dense or sparse kernel with the fused epilogue.
+
+Packing is ISA-independent numpy (done once per layer at compile time); see the package
+docstring for the API and the layouts.
+"""
+import numpy as np
+
+from . import load
+
+GEMM_NR = 16  # output channels per dense micro-tile (csrc/dscy_kernels.h DSCY_GEMM_NR)
+FORMATS = ("dense", "block4", "unstructured")
+
+# Cost model of the chooser, in "dense vpmaddwd" units per 8 tokens: time ~ madds / efficiency
+# + per-row cost (epilogue and transposed stores of the sparse kernels). Efficiencies relative to
+# the dense kernel, from benchmarks/bench_qs8_spmm.py on BERT-base shapes (AVX2, Zen 3).
+COST_EFF = {"dense": 1.0, "block4": 0.55, "unstructured": 0.55}
+COST_ROW = 6.0
+
+_OUT_CODES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2,
+              np.dtype(np.int8): 3}
+_ACT_CODES = {None: 0, "none": 0, "relu": 1, "clip": 2}
+
+
+class PackedQS8:
+    """A packed s8 weight matrix [N, K]. Attributes: format, n, k, kp (padded K), nnz, nblocks,
+    nbytes (all packed arrays), rowsum (int64 [N], sum_k w, for zero-point folding), costs
+    (chooser estimates per format, when packed with format='auto'), stats (pattern counts)."""
+
+    def __init__(self, fmt, n, k, kp, arrays, nnz, nblocks, rowsum, stats):
+        self.format, self.n, self.k, self.kp = fmt, n, k, kp
+        self.arrays, self.nnz, self.nblocks = arrays, nnz, nblocks
+        self.rowsum, self.stats, self.costs = rowsum, stats, None
+
+    @property
+    def nbytes(self):
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    @property
+    def bytes_per_nnz(self):
+        """Packed bytes per nonzero weight, without the per-row table (row_ptr)."""
+        b = self.nbytes - self.arrays["row_ptr"].nbytes if "row_ptr" in self.arrays else self.nbytes
+        return b / max(self.nnz, 1)
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.nnz / max(self.n * self.k, 1)
+
+    def unpack(self):
+        """The [N, K] int8 matrix back (tests, debugging)."""
+        n, k, a = self.n, self.k, self.arrays
+        if self.format == "dense":
+            npan = a["wp"].shape[0]
+            w = a["wp"].transpose(0, 2, 1, 3).reshape(npan * GEMM_NR, self.kp)
+            return w[:n, :k].astype(np.int8)
+        bw = 4 if self.format == "block4" else 2
+        w = np.zeros((n, self.kp // bw, bw), np.int8)
+        rows = np.repeat(np.arange(n), np.diff(a["row_ptr"]))
+        w[rows, a["idx"].astype(np.int64)] = a["vals"].reshape(-1, bw)
+        return w.reshape(n, self.kp)[:, :k]
+
+    def __repr__(self):
+        return (f"PackedQS8({self.format}, n={self.n}, k={self.k}, nnz={self.nnz}, "
+                f"sparsity={self.sparsity:.3f}, nbytes={self.nbytes})")
+
+
+def _check_weight(w):
+    w = np.asarray(w)
+    if w.ndim != 2 or w.dtype != np.int8:
+        raise ValueError(f"weight must be int8 [N, K], got {w.dtype} {w.shape}")
+    return w
+
+
+def weight_pattern_stats(w):
+    """Occupancy counts the chooser uses: nnz, nonzero 1x4 quads along K, nonzero 1x2 pairs."""
+    w = _check_weight(w)
+    n, k = w.shape
+    nz = w != 0
+    k4, k2 = -(-k // 4) * 4, -(-k // 2) * 2
+    q = np.zeros((n, k4), bool)
+    q[:, :k] = nz
+    quads = int(q.reshape(n, k4 // 4, 4).any(2).sum())
+    pairs = int(q[:, :k2].reshape(n, k2 // 2, 2).any(2).sum())
+    nnz = int(nz.sum())
+    return {"n": n, "k": k, "nnz": nnz, "quads": quads, "pairs": pairs,
+            "quad_occupancy": nnz / max(4 * quads, 1), "pair_occupancy": nnz / max(2 * pairs, 1)}
+
+
+def format_costs(stats):
+    """Estimated cost per format (dense vpmaddwd units per 8 tokens)."""
+    n, k = stats["n"], stats["k"]
+    np_ = -(-n // GEMM_NR) * GEMM_NR
+    costs = {"dense": np_ * (-(-k // 2)) / COST_EFF["dense"]}
+    if -(-k // 4) <= 65536:
+        costs["block4"] = 2 * stats["quads"] / COST_EFF["block4"] + n * COST_ROW
+    if -(-k // 2) <= 65536:
+        costs["unstructured"] = stats["pairs"] / COST_EFF["unstructured"] + n * COST_ROW
+    return costs
+
+
+def choose_format(w):
+    """'dense' | 'block4' | 'unstructured' for weight w [N, K] int8 from its measured pattern."""
+    costs = format_costs(weight_pattern_stats(w))
+    return min(costs, key=costs.get)
+
+
+def pack_qs8(w, format="auto"):
+    """Pack an int8 weight [N, K] (output channels x input features) once, at compile time."""
+    w = _check_weight(w)
+    n, k = w.shape
+    stats = weight_pattern_stats(w)
+    costs = None
+    if format == "auto":
+        costs = format_costs(stats)
+        format = min(costs, key=costs.get)
+    if format not in FORMATS:
+        raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
+    rowsum = w.sum(axis=1, dtype=np.int64)
+    if format == "dense":
+        kp, np_ = -(-k // 2) * 2, -(-n // GEMM_NR) * GEMM_NR
+        w16 = np.zeros((np_, kp), np.int16)
+        w16[:n, :k] = w
+        # [panel][k-pair][16 channels][2]: one k-pair of 16 channels is two ymm of int16 pairs
+        wp = np.ascontiguousarray(w16.reshape(np_ // GEMM_NR, GEMM_NR, kp // 2, 2).transpose(0, 2, 1, 3))
+        p = PackedQS8("dense", n, k, kp, {"wp": wp}, stats["nnz"], np_ * kp // 2, rowsum, stats)
+    else:
+        bw = 4 if format == "block4" else 2
+        kp = -(-k // bw) * bw
+        if kp // bw > 65536:
+            raise ValueError(f"K={k} too large for 16-bit {format} offsets; use dense")
+        wb = np.zeros((n, kp), np.int8)
+        wb[:, :k] = w
+        wb = wb.reshape(n, kp // bw, bw)
+        mask = (wb != 0).any(axis=2)
+        rows, cols = np.nonzero(mask)          # row-major: rows ascending, K ascending within
+        row_ptr = np.zeros(n + 1, np.int32)
+        np.cumsum(mask.sum(axis=1), out=row_ptr[1:])
+        arrays = {"row_ptr": row_ptr, "idx": cols.astype(np.uint16),
+                  "vals": np.ascontiguousarray(wb[rows, cols]).reshape(-1)}
+        p = PackedQS8(format, n, k, kp, arrays, stats["nnz"], len(rows), rowsum, stats)
+    p.costs = costs
+    return p
+
+
+def _epilogue_args(n, bias, scale, out_dtype, x_zero_point, rowsum, activation, clip):
+    out_dtype = np.dtype(out_dtype)
+    if out_dtype not in _OUT_CODES:
+        raise ValueError(f"out_dtype must be float32, uint8, int8 or int32, got {out_dtype}")
+    b = np.zeros(n, np.int64) if bias is None else np.asarray(bias).astype(np.int64).reshape(-1)
+    if b.shape != (n,):
+        raise ValueError(f"bias must have {n} elements, got {b.shape}")
+    if x_zero_point:
+        b = b - int(x_zero_point) * rowsum     # sum (x - zx) w = sum x w - zx * sum w
+    if b.size and (b.min() < -2**31 or b.max() >= 2**31):
+        raise ValueError("bias with zero-point compensation does not fit int32")
+    b = np.ascontiguousarray(b, np.int32)
+    if out_dtype == np.int32:
+        s = np.ones(n, np.float32)
+    else:
+        if scale is None:
+            raise ValueError(f"scale is required for {out_dtype} output")
+        s = np.asarray(scale, np.float32).reshape(-1)
+        s = np.ascontiguousarray(np.broadcast_to(s, (n,)) if s.size == 1 else s, np.float32)
+        if s.shape != (n,):
+            raise ValueError(f"scale must be a scalar or have {n} elements, got {s.shape}")
+    if activation not in _ACT_CODES:
+        raise ValueError(f"activation must be None, 'relu' or 'clip', got {activation!r}")
+    act = _ACT_CODES[activation]
+    lo, hi = (float(clip[0]), float(clip[1])) if act == 2 else (0.0, 0.0)
+    return out_dtype, b, s, act, lo, hi
+
+
+def _check_x(x, k, dtypes):
+    x = np.asarray(x)
+    if x.ndim != 2 or x.dtype not in dtypes or x.shape[1] != k:
+        raise ValueError(f"x must be [M, {k}] of {[str(np.dtype(d)) for d in dtypes]}, "
+                         f"got {x.dtype} {x.shape}")
+    if x.strides[1] != x.itemsize or x.strides[0] < 0:
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def _out(out, m, n, dtype):
+    if out is None:
+        return np.empty((m, n), dtype)
+    if out.shape != (m, n) or out.dtype != dtype or out.strides[1] != out.itemsize \
+            or out.strides[0] % out.itemsize:
+        raise ValueError(f"out must be [{m}, {n}] {dtype} with contiguous rows")
+    return out
+
+
+def qs8_matmul(x, packed, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
+               x_zero_point=0, activation=None, clip=None, num_threads=None, out=None, isa=None):
+    """out[M, N] = epilogue(sum_k (x[m, k] - x_zero_point) * w[n, k] + bias[n]); see the
+    package docstring. x: uint8 or int8 [M, K], tokens-major."""
+    x = _check_x(x, packed.k, (np.uint8, np.int8))
+    m, n = x.shape[0], packed.n
+    out_dtype, b, s, act, lo, hi = _epilogue_args(n, bias, scale, out_dtype, x_zero_point,
+                                                  packed.rowsum, activation, clip)
+    zp = int(out_zero_point)
+    if out_dtype in (np.uint8, np.int8):
+        info = np.iinfo(out_dtype)
+        if not info.min <= zp <= info.max:
+            raise ValueError(f"out_zero_point {zp} outside {out_dtype}")
+    out = _out(out, m, n, out_dtype)
+    if m == 0 or n == 0:
+        return out
+    if packed.k == 0:
+        return qs8_matmul_reference(x, np.zeros((n, 0), np.int8), bias, scale, out_dtype,
+                                    out_zero_point, x_zero_point, activation, clip, out=out)
+    nt = int(num_threads or 0)
+    xs = int(x.dtype == np.int8)
+    code = _OUT_CODES[out_dtype]
+    a = packed.arrays
+    if packed.format == "dense":
+        load("qs8_gemm", isa).gemm(x, xs, a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp,
+                                   b, s, code, act, lo, hi, zp, out, nt)
+    else:
+        bp = 2 if packed.format == "block4" else 1
+        load("qs8_spmm", isa).spmm(x, xs, packed.kp, a["row_ptr"], a["idx"], a["vals"], bp, n,
+                                   b, s, code, act, lo, hi, zp, out, nt)
+    return out
+
+
+def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
+                         x_zero_point=0, activation=None, clip=None, out=None):
+    """Plain numpy version of qs8_matmul with the unpacked weight w [N, K] (int8)."""
+    x, w = np.asarray(x), np.asarray(w)
+    out_dtype = np.dtype(out_dtype)
+    acc = (x.astype(np.int64) - int(x_zero_point)) @ w.astype(np.int64).T
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64).reshape(1, -1)
+    acc = acc.astype(np.int32)                   # the kernels accumulate in int32
+    if out_dtype == np.int32:
+        res = acc
+    else:
+        f = acc.astype(np.float32) * np.asarray(scale, np.float32).reshape(1, -1)
+        if activation == "relu":
+            f = np.maximum(f, np.float32(0))
+        elif activation == "clip":
+            f = np.minimum(np.maximum(f, np.float32(clip[0])), np.float32(clip[1]))
+        if out_dtype == np.float32:
+            res = f
+        else:
+            info = np.iinfo(out_dtype)           # ONNX QuantizeLinear: round half to even
+            res = np.clip(np.rint(f.astype(np.float64)) + int(out_zero_point), info.min, info.max)
+    if out is None:
+        return res.astype(out_dtype)
+    out[...] = res
+    return out

@@ -1,0 +1,48 @@
+# cython: language_level=3
+"""Dense INT8 GEMM, one build per ISA (module _qs8_gemm_<isa>). Called through qs8.py; arguments
+are checked there (dtypes, contiguity, shapes), not here."""
+import numpy as np
+include "_common.pxi"
+
+cdef extern from "csrc/dscy_kernels.h" nogil:
+    void dscy_qs8_pack_x_rows(const void *x, int x_signed, Py_ssize_t ldx, int M, int K,
+                              int16_t *xp, int Mp, int Kp, int nthreads)
+    void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
+                       const dscy_epilogue *ep, int nthreads)
+    double dscy_probe_peak(int kind, long iters)
+
+ISA = DSCY_ISA
+MR = DSCY_GEMM_MR
+NR = DSCY_GEMM_NR
+
+
+def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
+         int x_signed,
+         cnp.ndarray wp,           # IN  int16 [Np/NR][Kp/2][NR][2]
+         int N, int Np, int Kp,
+         cnp.ndarray bias,         # IN  int32 [>=N]
+         cnp.ndarray scale,        # IN  float32 [>=N]
+         int out_type, int act, float lo, float hi, int zp,
+         cnp.ndarray out,          # OUT [M][>=N], rows of out.strides[0]
+         int nthreads):
+    cdef int M = x.shape[0], K = x.shape[1]
+    cdef int Mp = (M + MR - 1) // MR * MR
+    cdef cnp.ndarray xp = np.empty((Mp, Kp), np.int16)
+    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, zp, out)
+    cdef const void *xptr = _ptr(x)
+    cdef Py_ssize_t ldx = x.strides[0]
+    cdef int16_t *xpp = <int16_t *>_ptr(xp)
+    cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
+    with nogil:
+        dscy_qs8_pack_x_rows(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, nthreads)
+        dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
+    return out
+
+
+def probe_peak(int kind, long iters):
+    """MACs/s of a register-only loop: 0 vpmaddubsw+vpmaddwd+vpaddd, 1 vpmaddwd+vpaddd (what the
+    AVX2 INT8 kernels use), 2 vfmadd231ps (f32). 0.0 when this build has no AVX2."""
+    cdef double r
+    with nogil:
+        r = dscy_probe_peak(kind, iters)
+    return r

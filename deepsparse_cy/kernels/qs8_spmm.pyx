@@ -1,0 +1,40 @@
+# cython: language_level=3
+"""Sparse INT8 GEMM (block4 / unstructured), one build per ISA (module _qs8_spmm_<isa>). Called
+through qs8.py, which checks the arguments."""
+import numpy as np
+include "_common.pxi"
+
+cdef extern from "csrc/dscy_kernels.h" nogil:
+    size_t dscy_qs8_spmm_xt_size(int M, int Kp)
+    void dscy_qs8_pack_x_tiles(const void *x, int x_signed, Py_ssize_t ldx, int M, int K,
+                               int16_t *xt, int Kp, int nthreads)
+    void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr,
+                       const uint16_t *idx, const int8_t *vals, int bp, int N,
+                       const dscy_epilogue *ep, int nthreads)
+
+ISA = DSCY_ISA
+
+
+def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
+         int x_signed, int Kp,
+         cnp.ndarray row_ptr,      # IN  int32 [N+1] (in blocks)
+         cnp.ndarray idx,          # IN  uint16 [nblocks]
+         cnp.ndarray vals,         # IN  int8 [nblocks * 2 * bp]
+         int bp, int N,
+         cnp.ndarray bias, cnp.ndarray scale,
+         int out_type, int act, float lo, float hi, int zp,
+         cnp.ndarray out,          # OUT [M][>=N]
+         int nthreads):
+    cdef int M = x.shape[0], K = x.shape[1]
+    cdef cnp.ndarray xt = np.empty(dscy_qs8_spmm_xt_size(M, Kp), np.int16)
+    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, zp, out)
+    cdef const void *xptr = _ptr(x)
+    cdef Py_ssize_t ldx = x.strides[0]
+    cdef int16_t *xtp = <int16_t *>_ptr(xt)
+    cdef const int32_t *rp = <const int32_t *>_ptr(row_ptr)
+    cdef const uint16_t *ip = <const uint16_t *>_ptr(idx)
+    cdef const int8_t *vp = <const int8_t *>_ptr(vals)
+    with nogil:
+        dscy_qs8_pack_x_tiles(xptr, x_signed, ldx, M, K, xtp, Kp, nthreads)
+        dscy_qs8_spmm(xtp, M, Kp, rp, ip, vp, bp, N, &ep, nthreads)
+    return out
