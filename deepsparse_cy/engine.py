@@ -174,7 +174,8 @@ def _bind_outputs(node, res, env):
                         f"{len(node.outputs)}")
     for name, r in zip(node.outputs, res):
         if name:
-            env[name] = r
+            # numpy indexing can hand back scalars; ONNX values are always arrays
+            env[name] = np.asarray(r) if isinstance(r, np.generic) else r
 
 
 def collect_unsupported(graph, opsets, missing):
