@@ -160,7 +160,8 @@ def _run_cell(p, gates, step_fn, n_states):
             else:
                 m = active[:, None]
                 states = [np.where(m, n, o) for n, o in zip(new, states)]
-                Y[idx[0], d, idx[1]] = np.where(m, new[0], 0)
+                # inactive rows' clipped time index may alias a valid step: write active rows only
+                Y[idx[0][active], d, idx[1][active]] = new[0][active]
         for k in range(n_states):
             finals[k][d] = states[k]
     return Y, finals
