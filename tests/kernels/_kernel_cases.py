@@ -1,0 +1,48 @@
+"""Shared helpers of the kernel tests: ISA parametrisation (from the kernel table) and random
+weights with each sparsity pattern."""
+import numpy as np
+import pytest
+
+import deepsparse_cy.kernels as K
+
+
+def isa_params():
+    """One pytest param per ISA build; builds this CPU cannot run are skipped naming the feature."""
+    out = []
+    for isa in K.ISA_BUILDS:
+        miss = K.missing_features(isa)
+        marks = [pytest.mark.skip(reason=f"CPU lacks {', '.join(miss)} for the {isa} build")] if miss else []
+        out.append(pytest.param(isa, marks=marks, id=isa))
+    return out
+
+
+def level_params():
+    """Every dispatch level of DEEPSPARSE_CY_ISA; levels above this CPU are skipped."""
+    need = {"generic": [], "avx2": ["avx2", "fma"], "avx512": ["avx512f", "avx512bw", "avx512vl"],
+            "avx512_vnni": ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"]}
+    f = K.cpu_features()
+    out = []
+    for lv in K.LEVELS:
+        miss = [x for x in need[lv] if not f.get(x)]
+        marks = [pytest.mark.skip(reason=f"CPU lacks {', '.join(miss)} for level {lv}")] if miss else []
+        out.append(pytest.param(lv, marks=marks, id=lv))
+    return out
+
+
+def sparse_weight(rng, n, k, sparsity, pattern, dtype=np.int8, full_range=True):
+    """Random [n, k] weight with `sparsity` zeros in `pattern`: 'block4' (whole aligned 1x4 quads
+    along K), 'unstructured' (elements) or 'dense' (no pruning). Full s8 range incl. -128."""
+    if dtype == np.int8:
+        w = rng.integers(-128, 128, (n, k), dtype=np.int8) if full_range else \
+            rng.integers(-8, 8, (n, k), dtype=np.int8)
+        w[w == 0] = 1                       # sparsity comes only from the mask
+    else:
+        w = rng.standard_normal((n, k)).astype(dtype)
+    if pattern == "dense" or sparsity == 0:
+        return w
+    if pattern == "block4":
+        k4 = -(-k // 4)
+        keep = np.repeat(rng.random((n, k4)) >= sparsity, 4, axis=1)[:, :k]
+    else:
+        keep = rng.random((n, k)) >= sparsity
+    return np.where(keep, w, 0).astype(dtype)

@@ -1,0 +1,176 @@
+"""Dense INT8 GEMM (qs8_matmul with format='dense') against the plain numpy reference, bit-exact,
+at every ISA build this CPU runs; dispatch levels; probe."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+import deepsparse_cy.kernels as K
+from _kernel_cases import isa_params, level_params, sparse_weight
+
+SHAPES = [(1, 1, 1), (1, 5, 3), (2, 7, 17), (5, 13, 15), (6, 16, 16), (7, 33, 31), (13, 64, 100),
+          (37, 255, 65), (64, 512, 48), (128, 768, 96), (3, 700, 1)]
+OUTS = [(np.int32, 0), (np.float32, 0), (np.uint8, 0), (np.uint8, 131), (np.int8, -5), (np.int8, 0)]
+
+
+def _run(x, w, isa, fmt="dense", out_dtype=np.float32, zp=0, xzp=0, act=None, clip=None, seed=0,
+         nt=None, bias=True, per_channel=True):
+    rng = np.random.default_rng(seed)
+    n = w.shape[0]
+    b = rng.integers(-20000, 20000, n).astype(np.int32) if bias else None
+    sc = (rng.random(n) * 2e-3 + 1e-5).astype(np.float32) if per_channel else np.float32(7.3e-4)
+    p = K.pack_qs8(w, fmt)
+    assert p.format == fmt if fmt != "auto" else p.format in K.qs8.FORMATS
+    np.testing.assert_array_equal(p.unpack(), w)
+    got = K.qs8_matmul(x, p, b, sc, out_dtype, zp, xzp, act, clip, num_threads=nt, isa=isa)
+    ref = K.qs8_matmul_reference(x, w, b, sc, out_dtype, zp, xzp, act, clip)
+    assert got.dtype == np.dtype(out_dtype) and got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref)
+    return got
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("out", OUTS, ids=lambda o: f"{np.dtype(o[0]).name}_zp{o[1]}")
+def test_dense_shapes_outputs(isa, shape, out):
+    m, k, n = shape
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = sparse_weight(rng, n, k, 0.0, "dense")
+    _run(x, w, isa, "dense", out[0], out[1], xzp=int(rng.integers(0, 256)))
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("act,clip", [(None, None), ("relu", None), ("clip", (-3.0, 6.0))])
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+def test_dense_activation_signed(isa, act, clip, xdtype):
+    rng = np.random.default_rng(1)
+    info = np.iinfo(xdtype)
+    x = rng.integers(info.min, info.max + 1, (19, 130), dtype=xdtype)
+    x[0] = info.max                          # worst case for int16 pair sums (255*-128*2)
+    w = sparse_weight(rng, 45, 130, 0.0, "dense")
+    w[0] = -128
+    for od, zp in [(np.float32, 0), (np.uint8, 128), (np.int8, 3)]:
+        _run(x, w, isa, "dense", od, zp, xzp=-7 if xdtype == np.int8 else 100, act=act, clip=clip)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("nt", [1, 2, 3])
+def test_dense_threads_and_scalar_scale(isa, nt):
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (50, 300), dtype=np.uint8)
+    w = sparse_weight(rng, 70, 300, 0.3, "unstructured")
+    _run(x, w, isa, "dense", np.uint8, 10, nt=nt, per_channel=False, bias=False)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+def test_dense_out_slice_and_strided_x(isa):
+    """out= may be a column slice of a wider buffer (concat in place); x may be a strided view."""
+    rng = np.random.default_rng(3)
+    big = rng.integers(0, 256, (20, 90), dtype=np.uint8)
+    x = big[:, 10:60]
+    w = sparse_weight(rng, 33, 50, 0.0, "dense")
+    sc = np.full(33, 1e-3, np.float32)
+    buf = np.full((20, 40), 7, np.uint8)
+    K.qs8_matmul(x, K.pack_qs8(w, "dense"), None, sc, np.uint8, 3, out=buf[:, 4:37], isa=isa)
+    ref = K.qs8_matmul_reference(x, w, None, sc, np.uint8, 3)
+    np.testing.assert_array_equal(buf[:, 4:37], ref)
+    assert (buf[:, :4] == 7).all() and (buf[:, 37:] == 7).all()
+
+
+@pytest.mark.parametrize("isa", isa_params())
+def test_dense_saturation_and_rounding(isa):
+    """Requantization saturates both ways and rounds halves to even (ONNX QuantizeLinear)."""
+    x = np.array([[1], [2], [3], [5], [255]], np.uint8)
+    w = np.array([[1], [-1], [127]], np.int8)
+    sc = np.array([0.5, 0.5, 1.0], np.float32)   # 0.5, 1.5, 2.5 -> 0, 2, 2 (half to even)
+    for od, zp in [(np.uint8, 0), (np.uint8, 200), (np.int8, 0), (np.int8, -100)]:
+        p = K.pack_qs8(w, "dense")
+        got = K.qs8_matmul(x, p, None, sc, od, zp, isa=isa)
+        np.testing.assert_array_equal(got, K.qs8_matmul_reference(x, w, None, sc, od, zp))
+    got = K.qs8_matmul(x, K.pack_qs8(w, "dense"), None, sc, np.uint8, 0, isa=isa)
+    assert list(got[:4, 0]) == [0, 1, 2, 2]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(1, 40), k=st.integers(1, 200), n=st.integers(1, 70),
+       fmt=st.sampled_from(["dense", "block4", "unstructured", "auto"]),
+       sparsity=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+       out=st.sampled_from(OUTS), seed=st.integers(0, 2**31))
+def test_hypothesis_all_formats(m, k, n, fmt, sparsity, out, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = sparse_weight(rng, n, k, sparsity, "unstructured")
+    for isa in K.runnable_isas():
+        _run(x, w, isa, fmt, out[0], out[1], xzp=int(rng.integers(0, 256)), seed=seed)
+
+
+def test_empty_dims():
+    w = np.ones((4, 3), np.int8)
+    p = K.pack_qs8(w, "dense")
+    assert K.qs8_matmul(np.zeros((0, 3), np.uint8), p, scale=1.0).shape == (0, 4)
+
+
+def test_bad_arguments():
+    p = K.pack_qs8(np.ones((4, 3), np.int8), "dense")
+    with pytest.raises(ValueError):
+        K.qs8_matmul(np.zeros((2, 5), np.uint8), p, scale=1.0)      # K mismatch
+    with pytest.raises(ValueError):
+        K.qs8_matmul(np.zeros((2, 3), np.float32), p, scale=1.0)    # dtype
+    with pytest.raises(ValueError):
+        K.qs8_matmul(np.zeros((2, 3), np.uint8), p)                  # scale missing
+    with pytest.raises(ValueError):
+        K.qs8_matmul(np.zeros((2, 3), np.uint8), p, scale=1.0, out_dtype=np.uint8, out_zero_point=300)
+    with pytest.raises(ValueError):
+        K.pack_qs8(np.ones((4, 3), np.int16))
+
+
+@pytest.mark.parametrize("level", level_params())
+def test_dispatch_level_subprocess(level):
+    """DEEPSPARSE_CY_ISA=<level> in a fresh process: dispatch obeys it and results stay exact."""
+    code = (
+        "import numpy as np, deepsparse_cy.kernels as K\n"
+        "r = np.random.default_rng(0)\n"
+        "x = r.integers(0, 256, (33, 70), dtype=np.uint8)\n"
+        "w = r.integers(-128, 128, (29, 70), dtype=np.int8); w[r.random(w.shape) < .9] = 0\n"
+        "s = np.full(29, 1e-3, np.float32)\n"
+        "for f in ('dense', 'block4', 'unstructured'):\n"
+        "    got = K.qs8_matmul(x, K.pack_qs8(w, f), None, s, np.uint8, 9)\n"
+        "    assert np.array_equal(got, K.qs8_matmul_reference(x, w, None, s, np.uint8, 9)), f\n"
+        "print(K.kernel_isa(), sorted(set(K.kernel_builds().values())))\n")
+    env = dict(os.environ, DEEPSPARSE_CY_ISA=level)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    isa, builds = res.stdout.split(maxsplit=1)
+    assert isa == level
+    expect = "generic" if level == "generic" else "avx2"
+    assert builds.strip() == repr([expect])
+
+
+def test_invalid_level_env():
+    env = dict(os.environ, DEEPSPARSE_CY_ISA="sse9")
+    res = subprocess.run([sys.executable, "-c", "import deepsparse_cy.kernels"], env=env,
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "DEEPSPARSE_CY_ISA" in res.stderr
+
+
+def test_avx2_build_has_no_vnni_or_avx512():
+    """The avx2 build must run on AVX2-only CPUs: no AVX-VNNI / AVX-512 instructions inside."""
+    import shutil
+    if not shutil.which("objdump"):
+        pytest.skip("objdump not installed")
+    for fam in K.FAMILIES:
+        path = K.load(fam, "avx2").__file__ if "avx2" in K.runnable_isas() else None
+        if path is None:
+            pytest.skip("CPU lacks avx2")
+        dis = subprocess.run(["objdump", "-d", path], capture_output=True, text=True).stdout
+        assert "vpdpbusd" not in dis and "%zmm" not in dis, fam
+
+
+def test_probe():
+    for isa in K.runnable_isas():
+        r = K.load("qs8_gemm", isa).probe_peak(1, 100000)
+        assert (r > 0) == (isa == "avx2")

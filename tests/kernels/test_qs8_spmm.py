@@ -1,0 +1,142 @@
+"""Sparse INT8 GEMM (block4 / unstructured packs) against the numpy reference, bit-exact, at every
+ISA build this CPU runs; packed sizes; the format chooser; conv helpers."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+import deepsparse_cy.kernels as K
+from _kernel_cases import isa_params, sparse_weight
+
+SPARSITIES = [0.0, 0.3, 0.7, 0.9, 0.95, 0.99, 1.0]
+SHAPES = [(1, 1, 1), (1, 9, 5), (3, 6, 17), (8, 31, 33), (9, 64, 65), (31, 130, 7), (32, 100, 64),
+          (33, 257, 19), (40, 768, 24), (70, 103, 129), (128, 768, 40)]
+
+
+def _check(x, w, fmt, isa, out_dtype=np.uint8, zp=17, xzp=0, act=None, clip=None, nt=None, seed=0):
+    rng = np.random.default_rng(seed)
+    n = w.shape[0]
+    b = rng.integers(-30000, 30000, n).astype(np.int32)
+    sc = (rng.random(n) * 3e-3 + 1e-5).astype(np.float32)
+    p = K.pack_qs8(w, fmt)
+    assert p.format == fmt
+    np.testing.assert_array_equal(p.unpack(), w)
+    got = K.qs8_matmul(x, p, b, sc, out_dtype, zp, xzp, act, clip, num_threads=nt, isa=isa)
+    np.testing.assert_array_equal(got, K.qs8_matmul_reference(x, w, b, sc, out_dtype, zp, xzp, act, clip))
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("fmt", ["block4", "unstructured"])
+@pytest.mark.parametrize("pattern", ["block4", "unstructured"])
+@pytest.mark.parametrize("sparsity", SPARSITIES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_spmm_patterns(isa, fmt, pattern, sparsity, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(hash((m, k, n, int(sparsity * 100))) % 2**32)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = sparse_weight(rng, n, k, sparsity, pattern)
+    _check(x, w, fmt, isa, xzp=int(rng.integers(0, 256)))
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("fmt", ["block4", "unstructured"])
+@pytest.mark.parametrize("out", [(np.int32, 0), (np.float32, 0), (np.uint8, 0), (np.int8, -20)])
+@pytest.mark.parametrize("act,clip", [(None, None), ("relu", None), ("clip", (-1.5, 2.0))])
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+def test_spmm_epilogues(isa, fmt, out, act, clip, xdtype):
+    rng = np.random.default_rng(5)
+    info = np.iinfo(xdtype)
+    x = rng.integers(info.min, info.max + 1, (45, 90), dtype=xdtype)
+    x[3] = info.min
+    w = sparse_weight(rng, 37, 90, 0.8, "block4")
+    w[2, :] = -128                             # extreme values stay exact (no int16 saturation)
+    _check(x, w, fmt, isa, out[0], out[1], xzp=-3 if xdtype == np.int8 else 128, act=act, clip=clip)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("nt", [1, 2, 3, 64])
+def test_spmm_threads_skewed_rows(isa, nt):
+    """Rows with very different nonzero counts (and empty rows) split over threads."""
+    rng = np.random.default_rng(6)
+    w = sparse_weight(rng, 50, 200, 0.0, "dense")
+    w[np.arange(50)[:, None] < np.arange(200)[None, :] // 4] = 0   # row n keeps ~4n weights
+    w[10:20] = 0
+    x = rng.integers(0, 256, (70, 200), dtype=np.uint8)
+    for fmt in ("block4", "unstructured"):
+        _check(x, w, fmt, isa, np.float32, 0, nt=nt)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(1, 80), k=st.integers(1, 300), n=st.integers(1, 50),
+       sparsity=st.floats(0.0, 1.0), pattern=st.sampled_from(["block4", "unstructured"]),
+       seed=st.integers(0, 2**31))
+def test_hypothesis_spmm(m, k, n, sparsity, pattern, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = sparse_weight(rng, n, k, sparsity, pattern)
+    for isa in K.runnable_isas():
+        for fmt in ("block4", "unstructured"):
+            _check(x, w, fmt, isa, seed=seed)
+
+
+def test_packed_bytes():
+    rng = np.random.default_rng(7)
+    w = sparse_weight(rng, 768, 768, 0.9, "block4")
+    p = K.pack_qs8(w, "block4")
+    # 4 weights + 16-bit offset per full quad = 1.5 B per nonzero, plus 4 B per row (row_ptr)
+    assert p.bytes_per_nnz <= 1.5
+    assert p.nbytes <= 1.5 * p.nnz + 4 * (p.n + 1)
+    u = K.pack_qs8(sparse_weight(rng, 768, 768, 0.9, "unstructured"), "unstructured")
+    assert u.nbytes == u.arrays["row_ptr"].nbytes + 4 * u.nblocks
+    d = K.pack_qs8(w, "dense")
+    assert d.nbytes == 2 * 768 * 768
+
+
+def test_chooser():
+    rng = np.random.default_rng(8)
+    n, k = 256, 768
+    assert K.choose_format(sparse_weight(rng, n, k, 0.0, "dense")) == "dense"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.3, "unstructured")) == "dense"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.9, "block4")) == "block4"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.9, "unstructured")) == "unstructured"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.97, "unstructured")) == "unstructured"
+    p = K.pack_qs8(sparse_weight(rng, n, k, 0.95, "block4"))
+    assert p.format == "block4" and set(p.costs) == {"dense", "block4", "unstructured"}
+    st_ = K.weight_pattern_stats(sparse_weight(rng, n, k, 0.9, "block4"))
+    assert st_["quad_occupancy"] == 1.0
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("cfg", [
+    dict(ks=(1, 1), s=(1, 1), p=(0, 0, 0, 0), d=(1, 1)),
+    dict(ks=(3, 3), s=(1, 1), p=(1, 1, 1, 1), d=(1, 1)),
+    dict(ks=(3, 3), s=(2, 2), p=(1, 1, 1, 1), d=(1, 1)),
+    dict(ks=(1, 1), s=(2, 2), p=(0, 0, 0, 0), d=(1, 1)),
+    dict(ks=(3, 2), s=(1, 2), p=(0, 1, 2, 0), d=(2, 1)),
+    dict(ks=(7, 7), s=(2, 2), p=(3, 3, 3, 3), d=(1, 1)),
+], ids=["1x1", "3x3s1", "3x3s2", "1x1s2", "3x2dil", "7x7s2"])
+@pytest.mark.parametrize("fmt", ["dense", "block4", "unstructured"])
+def test_conv_nhwc_against_onnx_reference(isa, cfg, fmt):
+    """qs8_conv2d_nhwc = ConvInteger (onnx reference evaluator as oracle) + epilogue."""
+    import onnx
+    from onnx import helper, TensorProto
+    from onnx.reference import ReferenceEvaluator
+    rng = np.random.default_rng(9)
+    b, h, wd, cin, cout = 2, 9, 8, 5, 11
+    x = rng.integers(0, 256, (b, h, wd, cin), dtype=np.uint8)
+    kh, kw = cfg["ks"]
+    wt = rng.integers(-128, 128, (cout, cin, kh, kw), dtype=np.int8)
+    wt[rng.random(wt.shape) < 0.6] = 0
+    xzp = 37
+    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], kernel_shape=list(cfg["ks"]),
+                            strides=list(cfg["s"]), pads=list(cfg["p"]), dilations=list(cfg["d"]))
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, None),
+                                        helper.make_tensor_value_info("w", TensorProto.INT8, None),
+                                        helper.make_tensor_value_info("xz", TensorProto.UINT8, None)],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    ref = ReferenceEvaluator(model).run(None, {"x": x.transpose(0, 3, 1, 2), "w": wt,
+                                               "xz": np.array(xzp, np.uint8)})[0]
+    packed = K.pack_qs8(K.conv_weight_matrix(wt), fmt)
+    got = K.qs8_conv2d_nhwc(x, packed, cfg["ks"], cfg["s"], cfg["p"], cfg["d"], x_zero_point=xzp,
+                            out_dtype=np.int32, isa=isa)
+    np.testing.assert_array_equal(got, ref.transpose(0, 2, 3, 1))
