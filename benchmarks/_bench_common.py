@@ -1,0 +1,100 @@
+"""Shared setup of the kernel benchmarks: BERT-base shapes, weights per pattern, the peak probe.
+
+Run quietly (other jobs share the cores): `pytest benchmarks/bench_qs8_gemm.py --benchmark-only`.
+DSCY_BENCH_THREADS sets num_threads (default 0 = OpenMP default, both cores).
+Ratios are printed by the `test_*_summary` benchmarks from timings taken in the same run."""
+import os
+import time
+
+import numpy as np
+
+import deepsparse_cy.kernels as K
+
+M = 128
+SHAPES = [(768, 768), (768, 3072), (3072, 768)]          # (K, N)
+SHAPE_IDS = ["768x768", "768x3072", "3072x768"]
+THREADS = int(os.environ.get("DSCY_BENCH_THREADS", "0"))
+
+
+def nthreads():
+    if THREADS:
+        return THREADS
+    try:
+        from threadpoolctl import threadpool_info  # noqa: F401
+    except ImportError:
+        pass
+    return len(os.sched_getaffinity(0))
+
+
+def weights(k, n, sparsity, pattern, dtype=np.int8, seed=0):
+    rng = np.random.default_rng(seed)
+    if dtype == np.int8:
+        w = rng.integers(-127, 128, (n, k), dtype=np.int8)
+        w[w == 0] = 1
+    else:
+        w = rng.standard_normal((n, k)).astype(np.float32)
+    if sparsity == 0:
+        return w
+    if pattern == "block4":
+        keep = np.repeat(rng.random((n, k // 4)) >= sparsity, 4, axis=1)
+    else:
+        keep = rng.random((n, k)) >= sparsity
+    return np.where(keep, w, 0).astype(dtype)
+
+
+def activations(k, dtype=np.uint8, seed=1):
+    rng = np.random.default_rng(seed)
+    if dtype == np.float32:
+        return rng.standard_normal((M, k)).astype(np.float32)
+    return rng.integers(0, 256, (M, k), dtype=np.uint8)
+
+
+def best_time(fn, reps=30):
+    """Minimum wall time of fn over reps runs (the least disturbed run on shared cores)."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def interleaved_best(fns, rounds=40):
+    """{name: min seconds}: every fn runs once per round, round-robin, so all of them (and the
+    probe) get the same chance at the quiet moments of a shared machine."""
+    for f in fns.values():
+        f()
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+PROBE_ITERS = 2_000_000
+
+
+def probe_fns():
+    """Timed probe loops for interleaved_best; MACs per call in PROBE_MACS."""
+    if "avx2" not in K.runnable_isas():
+        return {}
+    mod = K.load("qs8_gemm", "avx2")
+    return {"peak_vpmaddubsw_seq": lambda: mod.probe_peak(0, PROBE_ITERS),
+            "peak_vpmaddwd_i16": lambda: mod.probe_peak(1, PROBE_ITERS)}
+
+
+PROBE_MACS = {"peak_vpmaddubsw_seq": PROBE_ITERS * 6 * 32, "peak_vpmaddwd_i16": PROBE_ITERS * 6 * 16}
+
+
+def probe_peaks(iters=20_000_000, reps=5):
+    """Per-core MACs/s of the AVX2 sequences (best of reps): vpmaddubsw+vpmaddwd+vpaddd, and
+    vpmaddwd+vpaddd on int16 (what the exact AVX2 kernels issue). None without an AVX2 build."""
+    if "avx2" not in K.runnable_isas():
+        return None
+    mod = K.load("qs8_gemm", "avx2")
+    return {"vpmaddubsw_seq": max(mod.probe_peak(0, iters) for _ in range(reps)),
+            "vpmaddwd_i16": max(mod.probe_peak(1, iters) for _ in range(reps)),
+            "fma_f32": max(mod.probe_peak(2, iters) for _ in range(reps))}
