@@ -31,7 +31,9 @@ def _view(x, axis, legacy):
 
 
 def _softmax(x, axis, legacy, log, out):
-    calc = x.dtype if x.dtype.kind == "f" and x.dtype.itemsize >= 4 else np.float32
+    # float16 is computed natively (each step rounded to half), matching onnx's reference and
+    # its conformance data; other non-BLAS types (bfloat16, ...) go through float32
+    calc = x.dtype if x.dtype in (np.float16, np.float32, np.float64) else np.dtype(np.float32)
     x3 = _view(x, axis, legacy)
     if out is not None and out.dtype == calc and out.flags.c_contiguous:
         y = out.reshape(x3.shape)
