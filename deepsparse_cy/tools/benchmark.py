@@ -173,16 +173,16 @@ def benchmark_model(model=None, batch_size=None, input_shapes=None, num_cores=No
     bar = Progress(total, enabled=progress)
     done = [0.0]
 
-    def make_tick(c, t_start):
+    def make_tick(c, t_start, phase=""):
         def tick():
-            bar.update(done[0] + time.perf_counter() - t_start, label=c.label)
+            bar.update(done[0] + time.perf_counter() - t_start, label=phase + c.label)
         return tick
 
     try:
         for c in contenders:
             if warmup_s > 0:
                 t0 = time.perf_counter()
-                _run_block(c, warmup_s, streams, batch, False, make_tick(c, t0))
+                _run_block(c, warmup_s, streams, batch, False, make_tick(c, t0, "warm-up: "))
                 done[0] += warmup_s
             else:
                 c.fn()   # at least one call: the first run builds the plan
@@ -246,14 +246,18 @@ def format_result(r):
     ]
     if r["comparisons"]:
         a = r["alternation"]
-        lines.append(f"Compared in the same run ({a['rounds']} alternating blocks of "
-                     f"{a['block_s']:.2f} s, {a['pause_s']:.1f} s pause):")
+        lines.append(f"Compared in the same run ({a['rounds']} alternating block"
+                     f"{'s' if a['rounds'] > 1 else ''} of {a['block_s']:.2f} s per contender, "
+                     f"{a['pause_s']:.1f} s pauses):")
         for c in r["comparisons"]:
-            what = "speedup over" if c["kind"] == "dense" else "deepsparse_cy /"
-            lines.append(f"  {c['name']:<22} {c['model']}: {c['throughput_items_per_s']:.2f} "
-                         f"items/s, mean {c['latency_ms']['mean']:.3f} ms/batch, "
+            lat = c["latency_ms"]
+            lines.append(f"  {c['name']} ({c['model']}): {c['throughput_items_per_s']:.2f} items/s, "
+                         f"latency mean {lat['mean']:.3f} / median {lat['median']:.3f} ms/batch, "
                          f"{c['iterations']} iterations")
-            lines.append(f"  {what} {c['name']}: {c['ratio']:.2f}x")
+            if c["kind"] == "dense":
+                lines.append(f"    Speedup over the dense FP32 twin: {c['ratio']:.2f}x")
+            else:
+                lines.append(f"    deepsparse_cy / {c['name']} throughput: {c['ratio']:.2f}x")
     for n in r.get("notes", []):
         lines.append(f"Note: {n}")
     return "\n".join(lines)

@@ -67,22 +67,25 @@ def load_calibration(path, names, shapes):
     return [{n: a[j] for n, a in zip(names, arrays)} for j in range(count.pop())]
 
 
-def output_difference(model_a, model_b, xs, shapes, batch, names_out=None):
-    """Run both models with deepsparse_cy on the same inputs; per output: max / mean absolute
-    difference, relative L2 error and cosine similarity."""
-    ea = compile_for(model_a, shapes, batch)
-    eb = compile_for(model_b, shapes, batch)
-    ya, yb = ea.run(xs), eb.run(xs)
-    res = []
-    for n, a, b in zip(ea.output_names, ya, yb):
-        a = np.asarray(a, dtype=np.float64).ravel()
-        b = np.asarray(b, dtype=np.float64).ravel()
-        d = np.abs(a - b)
-        na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        res.append({"output": n, "max_abs": float(d.max()) if d.size else 0.0,
-                    "mean_abs": float(d.mean()) if d.size else 0.0,
-                    "rel_l2": float(np.linalg.norm(a - b) / na) if na else float("nan"),
-                    "cosine": float(a @ b / (na * nb)) if na and nb else float("nan")})
+def output_difference(reference, candidates, xs, shapes, batch):
+    """Run the reference and each candidate model with deepsparse_cy on the same inputs; per
+    candidate and output: max / mean absolute difference, relative L2 error, cosine similarity."""
+    er = compile_for(reference, shapes, batch)
+    yr = er.run(xs)
+    res = {}
+    for label, model in candidates:
+        yc = compile_for(model, shapes, batch).run(xs)
+        rows = []
+        for n, a, b in zip(er.output_names, yr, yc):
+            a = np.asarray(a, dtype=np.float64).ravel()
+            b = np.asarray(b, dtype=np.float64).ravel()
+            d = np.abs(a - b)
+            na, nb = np.linalg.norm(a), np.linalg.norm(b)
+            rows.append({"output": n, "max_abs": float(d.max()) if d.size else 0.0,
+                         "mean_abs": float(d.mean()) if d.size else 0.0,
+                         "rel_l2": float(np.linalg.norm(a - b) / na) if na else float("nan"),
+                         "cosine": float(a @ b / (na * nb)) if na and nb else float("nan")})
+        res[label] = rows
     return res
 
 
@@ -151,7 +154,9 @@ def sparsify_model(src, dst, sparsity=0.9, pattern="unstructured", overrides=Non
         say("comparing outputs with deepsparse_cy ...")
         xs = make_inputs(model, shapes, seed + 10_000)
         try:
-            result["difference"] = output_difference(model, out, xs, shapes, batch)
+            cands = [("pruned FP32", pruned)] if out is not pruned else []
+            cands.append(("output model", out))
+            result["difference"] = output_difference(model, cands, xs, shapes, batch)
         except DeepSparseCyError as e:
             result["difference_error"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     return result
@@ -173,10 +178,11 @@ def format_sparsify(r):
         lines.append("")
         lines.append("Output difference vs the input model (both run with deepsparse_cy, seeded "
                      "random inputs):")
-        for d in r["difference"]:
-            lines.append(f"  {d['output']}: max abs {d['max_abs']:.4g}, mean abs "
-                         f"{d['mean_abs']:.4g}, relative L2 {d['rel_l2']:.4g}, cosine "
-                         f"{d['cosine']:.5f}")
+        for label, rows in r["difference"].items():
+            for d in rows:
+                lines.append(f"  {label:<13} {d['output']}: max abs {d['max_abs']:.4g}, mean abs "
+                             f"{d['mean_abs']:.4g}, relative L2 {d['rel_l2']:.4g}, cosine "
+                             f"{d['cosine']:.5f}")
     elif "difference_error" in r:
         lines.append(f"Output difference: not measured, deepsparse_cy could not run a model: "
                      f"{r['difference_error']}")
