@@ -27,6 +27,11 @@ def _arr(r):
     return r if type(r) is np.ndarray else np.asarray(r)
 
 
+def _buf(x, out):
+    """The output buffer: the engine's slot, or a fresh array (so in-place steps work on 0-d too)."""
+    return out if out is not None else np.empty(x.shape, x.dtype)
+
+
 def _legacy_b(a, b, broadcast, axis):
     """Opset-1/6 limited broadcasting: B's dims align with A's starting at `axis`."""
     if not broadcast or b.ndim == 0 or b.ndim == a.ndim:
@@ -261,8 +266,10 @@ def Sum(*xs, out=None):
 @register("Mean", since=1)
 def Mean(*xs, out=None):
     r = _variadic(np.add, xs, out)
+    if r is xs[0] or not r.flags.writeable:
+        r = r.copy()
     if r.dtype.kind in "iu":
-        np.floor_divide(r, len(xs), out=r)
+        np.copyto(r, _div(r, np.array(len(xs), r.dtype)))   # truncates toward zero, like Div
     else:
         np.divide(r, len(xs), out=r)
     return r
@@ -383,9 +390,9 @@ def Relu(x, *, out=None):
 
 @register("LeakyRelu", since=1)
 def LeakyRelu(x, *, alpha=0.01, out=None):
-    r = np.multiply(x, x.dtype.type(alpha), out=out)
+    r = np.multiply(x, x.dtype.type(alpha), out=_buf(x, out))
     np.copyto(r, x, where=x >= 0)
-    return _arr(r)
+    return r
 
 
 @register("PRelu", since=1)
@@ -400,7 +407,7 @@ def PRelu(x, slope, *, out=None):
 
 def _sigmoid_into(x, r):
     """1 / (1 + exp(-x)) in place in r; exp overflow gives the right limit 0, so ignore it."""
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         np.negative(x, out=r)
         np.exp(r, out=r)
         r += 1
@@ -419,28 +426,28 @@ def Sigmoid(x, *, out=None):
 @register("HardSigmoid", since=1)
 def HardSigmoid(x, *, alpha=0.2, beta=0.5, out=None):
     t = x.dtype.type
-    r = np.multiply(x, t(alpha), out=out)
+    r = np.multiply(x, t(alpha), out=_buf(x, out))
     r += t(beta)
-    return _arr(np.clip(r, t(0), t(1), out=r))
+    return np.clip(r, t(0), t(1), out=r)
 
 
 @register("HardSwish", since=14)
 def HardSwish(x, *, out=None):
     t = x.dtype.type
-    r = np.multiply(x, t(1 / 6), out=out)
+    r = np.multiply(x, t(1 / 6), out=_buf(x, out))
     r += t(0.5)
     np.clip(r, t(0), t(1), out=r)
     r *= x
-    return _arr(r)
+    return r
 
 
 @register("Elu", since=1)
 def Elu(x, *, alpha=1.0, out=None):
     with np.errstate(all="ignore"):
-        r = np.expm1(x, out=out) if out is not None else np.expm1(x)
+        r = np.expm1(x, out=_buf(x, out))
         r *= x.dtype.type(alpha)
     np.copyto(r, x, where=x >= 0)
-    return _arr(r)
+    return r
 
 
 @register("Selu", since=1)
@@ -469,9 +476,9 @@ def Softplus(x, *, out=None):
 
 @register("Softsign", since=1)
 def Softsign(x, *, out=None):
-    r = np.abs(x, out=out) if out is not None else np.abs(x)
+    r = np.abs(x, out=_buf(x, out))
     r += x.dtype.type(1)
-    return _arr(np.divide(x, r, out=r))
+    return np.divide(x, r, out=r)
 
 
 @register("ThresholdedRelu", since=10)
@@ -494,27 +501,27 @@ def Gelu(x, *, approximate="none", out=None):
     t = x.dtype.type
     if approximate == "tanh":
         # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        r = np.multiply(x, x, out=out) if out is not None else np.multiply(x, x)
+        r = np.multiply(x, x, out=_buf(x, out))
         r *= t(0.044715)
         r += t(1)
         r *= x
         r *= t(math.sqrt(2 / math.pi))
         np.tanh(r, out=r)
     else:
-        r = np.multiply(x, t(1 / math.sqrt(2)), out=out) if out is not None else x * t(1 / math.sqrt(2))
+        r = np.multiply(x, t(1 / math.sqrt(2)), out=_buf(x, out))
         r = _erf(r, out=r)
     r += t(1)
     r *= x
     r *= t(0.5)
-    return _arr(r)
+    return r
 
 
 @register("Mish", since=18)
 def Mish(x, *, out=None):
-    r = np.logaddexp(x.dtype.type(0), x, out=out) if out is not None else np.logaddexp(x.dtype.type(0), x)
+    r = np.logaddexp(x.dtype.type(0), x, out=_buf(x, out))
     np.tanh(r, out=r)
     r *= x
-    return _arr(r)
+    return r
 
 
 def _swish(x, alpha, out=None):
