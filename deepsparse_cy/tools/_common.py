@@ -81,7 +81,11 @@ def load_spec(spec, progress=None):
 
 def dense_twin_name(name):
     """zoo name of the dense FP32 model a pruned/quantized zoo model derives from."""
-    return _zoo().parse_name(name)[0]
+    try:
+        return _zoo().parse_name(name)[0]
+    except KeyError:
+        raise UsageError(f"unknown built-in model {name!r}; choose one of: "
+                         f"{', '.join(zoo_names())}") from None
 
 
 # -- shapes and inputs -------------------------------------------------------------------------

@@ -129,6 +129,14 @@ def benchmark_model(model=None, batch_size=None, input_shapes=None, num_cores=No
         streams = int(num_streams) if num_streams else max(2, ncpu)
         if streams < 1:
             raise UsageError(f"--num-streams must be >= 1, got {streams}")
+    twin = None
+    if "dense" in compare:
+        if not (isinstance(model, str) and is_zoo_spec(model)):
+            raise UsageError("--compare dense needs a zoo:NAME model (its dense FP32 twin is "
+                             "generated locally)")
+        twin = "zoo:" + dense_twin_name(model[4:])
+        if twin == model:
+            raise UsageError(f"{model} is already the dense FP32 model; nothing to compare with")
     say = (lambda m: note(m, quiet))
     if isinstance(input_shapes, str):
         from ._common import parse_input_shapes
@@ -143,12 +151,6 @@ def benchmark_model(model=None, batch_size=None, input_shapes=None, num_cores=No
     contenders = [_Contender("deepsparse_cy", name, lambda: engine.run(xs), "engine")]
     skipped = []
     if "dense" in compare:
-        if not (isinstance(model, str) and is_zoo_spec(model)):
-            raise UsageError("--compare dense needs a zoo:NAME model (its dense FP32 twin is "
-                             "generated locally)")
-        twin = "zoo:" + dense_twin_name(model[4:])
-        if twin == model:
-            raise UsageError(f"{model} is already the dense FP32 model; nothing to compare with")
         tproto, _ = load_spec(twin, progress=say)
         say(f"compiling {twin} ...")
         teng = compile_for(tproto, shapes, batch, num_cores)

@@ -118,6 +118,9 @@ def sparsify_model(src, dst, sparsity=0.9, pattern="unstructured", overrides=Non
         raise UsageError(f"--override/--skip name(s) {unknown} match no prunable layer (node or "
                          "weight name of a MatMul/Gemm/Conv)")
     names, shapes, batch = resolve_shapes(model, batch_size, input_shapes)
+    calib = None
+    if quantize == "int8" and calibration_data:   # read it first: a bad file fails fast
+        calib = load_calibration(calibration_data, names, shapes)
 
     say(f"pruning {name}: {sparsity:.0%} {pattern} ...")
     pruned, rep = _prune.prune_model(model, sparsity=sparsity, pattern=pattern,
@@ -131,8 +134,8 @@ def sparsify_model(src, dst, sparsity=0.9, pattern="unstructured", overrides=Non
     calib_desc = None
     if quantize == "int8":
         from ..zoo import quantize as _quant
-        if calibration_data:
-            feeds = load_calibration(calibration_data, names, shapes)
+        if calib is not None:
+            feeds = calib
             calib_desc = f"{len(feeds)} samples from {calibration_data}"
         else:
             feeds = [dict(zip(names, make_inputs(model, shapes, seed + 1 + i)))
