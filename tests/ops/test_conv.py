@@ -1,0 +1,164 @@
+"""Conv family vs onnxruntime (random shapes/attributes) and onnx's conformance cases."""
+import numpy as np
+import pytest
+
+from deepsparse_cy.ops.conv import ConvCore
+from tests.ops._cnn_common import check, conformance_params, run_conformance_case
+
+FAMILY = ["Conv", "ConvTranspose", "ConvInteger", "DeformConv", "Col2Im"]
+
+
+def _conv_case(rng, nd, C, M, group, k, s, d, pads, auto_pad, bias, N=2, size=9):
+    x = rng.standard_normal((N, C, *[size - i for i in range(nd)])).astype(np.float32)
+    w = rng.standard_normal((M, C // group, *k)).astype(np.float32)
+    inputs = [("x", x), ("w", w)]
+    if bias:
+        inputs.append(("b", rng.standard_normal(M).astype(np.float32)))
+    attrs = dict(group=group, strides=s, dilations=d)
+    if auto_pad == "NOTSET":
+        attrs["pads"] = pads
+    else:
+        attrs["auto_pad"] = auto_pad
+    return inputs, attrs
+
+
+CONV_CONFIGS = [
+    # nd, C, M, group, k, s, d, pads, auto_pad, bias
+    (2, 4, 6, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], "NOTSET", True),
+    (2, 4, 6, 1, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], "NOTSET", True),      # pointwise GEMM
+    (2, 4, 6, 1, [1, 1], [2, 2], [1, 1], [0, 0, 0, 0], "NOTSET", False),     # strided 1x1
+    (2, 4, 6, 1, [1, 1], [1, 1], [1, 1], [1, 0, 1, 2], "NOTSET", True),      # padded 1x1
+    (2, 6, 6, 6, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], "NOTSET", True),      # depthwise
+    (2, 6, 6, 6, [3, 3], [2, 2], [2, 1], [2, 0, 1, 1], "NOTSET", False),     # depthwise strided dilated
+    (2, 4, 8, 4, [3, 3], [1, 1], [1, 1], [0, 0, 0, 0], "NOTSET", True),      # channel multiplier 2
+    (2, 6, 4, 2, [3, 2], [2, 1], [1, 2], [1, 0, 2, 1], "NOTSET", True),      # grouped, asymmetric
+    (2, 3, 5, 1, [7, 7], [2, 2], [1, 1], [3, 3, 3, 3], "NOTSET", True),      # stem-like
+    (2, 3, 5, 1, [3, 3], [2, 2], [1, 1], None, "SAME_UPPER", True),
+    (2, 3, 5, 1, [4, 4], [3, 2], [1, 1], None, "SAME_LOWER", False),
+    (2, 3, 5, 1, [3, 3], [1, 1], [1, 1], None, "VALID", True),
+    (1, 3, 4, 1, [3], [2], [2], [1, 2], "NOTSET", True),
+    (1, 4, 4, 4, [5], [1], [1], [2, 2], "NOTSET", True),                     # 1-D depthwise
+    (3, 2, 3, 1, [2, 3, 2], [1, 2, 1], [1, 1, 2], [1, 0, 1, 0, 1, 1], "NOTSET", True),
+    (3, 4, 4, 2, [1, 1, 1], [1, 1, 1], [1, 1, 1], [0] * 6, "NOTSET", False),
+]
+
+
+@pytest.mark.parametrize("cfg", CONV_CONFIGS, ids=[str(i) for i in range(len(CONV_CONFIGS))])
+def test_conv_vs_ort(rng, cfg):
+    inputs, attrs = _conv_case(rng, *cfg)
+    check("Conv", inputs, attrs, opset=17, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_conv_random(seed):
+    rng = np.random.default_rng(100 + seed)
+    nd = int(rng.integers(1, 4))
+    group = int(rng.choice([1, 1, 2, 3]))
+    C = group * int(rng.integers(1, 4))
+    M = group * int(rng.integers(1, 4))
+    k = [int(rng.integers(1, 4)) for _ in range(nd)]
+    s = [int(rng.integers(1, 3)) for _ in range(nd)]
+    d = [int(rng.integers(1, 3)) for _ in range(nd)]
+    pads = [int(rng.integers(0, 3)) for _ in range(2 * nd)]
+    auto_pad = str(rng.choice(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    if auto_pad.startswith("SAME"):
+        d = [1] * nd
+    inputs, attrs = _conv_case(rng, nd, C, M, group, k, s, d, pads, auto_pad, bool(seed % 2),
+                               N=int(rng.integers(1, 3)), size=int(rng.integers(7, 11)))
+    check("Conv", inputs, attrs, opset=17, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_float64_and_float16(rng):
+    for dt, tol in ((np.float64, 1e-10), (np.float16, 2e-2)):
+        inputs, attrs = _conv_case(rng, 2, 4, 4, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], "NOTSET", True)
+        inputs = [(n, a.astype(dt)) for n, a in inputs]
+        check("Conv", inputs, attrs, oracle="ref", opset=17, rtol=tol, atol=tol)
+
+
+def test_conv_core_reuses_buffers_across_calls(rng):
+    # the im2col buffer is zeroed only once: a second call with other data must not see stale values
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    core = ConvCore(w, None, 1, None, [1, 1], None, [1, 1, 1, 1], "NOTSET", np.float32)
+    x1 = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    x2 = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    y1 = core.run(x1).copy()
+    y2 = core.run(x2)
+    y1b = core.run(x1)
+    np.testing.assert_allclose(y1, y1b, rtol=0, atol=0)
+    assert not np.allclose(y1, y2)
+
+
+CT_CONFIGS = [
+    # C, M, group, k, s, d, pads, output_padding, output_shape, auto_pad, bias
+    (3, 2, 1, [3, 3], [1, 1], [1, 1], [0, 0, 0, 0], None, None, "NOTSET", True),
+    (4, 3, 1, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], [1, 1], None, "NOTSET", True),
+    (4, 2, 2, [3, 2], [3, 2], [1, 2], [1, 0, 2, 1], None, None, "NOTSET", False),
+    (2, 3, 1, [3, 3], [2, 2], [1, 1], None, None, [10, 9], "NOTSET", True),
+    (2, 3, 1, [3, 3], [2, 2], [1, 1], None, None, None, "SAME_UPPER", True),
+    (2, 3, 1, [4, 4], [2, 3], [1, 1], None, None, None, "SAME_LOWER", False),
+    (6, 6, 6, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], [1, 0], None, "NOTSET", True),
+]
+
+
+@pytest.mark.parametrize("cfg", CT_CONFIGS, ids=[str(i) for i in range(len(CT_CONFIGS))])
+def test_conv_transpose_vs_ort(rng, cfg):
+    C, M, group, k, s, d, pads, opad, oshape, auto_pad, bias = cfg
+    x = rng.standard_normal((2, C, 4, 5)).astype(np.float32)
+    w = rng.standard_normal((C, M, *k)).astype(np.float32)
+    inputs = [("x", x), ("w", w)]
+    if bias:
+        inputs.append(("b", rng.standard_normal(M * group).astype(np.float32)))
+    attrs = dict(group=group, strides=s, dilations=d)
+    if pads is not None:
+        attrs["pads"] = pads
+    if opad is not None:
+        attrs["output_padding"] = opad
+    if oshape is not None:
+        attrs["output_shape"] = oshape
+    if auto_pad != "NOTSET":
+        attrs["auto_pad"] = auto_pad
+    check("ConvTranspose", inputs, attrs, opset=17, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_1d_3d(rng):
+    x = rng.standard_normal((1, 2, 5)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 3)).astype(np.float32)
+    check("ConvTranspose", [("x", x), ("w", w)], dict(strides=[2]), opset=17, atol=1e-4)
+    x = rng.standard_normal((1, 2, 3, 4, 3)).astype(np.float32)
+    w = rng.standard_normal((2, 2, 2, 3, 2)).astype(np.float32)
+    check("ConvTranspose", [("x", x), ("w", w)], dict(strides=[2, 1, 2], pads=[0, 1, 0, 1, 0, 1]),
+          opset=17, atol=1e-4)
+
+
+def test_conv_integer_vs_ort(rng):
+    x = rng.integers(0, 255, (1, 4, 6, 6)).astype(np.uint8)
+    w = rng.integers(0, 255, (3, 4, 3, 3)).astype(np.uint8)
+    xz = np.array(120, np.uint8)
+    wz = np.array(130, np.uint8)
+    check("ConvInteger", [("x", x), ("w", w), ("xz", xz), ("wz", wz)], dict(pads=[1, 1, 1, 1]),
+          opset=10)
+    x8 = rng.integers(-128, 127, (1, 2, 5, 5)).astype(np.int8)
+    w8 = rng.integers(-128, 127, (2, 2, 2, 2)).astype(np.int8)
+    check("ConvInteger", [("x", x8.view(np.uint8)), ("w", w8)], dict(strides=[2, 2]), opset=10)
+
+
+def test_col2im_vs_reference(rng):
+    x = rng.standard_normal((2, 2 * 6, 9)).astype(np.float32)
+    inputs = [("x", x), ("img", np.array([5, 6], np.int64)), ("blk", np.array([2, 3], np.int64))]
+    check("Col2Im", inputs, dict(pads=[1, 0, 0, 1], strides=[2, 1], dilations=[1, 2]),
+          oracle="ref", opset=18, const_sets=((), (1, 2)))
+
+
+def test_deform_conv_vs_reference(rng):
+    x = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((2, 2, 2, 2)).astype(np.float32)
+    off = (rng.standard_normal((1, 2 * 2 * 4, 4, 4)) * 1.5).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    mask = rng.random((1, 2 * 4, 4, 4)).astype(np.float32)
+    check("DeformConv", [("x", x), ("w", w), ("off", off), ("b", b), ("m", mask)],
+          dict(group=2, offset_group=2), oracle="ref", opset=19, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", conformance_params(FAMILY))
+def test_conformance(case):
+    run_conformance_case(case)
