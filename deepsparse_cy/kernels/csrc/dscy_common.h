@@ -20,23 +20,29 @@ static inline int dscy_nthreads(int want) {
 #endif
 }
 
-/* Scalar epilogue for one element; the vector paths must match it bit for bit. */
-static inline void dscy_ep_store1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
+/* Scalar epilogue of one accumulator of channel n, as a 32-bit lane: the int32 sum, the float
+ * bits, or the quantized value. The vector paths must match it bit for bit. */
+static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int n) {
     int32_t v = (int32_t)((uint32_t)acc + (uint32_t)ep->bias[n]);
-    ptrdiff_t o = (ptrdiff_t)m * ep->ldo + n;
-    if (ep->out_type == DSCY_OUT_I32) { ((int32_t *)ep->out)[o] = v; return; }
+    if (ep->out_type == DSCY_OUT_I32) return v;
     float f = (float)v * ep->scale[n];
     if (ep->act == DSCY_ACT_RELU) f = f > 0.0f ? f : 0.0f;
     else if (ep->act == DSCY_ACT_CLIP) { f = f < ep->lo ? ep->lo : f; f = f > ep->hi ? ep->hi : f; }
-    if (ep->out_type == DSCY_OUT_F32) { ((float *)ep->out)[o] = f; return; }
+    if (ep->out_type == DSCY_OUT_F32) { int32_t bits; memcpy(&bits, &f, 4); return bits; }
     /* clamp before rounding so huge values cannot overflow the int conversion; the bounds are
      * integers, so rint(clamp(f)) + zp == saturate(rint(f) + zp) */
     float qlo = (ep->out_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->zero_point;
     float qhi = (ep->out_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->zero_point;
     f = f < qlo ? qlo : f; f = f > qhi ? qhi : f;
-    int q = (int)rintf(f) + ep->zero_point;   /* rintf: current mode = round half to even */
-    if (ep->out_type == DSCY_OUT_U8) ((uint8_t *)ep->out)[o] = (uint8_t)q;
-    else ((int8_t *)ep->out)[o] = (int8_t)q;
+    return (int32_t)rintf(f) + ep->zero_point;   /* rintf: current mode = round half to even */
+}
+
+/* Store one element (m, n) of the tokens-major output through the epilogue. */
+static inline void dscy_ep_store1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
+    int32_t v = dscy_ep_value1(ep, acc, n);
+    ptrdiff_t o = (ptrdiff_t)m * ep->ldo + n;
+    if (ep->out_type >= DSCY_OUT_U8) ((uint8_t *)ep->out)[o] = (uint8_t)v;
+    else ((int32_t *)ep->out)[o] = v;
 }
 
 #ifdef __AVX2__

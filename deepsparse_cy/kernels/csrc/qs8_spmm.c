@@ -50,30 +50,109 @@ void dscy_qs8_pack_x_tiles(const void *x, int x_signed, ptrdiff_t ldx, int M, in
     }
 }
 
-/* Write the T accumulators of row n (tokens m0..m0+mt-1) through the epilogue. */
-static void store_row(const dscy_epilogue *ep, const int32_t *acc, int m0, int mt, int n) {
+/* Epilogue of row n into stage (int32 lanes: quantized values, float bits or int32 sums);
+ * the transposed write to the tokens-major output happens in flush_rows, 8 rows at a time. */
+static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int mt, int n, int32_t *stage) {
 #ifdef __AVX2__
-    if (ep->out_type != DSCY_OUT_I32) {
-        union { float f[T32]; int32_t i[T32]; } tmp;
-        __m256i b = _mm256_set1_epi32(ep->bias[n]);
-        __m256 s = _mm256_set1_ps(ep->scale[n]);
-        for (int j = 0; j < mt; j += 8) {
-            __m256 f = dscy_ep_f8(ep, _mm256_loadu_si256((const __m256i *)(acc + j)), b, s);
-            if (ep->out_type == DSCY_OUT_F32) _mm256_storeu_ps(tmp.f + j, f);
-            else _mm256_storeu_si256((__m256i *)(tmp.i + j), dscy_ep_q8(ep, f));
+    __m256i b = _mm256_set1_epi32(ep->bias[n]);
+    __m256 s = _mm256_set1_ps(ep->scale[n]);
+    for (int j = 0; j < mt; j += 8) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(acc + j)), r;
+        if (ep->out_type == DSCY_OUT_I32) r = _mm256_add_epi32(a, b);
+        else {
+            __m256 f = dscy_ep_f8(ep, a, b, s);
+            r = ep->out_type == DSCY_OUT_F32 ? _mm256_castps_si256(f) : dscy_ep_q8(ep, f);
         }
-        ptrdiff_t ldo = ep->ldo;
-        if (ep->out_type == DSCY_OUT_F32) {
-            float *o = (float *)ep->out + (ptrdiff_t)m0 * ldo + n;
-            for (int t = 0; t < mt; t++) o[t * ldo] = tmp.f[t];
+        _mm256_storeu_si256((__m256i *)(stage + j), r);
+    }
+#else
+    for (int t = 0; t < mt; t++) stage[t] = dscy_ep_value1(ep, acc[t], n);
+#endif
+}
+
+/* Write nr staged rows (outputs n0..n0+nr-1) for tokens m0..m0+mt-1. stage: [8][T32] int32. */
+static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, int mt, int n0, int nr) {
+    ptrdiff_t ldo = ep->ldo;
+    int bytes = ep->out_type >= DSCY_OUT_U8;
+#ifdef __AVX2__
+    if (nr == 8 && mt == T32) {
+        if (bytes) {
+            /* narrow each row to 32 bytes, then transpose 8 rows x 32 tokens by unpacks: each
+             * token gets its 8 output bytes as one 64-bit store */
+            __m256i r[8];
+            for (int i = 0; i < 8; i++) {
+                const int32_t *q = stage + i * T32;
+                __m256i a = _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)q),
+                                               _mm256_loadu_si256((const __m256i *)(q + 8)));
+                __m256i c = _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)(q + 16)),
+                                               _mm256_loadu_si256((const __m256i *)(q + 24)));
+                a = _mm256_permute4x64_epi64(a, 0xD8);   /* int16 tokens 0..15 */
+                c = _mm256_permute4x64_epi64(c, 0xD8);   /* int16 tokens 16..31 */
+                __m256i p = ep->out_type == DSCY_OUT_U8 ? _mm256_packus_epi16(a, c) : _mm256_packs_epi16(a, c);
+                r[i] = _mm256_permute4x64_epi64(p, 0xD8); /* bytes tokens 0..31 */
+            }
+            __m256i t[8], u[8];
+            for (int i = 0; i < 4; i++) {
+                t[2 * i] = _mm256_unpacklo_epi8(r[2 * i], r[2 * i + 1]);      /* tok 0-7 | 16-23 */
+                t[2 * i + 1] = _mm256_unpackhi_epi8(r[2 * i], r[2 * i + 1]);  /* tok 8-15 | 24-31 */
+            }
+            for (int h = 0; h < 2; h++) {      /* rows 0-3 and rows 4-7 */
+                u[4 * h + 0] = _mm256_unpacklo_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 0-3 | 16-19 */
+                u[4 * h + 1] = _mm256_unpackhi_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 4-7 | 20-23 */
+                u[4 * h + 2] = _mm256_unpacklo_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 8-11 | 24-27 */
+                u[4 * h + 3] = _mm256_unpackhi_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 12-15 | 28-31 */
+            }
+            uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
+            for (int g = 0; g < 4; g++) {      /* token groups 4g..4g+3 and 16+4g.. */
+                __m256i lo = _mm256_unpacklo_epi32(u[g], u[4 + g]);   /* 4g, 4g+1 | 16+4g, 17+4g */
+                __m256i hi = _mm256_unpackhi_epi32(u[g], u[4 + g]);   /* 4g+2, 4g+3 | ... */
+                __m128i l0 = _mm256_castsi256_si128(lo), l1 = _mm256_extracti128_si256(lo, 1);
+                __m128i h0 = _mm256_castsi256_si128(hi), h1 = _mm256_extracti128_si256(hi, 1);
+                int tk = 4 * g;
+                _mm_storel_epi64((__m128i *)(o + (tk + 0) * ldo), l0);
+                _mm_storeh_pd((double *)(o + (tk + 1) * ldo), _mm_castsi128_pd(l0));
+                _mm_storel_epi64((__m128i *)(o + (tk + 2) * ldo), h0);
+                _mm_storeh_pd((double *)(o + (tk + 3) * ldo), _mm_castsi128_pd(h0));
+                _mm_storel_epi64((__m128i *)(o + (tk + 16) * ldo), l1);
+                _mm_storeh_pd((double *)(o + (tk + 17) * ldo), _mm_castsi128_pd(l1));
+                _mm_storel_epi64((__m128i *)(o + (tk + 18) * ldo), h1);
+                _mm_storeh_pd((double *)(o + (tk + 19) * ldo), _mm_castsi128_pd(h1));
+            }
         } else {
-            uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n;
-            for (int t = 0; t < mt; t++) o[t * ldo] = (uint8_t)tmp.i[t];
+            /* four 8x8 transposes of 32-bit lanes: each token gets one 32-byte store */
+            int32_t *o = (int32_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
+            for (int blk = 0; blk < 4; blk++) {
+                __m256 r[8], t[8], u[8];
+                for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)(stage + i * T32 + 8 * blk));
+                for (int i = 0; i < 4; i++) {
+                    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                }
+                for (int h = 0; h < 2; h++) {
+                    u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
+                    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
+                    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+                    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+                }
+                for (int i = 0; i < 4; i++) {
+                    int tk = 8 * blk + i;
+                    _mm256_storeu_ps((float *)(o + tk * ldo), _mm256_permute2f128_ps(u[i], u[4 + i], 0x20));
+                    _mm256_storeu_ps((float *)(o + (tk + 4) * ldo), _mm256_permute2f128_ps(u[i], u[4 + i], 0x31));
+                }
+            }
         }
         return;
     }
 #endif
-    for (int t = 0; t < mt; t++) dscy_ep_store1(ep, acc[t], m0 + t, n);
+    for (int t = 0; t < mt; t++) {
+        if (bytes) {
+            uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)(m0 + t) * ldo + n0;
+            for (int i = 0; i < nr; i++) o[i] = (uint8_t)stage[i * T32 + t];
+        } else {
+            int32_t *o = (int32_t *)ep->out + (ptrdiff_t)(m0 + t) * ldo + n0;
+            for (int i = 0; i < nr; i++) o[i] = stage[i * T32 + t];
+        }
+    }
 }
 
 #ifdef __AVX2__
@@ -149,10 +228,12 @@ void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr, con
         { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < hi_t) a = c + 1; else b = c; } r1 = a; }
         if (tid == TT - 1) r1 = N;
         int32_t acc[T32] __attribute__((aligned(32)));
+        int32_t stage[8 * T32] __attribute__((aligned(32)));
         for (int t = 0; t < ntl; t++) {
             int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
             int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
             int mt = M - m0 < T ? M - m0 : T;
+            int ns = r0;                          /* first row of the current stage */
             for (int n = r0; n < r1; n++) {
                 int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
                 const uint16_t *ix = idx + b0;
@@ -165,7 +246,8 @@ void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr, con
 #else
                 row_generic(xtile, T, ix, v, nb, bp, acc);
 #endif
-                store_row(ep, acc, m0, mt, n);
+                stage_row(ep, acc, mt, n, stage + (n - ns) * T32);
+                if (n - ns == 7 || n == r1 - 1) { flush_rows(ep, stage, m0, mt, ns, n - ns + 1); ns = n + 1; }
             }
         }
     }
