@@ -31,6 +31,11 @@ def _view(x, axis, legacy):
 
 
 def _softmax(x, axis, legacy, log, out):
+    with np.errstate(invalid="ignore", divide="ignore"):   # all -inf rows give NaN, as specified
+        return _softmax_impl(x, axis, legacy, log, out)
+
+
+def _softmax_impl(x, axis, legacy, log, out):
     # float16 is computed natively (each step rounded to half), matching onnx's reference and
     # its conformance data; other non-BLAS types (bfloat16, ...) go through float32
     calc = x.dtype if x.dtype in (np.float16, np.float32, np.float64) else np.dtype(np.float32)
