@@ -17,13 +17,7 @@ THREADS = int(os.environ.get("DSCY_BENCH_THREADS", "0"))
 
 
 def nthreads():
-    if THREADS:
-        return THREADS
-    try:
-        from threadpoolctl import threadpool_info  # noqa: F401
-    except ImportError:
-        pass
-    return len(os.sched_getaffinity(0))
+    return THREADS or len(os.sched_getaffinity(0))
 
 
 def weights(k, n, sparsity, pattern, dtype=np.int8, seed=0):

@@ -121,6 +121,9 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
     int nt = dscy_nthreads(nthreads);
     if (nt > items) nt = (int)items;
     const int32_t *x32 = (const int32_t *)xp;
+    /* Item order: panel-major re-reads all activations per panel, fine while they sit in L2;
+     * beyond that, M-block-major keeps one block of activations in L2 and streams the weights. */
+    int mb_major = (size_t)Mp * Kp * 2 > (256u << 10);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = 0, T = 1;
@@ -130,7 +133,8 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
         long i0 = items * tid / T, i1 = items * (tid + 1) / T;
         int32_t cbuf[MB][MR * NR] __attribute__((aligned(64)));
         for (long it = i0; it < i1; it++) {
-            int panel = (int)(it / mblocks), mb = (int)(it % mblocks);
+            int panel = mb_major ? (int)(it % npanel) : (int)(it / mblocks);
+            int mb = mb_major ? (int)(it / npanel) : (int)(it % mblocks);
             int t0 = mb * MB, t1 = t0 + MB < mtiles ? t0 + MB : mtiles;
             const int16_t *wpan = wp + (ptrdiff_t)panel * K2 * 2 * NR;
             for (int p0 = 0; p0 < K2; p0 += KC) {
