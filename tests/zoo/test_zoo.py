@@ -301,3 +301,21 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
     p2 = zoo.model_path("bert-tiny", layers=1)
     assert p2 != zoo.model_path("bert-tiny")
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def _same_model(a, b):
+    ia = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer}
+    ib = {t.name: onnx.numpy_helper.to_array(t) for t in b.graph.initializer}
+    assert set(ia) == set(ib)
+    for k in ia:
+        assert ia[k].dtype == ib[k].dtype and np.array_equal(ia[k], ib[k]), k
+    assert [n.SerializeToString() for n in a.graph.node] == \
+        [n.SerializeToString() for n in b.graph.node]
+
+
+@pytest.mark.parametrize("key", ["bert-tiny", "bert-tiny-decomposed-pooler"])
+def test_fast_per_channel_equals_onnxruntime(small_models, key):
+    # the vectorised per-channel weight pass must reproduce quantize_static(per_channel=True)
+    m, _ = zoo.prune_model(small_models[key], 0.9, "block4")
+    _same_model(zoo.quantize_model(m, seq=16), zoo.quantize_model(m, seq=16,
+                                                                  fast_per_channel=False))
