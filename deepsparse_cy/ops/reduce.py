@@ -97,7 +97,9 @@ _KERNELS = {
 def _reduce(name, x, axes, keepdims, noop_with_empty_axes=0):
     ax = _axes(axes, x.ndim)
     if ax is None and noop_with_empty_axes:
-        return x.copy()
+        # Reduce over the empty set of axes: identity for the reduction, but the element-wise
+        # steps still run (ReduceSumSquare squares, ReduceLogSum takes the log, ...).
+        ax = ()
     with np.errstate(divide="ignore", invalid="ignore"):
         r = _KERNELS[name](x, ax)
     return _finish(r, x, keepdims, ax)
