@@ -311,7 +311,7 @@ def _legacy_forest(a, prefix):
 
 def _leaf_table(n_leaves, n_out, entries, index, leaf_of):
     t_tree, t_node, t_id, t_w = entries
-    W = np.zeros((n_leaves, n_out))
+    W = np.zeros((n_leaves, n_out), np.float32)   # float32 sums, as onnxruntime does
     has = np.zeros((n_leaves, n_out), bool)
     for t, k, i, w in zip(t_tree, t_node, t_id, t_w):
         leaf = leaf_of[index[(int(t), int(k))]]
@@ -342,10 +342,13 @@ class TreeEnsembleRegressor(Op):
     def run(self, inputs, outs):
         X = inputs[0]
         leaves = self.forest.leaves(X)
-        r = _aggregate(self.W[leaves], self.has[leaves], self.agg, self.n_trees)
-        r = np.where(np.isfinite(r), r, 0)
+        has = self.has[leaves]
+        r = _aggregate(self.W[leaves], has, self.agg, self.n_trees)
+        scored = has.any(axis=1)
         if self.base is not None:
-            r = r + self.base
+            r = r + self.base.astype(r.dtype)
+        # as onnxruntime does: a target no leaf contributed to is 0, without the base value
+        r = np.where(scored, r, 0)
         return [_post_transform(r, self.post).astype(np.float32)]
 
 
@@ -375,15 +378,13 @@ class TreeEnsembleClassifier(Op):
         s = _aggregate(self.W[leaves], self.has[leaves], self.agg, self.n_trees)
         s = np.where(np.isfinite(s), s, 0)
         if self.base is not None:
-            s = s + self.base
+            s = s + self.base.astype(s.dtype)
         if self.binary:
+            # onnxruntime's binary case: one score column decides the label by a threshold
+            # (0.5 when all weights are positive, else 0); the other class's score stays 0
             pos = s[:, 1] if self.has[:, 1].any() else s[:, 0]
-            if self.all_positive:
-                label = np.where(pos > 0.5, 1, 0)
-                s = np.stack([1 - pos, pos], axis=1)
-            else:
-                label = np.where(pos > 0, 1, 0)
-                s = np.stack([-pos, pos], axis=1)
+            label = np.where(pos > (0.5 if self.all_positive else 0), 1, 0)
+            s = np.stack([np.zeros_like(pos), pos], axis=1)
         else:
             label = np.argmax(s, axis=1)
         probs = _post_transform(s, self.post)
@@ -414,13 +415,16 @@ def Normalizer(X, *, norm="MAX"):
     if x.ndim == 1:
         x = x[None]
     if norm == "MAX":
-        d = np.abs(x).max(axis=1, keepdims=True)
+        # onnxruntime divides by the signed row maximum (onnx's reference uses max |x|)
+        d = x.max(axis=1, keepdims=True)
     elif norm == "L1":
         d = np.abs(x).sum(axis=1, keepdims=True)
     elif norm == "L2":
         d = np.sqrt((x * x).sum(axis=1, keepdims=True))
     else:
         raise InputError(f"Normalizer: unknown norm {norm!r}")
+    if norm == "MAX":
+        return (x / d).astype(np.float32)
     return (x / np.maximum(d, 1e-30)).astype(np.float32)
 
 
