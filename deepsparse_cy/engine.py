@@ -18,7 +18,7 @@ from . import ops as _ops
 from .errors import (DeepSparseCyError, InputError, ModelLoadError, NodeError, ResourceError,
                      ShapeError, UnsupportedOperatorError)
 from .graph import arena as _arena
-from .graph import ir, loader, passes
+from .graph import fusion, ir, loader, passes
 from .graph.schedule import node_reads, topological_order
 from .ops.registry import OpContext
 
@@ -100,6 +100,12 @@ class Program:
             passes.fold_batchnorm_into_conv(graph)
             passes.fold_constants(graph, self._evaluate)
             passes.remove_dead_nodes(graph)
+            if os.environ.get("DEEPSPARSE_CY_NO_FUSION", "") not in ("1", "true"):
+                if fusion.fuse(graph, opsets):
+                    available = (set(graph.initializers) | set(graph.input_names) | set(outer)
+                                 | graph.outer_names)
+                    graph.nodes = topological_order(graph.nodes, available)
+                passes.remove_dead_nodes(graph)
         self.consts = dict(graph.initializers)
         self.steps = [self._instantiate(n) for n in graph.nodes]
         self.input_names = graph.input_names
