@@ -192,7 +192,8 @@ def plot_profile(p, path):
         raise UsageError("--plot needs matplotlib, which is not installed: "
                          "pip install 'deepsparse_cy[plot]' (or pip install matplotlib)") from None
     rows = [r for r in p["nodes"] if "dense_ms" in r] or \
-        [r for r in p["nodes"] if r.get("weight_shape")] or p["nodes"]
+        [r for r in p["nodes"] if r.get("weight_shape") and
+         any(k in r["op_type"] for k in ("MatMul", "Gemm", "Conv"))] or p["nodes"]
     labels = [f"{r['index']} {r['op_type']}" for r in rows]
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(9, max(3.0, 0.22 * len(rows) + 1.2)))
