@@ -1,0 +1,154 @@
+"""QGemm (domain com.deepsparse_cy): one int8 matmul layer on the compiled qs8 kernels.
+
+Made by graph/fusion.py from QDQ MatMul/Gemm, QLinearMatMul and MatMulInteger patterns; never
+written in model files. Inputs: x_q (u8 or s8, [..., K], tokens-major) and the constant int8
+weight [K, N] (ONNX MatMul layout; packed once here as [N, K] with pack_qs8, format chosen per
+layer from its measured sparsity pattern). Attributes (numpy values, set by the fusion pass):
+
+    x_scale, x_zero_point      activation quantization (per tensor)
+    w_scale [N]                weight scales (per column), Gemm alpha folded in
+    bias [N]                   float bias added to the matmul result before requantization
+    post_bias [N]              float bias added after the dequantized result (Q -> DQ -> Add)
+    y_scale, y_zero_point, y_dtype   output quantization (modes requant / requant_dq)
+    mode                       int32:      acc = sum (x - zx) w                       -> int32
+                               float:      acc * sx * sw + bias + post_bias           -> float32
+                               requant:    sat(rint((acc*sx*sw + bias) / sy) + zy)    -> u8 / s8
+                               requant_dq: (requant - zy) * sy + post_bias            -> float32
+
+Biases are folded into the kernel's int32 bias (rint(b / (sx * sw))) when they fit; the rounding
+error is at most half an accumulator unit, sx * sw / 2, far below the output quantization step.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..errors import ShapeError
+from .registry import Op, register
+
+_KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
+                 "unstructured": "qs8_spmm_unstructured"}
+
+
+def _threads(ctx):
+    return int(ctx.num_threads or 0) if ctx is not None else 0
+
+
+@register("QGemm", since=1, domain="com.deepsparse_cy")
+class QGemm(Op):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        w = ctx.const(1)
+        if w is None or w.dtype != np.int8 or w.ndim != 2:
+            raise ShapeError("QGemm needs a constant int8 [K, N] weight")
+        self.k, self.n = w.shape
+        self.w_nk = np.ascontiguousarray(w.T)
+        self.packed = kernels.pack_qs8(self.w_nk, "auto")
+        self._dense = None
+        self.mode = a.get("mode", "float")
+        self.zx = int(a.get("x_zero_point", 0))
+        self.num_threads = _threads(ctx)
+        n = self.n
+        sxsw = (np.float64(a.get("x_scale", 1.0))
+                * np.broadcast_to(np.asarray(a.get("w_scale", 1.0), np.float64).reshape(-1), (n,)))
+        bias = np.zeros(n, np.float64)
+        if self.mode == "float":
+            bias += np.asarray(a.get("bias", 0.0), np.float64) + np.asarray(a.get("post_bias", 0.0),
+                                                                             np.float64)
+        elif self.mode != "int32":
+            bias += np.asarray(a.get("bias", 0.0), np.float64)
+        self.post_bias = None
+        if self.mode == "requant_dq" and "post_bias" in a:
+            self.post_bias = np.asarray(a["post_bias"], np.float32)
+        # int32 bias with the activation zero point folded in must fit the kernel's accumulator
+        self.bias_i32, self.float_bias = None, None
+        if bias.any():
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                bi = np.rint(bias / sxsw)
+            comp = bi - self.zx * self.packed.rowsum
+            if np.isfinite(bi).all() and np.abs(comp).max() < 2**31 - 1:
+                self.bias_i32 = bi.astype(np.int64)
+            else:
+                self.float_bias = bias.astype(np.float32)
+        if self.mode in ("requant", "requant_dq"):
+            self.y_scale = float(a["y_scale"])
+            self.y_zp = int(a.get("y_zero_point", 0))
+            self.y_dtype = np.dtype(a.get("y_dtype", "uint8"))
+            self.scale = (sxsw / self.y_scale).astype(np.float32)
+        else:
+            self.scale = sxsw.astype(np.float32)
+        self.out_dtype = {"int32": np.dtype(np.int32), "float": np.dtype(np.float32),
+                          "requant": getattr(self, "y_dtype", None),
+                          "requant_dq": np.dtype(np.float32)}[self.mode]
+        fam = "qs8_gemm" if self.packed.format == "dense" else "qs8_spmm"
+        self.kernel_name = _KERNEL_NAMES[self.packed.format]
+        self.kernel_isa = kernels.kernel_builds().get(fam, kernels.kernel_isa())
+        self.flops = None
+
+    # the profiler reads these after a run
+    @property
+    def weight_format(self):
+        return self.packed.format
+
+    def _x2(self, x):
+        if x.ndim == 0 or x.shape[-1] != self.k:
+            raise ShapeError(f"QGemm: input {list(x.shape)} does not end in K={self.k}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.k)
+        self.flops = 2 * x2.shape[0] * self.k * self.n
+        return lead, x2
+
+    def _out(self, outs, lead, m):
+        o = outs[0] if outs is not None and outs[0] is not None else None
+        if o is None or o.dtype != self.out_dtype or not o.flags.c_contiguous:
+            return np.empty(lead + (self.n,), self.out_dtype)
+        return o
+
+    def _run(self, packed, x, outs):
+        lead, x2 = self._x2(x)
+        m = x2.shape[0]
+        res = self._out(outs, lead, m)
+        r2 = res.reshape(m, self.n)
+        nt = self.num_threads
+        kw = dict(bias=self.bias_i32, x_zero_point=self.zx, num_threads=nt)
+        mode = self.mode
+        if mode == "int32":
+            kernels.qs8_matmul(x2, packed, out_dtype=np.int32, out=r2, **kw)
+            return [res]
+        if self.float_bias is not None:
+            # bias too large for the int32 accumulator: add it in float, requantize in numpy
+            f = kernels.qs8_matmul(x2, packed, scale=self.scale, out_dtype=np.float32, **kw)
+            if mode == "float":
+                np.add(f, self.float_bias, out=r2)
+                return [res]
+            f += self.float_bias / np.float32(self.y_scale)
+            q = r2 if mode == "requant" else np.empty((m, self.n), self.y_dtype)
+            self._requant_float(f, q)
+        elif mode == "float":
+            kernels.qs8_matmul(x2, packed, scale=self.scale, out_dtype=np.float32, out=r2, **kw)
+            return [res]
+        else:
+            q = kernels.qs8_matmul(x2, packed, scale=self.scale, out_dtype=self.y_dtype,
+                                   out_zero_point=self.y_zp,
+                                   out=r2 if mode == "requant" else None, **kw)
+        if mode == "requant_dq":
+            np.subtract(q, np.float32(self.y_zp), out=r2, dtype=np.float32)
+            r2 *= np.float32(self.y_scale)
+            if self.post_bias is not None:
+                r2 += self.post_bias
+        return [res]
+
+    def _requant_float(self, f, out):
+        info = np.iinfo(out.dtype)       # f is already in units of y_scale
+        out[...] = np.clip(np.rint(f) + self.y_zp, info.min, info.max)
+
+    def run(self, inputs, outs):
+        return self._run(self.packed, inputs[0], outs)
+
+    def run_dense(self, inputs, outs):
+        """The same layer on the dense int8 GEMM (the profiler's baseline)."""
+        if self._dense is None:
+            self._dense = (self.packed if self.packed.format == "dense"
+                           else kernels.pack_qs8(self.w_nk, "dense"))
+        return self._run(self._dense, inputs[0], outs)

@@ -1,0 +1,65 @@
+"""SparseMatMul (domain com.deepsparse_cy): an FP32 layer with a mostly-zero constant weight on
+the compiled f32_spmm kernel (bias fused).
+
+Made by graph/fusion.py from MatMul / Gemm (+ Add of a constant bias) when the weight has at least
+fusion.SPARSE_F32_MIN zeros. Inputs: x float32 [..., K] (tokens-major) and the constant weight
+[K, N] (ONNX MatMul layout, Gemm transB / alpha already applied); attribute bias [N] (optional).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..errors import ShapeError
+from .registry import Op, register
+
+
+@register("SparseMatMul", since=1, domain="com.deepsparse_cy")
+class SparseMatMul(Op):
+    kernel_name = "f32_spmm"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        w = ctx.const(1)
+        if w is None or w.dtype != np.float32 or w.ndim != 2:
+            raise ShapeError("SparseMatMul needs a constant float32 [K, N] weight")
+        self.k, self.n = w.shape
+        self.w_kn = w
+        self.packed = kernels.pack_f32_sparse(np.ascontiguousarray(w.T))
+        b = node.attrs.get("bias")
+        self.bias = None if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
+        self.num_threads = int(ctx.num_threads or 0)
+        self.kernel_isa = kernels.kernel_builds().get("f32_spmm", kernels.kernel_isa())
+        self.flops = None
+
+    def _x2(self, x):
+        if x.ndim == 0 or x.shape[-1] != self.k:
+            raise ShapeError(f"SparseMatMul: input {list(x.shape)} does not end in K={self.k}")
+        if x.dtype != np.float32:
+            raise ShapeError(f"SparseMatMul: input dtype {x.dtype}, expected float32")
+        x2 = x.reshape(-1, self.k)
+        self.flops = 2 * x2.shape[0] * self.k * self.n
+        return x.shape[:-1], x2
+
+    def _res(self, outs, lead):
+        o = outs[0] if outs is not None and outs[0] is not None else None
+        if o is None or o.dtype != np.float32 or not o.flags.c_contiguous:
+            return np.empty(lead + (self.n,), np.float32)
+        return o
+
+    def run(self, inputs, outs):
+        lead, x2 = self._x2(inputs[0])
+        res = self._res(outs, lead)
+        kernels.f32_spmm(x2, self.packed, bias=self.bias, num_threads=self.num_threads,
+                         out=res.reshape(x2.shape[0], self.n))
+        return [res]
+
+    def run_dense(self, inputs, outs):
+        """The same layer with numpy's dense BLAS (the profiler's baseline)."""
+        lead, x2 = self._x2(inputs[0])
+        res = self._res(outs, lead)
+        r2 = res.reshape(x2.shape[0], self.n)
+        np.matmul(x2, self.w_kn, out=r2)
+        if self.bias is not None:
+            r2 += self.bias
+        return [res]
