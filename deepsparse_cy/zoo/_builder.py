@@ -13,8 +13,11 @@ from onnx import helper
 
 
 class GraphBuilder:
-    def __init__(self, name, opset=17, seed=0):
+    def __init__(self, name, opset=17, seed=0, weights=None):
         self.name = name
+        # given parameters by initializer name (e.g. real weights); used instead of random ones
+        self.weights = dict(weights or {})
+        self.used_weights = set()
         self.opset = opset
         self.rng = np.random.default_rng(seed)
         self.nodes = []
@@ -38,7 +41,24 @@ class GraphBuilder:
         self.inits.append((name, np.require(array, requirements="C")))
         return name
 
+    def given(self, name, shape, transpose=False):
+        """The caller-supplied array for `name` (transposed from torch's Linear [out, in] when
+        asked), shape-checked; None when not supplied."""
+        if name not in self.weights:
+            return None
+        w = np.asarray(self.weights[name], dtype=np.float32)
+        if transpose:
+            w = w.T
+        if w.shape != tuple(shape):
+            raise ValueError(f"weight {name!r}: expected shape {tuple(shape)}, got {w.shape}"
+                             + (" after transposing" if transpose else ""))
+        self.used_weights.add(name)
+        return self.init(name, w)
+
     def normal(self, name, shape, std, mean=0.0):
+        got = self.given(name, shape)
+        if got is not None:
+            return got
         w = self.rng.standard_normal(size=shape, dtype=np.float32)
         w *= np.float32(std)
         if mean:
@@ -46,6 +66,9 @@ class GraphBuilder:
         return self.init(name, w)
 
     def uniform(self, name, shape, low, high):
+        got = self.given(name, shape)
+        if got is not None:
+            return got
         w = self.rng.random(size=shape, dtype=np.float32)
         w *= np.float32(high - low)
         w += np.float32(low)

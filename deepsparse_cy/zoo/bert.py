@@ -62,7 +62,9 @@ def _layernorm(b, x, hidden, eps, fused, prefix):
 
 def _linear(b, x, n_in, n_out, prefix, gain=1.0):
     # torch.onnx stores nn.Linear weights pre-transposed for MatMul: [in, out]
-    w = b.weight(prefix + ".weight", (n_in, n_out), n_in, gain)
+    w = b.given(prefix + ".weight", (n_in, n_out), transpose=True)
+    if w is None:
+        w = b.weight(prefix + ".weight", (n_in, n_out), n_in, gain)
     bias = b.normal(prefix + ".bias", (n_out,), 0.02)
     return b.node("Add", [b.node("MatMul", [x, w], name=prefix + "/MatMul"), bias],
                   name=prefix + "/Add")
@@ -79,13 +81,16 @@ def _dim(b, shape, i):
     return b.unsqueeze(b.node("Gather", [shape, b.const(i)], axis=0), [0])
 
 
-def build_bert(cfg: BertConfig = BERT_BASE, name="bert"):
+def build_bert(cfg: BertConfig = BERT_BASE, name="bert", weights=None):
+    """weights: optional {HuggingFace BertModel parameter name: array} in torch layout (Linear
+    weights [out, in]), e.g. from a safetensors file with its "bert."/"0.auto_model." prefix
+    stripped; every name given must be used, missing ones are drawn at random."""
     if cfg.hidden % cfg.heads:
         raise ValueError(f"hidden {cfg.hidden} not divisible by heads {cfg.heads}")
     fused = cfg.layernorm == "fused" or (cfg.layernorm == "auto" and cfg.opset >= 17)
     if fused and cfg.opset < 17:
         raise ValueError("LayerNormalization needs opset >= 17")
-    b = GraphBuilder(name, opset=cfg.opset, seed=cfg.seed)
+    b = GraphBuilder(name, opset=cfg.opset, seed=cfg.seed, weights=weights)
     H, nh = cfg.hidden, cfg.heads
     hd = H // nh
     dyn = ["batch", "sequence"]
@@ -97,6 +102,7 @@ def build_bert(cfg: BertConfig = BERT_BASE, name="bert"):
     word = b.normal("embeddings.word_embeddings.weight", (cfg.vocab, H), 1.0)
     pos = b.normal("embeddings.position_embeddings.weight", (cfg.max_pos, H), 0.5)
     tok = b.normal("embeddings.token_type_embeddings.weight", (cfg.type_vocab, H), 0.5)
+    b.weights.pop("embeddings.position_ids", None)     # a buffer, always arange
     pos_ids_buf = b.init("embeddings.position_ids",
                          np.arange(cfg.max_pos, dtype=np.int64)[None, :])
     ids_shape = b.node("Shape", [ids])
@@ -150,4 +156,7 @@ def build_bert(cfg: BertConfig = BERT_BASE, name="bert"):
         pooled = b.node("Tanh", [_linear(b, first, H, H, "pooler.dense")])
         b.identity_to(pooled, "pooler_output")
         b.output("pooler_output", TensorProto.FLOAT, ["batch", H])
+    unused = set(b.weights) - b.used_weights
+    if unused:
+        raise ValueError(f"weights not used by this configuration: {sorted(unused)[:8]}")
     return b.build(doc=f"BERT-style encoder {cfg}")

@@ -319,3 +319,23 @@ def test_fast_per_channel_equals_onnxruntime(small_models, key):
     m, _ = zoo.prune_model(small_models[key], 0.9, "block4")
     _same_model(zoo.quantize_model(m, seq=16), zoo.quantize_model(m, seq=16,
                                                                   fast_per_channel=False))
+
+
+def test_bert_from_given_weights(small_models):
+    # HF-named, torch-layout weights (Linear [out, in]) rebuild the same model under another seed
+    m = small_models["bert-tiny"]
+    linear = {n.input[1] for n in m.graph.node if n.op_type == "MatMul"}
+    hf = {}
+    for t in m.graph.initializer:
+        if t.name.startswith("const") or t.name == "embeddings.position_ids":
+            continue
+        a = onnx.numpy_helper.to_array(t)
+        hf[t.name] = a.T if t.name in linear else a
+    rebuilt = zoo.build_bert(zoo.bert_config("bert-tiny", seed=123), name="bert-tiny", weights=hf)
+    _same_model(m, rebuilt)
+    with pytest.raises(ValueError):
+        zoo.build_bert(zoo.bert_config("bert-tiny"), weights={"nonexistent.weight": np.zeros(3)})
+    bad = dict(hf)
+    bad["encoder.layer.0.attention.self.query.weight"] = np.zeros((64, 65), np.float32)
+    with pytest.raises(ValueError):
+        zoo.build_bert(zoo.bert_config("bert-tiny"), weights=bad)
