@@ -7,6 +7,10 @@ it the function raises a DeepSparseCyError saying what to install. By default on
 MatMul/Gemm/Conv nodes are quantized: activation x activation MatMuls (attention) and elementwise
 ops stay float, because a quantized Add of BERT's finfo.min attention mask would spend the whole
 8-bit range on the mask and flatten the attention scores.
+
+Speed (BERT-base, 110M weights): the float model goes to onnxruntime as external data in
+/dev/shm, and when no quantized node has a bias the per-channel weights are computed vectorised
+after a per-tensor quantize_static run, reproducing its per-channel output exactly (tested).
 """
 import logging
 import os

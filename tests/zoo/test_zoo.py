@@ -339,3 +339,11 @@ def test_bert_from_given_weights(small_models):
     bad["encoder.layer.0.attention.self.query.weight"] = np.zeros((64, 65), np.float32)
     with pytest.raises(ValueError):
         zoo.build_bert(zoo.bert_config("bert-tiny"), weights=bad)
+
+
+def test_quantize_without_onnxruntime_says_so(small_models, monkeypatch):
+    import sys
+    from deepsparse_cy.errors import DeepSparseCyError
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    with pytest.raises(DeepSparseCyError, match="pip install onnxruntime"):
+        zoo.quantize_model(small_models["bert-tiny"])
