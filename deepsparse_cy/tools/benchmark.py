@@ -248,9 +248,9 @@ def format_result(r):
     ]
     if r["comparisons"]:
         a = r["alternation"]
-        lines.append(f"Compared in the same run ({a['rounds']} alternating block"
-                     f"{'s' if a['rounds'] > 1 else ''} of {a['block_s']:.2f} s per contender, "
-                     f"{a['pause_s']:.1f} s pauses):")
+        lines.append(f"Compared in the same run ({a['rounds']} round"
+                     f"{'s' if a['rounds'] > 1 else ''} of alternating blocks, each "
+                     f"{a['block_s']:.2f} s or one call if longer, {a['pause_s']:.1f} s pauses):")
         for c in r["comparisons"]:
             lat = c["latency_ms"]
             lines.append(f"  {c['name']} ({c['model']}): {c['throughput_items_per_s']:.2f} items/s, "
