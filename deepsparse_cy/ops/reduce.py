@@ -46,13 +46,18 @@ def _sum(x, axes):
 
 
 def _mean(x, axes):
+    n = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
     if x.dtype.kind in "iu":
-        n = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
         with np.errstate(all="ignore"):
             s = np.sum(x, axis=axes, dtype=np.int64 if x.dtype.kind == "i" else np.uint64)
-            return s // n if n else s
+            if not n:
+                return s
+            q = s // n
+            return q + ((s % n != 0) & (s < 0))    # truncate toward zero, as the reference does
+    # sum / n rather than np.mean: same result, and an empty set gives NaN without a warning.
     with np.errstate(all="ignore"):
-        return np.mean(x, axis=axes, dtype=_acc_dtype(x.dtype))
+        s = np.sum(x, axis=axes, dtype=_acc_dtype(x.dtype))
+        return np.true_divide(s, n, dtype=s.dtype)
 
 
 def _extreme(fn, x, axes, big):
