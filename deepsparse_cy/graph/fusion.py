@@ -112,6 +112,14 @@ def _exact_default():
 
 # --- int8 weight recovery ---------------------------------------------------------------------
 
+def _rows_quantized(w):
+    """Is every row of w (no zero rows) q * s for some qmax 1..128 and integer |q| <= qmax?"""
+    amax = np.abs(w).max(axis=1)[None, :, None]
+    s = (amax / np.arange(1.0, 129.0, dtype=np.float32)[:, None, None]).astype(np.float32)
+    q = np.rint(w[None] / s)
+    return bool((np.abs(q * s - w[None]) <= _TOL * amax).all(2).any(0).all())
+
+
 def recover_int8(wf):
     """Float weight [N, K] that is exactly q * s (q int8, s per row or per tensor) -> (q, s[N]).
 
@@ -125,6 +133,8 @@ def recover_int8(wf):
     gmax = float(rowmax.max())
     if gmax == 0.0:
         return np.zeros(wf.shape, np.int8), np.ones(n, np.float32)
+    if not _rows_quantized(wf[np.nonzero(rowmax)[0][:4]]):
+        return None             # a float weight: rejected on a few rows, not the whole matrix
     best_q = np.zeros(wf.shape, np.int8)
     best_s = np.ones(n, np.float32)
     done = rowmax == 0
@@ -143,7 +153,24 @@ def recover_int8(wf):
             done |= take
         if done.all():
             return best_q, best_s
-    return None
+    # rows whose largest |q| is not a range endpoint (learned fake-quant scales, few nonzeros
+    # left after pruning): try every qmax 1..128, a float row is rejected after one row's test
+    rest = np.nonzero(~done)[0]
+    qm = np.arange(1.0, 128.0, dtype=np.float32)[:, None, None]
+    chunk = max(1, (1 << 22) // (127 * wf.shape[1]))
+    for i in range(0, len(rest), chunk):
+        rows = rest[i:i + chunk]
+        w = wf[rows][None]                                     # [1, r, K]
+        s = (rowmax[rows][None, :, None] / qm).astype(np.float32)  # [127, r, 1]
+        q = np.rint(w / s)
+        ok = (np.abs(q * s - w) <= _TOL * rowmax[rows][None, :, None]).all(2)   # [127, r]
+        if not ok.any(0).all():
+            return None
+        j = 126 - np.argmax(ok[::-1], axis=0)                  # the largest qmax that fits
+        r = np.arange(len(rows))
+        best_q[rows] = q[j, r].astype(np.int8)
+        best_s[rows] = s[j, r, 0]
+    return best_q, best_s
 
 
 def _weight_q(v, name, n_axis):

@@ -58,6 +58,12 @@ class QGemm(Op):
                                                                              np.float64)
         elif self.mode != "int32":
             bias += np.asarray(a.get("bias", 0.0), np.float64)
+        # an all-zero (pruned) output channel is bias only: give it a scale fine enough that the
+        # int32 bias carries the float bias to float32 precision (its weight scale is arbitrary)
+        empty = ~self.w_nk.any(axis=1)
+        if empty.any() and self.mode != "int32":
+            sxsw = sxsw.copy()
+            sxsw[empty] = np.maximum(np.abs(bias[empty]), 1e-30) / 2.0**24
         self.post_bias = None
         if self.mode == "requant_dq" and "post_bias" in a:
             self.post_bias = np.asarray(a["post_bias"], np.float32)
