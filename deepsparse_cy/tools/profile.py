@@ -151,7 +151,7 @@ def _f(v, fmt, empty="-"):
 def format_profile(p, name_width=34):
     lines = [f"Model: {p.get('model')}   batch {p.get('batch_size')}   cores {p.get('num_cores')}"
              f"   kernel ISA {p.get('kernel_isa')}   median of {p.get('iterations')} runs", ""]
-    hdr = (f"{'#':>4} {'op':<16} {'name':<{name_width}} {'kernel':<20} {'isa':<7} "
+    hdr = (f"{'#':>4} {'op':<16} {'name':<{name_width}} {'kernel':<22} {'isa':<7} "
            f"{'weight':<14} {'sparse':>6} {'b4occ':>6} {'ms':>8} {'%':>5} {'GOP/s':>7} "
            f"{'dense ms':>8} {'speedup':>7}")
     lines += [hdr, "-" * len(hdr)]
@@ -162,7 +162,7 @@ def format_profile(p, name_width=34):
         ws = "x".join(map(str, r["weight_shape"])) if r.get("weight_shape") else "-"
         lines.append(
             f"{r['index']:>4} {r['op_type'][:16]:<16} {nm:<{name_width}} "
-            f"{str(r.get('kernel'))[:20]:<20} {str(r.get('isa'))[:7]:<7} {ws[:14]:<14} "
+            f"{str(r.get('kernel'))[:22]:<22} {str(r.get('isa'))[:7]:<7} {ws[:14]:<14} "
             f"{_f(r.get('weight_sparsity'), '6.1%'):>6} {_f(r.get('block4_occupancy'), '6.2f'):>6} "
             f"{r['time_ms']:8.3f} {r['pct']:5.1f} {_f(r.get('gops'), '7.2f'):>7} "
             f"{_f(r.get('dense_ms'), '8.3f'):>8} {_f(r.get('speedup'), '6.2f'):>6}"
