@@ -9,6 +9,7 @@ run:      inputs are checked against the model's declared dtypes and shapes; a P
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 
@@ -71,6 +72,19 @@ def _wrap_node_error(node, e):
     if isinstance(e, MemoryError):
         return ResourceError(f"{node.describe()}: out of memory ({e})")
     return NodeError(f"{node.describe()} failed: {type(e).__name__}: {e}")
+
+
+_NO_SLOTS = itertools.repeat(None)  # zip() partner for steps without planned slots
+
+
+def _detach(v, buf):
+    if isinstance(v, np.ndarray):
+        return v.copy() if _root(v) is buf else v
+    if isinstance(v, np.generic):
+        return np.asarray(v)
+    if isinstance(v, list):
+        return [_detach(x, buf) for x in v]
+    return v
 
 
 class _Replan(Exception):
@@ -412,19 +426,22 @@ class Engine:
                 except Exception as e:  # noqa: BLE001
                     raise _wrap_node_error(node, e) from e
                 if outs is None:
-                    _bind_outputs(node, res, env)
-                else:
-                    for name, r, slot in zip(node.outputs, res, outs):
-                        if not name:
-                            continue
-                        if slot is not None and r is not slot:
-                            if not isinstance(r, np.ndarray) or r.shape != slot.shape \
-                                    or r.dtype != slot.dtype:
-                                raise _Replan(name)
-                            if _root(r) is buf:
-                                np.copyto(slot, r)
-                                r = slot
-                        env[name] = r
+                    outs = _NO_SLOTS
+                for name, r, slot in zip(node.outputs, res, outs):
+                    if not name:
+                        continue
+                    if slot is None:
+                        # A value outside the arena must not alias an arena slot that a later
+                        # step may reuse (views, pass-through ops, sequences of tensors).
+                        r = _detach(r, buf)
+                    elif r is not slot:
+                        if not isinstance(r, np.ndarray) or r.shape != slot.shape \
+                                or r.dtype != slot.dtype:
+                            raise _Replan(name)
+                        if _root(r) is buf:
+                            np.copyto(slot, r)
+                            r = slot
+                    env[name] = r
                 for x in frees:
                     env.pop(x, None)
             return self._collect_outputs(env, feeds, buf)

@@ -202,3 +202,24 @@ def test_node_errors_name_the_node():
     e = ds.compile_model(m)
     with pytest.raises(ds.DeepSparseCyError, match="bad_reshape"):
         e.run([np.zeros((2, 3), np.float32), np.array([4, 4], np.int64)])
+
+
+def test_values_outside_arena_do_not_alias_reused_slots(rng):
+    # a lives in the arena and dies after SequenceConstruct; b, c reuse its slot. The sequence
+    # (not planned) must keep a's values, not whatever later overwrites the slot.
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("SequenceConstruct", ["a"], ["seq"]),
+             helper.make_node("Neg", ["x"], ["b"]),
+             helper.make_node("Abs", ["b"], ["c"]),
+             helper.make_node("Identity", ["c"], ["d"]),
+             helper.make_node("Sin", ["d"], ["e"]),
+             helper.make_node("SequenceAt", ["seq", "zero"], ["a_again"]),
+             helper.make_node("Add", ["a_again", "e"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [64])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, [64])],
+                          [numpy_helper.from_array(np.array(0, np.int64), "zero")])
+    e = ds.compile_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x = rng.standard_normal(64).astype(np.float32)
+    ref = np.maximum(x, 0) + np.sin(np.abs(-x))
+    for _ in range(3):
+        np.testing.assert_allclose(e.run([x])[0], ref, rtol=1e-6)
