@@ -33,6 +33,7 @@ PER_ISA = [
 # Modules built once, ISA-independent (their C may use __attribute__((target))).
 SINGLE = [
     ("deepsparse_cy.kernels._cpuid", "deepsparse_cy/kernels/_cpuid.pyx", []),
+    ("deepsparse_cy.kernels._f32_ops", "deepsparse_cy/kernels/_f32_ops.pyx", []),
 ]
 
 sanitize = os.environ.get("DEEPSPARSE_CY_SANITIZE") == "1"
