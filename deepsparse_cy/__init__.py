@@ -12,7 +12,7 @@ import os as _os
 _os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 from .engine import Engine, compile_model  # noqa: E402,F401
-from .errors import (DeepSparseCyError  # noqa: E402, InputError, ModelLoadError, NodeError,  # noqa: F401
+from .errors import (DeepSparseCyError, InputError, ModelLoadError, NodeError,  # noqa: F401
                      ResourceError, ShapeError, UnsupportedOperatorError)
 from .kernels import cpu_features, kernel_isa  # noqa: E402,F401
 
