@@ -2,6 +2,7 @@
 padding arithmetic and per-thread scratch buffers."""
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -100,3 +101,41 @@ def scratch(key, shape, dtype, zero=False, init=None):
             init(buf)
         cache[key] = buf
     return buf
+
+
+def phase_split(x, k, s, d, pb, O, fill, tag, extra_rows=0, planes=False):
+    """Padded input split into stride phases, so every kernel tap is a unit-stride view.
+
+    For stride s a window tap at padded position t*d + o*s reads phase (t*d) % s at offset
+    (t*d) // s + o: copying the input once into prod(s) phase planes (padding pre-filled with
+    `fill`) turns the strided reads of every tap into contiguous-row reads numpy vectorises.
+    Returns tap_view(t) -> (N, C, *O) view for a kernel-tap index tuple t; with planes=True
+    returns the phase buffer (N, C, *s, *Q) itself (extra_rows adds zero rows at the end of
+    dim 0 so flat windows running past the last row stay in bounds)."""
+    nd = len(k)
+    S = x.shape[2:]
+    Q = [-(-((O[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1) // s[i]) for i in range(nd)]
+    Qb = [Q[0] + extra_rows] + Q[1:]
+    key = ("phase", tag, x.shape, x.dtype.str, tuple(k), tuple(s), tuple(d), tuple(pb), tuple(O),
+           float(fill), extra_rows)
+    ph = scratch(key, x.shape[:2] + tuple(s) + tuple(Qb), x.dtype, init=lambda b: b.fill(fill))
+    lead = (slice(None), slice(None))
+    for r in itertools.product(*[range(v) for v in s]):
+        dst, src = [], []
+        for i in range(nd):
+            lo, hi, start = tap_range(Q[i], S[i], s[i], r[i] - pb[i])
+            if hi <= lo:
+                break
+            dst.append(slice(lo, hi))
+            src.append(slice(start, start + (hi - lo - 1) * s[i] + 1, s[i]))
+        else:
+            np.copyto(ph[lead + r + tuple(dst)], x[lead + tuple(src)])
+    if planes:
+        return ph
+
+    def tap_view(t):
+        pos = [t[i] * d[i] for i in range(nd)]
+        return ph[lead + tuple(p % s[i] for i, p in enumerate(pos)) +
+                  tuple(slice(p // s[i], p // s[i] + O[i]) for i, p in enumerate(pos))]
+
+    return tap_view

@@ -16,7 +16,7 @@ import itertools
 import numpy as np
 
 from ..errors import ShapeError
-from ._spatial import norm_attrs, out_shape, resolve_pads, scratch, tap_range
+from ._spatial import norm_attrs, out_shape, phase_split, resolve_pads, scratch, tap_range
 from .registry import Op, register
 
 _FLOATS = (np.float32, np.float64)
@@ -70,6 +70,7 @@ class ConvCore:
             wt = w.reshape(self.M, self.K)
             self.w_taps = [np.ascontiguousarray(wt[:, t]).reshape((1, self.M) + (1,) * self.nd)
                            for t in range(self.K)]
+            self.w_taps_flat = np.ascontiguousarray(wt)           # (C, K) for the 2-D path
         else:
             wg = w.reshape(self.g, self.Mg, self.Cg * self.K)
             if self.has_bias:
@@ -151,24 +152,68 @@ class ConvCore:
             r3 = res.reshape(N, self.M, Op_)
             np.add(r3, self.bias[:, None], out=r3)
 
+    def _run_depthwise_2d(self, x, p, res):
+        """2-D depthwise on flattened planes: the input is split into stride phases (one phase
+        and just padding when stride is 1), and the output is computed on a grid as wide as a
+        phase row, so every tap is ONE contiguous 1-D window of each channel's plane (long SIMD
+        loops instead of short strided rows); the junk columns past O1 are cropped when the
+        bias is added. Channels are processed in blocks that keep the accumulator in L2."""
+        N, C, O = p["N"], p["C"], p["O"]
+        (k0, k1), (s0, s1), (d0, d1) = self.k, self.s, self.d
+        ph = phase_split(x, self.k, self.s, self.d, p["pb"], O, 0.0, "dw2d", extra_rows=1,
+                         planes=True)
+        Q0b, Q1 = ph.shape[-2:]
+        L = O[0] * Q1
+        planes = ph.reshape(N * C, s0 * s1, Q0b * Q1)
+        acc = scratch(("dw_acc", N * C, L, res.dtype.str), (N * C, L), res.dtype)
+        tmp = scratch(("dw_tmp", N * C, L, res.dtype.str), (N * C, L), res.dtype)
+        taps = []
+        for t0 in range(k0):
+            for t1 in range(k1):
+                a, b = t0 * d0, t1 * d1
+                taps.append(((a % s0) * s1 + b % s1, (a // s0) * Q1 + b // s1))
+        wt = self.w_taps_flat if N == 1 else np.tile(self.w_taps_flat, (N, 1))
+        blk = max(1, min(N * C, (128 * 1024) // max(1, L * res.itemsize)))
+        for c0 in range(0, N * C, blk):
+            c1 = min(N * C, c0 + blk)
+            ac, tm = acc[c0:c1], tmp[c0:c1]
+            for ti, (phase, off) in enumerate(taps):
+                v = planes[c0:c1, phase, off:off + L]
+                if ti == 0:
+                    np.multiply(v, wt[c0:c1, ti:ti + 1], out=ac)
+                else:
+                    np.multiply(v, wt[c0:c1, ti:ti + 1], out=tm)
+                    np.add(ac, tm, out=ac)
+        grid = acc.reshape(N, C, O[0], Q1)[:, :, :, :O[1]]
+        if self.has_bias:
+            np.add(grid, self.bias.reshape(1, C, 1, 1), out=res)
+        else:
+            np.copyto(res, grid)
+
     def _run_depthwise(self, x, p, res):
         N, C, S, O, pb, pe = p["N"], p["C"], p["S"], p["O"], p["pb"], p["pe"]
-        if any(pb) or any(pe):
-            P = [S[i] + pb[i] + pe[i] for i in range(self.nd)]
-            xp = scratch(("dw_pad",) + p["key"][1:], (N, C, *P), x.dtype, zero=True)
-            np.copyto(xp[(slice(None), slice(None)) +
-                         tuple(slice(pb[i], pb[i] + S[i]) for i in range(self.nd))], x)
+        if self.nd == 2:
+            return self._run_depthwise_2d(x, p, res)
+        taps = list(itertools.product(*[range(kk) for kk in self.k]))
+        if any(v > 1 for v in self.s):
+            # strided: read stride-phase planes so each tap is a unit-stride view
+            tv = phase_split(x, self.k, self.s, self.d, pb, O, 0.0, "dw")
+            views = [tv(t) for t in taps]
         else:
-            xp = x
+            if any(pb) or any(pe):
+                P = [S[i] + pb[i] + pe[i] for i in range(self.nd)]
+                xp = scratch(("dw_pad",) + p["key"][1:], (N, C, *P), x.dtype, zero=True)
+                np.copyto(xp[(slice(None), slice(None)) +
+                             tuple(slice(pb[i], pb[i] + S[i]) for i in range(self.nd))], x)
+            else:
+                xp = x
+            views = [xp[(slice(None), slice(None)) + tuple(
+                slice(t[i] * self.d[i], t[i] * self.d[i] + O[i]) for i in range(self.nd))]
+                for t in taps]
         tmp = scratch(("dw_tmp", res.shape, res.dtype.str), res.shape, res.dtype)
-        first = True
-        for ti, t in enumerate(itertools.product(*[range(kk) for kk in self.k])):
-            view = xp[(slice(None), slice(None)) + tuple(
-                slice(t[i] * self.d[i], t[i] * self.d[i] + (O[i] - 1) * self.s[i] + 1, self.s[i])
-                for i in range(self.nd))]
-            if first:
+        for ti, view in enumerate(views):
+            if ti == 0:
                 np.multiply(view, self.w_taps[ti], out=res)
-                first = False
             else:
                 np.multiply(view, self.w_taps[ti], out=tmp)
                 np.add(res, tmp, out=res)
@@ -197,8 +242,9 @@ class ConvCore:
         view = np.lib.stride_tricks.as_strided(
             cols, shape=(N, g, Cg, *self.k, *O),
             strides=(cols.strides[0], cols.strides[1], K * Op_ * it, *kstr, *ostr))
-        xg = x.reshape(N, g, Cg, *p["S"])
         lead = (slice(None),) * 3
+        # (phase-splitting strided inputs first was measured slower here: one more pass)
+        xg = x.reshape(N, g, Cg, *p["S"])
         for t, dst, src in p["taps"]:
             np.copyto(view[lead + t + dst], xg[lead + src])
         np.matmul(self.w_gemm, cols, out=res.reshape(N, g, self.Mg, Op_))

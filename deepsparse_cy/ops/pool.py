@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 
 from ..errors import ShapeError
-from ._spatial import norm_attrs, out_shape, resolve_pads, scratch
+from ._spatial import norm_attrs, out_shape, phase_split, resolve_pads, scratch
 from .registry import Op, register
 
 
@@ -43,11 +43,17 @@ class _Geom:
                      tuple(slice(self.pb[i], self.pb[i] + self.S[i]) for i in range(self.nd))], x)
         return xp
 
-    def taps(self):
-        for t in itertools.product(*[range(kk) for kk in self.k]):
-            yield t, (slice(None), slice(None)) + tuple(
-                slice(t[i] * self.d[i], t[i] * self.d[i] + (self.O[i] - 1) * self.s[i] + 1, self.s[i])
-                for i in range(self.nd))
+    def tap_views(self, x, fill, tag):
+        """One (N, C, *O) view per kernel tap, in row-major tap order. Strided pools read from
+        stride-phase planes so every view has unit inner stride (SIMD-friendly)."""
+        taps = list(itertools.product(*[range(kk) for kk in self.k]))
+        if any(v > 1 for v in self.s):
+            view = phase_split(x, self.k, self.s, self.d, self.pb, self.O, fill, tag)
+            return [view(t) for t in taps]
+        xp = self.padded(x, fill, tag)
+        return [xp[(slice(None), slice(None)) + tuple(
+            slice(t[i] * self.d[i], t[i] * self.d[i] + self.O[i]) for i in range(self.nd))]
+            for t in taps]
 
     def counts(self, include_pad):
         """Per output position, how many window taps land in the input (or input + pads)."""
@@ -70,13 +76,12 @@ def _lowest(dt):
 def _max_pool(x, g, with_indices, storage_order, out=None):
     dt = x.dtype
     calc = x if dt.kind in "fiu" else x.astype(np.float32)
-    xp = g.padded(calc, _lowest(calc.dtype), "max")
+    views = g.tap_views(calc, _lowest(calc.dtype), "max")
     oshape = x.shape[:2] + tuple(g.O)
     res = out if (out is not None and out.dtype == calc.dtype) else np.empty(oshape, calc.dtype)
     mx = np.fmax if calc.dtype.kind == "f" else np.maximum   # fmax: NaNs do not win, like ORT
     arg = np.zeros(oshape, np.int32) if with_indices else None
-    for ti, (t, sl) in enumerate(g.taps()):
-        v = xp[sl]
+    for ti, v in enumerate(views):
         if ti == 0:
             np.copyto(res, v)
         elif with_indices:
@@ -136,10 +141,9 @@ def AveragePool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilat
                 kernel_shape=None, pads=None, strides=None, out=None):
     g = _Geom(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     calc = x if x.dtype.kind == "f" and x.dtype.itemsize >= 4 else x.astype(np.float32)
-    xp = g.padded(calc, 0.0, "sum")
     acc = np.zeros(x.shape[:2] + tuple(g.O), calc.dtype)
-    for _, sl in g.taps():
-        np.add(acc, xp[sl], out=acc)
+    for v in g.tap_views(calc, 0.0, "sum"):
+        np.add(acc, v, out=acc)
     cnt = g.counts(bool(count_include_pad)).astype(calc.dtype)
     if out is not None:
         np.divide(acc, cnt, out=out, casting="unsafe")
@@ -153,11 +157,9 @@ def LpPool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=No
     g = _Geom(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     calc = x.astype(np.float64) if x.dtype != np.float64 else x
     a = np.abs(calc)
-    xp = g.padded(a, 0.0, "lp")
     p = float(p)
     acc = np.zeros(x.shape[:2] + tuple(g.O), np.float64)
-    for _, sl in g.taps():
-        v = xp[sl]
+    for v in g.tap_views(a, 0.0, "lp"):
         acc += v * v if p == 2.0 else v ** p
     return (np.sqrt(acc) if p == 2.0 else acc ** (1.0 / p)).astype(x.dtype)
 
