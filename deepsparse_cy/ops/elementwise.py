@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..errors import ShapeError
+from ..limits import check_shape
 from .registry import register
 
 try:  # scipy's erf is vectorised C; it is optional (not a dependency of the package)
@@ -43,9 +44,34 @@ def _legacy_b(a, b, broadcast, axis):
     return b.reshape(b.shape + (1,) * (a.ndim - axis - b.ndim))
 
 
+_GUARD_ELEMS = 1 << 26   # broadcasts up to this many elements need no budget check
+
+
+def _guard(*xs):
+    """Refuse a broadcast whose result would exceed the memory budget, before numpy allocates.
+
+    [n, 1] against [1, n] makes n*n elements out of 2n: the only way element-wise ops amplify
+    memory. The product of the input sizes bounds the result's size, so the exact (slower)
+    check runs only when that bound is large; same-shape and scalar operands cost two compares."""
+    n = 1
+    big = 0
+    for x in xs:
+        s = getattr(x, "size", 1)
+        n *= s if s > 1 else 1
+        big = max(big, s)
+    if n <= _GUARD_ELEMS or n == big:
+        return
+    try:
+        shape = np.broadcast_shapes(*(np.shape(x) for x in xs))
+    except ValueError as e:
+        raise ShapeError(f"shapes {[list(np.shape(x)) for x in xs]} do not broadcast") from e
+    check_shape(shape, max(np.asarray(x).dtype.itemsize for x in xs), "broadcast result")
+
+
 def _bin(ufunc, a, b, out):
     if out is not None:
         return ufunc(a, b, out=out)
+    _guard(a, b)
     return _arr(ufunc(a, b))
 
 
@@ -53,11 +79,14 @@ def _bin(ufunc, a, b, out):
 
 def _make_binary(name, ufunc):
     def legacy(a, b, *, broadcast=0, axis=None):
-        return _arr(ufunc(a, _legacy_b(a, b, broadcast, axis)))
+        b = _legacy_b(a, b, broadcast, axis)
+        _guard(a, b)
+        return _arr(ufunc(a, b))
 
     def fn(a, b, *, out=None):
         if out is not None:
             return ufunc(a, b, out=out)
+        _guard(a, b)
         return _arr(ufunc(a, b))
 
     legacy.__name__ = fn.__name__ = name
@@ -72,6 +101,8 @@ Mul = _make_binary("Mul", np.multiply)
 
 
 def _div(a, b, out=None):
+    if out is None:
+        _guard(a, b)
     if a.dtype.kind in "iu":
         # ONNX integer division truncates toward zero (C semantics), numpy floors.
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -97,6 +128,7 @@ def Div(a, b, *, out=None):
 
 
 def _pow(a, b):
+    _guard(a, b)
     if a.dtype == b.dtype and a.dtype.kind == "f":
         with np.errstate(all="ignore"):
             return _arr(np.power(a, b))
@@ -126,6 +158,7 @@ def Pow(a, b):
 
 @register("Mod", since=10)
 def Mod(a, b, *, fmod=0):
+    _guard(a, b)
     with np.errstate(all="ignore"):
         if fmod:
             return _arr(np.fmod(a, b))           # C fmod: sign of the dividend
@@ -237,6 +270,8 @@ def _variadic(ufunc, xs, out):
             np.copyto(out, xs[0])
             return out
         return xs[0].copy()
+    if out is None:
+        _guard(*xs)
     if out is not None and out.shape == np.broadcast_shapes(*(x.shape for x in xs)):
         ufunc(xs[0], xs[1], out=out)
         for x in xs[2:]:
@@ -306,6 +341,7 @@ def Where(condition, x, y, *, out=None):
         np.copyto(out, y)
         np.copyto(out, x, where=condition)
         return out
+    _guard(condition, x, y)
     return _arr(np.where(condition, x, y))
 
 
@@ -348,7 +384,9 @@ Not = _make_unary("Not", np.logical_not, 1)
 
 def _make_legacy_binary(name, ufunc):
     def legacy(a, b, *, broadcast=0, axis=None):
-        return _arr(ufunc(a, _legacy_b(a, b, broadcast, axis)))
+        b = _legacy_b(a, b, broadcast, axis)
+        _guard(a, b)
+        return _arr(ufunc(a, b))
     legacy.__name__ = name
     register(name, since=1)(legacy)
     return _make_simple_binary(name, ufunc, 7)

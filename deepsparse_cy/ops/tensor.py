@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..errors import InputError, ShapeError
+from ..limits import check_alloc, check_shape
 from .registry import Op, register
 
 
@@ -242,6 +243,7 @@ def _pad(x, pads, mode, value, axes=None):
     crop = tuple(slice(max(-b, 0), x.shape[a] - max(-e, 0)) for a, (b, e) in enumerate(width))
     x = x[crop]
     width = [(max(b, 0), max(e, 0)) for b, e in width]
+    check_shape([d + b + e for d, (b, e) in zip(x.shape, width)], x.itemsize, "Pad output")
     if mode == "constant":
         v = 0 if value is None else np.asarray(value).reshape(-1)
         if not np.isscalar(v):
@@ -272,6 +274,7 @@ def Pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
 def Tile_1(x, tiles, axis):
     reps = [1] * x.ndim
     reps[_axis(int(np.asarray(axis).reshape(-1)[0]), x.ndim)] = int(np.asarray(tiles).reshape(-1)[0])
+    check_shape([d * r for d, r in zip(x.shape, reps)], x.itemsize, "Tile output")
     return np.tile(x, reps)
 
 
@@ -280,6 +283,7 @@ def Tile(x, repeats):
     reps = _ints(repeats)
     if len(reps) != x.ndim:
         raise ShapeError(f"Tile: {len(reps)} repeats for rank {x.ndim}")
+    check_shape([d * r for d, r in zip(x.shape, reps)], x.itemsize, "Tile output")
     return np.tile(x, reps)
 
 
@@ -289,6 +293,7 @@ def Expand(x, shape, *, out=None):
         target = np.broadcast_shapes(x.shape, tuple(_ints(shape)))
     except ValueError as e:
         raise ShapeError(f"Expand: {x.shape} cannot broadcast to {_ints(shape)}") from e
+    check_shape(target, x.itemsize, "Expand output")
     return _copy_out(np.broadcast_to(x, target), out)
 
 
@@ -310,10 +315,15 @@ def Size(x):
 
 @register("ConstantOfShape", since=9)
 def ConstantOfShape(shape, *, value=None):
+    dims = _ints(shape)
     if value is None:
-        return np.zeros(_ints(shape), dtype=np.float32)
+        check_shape(dims, 4, "ConstantOfShape output")
+        return np.zeros(dims, dtype=np.float32)
     v = np.asarray(value).reshape(-1)
-    return np.full(_ints(shape), v[0], dtype=v.dtype)
+    if v.size != 1:
+        raise InputError(f"ConstantOfShape: value must hold one element, got {v.size}")
+    check_shape(dims, v.itemsize, "ConstantOfShape output")
+    return np.full(dims, v[0], dtype=v.dtype)
 
 
 @register("Constant", since=1)
@@ -346,11 +356,18 @@ def Range(start, limit, delta, *, stash_type=1):
     dt = start.dtype
     s, l, d = start.item(), limit.item(), delta.item()
     if dt.kind in "iu":
+        if d == 0:
+            raise InputError("Range: delta is 0")
         n = max(-(-(l - s) // d), 0)
+        check_alloc(n * 8, f"Range output of {n} elements")
         return (np.arange(n, dtype=np.int64) * d + s).astype(dt)
     if d == 0:
         raise InputError("Range: delta is 0")
-    n = max(int(math.ceil((float(l) - float(s)) / float(d))), 0)
+    n = (float(l) - float(s)) / float(d)
+    if not math.isfinite(n):
+        raise InputError(f"Range: start {s}, limit {l}, delta {d} give no finite length")
+    n = max(int(math.ceil(n)), 0)
+    check_alloc(n * 8, f"Range output of {n} elements")
     if dt.name in _LOW_FLOATS:
         # Range-27 stash_type: do the arithmetic in float32 (1) or float64 (11), then narrow.
         ct = np.float64 if stash_type == 11 else np.float32
@@ -420,6 +437,7 @@ def CenterCropPad(x, shape, *, axes=None):
         elif s > d:                               # pad with zeros around
             o = (s - d) // 2
             dst[a] = slice(o, o + d)
+    check_shape(new_shape, x.itemsize, "CenterCropPad output")
     res = np.zeros(new_shape, dtype=x.dtype)
     res[tuple(dst)] = x[tuple(src)]
     return res
@@ -486,6 +504,10 @@ class Unique(Op):
 @register("OneHot", since=9)
 def OneHot(indices, depth, values, *, axis=-1):
     d = int(np.asarray(depth).reshape(-1)[0])
+    if d < 0:
+        raise InputError(f"OneHot: depth {d} is negative")
+    # the comparison mask (bool) and the result both have indices.size * depth elements
+    check_alloc(indices.size * d * (1 + values.itemsize), f"OneHot output of depth {d}")
     rank = indices.ndim + 1
     axis = _axis(axis, rank)
     idx = np.asarray(indices).astype(np.int64)
@@ -633,6 +655,7 @@ def Col2Im(data, image_shape, block_shape, *, dilations=None, pads=None, strides
     if math.prod(nblocks) != data.shape[2]:
         raise ShapeError(f"Col2Im: {data.shape[2]} blocks, expected {nblocks}")
     cols = data.reshape(n, c, *blk, *nblocks)
+    check_shape((n, c, *padded), data.itemsize, "Col2Im output")
     res = np.zeros((n, c, *padded), dtype=data.dtype)
     # One strided accumulate per kernel offset: within one offset the targets never collide.
     for k in np.ndindex(*blk):
