@@ -13,6 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import ModelLoadError
+from ..limits import check_shape
 
 
 @dataclass
@@ -98,9 +99,17 @@ def value_info_from_type(name, tp):
 
 
 def tensor_to_array(t, base_dir=None):
-    """Decode a TensorProto. External data must already be loaded (see loader)."""
+    """Decode a TensorProto. External data must already be loaded (see loader).
+
+    A tensor still marked external here (one the loader's walk did not reach, e.g. the values
+    of a sparse tensor) is refused rather than handed to onnx, which would open any path."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        loc = {e.key: e.value for e in t.external_data}.get("location", "")
+        raise ModelLoadError(f"tensor {t.name!r}: external data {loc!r} in a place the loader "
+                             "does not resolve (only initializers and attribute tensors may use "
+                             "external data); refused")
     try:
-        arr = numpy_helper.to_array(t, base_dir or "")
+        arr = numpy_helper.to_array(t)
     except Exception as e:  # noqa: BLE001
         raise ModelLoadError(f"tensor {t.name!r}: cannot decode ({e})") from e
     return arr
@@ -143,12 +152,23 @@ def sparse_to_dense(sp, base_dir=None):
     values = tensor_to_array(sp.values, base_dir)
     idx = tensor_to_array(sp.indices, base_dir).astype(np.int64)
     dims = tuple(int(d) for d in sp.dims)
+    what = f"sparse tensor {sp.values.name!r}"
+    try:
+        check_shape(dims, values.dtype.itemsize, what)
+    except Exception as e:  # noqa: BLE001 - ResourceError / ShapeError: a model problem here
+        raise ModelLoadError(str(e)) from e
     dense = np.zeros(dims, dtype=values.dtype)
     flat = dense.reshape(-1)
-    if idx.ndim == 1:
-        flat[idx] = values
-    else:
-        flat[np.ravel_multi_index(tuple(idx.T), dims)] = values
+    try:
+        if idx.ndim == 1:
+            if idx.size and (idx.min() < 0 or idx.max() >= flat.size):
+                raise IndexError("index out of range")
+            flat[idx] = values.reshape(-1)
+        else:
+            flat[np.ravel_multi_index(tuple(idx.T), dims)] = values.reshape(-1)
+    except (IndexError, ValueError) as e:
+        raise ModelLoadError(f"{what}: indices {list(idx.shape)} and values {list(values.shape)} "
+                             f"do not fit dims {list(dims)} ({e})") from e
     return dense
 
 
@@ -166,6 +186,7 @@ def graph_from_proto(g, opsets, base_dir=None, subgraph=False):
     outputs = [vinfo[vi.name] for vi in g.output]
     nodes = []
     for i, n in enumerate(g.node):
+        check_node_schema(n, opsets)
         attrs = {}
         for a in n.attribute:
             attrs[a.name] = decode_attr(a, opsets, base_dir)
@@ -182,6 +203,20 @@ def graph_from_proto(g, opsets, base_dir=None, subgraph=False):
         for sub in _subgraphs(n):
             used.update(sub.outer_names)
     graph.outer_names = used - defined
+    if not subgraph:
+        # Only subgraphs read enclosing scopes; at the top an unknown name is a broken model.
+        undefined = sorted(graph.outer_names)
+        missing_out = [o for o in graph.output_names if o not in defined]
+        if undefined or missing_out:
+            readers = [nd.describe() for nd in nodes if set(nd.inputs) & graph.outer_names]
+            msg = []
+            if undefined:
+                msg.append(f"values {undefined} are read (by {', '.join(readers[:5]) or 'a subgraph'}) "
+                           "but no node, input or initializer defines them")
+            if missing_out:
+                msg.append(f"graph outputs {missing_out} are not produced by any node, input or "
+                           "initializer")
+            raise ModelLoadError("; ".join(msg))
     # Each node that owns subgraphs reads their free variables implicitly.
     for n in nodes:
         own = set(x for x in n.inputs if x)
@@ -192,6 +227,43 @@ def graph_from_proto(g, opsets, base_dir=None, subgraph=False):
                     imp.append(nm)
         n.implicit_inputs = imp
     return graph
+
+
+_ATTR_NAMES = {int(v): k for k, v in onnx.AttributeProto.AttributeType.items()}
+
+
+def check_node_schema(n, opsets):
+    """Attribute types, required attributes and input/output counts against the op's ONNX
+    schema, for ops onnx defines (others are checked by their implementation).
+
+    onnx.checker stops at its first complaint, and the loader tolerates some (unknown ops, an
+    output without shape), so it cannot be relied on to have seen every node."""
+    domain = n.domain if n.domain != "ai.onnx" else ""
+    if domain not in opsets:
+        return
+    try:
+        schema = onnx.defs.get_schema(n.op_type, int(opsets[domain]), domain)
+    except Exception:  # noqa: BLE001 - SchemaError: not an onnx op (reported elsewhere if missing)
+        return
+    where = f"node {n.name!r} ({n.op_type})" if n.name else f"node ({n.op_type})"
+    for a in n.attribute:
+        spec = schema.attributes.get(a.name)
+        if spec is None or a.ref_attr_name:
+            continue
+        want = int(spec.type)
+        if want and a.type != want:
+            raise ModelLoadError(f"{where}: attribute {a.name!r} must be {_ATTR_NAMES.get(want, want)}, "
+                                 f"got {_ATTR_NAMES.get(a.type, a.type)}")
+    have = {a.name for a in n.attribute}
+    req = sorted(k for k, spec in schema.attributes.items() if spec.required and k not in have)
+    if req:
+        raise ModelLoadError(f"{where}: required attribute(s) {req} missing")
+    if not schema.min_input <= len(n.input) <= schema.max_input:
+        raise ModelLoadError(f"{where}: {len(n.input)} inputs, the op takes "
+                             f"{schema.min_input}..{schema.max_input}")
+    if not schema.min_output <= len(n.output) <= schema.max_output:
+        raise ModelLoadError(f"{where}: {len(n.output)} outputs, the op gives "
+                             f"{schema.min_output}..{schema.max_output}")
 
 
 def _subgraphs(node):
