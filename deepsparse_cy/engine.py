@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 
+from . import limits
 from . import ops as _ops
 from .errors import (DeepSparseCyError, InputError, ModelLoadError, NodeError, ResourceError,
                      ShapeError, UnsupportedOperatorError)
@@ -63,6 +64,8 @@ def _wrap_node_error(node, e):
         msg = str(e)
         if node.describe() in msg:
             return e
+        if isinstance(e, ResourceError):   # MemoryError's __new__ refuses the copy below
+            return ResourceError(f"{node.describe()}: {msg}")
         try:
             new = cls.__new__(cls)
             Exception.__init__(new, f"{node.describe()}: {msg}")
@@ -112,7 +115,10 @@ class Program:
         graph.nodes = topological_order(graph.nodes, available)
         if optimize:
             passes.fold_batchnorm_into_conv(graph)
+            self._refused = []
             passes.fold_constants(graph, self._evaluate)
+            if self._refused:   # a constant over the memory budget: refuse the model now
+                raise self._refused[0]
             passes.remove_dead_nodes(graph)
             if os.environ.get("DEEPSPARSE_CY_NO_FUSION", "") not in ("1", "true"):
                 if fusion.fuse(graph, opsets):
@@ -152,7 +158,12 @@ class Program:
     def _evaluate(self, node, inputs):
         consts = {i: v for i, v in enumerate(inputs) if v is not None}
         op = self._factory(node)(node, self._ctx(node, consts))
-        res = op.run(list(inputs), None)
+        try:
+            res = op.run(list(inputs), None)
+        except ResourceError as e:
+            # fold_constants leaves failing nodes to run time; over-budget ones fail compile
+            getattr(self, "_refused", []).append(_wrap_node_error(node, e))
+            return None
         return list(res)[: len(node.outputs)]
 
     def _compile_subgraph(self, sub):
@@ -260,7 +271,8 @@ class Engine:
             raise InputError(f"num_cores must be a positive int, got {num_cores!r}")
         self.num_cores = min(num_cores, ncpu) if num_cores else ncpu
         self._apply_shapes(graph, batch_size, input_shapes)
-        self._program = Program(graph, opsets, self.num_cores, optimize=True)
+        with limits.memory_budget(self.memory_budget):
+            self._program = Program(graph, opsets, self.num_cores, optimize=True)
         self.graph = graph
         self.opsets = opsets
         self._plans = {}
@@ -369,11 +381,12 @@ class Engine:
     def run(self, inputs):
         """Run on a list of arrays in input order; returns a list of arrays in output order."""
         xs = self._check_inputs(inputs)
-        if self.num_cores < (os.cpu_count() or 1):
-            from threadpoolctl import threadpool_limits
-            with threadpool_limits(limits=self.num_cores):
-                return self._run(xs)
-        return self._run(xs)
+        with limits.memory_budget(self.memory_budget):
+            if self.num_cores < (os.cpu_count() or 1):
+                from threadpoolctl import threadpool_limits
+                with threadpool_limits(limits=self.num_cores):
+                    return self._run(xs)
+            return self._run(xs)
 
     __call__ = run
 
