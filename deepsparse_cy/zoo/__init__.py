@@ -6,7 +6,7 @@
     feeds = zoo.example_inputs("bert-base", batch=1, seq=128)      # {input name: array}
 
 Names: BASE[-block4][-prunedNN][-quant] for BASE in bert-base, minilm, resnet50, mobilenetv2,
-yolov5s (plus bert-tiny for quick tests); list_models() gives the canonical list. Keyword
+yolov5s, yolov8n, mbv3-ocr (plus bert-tiny for quick tests); list_models() gives the canonical list. Keyword
 overrides change the generator's configuration (layers=2, hidden=64, image=128, ...); such models
 are not cached unless cache=True.
 
@@ -25,16 +25,18 @@ import numpy as np
 import onnx
 
 from .bert import BertConfig, bert_config, build_bert  # noqa: F401
+from .mbv3_ocr import build_mbv3_ocr
 from .mobilenet import build_mobilenetv2
 from .prune import block4_occupancy, layer_sparsity, prunable_layers, prune_array  # noqa: F401
 from .prune import prune_model
 from .quantize import quantize_model
 from .resnet import build_resnet
 from .yolo import build_yolov5
+from .yolov8 import build_yolov8
 
 ZOO_VERSION = 1
 
-BASES = ("bert-base", "minilm", "resnet50", "mobilenetv2", "yolov5s")
+BASES = ("bert-base", "minilm", "resnet50", "mobilenetv2", "yolov5s", "yolov8n", "mbv3-ocr")
 VARIANTS = ("", "-pruned90", "-pruned95", "-pruned90-quant", "-pruned95-quant",
             "-block4-pruned90-quant", "-block4-pruned95-quant")
 
@@ -45,6 +47,9 @@ _BUILDERS = {
     "resnet50": lambda **kw: build_resnet(**kw),
     "mobilenetv2": lambda **kw: build_mobilenetv2(**kw),
     "yolov5s": lambda **kw: build_yolov5(**kw),
+    # dynamic height/width exports (issue #5): anchors / resize targets computed in the graph
+    "yolov8n": lambda **kw: build_yolov8(**kw),
+    "mbv3-ocr": lambda **kw: build_mbv3_ocr(**kw),
 }
 
 _NAME_RE = re.compile(r"^(?P<base>[a-z0-9-]+?)(?P<block4>-block4)?(?:-pruned(?P<pct>\d{1,2}))?"
@@ -204,4 +209,5 @@ def example_inputs(model_or_name, batch=1, seq=128, seed=0):
 
 __all__ = ["get_model", "save_model", "model_path", "list_models", "example_inputs", "generate",
            "parse_name", "cache_dir", "prune_model", "quantize_model", "layer_sparsity",
-           "build_bert", "build_resnet", "build_mobilenetv2", "build_yolov5", "ZOO_VERSION"]
+           "build_bert", "build_resnet", "build_mobilenetv2", "build_yolov5", "build_yolov8",
+           "build_mbv3_ocr", "ZOO_VERSION"]
