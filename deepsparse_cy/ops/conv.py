@@ -287,6 +287,58 @@ class Conv(Op):
         return [y]
 
 
+def apply_activation(y, activation, params):
+    """In-place fused activation on a conv/GEMM output (onnxruntime FusedConv's set)."""
+    if not activation:
+        return y
+    a = activation
+    p = list(params or [])
+    if a == "Relu":
+        np.maximum(y, 0, out=y)
+    elif a == "Clip":
+        lo = p[0] if len(p) > 0 else -np.inf
+        hi = p[1] if len(p) > 1 else np.inf
+        np.clip(y, lo, hi, out=y)
+    elif a == "LeakyRelu":
+        alpha = p[0] if p else 0.01
+        np.multiply(y, np.where(y < 0, y.dtype.type(alpha), y.dtype.type(1)), out=y)
+    elif a == "Sigmoid":
+        np.negative(y, out=y)
+        np.exp(y, out=y)
+        np.add(y, 1, out=y)
+        np.reciprocal(y, out=y)
+    elif a == "Tanh":
+        np.tanh(y, out=y)
+    elif a == "HardSigmoid":
+        alpha = p[0] if len(p) > 0 else 0.2
+        beta = p[1] if len(p) > 1 else 0.5
+        np.multiply(y, alpha, out=y)
+        np.add(y, beta, out=y)
+        np.clip(y, 0, 1, out=y)
+    else:
+        raise ShapeError(f"FusedConv: unsupported activation {a!r}")
+    return y
+
+
+@register("FusedConv", since=1, domain="com.microsoft")
+class FusedConv(Conv):
+    """Conv (+ optional sum input Z) + activation in one op, as onnxruntime's com.microsoft
+    FusedConv (which its optimizer writes and which a fusion pass can target): the activation
+    runs in place on the GEMM output instead of as a separate node over a separate buffer."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.activation = node.attrs.get("activation", "")
+        self.activation_params = node.attrs.get("activation_params", [])
+
+    def run(self, inputs, outs):
+        z = inputs[3] if len(inputs) > 3 else None
+        y = super().run(inputs[:3], outs)[0]
+        if z is not None:
+            np.add(y, z, out=y, casting="unsafe")
+        return [apply_activation(y, self.activation, self.activation_params)]
+
+
 @register("ConvInteger", since=10)
 class ConvInteger(Op):
     """(x - x_zero_point) conv (w - w_zero_point) accumulated exactly (float64 GEMM) into int32."""

@@ -1,9 +1,13 @@
 """Conv family vs onnxruntime (random shapes/attributes) and onnx's conformance cases."""
 import numpy as np
 import pytest
+from onnx import helper
 
+import deepsparse_cy.ops as ops
+from deepsparse_cy.graph.ir import graph_from_proto
 from deepsparse_cy.ops.conv import ConvCore
-from tests.ops._cnn_common import check, conformance_params, run_conformance_case
+from deepsparse_cy.ops.registry import OpContext
+from tests.ops._cnn_common import check, conformance_params, make_model, run_conformance_case
 
 FAMILY = ["Conv", "ConvTranspose", "ConvInteger", "DeformConv", "Col2Im"]
 
@@ -162,3 +166,30 @@ def test_deform_conv_vs_reference(rng):
 @pytest.mark.parametrize("case", conformance_params(FAMILY))
 def test_conformance(case):
     run_conformance_case(case)
+
+
+@pytest.mark.parametrize("act,params", [("Relu", []), ("Clip", [0.0, 6.0]), ("LeakyRelu", [0.1]),
+                                        ("Sigmoid", []), ("Tanh", []), ("HardSigmoid", [0.3, 0.4])])
+@pytest.mark.parametrize("with_z", [False, True])
+def test_fused_conv_vs_ort(rng, act, params, with_z):
+    ort = pytest.importorskip("onnxruntime")
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    z = rng.standard_normal((1, 5, 6, 6)).astype(np.float32)
+    inputs = [("x", x), ("w", w), ("b", b)] + ([("z", z)] if with_z else [])
+    attrs = dict(pads=[1, 1, 1, 1], activation=act, activation_params=params)
+    if not params:
+        attrs.pop("activation_params")
+    m = make_model("FusedConv", inputs, attrs, opset=1, domain="com.microsoft")
+    m.opset_import.append(helper.make_opsetid("", 17))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    exp = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {n: a for n, a in inputs})[0]
+    g = graph_from_proto(m.graph, {"com.microsoft": 1, "": 17})
+    node = g.nodes[0]
+    for consts in ({}, {1: w, 2: b}):
+        op = ops.resolve("FusedConv", "com.microsoft", 1)(node, OpContext(node, 1, consts))
+        got = op.run([a for _, a in inputs], [None])[0]
+        np.testing.assert_allclose(got, exp, rtol=1e-4, atol=1e-4)
