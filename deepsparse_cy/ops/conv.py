@@ -220,34 +220,76 @@ class ConvCore:
         if self.has_bias:
             np.add(res, self.bias.reshape((1, self.M) + (1,) * self.nd), out=res)
 
+    # Large column buffers (big feature maps, e.g. YOLO at 640x640) are built and consumed in
+    # blocks of output rows so each block is still in cache when the GEMM reads it (measured
+    # 34 -> 23 ms on a 32->64 3x3/2 conv at 320x320). At ResNet-50 sizes (<= ~8 MB of columns)
+    # one buffer measured as fast or faster: narrow GEMMs re-read the weights per block.
+    CHUNK_MIN_TOTAL = 12 * 1024 * 1024
+    CHUNK_BYTES = 1024 * 1024
+    CHUNK_MIN_COLS = 1024
+
+    def _chunks(self, p, itemsize):
+        """[(r0, r1, buffer key, taps)] over output dim-0 rows; taps as in plan() but relative
+        to the chunk. Chunks whose padding pattern is identical share one buffer."""
+        if "chunks" in p:
+            return p["chunks"]
+        N, O = p["N"], p["O"]
+        row_p = int(np.prod(O[1:])) if self.nd > 1 else 1
+        rows_k = self.Cg * self.K + (1 if self.has_bias else 0)
+        per_row = N * self.g * rows_k * row_p * itemsize
+        nr = O[0]
+        if self.nd > 1 and per_row * O[0] > self.CHUNK_MIN_TOTAL:
+            nr = max(1, self.CHUNK_BYTES // max(per_row, 1), -(-self.CHUNK_MIN_COLS // row_p))
+            nr = min(O[0], nr)
+        chunks = []
+        for r0 in range(0, O[0], nr):
+            r1 = min(O[0], r0 + nr)
+            taps, sig = [], []
+            for t, dst, src in p["taps"]:
+                lo, hi = max(dst[0].start, r0), min(dst[0].stop, r1)
+                if hi <= lo:
+                    continue
+                st = src[0].start + (lo - dst[0].start) * self.s[0]
+                d0 = slice(lo - r0, hi - r0)
+                s0 = slice(st, st + (hi - lo - 1) * self.s[0] + 1, self.s[0])
+                taps.append((t, (d0,) + dst[1:], (s0,) + src[1:]))
+                sig.append((t, lo - r0, hi - r0))
+            chunks.append((r0, r1, p["key"] + (r1 - r0, tuple(sig)), taps))
+        p["chunks"] = chunks
+        return chunks
+
     def _run_im2col(self, x, p, res):
         N, O = p["N"], p["O"]
         g, Cg, K = self.g, self.Cg, self.K
         Op_ = int(np.prod(O))
+        row_p = Op_ // O[0]
         rows = Cg * K + (1 if self.has_bias else 0)
 
         def init(buf):
             if self.has_bias:
                 buf[:, :, Cg * K, :] = 1
 
-        cols = scratch(p["key"], (N, g, rows, Op_), x.dtype, zero=True, init=init)
-        # writable (N, g, Cg, *k, *O) view of the first Cg*K rows of each group
-        it = cols.itemsize
-        ostr = [it]
-        for o in reversed(O[1:]):
-            ostr.insert(0, ostr[0] * o)
-        kstr = [Op_ * it]
-        for kk in reversed(self.k[1:]):
-            kstr.insert(0, kstr[0] * kk)
-        view = np.lib.stride_tricks.as_strided(
-            cols, shape=(N, g, Cg, *self.k, *O),
-            strides=(cols.strides[0], cols.strides[1], K * Op_ * it, *kstr, *ostr))
-        lead = (slice(None),) * 3
-        # (phase-splitting strided inputs first was measured slower here: one more pass)
         xg = x.reshape(N, g, Cg, *p["S"])
-        for t, dst, src in p["taps"]:
-            np.copyto(view[lead + t + dst], xg[lead + src])
-        np.matmul(self.w_gemm, cols, out=res.reshape(N, g, self.Mg, Op_))
+        lead = (slice(None),) * 3
+        res4 = res.reshape(N, g, self.Mg, Op_)
+        for r0, r1, key, taps in self._chunks(p, x.dtype.itemsize):
+            Oc = [r1 - r0] + list(O[1:])
+            P = (r1 - r0) * row_p
+            cols = scratch(key, (N, g, rows, P), x.dtype, zero=True, init=init)
+            # writable (N, g, Cg, *k, *Oc) view of the first Cg*K rows of each group
+            it = cols.itemsize
+            ostr = [it]
+            for o in reversed(Oc[1:]):
+                ostr.insert(0, ostr[0] * o)
+            kstr = [P * it]
+            for kk in reversed(self.k[1:]):
+                kstr.insert(0, kstr[0] * kk)
+            view = np.lib.stride_tricks.as_strided(
+                cols, shape=(N, g, Cg, *self.k, *Oc),
+                strides=(cols.strides[0], cols.strides[1], K * P * it, *kstr, *ostr))
+            for t, dst, src in taps:
+                np.copyto(view[lead + t + dst], xg[lead + src])
+            np.matmul(self.w_gemm, cols, out=res4[..., r0 * row_p:r1 * row_p])
 
 
 def _conv_attrs(node):

@@ -193,3 +193,22 @@ def test_fused_conv_vs_ort(rng, act, params, with_z):
         op = ops.resolve("FusedConv", "com.microsoft", 1)(node, OpContext(node, 1, consts))
         got = op.run([a for _, a in inputs], [None])[0]
         np.testing.assert_allclose(got, exp, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", [CONV_CONFIGS[0], CONV_CONFIGS[7], CONV_CONFIGS[8], CONV_CONFIGS[14]],
+                         ids=["3x3", "grouped", "stem", "3d"])
+def test_conv_row_chunked_im2col_matches(rng, cfg):
+    # force the row-block im2col path (used for big feature maps) on small shapes
+    inputs, attrs = _conv_case(rng, *cfg, N=2, size=13)
+    x, w = inputs[0][1], inputs[1][1]
+    b = inputs[2][1] if len(inputs) > 2 else None
+    kw = dict(group=attrs["group"], kernel_shape=None, strides=attrs["strides"],
+              dilations=attrs["dilations"], pads=attrs.get("pads"),
+              auto_pad=attrs.get("auto_pad", "NOTSET"))
+    ref = ConvCore(w, b, dtype=np.float32, **kw).run(x).copy()
+    core = ConvCore(w, b, dtype=np.float32, **kw)
+    core.CHUNK_MIN_TOTAL, core.CHUNK_BYTES, core.CHUNK_MIN_COLS = 0, 1, 1
+    for _ in range(2):       # twice: chunk buffers are reused
+        got = core.run(x)
+        assert len(core.plan(x.shape)["chunks"]) > 1
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
