@@ -1,17 +1,23 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """FP32 element-wise and row kernels the numpy path does slowly: erf, GELU, softmax rows.
 
-ISA-independent (scalar libm calls the compiler may vectorise); OpenMP over chunks. Small arrays
-run on one thread: waking a second thread costs more than it saves below ~64K elements.
+ISA-independent: branch-free exp/erf (csrc/dscy_fastmath.h) in plain C loops the compiler
+vectorises; OpenMP over chunks. Small arrays run on one thread: waking a second thread costs
+more than it saves below ~64K elements.
 """
 from cython.parallel cimport prange
 
+cdef extern from "csrc/dscy_fastmath.h" nogil:
+    void dscy_erf_array(const float *x, float *y, long n)
+    void dscy_gelu_array(const float *x, float *y, long n)
+    double dscy_exp_shift_array(const float *x, float *y, long n, float m)
+    float dscy_max_array(const float *x, long n)
+
 cdef extern from "<math.h>" nogil:
-    float erff(float)
-    float expf(float)
-    float sqrtf(float)
+    float logf(float)
 
 DEF SMALL = 65536
+DEF CHUNK = 16384
 
 
 cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
@@ -20,28 +26,36 @@ cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
     return num_threads
 
 
+cdef void _chunked(const float *x, float *y, Py_ssize_t n, int nt, int which) noexcept nogil:
+    cdef Py_ssize_t c, nc = (n + CHUNK - 1) // CHUNK, lo, hi
+    for c in prange(nc, num_threads=nt, schedule="static"):
+        lo = c * CHUNK
+        hi = lo + CHUNK if lo + CHUNK < n else n
+        if which == 0:
+            dscy_erf_array(x + lo, y + lo, hi - lo)
+        else:
+            dscy_gelu_array(x + lo, y + lo, hi - lo)
+
+
 def erf(const float[::1] x,  # IN
-        float[::1] out,       # OUT (may be x's buffer only if the caller owns it)
+        float[::1] out,       # OUT
         int num_threads=1):
-    cdef Py_ssize_t i, n = x.shape[0]
-    cdef int nt = _nt(n, num_threads)
+    cdef Py_ssize_t n = x.shape[0]
+    if n == 0:
+        return
     with nogil:
-        for i in prange(n, num_threads=nt, schedule="static"):
-            out[i] = erff(x[i])
+        _chunked(&x[0], &out[0], n, _nt(n, num_threads), 0)
 
 
 def gelu_erf(const float[::1] x,  # IN
              float[::1] out,       # OUT
              int num_threads=1):
     """0.5 * x * (1 + erf(x / sqrt(2))), the exact GELU torch exports."""
-    cdef Py_ssize_t i, n = x.shape[0]
-    cdef int nt = _nt(n, num_threads)
-    cdef float r = 0.70710678118654752440
-    cdef float v
+    cdef Py_ssize_t n = x.shape[0]
+    if n == 0:
+        return
     with nogil:
-        for i in prange(n, num_threads=nt, schedule="static"):
-            v = x[i]
-            out[i] = 0.5 * v * (1.0 + erff(v * r))
+        _chunked(&x[0], &out[0], n, _nt(n, num_threads), 1)
 
 
 def softmax_rows(const float[:, ::1] x,  # IN  [rows, n]
@@ -52,29 +66,18 @@ def softmax_rows(const float[:, ::1] x,  # IN  [rows, n]
     cdef Py_ssize_t r, j, rows = x.shape[0], n = x.shape[1]
     cdef int nt = _nt(rows * n, num_threads)
     cdef float m, e
-    cdef double s   # the row sum in double: float32 accumulation over long rows drifts ~1e-6
+    cdef double s
+    if rows == 0 or n == 0:
+        return
     with nogil:
         for r in prange(rows, num_threads=nt, schedule="static"):
-            m = x[r, 0]
-            for j in range(1, n):
-                if x[r, j] > m:
-                    m = x[r, j]
-            s = 0
+            m = dscy_max_array(&x[r, 0], n)
+            s = dscy_exp_shift_array(&x[r, 0], &out[r, 0], n, m)
             if log:
-                for j in range(n):
-                    s = s + expf(x[r, j] - m)
-                e = _logf(<float>s)
+                e = logf(<float>s)
                 for j in range(n):
                     out[r, j] = (x[r, j] - m) - e
             else:
-                for j in range(n):
-                    e = expf(x[r, j] - m)
-                    out[r, j] = e
-                    s = s + e
                 e = <float>(1.0 / s)
                 for j in range(n):
                     out[r, j] = out[r, j] * e
-
-
-cdef extern from "<math.h>" nogil:
-    float _logf "logf"(float)

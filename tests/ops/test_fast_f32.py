@@ -17,7 +17,11 @@ def test_erf_and_gelu(n, threads):
     ref = _erf(x.astype(np.float64))
     y = np.empty_like(x)
     _f32_ops.erf(x, y, threads)
-    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-7)
+    # Contract of the vectorised rational erf (csrc/dscy_fastmath.h): |error| <= 5e-7, i.e. a
+    # few float32 ulp near +-1, and relative error <= 5e-7 near 0 (where erf(x) ~ 1.128 x).
+    np.testing.assert_allclose(y, ref, rtol=0, atol=5e-7)
+    small = np.abs(ref) < 1e-3
+    np.testing.assert_allclose(y[small], ref[small], rtol=5e-7, atol=0)
     g = np.empty_like(x)
     _f32_ops.gelu_erf(x[np.isfinite(x)], g[: np.isfinite(x).sum()], threads)
     xf = x[np.isfinite(x)].astype(np.float64)
