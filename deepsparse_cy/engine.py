@@ -96,6 +96,38 @@ class _Replan(Exception):
         self.name = name
 
 
+class _BlasLimit:
+    """Process-wide BLAS thread cap shared by concurrent runs: the first run entering sets it
+    (to the smallest num_cores among the engines running), the last one leaving restores it.
+    threadpoolctl's own context manager would restore out of order under threads."""
+    _lock = threading.Lock()
+    _active = []          # num_cores of runs in flight
+    _saved = None
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        from threadpoolctl import threadpool_limits
+        with self._lock:
+            cls = type(self)
+            if not cls._active:
+                cls._saved = threadpool_limits(limits=self.n, user_api="blas")
+            elif self.n < min(cls._active):
+                threadpool_limits(limits=self.n, user_api="blas")
+            cls._active.append(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            cls = type(self)
+            cls._active.remove(self.n)
+            if not cls._active and cls._saved is not None:
+                cls._saved.restore_original_limits()
+                cls._saved = None
+        return False
+
+
 class Program:
     """A graph compiled to Op instances in schedule order; runs without an arena (heap mode).
 
@@ -383,8 +415,7 @@ class Engine:
         xs = self._check_inputs(inputs)
         with limits.memory_budget(self.memory_budget):
             if self.num_cores < (os.cpu_count() or 1):
-                from threadpoolctl import threadpool_limits
-                with threadpool_limits(limits=self.num_cores):
+                with _BlasLimit(self.num_cores):
                     return self._run(xs)
             return self._run(xs)
 
@@ -570,6 +601,7 @@ class Engine:
         plan = self._plans[key]
         times = [[] for _ in plan.steps]
         dense = [[] for _ in plan.steps]
+        out_shapes = {}
         for _ in range(iterations):
             inst = plan.acquire()
             try:
@@ -586,6 +618,8 @@ class Engine:
                         op.run_dense(ins, None)
                         dense[i].append(_time.perf_counter() - t0)
                     _bind_outputs(node, res, env)
+                    if i not in out_shapes and res and isinstance(res[0], np.ndarray):
+                        out_shapes[i] = list(res[0].shape)
             finally:
                 plan.release(inst)
         records = []
@@ -605,7 +639,8 @@ class Engine:
                    "weight_sparsity": float(np.mean(w == 0)) if w is not None else None,
                    "block4_occupancy": _block4_occupancy(w) if w is not None else None,
                    "time_ms": float(np.median(times[i]) * 1e3),
-                   "flops": getattr(op, "flops", None)}
+                   "output_shape": out_shapes.get(i),
+                   "flops": _flops(node, op, w, out_shapes.get(i))}
             if dense[i]:
                 rec["dense_ms"] = float(np.median(dense[i]) * 1e3)
                 rec["speedup"] = rec["dense_ms"] / max(rec["time_ms"], 1e-9)
@@ -624,6 +659,23 @@ class Engine:
         if not self._plans:
             raise DeepSparseCyError("no plan yet: run the engine once or pass inputs")
         return dict(list(self._plans.values())[-1].report)
+
+
+def _flops(node, op, w, out_shape):
+    """Dense-equivalent FLOPs of a node (2 per multiply-add) where it is a weighted layer."""
+    f = getattr(op, "flops", None)
+    if f is not None:
+        return f
+    if w is None or out_shape is None:
+        return None
+    n_out = int(np.prod(out_shape))
+    if node.op_type in ("Conv", "ConvTranspose") and w.ndim >= 3:
+        per_out = int(np.prod(w.shape[1:]))          # C_in/groups * kernel taps
+        return 2 * n_out * per_out
+    if node.op_type in ("MatMul", "Gemm") and w.ndim == 2:
+        k = w.shape[0] if node.op_type == "MatMul" or not node.attrs.get("transB", 0) else w.shape[1]
+        return 2 * n_out * int(k)
+    return None
 
 
 def _block4_occupancy(w):
