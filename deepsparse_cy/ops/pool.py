@@ -55,6 +55,37 @@ class _Geom:
             slice(t[i] * self.d[i], t[i] * self.d[i] + self.O[i]) for i in range(self.nd))]
             for t in taps]
 
+    def separable_cheaper(self):
+        """Reducing one axis at a time costs sum_i k_i * (size after axis i); the direct tap loop
+        costs prod(k) * prod(O). Separable wins for stride-1 windows (e.g. YOLO's 5x5 SPPF)."""
+        direct = int(np.prod(self.k)) * int(np.prod(self.O))
+        dims = list(self.P)
+        sep = 0
+        for i in range(self.nd):
+            dims[i] = self.O[i]
+            sep += self.k[i] * int(np.prod(dims))
+        return sep < 0.8 * direct
+
+    def separable(self, x, fill, tag, ufunc, dtype):
+        """Window reduction axis by axis over the padded input (no indices)."""
+        cur = self.padded(x, fill, tag)
+        for i in range(self.nd):
+            ax = 2 + i
+            shape = list(cur.shape)
+            shape[ax] = self.O[i]
+            nxt = np.empty(shape, dtype)
+            for t in range(self.k[i]):
+                sl = [slice(None)] * cur.ndim
+                start = t * self.d[i]
+                sl[ax] = slice(start, start + (self.O[i] - 1) * self.s[i] + 1, self.s[i])
+                v = cur[tuple(sl)]
+                if t == 0:
+                    np.copyto(nxt, v)
+                else:
+                    ufunc(nxt, v, out=nxt)
+            cur = nxt
+        return cur
+
     def counts(self, include_pad):
         """Per output position, how many window taps land in the input (or input + pads)."""
         c = np.ones((), np.float64)
@@ -76,10 +107,16 @@ def _lowest(dt):
 def _max_pool(x, g, with_indices, storage_order, out=None):
     dt = x.dtype
     calc = x if dt.kind in "fiu" else x.astype(np.float32)
-    views = g.tap_views(calc, _lowest(calc.dtype), "max")
     oshape = x.shape[:2] + tuple(g.O)
-    res = out if (out is not None and out.dtype == calc.dtype) else np.empty(oshape, calc.dtype)
     mx = np.fmax if calc.dtype.kind == "f" else np.maximum   # fmax: NaNs do not win, like ORT
+    if not with_indices and g.separable_cheaper():
+        y = g.separable(calc, _lowest(calc.dtype), "max", mx, calc.dtype)
+        if out is not None:
+            np.copyto(out, y, casting="unsafe")
+            return out
+        return y if y.dtype == dt else y.astype(dt)
+    views = g.tap_views(calc, _lowest(calc.dtype), "max")
+    res = out if (out is not None and out.dtype == calc.dtype) else np.empty(oshape, calc.dtype)
     arg = np.zeros(oshape, np.int32) if with_indices else None
     for ti, v in enumerate(views):
         if ti == 0:
@@ -141,9 +178,12 @@ def AveragePool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilat
                 kernel_shape=None, pads=None, strides=None, out=None):
     g = _Geom(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     calc = x if x.dtype.kind == "f" and x.dtype.itemsize >= 4 else x.astype(np.float32)
-    acc = np.zeros(x.shape[:2] + tuple(g.O), calc.dtype)
-    for v in g.tap_views(calc, 0.0, "sum"):
-        np.add(acc, v, out=acc)
+    if g.separable_cheaper():
+        acc = g.separable(calc, 0.0, "sum", np.add, calc.dtype)
+    else:
+        acc = np.zeros(x.shape[:2] + tuple(g.O), calc.dtype)
+        for v in g.tap_views(calc, 0.0, "sum"):
+            np.add(acc, v, out=acc)
     cnt = g.counts(bool(count_include_pad)).astype(calc.dtype)
     if out is not None:
         np.divide(acc, cnt, out=out, casting="unsafe")

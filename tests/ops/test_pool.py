@@ -18,6 +18,8 @@ POOL_CONFIGS = [
     (2, [2, 2], [2, 2], [1, 1], None, "VALID", 0),
     (1, [3], [2], [1], [1, 1], "NOTSET", 1),
     (3, [2, 2, 2], [1, 2, 2], [1, 1, 1], [1, 0, 0, 0, 1, 1], "NOTSET", 0),
+    (2, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], "NOTSET", 0),          # separable path (SPPF-like)
+    (3, [3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 0, 1, 1, 1, 0], "NOTSET", 1),
 ]
 
 
@@ -39,7 +41,7 @@ def test_maxpool_vs_ort(rng, cfg):
     check("MaxPool", [("x", x)], _attrs(k, s, d, pads, auto_pad, ceil), opset=12, const_sets=((),))
 
 
-@pytest.mark.parametrize("cfg", POOL_CONFIGS[:4] + POOL_CONFIGS[7:], ids=str)
+@pytest.mark.parametrize("cfg", POOL_CONFIGS[:4] + POOL_CONFIGS[7:9], ids=str)
 @pytest.mark.parametrize("storage_order", [0, 1])
 def test_maxpool_indices_vs_ort(rng, cfg, storage_order):
     nd, k, s, d, pads, auto_pad, ceil = cfg
