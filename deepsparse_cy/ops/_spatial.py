@@ -139,3 +139,13 @@ def phase_split(x, k, s, d, pb, O, fill, tag, extra_rows=0, planes=False):
                   tuple(slice(p // s[i], p // s[i] + O[i]) for i, p in enumerate(pos))]
 
     return tap_view
+
+
+def clear_scratch():
+    """Drop this thread's scratch buffers (im2col columns, padded/phase planes)."""
+    _tls.bufs = {}
+
+
+def scratch_bytes():
+    """Bytes held by this thread's scratch buffers."""
+    return sum(b.nbytes for b in getattr(_tls, "bufs", {}).values())
