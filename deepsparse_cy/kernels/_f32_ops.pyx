@@ -12,6 +12,8 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
     void dscy_gelu_array(const float *x, float *y, long n)
     double dscy_exp_shift_array(const float *x, float *y, long n, float m)
     float dscy_max_array(const float *x, long n)
+    void dscy_quantize_u8(const float *x, unsigned char *y, long n, float scale, float zp)
+    void dscy_quantize_s8(const float *x, signed char *y, long n, float scale, float zp)
 
 cdef extern from "<math.h>" nogil:
     float logf(float)
@@ -81,3 +83,37 @@ def softmax_rows(const float[:, ::1] x,  # IN  [rows, n]
                 e = <float>(1.0 / s)
                 for j in range(n):
                     out[r, j] = out[r, j] * e
+
+
+def quantize_u8(const float[::1] x,        # IN
+                unsigned char[::1] out,     # OUT
+                float scale, int zero_point, int num_threads=1):
+    """ONNX QuantizeLinear, per-tensor, to uint8 (round half to even, saturate)."""
+    cdef Py_ssize_t c, n = x.shape[0], nc, lo, hi
+    cdef int nt = _nt(n, num_threads)
+    cdef float zp = zero_point
+    if n == 0:
+        return
+    nc = (n + CHUNK - 1) // CHUNK
+    with nogil:
+        for c in prange(nc, num_threads=nt, schedule="static"):
+            lo = c * CHUNK
+            hi = lo + CHUNK if lo + CHUNK < n else n
+            dscy_quantize_u8(&x[lo], &out[lo], hi - lo, scale, zp)
+
+
+def quantize_s8(const float[::1] x,        # IN
+                signed char[::1] out,       # OUT
+                float scale, int zero_point, int num_threads=1):
+    """ONNX QuantizeLinear, per-tensor, to int8 (round half to even, saturate)."""
+    cdef Py_ssize_t c, n = x.shape[0], nc, lo, hi
+    cdef int nt = _nt(n, num_threads)
+    cdef float zp = zero_point
+    if n == 0:
+        return
+    nc = (n + CHUNK - 1) // CHUNK
+    with nogil:
+        for c in prange(nc, num_threads=nt, schedule="static"):
+            lo = c * CHUNK
+            hi = lo + CHUNK if lo + CHUNK < n else n
+            dscy_quantize_s8(&x[lo], &out[lo], hi - lo, scale, zp)

@@ -1,4 +1,5 @@
-"""Compiled FP32 overrides for ops numpy does slowly: Erf and (Log)Softmax over the last axis.
+"""Compiled FP32 overrides for ops numpy does slowly: Erf, (Log)Softmax over the last axis, and
+per-tensor QuantizeLinear from float32 to u8/s8.
 
 Registered after the references (modules named fast_* import last) for the same opsets; every
 case the kernel does not cover (other dtypes, non-trailing softmax axis) goes to the reference.
@@ -7,6 +8,7 @@ import numpy as np
 
 from ..kernels import _f32_ops
 from . import elementwise as _ew
+from . import quant as _quant
 from . import softmax as _sm
 from .registry import Op, register
 
@@ -85,3 +87,51 @@ class LogSoftmax_1(_SoftmaxBase):
 @register("LogSoftmax", since=13)
 class LogSoftmax(_SoftmaxBase):
     log = True
+
+
+class _QuantizeLinearFast(Op):
+    """Per-tensor float32 -> u8/s8; every other form goes to the reference `quant.quantize`."""
+    kernel_name = "f32_quantize"
+    since = 10
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        a = node.attrs
+        self.axis = a.get("axis", 1)
+        self.saturate = a.get("saturate", 1)
+        self.block_size = a.get("block_size", 0)
+        self.output_dtype = a.get("output_dtype", 0)
+        self.precision = a.get("precision", 0)
+
+    def _reference(self, x, s, z):
+        args = [x, s, z]
+        if self.since >= 13:
+            args.append(self.axis)
+        if self.since >= 19:
+            args.append(self.saturate)
+        if self.since >= 21:
+            args += [self.block_size, self.output_dtype, self.precision]
+        return _quant.quantize(*args)
+
+    def run(self, inputs, outs):
+        x, s = inputs[0], inputs[1]
+        z = inputs[2] if len(inputs) > 2 else None
+        out = outs[0] if outs else None
+        zdt = z.dtype if z is not None else np.dtype(np.uint8)
+        if (x.dtype != np.float32 or s.size != 1 or (z is not None and z.size != 1)
+                or zdt not in (np.uint8, np.int8) or self.block_size or self.output_dtype
+                or s.dtype != np.float32 or not float(s.reshape(-1)[0]) > 0):
+            return [self._reference(x, s, z)]
+        x = np.ascontiguousarray(x)
+        y = out if (out is not None and out.dtype == zdt and out.flags.c_contiguous
+                    and out.shape == x.shape) else np.empty(x.shape, zdt)
+        zp = int(z.reshape(-1)[0]) if z is not None else 0
+        fn = _f32_ops.quantize_u8 if zdt == np.uint8 else _f32_ops.quantize_s8
+        fn(x.reshape(-1), y.reshape(-1), float(s.reshape(-1)[0]), zp, self.nt)
+        return [y]
+
+
+for _since in (10, 13, 19, 21):
+    register("QuantizeLinear", since=_since)(
+        type(f"QuantizeLinear_{_since}", (_QuantizeLinearFast,), {"since": _since}))

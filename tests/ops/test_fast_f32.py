@@ -49,3 +49,31 @@ def test_softmax_masked_rows():
         _f32_ops.softmax_rows(x, y, 1, False)
     np.testing.assert_array_equal(y[0], [0, 1, 0])
     assert np.isnan(y[1]).all()   # the ONNX spec's NaN for an all -inf row
+
+
+@pytest.mark.parametrize("zdt", [np.uint8, np.int8])
+@pytest.mark.parametrize("seed", range(6))
+def test_quantize_matches_reference_exactly(zdt, seed):
+    from deepsparse_cy.ops import quant
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 200000))
+    s = np.float32(rng.uniform(0.001, 2))
+    x = (rng.standard_normal(n) * rng.uniform(0.1, 300)).astype(np.float32)
+    k = min(50, n)
+    x[:k] = (np.arange(k) - 25 + 0.5).astype(np.float32) * s     # exact halves: ties to even
+    x[-1] = np.inf
+    z = zdt(rng.integers(0, 256) if zdt == np.uint8 else rng.integers(-128, 128))
+    fn = _f32_ops.quantize_u8 if zdt == np.uint8 else _f32_ops.quantize_s8
+    y = np.empty(n, zdt)
+    fn(x, y, float(s), int(z), 2)
+    np.testing.assert_array_equal(y, quant.quantize(x, np.array(s), np.array(z)))
+
+
+def test_quantize_nan_saturates_low_like_onnxruntime():
+    x = np.array([np.nan, 0, np.inf, -np.inf], np.float32)
+    y8 = np.empty(4, np.uint8)
+    _f32_ops.quantize_u8(x, y8, 0.1, 3, 1)
+    np.testing.assert_array_equal(y8, [0, 3, 255, 0])
+    s8 = np.empty(4, np.int8)
+    _f32_ops.quantize_s8(x, s8, 0.1, 3, 1)
+    np.testing.assert_array_equal(s8, [-128, 3, 127, -128])

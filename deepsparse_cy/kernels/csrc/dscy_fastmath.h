@@ -63,11 +63,8 @@ static inline float dscy_erff(float x) {
     float res = p / q;
     return x != x ? x : res;
 }
-#endif
 
 /* Array forms: plain loops over restrict pointers, which gcc -O3 vectorises. */
-#ifndef DSCY_FASTMATH_ARRAYS
-#define DSCY_FASTMATH_ARRAYS
 static inline void dscy_erf_array(const float *restrict x, float *restrict y, long n) {
     for (long i = 0; i < n; i++) y[i] = dscy_erff(x[i]);
 }
@@ -94,7 +91,41 @@ static inline float dscy_max_array(const float *restrict x, long n) {
     for (long i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
     return m;
 }
+
+/* QuantizeLinear to 8 bits, as the ONNX spec: saturate(round_half_even(x / scale) + zp).
+ * x / scale is clamped to a range just beyond the representable one before rounding (which
+ * does not change the saturated result), so the 1.5*2^23 trick rounds half to even exactly.
+ * NaN saturates to 0 after the clamp, like onnxruntime. */
+static inline void dscy_quantize_u8(const float *restrict x, unsigned char *restrict y, long n,
+                                    float scale, float zp) {
+    const float lo = -zp - 1.0f, hi = 255.0f - zp + 1.0f, magic = 12582912.0f;
+    for (long i = 0; i < n; i++) {
+        float v = x[i] / scale;
+        v = v < lo ? lo : v;
+        v = v > hi ? hi : v;
+        v = v != v ? lo : v;
+        float r = (v + magic) - magic + zp;
+        r = r < 0.0f ? 0.0f : r;
+        r = r > 255.0f ? 255.0f : r;
+        y[i] = (unsigned char)(int)r;
+    }
+}
+static inline void dscy_quantize_s8(const float *restrict x, signed char *restrict y, long n,
+                                    float scale, float zp) {
+    const float lo = -128.0f - zp - 1.0f, hi = 127.0f - zp + 1.0f, magic = 12582912.0f;
+    for (long i = 0; i < n; i++) {
+        float v = x[i] / scale;
+        v = v < lo ? lo : v;
+        v = v > hi ? hi : v;
+        v = v != v ? lo : v;
+        float r = (v + magic) - magic + zp;
+        r = r < -128.0f ? -128.0f : r;
+        r = r > 127.0f ? 127.0f : r;
+        y[i] = (signed char)(int)r;
+    }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options   /* pushed at the top of the scalar section */
+#pragma GCC pop_options
 #endif
-#endif
+#endif /* DSCY_FASTMATH_H */
