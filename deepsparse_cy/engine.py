@@ -445,7 +445,7 @@ class Engine:
                 plan = self._plans.get(key)
                 if plan is None:
                     outs, plan = self._build_plan(feeds)
-                    self._plans[key] = plan
+                    self._store_plan(key, plan)
                     return outs
         try:
             return self._run_plan(plan, feeds)
@@ -453,8 +453,17 @@ class Engine:
             with self._lock:
                 self._dynamic.add(r.name)
                 outs, plan = self._build_plan(feeds)
-                self._plans[key] = plan
+                self._store_plan(key, plan)
             return outs
+
+    #: plans kept per engine (one per distinct input shape); the oldest is dropped beyond this,
+    #: so a service fed ever-new sequence lengths does not grow without bound.
+    max_plans = int(os.environ.get("DEEPSPARSE_CY_MAX_PLANS", "64"))
+
+    def _store_plan(self, key, plan):
+        self._plans[key] = plan
+        while len(self._plans) > max(self.max_plans, 1):
+            self._plans.pop(next(iter(self._plans)))
 
     def _run_plan(self, plan, feeds):
         inst = plan.acquire()

@@ -223,3 +223,16 @@ def test_values_outside_arena_do_not_alias_reused_slots(rng):
     ref = np.maximum(x, 0) + np.sin(np.abs(-x))
     for _ in range(3):
         np.testing.assert_allclose(e.run([x])[0], ref, rtol=1e-6)
+
+
+def test_plan_cache_is_bounded(monkeypatch):
+    m = _chain_model()
+    e = ds.compile_model(m)
+    monkeypatch.setattr(e, "max_plans", 3)
+    rng = np.random.default_rng(6)
+    for n in range(1, 9):
+        x = rng.standard_normal((n, 16)).astype(np.float32)
+        np.testing.assert_allclose(e.run([x])[0], _chain_ref(m, x), rtol=1e-6, atol=1e-6)
+    assert len(e._plans) == 3
+    x = rng.standard_normal((1, 16)).astype(np.float32)   # evicted shape: planned again, same answer
+    np.testing.assert_allclose(e.run([x])[0], _chain_ref(m, x), rtol=1e-6, atol=1e-6)
