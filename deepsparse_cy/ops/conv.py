@@ -65,6 +65,13 @@ class ConvCore:
         self.depthwise = (not self.pointwise and self.Cg == 1 and self.g == self.M and self.g > 1)
         if self.pointwise:
             self.w_gemm = np.ascontiguousarray(w.reshape(self.g, self.Mg, self.Cg))
+            # bias as a GEMM column against a ones row appended to a copy of the input: cheaper
+            # than an add pass over the output when the input is smaller than the output or
+            # has to be copied anyway (strided)
+            self.pw_aug = self.has_bias and (self.Cg < self.Mg or any(v != 1 for v in self.s))
+            if self.pw_aug:
+                self.w_gemm_aug = np.ascontiguousarray(np.concatenate(
+                    [self.w_gemm, self.bias.reshape(self.g, self.Mg, 1)], axis=2))
         elif self.depthwise:
             # per tap a (C, 1, ..., 1) column to broadcast over the spatial output
             wt = w.reshape(self.M, self.K)
@@ -136,18 +143,28 @@ class ConvCore:
         return res
 
     def _run_pointwise(self, x, p, res):
-        N, O = p["N"], p["O"]
+        N, C, O = p["N"], p["C"], p["O"]
+        g, Cg = self.g, self.Cg
         Op_ = int(np.prod(O))
-        if any(s != 1 for s in self.s):
-            sl = (slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
-                                                     for o, s in zip(O, self.s))
-            xs = scratch(("conv_sub", x.shape, tuple(self.s), x.dtype.str), (N, p["C"], *O), x.dtype)
+        strided = any(s != 1 for s in self.s)
+        sl = (slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
+                                                 for o, s in zip(O, self.s))
+        out4 = res.reshape(N, g, self.Mg, Op_)
+        if self.pw_aug:
+            def init(buf):
+                buf[:, :, Cg, :] = 1
+            xa = scratch(("conv_pw_aug", x.shape, tuple(self.s), g, x.dtype.str),
+                         (N, g, Cg + 1, Op_), x.dtype, init=init)
+            np.copyto(xa[:, :, :Cg, :].reshape(N, g, Cg, *O), x[sl].reshape(N, g, Cg, *O))
+            np.matmul(self.w_gemm_aug, xa, out=out4)
+            return
+        if strided:
+            xs = scratch(("conv_sub", x.shape, tuple(self.s), x.dtype.str), (N, C, *O), x.dtype)
             np.copyto(xs, x[sl])
             x = xs
         else:
             x = np.ascontiguousarray(x)
-        np.matmul(self.w_gemm, x.reshape(N, self.g, self.Cg, Op_),
-                  out=res.reshape(N, self.g, self.Mg, Op_))
+        np.matmul(self.w_gemm, x.reshape(N, g, Cg, Op_), out=out4)
         if self.has_bias:
             r3 = res.reshape(N, self.M, Op_)
             np.add(r3, self.bias[:, None], out=r3)
