@@ -1,0 +1,390 @@
+"""Quantized convolution fusion: rewrite INT8 Conv patterns into one ``QConv`` node
+(domain ``com.deepsparse_cy``, ops/fast_qconv.py) that runs on the qs8 kernels.
+
+Patterns (weights constant; constant folding has already turned DequantizeLinear(W_q) into a
+float weight, from which the int8 weight and its per-channel scales are recovered exactly, see
+fusion.recover_int8)::
+
+    DequantizeLinear(x_q) -> Conv(W [, B]) -> tail                              QDQ (quantize_static)
+    QLinearConv(x_q, ..., W_q, ..., B_i32)                                      -> u8/s8
+    ConvInteger(x_q, W_q [, zx, zw]) [-> Cast(float) -> Mul(scale) [-> Add(bias)]]
+
+The QDQ tail absorbed after the Conv, each step optional, in this order::
+
+    [Add(const bias)] [QuantizeLinear -> DequantizeLinear] [BatchNormalization]
+    [Add(residual)] [Relu | Clip] [QuantizeLinear]
+
+* The Q -> DQ round trip of the conv output (onnxruntime quantizes every Conv output, then
+  BatchNormalization runs in float) is dropped, as fusion.py does for QGemm: the composite epilogue
+  acc * s_x * s_w * k + b differs from the unfused graph by at most half a step of that
+  intermediate scale (times the BN factor). DEEPSPARSE_CY_QDQ_EXACT=1 keeps it: the rewrite then
+  stops at that QuantizeLinear and the rest runs unfused.
+* BatchNormalization (constant parameters) folds into per-channel scale and bias.
+* A residual Add takes the other operand as a third input; when it is DequantizeLinear(r_q)
+  (per tensor) the quantized r_q is read directly with its scale / zero point.
+* Relu / Clip become the kernel's activation; a final QuantizeLinear makes the node requantize.
+
+Layout: QConv computes in NHWC. After the rewrites, every value produced by a QConv and read only
+by QConv nodes (as data or residual input) stays NHWC: the producer gets y_layout='NHWC' and the
+readers x_layout / res_layout='NHWC', so a chain of quantized convolutions transposes only at its
+boundaries.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .fusion import DOMAIN, _View, _exact_default, _q_params, _scalar, recover_int8
+from .ir import Node
+
+
+def _conv_attrs(conv):
+    a = conv.attrs
+    return {k: a[k] for k in ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
+            if k in a}
+
+
+def _conv_weight(v, name):
+    """(q [Cout, Cin/g, kh, kw] int8, s_w [Cout] f32) of a conv weight, or None."""
+    dq = v.prod(name, "DequantizeLinear")
+    if dq is not None and name not in v.outputs:
+        q, s = v.const(dq.inputs[0]), v.const(dq.inputs[1])
+        zp = v.const(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else None
+        if q is None or s is None or q.ndim != 4 or dq.attrs.get("block_size", 0) \
+                or q.dtype not in (np.int8, np.uint8):
+            return None
+        if s.size != 1 and (s.ndim != 1 or dq.attrs.get("axis", 1) % 4 != 0 or s.size != q.shape[0]):
+            return None
+        qi = q.astype(np.int16)
+        if zp is not None:
+            z = np.asarray(zp).astype(np.int16)
+            qi = qi - (z.reshape(()) if z.size == 1 else z.reshape(-1, 1, 1, 1))
+        if qi.min() < -128 or qi.max() > 127:
+            return None
+        sn = np.broadcast_to(np.asarray(s, np.float32).reshape(-1), (q.shape[0],)).copy()
+        return qi.astype(np.int8), sn
+    w = v.const(name)
+    if w is None or w.ndim != 4 or w.dtype != np.float32:
+        return None
+    r = recover_int8(w.reshape(w.shape[0], -1))
+    if r is None:
+        return None
+    return r[0].reshape(w.shape), r[1]
+
+
+def _per_channel_const(v, name, n):
+    """A constant float broadcastable per channel on NCHW ([n], [n,1,1], [1,n,1,1] or scalar)
+    -> float64 [n], else None."""
+    c = v.const(name)
+    if c is None or c.dtype.kind != "f":
+        return None
+    if c.size == 1:
+        return np.full(n, float(c.reshape(())), np.float64)
+    s = [d for d in c.shape]
+    if c.size != n:
+        return None
+    # channel axis of an NCHW value: shape [n,1,1] / [1,n,1,1] (a 1-D [n] would broadcast on W)
+    if c.ndim == 3 and s == [n, 1, 1] or c.ndim == 4 and s == [1, n, 1, 1]:
+        return c.reshape(-1).astype(np.float64)
+    return None
+
+
+def _other(node, y):
+    return node.inputs[1] if node.inputs[0] == y else node.inputs[0]
+
+
+def _clip_bounds(v, node):
+    if node.op_type == "Relu":
+        return 0.0, None
+    if len(node.inputs) > 1:       # opset >= 11: min / max inputs
+        lo = v.const(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
+        hi = v.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        if (len(node.inputs) > 1 and node.inputs[1] and lo is None) or \
+                (len(node.inputs) > 2 and node.inputs[2] and hi is None):
+            return None
+        return (None if lo is None else float(lo.reshape(())),
+                None if hi is None else float(hi.reshape(())))
+    return float(node.attrs.get("min", -3.4e38)), float(node.attrs.get("max", 3.4e38))
+
+
+def _conv_tail(v, y, n, exact, attrs, absorbed):
+    """Extend the fused conv over the QDQ tail (module docstring). attrs gets post_scale [n]
+    (float64 factor on the conv result), post_bias [n], residual info, activation, y quant.
+    Returns (output name, residual input name or '')."""
+    k = np.ones(n, np.float64)
+    b = np.zeros(n, np.float64)
+    residual = ""
+    stage = 0       # 0 bias, 1 Q->DQ, 2 BN, 3 residual, 4 activation
+    while True:
+        nxt = v.sole(y)
+        if nxt is None or nxt.domain not in ("", "ai.onnx"):
+            break
+        op = nxt.op_type
+        if op == "Add" and stage == 0 and len(nxt.inputs) == 2:
+            c = _per_channel_const(v, _other(nxt, y), n)
+            if c is not None:
+                b += c
+                absorbed.append(nxt)
+                y, stage = nxt.outputs[0], 1
+                continue
+        if op == "QuantizeLinear" and stage <= 1:
+            qp = _q_params(v, nxt)
+            dq = v.sole(nxt.outputs[0], "DequantizeLinear")
+            nn = v.sole(dq.outputs[0]) if dq is not None else None
+            if not exact and qp is not None and dq is not None and _q_params(v, dq) == qp \
+                    and nn is not None and nn.domain in ("", "ai.onnx") and nn.op_type in (
+                        "BatchNormalization", "Add", "Relu", "Clip"):
+                absorbed += [nxt, dq]
+                y, stage = dq.outputs[0], 2
+                continue
+            break       # the final QuantizeLinear, handled below
+        if op == "BatchNormalization" and stage <= 2 and not nxt.attrs.get("training_mode", 0) \
+                and len(nxt.inputs) >= 5 and len([o for o in nxt.outputs if o]) == 1:
+            ps = [v.const(x) for x in nxt.inputs[1:5]]
+            if all(p is not None and p.size == n for p in ps):
+                sc, bi, mean, var = (p.reshape(-1).astype(np.float64) for p in ps)
+                f = sc / np.sqrt(var + float(nxt.attrs.get("epsilon", 1e-5)))
+                k, b = k * f, (b - mean) * f + bi
+                absorbed.append(nxt)
+                y, stage = nxt.outputs[0], 3
+                continue
+            break
+        if op == "Add" and stage <= 3 and len(nxt.inputs) == 2:
+            r = _other(nxt, y)
+            if r == y or v.const(r) is not None:
+                c = _per_channel_const(v, r, n) if r != y else None
+                if c is None:
+                    break
+                b += c
+                absorbed.append(nxt)
+                y, stage = nxt.outputs[0], 3
+                continue
+            residual = r
+            rdq = v.prod(r, "DequantizeLinear")
+            rp = _q_params(v, rdq) if rdq is not None else None
+            if rp is not None and v.const(rdq.inputs[0]) is None:
+                residual = rdq.inputs[0]
+                attrs.update(res_scale=rp[0], res_zero_point=rp[1])
+            absorbed.append(nxt)
+            y, stage = nxt.outputs[0], 4
+            continue
+        if op in ("Relu", "Clip") and stage <= 4:
+            cb = _clip_bounds(v, nxt)
+            if cb is None:
+                break
+            attrs["activation"] = "relu" if cb == (0.0, None) else "clip"
+            attrs["clip_min"] = -np.inf if cb[0] is None else cb[0]
+            attrs["clip_max"] = np.inf if cb[1] is None else cb[1]
+            absorbed.append(nxt)
+            y, stage = nxt.outputs[0], 5
+            continue
+        break
+    attrs["post_scale"] = k
+    attrs["post_bias"] = b
+    q = v.sole(y, "QuantizeLinear")
+    qp = _q_params(v, q) if q is not None else None
+    if qp is not None:
+        absorbed.append(q)
+        attrs.update(y_scale=qp[0], y_zero_point=qp[1], y_dtype=qp[2].name, mode="requant")
+        return q.outputs[0], residual
+    attrs["mode"] = "float"
+    return y, residual
+
+
+def _finish(v, node_name, index, x, q, s_w, attrs, absorbed, out, residual):
+    """Fold post_scale / post_bias into w_scale / bias and emit the QConv node."""
+    k = attrs.pop("post_scale")
+    pb = attrs.pop("post_bias")
+    bias = np.asarray(attrs.pop("bias", np.zeros(len(k))), np.float64)
+    q = q.copy()
+    zero = k == 0
+    q[zero] = 0                              # a BN factor of 0: the channel is its bias
+    kk = np.where(zero, 1.0, k)
+    attrs["w_scale"] = (np.asarray(s_w, np.float64) * kk).astype(np.float32)
+    attrs["bias"] = (bias * kk + pb).astype(np.float32)
+    wname = v.new_init((node_name or "qconv") + "__w_s8", q)
+    ins = [x, wname] + ([residual] if residual else [])
+    node = Node("QConv", DOMAIN, ins, [out], attrs, node_name, index)
+    v.replace(absorbed, node)
+    return node
+
+
+def _fuse_qdq_conv(v, exact):
+    count = 0
+    for cv in list(v.g.nodes):
+        if id(cv) in v.removed or cv.op_type != "Conv" or cv.domain not in ("", "ai.onnx"):
+            continue
+        if len(cv.inputs) < 2 or len(cv.attrs.get("kernel_shape", [0, 0])) != 2:
+            continue
+        dqx = v.prod(cv.inputs[0], "DequantizeLinear")
+        if dqx is None:
+            continue
+        xp = _q_params(v, dqx)
+        if xp is None or v.const(dqx.inputs[0]) is not None:
+            continue
+        wq = _conv_weight(v, cv.inputs[1])
+        if wq is None:
+            continue
+        q, s_w = wq
+        n = q.shape[0]
+        bias = np.zeros(n, np.float64)
+        if len(cv.inputs) > 2 and cv.inputs[2]:
+            bc = v.const(cv.inputs[2])
+            if bc is None or bc.dtype.kind != "f" or bc.size != n:
+                continue
+            bias = bc.reshape(-1).astype(np.float64)
+        attrs = _conv_attrs(cv)
+        attrs.update(x_scale=xp[0], x_zero_point=xp[1], bias=bias)
+        absorbed = [cv]
+        out, residual = _conv_tail(v, cv.outputs[0], n, exact, attrs, absorbed)
+        _finish(v, cv.name, cv.index, dqx.inputs[0], q, s_w, attrs, absorbed, out, residual)
+        count += 1
+    return count
+
+
+def _int_weight(w, zw):
+    """w - zw (per tensor or per output channel) as int8 [Cout, ...], or None."""
+    wi = w.astype(np.int16)
+    if zw is not None:
+        z = np.asarray(zw).astype(np.int16)
+        if z.size != 1 and z.size != w.shape[0]:
+            return None
+        wi = wi - (z.reshape(()) if z.size == 1 else z.reshape((-1,) + (1,) * (w.ndim - 1)))
+    if wi.min() < -128 or wi.max() > 127:
+        return None
+    return wi.astype(np.int8)
+
+
+def _fuse_qlinear_conv(v):
+    count = 0
+    for nd in list(v.g.nodes):
+        if id(nd) in v.removed or nd.op_type != "QLinearConv" or nd.domain not in ("", "ai.onnx"):
+            continue
+        ins = list(nd.inputs) + [""] * (9 - len(nd.inputs))
+        sx, zx, w, sw, zw, sy, zy = (v.const(x) if x else None for x in ins[1:8])
+        b = v.const(ins[8]) if ins[8] else None
+        if v.const(ins[0]) is not None or w is None or w.ndim != 4 or sw is None \
+                or not _scalar(sx) or not _scalar(sy) or (ins[8] and b is None):
+            continue
+        if (ins[2] and not _scalar(zx)) or (ins[7] and not _scalar(zy)) or (ins[5] and zw is None):
+            continue
+        ydt = np.dtype(zy.dtype) if zy is not None else np.dtype(np.uint8)
+        if ydt not in (np.uint8, np.int8) or w.dtype not in (np.int8, np.uint8):
+            continue
+        q = _int_weight(w, zw)
+        n = w.shape[0]
+        if q is None or sw.size not in (1, n):
+            continue
+        s_w = np.broadcast_to(np.asarray(sw, np.float32).reshape(-1), (n,)).astype(np.float64)
+        sxf = float(np.asarray(sx, np.float32).reshape(()))
+        attrs = _conv_attrs(nd)
+        # the int32 bias is exact in QConv: it converts back with rint(bias / (s_x * s_w))
+        bias = (np.zeros(n) if b is None else b.astype(np.float64).reshape(-1)) * (sxf * s_w)
+        attrs.update(x_scale=sxf, x_zero_point=int(zx.reshape(())) if zx is not None else 0,
+                     bias=bias, post_scale=np.ones(n), post_bias=np.zeros(n),
+                     y_scale=float(np.asarray(sy, np.float32).reshape(())),
+                     y_zero_point=int(zy.reshape(())) if zy is not None else 0,
+                     y_dtype=ydt.name, mode="requant", bias_exact=True)
+        _finish(v, nd.name, nd.index, ins[0], q, s_w.astype(np.float32), attrs, [nd],
+                nd.outputs[0], "")
+        count += 1
+    return count
+
+
+def _fuse_conv_integer(v):
+    count = 0
+    for nd in list(v.g.nodes):
+        if id(nd) in v.removed or nd.op_type != "ConvInteger" or nd.domain not in ("", "ai.onnx"):
+            continue
+        ins = list(nd.inputs) + [""] * (4 - len(nd.inputs))
+        w = v.const(ins[1])
+        zx = v.const(ins[2]) if ins[2] else np.zeros((), np.uint8)
+        zw = v.const(ins[3]) if ins[3] else None
+        if v.const(ins[0]) is not None or w is None or w.ndim != 4 or zx is None \
+                or not _scalar(zx) or (ins[3] and zw is None) or w.dtype not in (np.int8, np.uint8):
+            continue
+        q = _int_weight(w, zw)
+        if q is None:
+            continue
+        n = w.shape[0]
+        attrs = _conv_attrs(nd)
+        attrs.update(x_scale=1.0, x_zero_point=int(np.asarray(zx).reshape(())), mode="int32",
+                     bias=np.zeros(n), post_scale=np.ones(n), post_bias=np.zeros(n))
+        s_w = np.ones(n, np.float32)
+        absorbed = [nd]
+        out = nd.outputs[0]
+        cast = v.sole(out, "Cast")
+        if cast is not None and cast.attrs.get("to") == 1:
+            mul = v.sole(cast.outputs[0], "Mul")
+            sc = _per_channel_const(v, _other(mul, cast.outputs[0]), n) if mul is not None else None
+            if sc is not None:
+                s_w = sc.astype(np.float32)
+                absorbed += [cast, mul]
+                out = mul.outputs[0]
+                attrs["mode"] = "float"
+                add = v.sole(out, "Add")
+                c = _per_channel_const(v, _other(add, out), n) if add is not None else None
+                if c is not None:
+                    attrs["post_bias"] = c
+                    absorbed.append(add)
+                    out = add.outputs[0]
+        _finish(v, nd.name, nd.index, ins[0], q, s_w, attrs, absorbed, out, "")
+        count += 1
+    return count
+
+
+def _live_nodes(v):
+    """ids of the nodes that still feed a graph output (the DequantizeLinear a rewrite bypassed
+    is dead until remove_dead_nodes runs, and must not count as a reader)."""
+    nodes = [n for n in v.g.nodes + v.added if id(n) not in v.removed]
+    prod = {o: n for n in nodes for o in n.outputs if o}
+    live, stack = set(), [prod[o] for o in v.outputs if o in prod]
+    while stack:
+        n = stack.pop()
+        if id(n) in live:
+            continue
+        live.add(id(n))
+        stack += [prod[x] for x in list(n.inputs) + list(n.implicit_inputs) if x in prod]
+    return live
+
+
+def _mark_nhwc(v, nodes):
+    """Keep activations NHWC between QConv nodes (module docstring). Returns values marked."""
+    ids = {id(n) for n in nodes}
+    live = _live_nodes(v)
+    marked = 0
+    for nd in nodes:
+        if nd.attrs.get("mode") == "int32":
+            continue
+        y = nd.outputs[0]
+        if y in v.outputs:
+            continue
+        readers = [c for c in v.cons.get(y, []) if id(c) in live]
+        if not readers or any(id(c) not in ids or c.attrs.get("mode") == "int32" for c in readers):
+            continue
+        # every read must be the data input (0) or the residual input (2)
+        if any(i not in (0, 2) for c in readers for i, x in enumerate(c.inputs) if x == y):
+            continue
+        nd.attrs["y_layout"] = "NHWC"
+        for c in readers:
+            if c.inputs[0] == y:
+                c.attrs["x_layout"] = "NHWC"
+            if len(c.inputs) > 2 and c.inputs[2] == y:
+                c.attrs["res_layout"] = "NHWC"
+        info = v.g.value_info.get(y)
+        if info is not None and info.shape is not None and len(info.shape) == 4:
+            s = info.shape
+            info.shape = (s[0], s[2], s[3], s[1])
+        marked += 1
+    return marked
+
+
+def fuse_qconv(graph, opsets, exact=None):
+    """Rewrite quantized convolutions into QConv nodes; returns the number of rewrites."""
+    exact = _exact_default() if exact is None else exact
+    v = _View(graph)
+    count = _fuse_qlinear_conv(v) + _fuse_conv_integer(v) + _fuse_qdq_conv(v, exact)
+    if count:
+        _mark_nhwc(v, v.added)
+        v.commit()
+        opsets.setdefault(DOMAIN, 1)
+    return count

@@ -1,0 +1,309 @@
+"""QConv (domain com.deepsparse_cy): one quantized 2-D convolution on the compiled qs8 kernels.
+
+Made by graph/fusion_conv.py from QDQ Conv, QLinearConv and ConvInteger patterns; never written in
+model files. Inputs: x_q (u8 / s8), the constant int8 weight [Cout, Cin/group, kh, kw] and an
+optional residual (float, or u8 / s8 with res_scale / res_zero_point). Attributes:
+
+    kernel_shape, strides, pads, dilations, group, auto_pad    as ONNX Conv
+    x_scale, x_zero_point       activation quantization (per tensor)
+    w_scale [Cout]              per-channel factor: weight scale times any folded BN factor
+    bias [Cout]                 float bias (conv bias and folded BN shift)
+    activation                  None | 'relu' | 'clip' (clip_min, clip_max, float domain)
+    y_scale, y_zero_point, y_dtype   output quantization (mode requant)
+    mode                        int32 (acc) | float (acc*sx*sw + bias [+ res] -> act) | requant
+    x_layout, y_layout, res_layout   'NCHW' (default, the graph's) or 'NHWC' (between QConvs)
+
+How each conv runs (weights packed once, [Cout, kh*kw*Cin] in im2col_nhwc's column order, format
+chosen per layer by pack_qs8's cost model):
+
+* group 1: 1x1 stride 1 is the GEMM over pixels, other shapes run on explicit im2col columns
+  padded with the activation zero point, on the dense or sparse kernel with the fused epilogue.
+* grouped (Cin/group > 1): one packed weight per group, each group's GEMM writes its column slice.
+* depthwise (Cin/group == 1): per-tap multiply-add over the whole NHWC plane in float32 on
+  zero-point-shifted values, which is exact integer arithmetic (|x - zx| * |w| <= 255 * 128, so
+  kh*kw <= 513 taps stay below 2**24); then the same epilogue as the kernels, in numpy.
+
+The requantizing epilogue (bias, scale, ReLU/Clip, round half even, saturate) runs in the kernel
+unless a residual is added or the bias does not fit int32, in which case the kernel writes float
+and numpy finishes (residual add, activation, compiled QuantizeLinear).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..errors import ShapeError
+from ..kernels import _f32_ops
+from ..kernels.conv import conv_output_hw, conv_weight_matrix, im2col_nhwc
+from .registry import Op, register
+
+_KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
+                 "unstructured": "qs8_spmm_unstructured"}
+
+
+def _resolve_pads(auto_pad, pads, h, w, k, s, d):
+    if auto_pad in ("", "NOTSET", None):
+        return tuple(pads) if pads is not None else (0, 0, 0, 0)
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    out = []
+    for size, kk, ss, dd in ((h, k[0], s[0], d[0]), (w, k[1], s[1], d[1])):
+        o = -(-size // ss)
+        total = max(0, (o - 1) * ss + (kk - 1) * dd + 1 - size)
+        small, big = total // 2, total - total // 2
+        out.append((small, big) if auto_pad == "SAME_UPPER" else (big, small))
+    return (out[0][0], out[1][0], out[0][1], out[1][1])
+
+
+@register("QConv", since=1, domain="com.deepsparse_cy")
+class QConv(Op):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        w = ctx.const(1)
+        if w is None or w.dtype != np.int8 or w.ndim != 4:
+            raise ShapeError("QConv needs a constant int8 [Cout, Cin/group, kh, kw] weight")
+        self.w = w
+        self.cout, self.cin_g, kh, kw = w.shape
+        self.group = int(a.get("group", 1))
+        if self.cout % self.group:
+            raise ShapeError(f"QConv: {self.cout} output channels not divisible by group {self.group}")
+        self.cout_g = self.cout // self.group
+        self.kernel_shape = (kh, kw)
+        self.strides = tuple(a.get("strides", (1, 1)))
+        self.dilations = tuple(a.get("dilations", (1, 1)))
+        self.pads = a.get("pads")
+        self.auto_pad = a.get("auto_pad", "NOTSET")
+        self.x_layout = a.get("x_layout", "NCHW")
+        self.y_layout = a.get("y_layout", "NCHW")
+        self.res_layout = a.get("res_layout", "NCHW")
+        self.num_threads = int(ctx.num_threads or 0)
+        self.zx = int(a.get("x_zero_point", 0))
+        self.mode = a.get("mode", "float")
+        self.activation = a.get("activation")
+        self.clip = (float(a.get("clip_min", -np.inf)), float(a.get("clip_max", np.inf)))
+        self.res_q = "res_scale" in a
+        self.res_scale = float(a.get("res_scale", 1.0))
+        self.res_zp = int(a.get("res_zero_point", 0))
+        self.has_res = len(node.inputs) > 2 and bool(node.inputs[2])
+
+        # weights: dense depthwise taps, or one packed matrix per group
+        self.depthwise = self.group > 1 and self.cin_g == 1
+        if self.depthwise:
+            self.w_taps = w.reshape(self.cout, kh * kw).T.astype(np.float32)   # [taps, Cout]
+            self.packs = None
+            rowsum = w.reshape(self.cout, -1).sum(1, dtype=np.int64)
+            self.kernel_name, self.kernel_isa = "numpy_depthwise_f32", "numpy"
+        else:
+            self.packs = [kernels.pack_qs8(conv_weight_matrix(w[g * self.cout_g:(g + 1) * self.cout_g]),
+                                           "auto") for g in range(self.group)]
+            rowsum = np.concatenate([p.rowsum for p in self.packs])
+            fmt = self.packs[0].format
+            self.kernel_name = _KERNEL_NAMES[fmt] + ("_grouped" if self.group > 1 else "")
+            fam = "qs8_gemm" if fmt == "dense" else "qs8_spmm"
+            self.kernel_isa = kernels.kernel_builds().get(fam, kernels.kernel_isa())
+        self._dense = None
+        self.flops = None
+
+        # epilogue: f = float32(acc + bias_i32) * scale, as the kernels compute it
+        n = self.cout
+        sxsw = np.float64(a.get("x_scale", 1.0)) * np.broadcast_to(
+            np.asarray(a.get("w_scale", 1.0), np.float64).reshape(-1), (n,))
+        bias = np.zeros(n) if self.mode == "int32" else \
+            np.broadcast_to(np.asarray(a.get("bias", 0.0), np.float64).reshape(-1), (n,)).copy()
+        empty = ~w.reshape(n, -1).any(axis=1)
+        if empty.any() and self.mode != "int32":
+            # a pruned channel is its bias: a scale fine enough to carry it to float32 precision
+            sxsw = sxsw.copy()
+            sxsw[empty] = np.maximum(np.abs(bias[empty]), 1e-30) / 2.0**24
+        self.bias_i32, self.float_bias = None, None
+        if bias.any():
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                bi = np.rint(bias / sxsw)
+            comp = bi - self.zx * rowsum
+            if np.isfinite(bi).all() and np.abs(comp).max() < 2**31 - 1:
+                self.bias_i32 = bi.astype(np.int64)
+            else:
+                self.float_bias = bias.astype(np.float32)
+        if self.mode == "requant":
+            self.y_scale = float(a["y_scale"])
+            self.y_zp = int(a.get("y_zero_point", 0))
+            self.y_dtype = np.dtype(a.get("y_dtype", "uint8"))
+            self.out_dtype = self.y_dtype
+        else:
+            self.out_dtype = np.dtype(np.int32 if self.mode == "int32" else np.float32)
+        # the kernel finishes the layer unless numpy has work after it
+        self.kernel_final = not (self.has_res or self.float_bias is not None)
+        if self.mode == "requant" and self.kernel_final:
+            self.scale = (sxsw / self.y_scale).astype(np.float32)
+            self.k_clip = (self.clip[0] / self.y_scale, self.clip[1] / self.y_scale)
+        else:
+            self.scale = sxsw.astype(np.float32)
+            self.k_clip = self.clip
+
+    @property
+    def weight_format(self):
+        return "depthwise" if self.depthwise else self.packs[0].format
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _nhwc(self, x):
+        if x.ndim != 4:
+            raise ShapeError(f"QConv: input must be 4-D, got {list(x.shape)}")
+        return x if self.x_layout == "NHWC" else x.transpose(0, 2, 3, 1)
+
+    def _kernel_args(self):
+        """(out_dtype, scale, activation, clip, out_zero_point) for the kernel call."""
+        if self.mode == "int32":
+            return np.int32, None, None, None, 0
+        act = self.activation if self.kernel_final else None
+        if self.mode == "requant" and self.kernel_final:
+            return self.y_dtype, self.scale, act, self.k_clip, self.y_zp
+        return np.float32, self.scale, act, self.k_clip, 0
+
+    def _gemm(self, packs, xn, pads, out2):
+        b, h, w_, c = xn.shape
+        if c != self.cin_g * self.group:
+            raise ShapeError(f"QConv: input has {c} channels, weight expects "
+                             f"{self.cin_g * self.group}")
+        odt, scale, act, clip, zp = self._kernel_args()
+        nt = self.num_threads
+        for g, p in enumerate(packs):
+            xs = xn if self.group == 1 else xn[..., g * self.cin_g:(g + 1) * self.cin_g]
+            if self.kernel_shape == (1, 1) and self.strides == (1, 1) and not any(pads):
+                cols = np.ascontiguousarray(xs).reshape(-1, self.cin_g)
+            else:
+                cols = im2col_nhwc(xs, self.kernel_shape, self.strides, pads, self.dilations,
+                                   pad_value=self.zx)
+            sl = slice(g * self.cout_g, (g + 1) * self.cout_g)
+            bias = None if self.bias_i32 is None else self.bias_i32[sl]
+            kernels.qs8_matmul(cols, p, bias=bias, scale=None if scale is None else scale[sl],
+                               out_dtype=odt, out_zero_point=zp, x_zero_point=self.zx,
+                               activation=act, clip=clip, num_threads=nt,
+                               out=out2[:, sl] if self.group > 1 else out2)
+        return out2
+
+    def _depthwise(self, xn, pads, ho, wo, out2):
+        """Exact integer depthwise conv in float32 (see module docstring), then the epilogue."""
+        b, h, w_, c = xn.shape
+        kh, kw = self.kernel_shape
+        if c != self.group:
+            raise ShapeError(f"QConv: input has {c} channels, depthwise weight expects {self.group}")
+        ft = np.float32 if kh * kw <= 513 else np.float64
+        xp = np.zeros((b, h + pads[0] + pads[2], w_ + pads[1] + pads[3], c), ft)
+        np.subtract(xn, ft(self.zx), out=xp[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w_], dtype=ft)
+        mult = self.cout // c
+        if mult > 1:
+            xp = np.repeat(xp, mult, axis=3)
+        sh, sw = self.strides
+        dh, dw = self.dilations
+        acc = np.zeros((b, ho, wo, self.cout), ft)
+        tmp = np.empty_like(acc)
+        taps = self.w_taps.astype(ft)
+        for i in range(kh):
+            for j in range(kw):
+                view = xp[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
+                np.multiply(view, taps[i * kw + j], out=tmp)
+                acc += tmp
+        acc = acc.reshape(-1, self.cout)
+        odt, scale, act, clip, zp = self._kernel_args()
+        ai = acc.astype(np.int64)
+        if self.bias_i32 is not None:
+            ai += self.bias_i32
+        ai = ai.astype(np.int32)
+        if odt == np.int32:
+            out2[...] = ai
+            return out2
+        f = ai.astype(np.float32)
+        f *= scale
+        if act == "relu":
+            np.maximum(f, np.float32(0), out=f)
+        elif act == "clip":
+            np.minimum(np.maximum(f, np.float32(clip[0]), out=f), np.float32(clip[1]), out=f)
+        if np.dtype(odt) == np.float32:
+            out2[...] = f
+        else:
+            info = np.iinfo(odt)
+            out2[...] = np.clip(np.rint(f) + zp, info.min, info.max)
+        return out2
+
+    def _finish(self, f, res, shape_nhwc, out2):
+        """numpy tail after a float kernel result f [M, Cout]: float bias, residual, activation,
+        quantize into out2."""
+        if self.float_bias is not None:
+            f += self.float_bias
+        if res is not None:
+            b, ho, wo, n = shape_nhwc
+            if self.res_layout == "NHWC":
+                r = np.broadcast_to(res, shape_nhwc)
+            else:
+                r = np.broadcast_to(res, (b, n, ho, wo)).transpose(0, 2, 3, 1)
+            f4 = f.reshape(shape_nhwc)
+            if self.res_q:
+                rf = r.astype(np.float32)
+                rf -= np.float32(self.res_zp)
+                rf *= np.float32(self.res_scale)
+                f4 += rf
+            else:
+                f4 += r
+        if self.activation == "relu":
+            np.maximum(f, np.float32(0), out=f)
+        elif self.activation == "clip":
+            np.minimum(np.maximum(f, np.float32(self.clip[0]), out=f), np.float32(self.clip[1]),
+                       out=f)
+        if self.mode != "requant":
+            if out2 is not f:
+                out2[...] = f
+            return out2
+        ff = np.ascontiguousarray(f).reshape(-1)
+        o = out2.reshape(-1)
+        if self.y_dtype == np.uint8:
+            _f32_ops.quantize_u8(ff, o, np.float32(self.y_scale), self.y_zp, self.num_threads or 1)
+        else:
+            _f32_ops.quantize_s8(ff, o, np.float32(self.y_scale), self.y_zp, self.num_threads or 1)
+        return out2
+
+    # -- run ------------------------------------------------------------------------------------
+    def _run(self, packs, inputs, outs):
+        x = inputs[0]
+        if x.dtype not in (np.uint8, np.int8):
+            raise ShapeError(f"QConv: input must be uint8 or int8, got {x.dtype}")
+        xn = self._nhwc(x)
+        b, h, w_, c = xn.shape
+        pads = _resolve_pads(self.auto_pad, self.pads, h, w_, self.kernel_shape, self.strides,
+                             self.dilations)
+        ho, wo = conv_output_hw(h, w_, self.kernel_shape, self.strides, pads, self.dilations)
+        if ho <= 0 or wo <= 0:
+            raise ShapeError(f"QConv: output would be empty ({ho}x{wo}) for input {list(x.shape)}")
+        n, m = self.cout, b * ho * wo
+        self.flops = 2 * m * n * self.cin_g * self.kernel_shape[0] * self.kernel_shape[1]
+        oshape = (b, ho, wo, n) if self.y_layout == "NHWC" else (b, n, ho, wo)
+        o = outs[0] if outs is not None and outs[0] is not None else None
+        if o is None or o.shape != oshape or o.dtype != self.out_dtype or not o.flags.c_contiguous:
+            o = np.empty(oshape, self.out_dtype)
+        direct = self.y_layout == "NHWC" and self.kernel_final
+        kdt = self._kernel_args()[0]
+        out2 = o.reshape(m, n) if direct else np.empty((m, n), kdt)
+        if self.depthwise:
+            self._depthwise(xn, pads, ho, wo, out2)
+        else:
+            self._gemm(packs, xn, pads, out2)
+        if not self.kernel_final:
+            res = inputs[2] if self.has_res and len(inputs) > 2 else None
+            dst = o.reshape(m, n) if self.y_layout == "NHWC" else (
+                out2 if self.mode != "requant" else np.empty((m, n), self.out_dtype))
+            out2 = self._finish(out2, res, (b, ho, wo, n), dst)
+        if self.y_layout == "NCHW":
+            np.copyto(o, out2.reshape(b, ho, wo, n).transpose(0, 3, 1, 2))
+        return [o]
+
+    def run(self, inputs, outs):
+        return self._run(self.packs, inputs, outs)
+
+    def run_dense(self, inputs, outs):
+        """The same layer on the dense int8 GEMM (the profiler's baseline)."""
+        if self.depthwise:
+            return self.run(inputs, outs)
+        if self._dense is None:
+            self._dense = [p if p.format == "dense" else kernels.pack_qs8(p.unpack(), "dense")
+                           for p in self.packs]
+        return self._run(self._dense, inputs, outs)
