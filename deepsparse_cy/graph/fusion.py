@@ -429,6 +429,7 @@ def fuse(graph, opsets, exact=None):
     v = _View(graph)
     count = _fuse_qlinear_matmul(v) + _fuse_matmul_integer(v) + _fuse_qdq_matmul(v, exact)
     count += _fuse_sparse_f32(v)
+    from .fusion_conv import fuse_qconv; count += fuse_qconv(graph, opsets, exact)  # noqa: E702
     if count:
         v.commit()
         opsets.setdefault(DOMAIN, 1)

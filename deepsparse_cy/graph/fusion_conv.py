@@ -205,6 +205,7 @@ def _finish(v, node_name, index, x, q, s_w, attrs, absorbed, out, residual):
     ins = [x, wname] + ([residual] if residual else [])
     node = Node("QConv", DOMAIN, ins, [out], attrs, node_name, index)
     v.replace(absorbed, node)
+    v.absorbed_by.append((node, list(absorbed)))
     return node
 
 
@@ -382,9 +383,17 @@ def fuse_qconv(graph, opsets, exact=None):
     """Rewrite quantized convolutions into QConv nodes; returns the number of rewrites."""
     exact = _exact_default() if exact is None else exact
     v = _View(graph)
+    v.absorbed_by = []
     count = _fuse_qlinear_conv(v) + _fuse_conv_integer(v) + _fuse_qdq_conv(v, exact)
     if count:
         _mark_nhwc(v, v.added)
-        v.commit()
+        # each QConv takes the place of the last node it absorbed: every input it reads was
+        # available there, so the node list stays topologically ordered without a re-sort
+        pos = {id(n): i for i, n in enumerate(graph.nodes)}
+        at = {}
+        for new, old in v.absorbed_by:
+            at[max(pos[id(o)] for o in old)] = new
+        graph.nodes = [at.get(i, n) for i, n in enumerate(graph.nodes)
+                       if i in at or id(n) not in v.removed]
         opsets.setdefault(DOMAIN, 1)
     return count
