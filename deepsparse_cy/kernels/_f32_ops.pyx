@@ -12,6 +12,7 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
     void dscy_gelu_array(const float *x, float *y, long n)
     double dscy_exp_shift_array(const float *x, float *y, long n, float m)
     float dscy_max_array(const float *x, long n)
+    void dscy_clip_array(const float *x, float *y, long n, float lo, float hi)
     void dscy_quantize_u8(const float *x, unsigned char *y, long n, float scale, float zp)
     void dscy_quantize_s8(const float *x, signed char *y, long n, float scale, float zp)
 
@@ -117,3 +118,19 @@ def quantize_s8(const float[::1] x,        # IN
             lo = c * CHUNK
             hi = lo + CHUNK if lo + CHUNK < n else n
             dscy_quantize_s8(&x[lo], &out[lo], hi - lo, scale, zp)
+
+
+def clip(const float[::1] x,   # IN
+         float[::1] out,        # OUT (may alias x)
+         float lo, float hi, int num_threads=1):
+    """min(max(x, lo), hi) with NaN propagated; Relu is clip(x, 0, inf)."""
+    cdef Py_ssize_t c, n = x.shape[0], nc, a, b
+    cdef int nt = _nt(n, num_threads)
+    if n == 0:
+        return
+    nc = (n + CHUNK - 1) // CHUNK
+    with nogil:
+        for c in prange(nc, num_threads=nt, schedule="static"):
+            a = c * CHUNK
+            b = a + CHUNK if a + CHUNK < n else n
+            dscy_clip_array(&x[a], &out[a], b - a, lo, hi)

@@ -1,5 +1,6 @@
-"""Compiled FP32 overrides for ops numpy does slowly: Erf, (Log)Softmax over the last axis, and
-per-tensor QuantizeLinear from float32 to u8/s8.
+"""Compiled FP32 overrides for ops numpy does slowly: Erf, (Log)Softmax over the last axis,
+Relu/Clip (numpy's NaN-propagating maximum runs ~5x slower than an add), and per-tensor
+QuantizeLinear from float32 to u8/s8.
 
 Registered after the references (modules named fast_* import last) for the same opsets; every
 case the kernel does not cover (other dtypes, non-trailing softmax axis) goes to the reference.
@@ -15,6 +16,11 @@ from .registry import Op, register
 
 def _threads(ctx):
     return int(ctx.num_threads or 1)
+
+
+def _contig(x):
+    # np.ascontiguousarray would turn a 0-d array into shape (1,)
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
 
 def _flat_out(x, out):
@@ -36,7 +42,7 @@ class Erf(Op):
         out = outs[0] if outs else None
         if x.dtype != np.float32:
             return [_ew.Erf(x, out=out) if out is not None else _ew.Erf(x)]
-        x = np.ascontiguousarray(x)
+        x = _contig(x)
         y = _flat_out(x, out)
         _f32_ops.erf(x.reshape(-1), y.reshape(-1), self.nt)
         return [y]
@@ -61,7 +67,7 @@ class _SoftmaxBase(Op):
         trailing = nd > 0 and (a == nd - 1 or (self.legacy and 0 <= a < nd))
         if x.dtype != np.float32 or not trailing or x.size == 0:
             return [_sm._softmax(x, self.axis, self.legacy, self.log, out)]
-        x = np.ascontiguousarray(x)
+        x = _contig(x)
         n = x.shape[-1] if not self.legacy else int(np.prod(x.shape[a:]))
         y = _flat_out(x, out)
         with np.errstate(all="ignore"):
@@ -123,7 +129,7 @@ class _QuantizeLinearFast(Op):
                 or zdt not in (np.uint8, np.int8) or self.block_size or self.output_dtype
                 or s.dtype != np.float32 or not float(s.reshape(-1)[0]) > 0):
             return [self._reference(x, s, z)]
-        x = np.ascontiguousarray(x)
+        x = _contig(x)
         y = out if (out is not None and out.dtype == zdt and out.flags.c_contiguous
                     and out.shape == x.shape) else np.empty(x.shape, zdt)
         zp = int(z.reshape(-1)[0]) if z is not None else 0
@@ -135,3 +141,43 @@ class _QuantizeLinearFast(Op):
 for _since in (10, 13, 19, 21):
     register("QuantizeLinear", since=_since)(
         type(f"QuantizeLinear_{_since}", (_QuantizeLinearFast,), {"since": _since}))
+
+
+class _ClipBase(Op):
+    kernel_name = "f32_clip"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+
+    def _fast(self, x, out, lo, hi):
+        x = _contig(x)
+        y = _flat_out(x, out)
+        _f32_ops.clip(x.reshape(-1), y.reshape(-1), lo, hi, self.nt)
+        return [y]
+
+
+@register("Relu", since=1)
+class Relu(_ClipBase):
+    def run(self, inputs, outs):
+        x = inputs[0]
+        out = outs[0] if outs else None
+        if x.dtype != np.float32:
+            return [_ew.Relu(x, out=out) if out is not None else _ew.Relu(x)]
+        return self._fast(x, out, 0.0, np.inf)
+
+
+@register("Clip", since=11)
+class Clip(_ClipBase):
+    def run(self, inputs, outs):
+        x = inputs[0]
+        lo = inputs[1] if len(inputs) > 1 else None
+        hi = inputs[2] if len(inputs) > 2 else None
+        out = outs[0] if outs else None
+        if x.dtype != np.float32 or (lo is not None and lo.size != 1) or (hi is not None and hi.size != 1):
+            return [_ew.Clip(x, lo, hi, out=out) if out is not None else _ew.Clip(x, lo, hi)]
+        flo = float(lo.reshape(-1)[0]) if lo is not None else -np.inf
+        fhi = float(hi.reshape(-1)[0]) if hi is not None else np.inf
+        if flo > fhi:   # the spec's "min > max gives max everywhere"
+            flo = fhi
+        return self._fast(x, out, flo, fhi)

@@ -77,3 +77,14 @@ def test_quantize_nan_saturates_low_like_onnxruntime():
     s8 = np.empty(4, np.int8)
     _f32_ops.quantize_s8(x, s8, 0.1, 3, 1)
     np.testing.assert_array_equal(s8, [-128, 3, 127, -128])
+
+
+@pytest.mark.parametrize("n", [1, 33, 70000, 250001])
+def test_clip_and_relu(n):
+    x = (np.random.default_rng(n).standard_normal(n) * 10).astype(np.float32)
+    x[0] = np.nan
+    y = np.empty_like(x)
+    _f32_ops.clip(x, y, -1.5, 6.0, 2)
+    np.testing.assert_array_equal(y, np.clip(x, -1.5, 6.0))   # NaN stays NaN, as np.clip
+    _f32_ops.clip(x, y, 0.0, np.inf, 2)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))

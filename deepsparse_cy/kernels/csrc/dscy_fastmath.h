@@ -125,6 +125,16 @@ static inline void dscy_quantize_s8(const float *restrict x, signed char *restri
     }
 }
 
+/* y = min(max(x, lo), hi); NaN stays NaN (both comparisons are false for it), as ONNX Clip. */
+static inline void dscy_clip_array(const float *restrict x, float *restrict y, long n,
+                                   float lo, float hi) {
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        v = v < lo ? lo : v;
+        y[i] = v > hi ? hi : v;
+    }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
