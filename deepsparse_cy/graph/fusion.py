@@ -21,10 +21,10 @@ Rewrites (new ops live in domain ``com.deepsparse_cy``, see ops/fast_quant.py, o
   bias fused); denser float weights stay on numpy's BLAS.
 
 The QDQ rewrite ending in QuantizeLinear -> DequantizeLinear -> Add(bias) (onnxruntime's order)
-drops the intermediate u8 round trip by default: the kernel writes float acc * s_x * s_w + bias
-directly, which differs from the unfused graph by at most s_y / 2 per element (and by the
-saturation of values outside the calibrated range). DEEPSPARSE_CY_QDQ_EXACT=1 keeps the round trip
-(u8 out of the kernel, dequantize + bias in numpy) for bit-level agreement with the QDQ graph.
+keeps the intermediate u8 round trip by default (u8 out of the kernel, dequantize + bias after),
+so the engine computes what the file says. DEEPSPARSE_CY_QDQ_FAST=1 drops it: the kernel then
+writes float acc * s_x * s_w + bias directly, which differs from the file's semantics by up to
+s_y / 2 per element and by the saturation of values outside the calibrated range.
 """
 from __future__ import annotations
 
@@ -107,7 +107,8 @@ def _scalar(v):
 
 
 def _exact_default():
-    return os.environ.get("DEEPSPARSE_CY_QDQ_EXACT", "") in ("1", "true")
+    # exact QDQ semantics unless the user opts into the faster, not bit-faithful epilogue
+    return os.environ.get("DEEPSPARSE_CY_QDQ_FAST", "") not in ("1", "true")
 
 
 # --- int8 weight recovery ---------------------------------------------------------------------
