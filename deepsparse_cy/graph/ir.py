@@ -205,7 +205,7 @@ def graph_from_proto(g, opsets, base_dir=None, subgraph=False):
     graph.outer_names = used - defined
     if not subgraph:
         # Only subgraphs read enclosing scopes; at the top an unknown name is a broken model.
-        undefined = sorted(graph.outer_names)
+        undefined = sorted(graph.outer_names, key=repr)   # names may be bytes (bad UTF-8)
         missing_out = [o for o in graph.output_names if o not in defined]
         if undefined or missing_out:
             readers = [nd.describe() for nd in nodes if set(nd.inputs) & graph.outer_names]
@@ -222,7 +222,7 @@ def graph_from_proto(g, opsets, base_dir=None, subgraph=False):
         own = set(x for x in n.inputs if x)
         imp = []
         for sub in _subgraphs(n):
-            for nm in sorted(sub.outer_names):
+            for nm in sorted(sub.outer_names, key=repr):
                 if nm not in own and nm not in imp:
                     imp.append(nm)
         n.implicit_inputs = imp
