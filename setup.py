@@ -34,6 +34,7 @@ PER_ISA = [
 SINGLE = [
     ("deepsparse_cy.kernels._cpuid", "deepsparse_cy/kernels/_cpuid.pyx", []),
     ("deepsparse_cy.kernels._f32_ops", "deepsparse_cy/kernels/_f32_ops.pyx", []),
+    ("deepsparse_cy.kernels._f32_fused", "deepsparse_cy/kernels/_f32_fused.pyx", []),
 ]
 
 sanitize = os.environ.get("DEEPSPARSE_CY_SANITIZE") == "1"

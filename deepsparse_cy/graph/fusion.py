@@ -98,8 +98,10 @@ class _View:
         return name
 
     def commit(self):
-        self.g.nodes = [n for n in self.g.nodes if id(n) not in self.removed] + self.added
-        return len(self.added)
+        # a node added by one rewrite may be absorbed by a later one (Gelu into FusedMatMul)
+        added = [n for n in self.added if id(n) not in self.removed]
+        self.g.nodes = [n for n in self.g.nodes if id(n) not in self.removed] + added
+        return len(added)
 
 
 def _scalar(v):
@@ -424,12 +426,393 @@ def _fuse_sparse_f32(v, min_sparsity=SPARSE_F32_MIN):
     return count
 
 
+# --- FP32 fusions (ops/fast_fused.py) ------------------------------------------------------------
+
+def _live(v, name):
+    """Live consumer nodes of `name`, each once."""
+    seen, res = set(), []
+    for n in v.cons.get(name, []):
+        if id(n) not in v.removed and id(n) not in seen:
+            seen.add(id(n))
+            res.append(n)
+    return res
+
+
+def _onnx(n, op_type):
+    return n is not None and n.op_type == op_type and n.domain in ("", "ai.onnx")
+
+
+def _other(node, name):
+    """The other input of a binary node reading `name`, or None."""
+    if len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    if a == name and b != name:
+        return b
+    if b == name and a != name:
+        return a
+    return None
+
+
+def _sconst(v, name):
+    """Float value of a constant float scalar (any rank, one element), else None."""
+    c = v.const(name)
+    if c is None or c.size != 1 or c.dtype.kind != "f":
+        return None
+    return float(np.asarray(c).reshape(()))
+
+
+def _near(a, b, rtol=1e-4):
+    return a is not None and abs(a - b) <= rtol * abs(b)
+
+
+def _fuse_gelu(v):
+    """x -> Div(sqrt2) | Mul(1/sqrt2) -> Erf -> Add(1) -> Mul(x) -> Mul(0.5), either Mul order
+    (also x * 0.5 computed first) ==> Gelu(x)."""
+    count = 0
+    for erf in list(v.g.nodes):
+        if id(erf) in v.removed or not _onnx(erf, "Erf"):
+            continue
+        d = v.producer.get(erf.inputs[0])
+        if d is None or id(d) in v.removed or v.sole(d.outputs[0]) is not erf or len(d.inputs) != 2:
+            continue
+        c = _sconst(v, d.inputs[1])
+        if not ((_onnx(d, "Div") and _near(c, 2 ** 0.5)) or (_onnx(d, "Mul") and _near(c, 2 ** -0.5))):
+            continue
+        x = d.inputs[0]
+        if v.const(x) is not None or v.const(d.inputs[1]).dtype != np.float32:
+            continue
+        add = v.sole(erf.outputs[0], "Add")
+        if add is None or not _near(_sconst(v, _other(add, erf.outputs[0])), 1.0):
+            continue
+        m1 = v.sole(add.outputs[0], "Mul")
+        o1 = _other(m1, add.outputs[0]) if m1 is not None else None
+        if o1 is None:
+            continue
+        nodes = [d, erf, add, m1]
+        out = None
+        if o1 == x or _near(_sconst(v, o1), 0.5):
+            m2 = v.sole(m1.outputs[0], "Mul")
+            o2 = _other(m2, m1.outputs[0]) if m2 is not None else None
+            if o2 is not None and ((o1 == x and _near(_sconst(v, o2), 0.5)) or (o1 != x and o2 == x)):
+                nodes.append(m2)
+                out = m2.outputs[0]
+        else:
+            p = v.producer.get(o1)
+            if _onnx(p, "Mul") and id(p) not in v.removed and v.sole(o1) is m1 \
+                    and x in p.inputs and _near(_sconst(v, _other(p, x)), 0.5):
+                nodes.append(p)
+                out = m1.outputs[0]
+        if out is None:
+            continue
+        v.replace(nodes, Node("Gelu", DOMAIN, [x], [out], {}, erf.name, erf.index))
+        count += 1
+    return count
+
+
+def _fuse_matmul_f32(v):
+    """MatMul(x, const W[K, N] f32) [-> Add(const b[N])] [-> Gelu | Relu] ==> FusedMatMul."""
+    count = 0
+    for mm in list(v.g.nodes):
+        if id(mm) in v.removed or not _onnx(mm, "MatMul") or len(mm.inputs) != 2:
+            continue
+        w = v.const(mm.inputs[1])
+        if w is None or w.dtype != np.float32 or w.ndim != 2 or v.const(mm.inputs[0]) is not None:
+            continue
+        n = w.shape[1]
+        ins, absorbed, out, act = [mm.inputs[0], mm.inputs[1]], [mm], mm.outputs[0], ""
+        add, b = _bias_after(v, out, n)
+        if add is not None:
+            ins.append(_other(add, out))
+            absorbed.append(add)
+            out = add.outputs[0]
+        rd = _live(v, out) if out not in v.outputs else []
+        if len(rd) == 1 and ((rd[0].op_type == "Gelu" and rd[0].domain == DOMAIN)
+                             or _onnx(rd[0], "Relu")):
+            act = rd[0].op_type
+            absorbed.append(rd[0])
+            out = rd[0].outputs[0]
+        v.replace(absorbed, Node("FusedMatMul", DOMAIN, ins, [out], {"activation": act},
+                                 mm.name, mm.index))
+        count += 1
+    return count
+
+
+def _last_axis(v, x, axes):
+    if axes is None:
+        return False
+    axes = [int(a) for a in np.asarray(axes).reshape(-1)]
+    if axes == [-1]:
+        return True
+    vi = v.g.value_info.get(x)
+    shape = getattr(vi, "shape", None) if vi is not None else None
+    return len(axes) == 1 and shape is not None and axes[0] == len(shape) - 1
+
+
+def _reduce_axes(v, rm):
+    if len(rm.inputs) > 1 and rm.inputs[1]:
+        return v.const(rm.inputs[1])
+    return rm.attrs.get("axes")
+
+
+def _fuse_layernorm(v):
+    """LayerNormalization over the last axis, and torch's ReduceMean decomposition
+    (ReduceMean -> Sub -> Pow(2) | Mul(d, d) -> ReduceMean -> Add(eps) -> Sqrt -> Div
+    [-> Mul(gamma)] [-> Add(beta)]) ==> LayerNorm(x, '', gamma, beta)."""
+    count = 0
+    for ln in list(v.g.nodes):
+        if id(ln) in v.removed or not _onnx(ln, "LayerNormalization"):
+            continue
+        if any(o for o in ln.outputs[1:]) or not _last_axis(v, ln.inputs[0], [ln.attrs.get("axis", -1)]):
+            continue
+        g = v.const(ln.inputs[1])
+        if g is None or g.dtype != np.float32:
+            continue
+        b = ln.inputs[2] if len(ln.inputs) > 2 else ""
+        v.replace([ln], Node("LayerNorm", DOMAIN, [ln.inputs[0], "", ln.inputs[1], b],
+                             [ln.outputs[0]], {"epsilon": float(ln.attrs.get("epsilon", 1e-5))},
+                             ln.name, ln.index))
+        count += 1
+    for rm in list(v.g.nodes):
+        if id(rm) in v.removed or not _onnx(rm, "ReduceMean") or not rm.attrs.get("keepdims", 1):
+            continue
+        x = rm.inputs[0]
+        if not _last_axis(v, x, _reduce_axes(v, rm)):
+            continue
+        sub = v.sole(rm.outputs[0], "Sub")
+        if sub is None or sub.inputs != [x, rm.outputs[0]]:
+            continue
+        d = sub.outputs[0]
+        cs = _live(v, d) if d not in v.outputs else []
+        sq = [n for n in cs if (_onnx(n, "Pow") and n.inputs[0] == d
+                                and _near(_sconst(v, n.inputs[1]), 2.0))
+              or (_onnx(n, "Mul") and n.inputs == [d, d])]
+        dv = [n for n in cs if _onnx(n, "Div") and n.inputs[0] == d]
+        if len(cs) != 2 or len(sq) != 1 or len(dv) != 1:
+            continue
+        rm2 = v.sole(sq[0].outputs[0], "ReduceMean")
+        if rm2 is None or not rm2.attrs.get("keepdims", 1) \
+                or not _last_axis(v, x, _reduce_axes(v, rm2)):
+            continue
+        add = v.sole(rm2.outputs[0], "Add")
+        eps = _sconst(v, _other(add, rm2.outputs[0])) if add is not None else None
+        sqrt = v.sole(add.outputs[0], "Sqrt") if eps is not None else None
+        if sqrt is None or dv[0].inputs[1] != sqrt.outputs[0] or v.sole(sqrt.outputs[0]) is not dv[0]:
+            continue
+        nodes = [rm, sub, sq[0], rm2, add, sqrt, dv[0]]
+        y = dv[0].outputs[0]
+        gname = bname = ""
+        mul = v.sole(y, "Mul")
+        gc = v.const(_other(mul, y)) if mul is not None else None
+        if gc is not None and gc.dtype == np.float32 and gc.ndim == 1:
+            gname = _other(mul, y)
+            nodes.append(mul)
+            y = mul.outputs[0]
+        if not gname:
+            continue        # no affine scale: rare, leave it unfused (length of the axis unknown)
+        addb = v.sole(y, "Add")
+        bc = v.const(_other(addb, y)) if addb is not None else None
+        if bc is not None and bc.dtype == np.float32 and bc.ndim == 1:
+            bname = _other(addb, y)
+            nodes.append(addb)
+            y = addb.outputs[0]
+        v.replace(nodes, Node("LayerNorm", DOMAIN, [x, "", gname, bname], [y],
+                              {"epsilon": float(eps)}, rm.name, rm.index))
+        count += 1
+    # residual Add feeding only the LayerNorm: added inside the kernel (SkipLayerNorm)
+    for ln in list(v.added):
+        if id(ln) in v.removed or ln.op_type != "LayerNorm" or ln.inputs[1]:
+            continue
+        a = v.prod(ln.inputs[0], "Add")
+        if a is None or len(a.inputs) != 2 or v.sole(a.outputs[0]) is not ln \
+                or any(v.const(i) is not None for i in a.inputs):
+            continue
+        new = Node("LayerNorm", DOMAIN, [a.inputs[0], a.inputs[1]] + ln.inputs[2:], ln.outputs,
+                   dict(ln.attrs), ln.name, ln.index)
+        v.replace([a, ln], new)
+    return count
+
+
+_ATTN_PERM = [0, 2, 1, 3]
+
+
+def _transpose_in(v, name, perm):
+    t = v.prod(name, "Transpose")
+    if t is None or list(t.attrs.get("perm", [])) != perm:
+        return None
+    return t
+
+
+def _fuse_attention(v, opset):
+    """Q/K/V [B,S,H,D] -> Transpose(0,2,1,3) [K: (0,2,3,1), or (0,2,1,3) then (0,1,3,2)] ->
+    MatMul(Q, K') [-> Div(c) | Mul(c)] [-> Add(mask)] -> Softmax(last) -> MatMul(., V') ->
+    Transpose(0,2,1,3) ==> FusedAttention(q, k, v, mask)."""
+    count = 0
+    for sm in list(v.g.nodes):
+        if id(sm) in v.removed or not _onnx(sm, "Softmax"):
+            continue
+        if sm.attrs.get("axis", -1 if opset >= 13 else 1) not in (-1, 3):
+            continue
+        mm2 = v.sole(sm.outputs[0], "MatMul")
+        if mm2 is None or mm2.inputs[0] != sm.outputs[0]:
+            continue
+        nodes = [sm, mm2]
+        t, mask, scale, cur = sm.inputs[0], "", 1.0, sm      # cur: the node reading t
+        add = v.prod(t, "Add")
+        if add is not None and v.sole(t) is sm and len(add.inputs) == 2:
+            for i in (0, 1):
+                p = v.producer.get(add.inputs[i])
+                if p is not None and p.op_type in ("Div", "Mul", "MatMul") and \
+                        v.sole(add.inputs[i]) is add and add.inputs[1 - i] != add.inputs[i]:
+                    mask, t, cur = add.inputs[1 - i], add.inputs[i], add
+                    nodes.append(add)
+                    break
+        sc = v.producer.get(t)
+        if sc is not None and id(sc) not in v.removed and v.sole(t) is cur and \
+                (_onnx(sc, "Div") or _onnx(sc, "Mul")) and len(sc.inputs) == 2:
+            ci = 1 if v.const(sc.inputs[1]) is not None or sc.op_type == "Div" else 0
+            c = _sconst(v, sc.inputs[ci])
+            if c is not None and c != 0 and v.const(sc.inputs[ci]).dtype == np.float32:
+                scale = 1.0 / c if sc.op_type == "Div" else c
+                nodes.append(sc)
+                t, cur = sc.inputs[1 - ci], sc
+        mm1 = v.prod(t, "MatMul")
+        if mm1 is None or v.sole(t) is not cur:
+            continue
+        nodes.append(mm1)
+        tq = _transpose_in(v, mm1.inputs[0], _ATTN_PERM)
+        tk = _transpose_in(v, mm1.inputs[1], [0, 2, 3, 1])
+        tks = [tk]
+        if tk is None:
+            tk2 = _transpose_in(v, mm1.inputs[1], [0, 1, 3, 2])
+            tk = _transpose_in(v, tk2.inputs[0], _ATTN_PERM) if tk2 is not None else None
+            tks = [tk2, tk]
+        tv = _transpose_in(v, mm2.inputs[1], _ATTN_PERM)
+        to = v.sole(mm2.outputs[0], "Transpose")
+        if tq is None or tk is None or tv is None or to is None \
+                or list(to.attrs.get("perm", [])) != _ATTN_PERM:
+            continue
+        nodes.append(to)
+        # the input transposes go only when the attention was their sole reader
+        readers = {tq.outputs[0]: mm1, tv.outputs[0]: mm2, tks[0].outputs[0]: mm1}
+        if len(tks) == 2:
+            readers[tks[1].outputs[0]] = tks[0]
+        for tn in [tq, tv] + tks:
+            if v.sole(tn.outputs[0]) is readers[tn.outputs[0]] and tn not in nodes:
+                if tn is tks[-1] and len(tks) == 2 and tks[0] not in nodes:
+                    continue
+                nodes.append(tn)
+        v.replace(nodes, Node("FusedAttention", DOMAIN,
+                              [tq.inputs[0], tk.inputs[0], tv.inputs[0], mask], [to.outputs[0]],
+                              {"scale": float(scale)}, mm1.name, mm1.index))
+        count += 1
+    return count
+
+
+def _conv_activation(v, y, opset):
+    """(activation, params, absorbed nodes, output) of the activation reading conv output y."""
+    if y in v.outputs:
+        return None
+    cs = _live(v, y)
+    if len(cs) == 1:
+        a = cs[0]
+        if a.domain not in ("", "ai.onnx"):
+            return None
+        if a.op_type in ("Relu", "HardSwish", "Sigmoid"):
+            return a.op_type, [], [a], a.outputs[0]
+        if a.op_type == "LeakyRelu":
+            return "LeakyRelu", [float(a.attrs.get("alpha", 0.01))], [a], a.outputs[0]
+        if a.op_type == "HardSigmoid":
+            return ("HardSigmoid", [float(a.attrs.get("alpha", 0.2)),
+                                    float(a.attrs.get("beta", 0.5))], [a], a.outputs[0])
+        if a.op_type == "Clip":
+            if opset < 11:
+                lo, hi = a.attrs.get("min", -3.4028234663852886e38), a.attrs.get("max", 3.4028234663852886e38)
+            else:
+                lo = hi = None
+                ok = True
+                for i, dflt in ((1, -np.inf), (2, np.inf)):
+                    if len(a.inputs) > i and a.inputs[i]:
+                        c = _sconst(v, a.inputs[i])
+                        ok &= c is not None
+                        if i == 1:
+                            lo = c
+                        else:
+                            hi = c
+                    elif i == 1:
+                        lo = dflt
+                    else:
+                        hi = dflt
+                if not ok:
+                    return None
+            return "Clip", [float(lo), float(hi)], [a], a.outputs[0]
+        return None
+    if len(cs) == 2:
+        mul = [n for n in cs if _onnx(n, "Mul")]
+        gate = [n for n in cs if _onnx(n, "Sigmoid") or _onnx(n, "HardSigmoid")]
+        if len(mul) != 1 or len(gate) != 1 or sorted(mul[0].inputs) != sorted([y, gate[0].outputs[0]]) \
+                or v.sole(gate[0].outputs[0]) is not mul[0]:
+            return None
+        g = gate[0]
+        if g.op_type == "Sigmoid":
+            return "SiLU", [], [g, mul[0]], mul[0].outputs[0]
+        if _near(float(g.attrs.get("alpha", 0.2)), 1 / 6, 1e-6) and \
+                _near(float(g.attrs.get("beta", 0.5)), 0.5, 1e-6):
+            return "HardSwish", [], [g, mul[0]], mul[0].outputs[0]
+    return None
+
+
+def _fuse_conv_f32(v, opset):
+    """Conv(const f32 W) [-> Add(residual)] [-> Relu | Clip | HardSwish | SiLU (Sigmoid * x) |
+    HardSigmoid * x | LeakyRelu | HardSigmoid | Sigmoid] ==> FusedConv (epilogue in place)."""
+    count = 0
+    for cv in list(v.g.nodes):
+        if id(cv) in v.removed or not _onnx(cv, "Conv"):
+            continue
+        w = v.const(cv.inputs[1])
+        b = cv.inputs[2] if len(cv.inputs) > 2 else ""
+        if w is None or w.dtype != np.float32 or w.ndim < 3 or (b and v.const(b) is None) \
+                or v.const(cv.inputs[0]) is not None:
+            continue
+        y, absorbed, z = cv.outputs[0], [cv], ""
+        add = v.sole(y, "Add")
+        if add is not None:
+            o = _other(add, y)
+            if o is not None and v.const(o) is None:
+                z = o
+                absorbed.append(add)
+                y = add.outputs[0]
+        act = _conv_activation(v, y, opset)
+        if act is None and not z:
+            continue
+        attrs = dict(cv.attrs)
+        if act is not None:
+            attrs["activation"], attrs["activation_params"] = act[0], act[1]
+            absorbed += act[2]
+            y = act[3]
+        v.replace(absorbed, Node("FusedConv", DOMAIN, [cv.inputs[0], cv.inputs[1], b, z], [y],
+                                 attrs, cv.name, cv.index))
+        count += 1
+    return count
+
+
+def _fp32_enabled():
+    return os.environ.get("DEEPSPARSE_CY_NO_FP32_FUSION", "") not in ("1", "true")
+
+
 def fuse(graph, opsets, exact=None):
     """Apply every fusion; returns the number of rewrites."""
     exact = _exact_default() if exact is None else exact
     v = _View(graph)
     count = _fuse_qlinear_matmul(v) + _fuse_matmul_integer(v) + _fuse_qdq_matmul(v, exact)
     count += _fuse_sparse_f32(v)
+    if _fp32_enabled():
+        opset = opsets.get("", opsets.get("ai.onnx", 13))
+        count += _fuse_gelu(v)
+        count += _fuse_matmul_f32(v)
+        count += _fuse_layernorm(v)
+        count += _fuse_attention(v, opset)
+        count += _fuse_conv_f32(v, opset)
     from .fusion_conv import fuse_qconv; count += fuse_qconv(graph, opsets, exact)  # noqa: E702
     if count:
         v.commit()

@@ -1,0 +1,126 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""FP32 kernels for the fused ops of ops/fast_fused.py: bias + activation epilogues applied in
+place on a GEMM / conv output, LayerNorm rows (optionally with the residual add), and the
+scale + mask + softmax step of attention over [batch, heads, queries, keys] scores.
+
+Row-parallel with OpenMP (one thread below ~32K elements: waking a thread costs more). The C
+bodies (csrc/f32_fused.h) exist as a baseline and an AVX2+FMA copy; `set_avx2` picks one
+(ops/fast_fused.py sets it from kernels.kernel_isa()).
+"""
+from cython.parallel cimport prange
+
+cdef extern from "csrc/f32_fused.h" nogil:
+    void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act, float p0, float p1)
+    void dscy_layernorm(int avx2, const float *x, const float *skip, float *y, long n,
+                        const float *g, const float *b, float eps)
+    void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
+    int DSCY_F_NONE, DSCY_F_RELU, DSCY_F_CLIP, DSCY_F_GELU, DSCY_F_HARDSWISH, DSCY_F_SILU
+    int DSCY_F_HARDSIGMOID, DSCY_F_LEAKYRELU, DSCY_F_SIGMOID
+
+ACTIVATIONS = {"": DSCY_F_NONE, "Relu": DSCY_F_RELU, "Clip": DSCY_F_CLIP, "Gelu": DSCY_F_GELU,
+               "HardSwish": DSCY_F_HARDSWISH, "SiLU": DSCY_F_SILU,
+               "HardSigmoid": DSCY_F_HARDSIGMOID, "LeakyRelu": DSCY_F_LEAKYRELU,
+               "Sigmoid": DSCY_F_SIGMOID}
+
+DEF SMALL = 32768
+
+cdef int _avx2 = 0
+
+
+def set_avx2(bint on):
+    """Use the AVX2+FMA copies of the kernels (only when the CPU has them)."""
+    global _avx2
+    _avx2 = 1 if on else 0
+
+
+def avx2_enabled():
+    return bool(_avx2)
+
+
+cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
+    if n < SMALL or num_threads < 1:
+        return 1
+    return num_threads
+
+
+def bias_act_inplace(float[:, ::1] y,           # IN/OUT [rows, n]
+                     const float[::1] bias,      # IN [n] or None
+                     int act=0, float p0=0, float p1=0, int num_threads=1):
+    """y = act(y + bias) row by row, bias along the last axis (act codes: ACTIVATIONS)."""
+    cdef Py_ssize_t r, rows = y.shape[0], n = y.shape[1]
+    cdef const float *b = NULL
+    cdef int av = _avx2
+    if rows == 0 or n == 0:
+        return
+    if bias is not None:
+        if bias.shape[0] != n:
+            raise ValueError(f"bias has {bias.shape[0]} values, rows have {n}")
+        b = &bias[0]
+    with nogil:
+        for r in prange(rows, num_threads=_nt(rows * n, num_threads), schedule="static"):
+            dscy_bias_act(av, &y[r, 0], b, n, act, p0, p1)
+
+
+def bias_add_inplace(float[:, ::1] y, const float[::1] bias, int num_threads=1):
+    bias_act_inplace(y, bias, DSCY_F_NONE, 0, 0, num_threads)
+
+
+def bias_gelu_inplace(float[:, ::1] y, const float[::1] bias, int num_threads=1):
+    """y = gelu_erf(y + bias): the exact GELU torch exports, in one pass over y."""
+    bias_act_inplace(y, bias, DSCY_F_GELU, 0, 0, num_threads)
+
+
+def layernorm(const float[:, ::1] x,      # IN  [rows, n]
+              const float[:, ::1] skip,   # IN  [rows, n] residual added first, or None
+              const float[::1] gamma,     # IN  [n]
+              const float[::1] beta,      # IN  [n] or None
+              float eps,
+              float[:, ::1] out,          # OUT [rows, n], not aliasing x / skip
+              int num_threads=1):
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
+    cdef const float *sk = NULL
+    cdef const float *b = NULL
+    cdef int av = _avx2
+    if rows == 0 or n == 0:
+        return
+    if gamma.shape[0] != n or (beta is not None and beta.shape[0] != n):
+        raise ValueError("LayerNorm scale/bias length differs from the normalised axis")
+    if out.shape[0] != rows or out.shape[1] != n:
+        raise ValueError("LayerNorm output shape differs from the input's")
+    if skip is not None:
+        if skip.shape[0] != rows or skip.shape[1] != n:
+            raise ValueError("LayerNorm skip shape differs from the input's")
+    if beta is not None:
+        b = &beta[0]
+    if skip is not None:
+        sk = &skip[0, 0]
+    with nogil:
+        for r in prange(rows, num_threads=_nt(rows * n, num_threads), schedule="static"):
+            dscy_layernorm(av, &x[r, 0], sk + r * n if sk != NULL else NULL, &out[r, 0], n,
+                           &gamma[0], b, eps)
+
+
+def scale_mask_softmax(float[:, :, :, ::1] s,           # IN/OUT [B, H, S, T] scores
+                       const float[:, :, :, :] mask,  # IN broadcast view [B, H, S, T] (unit last stride) or None
+                       float scale, int num_threads=1):
+    """s = softmax(s * scale + mask) over the last axis, in place."""
+    cdef Py_ssize_t B = s.shape[0], H = s.shape[1], S = s.shape[2], T = s.shape[3]
+    cdef Py_ssize_t rows = B * H * S, r, bi, hi, qi
+    cdef int av = _avx2
+    cdef bint has_mask = mask is not None
+    if rows == 0 or T == 0:
+        return
+    if has_mask and (mask.shape[0] != B or mask.shape[1] != H or mask.shape[2] != S
+                     or mask.shape[3] != T):
+        raise ValueError("attention mask view must have the scores' shape")
+    if has_mask and T > 1 and mask.strides[3] != sizeof(float):
+        raise ValueError("attention mask view needs a unit stride along keys")
+    with nogil:
+        for r in prange(rows, num_threads=_nt(rows * T, num_threads), schedule="static"):
+            bi = r // (H * S)
+            hi = (r // S) % H
+            qi = r % S
+            if has_mask:
+                dscy_scale_mask_softmax(av, &s[bi, hi, qi, 0], &mask[bi, hi, qi, 0], T, scale)
+            else:
+                dscy_scale_mask_softmax(av, &s[bi, hi, qi, 0], NULL, T, scale)

@@ -1,0 +1,175 @@
+/* FP32 row kernels behind the graph fusions (ops/fast_fused.py): bias + activation epilogues,
+ * LayerNorm (optionally with the residual add), and scale + mask + softmax of attention scores.
+ *
+ * Every kernel is one always-inline body compiled twice: a baseline copy and an
+ * __attribute__((target("avx2,fma"))) copy (8-wide, FMA), chosen at run time by the Cython
+ * wrapper (kernels.kernel_isa(), so DEEPSPARSE_CY_ISA=generic forces the baseline copy). The
+ * module itself is built without -m flags, so the wheel still runs on SSE2-only machines.
+ * Reductions keep 8 explicit partial sums: gcc vectorises those without -ffast-math.
+ */
+#ifndef DSCY_F32_FUSED_H
+#define DSCY_F32_FUSED_H
+#include <math.h>
+#include "dscy_fastmath.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")   /* same options as dscy_fastmath.h: inlining + selects */
+#endif
+
+#define DSCY_INLINE static inline __attribute__((always_inline))
+#define DSCY_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+/* exp as in dscy_fastmath.h (same range reduction and polynomial), written so gcc if-converts and
+ * vectorises it: floor through __builtin_floorf (vroundps), the exponent bits through a union,
+ * no NaN select (NaN propagates through the arithmetic). dscy_expf's loops stay scalar. */
+DSCY_INLINE float dscy_vexpf(float x) {
+    const float hi = 88.3762626647949f, lo = -87.3365447505531f;
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    float fl = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - fl * 0.693359375f;
+    r = r - fl * -2.12194440e-4f;
+    float r2 = r * r;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r2 + r + 1.0f;
+    union { int32_t i; float f; } p2;
+    p2.i = ((int32_t)fl + 127) << 23;
+    float res = y * p2.f;
+    res = x > hi ? __builtin_inff() : res;
+    return x < lo ? 0.0f : res;
+}
+
+enum { DSCY_F_NONE = 0, DSCY_F_RELU = 1, DSCY_F_CLIP = 2, DSCY_F_GELU = 3, DSCY_F_HARDSWISH = 4,
+       DSCY_F_SILU = 5, DSCY_F_HARDSIGMOID = 6, DSCY_F_LEAKYRELU = 7, DSCY_F_SIGMOID = 8 };
+
+/* y[i] = act(y[i] + bias[i % n]) over one row of n (bias may be NULL). */
+DSCY_INLINE void dscy_bias_act_body(float *restrict y, const float *restrict bias, long n,
+                                    int act, float p0, float p1) {
+    if (bias) for (long i = 0; i < n; i++) y[i] += bias[i];
+    switch (act) {
+    case DSCY_F_RELU:
+        for (long i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        break;
+    case DSCY_F_CLIP:
+        for (long i = 0; i < n; i++) { float v = y[i] < p0 ? p0 : y[i]; y[i] = v > p1 ? p1 : v; }
+        break;
+    case DSCY_F_GELU:
+        for (long i = 0; i < n; i++)
+            y[i] = 0.5f * y[i] * (1.0f + dscy_erff(y[i] * 0.70710678118654752440f));
+        break;
+    case DSCY_F_HARDSWISH:   /* x * clip(x/6 + 1/2, 0, 1), ONNX HardSwish */
+        for (long i = 0; i < n; i++) {
+            float h = y[i] * (1.0f / 6.0f) + 0.5f;
+            h = h < 0.0f ? 0.0f : h; h = h > 1.0f ? 1.0f : h;
+            y[i] = y[i] * h;
+        }
+        break;
+    case DSCY_F_HARDSIGMOID:  /* clip(alpha x + beta, 0, 1) */
+        for (long i = 0; i < n; i++) {
+            float h = y[i] * p0 + p1;
+            h = h < 0.0f ? 0.0f : h; y[i] = h > 1.0f ? 1.0f : h;
+        }
+        break;
+    case DSCY_F_SILU:
+        for (long i = 0; i < n; i++) y[i] = y[i] / (1.0f + dscy_vexpf(-y[i]));
+        break;
+    case DSCY_F_SIGMOID:
+        for (long i = 0; i < n; i++) y[i] = 1.0f / (1.0f + dscy_vexpf(-y[i]));
+        break;
+    case DSCY_F_LEAKYRELU:
+        for (long i = 0; i < n; i++) y[i] = y[i] < 0.0f ? y[i] * p0 : y[i];
+        break;
+    default:
+        break;
+    }
+}
+
+DSCY_INLINE float dscy_sum8(const float *restrict x, long n) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += x[i + k];
+    for (; i < n; i++) s[0] += x[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* One LayerNorm row: t = x (+ skip); y = (t - mean) / sqrt(var + eps) * g + b (b may be NULL).
+ * Two passes (mean, then the variance of t - mean) as the ONNX reference computes it; t is
+ * staged in y, so y may not alias x or skip. */
+DSCY_INLINE void dscy_layernorm_body(const float *restrict x, const float *restrict skip,
+                                     float *restrict y, long n, const float *restrict g,
+                                     const float *restrict b, float eps) {
+    const float *t = x;
+    if (skip) {
+        for (long i = 0; i < n; i++) y[i] = x[i] + skip[i];
+        t = y;
+    }
+    float mean = dscy_sum8(t, n) / (float)n;
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) { float d = t[i + k] - mean; s[k] += d * d; }
+    for (; i < n; i++) { float d = t[i] - mean; s[0] += d * d; }
+    float var = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (float)n;
+    float inv = 1.0f / sqrtf(var + eps);
+    if (b) for (long j = 0; j < n; j++) y[j] = (t[j] - mean) * inv * g[j] + b[j];
+    else   for (long j = 0; j < n; j++) y[j] = (t[j] - mean) * inv * g[j];
+}
+
+/* Attention scores row in place: s = softmax(s * scale + mask) (mask may be NULL). */
+DSCY_INLINE void dscy_scale_mask_softmax_body(float *restrict s, const float *restrict mask,
+                                              long n, float scale) {
+    if (mask) for (long j = 0; j < n; j++) s[j] = s[j] * scale + mask[j];
+    else      for (long j = 0; j < n; j++) s[j] = s[j] * scale;
+    float m8[8];
+    for (int k = 0; k < 8; k++) m8[k] = s[0];
+    long j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) m8[k] = s[j + k] > m8[k] ? s[j + k] : m8[k];
+    float m = m8[0];
+    for (int k = 1; k < 8; k++) m = m8[k] > m ? m8[k] : m;
+    for (; j < n; j++) m = s[j] > m ? s[j] : m;
+    for (long i = 0; i < n; i++) s[i] = dscy_vexpf(s[i] - m);
+    float inv = 1.0f / dscy_sum8(s, n);
+    for (long i = 0; i < n; i++) s[i] *= inv;
+}
+
+/* Baseline and AVX2+FMA copies of each body. */
+#define DSCY_TWO_COPIES(name, params, args)                        \
+    static void name##_generic params { name##_body args; }          \
+    DSCY_TARGET_AVX2 static void name##_avx2 params { name##_body args; }
+
+DSCY_TWO_COPIES(dscy_bias_act, (float *y, const float *bias, long n, int act, float p0, float p1),
+                (y, bias, n, act, p0, p1))
+DSCY_TWO_COPIES(dscy_layernorm, (const float *x, const float *skip, float *y, long n,
+                                 const float *g, const float *b, float eps),
+                (x, skip, y, n, g, b, eps))
+DSCY_TWO_COPIES(dscy_scale_mask_softmax, (float *s, const float *mask, long n, float scale),
+                (s, mask, n, scale))
+
+static inline void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act,
+                                 float p0, float p1) {
+    if (avx2) dscy_bias_act_avx2(y, bias, n, act, p0, p1);
+    else dscy_bias_act_generic(y, bias, n, act, p0, p1);
+}
+static inline void dscy_layernorm(int avx2, const float *x, const float *skip, float *y, long n,
+                                  const float *g, const float *b, float eps) {
+    if (avx2) dscy_layernorm_avx2(x, skip, y, n, g, b, eps);
+    else dscy_layernorm_generic(x, skip, y, n, g, b, eps);
+}
+static inline void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n,
+                                           float scale) {
+    if (avx2) dscy_scale_mask_softmax_avx2(s, mask, n, scale);
+    else dscy_scale_mask_softmax_generic(s, mask, n, scale);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+#endif

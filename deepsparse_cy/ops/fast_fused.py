@@ -1,0 +1,221 @@
+"""FP32 fused ops (domain com.deepsparse_cy) written by graph/fusion.py; never in model files.
+
+    Gelu(x)                               0.5 x (1 + erf(x / sqrt 2)), torch's exact GELU
+    FusedMatMul(x, W[K,N], bias?)         x @ W as ONE GEMM over all leading rows, written into the
+        activation, activation_params     output buffer, then bias + activation in one pass
+    LayerNorm(x, skip?, gamma, beta?)     LayerNorm over the last axis of (x + skip), one kernel
+        epsilon
+    FusedAttention(q, k, v, mask?)        softmax(scale * q' k' + mask) v' per (batch, head) with
+        scale                             q' = q.T(0,2,1,3), k' = k.T(0,2,3,1), v' = v.T(0,2,1,3),
+                                          output transposed back (0,2,1,3); all strided BLAS views,
+                                          no transposed copies
+    FusedConv(x, W, B?, Z?)               Conv (+ Z) + activation applied in place on the output
+        activation, activation_params
+
+Activations: Relu, Clip(min, max), Gelu, HardSwish, SiLU (x * sigmoid x), HardSigmoid(alpha,
+beta), LeakyRelu(alpha), Sigmoid — kernels/_f32_fused.pyx. Every op falls back to numpy for
+non-float32 or unexpected layouts, so a fused graph computes what the unfused graph does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..errors import ShapeError
+from ..kernels import _f32_fused as _k
+from . import conv as _conv
+from . import elementwise as _ew
+from ._spatial import scratch
+from .registry import Op, register
+
+DOMAIN = "com.deepsparse_cy"
+_k.set_avx2(kernels.kernel_isa() != "generic")
+_F32 = np.dtype(np.float32)
+
+
+def _threads(ctx):
+    return int(ctx.num_threads or 1)
+
+
+def _act(node):
+    a = node.attrs.get("activation", "") or ""
+    if isinstance(a, bytes):
+        a = a.decode()
+    if a not in _k.ACTIVATIONS:
+        raise ShapeError(f"unsupported fused activation {a!r}")
+    p = [float(v) for v in (node.attrs.get("activation_params") or [])]
+    if a == "Clip":
+        p = [p[0] if len(p) > 0 else -np.inf, p[1] if len(p) > 1 else np.inf]
+    elif a == "HardSigmoid":
+        p = [p[0] if len(p) > 0 else 0.2, p[1] if len(p) > 1 else 0.5]
+    elif a == "LeakyRelu":
+        p = [p[0] if p else 0.01]
+    p = (p + [0.0, 0.0])[:2]
+    return _k.ACTIVATIONS[a], a, p
+
+
+def _act_inplace(y, code, p, nt):
+    """act on a C-contiguous float32 array in place, in rows of ~4K elements."""
+    if code == 0 or y.size == 0:
+        return y
+    n = y.shape[-1] if y.ndim else 1
+    if y.ndim < 2 or n < 256:
+        n = y.size
+        for c in (4096, 2048, 1024, 512, 256):
+            if y.size % c == 0:
+                n = c
+                break
+    _k.bias_act_inplace(y.reshape(-1, n), None, code, p[0], p[1], nt)
+    return y
+
+
+def _out(shape, out):
+    if out is not None and out.dtype == _F32 and out.shape == tuple(shape) \
+            and out.flags.c_contiguous:
+        return out
+    return np.empty(shape, np.float32)
+
+
+@register("Gelu", since=1, domain=DOMAIN)
+class Gelu(Op):
+    kernel_name = "f32_bias_act"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        if x.dtype != _F32:     # the fusion matched float32 constants, so this is a safety net
+            return [(0.5 * x * (1 + _ew.Erf(x / np.sqrt(2).astype(x.dtype)))).astype(x.dtype)]
+        y = _out(x.shape, outs[0] if outs else None)
+        np.copyto(y, x)
+        return [_act_inplace(y, _k.ACTIVATIONS["Gelu"], (0.0, 0.0), self.nt)]
+
+
+@register("FusedMatMul", since=1, domain=DOMAIN)
+class FusedMatMul(Op):
+    """x[..., K] @ W[K, N] (+ bias[N]) (+ activation). W constant (checked by the fusion)."""
+
+    kernel_name = "blas+f32_bias_act"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        self.code, self.act, self.p = _act(node)
+        self.w = ctx.const(1)
+        self.bias = ctx.const(2) if len(node.inputs) > 2 and node.inputs[2] else None
+        if self.w is not None:
+            self.w = np.ascontiguousarray(self.w, np.float32)
+        if self.bias is not None:
+            self.bias = np.ascontiguousarray(self.bias, np.float32).reshape(-1)
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        w = self.w if self.w is not None else np.ascontiguousarray(inputs[1], np.float32)
+        b = self.bias
+        if b is None and len(inputs) > 2 and inputs[2] is not None:
+            b = np.ascontiguousarray(inputs[2], np.float32).reshape(-1)
+        if x.ndim < 1 or x.shape[-1] != w.shape[0]:
+            raise ShapeError(f"MatMul: shapes {x.shape} and {w.shape} are not aligned")
+        K, N = w.shape
+        shape = x.shape[:-1] + (N,)
+        y = _out(shape, outs[0] if outs else None)
+        # one GEMM over all leading rows (numpy's stacked matmul would call BLAS per batch)
+        x2 = x.reshape(-1, K) if x.ndim != 2 else x
+        np.matmul(x2, w, out=y.reshape(-1, N))
+        if b is not None or self.code:
+            _k.bias_act_inplace(y.reshape(-1, N), b, self.code, self.p[0], self.p[1], self.nt)
+        return [y]
+
+
+@register("LayerNorm", since=1, domain=DOMAIN)
+class LayerNorm(Op):
+    """LayerNorm over the last axis of x (+ skip): one kernel pass per row."""
+
+    kernel_name = "f32_layernorm"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        self.eps = float(node.attrs.get("epsilon", 1e-5))
+
+    def run(self, inputs, outs):
+        x, skip, g = inputs[0], inputs[1], inputs[2]
+        b = inputs[3] if len(inputs) > 3 else None
+        if skip is not None and skip.shape != x.shape:
+            x, skip = np.add(x, skip), None            # broadcasting residual: add first
+        n = x.shape[-1]
+        g = np.ascontiguousarray(np.broadcast_to(np.asarray(g, _F32).reshape(-1), (n,)))
+        if b is not None:
+            b = np.ascontiguousarray(np.broadcast_to(np.asarray(b, _F32).reshape(-1), (n,)))
+        y = _out(x.shape, outs[0] if outs else None)
+        if y is x or (skip is not None and y is skip) or np.shares_memory(y, x):
+            y = np.empty(x.shape, np.float32)
+        xc = np.ascontiguousarray(x, _F32).reshape(-1, n)
+        sc = np.ascontiguousarray(skip, _F32).reshape(-1, n) if skip is not None else None
+        _k.layernorm(xc, sc, g, b, self.eps, y.reshape(-1, n), self.nt)
+        return [y]
+
+
+@register("FusedAttention", since=1, domain=DOMAIN)
+class FusedAttention(Op):
+    """Scaled dot-product attention over q/k/v in [B, S, H, D] (the Reshape outputs the
+    exporter transposes): scores per (batch, head) by strided BLAS on views, scale + mask +
+    softmax rows in one kernel, the context written straight into the [B, S, H, D] output."""
+
+    kernel_name = "blas+f32_softmax_mask"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        self.scale = float(node.attrs.get("scale", 1.0))
+
+    def run(self, inputs, outs):
+        q, k, v = inputs[0], inputs[1], inputs[2]
+        mask = inputs[3] if len(inputs) > 3 else None
+        if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+            raise ShapeError(f"attention inputs must be 4-D, got {q.shape}, {k.shape}, {v.shape}")
+        qv = q.transpose(0, 2, 1, 3)                 # [B, H, S, D]
+        kv = k.transpose(0, 2, 3, 1)                 # [B, H, D, T]
+        vv = v.transpose(0, 2, 1, 3)                 # [B, H, T, Dv]
+        bs = np.broadcast_shapes(qv.shape[:2], kv.shape[:2], vv.shape[:2])
+        if qv.shape[3] != kv.shape[2] or kv.shape[3] != vv.shape[2]:
+            raise ShapeError(f"attention shapes do not align: {q.shape}, {k.shape}, {v.shape}")
+        B, H, S, T = bs[0], bs[1], qv.shape[2], kv.shape[3]
+        sc = scratch(("attn_scores", id(self)), (B, H, S, T), _F32)
+        np.matmul(qv, kv, out=sc)
+        mb = None
+        if mask is not None:
+            mb = np.broadcast_to(np.asarray(mask, _F32), (B, H, S, T))
+            if T > 1 and mb.strides[3] != 4:
+                mb = np.ascontiguousarray(mb)
+        _k.scale_mask_softmax(sc, mb, self.scale, self.nt)
+        oshape = (B, S, H, vv.shape[3])
+        y = _out(oshape, outs[0] if outs else None)
+        np.matmul(sc, vv, out=y.transpose(0, 2, 1, 3))
+        return [y]
+
+
+@register("FusedConv", since=1, domain=DOMAIN)
+class FusedConv(_conv.Conv):
+    """Conv (ops/conv.py's ConvCore, bias folded in its GEMM) + optional sum input Z +
+    activation, the last two in place on the conv output."""
+
+    kernel_name = "conv+f32_bias_act"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        self.code, self.act, self.p = _act(node)
+
+    def run(self, inputs, outs):
+        z = inputs[3] if len(inputs) > 3 else None
+        y = super().run(inputs[:3], outs)[0]
+        if z is not None:
+            np.add(y, z, out=y, casting="unsafe")
+        if y.dtype == _F32 and y.flags.c_contiguous:
+            _act_inplace(y, self.code, self.p, self.nt)
+        elif self.code:
+            raise ShapeError("FusedConv activation needs a float32 contiguous output")
+        return [y]
