@@ -17,8 +17,10 @@ The QDQ tail absorbed after the Conv, each step optional, in this order::
 * The Q -> DQ round trip of the conv output (onnxruntime quantizes every Conv output, then
   BatchNormalization runs in float) is dropped, as fusion.py does for QGemm: the composite epilogue
   acc * s_x * s_w * k + b differs from the unfused graph by at most half a step of that
-  intermediate scale (times the BN factor). DEEPSPARSE_CY_QDQ_EXACT=1 keeps it: the rewrite then
-  stops at that QuantizeLinear and the rest runs unfused.
+  intermediate scale (times the BN factor) -- only with DEEPSPARSE_CY_QDQ_FAST=1. By default
+  (fusion._exact_default) the round trip is kept: the kernel quantizes the conv output to that
+  scale / zero point (attrs mid_*), and QConv applies BN / residual / activation / the final
+  quantization to it in float32 numpy afterwards, as the file computes them.
 * BatchNormalization (constant parameters) folds into per-channel scale and bias.
 * A residual Add takes the other operand as a third input; when it is DequantizeLinear(r_q)
   (per tensor) the quantized r_q is read directly with its scale / zero point.
@@ -130,9 +132,14 @@ def _conv_tail(v, y, n, exact, attrs, absorbed):
             qp = _q_params(v, nxt)
             dq = v.sole(nxt.outputs[0], "DequantizeLinear")
             nn = v.sole(dq.outputs[0]) if dq is not None else None
-            if not exact and qp is not None and dq is not None and _q_params(v, dq) == qp \
+            if qp is not None and dq is not None and _q_params(v, dq) == qp \
                     and nn is not None and nn.domain in ("", "ai.onnx") and nn.op_type in (
                         "BatchNormalization", "Add", "Relu", "Clip"):
+                if exact:
+                    # keep the round trip: the kernel quantizes to (s1, z1), the rest follows
+                    attrs.update(mid_scale=qp[0], mid_zero_point=qp[1], mid_dtype=qp[2].name,
+                                 pre_bias=b)
+                    k, b = np.ones(n, np.float64), np.zeros(n, np.float64)
                 absorbed += [nxt, dq]
                 y, stage = dq.outputs[0], 2
                 continue
@@ -192,9 +199,21 @@ def _conv_tail(v, y, n, exact, attrs, absorbed):
 
 def _finish(v, node_name, index, x, q, s_w, attrs, absorbed, out, residual):
     """Fold post_scale / post_bias into w_scale / bias and emit the QConv node."""
+    bias = np.asarray(attrs.pop("bias", np.zeros(len(s_w))), np.float64)
+    if "mid_scale" in attrs:
+        # exact QDQ: conv -> quantize (mid) in the kernel, post affine applied after it
+        attrs["w_scale"] = np.asarray(s_w, np.float32)
+        attrs["bias"] = (bias + attrs.pop("pre_bias")).astype(np.float32)
+        attrs["post_scale"] = attrs["post_scale"].astype(np.float32)
+        attrs["post_bias"] = attrs["post_bias"].astype(np.float32)
+        wname = v.new_init((node_name or "qconv") + "__w_s8", q)
+        ins = [x, wname] + ([residual] if residual else [])
+        node = Node("QConv", DOMAIN, ins, [out], attrs, node_name, index)
+        v.replace(absorbed, node)
+        v.absorbed_by.append((node, list(absorbed)))
+        return node
     k = attrs.pop("post_scale")
     pb = attrs.pop("post_bias")
-    bias = np.asarray(attrs.pop("bias", np.zeros(len(k))), np.float64)
     q = q.copy()
     zero = k == 0
     q[zero] = 0                              # a BN factor of 0: the channel is its bias

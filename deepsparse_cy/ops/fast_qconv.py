@@ -132,14 +132,27 @@ class QConv(Op):
             self.out_dtype = self.y_dtype
         else:
             self.out_dtype = np.dtype(np.int32 if self.mode == "int32" else np.float32)
+        # exact QDQ tail (fusion_conv): the kernel quantizes to (mid_scale, mid_zero_point),
+        # then f = (q1 - z1) * (mid_scale * post_scale) + post_bias continues in float32
+        self.mid = "mid_scale" in a
+        if self.mid:
+            self.mid_scale = float(a["mid_scale"])
+            self.mid_zp = int(a.get("mid_zero_point", 0))
+            self.mid_dtype = np.dtype(a.get("mid_dtype", "uint8"))
+            self.post_a = (self.mid_scale * np.asarray(a.get("post_scale", 1.0), np.float64)
+                           * np.ones(n)).astype(np.float32)
+            self.post_b = (np.asarray(a.get("post_bias", 0.0), np.float64) * np.ones(n)).astype(
+                np.float32)
         # the kernel finishes the layer unless numpy has work after it
-        self.kernel_final = not (self.has_res or self.float_bias is not None)
+        self.kernel_final = not (self.has_res or self.float_bias is not None or self.mid)
         if self.mode == "requant" and self.kernel_final:
             self.scale = (sxsw / self.y_scale).astype(np.float32)
             self.k_clip = (self.clip[0] / self.y_scale, self.clip[1] / self.y_scale)
         else:
             self.scale = sxsw.astype(np.float32)
             self.k_clip = self.clip
+        if self.mid:
+            self.mid_scale_k = (sxsw / self.mid_scale).astype(np.float32)
 
     @property
     def weight_format(self):
@@ -155,6 +168,8 @@ class QConv(Op):
         """(out_dtype, scale, activation, clip, out_zero_point) for the kernel call."""
         if self.mode == "int32":
             return np.int32, None, None, None, 0
+        if self.mid and self.float_bias is None:
+            return self.mid_dtype, self.mid_scale_k, None, None, self.mid_zp
         act = self.activation if self.kernel_final else None
         if self.mode == "requant" and self.kernel_final:
             return self.y_dtype, self.scale, act, self.k_clip, self.y_zp
@@ -231,6 +246,15 @@ class QConv(Op):
         quantize into out2."""
         if self.float_bias is not None:
             f += self.float_bias
+        if self.mid:
+            if self.float_bias is not None:       # the kernel wrote float: quantize to mid here
+                info = np.iinfo(self.mid_dtype)
+                f = np.clip(np.rint(f / np.float32(self.mid_scale)) + self.mid_zp,
+                            info.min, info.max)
+            f = f.astype(np.float32)
+            f -= np.float32(self.mid_zp)
+            f *= self.post_a
+            f += self.post_b
         if res is not None:
             b, ho, wo, n = shape_nhwc
             if self.res_layout == "NHWC":
@@ -289,8 +313,12 @@ class QConv(Op):
             self._gemm(packs, xn, pads, out2)
         if not self.kernel_final:
             res = inputs[2] if self.has_res and len(inputs) > 2 else None
-            dst = o.reshape(m, n) if self.y_layout == "NHWC" else (
-                out2 if self.mode != "requant" else np.empty((m, n), self.out_dtype))
+            if self.y_layout == "NHWC":
+                dst = o.reshape(m, n)
+            elif self.mode != "requant" and out2.dtype == self.out_dtype:
+                dst = out2
+            else:
+                dst = np.empty((m, n), self.out_dtype)
             out2 = self._finish(out2, res, (b, ho, wo, n), dst)
         if self.y_layout == "NCHW":
             np.copyto(o, out2.reshape(b, ho, wo, n).transpose(0, 3, 1, 2))
