@@ -1,0 +1,340 @@
+"""FP32 fusions (graph/fusion.py -> ops/fast_fused.py): each pattern is matched (the fused op is
+in the compiled program), and the fused graph agrees with the unfused one
+(DEEPSPARSE_CY_NO_FUSION=1) and with onnxruntime on random shapes, batch > 1 and several
+sequence lengths from one compile."""
+import collections
+import math
+
+import numpy as np
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+
+import deepsparse_cy as ds
+from deepsparse_cy.kernels import _f32_fused
+
+ort = pytest.importorskip("onnxruntime")
+
+F = TP.FLOAT
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _init(name, a):
+    return numpy_helper.from_array(np.asarray(a), name)
+
+
+def _ops(engine):
+    return collections.Counter(n.op_type for n, _ in engine._program.steps)
+
+
+def _check(model, feeds_list, fused_op, monkeypatch, count=1, rtol=2e-5):
+    """fused op present `count` times; fused == unfused == onnxruntime on every feed."""
+    e = ds.compile_model(model)
+    ops = _ops(e)
+    assert ops[fused_op] == count, ops
+    with monkeypatch.context() as mp:
+        mp.setenv("DEEPSPARSE_CY_NO_FUSION", "1")
+        u = ds.compile_model(model)
+    assert _ops(u)[fused_op] == 0
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for feeds in feeds_list:
+        xs = [feeds[k] for k in e.input_names]
+        got, ref_u = e.run(xs), u.run(xs)
+        ref = sess.run(None, feeds)
+        for g, r, ru in zip(got, ref, ref_u):
+            assert g.shape == r.shape
+            scale = max(float(np.abs(r).max()), 1e-6)
+            assert float(np.abs(g - r).max()) <= rtol * scale, (fused_op, feeds_list.index(feeds))
+            assert float(np.abs(g - ru).max()) <= rtol * scale
+    return e
+
+
+def _rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+# --- GELU -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", ["div_x_half", "mul_half_x", "half_first"])
+def test_gelu(form, monkeypatch):
+    rng = np.random.default_rng(0)
+    inits = [_init("s2", np.float32(math.sqrt(2))), _init("is2", np.float32(1 / math.sqrt(2))),
+             _init("one", np.float32(1)), _init("half", np.float32(0.5))]
+    first = (helper.make_node("Div", ["x", "s2"], ["d"]) if form != "mul_half_x"
+             else helper.make_node("Mul", ["x", "is2"], ["d"]))
+    nodes = [first, helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["e", "one"], ["a"])]
+    if form == "div_x_half":
+        nodes += [helper.make_node("Mul", ["x", "a"], ["m"]), helper.make_node("Mul", ["m", "half"], ["y"])]
+    elif form == "mul_half_x":
+        nodes += [helper.make_node("Mul", ["a", "half"], ["m"]), helper.make_node("Mul", ["x", "m"], ["y"])]
+    else:
+        nodes += [helper.make_node("Mul", ["x", "half"], ["h"]), helper.make_node("Mul", ["h", "a"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, ["b", "n"])],
+               [helper.make_tensor_value_info("y", F, None)], inits)
+    feeds = [{"x": 3 * _rand(rng, b, n)} for b, n in ((1, 7), (4, 1000), (2, 70000))]
+    _check(m, feeds, "Gelu", monkeypatch)
+
+
+# --- MatMul + bias (+ GELU) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("tail", ["none", "bias", "bias_gelu", "bias_relu"])
+def test_matmul_bias_act(tail, monkeypatch):
+    rng = np.random.default_rng(1)
+    k, n = 48, 72
+    inits = [_init("w", _rand(rng, k, n)), _init("b", _rand(rng, n)),
+             _init("s2", np.float32(math.sqrt(2))), _init("one", np.float32(1)),
+             _init("half", np.float32(0.5))]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"])]
+    out = "mm"
+    if tail != "none":
+        nodes.append(helper.make_node("Add", ["b", "mm"], ["mb"]))   # bias first: either order
+        out = "mb"
+    if tail == "bias_gelu":
+        nodes += [helper.make_node("Div", ["mb", "s2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                  helper.make_node("Add", ["e", "one"], ["a"]),
+                  helper.make_node("Mul", ["mb", "a"], ["m"]),
+                  helper.make_node("Mul", ["m", "half"], ["y"])]
+        out = "y"
+    elif tail == "bias_relu":
+        nodes.append(helper.make_node("Relu", ["mb"], ["y"]))
+        out = "y"
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, ["b", "s", k])],
+               [helper.make_tensor_value_info(out, F, None)], inits)
+    feeds = [{"x": _rand(rng, b, s, k)} for b, s in ((1, 5), (3, 17), (8, 128))]
+    e = _check(m, feeds, "FusedMatMul", monkeypatch, rtol=1e-5)
+    assert _ops(e)["Add"] == 0 and _ops(e)["Erf"] == 0 and _ops(e)["Gelu"] == 0
+
+
+# --- LayerNorm ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("form,skip", [("onnx", False), ("onnx", True), ("decomposed", False),
+                                       ("decomposed", True), ("decomposed18", True)])
+def test_layernorm(form, skip, monkeypatch):
+    rng = np.random.default_rng(2)
+    h = 96
+    inits = [_init("g", 1 + 0.1 * _rand(rng, h)), _init("beta", 0.1 * _rand(rng, h)),
+             _init("two", np.float32(2)), _init("eps", np.float32(1e-5)), _init("ax", np.int64([-1]))]
+    nodes = []
+    x = "x"
+    if skip:
+        nodes.append(helper.make_node("Add", ["x", "r"], ["xr"]))
+        x = "xr"
+    opset = 17
+    if form == "onnx":
+        nodes.append(helper.make_node("LayerNormalization", [x, "g", "beta"], ["y"], axis=-1,
+                                      epsilon=1e-5))
+    else:
+        if form == "decomposed18":
+            opset = 18
+            rm = lambda i, o: helper.make_node("ReduceMean", [i, "ax"], [o])  # noqa: E731
+        else:
+            opset = 13
+            rm = lambda i, o: helper.make_node("ReduceMean", [i], [o], axes=[-1])  # noqa: E731
+        nodes += [rm(x, "mu"), helper.make_node("Sub", [x, "mu"], ["d"]),
+                  helper.make_node("Pow", ["d", "two"], ["d2"]), rm("d2", "var"),
+                  helper.make_node("Add", ["var", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["sd"]),
+                  helper.make_node("Div", ["d", "sd"], ["n"]), helper.make_node("Mul", ["n", "g"], ["ng"]),
+                  helper.make_node("Add", ["ng", "beta"], ["y"])]
+    ins = [helper.make_tensor_value_info("x", F, ["b", "s", h])]
+    if skip:
+        ins.append(helper.make_tensor_value_info("r", F, ["b", "s", h]))
+    m = _model(nodes, ins, [helper.make_tensor_value_info("y", F, None)], inits, opset)
+    feeds = []
+    for b, s in ((1, 3), (2, 50), (8, 128)):
+        f = {"x": 2 + 3 * _rand(rng, b, s, h)}
+        if skip:
+            f["r"] = _rand(rng, b, s, h)
+        feeds.append(f)
+    e = _check(m, feeds, "LayerNorm", monkeypatch, rtol=1e-5)
+    assert _ops(e)["Add"] == 0 and _ops(e)["ReduceMean"] == 0
+
+
+# --- attention ------------------------------------------------------------------------------
+
+def _attention_model(heads, hd, *, scale_op="Div", k_form="0231", mask=True, opset=17):
+    """BERT self-attention as torch.onnx writes it, from projections q/k/v [B, S, H*D] (graph
+    inputs) with shape-derived Reshapes, mask [B, 1, 1, S] added to the scaled scores."""
+    H = heads * hd
+    inits = [_init("c0", np.int64([0])), _init("c1", np.int64([1])), _init("nh", np.int64([heads])),
+             _init("hd", np.int64([hd])), _init("hid", np.int64([H])),
+             _init("sc", np.float32(math.sqrt(hd) if scale_op == "Div" else 1 / math.sqrt(hd)))]
+    n = [helper.make_node("Shape", ["q"], ["qs"]),
+         helper.make_node("Gather", ["qs", "c0"], ["bd"], axis=0),
+         helper.make_node("Gather", ["qs", "c1"], ["sd"], axis=0),
+         helper.make_node("Concat", ["bd", "sd", "nh", "hd"], ["hs"], axis=0),
+         helper.make_node("Concat", ["bd", "sd", "hid"], ["ms"], axis=0)]
+    for t in "qkv":
+        n.append(helper.make_node("Reshape", [t, "hs"], [t + "4"]))
+    n.append(helper.make_node("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]))
+    if k_form == "0231":
+        n.append(helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]))
+    else:
+        n += [helper.make_node("Transpose", ["k4"], ["k0"], perm=[0, 2, 1, 3]),
+              helper.make_node("Transpose", ["k0"], ["kt"], perm=[0, 1, 3, 2])]
+    n += [helper.make_node("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+          helper.make_node("MatMul", ["qt", "kt"], ["s0"]),
+          helper.make_node(scale_op, ["s0", "sc"], ["s1"])]
+    last = "s1"
+    if mask:
+        n.append(helper.make_node("Add", ["s1", "mask"], ["s2"]))
+        last = "s2"
+    n += [helper.make_node("Softmax", [last], ["p"], axis=-1 if opset >= 13 else 3),
+          helper.make_node("MatMul", ["p", "vt"], ["c"]),
+          helper.make_node("Transpose", ["c"], ["ct"], perm=[0, 2, 1, 3]),
+          helper.make_node("Reshape", ["ct", "ms"], ["y"])]
+    ins = [helper.make_tensor_value_info(t, F, ["b", "s", H]) for t in "qkv"]
+    if mask:
+        ins.append(helper.make_tensor_value_info("mask", F, ["b", 1, 1, "s"]))
+    return _model(n, ins, [helper.make_tensor_value_info("y", F, None)], inits, opset)
+
+
+def _attention_feeds(rng, heads, hd, shapes, mask=True):
+    out = []
+    for b, s in shapes:
+        f = {t: _rand(rng, b, s, heads * hd) for t in "qkv"}
+        if mask:
+            m = np.zeros((b, 1, 1, s), np.float32)
+            for i in range(1, b):          # trailing padding on all rows but the first
+                m[i, ..., s - (i * s) // (b + 1):] = np.finfo(np.float32).min
+            f["mask"] = m
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize("heads,hd,scale_op,k_form,mask,opset", [
+    (4, 16, "Div", "0231", True, 17), (12, 32, "Mul", "0231", True, 17),
+    (2, 8, "Div", "0213+0132", True, 17), (3, 5, "Mul", "0231", False, 17),
+    (4, 16, "Div", "0231", True, 11)])
+def test_attention(heads, hd, scale_op, k_form, mask, opset, monkeypatch):
+    rng = np.random.default_rng(3)
+    m = _attention_model(heads, hd, scale_op=scale_op, k_form=k_form, mask=mask, opset=opset)
+    feeds = _attention_feeds(rng, heads, hd, [(1, 7), (3, 33), (8, 128)], mask)
+    e = _check(m, feeds, "FusedAttention", monkeypatch, rtol=2e-5)
+    ops = _ops(e)
+    assert ops["Transpose"] == 0 and ops["Softmax"] == 0 and ops["MatMul"] == 0
+
+
+def test_attention_transpose_shared_stays(monkeypatch):
+    """A transposed Q read by another node too keeps its Transpose; the rest still fuses."""
+    m = _attention_model(2, 8)
+    extra = helper.make_node("ReduceSum", ["qt"], ["qsum"], keepdims=0)
+    m.graph.node.append(extra)
+    m.graph.output.append(helper.make_tensor_value_info("qsum", F, None))
+    rng = np.random.default_rng(4)
+    e = _check(m, _attention_feeds(rng, 2, 8, [(2, 9)]), "FusedAttention", monkeypatch)
+    assert _ops(e)["Transpose"] == 1
+
+
+# --- Conv + activation ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("act", ["Relu", "Clip6", "HardSwish", "SiLU", "HardSigmoidMul",
+                                 "LeakyRelu", "AddRelu", "Add"])
+@pytest.mark.parametrize("kind", ["3x3", "1x1", "dw"])
+def test_conv_activation(act, kind, monkeypatch):
+    rng = np.random.default_rng(5)
+    c, m_ = (8, 8) if kind == "dw" else (6, 10)
+    k = 1 if kind == "1x1" else 3
+    group = c if kind == "dw" else 1
+    w = _rand(rng, m_, c // group, k, k)
+    inits = [_init("w", w), _init("b", _rand(rng, m_)), _init("lo", np.float32(0)),
+             _init("hi", np.float32(6))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y0"], pads=[k // 2] * 4, group=group)]
+    y = "y0"
+    if act.startswith("Add"):
+        nodes.append(helper.make_node("Add", ["y0", "z"], ["y1"]))
+        y = "y1"
+        act = act[3:]
+    if act == "Relu":
+        nodes.append(helper.make_node("Relu", [y], ["out"]))
+    elif act == "Clip6":
+        nodes.append(helper.make_node("Clip", [y, "lo", "hi"], ["out"]))
+    elif act == "HardSwish":
+        nodes.append(helper.make_node("HardSwish", [y], ["out"]))
+    elif act == "SiLU":
+        nodes += [helper.make_node("Sigmoid", [y], ["sg"]), helper.make_node("Mul", [y, "sg"], ["out"])]
+    elif act == "HardSigmoidMul":
+        nodes += [helper.make_node("HardSigmoid", [y], ["sg"], alpha=1 / 6, beta=0.5),
+                  helper.make_node("Mul", ["sg", y], ["out"])]
+    elif act == "LeakyRelu":
+        nodes.append(helper.make_node("LeakyRelu", [y], ["out"], alpha=0.1))
+    else:
+        nodes.append(helper.make_node("Identity", [y], ["out"]))
+    ins = [helper.make_tensor_value_info("x", F, ["n", c, "h", "w"])]
+    if "z" in [i for nd in nodes for i in nd.input]:
+        ins.append(helper.make_tensor_value_info("z", F, ["n", m_, "h", "w"]))
+    model = _model(nodes, ins, [helper.make_tensor_value_info("out", F, None)], inits)
+    feeds = []
+    for n, h, w_ in ((1, 5, 6), (2, 17, 9), (3, 40, 40)):
+        f = {"x": 2 * _rand(rng, n, c, h, w_)}
+        if len(ins) > 1:
+            f["z"] = _rand(rng, n, m_, h, w_)
+        feeds.append(f)
+    e = _check(model, feeds, "FusedConv", monkeypatch, rtol=1e-5)
+    assert _ops(e)["Conv"] == 0
+
+
+def test_conv_output_read_twice_not_fused(monkeypatch):
+    """The conv output is also a graph output: the activation must not be fused into it."""
+    rng = np.random.default_rng(6)
+    inits = [_init("w", _rand(rng, 4, 3, 3, 3))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["y"], ["r"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 3, 8, 8])],
+               [helper.make_tensor_value_info("y", F, None), helper.make_tensor_value_info("r", F, None)],
+               inits)
+    e = ds.compile_model(m)
+    assert _ops(e)["FusedConv"] == 0 and _ops(e)["Relu"] == 1
+
+
+# --- kernels against numpy ------------------------------------------------------------------
+
+@pytest.mark.parametrize("avx2", [False, True])
+def test_kernels_both_copies(avx2):
+    from deepsparse_cy.kernels import cpu_features
+    if avx2 and not (cpu_features().get("avx2") and cpu_features().get("fma")):
+        pytest.skip("no AVX2+FMA")
+    rng = np.random.default_rng(7)
+    was = _f32_fused.avx2_enabled()
+    _f32_fused.set_avx2(avx2)
+    try:
+        y = 4 * _rand(rng, 37, 203)
+        b = _rand(rng, 203)
+        got = y.copy()
+        _f32_fused.bias_gelu_inplace(got, b, 2)
+        t = (y + b).astype(np.float64)
+        erf = np.vectorize(math.erf)
+        np.testing.assert_allclose(got, 0.5 * t * (1 + erf(t / math.sqrt(2))), rtol=1e-5, atol=1e-6)
+        x, r = 5 + _rand(rng, 300, 130), _rand(rng, 300, 130)
+        g, be = _rand(rng, 130), _rand(rng, 130)
+        out = np.empty_like(x)
+        _f32_fused.layernorm(x, r, g, be, 1e-5, out, 2)
+        t = (x + r).astype(np.float64)
+        ref = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-5) * g + be
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=2e-5)
+        s = 10 * _rand(rng, 2, 3, 5, 67)
+        mk = np.where(rng.random((2, 1, 1, 67)) < 0.3, np.float32(-1e30), np.float32(0))
+        got = s.copy()
+        _f32_fused.scale_mask_softmax(got, np.broadcast_to(mk, s.shape), 0.25, 2)
+        t = s.astype(np.float64) * 0.25 + mk
+        e = np.exp(t - t.max(-1, keepdims=True))
+        np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+    finally:
+        _f32_fused.set_avx2(was)
+
+
+def test_bert_tiny_fused_vs_onnxruntime(monkeypatch):
+    """The zoo's torch-style BERT (fused LayerNormalization and the opset-13 decomposition):
+    every block fused, dynamic batch and sequence from one compile."""
+    from deepsparse_cy import zoo
+    from deepsparse_cy.zoo.bert import BERT_TINY, build_bert, replace
+    for cfg in (BERT_TINY, replace(BERT_TINY, opset=13, layernorm="decomposed")):
+        m = build_bert(cfg, name="bert-tiny")
+        feeds = [zoo.example_inputs(m, batch=b, seq=s, seed=b) for b, s in ((1, 16), (3, 41), (8, 128))]
+        e = _check(m, feeds, "FusedAttention", monkeypatch, count=2, rtol=1e-4)
+        ops = _ops(e)
+        assert ops["FusedMatMul"] == 12 and ops["LayerNorm"] == 5 and ops["Softmax"] == 0 \
+            and ops["Erf"] == 0 and ops["MatMul"] == 0
