@@ -23,11 +23,19 @@ chosen per layer by pack_qs8's cost model):
   zero-point-shifted values, which is exact integer arithmetic (|x - zx| * |w| <= 255 * 128, so
   kh*kw <= 513 taps stay below 2**24); then the same epilogue as the kernels, in numpy.
 
+On the first run each sparse layer is timed once against the dense kernel on its real columns
+and the faster kept (DEEPSPARSE_CY_NO_TUNE=1 keeps pack_qs8's choice); outputs are bit-identical
+either way.
+
 The requantizing epilogue (bias, scale, ReLU/Clip, round half even, saturate) runs in the kernel
 unless a residual is added or the bias does not fit int32, in which case the kernel writes float
 and numpy finishes (residual add, activation, compiled QuantizeLinear).
 """
 from __future__ import annotations
+
+import os
+import threading
+import time
 
 import numpy as np
 
@@ -37,6 +45,7 @@ from ..kernels import _f32_ops
 from ..kernels.conv import conv_output_hw, conv_weight_matrix, im2col_nhwc
 from .registry import Op, register
 
+TUNE_MIN = 1 << 16        # columns (M*K bytes) below which the first-run timing is not worth it
 _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
                  "unstructured": "qs8_spmm_unstructured"}
 
@@ -104,6 +113,10 @@ class QConv(Op):
             self.kernel_isa = kernels.kernel_builds().get(fam, kernels.kernel_isa())
         self._dense = None
         self.flops = None
+        self._tuned = [self.depthwise or os.environ.get("DEEPSPARSE_CY_NO_TUNE", "") in ("1", "true")
+                       ] * self.group
+        self._tune_lock = threading.Lock()
+        self.tune_times = None
 
         # epilogue: f = float32(acc + bias_i32) * scale, as the kernels compute it
         n = self.cout
@@ -143,6 +156,20 @@ class QConv(Op):
                            * np.ones(n)).astype(np.float32)
             self.post_b = (np.asarray(a.get("post_bias", 0.0), np.float64) * np.ones(n)).astype(
                 np.float32)
+        if self.mid:
+            self.post_b0 = (self.post_b.astype(np.float64)
+                            - self.mid_zp * self.post_a.astype(np.float64)).astype(np.float32)
+        # Relu / Clip before a u8/s8 QuantizeLinear whose saturation bounds lie inside the
+        # activation's range is the saturation itself: rint(max(f, 0) / s) + z = sat(rint(f / s)
+        # + z) when z is the type's minimum (exactly, rint is monotone). Saves a numpy pass.
+        self.act_implied = False
+        if self.mode == "requant" and self.activation in ("relu", "clip"):
+            info = np.iinfo(self.y_dtype)
+            ys, yz = float(a["y_scale"]), int(a.get("y_zero_point", 0))
+            lo = 0.0 if self.activation == "relu" else self.clip[0]
+            hi = np.inf if self.activation == "relu" else self.clip[1]
+            self.act_implied = (lo == 0.0 and yz == info.min
+                                and hi >= (info.max - yz + 0.5) * ys)
         # the kernel finishes the layer unless numpy has work after it
         self.kernel_final = not (self.has_res or self.float_bias is not None or self.mid)
         if self.mode == "requant" and self.kernel_final:
@@ -191,11 +218,38 @@ class QConv(Op):
                                    pad_value=self.zx)
             sl = slice(g * self.cout_g, (g + 1) * self.cout_g)
             bias = None if self.bias_i32 is None else self.bias_i32[sl]
-            kernels.qs8_matmul(cols, p, bias=bias, scale=None if scale is None else scale[sl],
-                               out_dtype=odt, out_zero_point=zp, x_zero_point=self.zx,
-                               activation=act, clip=clip, num_threads=nt,
-                               out=out2[:, sl] if self.group > 1 else out2)
+            kw = dict(bias=bias, scale=None if scale is None else scale[sl], out_dtype=odt,
+                      out_zero_point=zp, x_zero_point=self.zx, activation=act, clip=clip,
+                      num_threads=nt, out=out2[:, sl] if self.group > 1 else out2)
+            if packs is self.packs and not self._tuned[g]:
+                p = self._tune(g, cols, kw)
+            kernels.qs8_matmul(cols, p, **kw)
         return out2
+
+    def _tune(self, g, cols, kw):
+        """First run: time the chosen sparse format against the dense kernel on the real
+        columns and keep the faster (the chooser's cost model counts weight work only; on conv
+        shapes the per-call activation repack over M*K can dominate). Results are bit-identical
+        whichever format runs."""
+        with self._tune_lock:
+            p = self.packs[g]
+            if self._tuned[g] or p.format == "dense" or cols.shape[0] * cols.shape[1] < TUNE_MIN:
+                self._tuned[g] = True
+                return p
+            d = kernels.pack_qs8(p.unpack(), "dense")
+            ts = {}
+            for _ in range(2):
+                for name, pk in (("sparse", p), ("dense", d)):
+                    t0 = time.perf_counter()
+                    kernels.qs8_matmul(cols, pk, **kw)
+                    ts[name] = min(ts.get(name, np.inf), time.perf_counter() - t0)
+            if ts["dense"] < 0.9 * ts["sparse"]:
+                self.packs[g] = p = d
+                self.kernel_name = _KERNEL_NAMES["dense"] + ("_grouped" if self.group > 1 else "")
+                self.kernel_isa = kernels.kernel_builds().get("qs8_gemm", kernels.kernel_isa())
+            self.tune_times = {k: round(v * 1e3, 3) for k, v in ts.items()}
+            self._tuned[g] = True
+            return p
 
     def _depthwise(self, xn, pads, ho, wo, out2):
         """Exact integer depthwise conv in float32 (see module docstring), then the epilogue."""
@@ -251,10 +305,11 @@ class QConv(Op):
                 info = np.iinfo(self.mid_dtype)
                 f = np.clip(np.rint(f / np.float32(self.mid_scale)) + self.mid_zp,
                             info.min, info.max)
-            f = f.astype(np.float32)
-            f -= np.float32(self.mid_zp)
-            f *= self.post_a
-            f += self.post_b
+            # (q1 - z1) * a + b as q1 * a + (b - z1 * a): two passes, the cast fused in the first
+            g = np.empty(f.shape, np.float32)
+            np.multiply(f, self.post_a, out=g, dtype=np.float32)
+            g += self.post_b0
+            f = g
         if res is not None:
             b, ho, wo, n = shape_nhwc
             if self.res_layout == "NHWC":
@@ -263,13 +318,14 @@ class QConv(Op):
                 r = np.broadcast_to(res, (b, n, ho, wo)).transpose(0, 2, 3, 1)
             f4 = f.reshape(shape_nhwc)
             if self.res_q:
-                rf = r.astype(np.float32)
-                rf -= np.float32(self.res_zp)
-                rf *= np.float32(self.res_scale)
+                rf = np.multiply(r, np.float32(self.res_scale), dtype=np.float32)
+                rf -= np.float32(self.res_zp * self.res_scale)
                 f4 += rf
             else:
                 f4 += r
-        if self.activation == "relu":
+        if self.act_implied:
+            pass        # the final quantization's saturation is the activation
+        elif self.activation == "relu":
             np.maximum(f, np.float32(0), out=f)
         elif self.activation == "clip":
             np.minimum(np.maximum(f, np.float32(self.clip[0]), out=f), np.float32(self.clip[1]),
