@@ -12,6 +12,12 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
     void dscy_gelu_array(const float *x, float *y, long n)
     double dscy_exp_shift_array(const float *x, float *y, long n, float m)
     float dscy_max_array(const float *x, long n)
+    void dscy_dw_plane_generic(const float *plane, long phase_len, const float *w,
+                               const int *tph, const long *toff, int K, long Q1, long O0,
+                               long O1, float bias, float *out)
+    void dscy_dw_plane_avx2(const float *plane, long phase_len, const float *w,
+                            const int *tph, const long *toff, int K, long Q1, long O0,
+                            long O1, float bias, float *out)
     void dscy_clip_array(const float *x, float *y, long n, float lo, float hi)
     void dscy_quantize_u8(const float *x, unsigned char *y, long n, float scale, float zp)
     void dscy_quantize_s8(const float *x, signed char *y, long n, float scale, float zp)
@@ -134,3 +140,37 @@ def clip(const float[::1] x,   # IN
             a = c * CHUNK
             b = a + CHUNK if a + CHUNK < n else n
             dscy_clip_array(&x[a], &out[a], b - a, lo, hi)
+
+
+def dw_conv2d_planes(const float[:, :, ::1] planes,   # IN  [N*C, phases, Q0b*Q1]
+                     const float[:, ::1] w,            # IN  [C, K] per-channel taps
+                     const int[::1] tap_phase,         # IN  [K]
+                     const long[::1] tap_off,          # IN  [K]
+                     long Q1, long O0, long O1,
+                     bias,                             # IN  [C] float32 or None
+                     float[:, ::1] out,                # OUT [N*C, O0*O1]
+                     int num_threads=1,
+                     bint avx2=False):
+    """Depthwise 2-D conv over stride-phase planes (ops/conv.py builds them), bias fused.
+    avx2=True runs the AVX2+FMA build (pass it only when dispatch chose avx2 or above)."""
+    cdef Py_ssize_t p, NC = planes.shape[0], C = w.shape[0]
+    cdef long plen = planes.shape[2]
+    cdef int K = w.shape[1]
+    cdef const float[::1] b
+    cdef bint has_b = bias is not None
+    cdef float zero = 0
+    if has_b:
+        b = bias
+    if NC == 0 or O0 == 0 or O1 == 0:
+        return
+    cdef int nt = _nt(NC * O0 * O1, num_threads)
+    with nogil:
+        for p in prange(NC, num_threads=nt, schedule="static"):
+            if avx2:
+                dscy_dw_plane_avx2(&planes[p, 0, 0], plen, &w[p % C, 0], &tap_phase[0],
+                                   &tap_off[0], K, Q1, O0, O1, b[p % C] if has_b else zero,
+                                   &out[p, 0])
+            else:
+                dscy_dw_plane_generic(&planes[p, 0, 0], plen, &w[p % C, 0], &tap_phase[0],
+                                      &tap_off[0], K, Q1, O0, O1, b[p % C] if has_b else zero,
+                                      &out[p, 0])

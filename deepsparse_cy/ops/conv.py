@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ._spatial import norm_attrs, out_shape, phase_split, resolve_pads, scratch, tap_range
+from ..kernels import ISA as _ISA
+from ..kernels import _f32_ops
 from .registry import Op, register
 
 _FLOATS = (np.float32, np.float64)
@@ -32,10 +34,15 @@ def _as(a, dt):
     return a if a.dtype == dt else a.astype(dt)
 
 
+_AVX2 = _ISA in ("avx2", "avx512", "avx512_vnni")   # which build of the compiled dw kernel
+
+
 class ConvCore:
     """A convolution with fixed attributes and (packed) weight; call .run(x) per input.
 
     Shared by Conv, ConvInteger and QLinearConv. Weights are packed at construction."""
+
+    num_threads = 1      # OpenMP threads of the compiled kernels (Conv sets ctx.num_threads)
 
     def __init__(self, w, b, group, kernel_shape, strides, dilations, pads, auto_pad, dtype):
         self.dtype = np.dtype(dtype)
@@ -182,6 +189,17 @@ class ConvCore:
         Q0b, Q1 = ph.shape[-2:]
         L = O[0] * Q1
         planes = ph.reshape(N * C, s0 * s1, Q0b * Q1)
+        if res.dtype == np.float32 and res.flags.c_contiguous:
+            # compiled row-wise kernel: taps accumulated in registers, bias fused, no crop pass
+            tph = np.array([(t0 * d0 % s0) * s1 + (t1 * d1) % s1 for t0 in range(k0)
+                            for t1 in range(k1)], np.int32)
+            toff = np.array([(t0 * d0 // s0) * Q1 + (t1 * d1) // s1 for t0 in range(k0)
+                             for t1 in range(k1)], np.int64)
+            _f32_ops.dw_conv2d_planes(np.ascontiguousarray(planes, np.float32), self.w_taps_flat,
+                                      tph, toff, Q1, O[0], O[1], self.bias,
+                                      res.reshape(N * C, O[0] * O[1]), self.num_threads,
+                                      _AVX2)
+            return
         acc = scratch(("dw_acc", N * C, L, res.dtype.str), (N * C, L), res.dtype)
         tmp = scratch(("dw_tmp", N * C, L, res.dtype.str), (N * C, L), res.dtype)
         taps = []
@@ -329,6 +347,7 @@ class Conv(Op):
         self.bias_const = len(node.inputs) <= 2 or not node.inputs[2] or b is not None
         if w is not None and self.bias_const:
             self.core = ConvCore(w, b, dtype=compute_dtype(w.dtype), **self.attrs)
+            self.core.num_threads = int(ctx.num_threads or 1)
 
     def run(self, inputs, outs):
         x, w = inputs[0], inputs[1]

@@ -135,6 +135,50 @@ static inline void dscy_clip_array(const float *restrict x, float *restrict y, l
     }
 }
 
+/* Depthwise 2-D convolution of one channel plane, computed row by row.
+ * plane: [phases][Q0b*Q1] stride-phase planes of the padded input (conv.py's phase_split);
+ * tap t reads phase tph[t] at offset toff[t] + o0*Q1 + j. out: [O0][O1].
+ * Columns go in blocks of 32 whose accumulators stay in registers across all taps. Two builds
+ * of one body: baseline x86-64 and AVX2+FMA; the caller picks by the dispatched kernel ISA
+ * (so DEEPSPARSE_CY_ISA=generic runs the baseline one). */
+#define DSCY_DW_PLANE_BODY                                                                    \
+    for (long o0 = 0; o0 < O0; o0++) {                                                        \
+        float *restrict orow = out + o0 * O1;                                                 \
+        long j0 = 0;                                                                          \
+        for (; j0 + 32 <= O1; j0 += 32) {                                                     \
+            float acc[32];                                                                    \
+            for (int j = 0; j < 32; j++) acc[j] = bias;                                       \
+            for (int t = 0; t < K; t++) {                                                     \
+                const float *restrict src = plane + tph[t] * phase_len + toff[t] + o0 * Q1 + j0; \
+                const float wt = w[t];                                                        \
+                for (int j = 0; j < 32; j++) acc[j] += wt * src[j];                           \
+            }                                                                                 \
+            for (int j = 0; j < 32; j++) orow[j0 + j] = acc[j];                               \
+        }                                                                                     \
+        if (j0 < O1) {                                                                        \
+            long n = O1 - j0;                                                                 \
+            for (long j = 0; j < n; j++) orow[j0 + j] = bias;                                 \
+            for (int t = 0; t < K; t++) {                                                     \
+                const float *restrict src = plane + tph[t] * phase_len + toff[t] + o0 * Q1 + j0; \
+                const float wt = w[t];                                                        \
+                for (long j = 0; j < n; j++) orow[j0 + j] += wt * src[j];                     \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+#define DSCY_DW_PLANE_ARGS                                                                    \
+    (const float *restrict plane, long phase_len, const float *restrict w,                    \
+     const int *restrict tph, const long *restrict toff, int K, long Q1, long O0, long O1,    \
+     float bias, float *restrict out)
+
+static void dscy_dw_plane_generic DSCY_DW_PLANE_ARGS { DSCY_DW_PLANE_BODY }
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+static void dscy_dw_plane_avx2 DSCY_DW_PLANE_ARGS { DSCY_DW_PLANE_BODY }
+#else
+#define dscy_dw_plane_avx2 dscy_dw_plane_generic
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
