@@ -183,7 +183,8 @@ class FusedAttention(Op):
         if qv.shape[3] != kv.shape[2] or kv.shape[3] != vv.shape[2]:
             raise ShapeError(f"attention shapes do not align: {q.shape}, {k.shape}, {v.shape}")
         B, H, S, T = bs[0], bs[1], qv.shape[2], kv.shape[3]
-        sc = scratch(("attn_scores", id(self)), (B, H, S, T), _F32)
+        # one per-thread score buffer shared by every attention layer (they run one at a time)
+        sc = scratch(("attn_scores", B, H, S, T), (B, H, S, T), _F32)
         np.matmul(qv, kv, out=sc)
         mb = None
         if mask is not None:
