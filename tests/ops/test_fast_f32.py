@@ -88,3 +88,34 @@ def test_clip_and_relu(n):
     np.testing.assert_array_equal(y, np.clip(x, -1.5, 6.0))   # NaN stays NaN, as np.clip
     _f32_ops.clip(x, y, 0.0, np.inf, 2)
     np.testing.assert_array_equal(y, np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("avx2", [False, True])
+@pytest.mark.parametrize("C,H,W,s,d,N", [(5, 9, 40, 1, 1, 1), (3, 17, 70, 2, 1, 2),
+                                         (4, 12, 33, 1, 2, 1), (8, 7, 7, 2, 1, 3)])
+def test_depthwise_kernel_both_builds(avx2, C, H, W, s, d, N):
+    """ConvCore's compiled depthwise path (both builds) against a direct numpy convolution."""
+    import deepsparse_cy as ds
+    from deepsparse_cy.ops import conv as conv_mod
+    if avx2 and not ds.cpu_features().get("avx2"):
+        pytest.skip("CPU lacks avx2")
+    rng = np.random.default_rng(C * H + s)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((C, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32)
+    core = conv_mod.ConvCore(w, b, C, None, [s, s], [d, d], [1, 1, 1, 1], None, np.float32)
+    old = conv_mod._AVX2
+    conv_mod._AVX2 = avx2
+    try:
+        y = core.run(x)
+    finally:
+        conv_mod._AVX2 = old
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))).astype(np.float64)
+    O0 = (H + 2 - d * 2 - 1) // s + 1
+    O1 = (W + 2 - d * 2 - 1) // s + 1
+    ref = np.zeros((N, C, O0, O1)) + b[None, :, None, None]
+    for a in range(3):
+        for c in range(3):
+            ref += w[None, :, 0, a, c, None, None] * xp[:, :, a * d: a * d + s * (O0 - 1) + 1: s,
+                                                        c * d: c * d + s * (O1 - 1) + 1: s]
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
