@@ -180,6 +180,12 @@ class QConv(Op):
             self.k_clip = self.clip
         if self.mid:
             self.mid_scale_k = (sxsw / self.mid_scale).astype(np.float32)
+        self._dw_tiles = {}
+        self._dw_f32_exact = False
+        if self.depthwise:
+            bmax = 0 if self.bias_i32 is None else int(np.abs(self.bias_i32).max())
+            self._dw_f32_exact = kh * kw * 255 * 128 + bmax < 2**24
+            self.bias_f32 = None if self.bias_i32 is None else self.bias_i32.astype(np.float32)
 
     @property
     def weight_format(self):
@@ -252,38 +258,70 @@ class QConv(Op):
             return p
 
     def _depthwise(self, xn, pads, ho, wo, out2):
-        """Exact integer depthwise conv in float32 (see module docstring), then the epilogue."""
+        """Exact integer depthwise conv in float32 (see module docstring), then the epilogue.
+
+        NHWC with the tap view's W and C axes merged into one contiguous run of wo*C values
+        (stride 1 directly, strided convs on stride-phase copies), so every multiply-add is a
+        long unit-stride loop against the tap weights tiled wo times; output rows in blocks
+        that keep the accumulator in L2."""
         b, h, w_, c = xn.shape
         kh, kw = self.kernel_shape
         if c != self.group:
             raise ShapeError(f"QConv: input has {c} channels, depthwise weight expects {self.group}")
         ft = np.float32 if kh * kw <= 513 else np.float64
+        n = self.cout
         xp = np.zeros((b, h + pads[0] + pads[2], w_ + pads[1] + pads[3], c), ft)
         np.subtract(xn, ft(self.zx), out=xp[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w_], dtype=ft)
-        mult = self.cout // c
-        if mult > 1:
-            xp = np.repeat(xp, mult, axis=3)
+        if n != c:
+            xp = np.repeat(xp, n // c, axis=3)
         sh, sw = self.strides
         dh, dw = self.dilations
-        acc = np.zeros((b, ho, wo, self.cout), ft)
-        tmp = np.empty_like(acc)
-        taps = self.w_taps.astype(ft)
-        for i in range(kh):
-            for j in range(kw):
-                view = xp[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
-                np.multiply(view, taps[i * kw + j], out=tmp)
-                acc += tmp
-        acc = acc.reshape(-1, self.cout)
+        if (sh, sw) == (1, 1):
+            phases = {(0, 0): xp}
+        else:
+            phases = {(a, bb): np.ascontiguousarray(xp[:, a::sh, bb::sw])
+                      for a in range(sh) for bb in range(sw)}
+        key = (wo, ft)
+        wt = self._dw_tiles.get(key)
+        if wt is None:
+            wt = self._dw_tiles[key] = np.ascontiguousarray(
+                np.tile(self.w_taps.astype(ft), (1, wo)))            # [taps, wo * n]
+        acc = np.empty((b, ho, wo * n), ft)
+        tmp = np.empty((b, ho, wo * n), ft)
+        rb = max(1, (256 << 10) // (b * wo * n * acc.itemsize))
+        for r0 in range(0, ho, rb):
+            r1 = min(ho, r0 + rb)
+            a_, t_ = acc[:, r0:r1], tmp[:, r0:r1]
+            for i in range(kh):
+                for j in range(kw):
+                    y0, x0 = i * dh, j * dw
+                    ph = phases[(y0 % sh, x0 % sw)]
+                    y0, x0 = y0 // sh + r0, x0 // sw
+                    v = ph[:, y0:y0 + r1 - r0, x0:x0 + wo].reshape(b, r1 - r0, wo * n)
+                    if i == 0 and j == 0:
+                        np.multiply(v, wt[0], out=a_)
+                    else:
+                        np.multiply(v, wt[i * kw + j], out=t_)
+                        a_ += t_
+        acc = acc.reshape(-1, n)
         odt, scale, act, clip, zp = self._kernel_args()
-        ai = acc.astype(np.int64)
-        if self.bias_i32 is not None:
-            ai += self.bias_i32
-        ai = ai.astype(np.int32)
-        if odt == np.int32:
-            out2[...] = ai
-            return out2
-        f = ai.astype(np.float32)
-        f *= scale
+        if odt != np.int32 and ft == np.float32 and self._dw_f32_exact:
+            # |acc| + |bias| < 2**24: the float32 sum is the exact int32 sum, and its conversion
+            # is the kernel's float32(acc + bias)
+            f = acc
+            if self.bias_i32 is not None:
+                f += self.bias_f32
+            f *= scale
+        else:
+            ai = acc.astype(np.int64)
+            if self.bias_i32 is not None:
+                ai += self.bias_i32
+            ai = ai.astype(np.int32)
+            if odt == np.int32:
+                out2[...] = ai
+                return out2
+            f = ai.astype(np.float32)
+            f *= scale
         if act == "relu":
             np.maximum(f, np.float32(0), out=f)
         elif act == "clip":
