@@ -22,7 +22,8 @@ ACTIVATIONS = {"": DSCY_F_NONE, "Relu": DSCY_F_RELU, "Clip": DSCY_F_CLIP, "Gelu"
                "HardSigmoid": DSCY_F_HARDSIGMOID, "LeakyRelu": DSCY_F_LEAKYRELU,
                "Sigmoid": DSCY_F_SIGMOID}
 
-DEF SMALL = 32768
+DEF SMALL = 1048576   # row kernels are memory-bound: a second thread pays only on big arrays,
+                       # and on a loaded box a 2-thread region next to OpenBLAS threads can stall
 
 cdef int _avx2 = 0
 
