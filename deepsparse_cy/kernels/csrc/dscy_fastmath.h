@@ -171,10 +171,78 @@ static inline void dscy_clip_array(const float *restrict x, float *restrict y, l
      const int *restrict tph, const long *restrict toff, int K, long Q1, long O0, long O1,    \
      float bias, float *restrict out)
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* Baseline x86-64 (SSE2): 4 xmm accumulators (16 columns) in registers across all taps. */
+static void dscy_dw_plane_generic DSCY_DW_PLANE_ARGS {
+    for (long o0 = 0; o0 < O0; o0++) {
+        float *restrict orow = out + o0 * O1;
+        const float *restrict base = plane + o0 * Q1;
+        long j0 = 0;
+        for (; j0 + 16 <= O1; j0 += 16) {
+            __m128 a0 = _mm_set1_ps(bias), a1 = a0, a2 = a0, a3 = a0;
+            for (int t = 0; t < K; t++) {
+                const float *src = base + tph[t] * phase_len + toff[t] + j0;
+                const __m128 wv = _mm_set1_ps(w[t]);
+                a0 = _mm_add_ps(a0, _mm_mul_ps(wv, _mm_loadu_ps(src)));
+                a1 = _mm_add_ps(a1, _mm_mul_ps(wv, _mm_loadu_ps(src + 4)));
+                a2 = _mm_add_ps(a2, _mm_mul_ps(wv, _mm_loadu_ps(src + 8)));
+                a3 = _mm_add_ps(a3, _mm_mul_ps(wv, _mm_loadu_ps(src + 12)));
+            }
+            _mm_storeu_ps(orow + j0, a0);
+            _mm_storeu_ps(orow + j0 + 4, a1);
+            _mm_storeu_ps(orow + j0 + 8, a2);
+            _mm_storeu_ps(orow + j0 + 12, a3);
+        }
+        for (; j0 < O1; j0++) {
+            float a = bias;
+            for (int t = 0; t < K; t++) a += w[t] * base[tph[t] * phase_len + toff[t] + j0];
+            orow[j0] = a;
+        }
+    }
+}
+#else
 static void dscy_dw_plane_generic DSCY_DW_PLANE_ARGS { DSCY_DW_PLANE_BODY }
+#endif
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+/* AVX2+FMA: 4 ymm accumulators (32 columns) live in registers across all taps. */
 __attribute__((target("avx2,fma")))
-static void dscy_dw_plane_avx2 DSCY_DW_PLANE_ARGS { DSCY_DW_PLANE_BODY }
+static void dscy_dw_plane_avx2 DSCY_DW_PLANE_ARGS {
+    for (long o0 = 0; o0 < O0; o0++) {
+        float *restrict orow = out + o0 * O1;
+        const float *restrict base = plane + o0 * Q1;
+        long j0 = 0;
+        for (; j0 + 32 <= O1; j0 += 32) {
+            __m256 a0 = _mm256_set1_ps(bias), a1 = a0, a2 = a0, a3 = a0;
+            for (int t = 0; t < K; t++) {
+                const float *src = base + tph[t] * phase_len + toff[t] + j0;
+                const __m256 wv = _mm256_set1_ps(w[t]);
+                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src), a0);
+                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + 8), a1);
+                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + 16), a2);
+                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + 24), a3);
+            }
+            _mm256_storeu_ps(orow + j0, a0);
+            _mm256_storeu_ps(orow + j0 + 8, a1);
+            _mm256_storeu_ps(orow + j0 + 16, a2);
+            _mm256_storeu_ps(orow + j0 + 24, a3);
+        }
+        for (; j0 + 8 <= O1; j0 += 8) {
+            __m256 a0 = _mm256_set1_ps(bias);
+            for (int t = 0; t < K; t++) {
+                const float *src = base + tph[t] * phase_len + toff[t] + j0;
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[t]), _mm256_loadu_ps(src), a0);
+            }
+            _mm256_storeu_ps(orow + j0, a0);
+        }
+        for (; j0 < O1; j0++) {
+            float a = bias;
+            for (int t = 0; t < K; t++) a += w[t] * base[tph[t] * phase_len + toff[t] + j0];
+            orow[j0] = a;
+        }
+    }
+}
 #else
 #define dscy_dw_plane_avx2 dscy_dw_plane_generic
 #endif
