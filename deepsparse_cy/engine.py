@@ -678,10 +678,10 @@ def _flops(node, op, w, out_shape):
     if w is None or out_shape is None:
         return None
     n_out = int(np.prod(out_shape))
-    if node.op_type in ("Conv", "ConvTranspose") and w.ndim >= 3:
+    if node.op_type in ("Conv", "ConvTranspose", "FusedConv") and w.ndim >= 3:
         per_out = int(np.prod(w.shape[1:]))          # C_in/groups * kernel taps
         return 2 * n_out * per_out
-    if node.op_type in ("MatMul", "Gemm") and w.ndim == 2:
+    if node.op_type in ("MatMul", "Gemm", "FusedMatMul") and w.ndim == 2:
         k = w.shape[0] if node.op_type == "MatMul" or not node.attrs.get("transB", 0) else w.shape[1]
         return 2 * n_out * int(k)
     return None
