@@ -2,8 +2,9 @@
 """FP32 element-wise and row kernels the numpy path does slowly: erf, GELU, softmax rows.
 
 ISA-independent: branch-free exp/erf (csrc/dscy_fastmath.h) in plain C loops the compiler
-vectorises; OpenMP over chunks. Small arrays run on one thread: waking a second thread costs
-more than it saves below ~64K elements.
+vectorises; OpenMP over chunks. These passes are memory-bound and usually run right after a BLAS
+call whose worker threads are still spinning on the other cores, so they take a second thread
+only for arrays of 4M elements and more (below that a second thread mostly waits for a core).
 """
 from cython.parallel cimport prange
 
@@ -25,7 +26,7 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
 cdef extern from "<math.h>" nogil:
     float logf(float)
 
-DEF SMALL = 65536
+DEF SMALL = 4194304
 DEF CHUNK = 16384
 
 
