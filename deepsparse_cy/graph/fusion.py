@@ -321,6 +321,8 @@ def _fuse_qlinear_matmul(v):
             continue
         if za.dtype not in (np.uint8, np.int8) or zy.dtype not in (np.uint8, np.int8):
             continue
+        if zb is not None and np.asarray(zb).size not in (1, b.shape[1]):
+            continue   # malformed zero point: the reference op reports it at run time
         wi = b.astype(np.int16) - (np.asarray(zb).astype(np.int16).reshape(1, -1)
                                    if zb is not None else 0)
         if wi.min() < -128 or wi.max() > 127 or sb.size not in (1, b.shape[1]):

@@ -38,10 +38,14 @@ def avx2_enabled():
     return bool(_avx2)
 
 
+cdef extern from "csrc/dscy_fastmath.h" nogil:
+    int dscy_cap_threads(int want)
+
+
 cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
     if n < SMALL or num_threads < 1:
         return 1
-    return num_threads
+    return dscy_cap_threads(num_threads)   # never above threadpoolctl's / OMP's limit
 
 
 def bias_act_inplace(float[:, ::1] y,           # IN/OUT [rows, n]

@@ -9,6 +9,7 @@ only for arrays of 4M elements and more (below that a second thread mostly waits
 from cython.parallel cimport prange
 
 cdef extern from "csrc/dscy_fastmath.h" nogil:
+    int dscy_cap_threads(int want)
     void dscy_erf_array(const float *x, float *y, long n)
     void dscy_gelu_array(const float *x, float *y, long n)
     double dscy_exp_shift_array(const float *x, float *y, long n, float m)
@@ -33,7 +34,7 @@ DEF CHUNK = 16384
 cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
     if n < SMALL or num_threads < 1:
         return 1
-    return num_threads
+    return dscy_cap_threads(num_threads)
 
 
 cdef void _chunked(const float *x, float *y, Py_ssize_t n, int nt, int which) noexcept nogil:

@@ -65,7 +65,9 @@ class _SoftmaxBase(Op):
         nd = x.ndim
         a = self.axis + nd if self.axis < 0 else self.axis
         trailing = nd > 0 and (a == nd - 1 or (self.legacy and 0 <= a < nd))
-        if x.dtype != np.float32 or not trailing or x.size == 0:
+        if x.size == 0:
+            return [np.empty(x.shape, x.dtype)]    # nothing to normalise
+        if x.dtype != np.float32 or not trailing:
             return [_sm._softmax(x, self.axis, self.legacy, self.log, out)]
         x = _contig(x)
         n = x.shape[-1] if not self.legacy else int(np.prod(x.shape[a:]))

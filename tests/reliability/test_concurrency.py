@@ -244,8 +244,6 @@ def test_num_cores_bounds_the_working_threads(probe):
     assert probe["num_cores=2"] <= 2, probe
 
 
-@pytest.mark.xfail(strict=True, reason="engine passes num_threads=num_cores (default: all cores) to "
-                   "the kernels explicitly, which overrides an outer threadpool_limits (reported)")
 def test_threadpoolctl_limit_bounds_a_default_engine(probe):
     assert probe["openmp limit seen inside"] == [1], probe
     assert probe["default engine under threadpool_limits(1)"] == 1, probe

@@ -13,7 +13,10 @@
 
 static inline int dscy_nthreads(int want) {
 #ifdef _OPENMP
-    if (want <= 0) want = omp_get_max_threads();
+    /* never above the OpenMP limit of the calling thread: threadpoolctl and OMP_NUM_THREADS
+       set it, and an engine's num_cores must not override a tighter outer limit */
+    int cap = omp_get_max_threads();
+    if (want <= 0 || want > cap) want = cap;
     return want < 1 ? 1 : want;
 #else
     (void)want; return 1;

@@ -9,6 +9,22 @@
 #define DSCY_FASTMATH_H
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Threads for a kernel call: the request, never above the calling thread's OpenMP limit
+ * (threadpoolctl / OMP_NUM_THREADS), at least 1. */
+static inline int dscy_cap_threads(int want) {
+#ifdef _OPENMP
+    int cap = omp_get_max_threads();
+    if (want <= 0 || want > cap) want = cap;
+    return want < 1 ? 1 : want;
+#else
+    (void)want;
+    return 1;
+#endif
+}
 
 /* The selects below are only if-converted (and so vectorised) when FP traps need not be kept. */
 #if defined(__GNUC__) && !defined(__clang__)
