@@ -108,15 +108,15 @@ static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, in
                 __m256i hi = _mm256_unpackhi_epi32(u[g], u[4 + g]);   /* 4g+2, 4g+3 | ... */
                 __m128i l0 = _mm256_castsi256_si128(lo), l1 = _mm256_extracti128_si256(lo, 1);
                 __m128i h0 = _mm256_castsi256_si128(hi), h1 = _mm256_extracti128_si256(hi, 1);
-                int tk = 4 * g;
+                int tk = 4 * g;   /* 8-byte stores at any byte offset: movq, no double* (UB) */
                 _mm_storel_epi64((__m128i *)(o + (tk + 0) * ldo), l0);
-                _mm_storeh_pd((double *)(o + (tk + 1) * ldo), _mm_castsi128_pd(l0));
+                _mm_storel_epi64((__m128i *)(o + (tk + 1) * ldo), _mm_unpackhi_epi64(l0, l0));
                 _mm_storel_epi64((__m128i *)(o + (tk + 2) * ldo), h0);
-                _mm_storeh_pd((double *)(o + (tk + 3) * ldo), _mm_castsi128_pd(h0));
+                _mm_storel_epi64((__m128i *)(o + (tk + 3) * ldo), _mm_unpackhi_epi64(h0, h0));
                 _mm_storel_epi64((__m128i *)(o + (tk + 16) * ldo), l1);
-                _mm_storeh_pd((double *)(o + (tk + 17) * ldo), _mm_castsi128_pd(l1));
+                _mm_storel_epi64((__m128i *)(o + (tk + 17) * ldo), _mm_unpackhi_epi64(l1, l1));
                 _mm_storel_epi64((__m128i *)(o + (tk + 18) * ldo), h1);
-                _mm_storeh_pd((double *)(o + (tk + 19) * ldo), _mm_castsi128_pd(h1));
+                _mm_storel_epi64((__m128i *)(o + (tk + 19) * ldo), _mm_unpackhi_epi64(h1, h1));
             }
         } else {
             /* four 8x8 transposes of 32-bit lanes: each token gets one 32-byte store */
