@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from .. import limits
+
 from ..errors import ShapeError
 from .registry import register
 
@@ -122,6 +124,9 @@ def _axis_table(in_len, out_len, scale, mode, ctm, nearest_mode, A, antialias, e
 def _resize(x, out_sizes, scales, roi, mode, ctm, nearest_mode, A, antialias, exclude_outside,
             extrapolation_value, axes):
     r = x.ndim
+    # refuse an output over the memory budget (huge scales) before any work or allocation
+    limits.check_shape([int(out_sizes[i]) if i in axes else x.shape[i] for i in range(r)],
+                       max(x.dtype.itemsize, 8 if mode != "nearest" else 1), "Resize output")
     is_float = x.dtype.kind == "f"
     calc = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     y = x if mode == "nearest" else x.astype(calc, copy=False)

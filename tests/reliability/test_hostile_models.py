@@ -441,3 +441,16 @@ def test_memory_plan_over_budget():
     e = ds.compile_model(m, memory_budget=1000)
     with pytest.raises(ResourceError):
         e.run([np.ones((512, 512), np.float32)])
+
+
+def test_resize_with_huge_scales_is_refused_before_allocating():
+    import deepsparse_cy as ds
+    from onnx import TensorProto, helper, numpy_helper
+    g = helper.make_graph(
+        [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 1, 1e6, 1e6], np.float32), "s")])
+    e = ds.compile_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    with pytest.raises(ds.ResourceError, match="Resize"):
+        e.run([np.zeros((1, 1, 4, 4), np.float32)])
