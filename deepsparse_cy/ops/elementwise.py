@@ -224,7 +224,8 @@ def _erf(x, out=None):
     if _scipy_erf is not None and x.dtype in (np.float32, np.float64):
         return _scipy_erf(x, out=out) if out is not None else _arr(_scipy_erf(x))
     if x.dtype == np.float64 or x.dtype.kind in "iu":
-        r = _math_erf(x.astype(np.float64)).astype(np.float64)
+        # np.asarray: frompyfunc hands back a bare Python float for a 0-d input
+        r = np.asarray(_math_erf(x.astype(np.float64)), dtype=np.float64)
         r = r.astype(x.dtype) if x.dtype.kind in "iu" else r
         return r if out is None else np.copyto(out, r) or out
     xf = np.clip(x.astype(np.float32), -4.0, 4.0)
