@@ -90,6 +90,18 @@ def _write_feeds(feeds, d):
     return path
 
 
+def _private_copy(model_path, d):
+    """A copy of the model for DeepSparse to read: when it fixes input shapes it rewrites the
+    .onnx file it was given in place, which corrupted the zoo's cached (dynamic-shape) models."""
+    src = os.path.abspath(model_path)
+    dst = os.path.join(d, os.path.basename(src))
+    shutil.copyfile(src, dst)
+    data = os.path.splitext(src)[0] + ".data"     # external weights written beside the model
+    if os.path.exists(data):
+        shutil.copyfile(data, os.path.join(d, os.path.basename(data)))
+    return dst
+
+
 def run_deepsparse(model_path, feeds, iterations=20, warmup=5, num_cores=None, batch=None,
                    outputs=False, timeout=1800):
     """Compile `model_path` with DeepSparse in its virtualenv and time `iterations` calls on
@@ -101,7 +113,7 @@ def run_deepsparse(model_path, feeds, iterations=20, warmup=5, num_cores=None, b
         raise RuntimeError(msg)
     d = tempfile.mkdtemp(prefix="dscy_ds_")
     try:
-        cmd = [deepsparse_python(), DRIVER, os.path.abspath(model_path), _write_feeds(feeds, d),
+        cmd = [deepsparse_python(), DRIVER, _private_copy(model_path, d), _write_feeds(feeds, d),
                "--iterations", str(iterations), "--warmup", str(warmup)]
         if num_cores:
             cmd += ["--num-cores", str(num_cores)]
@@ -132,7 +144,7 @@ class DeepSparsePeer:
         if not ok:
             raise RuntimeError(msg)
         self._dir = tempfile.mkdtemp(prefix="dscy_ds_")
-        cmd = [deepsparse_python(), DRIVER, os.path.abspath(model_path),
+        cmd = [deepsparse_python(), DRIVER, _private_copy(model_path, self._dir),
                _write_feeds(feeds, self._dir), "--serve"]
         if num_cores:
             cmd += ["--num-cores", str(num_cores)]
