@@ -78,7 +78,7 @@ def int8_mode(features, isa):
         why = ("this build has no AVX-VNNI kernels" if features.get("avx_vnni")
                else "VNNI kernels not selected" if features.get("avx512_vnni")
                else "this CPU has no VNNI")
-        return "emulated", f"emulated with vpmaddubsw/vpmaddwd ({isa.upper()}; {why})"
+        return "emulated", f"emulated with exact 16-bit vpmaddwd ({isa.upper()}; {why})"
     return "emulated", "emulated in generic C loops (no SIMD kernels at this level)"
 
 
