@@ -140,11 +140,17 @@ def int8(real):
 @needs_package
 @pytest.mark.slow
 def test_int8_close_to_dense(int8):
+    """Static INT8 (u8 activations, 8 calibration sentences) of the real model, as the QDQ file
+    specifies it: the engine now computes the file's semantics (requantization kept), so its
+    accuracy is the file's own, which onnxruntime reproduces (mean cosine ~0.94). The 0.95 bar
+    this test had was measured when the fused path skipped that requantization."""
     feeds, dense, q = int8
     got = tool.engine_runner(q)(feeds)
     literal = tool.engine_runner(q, fusion=False)(feeds)
-    assert _cos_rows(got, dense).mean() >= 0.95
-    assert _cos_rows(literal, dense).mean() >= 0.90
+    ort = tool.ort_runner(q)(feeds)
+    c_got, c_lit, c_ort = (_cos_rows(v, dense).mean() for v in (got, literal, ort))
+    assert abs(c_got - c_ort) <= 0.01 and abs(c_got - c_lit) <= 0.01
+    assert c_got >= 0.93 and c_lit >= 0.90
     assert tool.pair_margin(got) > 0 and tool.pair_margin(literal) > 0
 
 
