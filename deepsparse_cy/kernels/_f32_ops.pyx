@@ -37,15 +37,32 @@ cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
     return dscy_cap_threads(num_threads)
 
 
-cdef void _chunked(const float *x, float *y, Py_ssize_t n, int nt, int which) noexcept nogil:
+# element-wise kernels run through one chunked OpenMP driver
+DEF OP_ERF = 0
+DEF OP_GELU = 1
+DEF OP_CLIP = 2
+DEF OP_QU8 = 3
+DEF OP_QS8 = 4
+
+
+cdef void _chunked(int op, const float *x, void *y, Py_ssize_t n, int nt, float a,
+                   float b) noexcept nogil:
+    """y[i] = op(x[i]) over CHUNK-sized blocks split across nt threads; a, b: op parameters
+    (clip bounds, or quantization scale and zero point)."""
     cdef Py_ssize_t c, nc = (n + CHUNK - 1) // CHUNK, lo, hi
     for c in prange(nc, num_threads=nt, schedule="static"):
         lo = c * CHUNK
         hi = lo + CHUNK if lo + CHUNK < n else n
-        if which == 0:
-            dscy_erf_array(x + lo, y + lo, hi - lo)
+        if op == OP_ERF:
+            dscy_erf_array(x + lo, <float *>y + lo, hi - lo)
+        elif op == OP_GELU:
+            dscy_gelu_array(x + lo, <float *>y + lo, hi - lo)
+        elif op == OP_CLIP:
+            dscy_clip_array(x + lo, <float *>y + lo, hi - lo, a, b)
+        elif op == OP_QU8:
+            dscy_quantize_u8(x + lo, <unsigned char *>y + lo, hi - lo, a, b)
         else:
-            dscy_gelu_array(x + lo, y + lo, hi - lo)
+            dscy_quantize_s8(x + lo, <signed char *>y + lo, hi - lo, a, b)
 
 
 def erf(const float[::1] x,  # IN
@@ -55,7 +72,7 @@ def erf(const float[::1] x,  # IN
     if n == 0:
         return
     with nogil:
-        _chunked(&x[0], &out[0], n, _nt(n, num_threads), 0)
+        _chunked(OP_ERF, &x[0], &out[0], n, _nt(n, num_threads), 0, 0)
 
 
 def gelu_erf(const float[::1] x,  # IN
@@ -66,7 +83,7 @@ def gelu_erf(const float[::1] x,  # IN
     if n == 0:
         return
     with nogil:
-        _chunked(&x[0], &out[0], n, _nt(n, num_threads), 1)
+        _chunked(OP_GELU, &x[0], &out[0], n, _nt(n, num_threads), 0, 0)
 
 
 def softmax_rows(const float[:, ::1] x,  # IN  [rows, n]
@@ -98,50 +115,33 @@ def quantize_u8(const float[::1] x,        # IN
                 unsigned char[::1] out,     # OUT
                 float scale, int zero_point, int num_threads=1):
     """ONNX QuantizeLinear, per-tensor, to uint8 (round half to even, saturate)."""
-    cdef Py_ssize_t c, n = x.shape[0], nc, lo, hi
-    cdef int nt = _nt(n, num_threads)
-    cdef float zp = zero_point
+    cdef Py_ssize_t n = x.shape[0]
     if n == 0:
         return
-    nc = (n + CHUNK - 1) // CHUNK
     with nogil:
-        for c in prange(nc, num_threads=nt, schedule="static"):
-            lo = c * CHUNK
-            hi = lo + CHUNK if lo + CHUNK < n else n
-            dscy_quantize_u8(&x[lo], &out[lo], hi - lo, scale, zp)
+        _chunked(OP_QU8, &x[0], &out[0], n, _nt(n, num_threads), scale, zero_point)
 
 
 def quantize_s8(const float[::1] x,        # IN
                 signed char[::1] out,       # OUT
                 float scale, int zero_point, int num_threads=1):
     """ONNX QuantizeLinear, per-tensor, to int8 (round half to even, saturate)."""
-    cdef Py_ssize_t c, n = x.shape[0], nc, lo, hi
-    cdef int nt = _nt(n, num_threads)
-    cdef float zp = zero_point
+    cdef Py_ssize_t n = x.shape[0]
     if n == 0:
         return
-    nc = (n + CHUNK - 1) // CHUNK
     with nogil:
-        for c in prange(nc, num_threads=nt, schedule="static"):
-            lo = c * CHUNK
-            hi = lo + CHUNK if lo + CHUNK < n else n
-            dscy_quantize_s8(&x[lo], &out[lo], hi - lo, scale, zp)
+        _chunked(OP_QS8, &x[0], &out[0], n, _nt(n, num_threads), scale, zero_point)
 
 
 def clip(const float[::1] x,   # IN
-         float[::1] out,        # OUT (may alias x)
+         float[::1] out,        # OUT (must not overlap x: the C loop is restrict)
          float lo, float hi, int num_threads=1):
     """min(max(x, lo), hi) with NaN propagated; Relu is clip(x, 0, inf)."""
-    cdef Py_ssize_t c, n = x.shape[0], nc, a, b
-    cdef int nt = _nt(n, num_threads)
+    cdef Py_ssize_t n = x.shape[0]
     if n == 0:
         return
-    nc = (n + CHUNK - 1) // CHUNK
     with nogil:
-        for c in prange(nc, num_threads=nt, schedule="static"):
-            a = c * CHUNK
-            b = a + CHUNK if a + CHUNK < n else n
-            dscy_clip_array(&x[a], &out[a], b - a, lo, hi)
+        _chunked(OP_CLIP, &x[0], &out[0], n, _nt(n, num_threads), lo, hi)
 
 
 def dw_conv2d_planes(const float[:, :, ::1] planes,   # IN  [N*C, phases, Q0b*Q1]
