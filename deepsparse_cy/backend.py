@@ -8,6 +8,21 @@ from onnx.backend.base import Backend, BackendRep, namedtupledict
 from .engine import Engine
 
 
+def proto_to_value(v):
+    """Test data as onnx's runner reads it from .pb files: TensorProto -> array, SequenceProto ->
+    list, OptionalProto -> value or None (recursively for lists); anything else unchanged."""
+    from onnx import numpy_helper
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, onnx.SequenceProto):
+        return numpy_helper.to_list(v)
+    if isinstance(v, onnx.OptionalProto):
+        return numpy_helper.to_optional(v)
+    if isinstance(v, list):
+        return [proto_to_value(x) for x in v]
+    return v
+
+
 class DeepSparseCyRep(BackendRep):
     def __init__(self, engine):
         self.engine = engine

@@ -19,21 +19,6 @@ import warnings
 import numpy as np
 
 
-def _to_value(v):
-    """Test data as the runner reads it from .pb files: protos become arrays / lists / None."""
-    import onnx
-    from onnx import numpy_helper
-    if isinstance(v, onnx.TensorProto):
-        return numpy_helper.to_array(v)
-    if isinstance(v, onnx.SequenceProto):
-        return numpy_helper.to_list(v)
-    if isinstance(v, onnx.OptionalProto):
-        return numpy_helper.to_optional(v)
-    if isinstance(v, list):
-        return [_to_value(x) for x in v]
-    return v
-
-
 class _Timeout(Exception):
     pass
 
@@ -56,7 +41,7 @@ def main(argv=None):
     from onnx.backend.test.runner import Runner
 
     import deepsparse_cy
-    from deepsparse_cy.backend import DeepSparseCyBackend
+    from deepsparse_cy.backend import DeepSparseCyBackend, proto_to_value
 
     cases = collect_testcases(None)
     ops = {o for o in args.ops.split(",") if o}
@@ -75,8 +60,8 @@ def main(argv=None):
             signal.alarm(args.timeout)
             rep = DeepSparseCyBackend.prepare(c.model.SerializeToString())
             for inputs, ref in c.data_sets:
-                out = rep.run([_to_value(x) for x in inputs])
-                ref = [_to_value(x) for x in ref]
+                out = rep.run([proto_to_value(x) for x in inputs])
+                ref = [proto_to_value(x) for x in ref]
                 Runner.assert_similar_outputs(ref, list(out), rtol=c.rtol, atol=c.atol)
         except _Timeout:
             reason = "timeout"

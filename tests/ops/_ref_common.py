@@ -8,6 +8,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 import deepsparse_cy.ops as ops
+from deepsparse_cy.backend import proto_to_value
 from deepsparse_cy.graph.ir import graph_from_proto
 from deepsparse_cy.ops.registry import OpContext
 
@@ -106,16 +107,7 @@ def check(op_type, inputs, attrs=None, opset=21, n_out=1, rtol=1e-5, atol=1e-6, 
 _CASES = None
 
 
-def _to_value(v):
-    if isinstance(v, onnx.TensorProto):
-        return numpy_helper.to_array(v)
-    if isinstance(v, onnx.SequenceProto):
-        return numpy_helper.to_list(v)
-    if isinstance(v, onnx.OptionalProto):
-        return numpy_helper.to_optional(v)
-    if isinstance(v, list):
-        return [_to_value(x) for x in v]
-    return v
+_to_value = proto_to_value   # test data decoded as onnx's runner does
 
 
 def _has_subgraph(m):

@@ -22,7 +22,9 @@
 
 /* exp as in dscy_fastmath.h (same range reduction and polynomial), written so gcc if-converts and
  * vectorises it: floor through __builtin_floorf (vroundps), the exponent bits through a union,
- * no NaN select (NaN propagates through the arithmetic). dscy_expf's loops stay scalar. */
+ * no NaN select (NaN propagates through the arithmetic). It stays a twin of dscy_expf because
+ * that one relies on dscy_fastmath.h's no-trapping-math pragma, and GCC does not inline a
+ * function with other optimize options into these always_inline target("avx2") kernels. */
 DSCY_INLINE float dscy_vexpf(float x) {
     const float hi = 88.3762626647949f, lo = -87.3365447505531f;
     float xc = x > hi ? hi : x;
