@@ -55,6 +55,8 @@ KERNELS = [
     ("qs8_spmm", "avx2", "avx2", ("avx2", "fma", "f16c")),
     ("f32_spmm", "generic", "generic", ()),
     ("f32_spmm", "avx2", "avx2", ("avx2", "fma", "f16c")),
+    ("f32_conv", "generic", "generic", ()),
+    ("f32_conv", "avx2", "avx2", ("avx2", "fma", "f16c")),
 ]
 FAMILIES = sorted({k[0] for k in KERNELS})
 ISA_BUILDS = ["generic", "avx2"]   # ascending

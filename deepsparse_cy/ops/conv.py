@@ -19,6 +19,8 @@ from ..errors import ShapeError
 from ._spatial import norm_attrs, out_shape, phase_split, resolve_pads, scratch, tap_range
 from ..kernels import ISA as _ISA
 from ..kernels import _f32_ops
+from ..kernels import kernel_builds as _kernel_builds
+from ..kernels.f32conv import PackedConvF32, conv_pixel_tables, f32_conv2d
 from .registry import Op, register
 
 _FLOATS = (np.float32, np.float64)
@@ -35,6 +37,10 @@ def _as(a, dt):
 
 
 _AVX2 = _ISA in ("avx2", "avx512", "avx512_vnni")   # which build of the compiled dw kernel
+# float32 2-D group-1 convs run on kernels/f32conv.py (implicit im2col GEMM, fused epilogue) when
+# its SIMD build is dispatched; its plain-C build is slower than im2col + BLAS, so the generic
+# level keeps the numpy path below (both are tested against each other)
+_FAST_CONV = _kernel_builds().get("f32_conv") == "avx2"
 
 
 class ConvCore:
@@ -44,7 +50,9 @@ class ConvCore:
 
     num_threads = 1      # OpenMP threads of the compiled kernels (Conv sets ctx.num_threads)
 
-    def __init__(self, w, b, group, kernel_shape, strides, dilations, pads, auto_pad, dtype):
+    def __init__(self, w, b, group, kernel_shape, strides, dilations, pads, auto_pad, dtype,
+                 kernel=None):
+        """kernel: None = the f32conv kernel where it applies, False = always the numpy path."""
         self.dtype = np.dtype(dtype)
         w = np.asarray(w)
         if w.ndim < 3:
@@ -67,6 +75,12 @@ class ConvCore:
         if self.bias is not None and self.bias.shape[0] != self.M:
             raise ShapeError(f"bias has {self.bias.shape[0]} values, expected {self.M}")
         w = _as(w, dt)
+        self._plans = {}
+        self.fast = None
+        if (kernel is None and _FAST_CONV) and self.nd == 2 and self.g == 1 and dt == np.float32:
+            self.fast = PackedConvF32(np.ascontiguousarray(w))
+            self.pointwise = self.depthwise = False
+            return
         self.pointwise = self.K == 1 and not any(self.pb) and not any(self.pe) \
             and self.auto_pad in ("NOTSET", "VALID")
         self.depthwise = (not self.pointwise and self.Cg == 1 and self.g == self.M and self.g > 1)
@@ -90,7 +104,6 @@ class ConvCore:
             if self.has_bias:
                 wg = np.concatenate([wg, self.bias.reshape(self.g, self.Mg, 1)], axis=2)
             self.w_gemm = np.ascontiguousarray(wg)
-        self._plans = {}
 
     # -- planning (once per input shape) --------------------------------------------------------
     def plan(self, xshape):
@@ -128,11 +141,16 @@ class ConvCore:
         return (p["N"], self.M, *p["O"])
 
     # -- execution ------------------------------------------------------------------------------
-    def run(self, x, out=None):
+    def run(self, x, out=None, z=None, act=0, params=(0.0, 0.0)):
+        """Conv of x into out (or a new array). z (same shape as the output) and act (an
+        f32_fused ACTIVATIONS code) are applied only by the fused kernel: callers pass them
+        when self.fast, else they add z and apply the activation themselves."""
         p = self.plan(x.shape)
         N, O = p["N"], p["O"]
         oshape = (N, self.M, *O)
         dt = self.dtype
+        if self.fast is not None:
+            return self._run_fast(x, p, oshape, out, z, act, params)
         if out is None or out.dtype != dt or not out.flags.c_contiguous or out.shape != oshape:
             res = np.empty(oshape, dt)
         else:
@@ -144,6 +162,27 @@ class ConvCore:
             self._run_depthwise(x, p, res)
         else:
             self._run_im2col(x, p, res)
+        if out is not None and res is not out:
+            np.copyto(out, res, casting="unsafe")
+            return out
+        return res
+
+    def _run_fast(self, x, p, oshape, out, z, act, params):
+        tab = p.get("tables")
+        if tab is None:
+            tab = p["tables"] = conv_pixel_tables(p["S"][0], p["S"][1], p["O"][0], p["O"][1],
+                                                  self.s, p["pb"])
+        if out is None or out.dtype != np.float32 or not out.flags.c_contiguous \
+                or out.shape != oshape or np.may_share_memory(out, x) \
+                or (z is not None and np.may_share_memory(out, z)):
+            res = np.empty(oshape, np.float32)
+        else:
+            res = out
+        if z is not None and (z.dtype != np.float32 or z.shape != oshape):
+            z = np.broadcast_to(z, oshape).astype(np.float32)
+        f32_conv2d(_as(x, np.float32), self.fast, self.s, (p["pb"][0], p["pb"][1],
+                   p["pe"][0], p["pe"][1]), self.d, self.bias, z, act, params, res,
+                   self.num_threads, tab)
         if out is not None and res is not out:
             np.copyto(out, res, casting="unsafe")
             return out

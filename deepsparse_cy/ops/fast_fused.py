@@ -212,6 +212,12 @@ class FusedConv(_conv.Conv):
 
     def run(self, inputs, outs):
         z = inputs[3] if len(inputs) > 3 else None
+        x, core = inputs[0], self.core
+        if core is not None and core.fast is not None and x.dtype == _F32 \
+                and (z is None or z.dtype == _F32):
+            # bias, z and the activation in the kernel's epilogue
+            out = outs[0] if outs else None
+            return [core.run(x, out, z=z, act=self.code, params=self.p)]
         y = super().run(inputs[:3], outs)[0]
         if z is not None:
             np.add(y, z, out=y, casting="unsafe")

@@ -39,6 +39,17 @@ def test_gemm_vs_ort(rng, transA, transB, alpha, beta, cshape):
     check("Gemm", inputs, dict(transA=transA, transB=transB, alpha=alpha, beta=beta), opset=13)
 
 
+@pytest.mark.parametrize("m", [1, 2, 16, 17])
+@pytest.mark.parametrize("transB", [0, 1])
+def test_gemm_few_rows_const_weight_vs_ort(rng, m, transB):
+    # classifier-style Gemm: constant weight + bias, few rows -> ops/linalg.py's kernel path
+    A = rng.standard_normal((m, 300)).astype(np.float32)
+    B = rng.standard_normal((37, 300) if transB else (300, 37)).astype(np.float32)
+    C = rng.standard_normal(37).astype(np.float32)
+    check("Gemm", [("a", A), ("b", B), ("c", C)], dict(transB=transB, alpha=0.5, beta=1.5),
+          opset=13)
+
+
 def test_matmul_integer_vs_ort(rng):
     # u8 x s8 against onnx's reference: onnxruntime's AVX2 u8s8 kernel saturates int16 pair sums
     a = rng.integers(0, 255, (2, 3, 4)).astype(np.uint8)

@@ -65,6 +65,15 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
                    const float *vals, int N, const float *bias, int act, float lo, float hi,
                    float *out, ptrdiff_t ldo, int nthreads);
 
+/* ---- dense FP32 conv2d, implicit im2col GEMM (f32_conv.c) ---- */
+size_t dscy_f32_conv_wpack_size(int M, int K);
+void dscy_f32_conv_pack_w(const float *w, int M, int K, float *wp);
+/* act: f32_fused.h's DSCY_F_* codes. Returns 0, -1 when scratch allocation failed. */
+int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp, int M,
+                    int KH, int KW, int sw, int dh, int dw, const int32_t *ih0,
+                    const int32_t *iw0, int P, const float *bias, const float *z, int act,
+                    float p0, float p1, float *out, int nthreads);
+
 /* ---- probes (qs8_gemm.c) ---- */
 /* MACs per second of a register-only loop of `kind`: 0 vpmaddubsw+vpmaddwd(ones)+vpaddd,
  * 1 vpmaddwd+vpaddd (the sequence the AVX2 kernels use), 2 vfmadd231ps (f32 FMAs/s).

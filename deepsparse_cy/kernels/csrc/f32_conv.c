@@ -1,0 +1,383 @@
+/* Dense FP32 2-D convolution (NCHW, group 1) as a blocked GEMM with implicit im2col and a fused
+ * epilogue: out[n][m][p] = act(sum_k W[m][k] * col_n[k][p] + bias[m] + z[n][m][p]).
+ *
+ *   W      weights [M][K], K = C*KH*KW in (c, kh, kw) order, packed once at compile time into
+ *          panels of MR = 6 output channels: wp[panel][k][6] (rows past M are zero);
+ *   col    the im2col matrix, never materialised: each (K block, pixel block) of it is packed by
+ *          the thread that needs it into strips of NR = 16 pixels, bp[strip][k][16], straight
+ *          from the input (one vector load per 16 pixels when they are consecutive in one input
+ *          row, else a masked gather; padding and the ragged last strip read as 0);
+ *   tiles  6 x 16 micro-kernel, 12 ymm accumulators, FMA (the classic Haswell shape): per k one
+ *          16-float load pair from the strip and 6 broadcasts from the panel.
+ *
+ * Blocking: work items = (image, block of pixels, block of output channels), split statically
+ * over the OpenMP threads; per item K runs in blocks of <= KC so one strip (KC*64 B) stays in L1
+ * while every panel of the item's channel block (in L2) passes over it. Partial sums accumulate
+ * in the output itself (the item's region, <= 128 x 192 floats, stays in L2); after the last K
+ * block the item's rows get + z and the activation in one pass (f32_fused.h's body, so the
+ * activations are exactly the ones the other fused ops apply).
+ *
+ * Pixel tables (per input shape, from the caller): ih0[p] = oh*sh - pt, iw0[p] = ow*sw - pl.
+ * Tap t = (c, i, j) of pixel p reads x[c][ih0 + i*dh][iw0 + j*dw] when inside the image.
+ *
+ * The generic build computes the same with plain loops (gcc vectorises the tile at SSE2). */
+#include <stdlib.h>
+#include <stdint.h>
+#include <stddef.h>
+#include "dscy_common.h"
+#include "f32_fused.h"
+
+#ifdef __AVX2__
+#define CONV_AVX2 1
+#else
+#define CONV_AVX2 0
+#endif
+#define MR 6
+#define NR 16
+#ifndef KC_MAX
+#define KC_MAX 256
+#endif
+#ifndef MC_PANELS
+#define MC_PANELS 12        /* 72 output channels per block: 72 * 256 * 4 B = 72 KiB of panels in L2 */
+#endif
+#define NC_STRIPS 12        /* 192 pixels per item */
+
+size_t dscy_f32_conv_wpack_size(int M, int K) {
+    return (size_t)((M + MR - 1) / MR) * (size_t)K * MR;
+}
+
+void dscy_f32_conv_pack_w(const float *w, int M, int K, float *wp) {
+    int np_ = (M + MR - 1) / MR;
+    for (int pnl = 0; pnl < np_; pnl++)
+        for (int k = 0; k < K; k++)
+            for (int r = 0; r < MR; r++) {
+                int m = pnl * MR + r;
+                wp[((size_t)pnl * K + k) * MR + r] = m < M ? w[(size_t)m * K + k] : 0.0f;
+            }
+}
+
+typedef struct {
+    const float *x;          /* one image [C][H][W] */
+    int C, H, W, KH, KW, sw, dh, dw;
+    int P;                   /* pixels of the output plane */
+    const int32_t *ih0, *iw0;
+} conv_src;
+
+/* Pack rows [k0, k0+kc) x pixels [p0, p0+pn) of the implicit im2col into bp[strip][kk][16].
+ * A strip whose 16 pixels read 16 consecutive input addresses for every tap (any stride-1 conv
+ * whose output rows are as wide as its input rows, i.e. 'same' padding, and 1x1 convs) is copied
+ * with plain vector loads when no tap reaches into the padding, else with masked loads (lanes in
+ * the padding read as 0); other strips gather. The lane masks depend only on the tap (i, j), so
+ * they are built once per strip for the KH*KW taps, not per packed row. */
+#define MAX_TAPS 64
+static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *bp) {
+    const int T = s->KH * s->KW, HW = s->H * s->W;
+    int ns = (pn + NR - 1) / NR;
+    for (int st = 0; st < ns; st++) {
+        int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
+        float *dst = bp + (size_t)st * kc * NR;
+        ptrdiff_t off0 = (ptrdiff_t)s->ih0[q0] * s->W + s->iw0[q0];
+        int contig = nv == NR;
+        int hmin = s->ih0[q0], hmax = hmin, wmin = s->iw0[q0], wmax = wmin;
+        for (int j = 1; j < nv; j++) {
+            int h = s->ih0[q0 + j], w = s->iw0[q0 + j];
+            contig &= (ptrdiff_t)h * s->W + w == off0 + j;
+            hmin = h < hmin ? h : hmin; hmax = h > hmax ? h : hmax;
+            wmin = w < wmin ? w : wmin; wmax = w > wmax ? w : wmax;
+        }
+        /* every tap of every lane inside the image */
+        int inside = contig && hmin >= 0 && hmax + (s->KH - 1) * s->dh < s->H
+                     && wmin >= 0 && wmax + (s->KW - 1) * s->dw < s->W;
+        int c = k0 / T, t = k0 - c * T;
+        if (inside) {
+            const float *base = s->x + off0;
+            for (int kk = 0; kk < kc; kk++) {
+                int ti = t / s->KW, tj = t - ti * s->KW;
+                const float *src = base + (size_t)c * HW + (ptrdiff_t)ti * s->dh * s->W + tj * s->dw;
+                float *d = dst + (size_t)kk * NR;
+#ifdef __AVX2__
+                _mm256_storeu_ps(d, _mm256_loadu_ps(src));
+                _mm256_storeu_ps(d + 8, _mm256_loadu_ps(src + 8));
+#else
+                for (int j = 0; j < NR; j++) d[j] = src[j];
+#endif
+                if (++t == T) { t = 0; c++; }
+            }
+            continue;
+        }
+#ifdef __AVX2__
+        int lh[NR], lw[NR];
+        for (int j = 0; j < NR; j++) {      /* lanes past nv repeat pixel q0, masked off below */
+            lh[j] = s->ih0[j < nv ? q0 + j : q0];
+            lw[j] = s->iw0[j < nv ? q0 + j : q0];
+        }
+        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i valid[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(nv), lane),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane)};
+        __m256i ih[2] = {_mm256_loadu_si256((const __m256i *)lh),
+                         _mm256_loadu_si256((const __m256i *)(lh + 8))};
+        __m256i iw[2] = {_mm256_loadu_si256((const __m256i *)lw),
+                         _mm256_loadu_si256((const __m256i *)(lw + 8))};
+        __m256i H8 = _mm256_set1_epi32(s->H), W8 = _mm256_set1_epi32(s->W);
+        __m256i neg1 = _mm256_set1_epi32(-1);
+        __m256 zero = _mm256_setzero_ps();
+        /* per tap: lane masks (0 <= h < H, 0 <= w < W, lane < nv) and, for gathers, offsets */
+        __m256i mask[MAX_TAPS][2], offs[MAX_TAPS][2];
+        int ntap = T <= MAX_TAPS ? T : 0;
+        for (int u = 0; u < ntap; u++) {
+            int ui = u / s->KW, uj = u - ui * s->KW;
+            __m256i di8 = _mm256_set1_epi32(ui * s->dh), dj8 = _mm256_set1_epi32(uj * s->dw);
+            for (int h = 0; h < 2; h++) {
+                __m256i hh = _mm256_add_epi32(ih[h], di8), ww = _mm256_add_epi32(iw[h], dj8);
+                __m256i m = _mm256_and_si256(_mm256_and_si256(_mm256_cmpgt_epi32(hh, neg1),
+                                                              _mm256_cmpgt_epi32(H8, hh)),
+                                             _mm256_and_si256(_mm256_cmpgt_epi32(ww, neg1),
+                                                              _mm256_cmpgt_epi32(W8, ww)));
+                mask[u][h] = _mm256_and_si256(m, valid[h]);
+                offs[u][h] = _mm256_add_epi32(_mm256_mullo_epi32(hh, W8), ww);
+            }
+        }
+#endif
+        for (int kk = 0; kk < kc; kk++) {
+            const float *xc = s->x + (size_t)c * HW;
+            float *d = dst + (size_t)kk * NR;
+            int ti = t / s->KW, tj = t - ti * s->KW;
+            int di = ti * s->dh, dj = tj * s->dw;
+#ifdef __AVX2__
+            if (t < ntap) {
+                if (contig) {
+                    /* masked lanes are not read, so the address may lie outside the image */
+                    const float *src = xc + off0 + (ptrdiff_t)di * s->W + dj;
+                    _mm256_storeu_ps(d, _mm256_maskload_ps(src, mask[t][0]));
+                    _mm256_storeu_ps(d + 8, _mm256_maskload_ps(src + 8, mask[t][1]));
+                } else {
+                    _mm256_storeu_ps(d, _mm256_mask_i32gather_ps(
+                        zero, xc, offs[t][0], _mm256_castsi256_ps(mask[t][0]), 4));
+                    _mm256_storeu_ps(d + 8, _mm256_mask_i32gather_ps(
+                        zero, xc, offs[t][1], _mm256_castsi256_ps(mask[t][1]), 4));
+                }
+                if (++t == T) { t = 0; c++; }
+                continue;
+            }
+#endif
+            for (int j = 0; j < NR; j++) {
+                float v = 0.0f;
+                if (j < nv) {
+                    int hh = s->ih0[q0 + j] + di, ww = s->iw0[q0 + j] + dj;
+                    if (hh >= 0 && hh < s->H && ww >= 0 && ww < s->W)
+                        v = xc[(ptrdiff_t)hh * s->W + ww];
+                }
+                d[j] = v;
+            }
+            if (++t == T) { t = 0; c++; }
+        }
+    }
+}
+
+/* What the last K block of a tile applies in registers: + z, then ReLU or Clip (others run as a
+ * row pass afterwards). z == NULL and act == 0 outside the last block. */
+typedef struct { const float *z; int act; float lo, hi; } tile_ep;
+
+static inline float ep1(const tile_ep *e, float v, const float *zr, int j) {
+    if (e->z) v += zr[j];
+    if (e->act == DSCY_F_RELU) v = v > 0.0f ? v : 0.0f;
+    else if (e->act == DSCY_F_CLIP) { v = v < e->lo ? e->lo : v; v = v > e->hi ? e->hi : v; }
+    return v;
+}
+
+/* One 6 x 16 tile over kc: c (rows mr <= 6, columns nr <= 16, row stride ldc) gets
+ * acc + (first ? bias : c). */
+static inline void tile(int kc, const float *restrict a, const float *restrict b, float *c,
+                        ptrdiff_t ldc, int mr, int nr, int first, const float *bias,
+                        const tile_ep *e) {
+#ifdef __AVX2__
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 a0 = _mm256_broadcast_ss(a), a1 = _mm256_broadcast_ss(a + 1);
+        c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01);
+        c10 = _mm256_fmadd_ps(a1, b0, c10); c11 = _mm256_fmadd_ps(a1, b1, c11);
+        a0 = _mm256_broadcast_ss(a + 2); a1 = _mm256_broadcast_ss(a + 3);
+        c20 = _mm256_fmadd_ps(a0, b0, c20); c21 = _mm256_fmadd_ps(a0, b1, c21);
+        c30 = _mm256_fmadd_ps(a1, b0, c30); c31 = _mm256_fmadd_ps(a1, b1, c31);
+        a0 = _mm256_broadcast_ss(a + 4); a1 = _mm256_broadcast_ss(a + 5);
+        c40 = _mm256_fmadd_ps(a0, b0, c40); c41 = _mm256_fmadd_ps(a0, b1, c41);
+        c50 = _mm256_fmadd_ps(a1, b0, c50); c51 = _mm256_fmadd_ps(a1, b1, c51);
+        a += MR; b += NR;
+    }
+    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (mr == MR && nr == NR) {
+        for (int r = 0; r < MR; r++) {
+            float *cr = c + r * ldc;
+            __m256 i0, i1;
+            if (first) { i0 = i1 = _mm256_set1_ps(bias ? bias[r] : 0.0f); }
+            else { i0 = _mm256_loadu_ps(cr); i1 = _mm256_loadu_ps(cr + 8); }
+            __m256 v0 = _mm256_add_ps(acc[r][0], i0), v1 = _mm256_add_ps(acc[r][1], i1);
+            if (e->z) {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(e->z + r * ldc));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(e->z + r * ldc + 8));
+            }
+            if (e->act == DSCY_F_RELU) {       /* v > 0 ? v : 0, as f32_fused.h */
+                v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+                v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+            } else if (e->act == DSCY_F_CLIP) {
+                __m256 lo = _mm256_set1_ps(e->lo), hi = _mm256_set1_ps(e->hi);
+                v0 = _mm256_min_ps(hi, _mm256_max_ps(lo, v0));
+                v1 = _mm256_min_ps(hi, _mm256_max_ps(lo, v1));
+            }
+            _mm256_storeu_ps(cr, v0);
+            _mm256_storeu_ps(cr + 8, v1);
+        }
+        return;
+    }
+    float t[MR][NR];
+    for (int r = 0; r < MR; r++) {
+        _mm256_storeu_ps(t[r], acc[r][0]);
+        _mm256_storeu_ps(t[r] + 8, acc[r][1]);
+    }
+#else
+    float t[MR][NR];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) t[r][j] = 0.0f;
+    for (int k = 0; k < kc; k++) {
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < NR; j++) t[r][j] += a[r] * b[j];
+        a += MR; b += NR;
+    }
+#endif
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + r * ldc;
+        float init = bias ? bias[r] : 0.0f;
+        for (int j = 0; j < nr; j++) cr[j] = ep1(e, t[r][j] + (first ? init : cr[j]), e->z ? e->z + r * ldc : NULL, j);
+    }
+}
+
+/* The same for a last strip of at most 8 valid pixels (7x7 maps: 49 = 3 x 16 + 1): half the
+ * FMAs of a full tile, reading the first 8 lanes of each 16-float strip row. */
+static inline void tile8(int kc, const float *restrict a, const float *restrict b, float *c,
+                         ptrdiff_t ldc, int mr, int nr, int first, const float *bias,
+                         const tile_ep *e) {
+#ifdef __AVX2__
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(b);
+        c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a), b0, c0);
+        c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 1), b0, c1);
+        c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 2), b0, c2);
+        c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 3), b0, c3);
+        c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 4), b0, c4);
+        c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 5), b0, c5);
+        a += MR; b += NR;
+    }
+    float t[MR][8];
+    _mm256_storeu_ps(t[0], c0); _mm256_storeu_ps(t[1], c1); _mm256_storeu_ps(t[2], c2);
+    _mm256_storeu_ps(t[3], c3); _mm256_storeu_ps(t[4], c4); _mm256_storeu_ps(t[5], c5);
+#else
+    float t[MR][8];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < 8; j++) t[r][j] = 0.0f;
+    for (int k = 0; k < kc; k++) {
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < 8; j++) t[r][j] += a[r] * b[j];
+        a += MR; b += NR;
+    }
+#endif
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + r * ldc;
+        float init = bias ? bias[r] : 0.0f;
+        for (int j = 0; j < nr; j++) cr[j] = ep1(e, t[r][j] + (first ? init : cr[j]), e->z ? e->z + r * ldc : NULL, j);
+    }
+}
+
+static size_t tl_cap = 0;
+static float *tl_buf = NULL;
+#ifdef _OPENMP
+#pragma omp threadprivate(tl_cap, tl_buf)
+#endif
+
+static float *strip_buffer(size_t n) {
+    if (tl_cap < n) {
+        free(tl_buf);
+        tl_buf = (float *)aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+        tl_cap = tl_buf ? n : 0;
+    }
+    return tl_buf;
+}
+
+/* x [N][C][H][W]; wp packed weights of M x K; bias [M] or NULL; z [N][M][P] or NULL;
+ * out [N][M][P]. Returns 0, or -1 when a scratch buffer could not be allocated.
+ *
+ * Work items are (image, pixel block, channel range); the channel range is all of M unless
+ * there are too few pixel blocks to keep the threads busy (small late-stage feature maps), in
+ * which case each thread packs the same columns and takes a share of the channels. */
+int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp, int M,
+                    int KH, int KW, int sw, int dh, int dw, const int32_t *ih0,
+                    const int32_t *iw0, int P, const float *bias, const float *z, int act,
+                    float p0, float p1, float *out, int nthreads) {
+    const int K = C * KH * KW;
+    const int npanels = (M + MR - 1) / MR;
+    const int nstrips = (P + NR - 1) / NR;
+    int nt = dscy_nthreads(nthreads);
+    if ((double)M * K * P * N < 2.0e6) nt = 1;   /* waking a thread costs more */
+    /* K blocks of equal size <= KC_MAX */
+    int nkb = (K + KC_MAX - 1) / KC_MAX, kcb = (K + nkb - 1) / nkb;
+    int njb = (nstrips + NC_STRIPS - 1) / NC_STRIPS;          /* pixel blocks */
+    /* an even split over the threads when there are few items */
+    while ((long)N * njb % nt && njb < nstrips && (long)N * njb < 8L * nt) njb++;
+    int spb = (nstrips + njb - 1) / njb;
+    njb = (nstrips + spb - 1) / spb;
+    int nms = 1;                                               /* channel ranges */
+    if ((long)N * njb < 2L * nt && nt > 1) {
+        nms = (int)((2L * nt + (long)N * njb - 1) / ((long)N * njb));
+        if (nms > npanels) nms = npanels;
+    }
+    long items = (long)N * njb * nms;
+    if (items < nt) nt = (int)items;
+    int reg_act = act == 0 || act == DSCY_F_RELU || act == DSCY_F_CLIP;
+    int fail = 0;
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) reduction(|:fail)
+    for (long it = 0; it < items; it++) {
+        int n = (int)(it / ((long)njb * nms)), rest = (int)(it % ((long)njb * nms));
+        int jb = rest / nms, ms = rest % nms;
+        int s0 = jb * spb, s1 = s0 + spb < nstrips ? s0 + spb : nstrips;
+        int ga = (int)((long)npanels * ms / nms), gb = (int)((long)npanels * (ms + 1) / nms);
+        int q0 = s0 * NR, q1 = s1 * NR < P ? s1 * NR : P;
+        float *bp = strip_buffer((size_t)(s1 - s0) * kcb * NR);
+        if (!bp) { fail = 1; continue; }
+        conv_src s = {x + (size_t)n * C * H * W, C, H, W, KH, KW, sw, dh, dw, P, ih0, iw0};
+        float *on = out + (size_t)n * M * P;
+        const float *zn = z ? z + (size_t)n * M * P : NULL;
+        for (int k0 = 0; k0 < K; k0 += kcb) {
+            int kc = K - k0 < kcb ? K - k0 : kcb, last = k0 + kc >= K;
+            tile_ep te = {NULL, last && reg_act ? act : 0, p0, p1};
+            pack_cols(&s, k0, kc, q0, q1 - q0, bp);
+            /* panels in blocks that stay in L2 while every strip passes over them */
+            for (int g0 = ga; g0 < gb; g0 += MC_PANELS) {
+                int g1 = g0 + MC_PANELS < gb ? g0 + MC_PANELS : gb;
+                for (int st = s0; st < s1; st++) {
+                    int p = st * NR, nr = P - p < NR ? P - p : NR;
+                    const float *bs = bp + (size_t)(st - s0) * kc * NR;
+                    for (int g = g0; g < g1; g++) {
+                        int m = g * MR, mr = M - m < MR ? M - m : MR;
+                        te.z = last && z ? zn + (size_t)m * P + p : NULL;
+                        if (nr <= 8) {
+                            tile8(kc, wp + ((size_t)g * K + k0) * MR, bs, on + (size_t)m * P + p,
+                                  P, mr, nr, k0 == 0, bias ? bias + m : NULL, &te);
+                            continue;
+                        }
+                        te.z = last && z ? zn + (size_t)m * P + p : NULL;
+                        tile(kc, wp + ((size_t)g * K + k0) * MR, bs, on + (size_t)m * P + p, P,
+                             mr, nr, k0 == 0, bias ? bias + m : NULL, &te);
+                    }
+                }
+            }
+        }
+        if (!reg_act) {    /* activations without a register form: one pass over the rows */
+            int m1 = gb * MR < M ? gb * MR : M;
+            for (int m = ga * MR; m < m1; m++)
+                dscy_bias_act(CONV_AVX2, on + (size_t)m * P + q0, NULL, q1 - q0, act, p0, p1);
+        }
+    }
+    return fail ? -1 : 0;
+}

@@ -1,0 +1,84 @@
+"""Dense FP32 2-D convolution kernel (csrc/f32_conv.c): NCHW, group 1, any kernel size, stride,
+dilation and padding; implicit im2col (no column buffer) and the epilogue fused (bias, a residual
+z added before the activation, f32_fused.h's activations). ops/conv.py routes float32 2-D convs
+here and keeps its numpy im2col/BLAS path for everything else."""
+import numpy as np
+
+from . import load
+
+MR = 6   # weight panel height of the kernel (csrc/f32_conv.c)
+
+
+def conv_pixel_tables(H, W, Ho, Wo, strides, pads_begin):
+    """int32 ih0[P], iw0[P]: top-left input coordinate (before dilation taps) of each output
+    pixel, P = Ho * Wo in row-major order."""
+    sh, sw = strides
+    oh = np.arange(Ho, dtype=np.int64) * sh - pads_begin[0]
+    ow = np.arange(Wo, dtype=np.int64) * sw - pads_begin[1]
+    ih0 = np.ascontiguousarray(np.repeat(oh, Wo), dtype=np.int32)
+    iw0 = np.ascontiguousarray(np.tile(ow, Ho), dtype=np.int32)
+    return ih0, iw0
+
+
+class PackedConvF32:
+    """Weights [M, C, KH, KW] float32 packed once for f32_conv2d."""
+
+    def __init__(self, w, isa=None):
+        w = np.asarray(w)
+        if w.ndim != 4 or w.dtype != np.float32:
+            raise ValueError(f"conv weight must be float32 [M, C, KH, KW], got {w.dtype} {w.shape}")
+        self.M, self.C, self.KH, self.KW = (int(v) for v in w.shape)
+        self.K = self.C * self.KH * self.KW
+        if max(self.M, self.K) >= 2 ** 31 // 64:
+            raise ValueError(f"conv weight {w.shape} too large for the packed kernel")
+        self.isa = isa
+        self.wp = load("f32_conv", isa).pack_w(np.ascontiguousarray(w.reshape(self.M, self.K)))
+
+    @property
+    def nbytes(self):
+        return int(self.wp.nbytes)
+
+
+def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), bias=None, z=None,
+               activation=0, params=(0.0, 0.0), out=None, num_threads=None, tables=None):
+    """out[N, M, Ho, Wo] = act(conv(x, W) + bias + z). x float32 [N, C, H, W]; pads ONNX order
+    (top, left, bottom, right); activation an f32_fused ACTIVATIONS code; tables: cached
+    conv_pixel_tables for this input shape (computed when None)."""
+    if x.dtype != np.float32 or x.ndim != 4:
+        raise ValueError(f"x must be float32 [N, C, H, W], got {x.dtype} {x.shape}")
+    x = np.ascontiguousarray(x)
+    N, C, H, W = x.shape
+    if C != packed.C:
+        raise ValueError(f"x has {C} channels, weight expects {packed.C}")
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilations)
+    pt, pl, pb, pr = (int(v) for v in pads)
+    Ho = (H + pt + pb - dh * (packed.KH - 1) - 1) // sh + 1
+    Wo = (W + pl + pr - dw * (packed.KW - 1) - 1) // sw + 1
+    if Ho <= 0 or Wo <= 0:
+        raise ValueError(f"conv output would be empty ({Ho} x {Wo})")
+    M = packed.M
+    if out is None:
+        out = np.empty((N, M, Ho, Wo), np.float32)
+    elif out.shape != (N, M, Ho, Wo) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be float32 C-contiguous {(N, M, Ho, Wo)}")
+    if tables is None:
+        tables = conv_pixel_tables(H, W, Ho, Wo, (sh, sw), (pt, pl))
+    ih0, iw0 = tables
+    b = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
+    if b is not None and b.shape[0] != M:
+        raise ValueError(f"bias must have {M} values, got {b.shape[0]}")
+    if z is not None:
+        if z.shape != out.shape or z.dtype != np.float32:
+            raise ValueError(f"z must be float32 {out.shape}, got {z.dtype} {z.shape}")
+        z = np.ascontiguousarray(z)
+        if np.shares_memory(z, out) and z.__array_interface__["data"][0] != \
+                out.__array_interface__["data"][0]:
+            z = z.copy()   # exact aliasing is fine (elementwise in place), partial overlap not
+    if N == 0 or M == 0:
+        return out
+    load("f32_conv", packed.isa).conv2d(x, packed.wp, M, packed.KH, packed.KW, sw, dh, dw, ih0,
+                                        iw0, b, z, int(activation), float(params[0]),
+                                        float(params[1]), out,
+                                        0 if num_threads is None else int(num_threads))
+    return out

@@ -1,0 +1,155 @@
+"""Dense FP32 conv kernel (kernels/f32conv.py, implicit im2col GEMM) against a float64 numpy
+direct convolution, on every ISA build this machine runs: ragged channel counts (M not a multiple
+of the 6-row panel), pixel counts not a multiple of the 16-wide strip (incl. the 8-wide tail),
+strides, dilations, asymmetric padding, kernels with more taps than the packer's mask table,
+batch > 1, residual z and every fused activation."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from deepsparse_cy.kernels import _f32_fused
+from deepsparse_cy.kernels.f32conv import PackedConvF32, conv_pixel_tables, f32_conv2d
+from _kernel_cases import isa_params
+
+ACT = _f32_fused.ACTIVATIONS
+
+
+def conv_ref(x, w, b, strides, pads, dil):
+    """Direct convolution in float64: zero-pad, then one einsum per kernel tap."""
+    x = x.astype(np.float64)
+    w = w.astype(np.float64)
+    N, C, H, W = x.shape
+    M, _, KH, KW = w.shape
+    pt, pl, pb, pr = pads
+    xp = np.zeros((N, C, H + pt + pb, W + pl + pr))
+    xp[:, :, pt:pt + H, pl:pl + W] = x
+    Ho = (H + pt + pb - dil[0] * (KH - 1) - 1) // strides[0] + 1
+    Wo = (W + pl + pr - dil[1] * (KW - 1) - 1) // strides[1] + 1
+    y = np.zeros((N, M, Ho, Wo))
+    for i in range(KH):
+        for j in range(KW):
+            v = xp[:, :, i * dil[0]: i * dil[0] + (Ho - 1) * strides[0] + 1: strides[0],
+                   j * dil[1]: j * dil[1] + (Wo - 1) * strides[1] + 1: strides[1]]
+            y += np.einsum("nchw,mc->nmhw", v, w[:, :, i, j])
+    if b is not None:
+        y += b.astype(np.float64).reshape(1, -1, 1, 1)
+    return y
+
+
+def act_ref(y, name, p):
+    if name == "":
+        return y
+    if name == "Relu":
+        return np.where(y > 0, y, 0)
+    if name == "Clip":
+        return np.minimum(np.maximum(y, p[0]), p[1])
+    if name == "Gelu":
+        return 0.5 * y * (1 + np.vectorize(math.erf)(y / np.sqrt(2)))
+    if name == "SiLU":
+        return y / (1 + np.exp(-y))
+    if name == "HardSwish":
+        return y * np.clip(y / 6 + 0.5, 0, 1)
+    if name == "Sigmoid":
+        return 1 / (1 + np.exp(-y))
+    if name == "LeakyRelu":
+        return np.where(y < 0, y * p[0], y)
+    if name == "HardSigmoid":
+        return np.clip(y * p[0] + p[1], 0, 1)
+    raise AssertionError(name)
+
+
+PARAMS = {"Clip": (-0.5, 0.7), "LeakyRelu": (0.1, 0.0), "HardSigmoid": (0.2, 0.5)}
+
+
+def _check(rng, isa, N, C, M, H, W, k, strides=(1, 1), pads=(0, 0, 0, 0), dil=(1, 1),
+           bias=True, z=False, act="", nt=None):
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((M, C) + tuple(k)) / np.sqrt(C * k[0] * k[1])).astype(np.float32)
+    b = rng.standard_normal(M).astype(np.float32) if bias else None
+    ref = conv_ref(x, w, b, strides, pads, dil)
+    zz = rng.standard_normal(ref.shape).astype(np.float32) if z else None
+    p = PARAMS.get(act, (0.0, 0.0))
+    pk = PackedConvF32(w, isa)
+    got = f32_conv2d(x, pk, strides, pads, dil, b, z=zz, activation=ACT[act], params=p,
+                     num_threads=nt)
+    pre = ref + (zz if z else 0)
+    exp = act_ref(pre, act, p)
+    # float32 accumulation in another order than the float64 reference: bound by sum |terms|
+    absref = conv_ref(np.abs(x), np.abs(w), None if b is None else np.abs(b), strides, pads, dil)
+    tol = 2e-6 * (absref + (np.abs(zz) if z else 0)) + 1e-6
+    assert got.shape == exp.shape and got.dtype == np.float32
+    err = np.abs(got - exp)
+    assert (err <= tol * (1 + np.abs(exp))).all(), float(err.max())
+
+
+CASES = [
+    # N, C, M, H, W, k, strides, pads, dil
+    (1, 3, 64, 32, 32, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),       # ResNet stem
+    (1, 16, 24, 14, 14, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),      # 'same' 3x3, rows of 14
+    (2, 8, 13, 9, 11, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),        # strided, batch 2
+    (1, 32, 20, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),        # 49 pixels: 8-wide tail
+    (1, 40, 70, 7, 7, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),        # 1x1 on 7x7
+    (1, 24, 17, 20, 20, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),      # strided 1x1 (downsample)
+    (1, 5, 7, 19, 23, (3, 5), (1, 2), (0, 2, 1, 0), (2, 1)),        # asymmetric everything
+    (1, 3, 6, 20, 20, (9, 9), (1, 1), (4, 4, 4, 4), (1, 1)),        # 81 taps > mask table
+    (1, 1, 1, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),          # smallest
+    (1, 300, 9, 6, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),        # K = 2700: several K blocks
+    (1, 4, 5, 3, 3, (3, 3), (1, 1), (2, 2, 2, 2), (1, 1)),          # output larger than input
+]
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}c{}m{}_{}x{}_k{}x{}".format(
+    c[0], c[1], c[2], c[3], c[4], *c[5]))
+def test_f32_conv_shapes(isa, case):
+    N, C, M, H, W, k, s, p, d = case
+    rng = np.random.default_rng(C * 131 + M)
+    _check(rng, isa, N, C, M, H, W, k, s, p, d, bias=True, z=True, act="Relu")
+    _check(rng, isa, N, C, M, H, W, k, s, p, d, bias=False)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("act", sorted(ACT))
+@pytest.mark.parametrize("z", [False, True])
+def test_f32_conv_epilogue(isa, act, z):
+    rng = np.random.default_rng(len(act) + z)
+    for nt in (1, 2):
+        _check(rng, isa, 1, 12, 22, 9, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), z=z, act=act,
+               nt=nt)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_f32_conv_random(isa, data):
+    d = data.draw
+    kh, kw = d(st.integers(1, 5)), d(st.integers(1, 5))
+    dil = (d(st.integers(1, 2)), d(st.integers(1, 2)))
+    pads = tuple(d(st.integers(0, 3)) for _ in range(4))
+    H = d(st.integers(max(1, dil[0] * (kh - 1) + 1 - pads[0] - pads[2]), 24))
+    W = d(st.integers(max(1, dil[1] * (kw - 1) + 1 - pads[1] - pads[3]), 40))
+    rng = np.random.default_rng(d(st.integers(0, 2 ** 31)))
+    _check(rng, isa, d(st.integers(1, 3)), d(st.integers(1, 20)), d(st.integers(1, 40)), H, W,
+           (kh, kw), (d(st.integers(1, 3)), d(st.integers(1, 3))), pads, dil,
+           bias=d(st.booleans()), z=d(st.booleans()),
+           act=d(st.sampled_from(["", "Relu", "Clip", "SiLU"])), nt=d(st.sampled_from([1, 2])))
+
+
+def test_f32_conv_pixel_tables():
+    ih0, iw0 = conv_pixel_tables(5, 6, 3, 4, (2, 2), (1, 1))
+    assert ih0.tolist() == [-1] * 4 + [1] * 4 + [3] * 4
+    assert iw0.tolist() == [-1, 1, 3, 5] * 3
+
+
+def test_f32_conv_argument_errors():
+    pk = PackedConvF32(np.ones((4, 3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="channels"):
+        f32_conv2d(np.ones((1, 2, 5, 5), np.float32), pk)
+    with pytest.raises(ValueError, match="empty"):
+        f32_conv2d(np.ones((1, 3, 2, 2), np.float32), pk)
+    with pytest.raises(ValueError, match="float32"):
+        PackedConvF32(np.ones((4, 3, 3, 3), np.float64))
+    with pytest.raises(ValueError, match="out must be"):
+        f32_conv2d(np.ones((1, 3, 5, 5), np.float32), pk, out=np.empty((1, 4, 2, 2), np.float32))
