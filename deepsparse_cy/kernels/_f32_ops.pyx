@@ -6,7 +6,7 @@ vectorises; OpenMP over chunks. These passes are memory-bound and usually run ri
 call whose worker threads are still spinning on the other cores, so they take a second thread
 only for arrays of 4M elements and more (below that a second thread mostly waits for a core).
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 
 cdef extern from "csrc/dscy_fastmath.h" nogil:
     int dscy_cap_threads(int want)
@@ -176,3 +176,33 @@ def dw_conv2d_planes(const float[:, :, ::1] planes,   # IN  [N*C, phases, Q0b*Q1
                 dscy_dw_plane_generic(&planes[p, 0, 0], plen, &w[p % C, 0], &tap_phase[0],
                                       &tap_off[0], K, Q1, O0, O1, b[p % C] if has_b else zero,
                                       &out[p, 0])
+
+
+
+cdef extern from "csrc/dscy_pool.h" nogil:
+    void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho, int Wo, int kh,
+                              int kw, int sh, int sw, int dh, int dw, int pt, int pl, float *tmp)
+
+
+def maxpool2d(const float[:, :, ::1] x,     # IN  [N*C, H, W]
+              float[:, :, ::1] y,           # OUT [N*C, Ho, Wo]
+              int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+              int num_threads=1):
+    """2-D max pooling over planes (csrc/dscy_pool.h); taps outside the input are skipped (ONNX
+    padding), NaN never wins over a number (np.fmax, like onnxruntime); an all-padding window
+    gives -inf."""
+    cdef Py_ssize_t p, NC = x.shape[0]
+    cdef int H = x.shape[1], W = x.shape[2], Ho = y.shape[1], Wo = y.shape[2]
+    if NC == 0 or Ho == 0 or Wo == 0:
+        return
+    cdef int nt = 1
+    if NC * Ho * Wo * kh * kw >= 1048576 and num_threads > 1:
+        nt = dscy_cap_threads(num_threads)
+    import numpy as np
+    cdef float[:, ::1] tmp = np.empty((max(nt, 1), max(W, 1)), np.float32)
+    cdef int tid
+    with nogil:
+        for p in prange(NC, num_threads=nt, schedule="static"):
+            tid = threadid()
+            dscy_maxpool2d_plane(&x[p, 0, 0] if H * W > 0 else NULL, H, W, &y[p, 0, 0], Ho, Wo,
+                                 kh, kw, sh, sw, dh, dw, pt, pl, &tmp[tid, 0])

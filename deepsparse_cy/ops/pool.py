@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 
 from ..errors import ShapeError
+from ..kernels import _f32_ops
 from ._spatial import norm_attrs, out_shape, phase_split, resolve_pads, scratch
 from .registry import Op, register
 
@@ -161,12 +162,26 @@ class MaxPool(Op):
                        dilations=a.get("dilations"), pads=a.get("pads"),
                        auto_pad=a.get("auto_pad", "NOTSET"), ceil_mode=a.get("ceil_mode", 0))
         self.storage_order = int(a.get("storage_order", 0))
+        self.num_threads = int(ctx.num_threads or 1)
         self.with_indices = len(node.outputs) > 1 and bool(node.outputs[1])
 
     def run(self, inputs, outs):
         x = inputs[0]
         g = _Geom(x, **self.kw)
         out = outs[0] if outs else None
+        if not self.with_indices and g.nd == 2 and x.dtype == np.float32:
+            # compiled window loop (the numpy tap loop makes k*k passes over the output)
+            oshape = x.shape[:2] + tuple(g.O)
+            y = out if (out is not None and out.dtype == np.float32 and out.shape == oshape
+                        and out.flags.c_contiguous) else np.empty(oshape, np.float32)
+            N, C = x.shape[:2]
+            _f32_ops.maxpool2d(np.ascontiguousarray(x).reshape(N * C, *g.S),
+                               y.reshape(N * C, *g.O), g.k[0], g.k[1], g.s[0], g.s[1], g.d[0],
+                               g.d[1], g.pb[0], g.pb[1], self.num_threads)
+            if out is not None and y is not out:
+                np.copyto(out, y, casting="unsafe")
+                y = out
+            return [y] + ([None] if len(self.node.outputs) > 1 else [])
         r = _max_pool(x, g, self.with_indices, self.storage_order, out)
         if self.with_indices:
             return list(r)

@@ -66,6 +66,22 @@ def test_maxpool_int8_and_nan(rng):
     assert np.isfinite(y).all()          # a NaN does not win the max (as in onnxruntime)
 
 
+@pytest.mark.parametrize("cfg", [c for c in POOL_CONFIGS if c[0] == 2], ids=str)
+def test_maxpool_compiled_matches_numpy_path_with_nans(rng, cfg):
+    # float32 2-D MaxPool runs the compiled window loop; the numpy tap loop is the reference,
+    # including NaN handling (NaN loses to numbers, an all-NaN window stays NaN) and padding
+    from deepsparse_cy.ops.pool import _Geom, _max_pool
+    _, k, s, d, pads, auto_pad, ceil = cfg
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[0, 0, :4, :4] = np.nan
+    a = _attrs(k, s, d, pads, auto_pad, ceil)
+    got = run_mine("MaxPool", [("x", x)], a, opset=12)[0]
+    g = _Geom(x, a["kernel_shape"], a["strides"], a.get("dilations"), a.get("pads"),
+              a.get("auto_pad", "NOTSET"), a["ceil_mode"])
+    np.testing.assert_array_equal(got, _max_pool(x, g, False, 0))
+
+
 @pytest.mark.parametrize("cfg", POOL_CONFIGS, ids=[str(i) for i in range(len(POOL_CONFIGS))])
 @pytest.mark.parametrize("cip", [0, 1])
 def test_averagepool_vs_ort(rng, cfg, cip):
