@@ -305,6 +305,44 @@ static float *strip_buffer(size_t n) {
     return tl_buf;
 }
 
+/* Work split: njb pixel blocks of spb strips (at most NC_STRIPS, so a block's packed columns
+ * stay in L2) x nms channel ranges per image. Items are dealt to the threads in contiguous
+ * chunks (OpenMP static); the split minimises the busiest thread's modelled time: a strip of an
+ * item costs its share of panels (1 per 6x16 tile row, half for an 8-wide tail strip) plus
+ * PACK_COST for packing it, which every item covering the strip pays again. */
+#define PACK_COST 0.4
+static void split_work(int N, int nstrips, int npanels, int tail8, int nt, int *njb_out,
+                       int *nms_out, int *spb_out) {
+    int jmin = (nstrips + NC_STRIPS - 1) / NC_STRIPS;
+    int best_j = jmin, best_m = 1;
+    double best = -1.0;
+    for (int njb = jmin; njb <= nstrips && njb <= jmin + 2 * nt; njb++) {
+        int spb = (nstrips + njb - 1) / njb;
+        if ((nstrips + spb - 1) / spb != njb) continue;      /* same split as a smaller njb */
+        for (int nms = 1; nms <= npanels && nms <= 2 * nt; nms++) {
+            long items = (long)N * njb * nms, chunk = (items + nt - 1) / nt;
+            double worst = 0.0;
+            for (int t = 0; t < nt; t++) {
+                double load = 0.0;
+                for (long it = t * chunk; it < (t + 1) * chunk && it < items; it++) {
+                    int rest = (int)(it % ((long)njb * nms)), jb = rest / nms, ms = rest % nms;
+                    int s0 = jb * spb, s1 = s0 + spb < nstrips ? s0 + spb : nstrips;
+                    int ga = (int)((long)npanels * ms / nms);
+                    int gb = (int)((long)npanels * (ms + 1) / nms);
+                    double strips = s1 - s0 - (tail8 && s1 == nstrips ? 0.5 : 0.0);
+                    load += strips * (gb - ga) + (s1 - s0) * PACK_COST;
+                }
+                worst = load > worst ? load : worst;
+            }
+            worst *= 1.0 + 0.002 * (double)items / nt;         /* per-item overhead */
+            if (best < 0 || worst < best - 1e-9) { best = worst; best_j = njb; best_m = nms; }
+        }
+    }
+    *njb_out = best_j;
+    *nms_out = best_m;
+    *spb_out = (nstrips + best_j - 1) / best_j;
+}
+
 /* x [N][C][H][W]; wp packed weights of M x K; bias [M] or NULL; z [N][M][P] or NULL;
  * out [N][M][P]. Returns 0, or -1 when a scratch buffer could not be allocated.
  *
@@ -322,16 +360,8 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
     if ((double)M * K * P * N < 2.0e6) nt = 1;   /* waking a thread costs more */
     /* K blocks of equal size <= KC_MAX */
     int nkb = (K + KC_MAX - 1) / KC_MAX, kcb = (K + nkb - 1) / nkb;
-    int njb = (nstrips + NC_STRIPS - 1) / NC_STRIPS;          /* pixel blocks */
-    /* an even split over the threads when there are few items */
-    while ((long)N * njb % nt && njb < nstrips && (long)N * njb < 8L * nt) njb++;
-    int spb = (nstrips + njb - 1) / njb;
-    njb = (nstrips + spb - 1) / spb;
-    int nms = 1;                                               /* channel ranges */
-    if ((long)N * njb < 2L * nt && nt > 1) {
-        nms = (int)((2L * nt + (long)N * njb - 1) / ((long)N * njb));
-        if (nms > npanels) nms = npanels;
-    }
+    int njb, nms, spb;
+    split_work(N, nstrips, npanels, P % NR && P % NR <= 8, nt, &njb, &nms, &spb);
     long items = (long)N * njb * nms;
     if (items < nt) nt = (int)items;
     int reg_act = act == 0 || act == DSCY_F_RELU || act == DSCY_F_CLIP;
