@@ -508,6 +508,7 @@ class ConvTranspose(Op):
         self.auto_pad = a.get("auto_pad", "NOTSET") or "NOTSET"
         self.output_padding = a.get("output_padding")
         self.output_shape = a.get("output_shape")
+        self.num_threads = int(ctx.num_threads or 1)
         self._wcache = None
 
     def _geometry(self, S, k, s, d):
@@ -549,8 +550,17 @@ class ConvTranspose(Op):
         else:
             # (g, Mg*K, Cg): W^T per group
             wt = np.ascontiguousarray(_as(w, dt).reshape(g, Cg, Mg * K).transpose(0, 2, 1))
-            self._wcache = (w, wt)
-        cols = np.matmul(wt, _as(x, dt).reshape(N, g, Cg, Sp))        # (N, g, Mg*K, Sp)
+            # group-1 float32: the GEMM runs on the f32conv kernel as a 1x1 conv over the input
+            # pixels (OpenBLAS would leave worker threads spinning into the next layers)
+            pk = PackedConvF32(wt[0].reshape(Mg * K, Cg, 1, 1)) \
+                if _FAST_CONV and g == 1 and dt == np.float32 else None
+            self._wcache = (w, wt, pk)
+        pk = self._wcache[2]
+        if pk is not None:
+            cols = f32_conv2d(np.ascontiguousarray(_as(x, dt)).reshape(N, C, Sp, 1), pk,
+                              num_threads=self.num_threads).reshape(N, g, Mg * K, Sp)
+        else:
+            cols = np.matmul(wt, _as(x, dt).reshape(N, g, Cg, Sp))    # (N, g, Mg*K, Sp)
         pb, osh = self._geometry(S, k, s, d)
         full = [s[i] * (S[i] - 1) + (k[i] - 1) * d[i] + 1 for i in range(nd)]
         lo = [min(0, pb[i]) for i in range(nd)]
