@@ -7,6 +7,13 @@ import numpy as np
 from . import load
 
 MR = 6   # weight panel height of the kernel (csrc/f32_conv.c)
+PHASE_MAX_PANELS = 8   # csrc/f32_conv.c uses the phase split up to this many weight panels
+
+
+def uses_phase_split(packed, stride_w):
+    """Whether f32_conv2d reads a phase-split copy of the input (strided, few channels)."""
+    return int(stride_w) > 1 and -(-packed.M // MR) <= PHASE_MAX_PANELS \
+        and packed.KH * packed.KW > 1
 
 
 def conv_pixel_tables(H, W, Ho, Wo, strides, pads_begin):
@@ -40,10 +47,13 @@ class PackedConvF32:
 
 
 def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), bias=None, z=None,
-               activation=0, params=(0.0, 0.0), out=None, num_threads=None, tables=None):
+               activation=0, params=(0.0, 0.0), out=None, num_threads=None, tables=None,
+               xph=None):
     """out[N, M, Ho, Wo] = act(conv(x, W) + bias + z). x float32 [N, C, H, W]; pads ONNX order
     (top, left, bottom, right); activation an f32_fused ACTIVATIONS code; tables: cached
-    conv_pixel_tables for this input shape (computed when None)."""
+    conv_pixel_tables for this input shape (computed when None); xph: float32 scratch of at
+    least xph_size(x.shape, stride_w) elements for a strided conv's phase-split input (a fresh
+    one is allocated when None)."""
     if x.dtype != np.float32 or x.ndim != 4:
         raise ValueError(f"x must be float32 [N, C, H, W], got {x.dtype} {x.shape}")
     x = np.ascontiguousarray(x)
@@ -72,13 +82,27 @@ def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), b
         if z.shape != out.shape or z.dtype != np.float32:
             raise ValueError(f"z must be float32 {out.shape}, got {z.dtype} {z.shape}")
         z = np.ascontiguousarray(z)
-        if np.shares_memory(z, out) and z.__array_interface__["data"][0] != \
-                out.__array_interface__["data"][0]:
-            z = z.copy()   # exact aliasing is fine (elementwise in place), partial overlap not
+        if np.may_share_memory(z, out):
+            z = z.copy()   # out holds partial sums before z is added
+    if np.may_share_memory(x, out):
+        x = x.copy()       # out is written while x is still being read
     if N == 0 or M == 0:
         return out
-    load("f32_conv", packed.isa).conv2d(x, packed.wp, M, packed.KH, packed.KW, sw, dh, dw, ih0,
-                                        iw0, b, z, int(activation), float(params[0]),
-                                        float(params[1]), out,
-                                        0 if num_threads is None else int(num_threads))
+    mod = load("f32_conv", packed.isa)
+    if uses_phase_split(packed, sw):
+        need = mod.xph_size(N, C, H, W, sw)
+        if xph is None or xph.dtype != np.float32 or xph.size < need \
+                or not xph.flags.c_contiguous:
+            xph = np.empty(need, np.float32)
+    else:
+        xph = None
+    mod.conv2d(x, packed.wp, M, packed.KH, packed.KW, sw, dh, dw, ih0, iw0, b, z,
+               int(activation), float(params[0]), float(params[1]), out,
+               0 if num_threads is None else int(num_threads), xph)
     return out
+
+
+def xph_size(shape, stride_w, isa=None):
+    """float32 elements of f32_conv2d's phase-split scratch for input shape [N, C, H, W]."""
+    N, C, H, W = (int(v) for v in shape)
+    return int(load("f32_conv", isa).xph_size(N, C, H, W, int(stride_w)))

@@ -20,7 +20,8 @@ from ._spatial import norm_attrs, out_shape, phase_split, resolve_pads, scratch,
 from ..kernels import ISA as _ISA
 from ..kernels import _f32_ops
 from ..kernels import kernel_builds as _kernel_builds
-from ..kernels.f32conv import PackedConvF32, conv_pixel_tables, f32_conv2d
+from ..kernels.f32conv import (PackedConvF32, conv_pixel_tables, f32_conv2d, uses_phase_split,
+                                xph_size)
 from .registry import Op, register
 
 _FLOATS = (np.float32, np.float64)
@@ -180,9 +181,13 @@ class ConvCore:
             res = out
         if z is not None and (z.dtype != np.float32 or z.shape != oshape):
             z = np.broadcast_to(z, oshape).astype(np.float32)
+        xph = None
+        if uses_phase_split(self.fast, self.s[1]):
+            xph = scratch(("f32conv_xph", x.shape, self.s[1]), (xph_size(x.shape, self.s[1]),),
+                          np.float32)
         f32_conv2d(_as(x, np.float32), self.fast, self.s, (p["pb"][0], p["pb"][1],
                    p["pe"][0], p["pe"][1]), self.d, self.bias, z, act, params, res,
-                   self.num_threads, tab)
+                   self.num_threads, tab, xph)
         if out is not None and res is not out:
             np.copyto(out, res, casting="unsafe")
             return out

@@ -72,7 +72,9 @@ void dscy_f32_conv_pack_w(const float *w, int M, int K, float *wp);
 int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp, int M,
                     int KH, int KW, int sw, int dh, int dw, const int32_t *ih0,
                     const int32_t *iw0, int P, const float *bias, const float *z, int act,
-                    float p0, float p1, float *out, int nthreads);
+                    float p0, float p1, float *out, float *xph, int nthreads);
+/* xph: NULL, or (stride_w > 1) scratch of dscy_f32_conv_xph_size floats for the phase split */
+size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw);
 
 /* ---- probes (qs8_gemm.c) ---- */
 /* MACs per second of a register-only loop of `kind`: 0 vpmaddubsw+vpmaddwd(ones)+vpaddd,
