@@ -14,7 +14,90 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                         float p0, float p1, float *out, float *xph, int nthreads)
     size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw)
 
+    size_t dscy_f32_gemm_wpack_size(int K, int N)
+    void dscy_f32_gemm_pack_w(const float *w, int K, int N, float *wp)
+    size_t dscy_f32_gemm_xpack_size(int T, int K)
+    int dscy_f32_gemm(const float *x, Py_ssize_t ldx, int T, int K, const float *wp, int N,
+                      const float *bias, int act, float p0, float p1, float *out, Py_ssize_t ldo,
+                      float *xp, int nthreads)
+
+    int dscy_f32_attention(const float *q, Py_ssize_t qb, Py_ssize_t qs, Py_ssize_t qh,
+                           const float *k, Py_ssize_t kb, Py_ssize_t ks, Py_ssize_t kh,
+                           const float *v, Py_ssize_t vb, Py_ssize_t vs, Py_ssize_t vh,
+                           const float *mask, Py_ssize_t mb, Py_ssize_t mh, Py_ssize_t mq,
+                           float *o, Py_ssize_t ob, Py_ssize_t os, Py_ssize_t oh,
+                           int B, int H, int S, int T, int D, int Dv, float scale, int nthreads)
+
 ISA = DSCY_ISA
+
+
+def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis contiguous
+              cnp.ndarray k,        # IN  float32 [B, T, H, D]
+              cnp.ndarray v,        # IN  float32 [B, T, H, Dv]
+              mask,                 # IN  float32 [B, H, S, T] broadcast view (keys contiguous) or None
+              float scale,
+              cnp.ndarray out,      # OUT float32 [B, S, H, Dv] view, last axis contiguous
+              int nthreads):
+    """out = softmax(scale * q k^T + mask) v per (batch, head) (csrc/f32_attn.c); the caller
+    (ops/fast_fused.py) checks shapes and layouts (S, T >= 1)."""
+    cdef int B = q.shape[0], S = q.shape[1], H = q.shape[2], D = q.shape[3]
+    cdef int T = k.shape[1], Dv = v.shape[3]
+    cdef const float *mp = NULL
+    cdef Py_ssize_t mb = 0, mh = 0, mq = 0
+    cdef cnp.ndarray m
+    if mask is not None:
+        m = <cnp.ndarray>mask
+        mp = <const float *>_ptr(m)
+        mb, mh, mq = m.strides[0] // 4, m.strides[1] // 4, m.strides[2] // 4
+    cdef int rc
+    cdef const float *qp = <const float *>_ptr(q)
+    cdef const float *kp = <const float *>_ptr(k)
+    cdef const float *vp = <const float *>_ptr(v)
+    cdef float *op = <float *>_ptr(out)
+    cdef Py_ssize_t qb = q.strides[0] // 4, qs = q.strides[1] // 4, qh = q.strides[2] // 4
+    cdef Py_ssize_t kb = k.strides[0] // 4, ks = k.strides[1] // 4, kh = k.strides[2] // 4
+    cdef Py_ssize_t vb = v.strides[0] // 4, vs = v.strides[1] // 4, vh = v.strides[2] // 4
+    cdef Py_ssize_t ob = out.strides[0] // 4, os_ = out.strides[1] // 4, oh = out.strides[2] // 4
+    if B == 0 or H == 0 or S == 0 or T == 0:
+        raise ValueError("attention kernel needs at least one query and one key")
+    with nogil:
+        rc = dscy_f32_attention(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh, mq,
+                                op, ob, os_, oh, B, H, S, T, D, Dv, scale, nthreads)
+    if rc != 0:
+        raise MemoryError("f32 attention: could not allocate its scratch")
+    return out
+
+
+def gemm_pack_w(cnp.ndarray w):   # IN float32 [K][N] C-contiguous
+    cdef int K = w.shape[0], N = w.shape[1]
+    cdef cnp.ndarray wp = np.empty(dscy_f32_gemm_wpack_size(K, N), np.float32)
+    dscy_f32_gemm_pack_w(<const float *>_ptr(w), K, N, <float *>_ptr(wp))
+    return wp
+
+
+def gemm_xpack_size(int T, int K):
+    return dscy_f32_gemm_xpack_size(T, K)
+
+
+def gemm(cnp.ndarray x,             # IN  float32 [T][K], rows contiguous (row stride any)
+         cnp.ndarray wp, int N,     # IN  gemm_pack_w(w[K][N])
+         bias,                      # IN  float32 [N] or None
+         int act, float p0, float p1,
+         cnp.ndarray out,           # OUT float32 [T][>=N], rows contiguous
+         cnp.ndarray xp,            # scratch float32 [>= gemm_xpack_size(T, K)]
+         int nthreads):
+    cdef int T = x.shape[0], K = x.shape[1]
+    cdef const float *bp = NULL
+    if bias is not None:
+        bp = <const float *>_ptr(bias)
+    cdef const float *xptr = <const float *>_ptr(x)
+    cdef const float *wpp = <const float *>_ptr(wp)
+    cdef float *op = <float *>_ptr(out)
+    cdef float *xpp = <float *>_ptr(xp)
+    cdef Py_ssize_t ldx = x.strides[0] // 4, ldo = out.strides[0] // 4
+    with nogil:
+        dscy_f32_gemm(xptr, ldx, T, K, wpp, N, bp, act, p0, p1, op, ldo, xpp, nthreads)
+    return out
 
 
 def pack_w(cnp.ndarray w):        # IN float32 [M][K] C-contiguous

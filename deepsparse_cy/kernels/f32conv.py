@@ -106,3 +106,55 @@ def xph_size(shape, stride_w, isa=None):
     """float32 elements of f32_conv2d's phase-split scratch for input shape [N, C, H, W]."""
     N, C, H, W = (int(v) for v in shape)
     return int(load("f32_conv", isa).xph_size(N, C, H, W, int(stride_w)))
+
+
+class PackedGemmF32:
+    """A constant float32 weight [K, N] packed once for f32_gemm (x[T, K] @ w)."""
+
+    def __init__(self, w, isa=None):
+        w = np.asarray(w)
+        if w.ndim != 2 or w.dtype != np.float32:
+            raise ValueError(f"gemm weight must be float32 [K, N], got {w.dtype} {w.shape}")
+        self.K, self.N = (int(v) for v in w.shape)
+        if max(self.K, self.N) >= 2 ** 31 // 64:
+            raise ValueError(f"gemm weight {w.shape} too large for the packed kernel")
+        self.isa = isa
+        self.wp = load("f32_conv", isa).gemm_pack_w(np.ascontiguousarray(w))
+
+    @property
+    def nbytes(self):
+        return int(self.wp.nbytes)
+
+
+def gemm_xpack_size(T, K, isa=None):
+    return int(load("f32_conv", isa).gemm_xpack_size(int(T), int(K)))
+
+
+def f32_gemm(x, packed, bias=None, activation=0, params=(0.0, 0.0), out=None, num_threads=None,
+             xp=None):
+    """out[T, N] = act(x[T, K] @ w + bias): the conv kernel's tiles with tokens as the 6-row
+    panels and the packed weight as 16-wide strips; xp: float32 scratch of at least
+    gemm_xpack_size(T, K) (allocated when None)."""
+    if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != packed.K:
+        raise ValueError(f"x must be float32 [T, {packed.K}], got {x.dtype} {x.shape}")
+    if x.shape[1] > 1 and x.strides[1] != 4:
+        x = np.ascontiguousarray(x)
+    T, N = x.shape[0], packed.N
+    if out is None:
+        out = np.empty((T, N), np.float32)
+    elif out.shape != (T, N) or out.dtype != np.float32 or (N > 1 and out.strides[1] != 4):
+        raise ValueError(f"out must be float32 [{T}, {N}] with contiguous rows")
+    if np.may_share_memory(x, out):
+        x = x.copy()
+    b = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
+    if b is not None and b.shape[0] != N:
+        raise ValueError(f"bias must have {N} values, got {b.shape[0]}")
+    if T == 0 or N == 0:
+        return out
+    mod = load("f32_conv", packed.isa)
+    need = mod.gemm_xpack_size(T, packed.K)
+    if xp is None or xp.dtype != np.float32 or xp.size < need:
+        xp = np.empty(max(need, 1), np.float32)
+    mod.gemm(x, packed.wp, N, b, int(activation), float(params[0]), float(params[1]), out, xp,
+             0 if num_threads is None else int(num_threads))
+    return out

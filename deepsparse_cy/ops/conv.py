@@ -392,6 +392,8 @@ class Conv(Op):
         if w is not None and self.bias_const:
             self.core = ConvCore(w, b, dtype=compute_dtype(w.dtype), **self.attrs)
             self.core.num_threads = int(ctx.num_threads or 1)
+            if self.core.fast is not None:
+                self.kernel_name = "f32_conv"
 
     def run(self, inputs, outs):
         x, w = inputs[0], inputs[1]

@@ -1,20 +1,26 @@
 """FP32 fused ops (domain com.deepsparse_cy) written by graph/fusion.py; never in model files.
 
     Gelu(x)                               0.5 x (1 + erf(x / sqrt 2)), torch's exact GELU
-    FusedMatMul(x, W[K,N], bias?)         x @ W as ONE GEMM over all leading rows, written into the
-        activation, activation_params     output buffer, then bias + activation in one pass
+    FusedMatMul(x, W[K,N], bias?)         x @ W as ONE GEMM over all leading rows into the output
+        activation, activation_params     buffer, bias + activation in its epilogue (constant W:
+                                          kernels/f32conv.f32_gemm, W packed at compile time;
+                                          else BLAS + one bias/activation pass)
     LayerNorm(x, skip?, gamma, beta?)     LayerNorm over the last axis of (x + skip), one kernel
         epsilon
     FusedAttention(q, k, v, mask?)        softmax(scale * q' k' + mask) v' per (batch, head) with
         scale                             q' = q.T(0,2,1,3), k' = k.T(0,2,3,1), v' = v.T(0,2,1,3),
-                                          output transposed back (0,2,1,3); all strided BLAS views,
-                                          no transposed copies
+                                          output transposed back (0,2,1,3): the compiled kernel
+                                          csrc/f32_attn.c on the strided views (no transposed
+                                          copies), else strided BLAS views
     FusedConv(x, W, B?, Z?)               Conv (+ Z) + activation applied in place on the output
         activation, activation_params
 
 Activations: Relu, Clip(min, max), Gelu, HardSwish, SiLU (x * sigmoid x), HardSigmoid(alpha,
 beta), LeakyRelu(alpha), Sigmoid — kernels/_f32_fused.pyx. Every op falls back to numpy for
 non-float32 or unexpected layouts, so a fused graph computes what the unfused graph does.
+With the compiled GEMM, attention and conv kernels a transformer or CNN makes no BLAS call:
+OpenBLAS's worker threads busy-wait after every call and, on a 2-core machine, share cores in
+scheduler time slices with the OpenMP threads of the next op (measured 3-8x slower layers).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import numpy as np
 from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_fused as _k
+from ..kernels.f32conv import PackedGemmF32, f32_gemm, gemm_xpack_size
 from . import conv as _conv
 from . import elementwise as _ew
 from ._spatial import scratch
@@ -30,6 +37,11 @@ from .registry import Op, register
 
 DOMAIN = "com.deepsparse_cy"
 _k.set_avx2(kernels.kernel_isa() != "generic")
+# FusedMatMul with a constant weight runs the compiled GEMM where its SIMD build is dispatched;
+# the generic level keeps BLAS (tests run both)
+_FAST_GEMM = kernels.kernel_builds().get("f32_conv") == "avx2"
+# ... and FusedAttention its compiled per-(batch, head) kernel (kernels/csrc/f32_attn.c)
+_ATTN = kernels.load("f32_conv") if _FAST_GEMM else None
 _F32 = np.dtype(np.float32)
 
 
@@ -109,6 +121,12 @@ class FusedMatMul(Op):
             self.w = np.ascontiguousarray(self.w, np.float32)
         if self.bias is not None:
             self.bias = np.ascontiguousarray(self.bias, np.float32).reshape(-1)
+        # constant 2-D weight: packed once for the compiled GEMM (kernels/f32conv.py), which
+        # fuses bias + activation and keeps OpenBLAS's spinning workers out of the model
+        self.packed = PackedGemmF32(self.w) \
+            if _FAST_GEMM and self.w is not None and self.w.ndim == 2 else None
+        if self.packed is not None:
+            self.kernel_name = "f32_gemm+bias_act"
 
     def run(self, inputs, outs):
         x = inputs[0]
@@ -121,6 +139,12 @@ class FusedMatMul(Op):
         K, N = w.shape
         shape = x.shape[:-1] + (N,)
         y = _out(shape, outs[0] if outs else None)
+        if self.packed is not None and x.dtype == _F32 and w is self.w:
+            x2 = x.reshape(-1, K)
+            T = x2.shape[0]
+            xp = scratch(("f32gemm_xp", T, K), (gemm_xpack_size(T, K),), _F32)
+            f32_gemm(x2, self.packed, b, self.code, self.p, y.reshape(-1, N), self.nt, xp)
+            return [y]
         # one GEMM over all leading rows (numpy's stacked matmul would call BLAS per batch)
         x2 = x.reshape(-1, K) if x.ndim != 2 else x
         np.matmul(x2, w, out=y.reshape(-1, N))
@@ -170,6 +194,8 @@ class FusedAttention(Op):
         super().__init__(node, ctx)
         self.nt = _threads(ctx)
         self.scale = float(node.attrs.get("scale", 1.0))
+        if _ATTN is not None:
+            self.kernel_name = "f32_attention"
 
     def run(self, inputs, outs):
         q, k, v = inputs[0], inputs[1], inputs[2]
@@ -183,6 +209,21 @@ class FusedAttention(Op):
         if qv.shape[3] != kv.shape[2] or kv.shape[3] != vv.shape[2]:
             raise ShapeError(f"attention shapes do not align: {q.shape}, {k.shape}, {v.shape}")
         B, H, S, T = bs[0], bs[1], qv.shape[2], kv.shape[3]
+        if _ATTN is not None and q.dtype == _F32 and k.dtype == _F32 and v.dtype == _F32 \
+                and min(B, H, S, T) > 0 \
+                and q.shape[0] == k.shape[0] == v.shape[0] == B \
+                and q.shape[2] == k.shape[2] == v.shape[2] == H \
+                and all(a.strides[3] == 4 or a.shape[3] == 1 for a in (q, k, v)) \
+                and all(st % 4 == 0 for a in (q, k, v) for st in a.strides):
+            # compiled per-(batch, head) kernel: no BLAS call per head, no score buffer
+            mb = None
+            if mask is not None:
+                mb = np.broadcast_to(np.asarray(mask, _F32), (B, H, S, T))
+                if (T > 1 and mb.strides[3] != 4) or any(st % 4 for st in mb.strides):
+                    mb = np.ascontiguousarray(mb)
+            y = _out((B, S, H, vv.shape[3]), outs[0] if outs else None)
+            _ATTN.attention(q, k, v, mb, self.scale, y, self.nt)
+            return [y]
         # one per-thread score buffer shared by every attention layer (they run one at a time)
         sc = scratch(("attn_scores", B, H, S, T), (B, H, S, T), _F32)
         np.matmul(qv, kv, out=sc)
@@ -209,6 +250,8 @@ class FusedConv(_conv.Conv):
         super().__init__(node, ctx)
         self.nt = _threads(ctx)
         self.code, self.act, self.p = _act(node)
+        if self.core is not None and self.core.fast is not None:
+            self.kernel_name = "f32_conv+bias_act"
 
     def run(self, inputs, outs):
         z = inputs[3] if len(inputs) > 3 else None

@@ -153,3 +153,45 @@ def test_f32_conv_argument_errors():
         PackedConvF32(np.ones((4, 3, 3, 3), np.float64))
     with pytest.raises(ValueError, match="out must be"):
         f32_conv2d(np.ones((1, 3, 5, 5), np.float32), pk, out=np.empty((1, 4, 2, 2), np.float32))
+
+
+# ---- the same tiles as a GEMM with a packed constant weight (FusedMatMul) -------------------
+
+from deepsparse_cy.kernels.f32conv import PackedGemmF32, f32_gemm  # noqa: E402
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("shape", [(1, 1, 1), (128, 384, 384), (5, 7, 3), (13, 600, 37),
+                                   (64, 1536, 40), (7, 300, 8), (70, 33, 129)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("act", ["", "Relu", "Gelu", "Clip"])
+def test_f32_gemm(isa, shape, act):
+    T, K, N = shape
+    rng = np.random.default_rng(T * 7 + K + N)
+    # x rows with a wider row stride than K, out rows inside a wider buffer
+    xb = rng.standard_normal((T, K + 3)).astype(np.float32)
+    x = xb[:, 1:K + 1]
+    w = (rng.standard_normal((K, N)) / np.sqrt(K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    p = PARAMS.get(act, (0.0, 0.0))
+    pk = PackedGemmF32(w, isa)
+    ob = np.full((T, N + 2), np.nan, np.float32)
+    for nt in (1, 2):
+        got = f32_gemm(x, pk, b, ACT[act], p, out=ob[:, 1:N + 1], num_threads=nt)
+        pre = x.astype(np.float64) @ w.astype(np.float64) + b
+        exp = act_ref(pre, act, p)
+        tol = 2e-6 * (np.abs(x).astype(np.float64) @ np.abs(w) + np.abs(b)) + 1e-6
+        assert (np.abs(got - exp) <= tol * (1 + np.abs(exp))).all()
+        assert np.isnan(ob[:, 0]).all() and np.isnan(ob[:, -1]).all()
+
+
+def test_f32_gemm_argument_errors():
+    pk = PackedGemmF32(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        f32_gemm(np.ones((2, 5), np.float32), pk)
+    with pytest.raises(ValueError, match="bias"):
+        f32_gemm(np.ones((2, 4), np.float32), pk, bias=np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        f32_gemm(np.ones((2, 4), np.float32), pk, out=np.empty((3, 3), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        PackedGemmF32(np.ones((4, 3), np.float64))

@@ -76,6 +76,22 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
 /* xph: NULL, or (stride_w > 1) scratch of dscy_f32_conv_xph_size floats for the phase split */
 size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw);
 
+/* ---- dense FP32 GEMM with packed constant weight (f32_conv.c) ---- */
+size_t dscy_f32_gemm_wpack_size(int K, int N);
+void dscy_f32_gemm_pack_w(const float *w, int K, int N, float *wp);
+size_t dscy_f32_gemm_xpack_size(int T, int K);
+int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, int N,
+                  const float *bias, int act, float p0, float p1, float *out, ptrdiff_t ldo,
+                  float *xp, int nthreads);
+
+/* ---- FP32 attention per (batch, head) (f32_attn.c); strides in floats ---- */
+int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
+                       const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
+                       const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
+                       const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
+                       float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
+                       int B, int H, int S, int T, int D, int Dv, float scale, int nthreads);
+
 /* ---- probes (qs8_gemm.c) ---- */
 /* MACs per second of a register-only loop of `kind`: 0 vpmaddubsw+vpmaddwd(ones)+vpaddd,
  * 1 vpmaddwd+vpaddd (the sequence the AVX2 kernels use), 2 vfmadd231ps (f32 FMAs/s).

@@ -221,7 +221,9 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
 
 /* What the last K block of a tile applies in registers: + z, then ReLU or Clip (others run as a
  * row pass afterwards). z == NULL and act == 0 outside the last block. */
-typedef struct { const float *z; int act; float lo, hi; } tile_ep;
+typedef struct { const float *z; int act; float lo, hi; const float *cb; } tile_ep;
+/* cb: a bias along the tile's columns (GEMM: per output feature), added with the first K
+ * block like the per-row conv bias; NULL for convs. */
 
 static inline float ep1(const tile_ep *e, float v, const float *zr, int j) {
     if (e->z) v += zr[j];
@@ -239,7 +241,7 @@ static inline void tile(int kc, const float *restrict a, const float *restrict b
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         __m256 a0 = _mm256_broadcast_ss(a), a1 = _mm256_broadcast_ss(a + 1);
         c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01);
         c10 = _mm256_fmadd_ps(a1, b0, c10); c11 = _mm256_fmadd_ps(a1, b1, c11);
@@ -256,7 +258,13 @@ static inline void tile(int kc, const float *restrict a, const float *restrict b
         for (int r = 0; r < MR; r++) {
             float *cr = c + r * ldc;
             __m256 i0, i1;
-            if (first) { i0 = i1 = _mm256_set1_ps(bias ? bias[r] : 0.0f); }
+            if (first) {
+                i0 = i1 = _mm256_set1_ps(bias ? bias[r] : 0.0f);
+                if (e->cb) {
+                    i0 = _mm256_add_ps(i0, _mm256_loadu_ps(e->cb));
+                    i1 = _mm256_add_ps(i1, _mm256_loadu_ps(e->cb + 8));
+                }
+            }
             else { i0 = _mm256_loadu_ps(cr); i1 = _mm256_loadu_ps(cr + 8); }
             __m256 v0 = _mm256_add_ps(acc[r][0], i0), v1 = _mm256_add_ps(acc[r][1], i1);
             if (e->z) {
@@ -294,7 +302,9 @@ static inline void tile(int kc, const float *restrict a, const float *restrict b
     for (int r = 0; r < mr; r++) {
         float *cr = c + r * ldc;
         float init = bias ? bias[r] : 0.0f;
-        for (int j = 0; j < nr; j++) cr[j] = ep1(e, t[r][j] + (first ? init : cr[j]), e->z ? e->z + r * ldc : NULL, j);
+        for (int j = 0; j < nr; j++)
+            cr[j] = ep1(e, t[r][j] + (first ? init + (e->cb ? e->cb[j] : 0.0f) : cr[j]),
+                        e->z ? e->z + r * ldc : NULL, j);
     }
 }
 
@@ -306,7 +316,7 @@ static inline void tile8(int kc, const float *restrict a, const float *restrict 
 #ifdef __AVX2__
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
     for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(b);
+        __m256 b0 = _mm256_loadu_ps(b);
         c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a), b0, c0);
         c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 1), b0, c1);
         c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + 2), b0, c2);
@@ -331,7 +341,9 @@ static inline void tile8(int kc, const float *restrict a, const float *restrict 
     for (int r = 0; r < mr; r++) {
         float *cr = c + r * ldc;
         float init = bias ? bias[r] : 0.0f;
-        for (int j = 0; j < nr; j++) cr[j] = ep1(e, t[r][j] + (first ? init : cr[j]), e->z ? e->z + r * ldc : NULL, j);
+        for (int j = 0; j < nr; j++)
+            cr[j] = ep1(e, t[r][j] + (first ? init + (e->cb ? e->cb[j] : 0.0f) : cr[j]),
+                        e->z ? e->z + r * ldc : NULL, j);
     }
 }
 
@@ -468,7 +480,7 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
         const float *zn = z ? z + (size_t)n * M * P : NULL;
         for (int k0 = 0; k0 < K; k0 += kcb) {
             int kc = K - k0 < kcb ? K - k0 : kcb, last = k0 + kc >= K;
-            tile_ep te = {NULL, last && reg_act ? act : 0, p0, p1};
+            tile_ep te = {NULL, last && reg_act ? act : 0, p0, p1, NULL};
             pack_cols(&s, k0, kc, q0, q1 - q0, bp);
             /* panels in blocks that stay in L2 while every strip passes over them */
             for (int g0 = ga; g0 < gb; g0 += MC_PANELS) {
@@ -498,4 +510,95 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
         }
     }
     return fail ? -1 : 0;
+}
+
+
+/* ---- dense FP32 GEMM on the same tiles: out[T][N] = act(x[T][K] . w[K][N] + bias[N]) ----
+ * The roles swap with the conv: tokens are the 6-row panels (x packed per call into
+ * xp[panel][k][6]), output features are the 16-wide strips, and the constant weight is packed
+ * once into strips per K block, wp[kb][strip][kk][16] (zero past N), so a call packs only x.
+ * Used by the FP32 MatMul(+bias+activation) fusion instead of OpenBLAS, whose worker threads
+ * spin after each call and then compete with the OpenMP kernels of the next op. */
+size_t dscy_f32_gemm_wpack_size(int K, int N) {
+    int nkb, kcb;
+    nkb = (K + KC_MAX - 1) / KC_MAX; if (nkb < 1) nkb = 1;
+    kcb = (K + nkb - 1) / nkb; if (kcb < 1) kcb = 1;
+    return (size_t)nkb * ((N + NR - 1) / NR) * (size_t)kcb * NR;
+}
+
+void dscy_f32_gemm_pack_w(const float *w, int K, int N, float *wp) {
+    int nkb = (K + KC_MAX - 1) / KC_MAX; if (nkb < 1) nkb = 1;
+    int kcb = (K + nkb - 1) / nkb; if (kcb < 1) kcb = 1;
+    int ns = (N + NR - 1) / NR;
+    memset(wp, 0, dscy_f32_gemm_wpack_size(K, N) * sizeof(float));
+    for (int k = 0; k < K; k++) {
+        int kb = k / kcb, kk = k - kb * kcb;
+        for (int n = 0; n < N; n++) {
+            int st = n / NR;
+            wp[(((size_t)kb * ns + st) * kcb + kk) * NR + (n - st * NR)] = w[(size_t)k * N + n];
+        }
+    }
+}
+
+size_t dscy_f32_gemm_xpack_size(int T, int K) {
+    return (size_t)((T + MR - 1) / MR) * (size_t)K * MR;
+}
+
+int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, int N,
+                  const float *bias, int act, float p0, float p1, float *out, ptrdiff_t ldo,
+                  float *xp, int nthreads) {
+    const int npanels = (T + MR - 1) / MR, nstrips = (N + NR - 1) / NR;
+    int nkb = (K + KC_MAX - 1) / KC_MAX; if (nkb < 1) nkb = 1;
+    int kcb = (K + nkb - 1) / nkb; if (kcb < 1) kcb = 1;
+    int nt = dscy_nthreads(nthreads);
+    if ((double)T * K * N < 2.0e6) nt = 1;
+    /* x rows -> panels of 6 tokens (rows past T zero) */
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int g = 0; g < npanels; g++) {
+        float *d = xp + (size_t)g * K * MR;
+        for (int r = 0; r < MR; r++) {
+            int t = g * MR + r;
+            if (t < T) { const float *xr = x + (size_t)t * ldx;
+                         for (int k = 0; k < K; k++) d[(size_t)k * MR + r] = xr[k]; }
+            else for (int k = 0; k < K; k++) d[(size_t)k * MR + r] = 0.0f;
+        }
+    }
+    int njb, nms, spb;
+    split_work(1, nstrips, npanels, N % NR && N % NR <= 8, nt, &njb, &nms, &spb);
+    long items = (long)njb * nms;
+    if (items < nt) nt = (int)items;
+    int reg_act = act == 0 || act == DSCY_F_RELU || act == DSCY_F_CLIP;
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (long it = 0; it < items; it++) {
+        int jb = (int)(it / nms), ms = (int)(it % nms);
+        int s0 = jb * spb, s1 = s0 + spb < nstrips ? s0 + spb : nstrips;
+        int ga = (int)((long)npanels * ms / nms), gb = (int)((long)npanels * (ms + 1) / nms);
+        int q0 = s0 * NR, q1 = s1 * NR < N ? s1 * NR : N;
+        for (int k0 = 0, kb = 0; k0 < K; k0 += kcb, kb++) {
+            int kc = K - k0 < kcb ? K - k0 : kcb, last = k0 + kc >= K;
+            tile_ep te = {NULL, last && reg_act ? act : 0, p0, p1, NULL};
+            for (int g0 = ga; g0 < gb; g0 += MC_PANELS) {
+                int g1 = g0 + MC_PANELS < gb ? g0 + MC_PANELS : gb;
+                for (int st = s0; st < s1; st++) {
+                    int p = st * NR, nr = N - p < NR ? N - p : NR;
+                    const float *bs = wp + ((size_t)kb * nstrips + st) * kcb * NR;
+                    te.cb = k0 == 0 && bias ? bias + p : NULL;
+                    for (int g = g0; g < g1; g++) {
+                        int m = g * MR, mr = T - m < MR ? T - m : MR;
+                        const float *a = xp + ((size_t)g * K + k0) * MR;
+                        if (nr <= 8) tile8(kc, a, bs, out + (size_t)m * ldo + p, ldo, mr, nr,
+                                           k0 == 0, NULL, &te);
+                        else tile(kc, a, bs, out + (size_t)m * ldo + p, ldo, mr, nr, k0 == 0,
+                                  NULL, &te);
+                    }
+                }
+            }
+        }
+        if (!reg_act) {
+            int m1 = gb * MR < T ? gb * MR : T;
+            for (int m = ga * MR; m < m1; m++)
+                dscy_bias_act(CONV_AVX2, out + (size_t)m * ldo + q0, NULL, q1 - q0, act, p0, p1);
+        }
+    }
+    return 0;
 }

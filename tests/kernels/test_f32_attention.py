@@ -1,0 +1,58 @@
+"""Compiled FP32 attention (kernels/csrc/f32_attn.c, used by FusedAttention) against a float64
+numpy reference, on every ISA build this machine runs: strided [B, S, H, D] views as the
+exporter's Reshape gives them, ragged sizes (queries not a multiple of the 4-row block, keys not
+a multiple of 8, head sizes off the 8/32 vector widths, Dv != D) and broadcast masks."""
+import numpy as np
+import pytest
+
+import deepsparse_cy.kernels as K
+from _kernel_cases import isa_params
+
+
+def ref_attention(q, k, v, mask, scale):
+    q, k, v = (a.astype(np.float64) for a in (q, k, v))
+    s = np.einsum("bshd,bthd->bhst", q, k) * scale
+    if mask is not None:
+        s = s + mask
+    s = s - s.max(-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhst,bthd->bshd", p, v)
+
+
+CASES = [  # B, S, T, H, D, Dv, mask shape
+    (1, 128, 128, 12, 32, 32, (1, 1, 1, 128)),      # MiniLM / BERT attention with padding mask
+    (2, 7, 13, 3, 5, 5, None),
+    (3, 1, 9, 2, 40, 24, (3, 1, 1, 9)),
+    (1, 5, 5, 1, 64, 72, (1, 1, 5, 5)),             # full [S, T] mask
+    (2, 33, 17, 4, 8, 8, (2, 4, 33, 17)),
+    (1, 4, 1, 2, 3, 1, None),                       # one key
+]
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_f32_attention(isa, case):
+    B, S, T, H, D, Dv, mshape = case
+    rng = np.random.default_rng(S * 7 + T)
+    q = rng.standard_normal((B, S, H * D)).astype(np.float32).reshape(B, S, H, D)
+    # k and v as views into one [B, T, H*(D+Dv)] buffer (row stride wider than H*D)
+    kvbuf = rng.standard_normal((B, T, H * (D + Dv))).astype(np.float32)
+    k = np.lib.stride_tricks.as_strided(kvbuf, (B, T, H, D),
+                                        (kvbuf.strides[0], kvbuf.strides[1], D * 4, 4))
+    v = np.lib.stride_tricks.as_strided(kvbuf[:, :, H * D:], (B, T, H, Dv),
+                                        (kvbuf.strides[0], kvbuf.strides[1], Dv * 4, 4))
+    mask = None
+    if mshape is not None:
+        mask = np.where(rng.random(mshape) < 0.2, -10000.0, 0.0).astype(np.float32)
+    scale = 1 / np.sqrt(D)
+    exp = ref_attention(q, k, v, mask, scale)
+    mb = None if mask is None else np.broadcast_to(mask, (B, H, S, T))
+    out = np.full((B, S, H, Dv), np.nan, np.float32)
+    K.load("f32_conv", isa).attention(q, k, v, mb, scale, out, 2)
+    np.testing.assert_allclose(out, exp, rtol=2e-5, atol=2e-5)
+    # into a strided output view too (the fused op writes [B, S, H, Dv] slices of a buffer)
+    big = np.full((B, S, H, Dv + 2), np.nan, np.float32)
+    K.load("f32_conv", isa).attention(q, k, v, mb, scale, big[..., 1:Dv + 1], 1)
+    np.testing.assert_allclose(big[..., 1:Dv + 1], exp, rtol=2e-5, atol=2e-5)
+    assert np.isnan(big[..., 0]).all() and np.isnan(big[..., -1]).all()
