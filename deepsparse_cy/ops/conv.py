@@ -563,12 +563,31 @@ class ConvTranspose(Op):
                 if _FAST_CONV and g == 1 and dt == np.float32 else None
             self._wcache = (w, wt, pk)
         pk = self._wcache[2]
+        pb, osh = self._geometry(S, k, s, d)
+        if pk is not None and nd == 2 and list(k) == list(s) and all(v == 1 for v in d) \
+                and not any(pb) and list(osh) == [S[i] * s[i] for i in range(nd)]:
+            # stride == kernel (the usual 2x upsampling): windows do not overlap, so the
+            # output is the GEMM's columns rearranged (depth-to-space) - one copy, no col2im;
+            # the bias rides in the GEMM as a per-row bias repeated over the kernel taps
+            brep = None
+            if b is not None:
+                brep = np.repeat(_as(np.asarray(b), dt).reshape(-1), K)
+            cols = f32_conv2d(np.ascontiguousarray(_as(x, dt)).reshape(N, C, Sp, 1), pk,
+                              bias=brep, num_threads=self.num_threads)
+            out = outs[0] if outs else None
+            y = out if (out is not None and out.dtype == dt and out.flags.c_contiguous
+                        and out.shape == (N, Mg, *osh)) else np.empty((N, Mg, *osh), dt)
+            np.copyto(y.reshape(N, Mg, S[0], k[0], S[1], k[1]),
+                      cols.reshape(N, Mg, k[0], k[1], S[0], S[1]).transpose(0, 1, 4, 2, 5, 3))
+            if out is not None and y is not out:
+                np.copyto(out, y, casting="unsafe")
+                return [out]
+            return [y if y.dtype == odt else y.astype(odt)]
         if pk is not None:
             cols = f32_conv2d(np.ascontiguousarray(_as(x, dt)).reshape(N, C, Sp, 1), pk,
                               num_threads=self.num_threads).reshape(N, g, Mg * K, Sp)
         else:
             cols = np.matmul(wt, _as(x, dt).reshape(N, g, Cg, Sp))    # (N, g, Mg*K, Sp)
-        pb, osh = self._geometry(S, k, s, d)
         full = [s[i] * (S[i] - 1) + (k[i] - 1) * d[i] + 1 for i in range(nd)]
         lo = [min(0, pb[i]) for i in range(nd)]
         hi = [max(full[i], pb[i] + osh[i]) for i in range(nd)]

@@ -101,6 +101,10 @@ CT_CONFIGS = [
     (2, 3, 1, [3, 3], [2, 2], [1, 1], None, None, None, "SAME_UPPER", True),
     (2, 3, 1, [4, 4], [2, 3], [1, 1], None, None, None, "SAME_LOWER", False),
     (6, 6, 6, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], [1, 0], None, "NOTSET", True),
+    # stride == kernel, no padding: the depth-to-space path (non-overlapping windows)
+    (4, 3, 1, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], None, None, "NOTSET", True),
+    (5, 2, 1, [3, 2], [3, 2], [1, 1], None, None, None, "NOTSET", False),
+    (3, 7, 1, [2, 2], [2, 2], [1, 1], None, None, None, "SAME_UPPER", True),
 ]
 
 

@@ -347,3 +347,34 @@ def test_quantize_without_onnxruntime_says_so(small_models, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
     with pytest.raises(DeepSparseCyError, match="pip install onnxruntime"):
         zoo.quantize_model(small_models["bert-tiny"])
+
+
+@pytest.mark.parametrize("key", ["bert-tiny", "minilm-small", "resnet-small", "yolov5s-small",
+                                 "mobilenetv2-small"])
+def test_compiled_fp32_kernels_and_their_fallbacks_agree(small_models, key, monkeypatch):
+    # With the AVX2 build the FP32 conv / GEMM / attention kernels replace the numpy+BLAS paths;
+    # the generic level keeps those paths. Run both on the same model and feeds: each agrees
+    # with onnxruntime and with the other (so a machine on either level computes the same).
+    ds = _engine()
+    from deepsparse_cy.ops import conv as conv_mod
+    from deepsparse_cy.ops import fast_fused
+    m = small_models[key]
+    feeds = zoo.example_inputs(m, batch=2, seq=SEQ, seed=7)
+    ref = _ort_run(m, feeds)
+    eng = ds.compile_model(m)
+    fast = eng.run([feeds[n] for n in eng.input_names])
+    with monkeypatch.context() as mp:
+        mp.setattr(conv_mod, "_FAST_CONV", False)
+        mp.setattr(fast_fused, "_FAST_GEMM", False)
+        mp.setattr(fast_fused, "_ATTN", None)
+        eng2 = ds.compile_model(m)
+        kernels_used = [getattr(op, "kernel_name", "") for _, op in eng2._program.steps]
+        assert not any(k.startswith(("f32_conv", "f32_gemm", "f32_attention"))
+                       for k in kernels_used), kernels_used
+        slow = eng2.run([feeds[n] for n in eng2.input_names])
+    for r, a, b in zip(ref, fast, slow):
+        for g in (a, b):
+            maxdiff, scale, cos = _agreement(r, g)
+            assert maxdiff <= 1e-3 * scale and cos >= 0.9999, (key, maxdiff, scale, cos)
+        maxdiff, scale, _ = _agreement(b, a)
+        assert maxdiff <= 1e-4 * max(scale, 1e-6), (key, maxdiff, scale)
