@@ -23,6 +23,8 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
     void dscy_clip_array(const float *x, float *y, long n, float lo, float hi)
     void dscy_quantize_u8(const float *x, unsigned char *y, long n, float scale, float zp)
     void dscy_quantize_s8(const float *x, signed char *y, long n, float scale, float zp)
+    void dscy_quantize_u8_avx2(const float *x, unsigned char *y, long n, float scale, float zp)
+    void dscy_quantize_s8_avx2(const float *x, signed char *y, long n, float scale, float zp)
 
 cdef extern from "<math.h>" nogil:
     float logf(float)
@@ -45,6 +47,15 @@ DEF OP_QU8 = 3
 DEF OP_QS8 = 4
 
 
+cdef int _q_avx2 = 0
+
+
+def set_avx2(bint on):
+    """Run the AVX2 copies of the quantizers (pass True only when the CPU has AVX2+FMA)."""
+    global _q_avx2
+    _q_avx2 = 1 if on else 0
+
+
 cdef void _chunked(int op, const float *x, void *y, Py_ssize_t n, int nt, float a,
                    float b) noexcept nogil:
     """y[i] = op(x[i]) over CHUNK-sized blocks split across nt threads; a, b: op parameters
@@ -60,9 +71,15 @@ cdef void _chunked(int op, const float *x, void *y, Py_ssize_t n, int nt, float 
         elif op == OP_CLIP:
             dscy_clip_array(x + lo, <float *>y + lo, hi - lo, a, b)
         elif op == OP_QU8:
-            dscy_quantize_u8(x + lo, <unsigned char *>y + lo, hi - lo, a, b)
+            if _q_avx2:
+                dscy_quantize_u8_avx2(x + lo, <unsigned char *>y + lo, hi - lo, a, b)
+            else:
+                dscy_quantize_u8(x + lo, <unsigned char *>y + lo, hi - lo, a, b)
         else:
-            dscy_quantize_s8(x + lo, <signed char *>y + lo, hi - lo, a, b)
+            if _q_avx2:
+                dscy_quantize_s8_avx2(x + lo, <signed char *>y + lo, hi - lo, a, b)
+            else:
+                dscy_quantize_s8(x + lo, <signed char *>y + lo, hi - lo, a, b)
 
 
 def erf(const float[::1] x,  # IN

@@ -8,6 +8,9 @@ case the kernel does not cover (other dtypes, non-trailing softmax axis) goes to
 import numpy as np
 
 from ..kernels import _f32_ops
+from ..kernels import kernel_isa as _kernel_isa
+
+_f32_ops.set_avx2(_kernel_isa() != "generic")   # AVX2 quantizers (bit-identical to the scalar)
 from . import elementwise as _ew
 from . import quant as _quant
 from . import softmax as _sm

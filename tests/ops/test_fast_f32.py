@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from deepsparse_cy import kernels
 from deepsparse_cy.kernels import _f32_ops
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -51,9 +52,21 @@ def test_softmax_masked_rows():
     assert np.isnan(y[1]).all()   # the ONNX spec's NaN for an all -inf row
 
 
+_Q_AVX2 = [False] + ([True] if kernels.kernel_isa() != "generic" else [])
+
+
+@pytest.fixture(params=_Q_AVX2, ids=lambda v: "avx2" if v else "scalar")
+def q_avx2(request):
+    """Run a test with the scalar and (where the CPU has it) the AVX2 quantizer copies."""
+    was = kernels.kernel_isa() != "generic"
+    _f32_ops.set_avx2(request.param)
+    yield request.param
+    _f32_ops.set_avx2(was)
+
+
 @pytest.mark.parametrize("zdt", [np.uint8, np.int8])
 @pytest.mark.parametrize("seed", range(6))
-def test_quantize_matches_reference_exactly(zdt, seed):
+def test_quantize_matches_reference_exactly(zdt, seed, q_avx2):
     from deepsparse_cy.ops import quant
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 200000))
@@ -69,14 +82,15 @@ def test_quantize_matches_reference_exactly(zdt, seed):
     np.testing.assert_array_equal(y, quant.quantize(x, np.array(s), np.array(z)))
 
 
-def test_quantize_nan_saturates_low_like_onnxruntime():
-    x = np.array([np.nan, 0, np.inf, -np.inf], np.float32)
-    y8 = np.empty(4, np.uint8)
+def test_quantize_nan_saturates_low_like_onnxruntime(q_avx2):
+    # 40 copies: the first 32 go through the 32-wide vector step, the rest the scalar tail
+    x = np.tile(np.array([np.nan, 0, np.inf, -np.inf], np.float32), 10)
+    y8 = np.empty(40, np.uint8)
     _f32_ops.quantize_u8(x, y8, 0.1, 3, 1)
-    np.testing.assert_array_equal(y8, [0, 3, 255, 0])
-    s8 = np.empty(4, np.int8)
+    np.testing.assert_array_equal(y8, [0, 3, 255, 0] * 10)
+    s8 = np.empty(40, np.int8)
     _f32_ops.quantize_s8(x, s8, 0.1, 3, 1)
-    np.testing.assert_array_equal(s8, [-128, 3, 127, -128])
+    np.testing.assert_array_equal(s8, [-128, 3, 127, -128] * 10)
 
 
 @pytest.mark.parametrize("n", [1, 33, 70000, 250001])
