@@ -22,8 +22,9 @@ ACTIVATIONS = {"": DSCY_F_NONE, "Relu": DSCY_F_RELU, "Clip": DSCY_F_CLIP, "Gelu"
                "HardSigmoid": DSCY_F_HARDSIGMOID, "LeakyRelu": DSCY_F_LEAKYRELU,
                "Sigmoid": DSCY_F_SIGMOID}
 
-DEF SMALL = 1048576   # row kernels are memory-bound: a second thread pays only on big arrays,
-                       # and on a loaded box a 2-thread region next to OpenBLAS threads can stall
+DEF SMALL = 131072    # a second thread from 128K elements: with the FP32 GEMM, conv and attention
+                      # on this package's kernels a model's ops no longer follow a BLAS call
+                      # whose spinning workers hold the other core (the reason this was 1M)
 
 cdef int _avx2 = 0
 

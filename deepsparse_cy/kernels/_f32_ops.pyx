@@ -2,9 +2,9 @@
 """FP32 element-wise and row kernels the numpy path does slowly: erf, GELU, softmax rows.
 
 ISA-independent: branch-free exp/erf (csrc/dscy_fastmath.h) in plain C loops the compiler
-vectorises; OpenMP over chunks. These passes are memory-bound and usually run right after a BLAS
-call whose worker threads are still spinning on the other cores, so they take a second thread
-only for arrays of 4M elements and more (below that a second thread mostly waits for a core).
+vectorises; OpenMP over chunks. These passes are memory-bound: they take a second thread from
+512K elements. (It was 4M while the FP32 GEMMs ran on BLAS: a pass right after a BLAS call
+found its second core held by OpenBLAS's spinning workers.)
 """
 from cython.parallel cimport prange, threadid
 
@@ -29,7 +29,7 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
 cdef extern from "<math.h>" nogil:
     float logf(float)
 
-DEF SMALL = 4194304
+DEF SMALL = 524288
 DEF CHUNK = 16384
 
 
