@@ -2,6 +2,7 @@
 #ifndef DSCY_COMMON_H
 #define DSCY_COMMON_H
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "dscy_kernels.h"
 #ifdef _OPENMP
@@ -22,6 +23,28 @@ static inline int dscy_nthreads(int want) {
     (void)want; return 1;
 #endif
 }
+
+/* DSCY_THREAD_BUFFER(name) defines `float *name(size_t n)`: a 64-byte aligned scratch of at
+ * least n floats owned by the calling thread, grown on demand and kept (OpenMP threads persist,
+ * so a kernel allocates once per thread, not per call). NULL when allocation fails. */
+#ifdef _OPENMP
+#define DSCY_PRAGMA(x) _Pragma(#x)
+#define DSCY_TL_PRIVATE(a, b) DSCY_PRAGMA(omp threadprivate(a, b))
+#else
+#define DSCY_TL_PRIVATE(a, b)
+#endif
+#define DSCY_THREAD_BUFFER(name)                                                          \
+    static size_t name##_cap = 0;                                                         \
+    static float *name##_buf = NULL;                                                      \
+    DSCY_TL_PRIVATE(name##_cap, name##_buf)                                               \
+    static float *name(size_t n) {                                                        \
+        if (name##_cap < n) {                                                             \
+            free(name##_buf);                                                             \
+            name##_buf = (float *)aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64); \
+            name##_cap = name##_buf ? n : 0;                                              \
+        }                                                                                 \
+        return name##_buf;                                                                \
+    }
 
 /* Scalar epilogue of one accumulator of channel n, as a 32-bit lane: the int32 sum, the float
  * bits, or the quantized value. The vector paths must match it bit for bit. */

@@ -25,20 +25,7 @@
 
 #define QB 4   /* query rows per block */
 
-static size_t at_cap = 0;
-static float *at_buf = NULL;
-#ifdef _OPENMP
-#pragma omp threadprivate(at_cap, at_buf)
-#endif
-
-static float *att_buffer(size_t n) {
-    if (at_cap < n) {
-        free(at_buf);
-        at_buf = (float *)aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
-        at_cap = at_buf ? n : 0;
-    }
-    return at_buf;
-}
+DSCY_THREAD_BUFFER(att_buffer)
 
 /* scores of rows q[0..nr) (row stride qs) against kt -> s[r][T8]; 4 rows x 16 keys per step
  * (8 accumulators: per d two kt loads and four broadcasts feed eight FMAs) */

@@ -232,6 +232,18 @@ static inline float ep1(const tile_ep *e, float v, const float *zr, int j) {
     return v;
 }
 
+/* A ragged tile (mr < 6 rows or nr < 16 columns) from its accumulators t (row stride ts). */
+static inline void store_partial(const float *t, int ts, float *c, ptrdiff_t ldc, int mr, int nr,
+                                 int first, const float *bias, const tile_ep *e) {
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + r * ldc;
+        float init = bias ? bias[r] : 0.0f;
+        for (int j = 0; j < nr; j++)
+            cr[j] = ep1(e, t[r * ts + j] + (first ? init + (e->cb ? e->cb[j] : 0.0f) : cr[j]),
+                        e->z ? e->z + r * ldc : NULL, j);
+    }
+}
+
 /* One 6 x 16 tile over kc: c (rows mr <= 6, columns nr <= 16, row stride ldc) gets
  * acc + (first ? bias : c). */
 static inline void tile(int kc, const float *restrict a, const float *restrict b, float *c,
@@ -299,13 +311,7 @@ static inline void tile(int kc, const float *restrict a, const float *restrict b
         a += MR; b += NR;
     }
 #endif
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + r * ldc;
-        float init = bias ? bias[r] : 0.0f;
-        for (int j = 0; j < nr; j++)
-            cr[j] = ep1(e, t[r][j] + (first ? init + (e->cb ? e->cb[j] : 0.0f) : cr[j]),
-                        e->z ? e->z + r * ldc : NULL, j);
-    }
+    store_partial(&t[0][0], NR, c, ldc, mr, nr, first, bias, e);
 }
 
 /* The same for a last strip of at most 8 valid pixels (7x7 maps: 49 = 3 x 16 + 1): half the
@@ -338,29 +344,10 @@ static inline void tile8(int kc, const float *restrict a, const float *restrict 
         a += MR; b += NR;
     }
 #endif
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + r * ldc;
-        float init = bias ? bias[r] : 0.0f;
-        for (int j = 0; j < nr; j++)
-            cr[j] = ep1(e, t[r][j] + (first ? init + (e->cb ? e->cb[j] : 0.0f) : cr[j]),
-                        e->z ? e->z + r * ldc : NULL, j);
-    }
+    store_partial(&t[0][0], 8, c, ldc, mr, nr, first, bias, e);
 }
 
-static size_t tl_cap = 0;
-static float *tl_buf = NULL;
-#ifdef _OPENMP
-#pragma omp threadprivate(tl_cap, tl_buf)
-#endif
-
-static float *strip_buffer(size_t n) {
-    if (tl_cap < n) {
-        free(tl_buf);
-        tl_buf = (float *)aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
-        tl_cap = tl_buf ? n : 0;
-    }
-    return tl_buf;
-}
+DSCY_THREAD_BUFFER(strip_buffer)
 
 size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw) {
     if (sw <= 1) return 0;
