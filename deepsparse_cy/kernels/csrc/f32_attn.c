@@ -113,6 +113,68 @@ static void context4(const float *p, int T8, int T, const float *v, ptrdiff_t vs
         }
 }
 
+#ifdef __AVX2__
+/* exp of 8 lanes: dscy_vexpf's range reduction and polynomial (f32_fused.h), in intrinsics */
+static inline __m256 exp8(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447505531f);
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 fl = _mm256_floor_ps(_mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f),
+                                                _mm256_set1_ps(0.5f)));
+    __m256 r = _mm256_fnmadd_ps(fl, _mm256_set1_ps(0.693359375f), xc);
+    r = _mm256_fnmadd_ps(fl, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 r2 = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_fmadd_ps(y, r2, r), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fl),
+                                                   _mm256_set1_epi32(127)), 23);
+    __m256 res = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    res = _mm256_blendv_ps(res, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+    return _mm256_blendv_ps(res, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+}
+
+/* s[0..T) = softmax(s * scale + mask) in three passes with the exp in registers (the shared
+ * row body in f32_fused.h makes five scalar-written passes; here it was 30% of the kernel) */
+static void softmax_row(float *s, const float *mask, int T, float scale) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    int T8 = T & ~7;
+    __m256 mx = _mm256_set1_ps(-__builtin_inff());
+    float m = -__builtin_inff();
+    for (int j = 0; j < T8; j += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + j), sc);
+        if (mask) v = _mm256_add_ps(v, _mm256_loadu_ps(mask + j));
+        _mm256_storeu_ps(s + j, v);
+        mx = _mm256_max_ps(mx, v);
+    }
+    for (int j = T8; j < T; j++) {
+        float v = s[j] * scale + (mask ? mask[j] : 0.0f);
+        s[j] = v;
+        m = v > m ? v : m;
+    }
+    float t8[8];
+    _mm256_storeu_ps(t8, mx);
+    for (int i = 0; i < 8; i++) m = t8[i] > m ? t8[i] : m;
+    __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+    for (int j = 0; j < T8; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+        _mm256_storeu_ps(s + j, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float tot = 0.0f;
+    for (int j = T8; j < T; j++) { s[j] = dscy_vexpf(s[j] - m); tot += s[j]; }
+    _mm256_storeu_ps(t8, sum);
+    tot += ((t8[0] + t8[1]) + (t8[2] + t8[3])) + ((t8[4] + t8[5]) + (t8[6] + t8[7]));
+    float inv = 1.0f / tot;
+    __m256 iv = _mm256_set1_ps(inv);
+    for (int j = 0; j < T8; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), iv));
+    for (int j = T8; j < T; j++) s[j] *= inv;
+}
+#endif
+
 /* o[0..Dv) = sum_j p[j] * v[j * vs + (0..Dv)] */
 static void context_row(const float *p, int T, const float *v, ptrdiff_t vs, int Dv, float *o) {
     int e = 0;
@@ -177,9 +239,14 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
         for (int i0 = 0; i0 < S; i0 += QB) {
             int nr = S - i0 < QB ? S - i0 : QB;
             scores(qbh + (size_t)i0 * qs, qs, nr, kt, D, T8, s);
-            for (int r = 0; r < nr; r++)
-                dscy_scale_mask_softmax(ATT_AVX2, s + (size_t)r * T8,
-                                        mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T, scale);
+            for (int r = 0; r < nr; r++) {
+                const float *mrow = mbh ? mbh + (size_t)(i0 + r) * mq : NULL;
+#ifdef __AVX2__
+                softmax_row(s + (size_t)r * T8, mrow, T, scale);
+#else
+                dscy_scale_mask_softmax(ATT_AVX2, s + (size_t)r * T8, mrow, T, scale);
+#endif
+            }
             if (nr == QB) {
                 context4(s, T8, T, vbh, vs, Dv, obh + (size_t)i0 * os, os);
             } else {
