@@ -26,6 +26,36 @@ size_t dscy_qs8_spmm_xt_size(int M, int Kp) {
     int T; return tile_off(M, Kp / 2, ntiles_all(M), &T);
 }
 
+#ifdef __AVX2__
+/* 8 tokens x 16 k of one tile: widen the 8 row segments to int16 (8 k-pairs = 8 int32 lanes
+ * per token) and transpose 8x8 int32 so each k-pair gets its 8 tokens as one 32-byte store. */
+static inline void pack8x16(const uint8_t *x, ptrdiff_t ldx, int x_signed, int16_t *d, int T) {
+    __m256i r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(x + (ptrdiff_t)i * ldx));
+        r[i] = x_signed ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) {
+        u[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h + 0], t[4 * h + 2]);
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h + 0], t[4 * h + 2]);
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+    }
+    /* u[j] (j < 4) holds pairs j and j+4 of tokens 0-3 (lanes 0-3 | 4-7 of the 128-bit halves);
+     * u[4 + j] the same for tokens 4-7 */
+    for (int j = 0; j < 4; j++) {
+        __m256i lo = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);   /* pair j */
+        __m256i hi = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);   /* pair j + 4 */
+        _mm256_storeu_si256((__m256i *)(d + (size_t)j * T * 2), lo);
+        _mm256_storeu_si256((__m256i *)(d + (size_t)(j + 4) * T * 2), hi);
+    }
+}
+#endif
+
 void dscy_qs8_pack_x_tiles(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                            int16_t *xt, int Kp, int nthreads) {
     int K2 = Kp / 2, nt = dscy_nthreads(nthreads), ntl = ntiles_all(M);
@@ -33,7 +63,30 @@ void dscy_qs8_pack_x_tiles(const void *x, int x_signed, ptrdiff_t ldx, int M, in
     for (int t = 0; t < ntl; t++) {
         int T; int16_t *d = xt + tile_off(M, K2, t, &T);
         int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
-        for (int i = 0; i < T; i++) {
+        int i0 = 0;
+#ifdef __AVX2__
+        /* groups of 8 real tokens: the first K/16*16 k by 8x8 transposes, the rest below */
+        int kv = K / 16 * 16;
+        for (; i0 + 8 <= T && m0 + i0 + 8 <= M && kv > 0; i0 += 8) {
+            const uint8_t *xs = (const uint8_t *)x + (ptrdiff_t)(m0 + i0) * ldx;
+            for (int k = 0; k < kv; k += 16)
+                pack8x16(xs + k, ldx, x_signed, d + (size_t)(k / 2) * T * 2 + 2 * i0, T);
+            for (int i = i0; i < i0 + 8; i++) {
+                int m = m0 + i;
+                int16_t *dd = d + 2 * i;
+                if (x_signed) {
+                    const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
+                    for (int k = kv; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
+                } else {
+                    const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
+                    for (int k = kv; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
+                }
+                if (K & 1) dd[(size_t)(K >> 1) * T * 2 + 1] = 0;
+                for (int p = (K + 1) / 2; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0;
+            }
+        }
+#endif
+        for (int i = i0; i < T; i++) {
             int m = m0 + i;
             int16_t *dd = d + 2 * i;
             if (m >= M) { for (int p = 0; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0; continue; }
