@@ -148,6 +148,46 @@ for _since in (10, 13, 19, 21):
         type(f"QuantizeLinear_{_since}", (_QuantizeLinearFast,), {"since": _since}))
 
 
+class _DequantizeLinearFast(Op):
+    """Per-tensor u8/s8 -> float32 in one compiled pass; every other form goes to the reference
+    `quant.dequantize` (same arithmetic: float32(x) - float32(zp), then * scale)."""
+    kernel_name = "f32_dequantize"
+    since = 10
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        a = node.attrs
+        self.axis = a.get("axis", 1)
+        self.block_size = a.get("block_size", 0)
+        self.output_dtype = a.get("output_dtype", 0)
+
+    def run(self, inputs, outs):
+        x, s = inputs[0], inputs[1]
+        z = inputs[2] if len(inputs) > 2 else None
+        if (x.dtype not in (np.uint8, np.int8) or s.size != 1 or s.dtype != np.float32
+                or (z is not None and (z.size != 1 or z.dtype != x.dtype))
+                or self.block_size or self.output_dtype not in (0, 1) or x.size == 0):
+            args = [x, s, z] + ([self.axis] if self.since >= 13 else [])
+            if self.since >= 21:
+                args += [self.block_size, self.output_dtype]
+            return [_quant.dequantize(*args)]
+        x = _contig(x)
+        out = outs[0] if outs else None
+        y = out if (out is not None and out.dtype == np.float32 and out.flags.c_contiguous
+                    and out.shape == x.shape) else np.empty(x.shape, np.float32)
+        n = x.shape[-1] if x.ndim else 1
+        zp = float(z.reshape(-1)[0]) if z is not None else 0.0
+        _f32_ops.dequantize_rows(x.reshape(-1, n), zp, float(s.reshape(-1)[0]), None,
+                                 y.reshape(-1, n), self.nt)
+        return [y]
+
+
+for _since in (10, 13, 19, 21):
+    register("DequantizeLinear", since=_since)(
+        type(f"DequantizeLinear_{_since}", (_DequantizeLinearFast,), {"since": _since}))
+
+
 class _ClipBase(Op):
     kernel_name = "f32_clip"
 

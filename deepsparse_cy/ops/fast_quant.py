@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import ShapeError
+from ..kernels import _f32_ops
 from .registry import Op, register
 
 _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
@@ -66,7 +67,7 @@ class QGemm(Op):
             sxsw[empty] = np.maximum(np.abs(bias[empty]), 1e-30) / 2.0**24
         self.post_bias = None
         if self.mode == "requant_dq" and "post_bias" in a:
-            self.post_bias = np.asarray(a["post_bias"], np.float32)
+            self.post_bias = np.ascontiguousarray(a["post_bias"], np.float32)
         # int32 bias with the activation zero point folded in must fit the kernel's accumulator
         self.bias_i32, self.float_bias = None, None
         if bias.any():
@@ -139,10 +140,17 @@ class QGemm(Op):
                                    out_zero_point=self.y_zp,
                                    out=r2 if mode == "requant" else None, **kw)
         if mode == "requant_dq":
-            np.subtract(q, np.float32(self.y_zp), out=r2, dtype=np.float32)
-            r2 *= np.float32(self.y_scale)
-            if self.post_bias is not None:
-                r2 += self.post_bias
+            pb = self.post_bias
+            if q.flags.c_contiguous and r2.flags.c_contiguous and q.ndim == 2 \
+                    and (pb is None or (pb.ndim == 1 and pb.shape[0] == self.n)):
+                # (q - zy) * sy (+ post_bias) in one compiled pass, numpy's rounding order
+                _f32_ops.dequantize_rows(q, float(self.y_zp), float(np.float32(self.y_scale)),
+                                         pb, r2, nt)
+            else:
+                np.subtract(q, np.float32(self.y_zp), out=r2, dtype=np.float32)
+                r2 *= np.float32(self.y_scale)
+                if pb is not None:
+                    r2 += pb
         return [res]
 
     def _requant_float(self, f, out):

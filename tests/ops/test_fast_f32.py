@@ -133,3 +133,43 @@ def test_depthwise_kernel_both_builds(avx2, C, H, W, s, d, N):
             ref += w[None, :, 0, a, c, None, None] * xp[:, :, a * d: a * d + s * (O0 - 1) + 1: s,
                                                         c * d: c * d + s * (O1 - 1) + 1: s]
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.int8])
+@pytest.mark.parametrize("bias", [False, True])
+def test_dequantize_rows_bit_equal_to_numpy(dt, bias):
+    # the compiled (q - zp) * s (+ b) must round exactly as numpy's float32 passes do
+    rng = np.random.default_rng(int(bias) + (dt == np.int8) * 2)
+    info = np.iinfo(dt)
+    q = rng.integers(info.min, info.max + 1, (37, 101)).astype(dt)
+    b = rng.standard_normal(101).astype(np.float32) if bias else None
+    for zp in (0, int(info.min), int(info.max), 7):
+        for s in (np.float32(0.0123), np.float32(3.7), np.float32(1e-7)):
+            out = np.empty(q.shape, np.float32)
+            _f32_ops.dequantize_rows(q, float(zp), float(s), b, out, 2)
+            ref = np.subtract(q, np.float32(zp), dtype=np.float32)
+            ref *= s
+            if b is not None:
+                ref += b
+            np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("opset", [10, 13, 19, 21])
+def test_dequantize_linear_fast_path_matches_reference(opset):
+    from onnx import TensorProto, helper
+    import deepsparse_cy as ds
+    from deepsparse_cy.ops import quant
+    rng = np.random.default_rng(opset)
+    x = rng.integers(0, 256, (3, 5, 7)).astype(np.uint8)
+    s = np.array(0.05, np.float32)
+    z = np.array(131, np.uint8)
+    n = helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"])
+    g = helper.make_graph([n], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8,
+                                                                   ["n", 5, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [helper.make_tensor(nm, dt_, [], [v]) for nm, dt_, v in
+                           (("s", TensorProto.FLOAT, float(s)), ("z", TensorProto.UINT8, int(z)))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    got = ds.compile_model(m).run([x])[0]
+    np.testing.assert_array_equal(got, quant.dequantize(x, s, z))
+    assert ds.compile_model(m).run([x[:0]])[0].shape == (0, 5, 7)
