@@ -121,6 +121,34 @@ def _axis_table(in_len, out_len, scale, mode, ctm, nearest_mode, A, antialias, e
     return np.clip(idx, 0, in_len - 1), w, mask
 
 
+def _nearest_integer_upsample(x, out_sizes, scales, roi, ctm, nearest_mode, axes):
+    """NCHW nearest resize whose spatial axes repeat every input pixel k times (the 2x
+    upsampling of FPN necks): one broadcast copy instead of a gather per axis. None when the
+    index tables are anything else (the general path then runs)."""
+    r = x.ndim
+    reps = [1, 1, 1, 1]
+    for ax in axes:
+        in_len, out_len = x.shape[ax], int(out_sizes[ax])
+        if ax < 2 or out_len % in_len:
+            if out_len == in_len and ax >= 2:
+                continue
+            return None
+        k = out_len // in_len
+        roi_pair = (roi[ax], roi[ax + r]) if roi is not None else (0.0, 1.0)
+        idx, w, mask = _axis_table(in_len, out_len, float(scales[ax]), "nearest", ctm,
+                                   nearest_mode, -0.75, 0, 0, roi_pair)
+        sel = np.where(w[:, 1] > 0, idx[:, 1], idx[:, 0])
+        if (mask is not None and mask.any()) or not np.array_equal(
+                sel, np.arange(out_len) // k):
+            return None
+        reps[ax] = k
+    N, C, H, W = x.shape
+    kh, kw = reps[2], reps[3]
+    y = np.empty((N, C, H * kh, W * kw), x.dtype)
+    y.reshape(N, C, H, kh, W, kw)[...] = x[:, :, :, None, :, None]
+    return y
+
+
 def _resize(x, out_sizes, scales, roi, mode, ctm, nearest_mode, A, antialias, exclude_outside,
             extrapolation_value, axes):
     r = x.ndim
@@ -129,6 +157,10 @@ def _resize(x, out_sizes, scales, roi, mode, ctm, nearest_mode, A, antialias, ex
                        max(x.dtype.itemsize, 8 if mode != "nearest" else 1), "Resize output")
     is_float = x.dtype.kind == "f"
     calc = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    if mode == "nearest" and r == 4 and x.size:
+        y = _nearest_integer_upsample(x, out_sizes, scales, roi, ctm, nearest_mode, axes)
+        if y is not None:
+            return y
     y = x if mode == "nearest" else x.astype(calc, copy=False)
     for ax in axes:
         in_len, out_len, sc = x.shape[ax], int(out_sizes[ax]), float(scales[ax])

@@ -16,7 +16,8 @@ def _resize_inputs(x, scales=None, sizes=None, roi=None):
 
 @pytest.mark.parametrize("ctm", CTMS)
 @pytest.mark.parametrize("nearest_mode", NEAREST)
-@pytest.mark.parametrize("scales", [[1, 1, 2.0, 1.5], [1, 1, 0.6, 0.8]])
+@pytest.mark.parametrize("scales", [[1, 1, 2.0, 1.5], [1, 1, 0.6, 0.8],
+                                    [1, 1, 2.0, 2.0], [1, 1, 3.0, 1.0]])   # integer: broadcast path
 def test_resize_nearest_vs_ort(rng, ctm, nearest_mode, scales):
     x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
     # fractional output lengths (5*0.6, 6*0.8): onnx's spec/reference keep the fractional length
