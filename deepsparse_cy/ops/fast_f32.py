@@ -100,9 +100,9 @@ class LogSoftmax(_SoftmaxBase):
     log = True
 
 
-class _QuantizeLinearFast(Op):
-    """Per-tensor float32 -> u8/s8; every other form goes to the reference `quant.quantize`."""
-    kernel_name = "f32_quantize"
+class _QDQFast(Op):
+    """Attributes shared by the fast QuantizeLinear / DequantizeLinear ops (`since`: the opset
+    version a subclass stands for, which decides the reference function's arguments)."""
     since = 10
 
     def __init__(self, node, ctx):
@@ -114,6 +114,11 @@ class _QuantizeLinearFast(Op):
         self.block_size = a.get("block_size", 0)
         self.output_dtype = a.get("output_dtype", 0)
         self.precision = a.get("precision", 0)
+
+
+class _QuantizeLinearFast(_QDQFast):
+    """Per-tensor float32 -> u8/s8; every other form goes to the reference `quant.quantize`."""
+    kernel_name = "f32_quantize"
 
     def _reference(self, x, s, z):
         args = [x, s, z]
@@ -148,19 +153,10 @@ for _since in (10, 13, 19, 21):
         type(f"QuantizeLinear_{_since}", (_QuantizeLinearFast,), {"since": _since}))
 
 
-class _DequantizeLinearFast(Op):
+class _DequantizeLinearFast(_QDQFast):
     """Per-tensor u8/s8 -> float32 in one compiled pass; every other form goes to the reference
     `quant.dequantize` (same arithmetic: float32(x) - float32(zp), then * scale)."""
     kernel_name = "f32_dequantize"
-    since = 10
-
-    def __init__(self, node, ctx):
-        super().__init__(node, ctx)
-        self.nt = _threads(ctx)
-        a = node.attrs
-        self.axis = a.get("axis", 1)
-        self.block_size = a.get("block_size", 0)
-        self.output_dtype = a.get("output_dtype", 0)
 
     def run(self, inputs, outs):
         x, s = inputs[0], inputs[1]
