@@ -183,8 +183,10 @@ class ConvCore:
             z = np.broadcast_to(z, oshape).astype(np.float32)
         xph = None
         if uses_phase_split(self.fast, self.s[1]):
-            xph = scratch(("f32conv_xph", x.shape, self.s[1]), (xph_size(x.shape, self.s[1]),),
-                          np.float32)
+            n = p.get("xph_n")
+            if n is None:
+                n = p["xph_n"] = xph_size(x.shape, self.s[1])
+            xph = scratch(("f32conv_xph", x.shape, self.s[1]), (n,), np.float32)
         f32_conv2d(_as(x, np.float32), self.fast, self.s, (p["pb"][0], p["pb"][1],
                    p["pe"][0], p["pe"][1]), self.d, self.bias, z, act, params, res,
                    self.num_threads, tab, xph)
@@ -517,6 +519,9 @@ class ConvTranspose(Op):
         self.output_shape = a.get("output_shape")
         self.num_threads = int(ctx.num_threads or 1)
         self._wcache = None
+        self._brep = None
+        self._wconst = ctx.const(1)
+        self._bconst = ctx.const(2) if len(node.inputs) > 2 and node.inputs[2] else None
 
     def _geometry(self, S, k, s, d):
         nd = len(S)
@@ -552,7 +557,10 @@ class ConvTranspose(Op):
                                    self.strides, self.dilations, None)
         K = int(np.prod(k))
         Sp = int(np.prod(S))
-        if self._wcache is not None and self._wcache[0] is w:
+        # packed weights are kept only for a compile-time constant weight: a computed one may
+        # arrive in the same (arena) array object with new values on the next call
+        if self._wcache is not None and self._wcache[0] is w and w is self._wconst \
+                and self._wcache[3] == dt:
             wt = self._wcache[1]
         else:
             # (g, Mg*K, Cg): W^T per group
@@ -561,7 +569,7 @@ class ConvTranspose(Op):
             # pixels (OpenBLAS would leave worker threads spinning into the next layers)
             pk = PackedConvF32(wt[0].reshape(Mg * K, Cg, 1, 1)) \
                 if _FAST_CONV and g == 1 and dt == np.float32 else None
-            self._wcache = (w, wt, pk)
+            self._wcache = (w, wt, pk, dt)
         pk = self._wcache[2]
         pb, osh = self._geometry(S, k, s, d)
         if pk is not None and nd == 2 and list(k) == list(s) and all(v == 1 for v in d) \
@@ -570,8 +578,13 @@ class ConvTranspose(Op):
             # output is the GEMM's columns rearranged (depth-to-space) - one copy, no col2im;
             # the bias rides in the GEMM as a per-row bias repeated over the kernel taps
             brep = None
-            if b is not None:
-                brep = np.repeat(_as(np.asarray(b), dt).reshape(-1), K)
+            if b is not None:      # the bias repeated over the taps (once, if constant)
+                if self._brep is not None and self._brep[0] is b and b is self._bconst \
+                        and self._brep[1].dtype == dt:
+                    brep = self._brep[1]
+                else:
+                    brep = np.repeat(_as(np.asarray(b), dt).reshape(-1), K)
+                    self._brep = (b, brep)
             cols = f32_conv2d(np.ascontiguousarray(_as(x, dt)).reshape(N, C, Sp, 1), pk,
                               bias=brep, num_threads=self.num_threads)
             out = outs[0] if outs else None

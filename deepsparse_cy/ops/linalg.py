@@ -85,6 +85,8 @@ class Gemm(Op):
             self.c_const = (c, c * c.dtype.type(self.beta) if self.beta != 1.0 else c)
         self.num_threads = int(ctx.num_threads or 1)
         self._small = None
+        from .conv import _FAST_CONV      # decided at compile time, as for the convs
+        self._small_ok = _FAST_CONV
 
     # A Gemm of a few rows against a constant float32 weight (a CNN's classifier) runs on the
     # f32conv kernel as a 1x1 conv over the rows instead of BLAS: OpenBLAS wakes its worker
@@ -93,8 +95,7 @@ class Gemm(Op):
     SMALL_ROWS = 16
 
     def _run_small(self, a, out):
-        from .conv import _FAST_CONV
-        if not _FAST_CONV:
+        if not self._small_ok:
             return None
         b, cc = self.b_const[1], None
         n = b.shape[1]

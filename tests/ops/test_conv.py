@@ -7,7 +7,8 @@ import deepsparse_cy.ops as ops
 from deepsparse_cy.graph.ir import graph_from_proto
 from deepsparse_cy.ops.conv import ConvCore
 from deepsparse_cy.ops.registry import OpContext
-from tests.ops._cnn_common import check, conformance_params, make_model, run_conformance_case
+from tests.ops._cnn_common import (check, conformance_params, make_model, run_conformance_case,
+                                   run_ort)
 
 FAMILY = ["Conv", "ConvTranspose", "ConvInteger", "DeformConv", "Col2Im"]
 
@@ -126,6 +127,28 @@ def test_conv_transpose_vs_ort(rng, cfg):
     if auto_pad != "NOTSET":
         attrs["auto_pad"] = auto_pad
     check("ConvTranspose", inputs, attrs, opset=17, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_computed_weight_changes_between_calls(rng):
+    # weight and bias as graph inputs: packed copies must not be reused across calls (the
+    # engine hands them over in the same arena arrays with new values)
+    from onnx import TensorProto as TP, helper
+    import deepsparse_cy as ds
+    n = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2])
+    vi = helper.make_tensor_value_info
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["w0"], ["w"]), helper.make_node("Identity", ["b0"], ["b"]),
+         n], "g",
+        [vi("x", TP.FLOAT, [1, 3, 4, 5]), vi("w0", TP.FLOAT, [3, 2, 2, 2]), vi("b0", TP.FLOAT, [2])],
+        [vi("y", TP.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 17)])
+    eng = ds.compile_model(m)
+    x = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    for _ in range(3):
+        w = rng.standard_normal((3, 2, 2, 2)).astype(np.float32)
+        b = rng.standard_normal(2).astype(np.float32)
+        exp = run_ort("ConvTranspose", [("x", x), ("w", w), ("b", b)], dict(strides=[2, 2]),
+                      1, 17)[0]
+        np.testing.assert_allclose(eng.run([x, w, b])[0], exp, rtol=1e-4, atol=1e-4)
 
 
 def test_conv_transpose_1d_3d(rng):
