@@ -302,6 +302,7 @@ class Engine:
         if num_cores is not None and (not isinstance(num_cores, int) or num_cores < 1):
             raise InputError(f"num_cores must be a positive int, got {num_cores!r}")
         self.num_cores = min(num_cores, ncpu) if num_cores else ncpu
+        self._ncpu = ncpu      # os.cpu_count() costs ~10 us a call (it reads sysfs)
         self._apply_shapes(graph, batch_size, input_shapes)
         with limits.memory_budget(self.memory_budget):
             self._program = Program(graph, opsets, self.num_cores, optimize=True)
@@ -414,7 +415,7 @@ class Engine:
         """Run on a list of arrays in input order; returns a list of arrays in output order."""
         xs = self._check_inputs(inputs)
         with limits.memory_budget(self.memory_budget):
-            if self.num_cores < (os.cpu_count() or 1):
+            if self.num_cores < self._ncpu:
                 with _BlasLimit(self.num_cores):
                     return self._run(xs)
             return self._run(xs)

@@ -1,8 +1,8 @@
 """Graph passes run once at compile time, before scheduling.
 
 identity removal (Identity, inference Dropout), BatchNormalization folded into the preceding
-Conv, constant folding (via an evaluate callback so this module stays op-agnostic) and dead-node
-removal. Each pass mutates the Graph in place and returns how many nodes it changed.
+Conv or ConvTranspose, constant folding (via an evaluate callback so this module stays
+op-agnostic) and dead-node removal. Each pass mutates the Graph in place and returns how many nodes it changed.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def remove_dead_nodes(graph):
 
 def fold_batchnorm_into_conv(graph):
     """Conv(W, B) -> BatchNormalization(scale, bias, mean, var) becomes one Conv when the BN
-    parameters and W are constant and the Conv output feeds only the BN."""
+    parameters and W are constant and the Conv output feeds only the BN; the same for
+    ConvTranspose (its output channels are the weight's second axis, per group)."""
     init = graph.initializers
     cons = _consumers(graph)
     producer = {o: n for n in graph.nodes for o in n.outputs if o}
@@ -86,7 +87,8 @@ def fold_batchnorm_into_conv(graph):
         if len([o for o in bn.outputs if o]) != 1:
             continue
         conv = producer.get(bn.inputs[0])
-        if conv is None or conv.op_type != "Conv" or conv.domain != "" or id(conv) in removed:
+        if conv is None or conv.op_type not in ("Conv", "ConvTranspose") or conv.domain != "" \
+                or id(conv) in removed:
             continue
         y = conv.outputs[0]
         if y in outputs or len(cons.get(y, [])) != 1 or conv.inputs[1] not in init:
@@ -101,7 +103,19 @@ def fold_batchnorm_into_conv(graph):
         k = scale / np.sqrt(var + eps)
         b0 = init[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] \
             else np.zeros_like(mean)
-        new_w = (w.astype(np.float64) * k.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        if conv.op_type == "Conv":
+            if w.shape[0] != k.shape[0]:
+                continue
+            kw = k.reshape((-1,) + (1,) * (w.ndim - 1))
+        else:
+            # ConvTranspose weight [C_in, M / group, k...]: output channel gi * M/g + m is
+            # column m of input-channel group gi
+            g = int(conv.attrs.get("group", 1) or 1)
+            if w.ndim < 3 or w.shape[0] % g or w.shape[1] * g != k.shape[0]:
+                continue
+            kw = k.reshape((g, 1, w.shape[1]) + (1,) * (w.ndim - 2))
+            w = w.reshape((g, w.shape[0] // g) + w.shape[1:])
+        new_w = (w.astype(np.float64) * kw).astype(w.dtype).reshape(init[conv.inputs[1]].shape)
         new_b = ((b0 - mean) * k + bias).astype(w.dtype)
         wn, bname = conv.inputs[1] + "__bnfold", bn.outputs[0] + "__bnfold_bias"
         init[wn] = new_w

@@ -199,6 +199,64 @@ def dw_conv2d_planes(const float[:, :, ::1] planes,   # IN  [N*C, phases, Q0b*Q1
 cdef extern from "csrc/dscy_pool.h" nogil:
     void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho, int Wo, int kh,
                               int kw, int sh, int sw, int dh, int dw, int pt, int pl, float *tmp)
+    void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw)
+    void dscy_d2s_plane(const float *cols, int k0, int k1, int S0, int S1, float *y)
+    float dscy_plane_mean(const float *x, long n)
+
+
+cdef inline int _nt_copy(Py_ssize_t n, int num_threads) noexcept nogil:
+    # layout copies are memory-bound: a second thread pays from ~256K elements
+    if n < 262144 or num_threads < 2:
+        return 1
+    return dscy_cap_threads(num_threads)
+
+
+def upsample_nearest(const float[:, :, ::1] x,   # IN  [N*C, H, W]
+                     float[:, :, ::1] y,         # OUT [N*C, H*kh, W*kw]
+                     int kh, int kw, int num_threads=1):
+    """Nearest upsampling by integer factors (every input pixel repeated kh x kw)."""
+    cdef Py_ssize_t p, NC = x.shape[0]
+    cdef int H = x.shape[1], W = x.shape[2]
+    if y.shape[0] != NC or y.shape[1] != H * kh or y.shape[2] != W * kw:
+        raise ValueError("upsample_nearest: output shape mismatch")
+    if NC == 0 or H == 0 or W == 0:
+        return
+    cdef int nt = _nt_copy(y.shape[0] * y.shape[1] * y.shape[2], num_threads)
+    with nogil:
+        for p in prange(NC, num_threads=nt, schedule="static"):
+            dscy_upsample_plane(&x[p, 0, 0], H, W, &y[p, 0, 0], kh, kw)
+
+
+def depth_to_space(const float[:, :, ::1] cols,  # IN  [N*M, k0*k1, S0*S1]
+                   float[:, :, ::1] y,           # OUT [N*M, S0*k0, S1*k1]
+                   int k0, int k1, int S0, int S1, int num_threads=1):
+    """y[p, h*k0 + i, w*k1 + j] = cols[p, i*k1 + j, h*S1 + w] (stride == kernel ConvTranspose)."""
+    cdef Py_ssize_t p, NP = cols.shape[0]
+    if cols.shape[1] != k0 * k1 or cols.shape[2] != S0 * S1 or y.shape[0] != NP \
+            or y.shape[1] != S0 * k0 or y.shape[2] != S1 * k1:
+        raise ValueError("depth_to_space: shape mismatch")
+    if NP == 0 or S0 == 0 or S1 == 0:
+        return
+    cdef int nt = _nt_copy(NP * k0 * k1 * S0 * S1, num_threads)
+    with nogil:
+        for p in prange(NP, num_threads=nt, schedule="static"):
+            dscy_d2s_plane(&cols[p, 0, 0], k0, k1, S0, S1, &y[p, 0, 0])
+
+
+def plane_mean(const float[:, ::1] x,   # IN  [planes, n]
+               float[::1] y,            # OUT [planes]
+               int num_threads=1):
+    """Mean of each row (GlobalAveragePool over NCHW planes)."""
+    cdef Py_ssize_t p, NP = x.shape[0]
+    cdef long n = x.shape[1]
+    if y.shape[0] != NP:
+        raise ValueError("plane_mean: output shape mismatch")
+    if NP == 0 or n == 0:
+        return
+    cdef int nt = _nt_copy(NP * n, num_threads)
+    with nogil:
+        for p in prange(NP, num_threads=nt, schedule="static"):
+            y[p] = dscy_plane_mean(&x[p, 0], n)
 
 
 def maxpool2d(const float[:, :, ::1] x,     # IN  [N*C, H, W]

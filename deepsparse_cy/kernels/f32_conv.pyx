@@ -14,6 +14,11 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                         float p0, float p1, float *out, float *xph, int nthreads)
     size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw)
 
+    int dscy_f32_dwconv2d(const float *x, int N, int C, int H, int W, const float *w, int KH,
+                          int KW, int sh, int sw, int dh, int dw, int pt, int pl, int Ho, int Wo,
+                          const float *bias, const float *z, int act, float p0, float p1,
+                          float *out, int nthreads)
+
     size_t dscy_f32_gemm_wpack_size(int K, int N)
     void dscy_f32_gemm_pack_w(const float *w, int K, int N, float *wp)
     size_t dscy_f32_gemm_xpack_size(int T, int K)
@@ -148,3 +153,32 @@ def conv2d(cnp.ndarray x,          # IN  float32 [N][C][H][W] C-contiguous
 def xph_size(int N, int C, int H, int W, int sw):
     """float32 elements of the phase-split scratch a stride-sw conv can use (0 when sw <= 1)."""
     return dscy_f32_conv_xph_size(N, C, H, W, sw)
+
+
+def dwconv2d(cnp.ndarray x,        # IN  float32 [N][C][H][W] C-contiguous
+             cnp.ndarray w,        # IN  float32 [C][KH*KW] C-contiguous
+             int KH, int KW, int sh, int sw, int dh, int dw, int pt, int pl,
+             bias,                 # IN  float32 [C] or None
+             z,                    # IN  float32 [N][C][Ho][Wo] C-contiguous or None
+             int act, float p0, float p1,
+             cnp.ndarray out,      # OUT float32 [N][C][Ho][Wo] C-contiguous
+             int nthreads):
+    """Depthwise conv (csrc/f32_conv.c dscy_f32_dwconv2d); kernels/f32conv.py checks shapes."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int Ho = out.shape[2], Wo = out.shape[3]
+    cdef const float *xp = <const float *>_ptr(x)
+    cdef const float *wp = <const float *>_ptr(w)
+    cdef const float *bp = NULL
+    cdef const float *zp = NULL
+    cdef float *op = <float *>_ptr(out)
+    cdef int rc
+    if bias is not None:
+        bp = <const float *>_ptr(bias)
+    if z is not None:
+        zp = <const float *>_ptr(z)
+    with nogil:
+        rc = dscy_f32_dwconv2d(xp, N, C, H, W, wp, KH, KW, sh, sw, dh, dw, pt, pl, Ho, Wo, bp, zp,
+                               act, p0, p1, op, nthreads)
+    if rc != 0:
+        raise MemoryError("f32 dwconv2d: could not allocate its scratch")
+    return out

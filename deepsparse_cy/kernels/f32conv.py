@@ -102,6 +102,52 @@ def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), b
     return out
 
 
+def f32_dwconv2d(x, w, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), bias=None, z=None,
+                 activation=0, params=(0.0, 0.0), out=None, num_threads=None, isa=None):
+    """Depthwise conv: out[N, C, Ho, Wo] = act(conv(x[n, c], w[c]) + bias + z), one filter per
+    channel (group == C == M). x float32 [N, C, H, W]; w float32 [C, 1, KH, KW] (or [C, KH, KW]);
+    pads ONNX order (top, left, bottom, right); activation an f32_fused ACTIVATIONS code."""
+    if x.dtype != np.float32 or x.ndim != 4:
+        raise ValueError(f"x must be float32 [N, C, H, W], got {x.dtype} {x.shape}")
+    w = np.asarray(w)
+    if w.dtype != np.float32 or w.ndim not in (3, 4) or (w.ndim == 4 and w.shape[1] != 1):
+        raise ValueError(f"depthwise weight must be float32 [C, 1, KH, KW], got {w.dtype} {w.shape}")
+    C, KH, KW = w.shape[0], w.shape[-2], w.shape[-1]
+    x = np.ascontiguousarray(x)
+    N, Cx, H, W = x.shape
+    if Cx != C:
+        raise ValueError(f"x has {Cx} channels, the depthwise weight {C}")
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilations)
+    pt, pl, pb, pr = (int(v) for v in pads)
+    if min(sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0 or KH < 1 or KW < 1:
+        raise ValueError("strides, dilations and the kernel must be >= 1, pads >= 0")
+    Ho = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    Wo = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
+    if Ho <= 0 or Wo <= 0:
+        raise ValueError(f"conv output would be empty ({Ho} x {Wo})")
+    if out is None:
+        out = np.empty((N, C, Ho, Wo), np.float32)
+    elif out.shape != (N, C, Ho, Wo) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be float32 C-contiguous {(N, C, Ho, Wo)}")
+    b = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
+    if b is not None and b.shape[0] != C:
+        raise ValueError(f"bias must have {C} values, got {b.shape[0]}")
+    if z is not None:
+        if z.shape != out.shape or z.dtype != np.float32:
+            raise ValueError(f"z must be float32 {out.shape}, got {z.dtype} {z.shape}")
+        z = np.ascontiguousarray(z)
+    if np.may_share_memory(x, out):
+        x = x.copy()
+    if N == 0 or C == 0:
+        return out
+    load("f32_conv", isa).dwconv2d(x, np.ascontiguousarray(w.reshape(C, KH * KW)), KH, KW, sh, sw,
+                                   dh, dw, pt, pl, b, z, int(activation), float(params[0]),
+                                   float(params[1]), out,
+                                   0 if num_threads is None else int(num_threads))
+    return out
+
+
 def xph_size(shape, stride_w, isa=None):
     """float32 elements of f32_conv2d's phase-split scratch for input shape [N, C, H, W]."""
     N, C, H, W = (int(v) for v in shape)

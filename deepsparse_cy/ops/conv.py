@@ -20,8 +20,8 @@ from ._spatial import norm_attrs, out_shape, phase_split, resolve_pads, scratch,
 from ..kernels import ISA as _ISA
 from ..kernels import _f32_ops
 from ..kernels import kernel_builds as _kernel_builds
-from ..kernels.f32conv import (PackedConvF32, conv_pixel_tables, f32_conv2d, uses_phase_split,
-                                xph_size)
+from ..kernels.f32conv import (PackedConvF32, conv_pixel_tables, f32_conv2d, f32_dwconv2d,
+                                uses_phase_split, xph_size)
 from .registry import Op, register
 
 _FLOATS = (np.float32, np.float64)
@@ -78,6 +78,7 @@ class ConvCore:
         w = _as(w, dt)
         self._plans = {}
         self.fast = None
+        self.dw_fast = None
         if (kernel is None and _FAST_CONV) and self.nd == 2 and self.g == 1 and dt == np.float32:
             self.fast = PackedConvF32(np.ascontiguousarray(w))
             self.pointwise = self.depthwise = False
@@ -95,6 +96,10 @@ class ConvCore:
                 self.w_gemm_aug = np.ascontiguousarray(np.concatenate(
                     [self.w_gemm, self.bias.reshape(self.g, self.Mg, 1)], axis=2))
         elif self.depthwise:
+            if (kernel is None and _FAST_CONV) and self.nd == 2 and dt == np.float32:
+                # kernels/f32conv.f32_dwconv2d: padded phase planes per channel, bias / z /
+                # activation fused
+                self.dw_fast = np.ascontiguousarray(w.reshape(self.M, self.K))
             # per tap a (C, 1, ..., 1) column to broadcast over the spatial output
             wt = w.reshape(self.M, self.K)
             self.w_taps = [np.ascontiguousarray(wt[:, t]).reshape((1, self.M) + (1,) * self.nd)
@@ -144,14 +149,16 @@ class ConvCore:
     # -- execution ------------------------------------------------------------------------------
     def run(self, x, out=None, z=None, act=0, params=(0.0, 0.0)):
         """Conv of x into out (or a new array). z (same shape as the output) and act (an
-        f32_fused ACTIVATIONS code) are applied only by the fused kernel: callers pass them
-        when self.fast, else they add z and apply the activation themselves."""
+        f32_fused ACTIVATIONS code) are applied only by the compiled kernels: callers pass them
+        when self.fused_epilogue, else they add z and apply the activation themselves."""
         p = self.plan(x.shape)
         N, O = p["N"], p["O"]
         oshape = (N, self.M, *O)
         dt = self.dtype
         if self.fast is not None:
             return self._run_fast(x, p, oshape, out, z, act, params)
+        if self.dw_fast is not None:
+            return self._run_dw_fast(x, p, oshape, out, z, act, params)
         if out is None or out.dtype != dt or not out.flags.c_contiguous or out.shape != oshape:
             res = np.empty(oshape, dt)
         else:
@@ -194,6 +201,28 @@ class ConvCore:
             np.copyto(out, res, casting="unsafe")
             return out
         return res
+
+    def _run_dw_fast(self, x, p, oshape, out, z, act, params):
+        if out is None or out.dtype != np.float32 or not out.flags.c_contiguous \
+                or out.shape != oshape or np.may_share_memory(out, x) \
+                or (z is not None and np.may_share_memory(out, z)):
+            res = np.empty(oshape, np.float32)
+        else:
+            res = out
+        if z is not None and (z.dtype != np.float32 or z.shape != oshape):
+            z = np.broadcast_to(z, oshape).astype(np.float32)
+        f32_dwconv2d(_as(x, np.float32), self.dw_fast.reshape(self.M, 1, *self.k), self.s,
+                     (p["pb"][0], p["pb"][1], p["pe"][0], p["pe"][1]), self.d, self.bias, z, act,
+                     params, res, self.num_threads)
+        if out is not None and res is not out:
+            np.copyto(out, res, casting="unsafe")
+            return out
+        return res
+
+    @property
+    def fused_epilogue(self):
+        """Whether run() applies z and the activation itself (the compiled kernels)."""
+        return self.fast is not None or self.dw_fast is not None
 
     def _run_pointwise(self, x, p, res):
         N, C, O = p["N"], p["C"], p["O"]
@@ -396,6 +425,8 @@ class Conv(Op):
             self.core.num_threads = int(ctx.num_threads or 1)
             if self.core.fast is not None:
                 self.kernel_name = "f32_conv"
+            elif self.core.dw_fast is not None:
+                self.kernel_name = "f32_dwconv"
 
     def run(self, inputs, outs):
         x, w = inputs[0], inputs[1]
@@ -590,8 +621,13 @@ class ConvTranspose(Op):
             out = outs[0] if outs else None
             y = out if (out is not None and out.dtype == dt and out.flags.c_contiguous
                         and out.shape == (N, Mg, *osh)) else np.empty((N, Mg, *osh), dt)
-            np.copyto(y.reshape(N, Mg, S[0], k[0], S[1], k[1]),
-                      cols.reshape(N, Mg, k[0], k[1], S[0], S[1]).transpose(0, 1, 4, 2, 5, 3))
+            if dt == np.float32:    # numpy's copy would run an inner loop k[1] long
+                _f32_ops.depth_to_space(cols.reshape(N * Mg, K, Sp),
+                                        y.reshape(N * Mg, osh[0], osh[1]), k[0], k[1], S[0],
+                                        S[1], self.num_threads)
+            else:
+                np.copyto(y.reshape(N, Mg, S[0], k[0], S[1], k[1]),
+                          cols.reshape(N, Mg, k[0], k[1], S[0], S[1]).transpose(0, 1, 4, 2, 5, 3))
             if out is not None and y is not out:
                 np.copyto(out, y, casting="unsafe")
                 return [out]

@@ -105,6 +105,30 @@ class Gelu(Op):
         return [_act_inplace(y, _k.ACTIVATIONS["Gelu"], (0.0, 0.0), self.nt)]
 
 
+class _SigmoidFast(Op):
+    """Sigmoid on float32 through the fused-activation kernel (one pass; numpy takes four)."""
+
+    kernel_name = "f32_bias_act"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        out = outs[0] if outs else None
+        if x.dtype != _F32:
+            return [_ew.Sigmoid(x, out=out) if out is not None else _ew.Sigmoid(x)]
+        y = _out(x.shape, out)
+        np.copyto(y, x)
+        return [_act_inplace(y, _k.ACTIVATIONS["Sigmoid"], (0.0, 0.0), self.nt)]
+
+
+for _since in (6, 13):
+    register("Sigmoid", since=_since)(
+        type(f"Sigmoid_{_since}", (_SigmoidFast,), {"since": _since}))
+
+
 @register("FusedMatMul", since=1, domain=DOMAIN)
 class FusedMatMul(Op):
     """x[..., K] @ W[K, N] (+ bias[N]) (+ activation). W constant (checked by the fusion)."""
@@ -252,11 +276,13 @@ class FusedConv(_conv.Conv):
         self.code, self.act, self.p = _act(node)
         if self.core is not None and self.core.fast is not None:
             self.kernel_name = "f32_conv+bias_act"
+        elif self.core is not None and self.core.dw_fast is not None:
+            self.kernel_name = "f32_dwconv+bias_act"
 
     def run(self, inputs, outs):
         z = inputs[3] if len(inputs) > 3 else None
         x, core = inputs[0], self.core
-        if core is not None and core.fast is not None and x.dtype == _F32 \
+        if core is not None and core.fused_epilogue and x.dtype == _F32 \
                 and (z is None or z.dtype == _F32):
             # bias, z and the activation in the kernel's epilogue
             out = outs[0] if outs else None

@@ -8,6 +8,7 @@ GridSample gathers all taps for all output points at once from a channels-last v
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -16,6 +17,7 @@ import numpy as np
 from .. import limits
 
 from ..errors import ShapeError
+from ..kernels import _f32_ops
 from .registry import register
 
 # --- 1-D coordinate transform and tap tables ---------------------------------------------------
@@ -121,6 +123,17 @@ def _axis_table(in_len, out_len, scale, mode, ctm, nearest_mode, A, antialias, e
     return np.clip(idx, 0, in_len - 1), w, mask
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_integer_repeat(in_len, out_len, scale, ctm, nearest_mode, roi_pair):
+    """Whether nearest resize of one axis repeats every input index out_len // in_len times
+    (decided from the spec's index table once per geometry, not on every call)."""
+    k = out_len // in_len
+    idx, w, mask = _axis_table(in_len, out_len, scale, "nearest", ctm, nearest_mode, -0.75, 0, 0,
+                               roi_pair)
+    sel = np.where(w[:, 1] > 0, idx[:, 1], idx[:, 0])
+    return not (mask is not None and mask.any()) and np.array_equal(sel, np.arange(out_len) // k)
+
+
 def _nearest_integer_upsample(x, out_sizes, scales, roi, ctm, nearest_mode, axes):
     """NCHW nearest resize whose spatial axes repeat every input pixel k times (the 2x
     upsampling of FPN necks): one broadcast copy instead of a gather per axis. None when the
@@ -129,22 +142,22 @@ def _nearest_integer_upsample(x, out_sizes, scales, roi, ctm, nearest_mode, axes
     reps = [1, 1, 1, 1]
     for ax in axes:
         in_len, out_len = x.shape[ax], int(out_sizes[ax])
-        if ax < 2 or out_len % in_len:
-            if out_len == in_len and ax >= 2:
-                continue
+        # batch and channel axes may only be listed unchanged (sizes name every axis)
+        if in_len == 0 or out_len % in_len or (ax < 2 and out_len != in_len):
             return None
-        k = out_len // in_len
         roi_pair = (roi[ax], roi[ax + r]) if roi is not None else (0.0, 1.0)
-        idx, w, mask = _axis_table(in_len, out_len, float(scales[ax]), "nearest", ctm,
-                                   nearest_mode, -0.75, 0, 0, roi_pair)
-        sel = np.where(w[:, 1] > 0, idx[:, 1], idx[:, 0])
-        if (mask is not None and mask.any()) or not np.array_equal(
-                sel, np.arange(out_len) // k):
+        if not _is_integer_repeat(in_len, out_len, float(scales[ax]), ctm, nearest_mode,
+                                  tuple(float(v) for v in roi_pair)):
             return None
-        reps[ax] = k
+        reps[ax] = out_len // in_len
     N, C, H, W = x.shape
     kh, kw = reps[2], reps[3]
     y = np.empty((N, C, H * kh, W * kw), x.dtype)
+    if x.dtype == np.float32:
+        # compiled: numpy's broadcast copy runs an inner loop kw elements long
+        _f32_ops.upsample_nearest(np.ascontiguousarray(x).reshape(N * C, H, W),
+                                  y.reshape(N * C, H * kh, W * kw), kh, kw)
+        return y
     y.reshape(N, C, H, kh, W, kw)[...] = x[:, :, :, None, :, None]
     return y
 

@@ -48,6 +48,31 @@ def test_batchnorm_folded_into_conv_matches_onnxruntime(rng):
     np.testing.assert_allclose(e.run([x])[0], ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("group,kernel,stride", [(1, 2, 2), (2, 3, 2), (1, 3, 1)])
+def test_batchnorm_folded_into_conv_transpose_matches_onnxruntime(rng, group, kernel, stride):
+    """ConvTranspose's output channels are its weight's second axis (per group): the fold must
+    scale W[:, m] by the BN factor of output channel g * M/group + m."""
+    cin, mg = 4, 3
+    M = mg * group
+    w = rng.standard_normal((cin, mg, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(M).astype(np.float32)
+    bn = [rng.uniform(0.5, 2, M), rng.standard_normal(M), rng.standard_normal(M),
+          rng.uniform(0.5, 2, M)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")] + [
+        numpy_helper.from_array(a.astype(np.float32), n) for a, n in zip(bn, ["s", "bb", "m", "v"])]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["c"], group=group,
+                              strides=[stride, stride]),
+             helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["y"], epsilon=1e-3)]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, ["N", cin, 6, 7])],
+               [helper.make_tensor_value_info("y", TP.FLOAT, None)], inits)
+    g = ir.graph_from_proto(m.graph, {"": 17})
+    assert passes.fold_batchnorm_into_conv(g) == 1
+    assert [n.op_type for n in g.nodes] == ["ConvTranspose"]
+    e = ds.compile_model(m)
+    x = rng.standard_normal((2, cin, 6, 7)).astype(np.float32)
+    np.testing.assert_allclose(e.run([x])[0], _ort(m, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
 def test_constant_folding_and_identity_removal(rng):
     c = rng.standard_normal((4,)).astype(np.float32)
     nodes = [helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(c)),

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from deepsparse_cy.kernels import _f32_fused
-from deepsparse_cy.kernels.f32conv import PackedConvF32, conv_pixel_tables, f32_conv2d
+from deepsparse_cy.kernels.f32conv import PackedConvF32, conv_pixel_tables, f32_conv2d, f32_dwconv2d
 from _kernel_cases import isa_params
 
 ACT = _f32_fused.ACTIVATIONS
@@ -195,3 +195,90 @@ def test_f32_gemm_argument_errors():
         f32_gemm(np.ones((2, 4), np.float32), pk, out=np.empty((3, 3), np.float32))
     with pytest.raises(ValueError, match="float32"):
         PackedGemmF32(np.ones((4, 3), np.float64))
+
+
+# ---- depthwise (kernels/f32conv.f32_dwconv2d) ----------------------------------------------
+
+def _check_dw(rng, isa, N, C, H, W, k, strides=(1, 1), pads=(0, 0, 0, 0), dil=(1, 1), bias=True,
+              z=False, act="", nt=None):
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((C, 1) + tuple(k)) / np.sqrt(k[0] * k[1])).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32) if bias else None
+    # the depthwise conv is the block-diagonal dense conv: the same float64 reference
+    wd = np.zeros((C, C) + tuple(k), np.float32)
+    wd[np.arange(C), np.arange(C)] = w[:, 0]
+    ref = conv_ref(x, wd, b, strides, pads, dil)
+    zz = rng.standard_normal(ref.shape).astype(np.float32) if z else None
+    p = PARAMS.get(act, (0.0, 0.0))
+    got = f32_dwconv2d(x, w, strides, pads, dil, b, z=zz, activation=ACT[act], params=p,
+                       num_threads=nt, isa=isa)
+    exp = act_ref(ref + (zz if z else 0), act, p)
+    absref = conv_ref(np.abs(x), np.abs(wd), None if b is None else np.abs(b), strides, pads, dil)
+    tol = 2e-6 * (absref + (np.abs(zz) if z else 0)) + 1e-6
+    assert got.shape == exp.shape and got.dtype == np.float32
+    err = np.abs(got - exp)
+    assert (err <= tol * (1 + np.abs(exp))).all(), float(err.max())
+
+
+DW_CASES = [
+    # N, C, H, W, k, strides, pads, dil
+    (1, 336, 4, 4, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),     # MobileNet tail: planes < 1 vector
+    (1, 32, 112, 112, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # large plane: several row blocks
+    (2, 24, 15, 17, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),    # strided, odd sizes, batch 2
+    (1, 40, 16, 16, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1)),    # strided 5x5
+    (1, 7, 9, 30, (3, 5), (1, 3), (0, 2, 1, 0), (2, 1)),      # asymmetric everything
+    (1, 3, 5, 5, (9, 9), (1, 1), (4, 4, 4, 4), (1, 1)),       # 81 taps (heap tap table)
+    (1, 5, 3, 3, (3, 3), (1, 1), (3, 3, 3, 3), (1, 1)),       # output larger than input
+    (1, 1, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),       # smallest
+]
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("case", DW_CASES, ids=lambda c: "n{}c{}_{}x{}_k{}x{}_s{}".format(
+    c[0], c[1], c[2], c[3], *c[4], c[5][0]))
+def test_f32_dwconv_shapes(isa, case):
+    N, C, H, W, k, s, p, d = case
+    rng = np.random.default_rng(C * 7 + H)
+    _check_dw(rng, isa, N, C, H, W, k, s, p, d, bias=True, z=True, act="HardSwish", nt=2)
+    _check_dw(rng, isa, N, C, H, W, k, s, p, d, bias=False, nt=1)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("act", sorted(ACT))
+def test_f32_dwconv_epilogue(isa, act):
+    rng = np.random.default_rng(len(act))
+    for nt in (1, 2):
+        _check_dw(rng, isa, 1, 64, 9, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), z=nt == 2,
+                  act=act, nt=nt)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_f32_dwconv_random(isa, data):
+    d = data.draw
+    kh, kw = d(st.integers(1, 7)), d(st.integers(1, 7))
+    dil = (d(st.integers(1, 2)), d(st.integers(1, 2)))
+    pads = tuple(d(st.integers(0, 3)) for _ in range(4))
+    H = d(st.integers(max(1, dil[0] * (kh - 1) + 1 - pads[0] - pads[2]), 30))
+    W = d(st.integers(max(1, dil[1] * (kw - 1) + 1 - pads[1] - pads[3]), 40))
+    rng = np.random.default_rng(d(st.integers(0, 2 ** 31)))
+    _check_dw(rng, isa, d(st.integers(1, 3)), d(st.integers(1, 40)), H, W, (kh, kw),
+              (d(st.integers(1, 3)), d(st.integers(1, 3))), pads, dil, bias=d(st.booleans()),
+              z=d(st.booleans()), act=d(st.sampled_from(["", "Relu", "HardSigmoid"])),
+              nt=d(st.sampled_from([1, 2])))
+
+
+def test_f32_dwconv_argument_errors():
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    w = np.zeros((4, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="channels"):
+        f32_dwconv2d(x, np.zeros((3, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="depthwise weight"):
+        f32_dwconv2d(x, np.zeros((4, 2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        f32_dwconv2d(x, np.zeros((4, 1, 7, 7), np.float32))
+    with pytest.raises(ValueError, match="bias"):
+        f32_dwconv2d(x, w, bias=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=">= 1"):
+        f32_dwconv2d(x, w, strides=(0, 1))

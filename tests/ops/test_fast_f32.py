@@ -173,3 +173,51 @@ def test_dequantize_linear_fast_path_matches_reference(opset):
     got = ds.compile_model(m).run([x])[0]
     np.testing.assert_array_equal(got, quant.dequantize(x, s, z))
     assert ds.compile_model(m).run([x[:0]])[0].shape == (0, 5, 7)
+
+
+@pytest.mark.parametrize("NC,H,W,kh,kw", [(1, 1, 1, 1, 1), (96, 4, 4, 2, 2), (24, 4, 4, 8, 8),
+                                          (3, 5, 7, 3, 1), (2, 3, 9, 1, 4), (64, 80, 80, 2, 2)])
+def test_upsample_nearest_copies_exactly(NC, H, W, kh, kw):
+    x = np.random.default_rng(NC + H).standard_normal((NC, H, W)).astype(np.float32)
+    y = np.empty((NC, H * kh, W * kw), np.float32)
+    _f32_ops.upsample_nearest(x, y, kh, kw, 2)
+    assert np.array_equal(y, x.repeat(kh, axis=1).repeat(kw, axis=2))
+    with pytest.raises(ValueError, match="shape"):
+        _f32_ops.upsample_nearest(x, np.empty((NC, H * kh + 1, W * kw), np.float32), kh, kw)
+
+
+@pytest.mark.parametrize("NP,k0,k1,S0,S1", [(1, 1, 1, 1, 1), (24, 2, 2, 32, 32), (3, 3, 2, 5, 7),
+                                            (2, 1, 3, 4, 4), (48, 2, 2, 64, 80)])
+def test_depth_to_space_matches_numpy_transpose(NP, k0, k1, S0, S1):
+    cols = np.random.default_rng(NP + S1).standard_normal((NP, k0 * k1, S0 * S1)).astype(np.float32)
+    y = np.empty((NP, S0 * k0, S1 * k1), np.float32)
+    _f32_ops.depth_to_space(cols, y, k0, k1, S0, S1, 2)
+    ref = cols.reshape(NP, k0, k1, S0, S1).transpose(0, 3, 1, 4, 2).reshape(y.shape)
+    assert np.array_equal(y, ref)
+
+
+@pytest.mark.parametrize("NP,n", [(1, 1), (8, 7), (40, 256), (480, 16), (3, 1000003)])
+def test_plane_mean(NP, n):
+    x = (np.random.default_rng(n).standard_normal((NP, n)) + 3).astype(np.float32)
+    y = np.empty(NP, np.float32)
+    _f32_ops.plane_mean(x, y, 2)
+    np.testing.assert_allclose(y, x.astype(np.float64).mean(1), rtol=2e-6, atol=1e-7)
+
+
+def test_global_average_pool_and_sigmoid_fast_paths_match_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    import deepsparse_cy as ds
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+             helper.make_node("Sigmoid", ["x"], ["s"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "gs"])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    e = ds.compile_model(m)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in [(1, 40, 16, 16), (2, 3, 5), (1, 1, 1, 1), (1, 8, 3, 4, 5)]:
+        x = (np.random.default_rng(len(shape)).standard_normal(shape) * 20).astype(np.float32)
+        for got, ref in zip(e.run([x]), sess.run(None, {"x": x})):
+            assert got.shape == ref.shape
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)

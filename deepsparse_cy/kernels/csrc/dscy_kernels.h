@@ -76,6 +76,13 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
 /* xph: NULL, or (stride_w > 1) scratch of dscy_f32_conv_xph_size floats for the phase split */
 size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw);
 
+/* depthwise 2-D conv: w [C][KH*KW], bias [C] or NULL, z [N][C][Ho][Wo] or NULL, out the same;
+ * act: DSCY_F_* codes. Returns 0, -1 when scratch allocation failed. */
+int dscy_f32_dwconv2d(const float *x, int N, int C, int H, int W, const float *w, int KH, int KW,
+                      int sh, int sw, int dh, int dw, int pt, int pl, int Ho, int Wo,
+                      const float *bias, const float *z, int act, float p0, float p1,
+                      float *out, int nthreads);
+
 /* ---- dense FP32 GEMM with packed constant weight (f32_conv.c) ---- */
 size_t dscy_f32_gemm_wpack_size(int K, int N);
 void dscy_f32_gemm_pack_w(const float *w, int K, int N, float *wp);

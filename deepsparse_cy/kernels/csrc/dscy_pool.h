@@ -8,6 +8,7 @@
 #ifndef DSCY_POOL_H
 #define DSCY_POOL_H
 #include <math.h>
+#include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
@@ -70,4 +71,51 @@ static void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho,
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
-#endif
+
+/* ---- layout copies of the upsampling paths (plain C; gcc vectorises the inner loops) ---- */
+
+/* Nearest upsampling by integer factors of one plane: y[h*kh + i][w*kw + j] = x[h][w]. Each
+ * output row is expanded once and then copied kh - 1 times. */
+static void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw) {
+    long Wo = (long)W * kw;
+    for (int h = 0; h < H; h++) {
+        const float *s = x + (long)h * W;
+        float *d = y + (long)h * kh * Wo;
+        if (kw == 1) memcpy(d, s, sizeof(float) * W);
+        else if (kw == 2) for (int w = 0; w < W; w++) { d[2 * w] = s[w]; d[2 * w + 1] = s[w]; }
+        else for (int w = 0; w < W; w++) for (int j = 0; j < kw; j++) d[(long)w * kw + j] = s[w];
+        for (int i = 1; i < kh; i++) memcpy(d + i * Wo, d, sizeof(float) * Wo);
+    }
+}
+
+/* Depth to space of one output plane of a stride == kernel ConvTranspose: the GEMM gives
+ * cols[i][j][h][w] (tap (i, j) of input pixel (h, w)); y[h*k0 + i][w*k1 + j] = cols[i][j][h][w]. */
+static void dscy_d2s_plane(const float *cols, int k0, int k1, int S0, int S1, float *y) {
+    long plane = (long)S0 * S1, Wo = (long)S1 * k1;
+    for (int h = 0; h < S0; h++)
+        for (int i = 0; i < k0; i++) {
+            float *d = y + ((long)h * k0 + i) * Wo;
+            if (k1 == 2) {
+                const float *a = cols + ((long)i * 2) * plane + (long)h * S1, *b = a + plane;
+                for (int w = 0; w < S1; w++) { d[2 * w] = a[w]; d[2 * w + 1] = b[w]; }
+            } else
+                for (int j = 0; j < k1; j++) {
+                    const float *a = cols + ((long)i * k1 + j) * plane + (long)h * S1;
+                    for (int w = 0; w < S1; w++) d[(long)w * k1 + j] = a[w];
+                }
+        }
+}
+
+/* Mean of one plane: 8 float partial sums (vectorisable), added up in double. */
+static float dscy_plane_mean(const float *x, long n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[i + j];
+    double s = 0.0;
+    for (int j = 0; j < 8; j++) s += acc[j];
+    for (; i < n; i++) s += x[i];
+    return (float)(s / (double)n);
+}
+
+#endif /* DSCY_POOL_H */

@@ -589,3 +589,132 @@ int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, 
     }
     return 0;
 }
+
+
+/* ---- depthwise 2-D conv (group == C == M, one KH x KW filter per channel) ----
+ * out[n][c] = act(dw(x[n][c], w[c]) + bias[c] + z[n][c]), NCHW.
+ *
+ * Per plane the thread copies the zero-padded input, split into the sh*sw stride phases, into a
+ * private buffer ph[a*sw + b][Qh][Qw] (phase (a, b) = padded rows a, a+sh, ... x columns b,
+ * b+sw, ...). Tap (i, j) of output (o, q) then reads ph[phase(i, j)][o + (i*dh)/sh][q + (j*dw)/sw]:
+ * computed on a grid as wide as a phase row (Ho x Qw), every tap is ONE contiguous window of the
+ * buffer, so the inner loop is a long FMA run whatever the plane width (4x4 planes of MobileNet
+ * tails included, where row-by-row loops are all scalar tails). The grid runs in row blocks of
+ * ~2K floats that stay in L1; the epilogue drops the Qw - Wo junk columns of each grid row, adds
+ * z and applies the activation (f32_fused.h's) on the block's output rows. */
+DSCY_THREAD_BUFFER(dw_phase_buffer)
+DSCY_THREAD_BUFFER(dw_grid_buffer)
+
+#define DW_GRID 2048
+
+int dscy_f32_dwconv2d(const float *x, int N, int C, int H, int W, const float *w, int KH, int KW,
+                      int sh, int sw, int dh, int dw, int pt, int pl, int Ho, int Wo,
+                      const float *bias, const float *z, int act, float p0, float p1,
+                      float *out, int nthreads) {
+    const int T = KH * KW;
+    const int Qh = ((Ho - 1) * sh + (KH - 1) * dh) / sh + 1;
+    const int Qw = ((Wo - 1) * sw + (KW - 1) * dw) / sw + 1;
+    const size_t psz = (size_t)Qh * Qw;                 /* one phase plane */
+    const size_t bufn = psz * sh * sw + Qw + 8;         /* windows may run past the last plane */
+    ptrdiff_t stack_off[64];
+    ptrdiff_t *toff = T <= 64 ? stack_off : (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * T);
+    if (!toff) return -1;
+    for (int i = 0; i < KH; i++)
+        for (int j = 0; j < KW; j++) {
+            int a = i * dh, b = j * dw;
+            toff[i * KW + j] = (ptrdiff_t)((a % sh) * sw + b % sw) * psz + (ptrdiff_t)(a / sh) * Qw + b / sw;
+        }
+    int R = DW_GRID / Qw;                                /* output rows per grid block */
+    if (R < 1) R = 1;
+    if (R > Ho) R = Ho;
+    const size_t gridn = (size_t)R * Qw + 8;
+    long planes = (long)N * C;
+    int nt = dscy_nthreads(nthreads);
+    if ((double)planes * Ho * Qw * T < 1.5e5) nt = 1;   /* waking a thread costs more */
+    if (planes < nt) nt = (int)planes;
+    int fail = 0;
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) reduction(|:fail)
+    for (long pi = 0; pi < planes; pi++) {
+        float *ph = dw_phase_buffer(bufn), *g = dw_grid_buffer(gridn);
+        if (!ph || !g) { fail = 1; continue; }
+        int c = (int)(pi % C);
+        const float *xp = x + (size_t)pi * H * W;
+        const float *wc = w + (size_t)c * T;
+        const float bc = bias ? bias[c] : 0.0f;
+        /* padded, phase-split copy of the plane */
+        for (int a = 0; a < sh; a++)
+            for (int b = 0; b < sw; b++) {
+                float *d = ph + (size_t)(a * sw + b) * psz;
+                /* columns q with 0 <= q*sw + b - pl < W */
+                int qlo = pl - b > 0 ? (pl - b + sw - 1) / sw : 0;
+                int qhi = (W - 1 + pl - b) >= 0 ? (W - 1 + pl - b) / sw + 1 : 0;
+                if (qhi > Qw) qhi = Qw;
+                if (qlo > qhi) qlo = qhi;
+                for (int r = 0; r < Qh; r++, d += Qw) {
+                    int ih = r * sh + a - pt;
+                    if (ih < 0 || ih >= H || qlo >= qhi) { memset(d, 0, sizeof(float) * Qw); continue; }
+                    const float *s = xp + (size_t)ih * W + (ptrdiff_t)qlo * sw + b - pl;
+                    for (int q = 0; q < qlo; q++) d[q] = 0.0f;
+                    if (sw == 1) memcpy(d + qlo, s, sizeof(float) * (qhi - qlo));
+                    else for (int q = qlo; q < qhi; q++) d[q] = s[(ptrdiff_t)(q - qlo) * sw];
+                    for (int q = qhi; q < Qw; q++) d[q] = 0.0f;
+                }
+            }
+        memset(ph + psz * sh * sw, 0, sizeof(float) * (Qw + 8));
+        float *on = out + (size_t)pi * Ho * Wo;
+        const float *zn = z ? z + (size_t)pi * Ho * Wo : NULL;
+        for (int o0 = 0; o0 < Ho; o0 += R) {
+            int o1 = o0 + R < Ho ? o0 + R : Ho;
+            long L = (long)(o1 - o0) * Qw, L8 = (L + 7) & ~7L;
+            const float *base = ph + (size_t)o0 * Qw;
+            long p = 0;
+#ifdef __AVX2__
+            for (; p + 32 <= L8; p += 32) {
+                __m256 a0 = _mm256_set1_ps(bc), a1 = a0, a2 = a0, a3 = a0;
+                for (int t = 0; t < T; t++) {
+                    const float *s = base + toff[t] + p;
+                    __m256 wv = _mm256_set1_ps(wc[t]);
+                    a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s), a0);
+                    a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8), a1);
+                    a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 16), a2);
+                    a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 24), a3);
+                }
+                _mm256_storeu_ps(g + p, a0);
+                _mm256_storeu_ps(g + p + 8, a1);
+                _mm256_storeu_ps(g + p + 16, a2);
+                _mm256_storeu_ps(g + p + 24, a3);
+            }
+            for (; p < L8; p += 8) {
+                __m256 a0 = _mm256_set1_ps(bc);
+                for (int t = 0; t < T; t++)
+                    a0 = _mm256_fmadd_ps(_mm256_set1_ps(wc[t]), _mm256_loadu_ps(base + toff[t] + p), a0);
+                _mm256_storeu_ps(g + p, a0);
+            }
+#else
+            for (; p < L8; p += 64) {
+                long n = L8 - p < 64 ? L8 - p : 64;
+                float *gp = g + p;
+                for (long j = 0; j < n; j++) gp[j] = bc;
+                for (int t = 0; t < T; t++) {
+                    const float *s = base + toff[t] + p;
+                    const float wt = wc[t];
+                    for (long j = 0; j < n; j++) gp[j] += wt * s[j];
+                }
+            }
+#endif
+            /* epilogue: crop the junk columns, + z, activation */
+            float *ob = on + (size_t)o0 * Wo;
+            for (int o = o0; o < o1; o++) {
+                const float *gr = g + (size_t)(o - o0) * Qw;
+                float *d = on + (size_t)o * Wo;
+                if (zn) {
+                    const float *zr = zn + (size_t)o * Wo;
+                    for (int q = 0; q < Wo; q++) d[q] = gr[q] + zr[q];
+                } else memcpy(d, gr, sizeof(float) * Wo);
+            }
+            if (act) dscy_bias_act(CONV_AVX2, ob, NULL, (long)(o1 - o0) * Wo, act, p0, p1);
+        }
+    }
+    if (toff != stack_off) free(toff);
+    return fail ? -1 : 0;
+}
