@@ -22,6 +22,7 @@ from .errors import (DeepSparseCyError, InputError, ModelLoadError, NodeError, R
 from .graph import arena as _arena
 from .graph import fusion, ir, loader, passes
 from .graph.schedule import node_reads, topological_order
+from .kernels import _f32_ops
 from .ops.registry import OpContext
 
 # Inputs whose VALUES decide an op's output shape: the output shape is fixed by input shapes
@@ -88,6 +89,16 @@ def _detach(v, buf):
     if isinstance(v, list):
         return [_detach(x, buf) for x in v]
     return v
+
+
+def _copy_into(dst, src):
+    if src.flags.c_contiguous and dst.flags.c_contiguous and src.dtype == dst.dtype \
+            and src.dtype != object and src.nbytes and not np.may_share_memory(dst, src):
+        # vector moves: glibc's memmove is pathologically slow between page-aligned buffers on
+        # some AMD CPUs (kernels/csrc/dscy_pool.h)
+        _f32_ops.copy_strided_blocks(src, dst, 1, 0, src.nbytes)
+    else:
+        np.copyto(dst, src)
 
 
 class _Replan(Exception):
@@ -493,7 +504,7 @@ class Engine:
                                 or r.dtype != slot.dtype:
                             raise _Replan(name)
                         if _root(r) is buf:
-                            np.copyto(slot, r)
+                            _copy_into(slot, r)
                             r = slot
                     env[name] = r
                 for x in frees:
@@ -511,7 +522,12 @@ class Engine:
         for name in self.output_names:
             v = env[name]
             if isinstance(v, np.ndarray) and (id(_root(v)) in owned or not v.flags.writeable):
-                v = v.copy()
+                if v.flags.c_contiguous and v.dtype != object and v.nbytes:
+                    c = np.empty(v.shape, v.dtype)
+                    _copy_into(c, v)
+                    v = c
+                else:
+                    v = v.copy()
             res.append(v)
         return res
 

@@ -14,6 +14,8 @@ cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_layernorm(int avx2, const float *x, const float *skip, float *y, long n,
                         const float *g, const float *b, float eps)
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
+    void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
+                          long jn)
     int DSCY_F_NONE, DSCY_F_RELU, DSCY_F_CLIP, DSCY_F_GELU, DSCY_F_HARDSWISH, DSCY_F_SILU
     int DSCY_F_HARDSIGMOID, DSCY_F_LEAKYRELU, DSCY_F_SIGMOID
 
@@ -130,3 +132,24 @@ def scale_mask_softmax(float[:, :, :, ::1] s,           # IN/OUT [B, H, S, T] sc
                 dscy_scale_mask_softmax(av, &s[bi, hi, qi, 0], &mask[bi, hi, qi, 0], T, scale)
             else:
                 dscy_scale_mask_softmax(av, &s[bi, hi, qi, 0], NULL, T, scale)
+
+
+def softmax_axis(const float[:, :, ::1] x,  # IN  [outer, n, inner]
+                 float[:, :, ::1] out,       # OUT [outer, n, inner]
+                 int num_threads=1):
+    """Softmax over the middle axis (a non-trailing Softmax axis): work items are (outer index,
+    block of 256 columns), so one image's slice is split over the threads too."""
+    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], it, o, jb
+    cdef int av = _avx2
+    if out.shape[0] != outer or out.shape[1] != n or out.shape[2] != inner:
+        raise ValueError("softmax_axis: output shape mismatch")
+    if outer == 0 or n == 0 or inner == 0:
+        return
+    cdef Py_ssize_t nb = (inner + 255) // 256
+    with nogil:
+        for it in prange(outer * nb, num_threads=_nt(outer * n * inner, num_threads),
+                         schedule="static"):
+            o = it // nb
+            jb = (it % nb) * 256
+            dscy_softmax_mid(av, &x[o, 0, 0], &out[o, 0, 0], n, inner, jb,
+                             256 if inner - jb > 256 else inner - jb)

@@ -7,6 +7,9 @@ vectorises; OpenMP over chunks. These passes are memory-bound: they take a secon
 found its second core held by OpenBLAS's spinning workers.)
 """
 from cython.parallel cimport prange, threadid
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from "csrc/dscy_fastmath.h" nogil:
     int dscy_cap_threads(int want)
@@ -202,6 +205,9 @@ cdef extern from "csrc/dscy_pool.h" nogil:
     void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw)
     void dscy_d2s_plane(const float *cols, int k0, int k1, int S0, int S1, float *y)
     float dscy_plane_mean(const float *x, long n)
+    void dscy_copy(void *dst, const void *src, size_t n)
+    void dscy_copy_blocks(char *dst, Py_ssize_t dst_stride, const char *src,
+                          Py_ssize_t src_stride, long outer, size_t nbytes)
 
 
 cdef inline int _nt_copy(Py_ssize_t n, int num_threads) noexcept nogil:
@@ -339,3 +345,34 @@ def dequantize_rows(q,                       # IN  uint8 or int8 [rows, n], C-co
             for r in prange(rows, num_threads=nt, schedule="static"):
                 dscy_dequant_row_u8(&qu[r, 0], &out[r, 0], n, zero_point, scale, bp)
     return out
+
+
+def concat(list xs, int axis, cnp.ndarray out):
+    """out = concatenate(xs, axis) for C-contiguous xs and out of one dtype (the caller checks
+    shapes and dtypes): per outer index one vector-move copy of each input's block."""
+    cdef Py_ssize_t outer = 1, i
+    cdef int a
+    for a in range(axis):
+        outer *= out.shape[a]
+    cdef Py_ssize_t row = out.nbytes // outer if outer else 0
+    cdef Py_ssize_t off = 0, blk
+    cdef cnp.ndarray x
+    cdef char *dp = <char *>cnp.PyArray_DATA(out)
+    for x in xs:
+        blk = x.nbytes // outer if outer else 0
+        if blk:
+            with nogil:
+                dscy_copy_blocks(dp + off, row, <const char *>cnp.PyArray_DATA(x), blk, outer, blk)
+        off += blk
+    return out
+
+
+def copy_strided_blocks(cnp.ndarray src, cnp.ndarray dst, Py_ssize_t outer, Py_ssize_t src_stride,
+                        Py_ssize_t nbytes, Py_ssize_t src_offset=0):
+    """dst (C-contiguous) <- outer blocks of nbytes at src + src_offset + o * src_stride bytes
+    (a slice of a C-contiguous array along one axis); the caller checks the bounds."""
+    cdef char *sp = <char *>cnp.PyArray_DATA(src) + src_offset
+    cdef char *dp = <char *>cnp.PyArray_DATA(dst)
+    with nogil:
+        dscy_copy_blocks(dp, nbytes, sp, src_stride, outer, nbytes)
+    return dst

@@ -7,7 +7,7 @@ case the kernel does not cover (other dtypes, non-trailing softmax axis) goes to
 """
 import numpy as np
 
-from ..kernels import _f32_ops
+from ..kernels import _f32_fused, _f32_ops
 from ..kernels import kernel_isa as _kernel_isa
 
 _f32_ops.set_avx2(_kernel_isa() != "generic")   # AVX2 quantizers (bit-identical to the scalar)
@@ -52,7 +52,7 @@ class Erf(Op):
 
 
 class _SoftmaxBase(Op):
-    kernel_name = "f32_softmax_rows"
+    kernel_name = "f32_softmax_rows"    # and softmax_axis for a middle axis (opset >= 13)
     legacy = False
     log = False
     default_axis = -1
@@ -70,6 +70,15 @@ class _SoftmaxBase(Op):
         trailing = nd > 0 and (a == nd - 1 or (self.legacy and 0 <= a < nd))
         if x.size == 0:
             return [np.empty(x.shape, x.dtype)]    # nothing to normalise
+        if x.dtype == np.float32 and not trailing and not self.legacy and not self.log \
+                and 0 <= a < nd:
+            # softmax over a middle axis: contiguous column blocks, no transposed copies
+            x = _contig(x)
+            y = _flat_out(x, out)
+            shp = (int(np.prod(x.shape[:a])), x.shape[a], int(np.prod(x.shape[a + 1:])))
+            with np.errstate(all="ignore"):
+                _f32_fused.softmax_axis(x.reshape(shp), y.reshape(shp), self.nt)
+            return [y]
         if x.dtype != np.float32 or not trailing:
             return [_sm._softmax(x, self.axis, self.legacy, self.log, out)]
         x = _contig(x)

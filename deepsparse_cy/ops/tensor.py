@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError, ShapeError
 from ..limits import check_alloc, check_shape
+from ..kernels import _f32_ops
 from .registry import Op, register
 
 
@@ -140,12 +141,29 @@ def Concat(*xs, axis=1, out=None):
     xs = [x for x in xs if x is not None]
     rank = xs[0].ndim
     axis = _axis(axis, rank)
+    x0 = xs[0]
+    if rank and x0.dtype != object and all(
+            x.dtype == x0.dtype and x.ndim == rank and x.flags.c_contiguous
+            and x.shape[:axis] == x0.shape[:axis] and x.shape[axis + 1:] == x0.shape[axis + 1:]
+            for x in xs):
+        # compiled block copies (glibc's memmove is pathologically slow between page-aligned
+        # buffers on some AMD CPUs, see csrc/dscy_pool.h)
+        shape = x0.shape[:axis] + (sum(x.shape[axis] for x in xs),) + x0.shape[axis + 1:]
+        y = out if out is not None and out.shape == shape and out.dtype == x0.dtype \
+            and out.flags.c_contiguous and not any(np.may_share_memory(out, x) for x in xs) \
+            else np.empty(shape, x0.dtype)
+        if y.size:
+            _f32_ops.concat(xs, axis, y)
+        if out is not None and y is not out:
+            np.copyto(out, y, casting="unsafe")
+            return out
+        return y
     if out is not None:
         return np.concatenate(xs, axis=axis, out=out)
     return np.concatenate(xs, axis=axis)
 
 
-def _split(x, axis, split, n):
+def _split(x, axis, split, n, outs=None):
     axis = _axis(axis, x.ndim)
     dim = x.shape[axis]
     if split is None:
@@ -162,9 +180,25 @@ def _split(x, axis, split, n):
     bounds = np.cumsum([0] + split)
     idx = [slice(None)] * x.ndim
     res = []
-    for b, e in zip(bounds[:-1], bounds[1:]):
-        idx[axis] = slice(int(b), int(e))
-        res.append(x[tuple(idx)].copy())
+    fast = x.flags.c_contiguous and x.dtype != object and x.size > 0
+    if fast:
+        # each part is `outer` blocks of a C-contiguous input: compiled block copies into the
+        # arena slots (see Concat)
+        outer = math.prod(x.shape[:axis])
+        inner = math.prod(x.shape[axis + 1:]) * x.itemsize
+    for i, (b, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+        b, e = int(b), int(e)
+        idx[axis] = slice(b, e)
+        if not fast or e == b:
+            res.append(x[tuple(idx)].copy())
+            continue
+        shape = x.shape[:axis] + (e - b,) + x.shape[axis + 1:]
+        o = outs[i] if outs and i < len(outs) else None
+        if o is None or o.shape != shape or o.dtype != x.dtype or not o.flags.c_contiguous \
+                or np.may_share_memory(o, x):
+            o = np.empty(shape, x.dtype)
+        res.append(_f32_ops.copy_strided_blocks(x, o, outer, dim * inner, (e - b) * inner,
+                                                b * inner))
     return res
 
 
@@ -174,14 +208,15 @@ class Split_1(Op):
 
     def run(self, inputs, outs):
         split = inputs[1] if len(inputs) > 1 and inputs[1] is not None else self.node.attrs.get("split")
-        return _split(inputs[0], self.node.attrs.get("axis", 0), split, _n_outputs(self.node))
+        return _split(inputs[0], self.node.attrs.get("axis", 0), split, _n_outputs(self.node),
+                      outs)
 
 
 @register("Split", since=2)
 class Split_2(Op):
     def run(self, inputs, outs):
         return _split(inputs[0], self.node.attrs.get("axis", 0), self.node.attrs.get("split"),
-                      _n_outputs(self.node))
+                      _n_outputs(self.node), outs)
 
 
 @register("Split", since=13)
@@ -191,7 +226,7 @@ class Split(Op):
     def run(self, inputs, outs):
         split = inputs[1] if len(inputs) > 1 else None
         n = self.node.attrs.get("num_outputs", _n_outputs(self.node))
-        return _split(inputs[0], self.node.attrs.get("axis", 0), split, n)
+        return _split(inputs[0], self.node.attrs.get("axis", 0), split, n, outs)
 
 
 def _slice_index(shape, starts, ends, axes, steps):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from deepsparse_cy import kernels
-from deepsparse_cy.kernels import _f32_ops
+from deepsparse_cy.kernels import _f32_fused, _f32_ops
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -221,3 +221,25 @@ def test_global_average_pool_and_sigmoid_fast_paths_match_onnxruntime():
         for got, ref in zip(e.run([x]), sess.run(None, {"x": x})):
             assert got.shape == ref.shape
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 8400), (3, 5, 7), (2, 1, 300), (1, 700, 513), (4, 3, 1)])
+@pytest.mark.parametrize("avx2", [False, True])
+def test_softmax_axis_middle(shape, avx2):
+    if avx2 and kernels.kernel_isa() == "generic":
+        pytest.skip("no AVX2 on this machine")
+    x = (np.random.default_rng(shape[1]).standard_normal(shape) * 5).astype(np.float32)
+    x[0, 0, 0] = -np.inf          # a -inf logit gets probability 0
+    y = np.empty_like(x)
+    was = _f32_fused.avx2_enabled()
+    _f32_fused.set_avx2(avx2)
+    try:
+        _f32_fused.softmax_axis(x, y, 2)
+    finally:
+        _f32_fused.set_avx2(was)
+    x64 = x.astype(np.float64)
+    if shape[1] == 1:
+        x64[0, 0, 0] = 0.0        # a lone -inf column is NaN in both; compare the rest
+        y[0, 0, 0] = 1.0
+    e = np.exp(x64 - x64.max(1, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)

@@ -163,6 +163,22 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
                          _mm256_loadu_si256((const __m256i *)(lh + 8))};
         __m256i iw[2] = {_mm256_loadu_si256((const __m256i *)lw),
                          _mm256_loadu_si256((const __m256i *)(lw + 8))};
+        /* a strip that wraps from one output row into the next (stride 1, rows narrower than a
+         * few strips): lanes [0, r2) read consecutive addresses from off0 and lanes [r2, nv)
+         * consecutive addresses from offB, so each tap is two masked loads instead of a gather */
+        int tworun = 0, r2 = 0;
+        ptrdiff_t offB = 0;
+        if (!contig && nv > 1) {
+            int r = 1;
+            while (r < nv && (ptrdiff_t)s->ih0[q0 + r] * s->W + s->iw0[q0 + r] == off0 + r) r++;
+            offB = (ptrdiff_t)s->ih0[q0 + r] * s->W + s->iw0[q0 + r];
+            tworun = 1;
+            for (int j = r + 1; j < nv && tworun; j++)
+                tworun = (ptrdiff_t)s->ih0[q0 + j] * s->W + s->iw0[q0 + j] == offB + (j - r);
+            r2 = r;
+        }
+        __m256i lt2[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(r2), lane),
+                          _mm256_cmpgt_epi32(_mm256_set1_epi32(r2 - 8), lane)};
         __m256i H8 = _mm256_set1_epi32(s->H), W8 = _mm256_set1_epi32(s->W);
         __m256i neg1 = _mm256_set1_epi32(-1);
         __m256 zero = _mm256_setzero_ps();
@@ -195,6 +211,14 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
                     const float *src = xc + off0 + (ptrdiff_t)di * s->W + dj;
                     _mm256_storeu_ps(d, _mm256_maskload_ps(src, mask[t][0]));
                     _mm256_storeu_ps(d + 8, _mm256_maskload_ps(src + 8, mask[t][1]));
+                } else if (tworun) {
+                    const float *sa = xc + off0 + (ptrdiff_t)di * s->W + dj;
+                    const float *sb = xc + offB - r2 + (ptrdiff_t)di * s->W + dj;
+                    for (int h = 0; h < 2; h++) {
+                        __m256 a = _mm256_maskload_ps(sa + 8 * h, _mm256_and_si256(mask[t][h], lt2[h]));
+                        __m256 b = _mm256_maskload_ps(sb + 8 * h, _mm256_andnot_si256(lt2[h], mask[t][h]));
+                        _mm256_storeu_ps(d + 8 * h, _mm256_or_ps(a, b));
+                    }
                 } else {
                     _mm256_storeu_ps(d, _mm256_mask_i32gather_ps(
                         zero, xc, offs[t][0], _mm256_castsi256_ps(mask[t][0]), 4));

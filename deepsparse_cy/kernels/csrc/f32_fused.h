@@ -142,6 +142,31 @@ DSCY_INLINE void dscy_scale_mask_softmax_body(float *restrict s, const float *re
     for (long i = 0; i < n; i++) s[i] *= inv;
 }
 
+/* Softmax over the middle axis of an [n][inner] slice, for columns [j0, j0 + jn), jn <= 256
+ * (Softmax on a non-trailing axis, e.g. the 16 DFL bins of YOLOv8's box head): the column max,
+ * then exp(x - max) with column sums, then the scaling, each a contiguous loop over the block. */
+DSCY_INLINE void dscy_softmax_mid_body(const float *restrict x, float *restrict y, long n,
+                                       long inner, long j0, long jn) {
+    float m[256], s[256];
+    const float *xb = x + j0;
+    float *yb = y + j0;
+    for (long j = 0; j < jn; j++) { m[j] = xb[j]; s[j] = 0.0f; }
+    for (long i = 1; i < n; i++) {
+        const float *r = xb + i * inner;
+        for (long j = 0; j < jn; j++) m[j] = r[j] > m[j] ? r[j] : m[j];
+    }
+    for (long i = 0; i < n; i++) {
+        const float *r = xb + i * inner;
+        float *o = yb + i * inner;
+        for (long j = 0; j < jn; j++) { float e = dscy_vexpf(r[j] - m[j]); o[j] = e; s[j] += e; }
+    }
+    for (long j = 0; j < jn; j++) s[j] = 1.0f / s[j];
+    for (long i = 0; i < n; i++) {
+        float *o = yb + i * inner;
+        for (long j = 0; j < jn; j++) o[j] *= s[j];
+    }
+}
+
 /* Baseline and AVX2+FMA copies of each body. */
 #define DSCY_TWO_COPIES(name, params, args)                        \
     static void name##_generic params { name##_body args; }          \
@@ -155,6 +180,14 @@ DSCY_TWO_COPIES(dscy_layernorm, (const float *x, const float *skip, float *y, lo
 DSCY_TWO_COPIES(dscy_scale_mask_softmax, (float *s, const float *mask, long n, float scale),
                 (s, mask, n, scale))
 
+DSCY_TWO_COPIES(dscy_softmax_mid, (const float *x, float *y, long n, long inner, long j0, long jn),
+                (x, y, n, inner, j0, jn))
+
+static inline void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner,
+                                    long j0, long jn) {
+    if (avx2) dscy_softmax_mid_avx2(x, y, n, inner, j0, jn);
+    else dscy_softmax_mid_generic(x, y, n, inner, j0, jn);
+}
 static inline void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act,
                                  float p0, float p1) {
     if (avx2) dscy_bias_act_avx2(y, bias, n, act, p0, p1);
