@@ -20,8 +20,9 @@ from ._spatial import norm_attrs, out_shape, phase_split, resolve_pads, scratch,
 from ..kernels import ISA as _ISA
 from ..kernels import _f32_ops
 from ..kernels import kernel_builds as _kernel_builds
-from ..kernels.f32conv import (PackedConvF32, conv_pixel_tables, f32_conv2d, f32_dwconv2d,
-                                uses_phase_split, xph_size)
+from ..kernels import load as _load_kernels
+from ..kernels.f32conv import (PackedConvF32, conv_pixel_tables, f32_conv2d, uses_phase_split,
+                                xph_size)
 from .registry import Op, register
 
 _FLOATS = (np.float32, np.float64)
@@ -81,6 +82,7 @@ class ConvCore:
         self.dw_fast = None
         if (kernel is None and _FAST_CONV) and self.nd == 2 and self.g == 1 and dt == np.float32:
             self.fast = PackedConvF32(np.ascontiguousarray(w))
+            self._mod = _load_kernels("f32_conv")
             self.pointwise = self.depthwise = False
             return
         self.pointwise = self.K == 1 and not any(self.pb) and not any(self.pe) \
@@ -100,6 +102,7 @@ class ConvCore:
                 # kernels/f32conv.f32_dwconv2d: padded phase planes per channel, bias / z /
                 # activation fused
                 self.dw_fast = np.ascontiguousarray(w.reshape(self.M, self.K))
+                self._mod = _load_kernels("f32_conv")
             # per tap a (C, 1, ..., 1) column to broadcast over the spatial output
             wt = w.reshape(self.M, self.K)
             self.w_taps = [np.ascontiguousarray(wt[:, t]).reshape((1, self.M) + (1,) * self.nd)
@@ -194,9 +197,16 @@ class ConvCore:
             if n is None:
                 n = p["xph_n"] = xph_size(x.shape, self.s[1])
             xph = scratch(("f32conv_xph", x.shape, self.s[1]), (n,), np.float32)
-        f32_conv2d(_as(x, np.float32), self.fast, self.s, (p["pb"][0], p["pb"][1],
-                   p["pe"][0], p["pe"][1]), self.d, self.bias, z, act, params, res,
-                   self.num_threads, tab, xph)
+        # straight into the compiled module: the shape plan already checked what
+        # kernels/f32conv.f32_conv2d would check on every call (~10 us of Python per conv)
+        if not (x.dtype == np.float32 and x.flags.c_contiguous):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        if z is not None and not z.flags.c_contiguous:
+            z = np.ascontiguousarray(z)
+        if res.size:
+            self._mod.conv2d(x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1], self.d[0],
+                             self.d[1], tab[0], tab[1], self.bias, z, act, params[0], params[1],
+                             res, self.num_threads, xph)
         if out is not None and res is not out:
             np.copyto(out, res, casting="unsafe")
             return out
@@ -211,9 +221,14 @@ class ConvCore:
             res = out
         if z is not None and (z.dtype != np.float32 or z.shape != oshape):
             z = np.broadcast_to(z, oshape).astype(np.float32)
-        f32_dwconv2d(_as(x, np.float32), self.dw_fast.reshape(self.M, 1, *self.k), self.s,
-                     (p["pb"][0], p["pb"][1], p["pe"][0], p["pe"][1]), self.d, self.bias, z, act,
-                     params, res, self.num_threads)
+        if not (x.dtype == np.float32 and x.flags.c_contiguous):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        if z is not None and not z.flags.c_contiguous:
+            z = np.ascontiguousarray(z)
+        if res.size:     # as kernels/f32conv.f32_dwconv2d, its checks done by the shape plan
+            self._mod.dwconv2d(x, self.dw_fast, self.k[0], self.k[1], self.s[0], self.s[1],
+                               self.d[0], self.d[1], p["pb"][0], p["pb"][1], self.bias, z, act,
+                               params[0], params[1], res, self.num_threads)
         if out is not None and res is not out:
             np.copyto(out, res, casting="unsafe")
             return out

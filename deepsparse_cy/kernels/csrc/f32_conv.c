@@ -163,22 +163,30 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
                          _mm256_loadu_si256((const __m256i *)(lh + 8))};
         __m256i iw[2] = {_mm256_loadu_si256((const __m256i *)lw),
                          _mm256_loadu_si256((const __m256i *)(lw + 8))};
-        /* a strip that wraps from one output row into the next (stride 1, rows narrower than a
-         * few strips): lanes [0, r2) read consecutive addresses from off0 and lanes [r2, nv)
-         * consecutive addresses from offB, so each tap is two masked loads instead of a gather */
-        int tworun = 0, r2 = 0;
-        ptrdiff_t offB = 0;
-        if (!contig && nv > 1) {
+        /* Strips that wrap from one output row into the next (stride 1, rows narrower than a
+         * few strips): in each 8-lane half, lanes [0, r[h]) read consecutive addresses from
+         * offA[h] and lanes [r[h], 8) consecutive addresses from offB[h] (any row of >= 8
+         * pixels), so each tap is two masked loads per half instead of a gather. */
+        int halfruns = !contig && nv > 1;
+        int rr[2] = {8, 8};
+        ptrdiff_t offA[2] = {0, 0}, offB[2] = {0, 0};
+        for (int h = 0; h < 2 && halfruns; h++) {
+            int j0 = 8 * h, jn = nv - j0 < 8 ? nv - j0 : 8;
+            if (jn <= 0) break;
+#define PIXADDR(j) ((ptrdiff_t)s->ih0[q0 + (j)] * s->W + s->iw0[q0 + (j)])
+            offA[h] = PIXADDR(j0);
             int r = 1;
-            while (r < nv && (ptrdiff_t)s->ih0[q0 + r] * s->W + s->iw0[q0 + r] == off0 + r) r++;
-            offB = (ptrdiff_t)s->ih0[q0 + r] * s->W + s->iw0[q0 + r];
-            tworun = 1;
-            for (int j = r + 1; j < nv && tworun; j++)
-                tworun = (ptrdiff_t)s->ih0[q0 + j] * s->W + s->iw0[q0 + j] == offB + (j - r);
-            r2 = r;
+            while (r < jn && PIXADDR(j0 + r) == offA[h] + r) r++;
+            rr[h] = r;
+            if (r < jn) {
+                offB[h] = PIXADDR(j0 + r);
+                for (int j = r + 1; j < jn && halfruns; j++)
+                    halfruns = PIXADDR(j0 + j) == offB[h] + (j - r);
+            }
+#undef PIXADDR
         }
-        __m256i lt2[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(r2), lane),
-                          _mm256_cmpgt_epi32(_mm256_set1_epi32(r2 - 8), lane)};
+        __m256i ltr[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(rr[0]), lane),
+                          _mm256_cmpgt_epi32(_mm256_set1_epi32(rr[1]), lane)};
         __m256i H8 = _mm256_set1_epi32(s->H), W8 = _mm256_set1_epi32(s->W);
         __m256i neg1 = _mm256_set1_epi32(-1);
         __m256 zero = _mm256_setzero_ps();
@@ -211,12 +219,12 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
                     const float *src = xc + off0 + (ptrdiff_t)di * s->W + dj;
                     _mm256_storeu_ps(d, _mm256_maskload_ps(src, mask[t][0]));
                     _mm256_storeu_ps(d + 8, _mm256_maskload_ps(src + 8, mask[t][1]));
-                } else if (tworun) {
-                    const float *sa = xc + off0 + (ptrdiff_t)di * s->W + dj;
-                    const float *sb = xc + offB - r2 + (ptrdiff_t)di * s->W + dj;
+                } else if (halfruns) {
+                    ptrdiff_t tap = (ptrdiff_t)di * s->W + dj;
                     for (int h = 0; h < 2; h++) {
-                        __m256 a = _mm256_maskload_ps(sa + 8 * h, _mm256_and_si256(mask[t][h], lt2[h]));
-                        __m256 b = _mm256_maskload_ps(sb + 8 * h, _mm256_andnot_si256(lt2[h], mask[t][h]));
+                        const float *sa = xc + offA[h] + tap, *sb = xc + offB[h] - rr[h] + tap;
+                        __m256 a = _mm256_maskload_ps(sa, _mm256_and_si256(mask[t][h], ltr[h]));
+                        __m256 b = _mm256_maskload_ps(sb, _mm256_andnot_si256(ltr[h], mask[t][h]));
                         _mm256_storeu_ps(d + 8 * h, _mm256_or_ps(a, b));
                     }
                 } else {
