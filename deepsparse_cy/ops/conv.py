@@ -566,6 +566,7 @@ class ConvTranspose(Op):
         self.num_threads = int(ctx.num_threads or 1)
         self._wcache = None
         self._brep = None
+        self._tables = {}
         self._wconst = ctx.const(1)
         self._bconst = ctx.const(2) if len(node.inputs) > 2 and node.inputs[2] else None
 
@@ -631,8 +632,12 @@ class ConvTranspose(Op):
                 else:
                     brep = np.repeat(_as(np.asarray(b), dt).reshape(-1), K)
                     self._brep = (b, brep)
+            tab = self._tables.get(Sp)
+            if tab is None:        # the 1x1 GEMM's pixel tables, once per input size
+                tab = self._tables[Sp] = conv_pixel_tables(Sp, 1, Sp, 1, (1, 1), (0, 0))
+            cols = scratch(("convT_cols", N, Mg * K, Sp), (N, Mg * K, Sp, 1), np.float32)
             cols = f32_conv2d(np.ascontiguousarray(_as(x, dt)).reshape(N, C, Sp, 1), pk,
-                              bias=brep, num_threads=self.num_threads)
+                              bias=brep, num_threads=self.num_threads, out=cols, tables=tab)
             out = outs[0] if outs else None
             y = out if (out is not None and out.dtype == dt and out.flags.c_contiguous
                         and out.shape == (N, Mg, *osh)) else np.empty((N, Mg, *osh), dt)
