@@ -124,8 +124,62 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
             if (++t == T) { t = 0; c++; }
         }
     }
-    for (int st = 0, qi = 0; st < ns; st++) {
-        if (qi < nin && inside_st[qi] == st) { qi++; continue; }
+    unsigned char done[PACK_RUN_MAX] = {0};
+    for (int q = 0; q < nin; q++) done[inside_st[q]] = 1;
+#ifdef __AVX2__
+    /* The same for strided convs on the phase-split input: a strip inside one output row whose
+     * taps all land inside the image reads, per tap, 16 consecutive columns of one phase row.
+     * The tap's phase and column offset depend only on the strip's first input column modulo
+     * the stride, which is the same for every strip, so one tap table serves all of them. */
+    if (s->xph && s->KW <= MAX_TAPS && ns <= PACK_RUN_MAX) {
+        int sst[PACK_RUN_MAX], nsi = 0, rem0 = -1, phj[MAX_TAPS], dcol[MAX_TAPS];
+        ptrdiff_t soff[PACK_RUN_MAX];
+        const int sw = s->sw;
+        for (int st = 0; st < ns; st++) {
+            int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
+            if (done[st] || nv != NR) continue;
+            int h = s->ih0[q0], iw = s->iw0[q0], ok = 1;
+            for (int j = 1; j < NR && ok; j++)
+                ok = s->ih0[q0 + j] == h && s->iw0[q0 + j] == iw + j * sw;
+            if (!ok || h < 0 || h + (s->KH - 1) * s->dh >= s->H) continue;
+            int rem = ((iw % sw) + sw) % sw;
+            if (rem0 < 0) {
+                rem0 = rem;
+                for (int j = 0; j < s->KW; j++) {
+                    int b = rem + j * s->dw;
+                    phj[j] = b % sw;
+                    dcol[j] = b / sw;
+                }
+            } else if (rem != rem0) continue;
+            int cbase = (iw - rem) / sw;
+            for (int j = 0; j < s->KW && ok; j++) {
+                int c0 = cbase + dcol[j], wph = (s->W - phj[j] + sw - 1) / sw;
+                ok = c0 >= 0 && c0 + NR - 1 < wph;
+            }
+            if (!ok) continue;
+            sst[nsi] = st;
+            soff[nsi++] = (ptrdiff_t)h * s->Wph + cbase;
+            done[st] = 1;
+        }
+        if (nsi) {
+            int c = k0 / T, t = k0 - c * T;
+            for (int kk = 0; kk < kc; kk++) {
+                int ti = t / s->KW, tj = t - ti * s->KW;
+                const float *base = s->xph + (((size_t)c * sw + phj[tj]) * s->H + (size_t)ti * s->dh)
+                                    * (size_t)s->Wph + dcol[tj];
+                for (int q = 0; q < nsi; q++) {
+                    const float *src = base + soff[q];
+                    float *d = bp + ((size_t)sst[q] * kc + kk) * NR;
+                    _mm256_storeu_ps(d, _mm256_loadu_ps(src));
+                    _mm256_storeu_ps(d + 8, _mm256_loadu_ps(src + 8));
+                }
+                if (++t == T) { t = 0; c++; }
+            }
+        }
+    }
+#endif
+    for (int st = 0; st < ns; st++) {
+        if (st < PACK_RUN_MAX && done[st]) continue;
         int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
         float *dst = bp + (size_t)st * kc * NR;
         ptrdiff_t off0 = (ptrdiff_t)s->ih0[q0] * s->W + s->iw0[q0];
