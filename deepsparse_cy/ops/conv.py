@@ -21,8 +21,8 @@ from ..kernels import ISA as _ISA
 from ..kernels import _f32_ops
 from ..kernels import kernel_builds as _kernel_builds
 from ..kernels import load as _load_kernels
-from ..kernels.f32conv import (PackedConvF32, conv_pixel_tables, f32_conv2d, uses_phase_split,
-                                xph_size)
+from ..kernels.f32conv import (PackedConvF32, PackedGemmF32, conv_pixel_tables, f32_conv2d,
+                                f32_gemm, uses_phase_split, xph_size)
 from .registry import Op, register
 
 _FLOATS = (np.float32, np.float64)
@@ -83,6 +83,8 @@ class ConvCore:
         if (kernel is None and _FAST_CONV) and self.nd == 2 and self.g == 1 and dt == np.float32:
             self.fast = PackedConvF32(np.ascontiguousarray(w))
             self._mod = _load_kernels("f32_conv")
+            self._w_f32 = w if self.K == 1 else None       # for the 1x1-map GEMV path
+            self._gemv_w = None
             self.pointwise = self.depthwise = False
             return
         self.pointwise = self.K == 1 and not any(self.pb) and not any(self.pe) \
@@ -179,6 +181,9 @@ class ConvCore:
         return res
 
     def _run_fast(self, x, p, oshape, out, z, act, params):
+        if p["O"] == [1, 1] and p["S"] == [1, 1] and self.K == 1 and z is None \
+                and x.dtype == np.float32:
+            return self._run_gemv(x, oshape, out, act, params)
         tab = p.get("tables")
         if tab is None:
             tab = p["tables"] = conv_pixel_tables(p["S"][0], p["S"][1], p["O"][0], p["O"][1],
@@ -207,6 +212,25 @@ class ConvCore:
             self._mod.conv2d(x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1], self.d[0],
                              self.d[1], tab[0], tab[1], self.bias, z, act, params[0], params[1],
                              res, self.num_threads, xph)
+        if out is not None and res is not out:
+            np.copyto(out, res, casting="unsafe")
+            return out
+        return res
+
+    def _run_gemv(self, x, oshape, out, act, params):
+        """A 1x1 conv of 1x1 maps (squeeze-excite FCs after a global pool): the FP32 GEMM with
+        the weight as 16-wide output strips, one broadcast input value per step; the conv
+        kernel would pack a 16-pixel strip for one pixel. Its packed weight is made on first
+        use (only layers that meet 1x1 maps pay the memory)."""
+        if self._gemv_w is None:
+            self._gemv_w = PackedGemmF32(np.ascontiguousarray(
+                self._w_f32.reshape(self.M, self.Cg).T))
+        N = oshape[0]
+        res = out if (out is not None and out.dtype == np.float32 and out.flags.c_contiguous
+                      and out.shape == oshape and not np.may_share_memory(out, x)) \
+            else np.empty(oshape, np.float32)
+        f32_gemm(x.reshape(N, self.Cg), self._gemv_w, self.bias, act, params,
+                 out=res.reshape(N, self.M), num_threads=1)
         if out is not None and res is not out:
             np.copyto(out, res, casting="unsafe")
             return out

@@ -167,7 +167,8 @@ from deepsparse_cy.kernels.f32conv import PackedGemmF32, f32_gemm  # noqa: E402
 
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("shape", [(1, 1, 1), (128, 384, 384), (5, 7, 3), (13, 600, 37),
-                                   (64, 1536, 40), (7, 300, 8), (70, 33, 129)],
+                                   (64, 1536, 40), (7, 300, 8), (70, 33, 129),
+                                   (1, 600, 37), (1, 480, 120), (1, 3, 17)],   # T = 1: GEMV
                          ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("act", ["", "Relu", "Gelu", "Clip"])
 def test_f32_gemm(isa, shape, act):

@@ -54,6 +54,16 @@ def test_conv_vs_ort(rng, cfg):
     check("Conv", inputs, attrs, opset=17, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("N,C,M,bias", [(1, 480, 120, True), (3, 13, 7, False), (2, 16, 40, True)])
+def test_pointwise_conv_on_1x1_maps_vs_ort(rng, N, C, M, bias):
+    """Squeeze-excite FCs (1x1 conv after a global pool) take the GEMV path of the FP32 GEMM."""
+    inputs = [("x", rng.standard_normal((N, C, 1, 1)).astype(np.float32)),
+              ("w", rng.standard_normal((M, C, 1, 1)).astype(np.float32))]
+    if bias:
+        inputs.append(("b", rng.standard_normal(M).astype(np.float32)))
+    check("Conv", inputs, {}, opset=17, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_conv_random(seed):
     rng = np.random.default_rng(100 + seed)

@@ -674,6 +674,52 @@ int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, 
     int kcb = (K + nkb - 1) / nkb; if (kcb < 1) kcb = 1;
     int nt = dscy_nthreads(nthreads);
     if ((double)T * K * N < 2.0e6) nt = 1;
+    if (T == 1) {
+        /* one token (a squeeze-excite FC, a batch-1 head): a GEMV straight from the packed
+         * strips, 4 k-interleaved accumulator pairs per strip (the FMA latency chain), no
+         * token panel (a 6-row tile would compute 5 zero rows) */
+        #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && nstrips > 1)
+        for (int st = 0; st < nstrips; st++) {
+            int p = st * NR, nr = N - p < NR ? N - p : NR;
+            float acc[NR];
+#ifdef __AVX2__
+            __m256 c[4][2];
+            for (int u = 0; u < 4; u++) c[u][0] = c[u][1] = _mm256_setzero_ps();
+            for (int k0 = 0, kb = 0; k0 < K; k0 += kcb, kb++) {
+                int kc = K - k0 < kcb ? K - k0 : kcb, kk = 0;
+                const float *bs = wp + ((size_t)kb * nstrips + st) * kcb * NR;
+                const float *xk = x + k0;
+                for (; kk + 4 <= kc; kk += 4)
+                    for (int u = 0; u < 4; u++) {
+                        __m256 xv = _mm256_broadcast_ss(xk + kk + u);
+                        c[u][0] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(bs + (kk + u) * NR), c[u][0]);
+                        c[u][1] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(bs + (kk + u) * NR + 8), c[u][1]);
+                    }
+                for (; kk < kc; kk++) {
+                    __m256 xv = _mm256_broadcast_ss(xk + kk);
+                    c[0][0] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(bs + kk * NR), c[0][0]);
+                    c[0][1] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(bs + kk * NR + 8), c[0][1]);
+                }
+            }
+            _mm256_storeu_ps(acc, _mm256_add_ps(_mm256_add_ps(c[0][0], c[1][0]),
+                                                _mm256_add_ps(c[2][0], c[3][0])));
+            _mm256_storeu_ps(acc + 8, _mm256_add_ps(_mm256_add_ps(c[0][1], c[1][1]),
+                                                    _mm256_add_ps(c[2][1], c[3][1])));
+#else
+            for (int j = 0; j < NR; j++) acc[j] = 0.0f;
+            for (int k0 = 0, kb = 0; k0 < K; k0 += kcb, kb++) {
+                int kc = K - k0 < kcb ? K - k0 : kcb;
+                const float *bs = wp + ((size_t)kb * nstrips + st) * kcb * NR;
+                for (int kk = 0; kk < kc; kk++)
+                    for (int j = 0; j < NR; j++) acc[j] += x[k0 + kk] * bs[kk * NR + j];
+            }
+#endif
+            float *o = out + p;
+            for (int j = 0; j < nr; j++) o[j] = acc[j] + (bias ? bias[p + j] : 0.0f);
+            if (act) dscy_bias_act(CONV_AVX2, o, NULL, nr, act, p0, p1);
+        }
+        return 0;
+    }
     /* x rows -> panels of 6 tokens (rows past T zero) */
     #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int g = 0; g < npanels; g++) {
