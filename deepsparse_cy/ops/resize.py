@@ -99,7 +99,26 @@ def _coeffs(ratio, mode, scale, antialias, nearest_mode, A):
 
 def _axis_table(in_len, out_len, scale, mode, ctm, nearest_mode, A, antialias, exclude_outside,
                 roi_pair):
-    """(idx (out, n), weights (out, n), extrapolation mask or None) for one axis."""
+    """(idx (out, n), weights (out, n), extrapolation mask or None) for one axis; computed once
+    per geometry (a detector neck resizes the same maps on every call), read-only arrays."""
+    key = (int(in_len), int(out_len), float(scale), mode, ctm, nearest_mode, float(A),
+           bool(antialias), bool(exclude_outside), tuple(float(v) for v in roi_pair))
+    return _axis_table_cached(*key)
+
+
+@functools.lru_cache(maxsize=512)
+def _axis_table_cached(in_len, out_len, scale, mode, ctm, nearest_mode, A, antialias,
+                       exclude_outside, roi_pair):
+    res = _axis_table_compute(in_len, out_len, scale, mode, ctm, nearest_mode, A, antialias,
+                              exclude_outside, roi_pair)
+    for a in res:
+        if a is not None:
+            a.setflags(write=False)
+    return res
+
+
+def _axis_table_compute(in_len, out_len, scale, mode, ctm, nearest_mode, A, antialias,
+                        exclude_outside, roi_pair):
     x, mask = _src_coords(ctm, out_len, in_len, scale, roi_pair)
     xf = np.floor(x)
     ratio = np.where(x == xf, 1.0, x - xf)
