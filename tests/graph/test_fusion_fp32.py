@@ -315,6 +315,14 @@ def test_kernels_both_copies(avx2):
         t = (x + r).astype(np.float64)
         ref = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-5) * g + be
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=2e-5)
+        for n in (768, 7, 40):           # full 32-float steps, under one vector, 8-steps + tail
+            x = 5 + _rand(rng, 9, n)
+            g = _rand(rng, n)
+            out = np.empty_like(x)
+            _f32_fused.layernorm(x, None, g, None, 1e-5, out, 2)   # no skip, no beta
+            t = x.astype(np.float64)
+            ref = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-5) * g
+            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=2e-5)
         s = 10 * _rand(rng, 2, 3, 5, 67)
         mk = np.where(rng.random((2, 1, 1, 67)) < 0.3, np.float32(-1e30), np.float32(0))
         got = s.copy()
