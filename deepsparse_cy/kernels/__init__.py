@@ -148,7 +148,7 @@ def load(family, isa=None):
     return mod
 
 
-from .qs8 import (PackedQS8, pack_qs8, qs8_matmul, qs8_matmul_reference, choose_format,  # noqa: E402
-                  weight_pattern_stats)
+from .qs8 import (PackedQS8, choose_format, pack_qs8, prepare_qs8_matmul,  # noqa: E402
+                  qs8_matmul, qs8_matmul_reference, weight_pattern_stats)
 from .f32 import PackedF32, pack_f32_sparse, f32_spmm, f32_spmm_reference  # noqa: E402
 from .conv import conv_weight_matrix, im2col_nhwc, qs8_conv2d_nhwc  # noqa: E402

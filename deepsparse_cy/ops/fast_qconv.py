@@ -113,6 +113,7 @@ class QConv(Op):
             self.kernel_isa = kernels.kernel_builds().get(fam, kernels.kernel_isa())
         self._dense = None
         self.flops = None
+        self._prepared = {}
         self._tuned = [self.depthwise or os.environ.get("DEEPSPARSE_CY_NO_TUNE", "") in ("1", "true")
                        ] * self.group
         self._tune_lock = threading.Lock()
@@ -229,7 +230,15 @@ class QConv(Op):
                       num_threads=nt, out=out2[:, sl] if self.group > 1 else out2)
             if packs is self.packs and not self._tuned[g]:
                 p = self._tune(g, cols, kw)
-            kernels.qs8_matmul(cols, p, **kw)
+            # the epilogue (bias with the zero-point fold, scale, output type) prepared once
+            # per packed weight and kernel arguments
+            key = (id(p), g, odt, zp, act, None if clip is None else tuple(clip))
+            prep = self._prepared.get(key)
+            if prep is None:
+                prep = self._prepared[key] = kernels.prepare_qs8_matmul(
+                    p, bias=kw["bias"], scale=kw["scale"], out_dtype=odt, out_zero_point=zp,
+                    x_zero_point=self.zx, activation=act, clip=clip)
+            prep(cols, out=kw["out"], num_threads=nt)
         return out2
 
     def _tune(self, g, cols, kw):
