@@ -188,14 +188,7 @@ class ConvCore:
         if tab is None:
             tab = p["tables"] = conv_pixel_tables(p["S"][0], p["S"][1], p["O"][0], p["O"][1],
                                                   self.s, p["pb"])
-        if out is None or out.dtype != np.float32 or not out.flags.c_contiguous \
-                or out.shape != oshape or np.may_share_memory(out, x) \
-                or (z is not None and np.may_share_memory(out, z)):
-            res = np.empty(oshape, np.float32)
-        else:
-            res = out
-        if z is not None and (z.dtype != np.float32 or z.shape != oshape):
-            z = np.broadcast_to(z, oshape).astype(np.float32)
+        res, x, z = self._fast_args(x, oshape, out, z)
         xph = None
         if uses_phase_split(self.fast, self.s[1]):
             n = p.get("xph_n")
@@ -204,10 +197,6 @@ class ConvCore:
             xph = scratch(("f32conv_xph", x.shape, self.s[1]), (n,), np.float32)
         # straight into the compiled module: the shape plan already checked what
         # kernels/f32conv.f32_conv2d would check on every call (~10 us of Python per conv)
-        if not (x.dtype == np.float32 and x.flags.c_contiguous):
-            x = np.ascontiguousarray(x, dtype=np.float32)
-        if z is not None and not z.flags.c_contiguous:
-            z = np.ascontiguousarray(z)
         if res.size:
             self._mod.conv2d(x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1], self.d[0],
                              self.d[1], tab[0], tab[1], self.bias, z, act, params[0], params[1],
@@ -236,7 +225,11 @@ class ConvCore:
             return out
         return res
 
-    def _run_dw_fast(self, x, p, oshape, out, z, act, params):
+    @staticmethod
+    def _fast_args(x, oshape, out, z):
+        """(result buffer, x, z) for the compiled kernels: out when it is a float32 C-contiguous
+        buffer of the output shape sharing no memory with x or z, float32 C-contiguous x and z
+        (z broadcast to the output shape)."""
         if out is None or out.dtype != np.float32 or not out.flags.c_contiguous \
                 or out.shape != oshape or np.may_share_memory(out, x) \
                 or (z is not None and np.may_share_memory(out, z)):
@@ -249,6 +242,10 @@ class ConvCore:
             x = np.ascontiguousarray(x, dtype=np.float32)
         if z is not None and not z.flags.c_contiguous:
             z = np.ascontiguousarray(z)
+        return res, x, z
+
+    def _run_dw_fast(self, x, p, oshape, out, z, act, params):
+        res, x, z = self._fast_args(x, oshape, out, z)
         if res.size:     # as kernels/f32conv.f32_dwconv2d, its checks done by the shape plan
             self._mod.dwconv2d(x, self.dw_fast, self.k[0], self.k[1], self.s[0], self.s[1],
                                self.d[0], self.d[1], p["pb"][0], p["pb"][1], self.bias, z, act,

@@ -88,40 +88,46 @@ def _out(shape, out):
     return np.empty(shape, np.float32)
 
 
-@register("Gelu", since=1, domain=DOMAIN)
-class Gelu(Op):
+class _UnaryAct(Op):
+    """An activation alone on float32 through the fused-activation kernel (copy + one in-place
+    pass); other dtypes take `_fallback`."""
+
     kernel_name = "f32_bias_act"
+    act = ""
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.nt = _threads(ctx)
 
-    def run(self, inputs, outs):
-        x = inputs[0]
-        if x.dtype != _F32:     # the fusion matched float32 constants, so this is a safety net
-            return [(0.5 * x * (1 + _ew.Erf(x / np.sqrt(2).astype(x.dtype)))).astype(x.dtype)]
-        y = _out(x.shape, outs[0] if outs else None)
-        np.copyto(y, x)
-        return [_act_inplace(y, _k.ACTIVATIONS["Gelu"], (0.0, 0.0), self.nt)]
-
-
-class _SigmoidFast(Op):
-    """Sigmoid on float32 through the fused-activation kernel (one pass; numpy takes four)."""
-
-    kernel_name = "f32_bias_act"
-
-    def __init__(self, node, ctx):
-        super().__init__(node, ctx)
-        self.nt = _threads(ctx)
+    def _fallback(self, x, out):
+        raise NotImplementedError
 
     def run(self, inputs, outs):
         x = inputs[0]
         out = outs[0] if outs else None
         if x.dtype != _F32:
-            return [_ew.Sigmoid(x, out=out) if out is not None else _ew.Sigmoid(x)]
+            return [self._fallback(x, out)]
         y = _out(x.shape, out)
         np.copyto(y, x)
-        return [_act_inplace(y, _k.ACTIVATIONS["Sigmoid"], (0.0, 0.0), self.nt)]
+        return [_act_inplace(y, _k.ACTIVATIONS[self.act], (0.0, 0.0), self.nt)]
+
+
+@register("Gelu", since=1, domain=DOMAIN)
+class Gelu(_UnaryAct):
+    act = "Gelu"
+
+    def _fallback(self, x, out):
+        # the fusion matched float32 constants, so this is a safety net
+        return (0.5 * x * (1 + _ew.Erf(x / np.sqrt(2).astype(x.dtype)))).astype(x.dtype)
+
+
+class _SigmoidFast(_UnaryAct):
+    """Sigmoid on float32 through the fused-activation kernel (one pass; numpy takes four)."""
+
+    act = "Sigmoid"
+
+    def _fallback(self, x, out):
+        return _ew.Sigmoid(x, out=out) if out is not None else _ew.Sigmoid(x)
 
 
 for _since in (6, 13):

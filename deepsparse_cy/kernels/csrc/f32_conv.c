@@ -99,14 +99,20 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
      * (strips of one output row are neighbours) instead of every strip touching all kc input
      * rows in turn, which for few output channels (a small packed panel set, e.g. 24 channels
      * over a 160x160 map) left the packing waiting on hundreds of L3 lines per strip. */
-    int inside_st[PACK_RUN_MAX], nin = 0;
-    ptrdiff_t inside_off[PACK_RUN_MAX];
-    for (int st = 0; st < ns && ns <= PACK_RUN_MAX; st++) {
-        int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
-        ptrdiff_t off0;
-        if (strip_inside(s, q0, nv, &off0)) { inside_st[nin] = st; inside_off[nin++] = off0; }
-    }
-    if (nin) {
+    unsigned char done[PACK_RUN_MAX] = {0};
+    for (int c0 = 0; c0 < ns; c0 += PACK_RUN_MAX) {      /* chunks of strips (items have <= 12) */
+        int c1 = c0 + PACK_RUN_MAX < ns ? c0 + PACK_RUN_MAX : ns;
+        int inside_st[PACK_RUN_MAX], nin = 0;
+        ptrdiff_t inside_off[PACK_RUN_MAX];
+        for (int st = c0; st < c1; st++) {
+            int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
+            ptrdiff_t off0;
+            if (strip_inside(s, q0, nv, &off0)) {
+                inside_st[nin] = st; inside_off[nin++] = off0;
+                if (st < PACK_RUN_MAX) done[st] = 1;
+            }
+        }
+        if (!nin) continue;
         int c = k0 / T, t = k0 - c * T;
         for (int kk = 0; kk < kc; kk++) {
             int ti = t / s->KW, tj = t - ti * s->KW;
@@ -124,8 +130,6 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
             if (++t == T) { t = 0; c++; }
         }
     }
-    unsigned char done[PACK_RUN_MAX] = {0};
-    for (int q = 0; q < nin; q++) done[inside_st[q]] = 1;
 #ifdef __AVX2__
     /* The same for strided convs on the phase-split input: a strip inside one output row whose
      * taps all land inside the image reads, per tap, 16 consecutive columns of one phase row.
@@ -181,36 +185,18 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
     for (int st = 0; st < ns; st++) {
         if (st < PACK_RUN_MAX && done[st]) continue;
         int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
+        if (st >= PACK_RUN_MAX) { ptrdiff_t o; if (strip_inside(s, q0, nv, &o)) continue; }
         float *dst = bp + (size_t)st * kc * NR;
         ptrdiff_t off0 = (ptrdiff_t)s->ih0[q0] * s->W + s->iw0[q0];
         int contig = nv == NR;
-        int hmin = s->ih0[q0], hmax = hmin, wmin = s->iw0[q0], wmax = wmin;
+        int hmin = s->ih0[q0], hmax = hmin;
         for (int j = 1; j < nv; j++) {
             int h = s->ih0[q0 + j], w = s->iw0[q0 + j];
             contig &= (ptrdiff_t)h * s->W + w == off0 + j;
             hmin = h < hmin ? h : hmin; hmax = h > hmax ? h : hmax;
-            wmin = w < wmin ? w : wmin; wmax = w > wmax ? w : wmax;
         }
-        /* every tap of every lane inside the image */
-        int inside = contig && hmin >= 0 && hmax + (s->KH - 1) * s->dh < s->H
-                     && wmin >= 0 && wmax + (s->KW - 1) * s->dw < s->W;
+        /* strips with every tap inside the image were packed above */
         int c = k0 / T, t = k0 - c * T;
-        if (inside) {
-            const float *base = s->x + off0;
-            for (int kk = 0; kk < kc; kk++) {
-                int ti = t / s->KW, tj = t - ti * s->KW;
-                const float *src = base + (size_t)c * HW + (ptrdiff_t)ti * s->dh * s->W + tj * s->dw;
-                float *d = dst + (size_t)kk * NR;
-#ifdef __AVX2__
-                _mm256_storeu_ps(d, _mm256_loadu_ps(src));
-                _mm256_storeu_ps(d + 8, _mm256_loadu_ps(src + 8));
-#else
-                for (int j = 0; j < NR; j++) d[j] = src[j];
-#endif
-                if (++t == T) { t = 0; c++; }
-            }
-            continue;
-        }
 #ifdef __AVX2__
         /* strided conv, strip inside one output row: in the phase-split image the 16 pixels of
          * every tap are 16 consecutive columns of one phase row */
