@@ -79,6 +79,8 @@ def _wrap_node_error(node, e):
 
 
 _NO_SLOTS = itertools.repeat(None)  # zip() partner for steps without planned slots
+# ops whose output is a view of their first input whenever numpy can make one
+_VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 
 
 def _detach(v, buf):
@@ -266,6 +268,7 @@ class Plan:
     """Everything that depends on the input shapes: folded values, steps, arena layout."""
 
     def __init__(self, program, steps, consts, slots, arena_bytes, report):
+        self.aliases = set()            # outputs kept as views of their input's slot
         self.program = program
         self.steps = steps              # list of (node, op, reads, slot_keys, frees)
         self.consts = consts            # name -> value known for these shapes
@@ -483,6 +486,7 @@ class Engine:
             env = dict(plan.consts)
             env.update(feeds)
             buf = inst.buf
+            aliases = plan.aliases
             for st, outs in zip(plan.steps, inst.step_outs):
                 node, op, reads, _, frees = st
                 ins = [env[x] if x else None for x in reads]
@@ -497,8 +501,10 @@ class Engine:
                         continue
                     if slot is None:
                         # A value outside the arena must not alias an arena slot that a later
-                        # step may reuse (views, pass-through ops, sequences of tensors).
-                        r = _detach(r, buf)
+                        # step may reuse (views, pass-through ops, sequences of tensors),
+                        # except the planned views, whose source slot outlives them.
+                        if name not in aliases:
+                            r = _detach(r, buf)
                     elif r is not slot:
                         if not isinstance(r, np.ndarray) or r.shape != slot.shape \
                                 or r.dtype != slot.dtype:
@@ -578,10 +584,26 @@ class Engine:
             for o in node.outputs:
                 if o:
                     first.setdefault(o, i)
+        # Outputs of view ops (Reshape & co. return a view of their input when they can) get no
+        # slot of their own: they stay views of their input's slot, whose lifetime is extended
+        # to cover theirs, instead of being copied into a slot on every call. Not for graph
+        # outputs (those are copied out at the end anyway).
+        aliases, alias_root = set(), {}
+        for i, (node, _) in enumerate(steps):
+            if node.op_type in _VIEW_OPS and node.domain in ("", "ai.onnx") and node.inputs \
+                    and node.inputs[0] and node.outputs and node.outputs[0] \
+                    and node.outputs[0] not in graph_outputs:
+                o, src = node.outputs[0], node.inputs[0]
+                alias_root[o] = alias_root.get(src, src)
+                aliases.add(o)
+        for o, root in alias_root.items():
+            end = max(last.get(o, first.get(o, 0)), first.get(o, 0))
+            if root in first:
+                last[root] = max(last.get(root, first[root]), end)
         items = []
         total_intermediate = 0
         for o, i in first.items():
-            if o in graph_outputs or o not in shapes:
+            if o in graph_outputs or o not in shapes or o in aliases:
                 continue
             shape, dtype = shapes[o]
             if dtype == object:
@@ -608,6 +630,7 @@ class Engine:
                   "steps": len(plan_steps), "folded_nodes": len(prog.steps) - len(steps),
                   "memory_planner": self.memory_planner}
         plan = Plan(prog, plan_steps, consts, slots, int(total), report)
+        plan.aliases = aliases
         return self._collect_outputs(dict(zip(self.output_names, outs)), feeds), plan
 
     def profile(self, inputs, iterations=5, warmup=1, dense_baseline=True):

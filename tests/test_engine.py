@@ -86,6 +86,44 @@ def test_planner_off_gives_identical_outputs():
     assert r_off["arena_bytes"] >= r_off["intermediate_bytes"]
 
 
+def test_view_outputs_keep_their_source_slot_alive():
+    """Reshape/Flatten/Squeeze/Unsqueeze/Identity outputs stay views of their input's arena slot
+    (no copy); the source's lifetime must then cover the view's. Here the view is read only at
+    the end, after a chain of ops whose outputs would otherwise reuse the source's space; a
+    view chain (Reshape -> Unsqueeze -> Squeeze -> Identity) and a view that is a graph output
+    are included. Checked against onnxruntime and the planner-off run."""
+    ort = pytest.importorskip("onnxruntime")
+    shape = helper.make_tensor("shp", TP.INT64, [2], [8, 12])
+    back = helper.make_tensor("back", TP.INT64, [2], [6, 16])
+    ax = helper.make_tensor("ax", TP.INT64, [1], [0])
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Reshape", ["a", "shp"], ["v1"]),
+             helper.make_node("Unsqueeze", ["v1", "ax"], ["v2"]),
+             helper.make_node("Squeeze", ["v2", "ax"], ["v3"]),
+             helper.make_node("Identity", ["v3"], ["v4"]),
+             helper.make_node("Flatten", ["a"], ["f"], axis=1)]
+    prev = "a"
+    for i in range(8):   # values that die at once: they would take a's space if it were free
+        nodes.append(helper.make_node("Sigmoid" if i % 2 else "Neg", [prev], [f"c{i}"]))
+        prev = f"c{i}"
+    nodes += [helper.make_node("Reshape", ["v4", "back"], ["v5"]),
+              helper.make_node("Add", ["v5", prev], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [6, 16])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None),
+                           helper.make_tensor_value_info("f", TP.FLOAT, None)],
+                          [shape, back, ax])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(5).standard_normal((6, 16)).astype(np.float32)
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    on = ds.compile_model(m)
+    off = ds.compile_model(m, memory_planner=False)
+    for _ in range(3):   # first call plans, later calls run out of the arena
+        got = on.run([x])
+        for a, b, c in zip(got, off.run([x]), ref):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-6)
+
+
 def test_dynamic_batch_plans_per_shape():
     m = _chain_model()
     e = ds.compile_model(m)
