@@ -10,7 +10,8 @@ Two kinds of benchmark live here:
   measured side by side survive a noisy shared machine; absolute times do not.
 
 The default set is the short one CI runs (minilm and mobilenetv2 families, about 2 minutes on
-2 busy cores including model generation); DSCY_BENCH_FULL=1 adds bert-base, resnet50 and yolov5s.
+2 busy cores including model generation); DSCY_BENCH_FULL=1 adds bert-base, resnet50, yolov5s,
+yolov8n and mbv3-ocr.
 Pairs with tests/test_cli.py (the CLI's `benchmark` measures the same way, in longer blocks).
 """
 import os
@@ -32,7 +33,11 @@ if FULL:
     FAMILIES += [("bert-base", "bert-base", "bert-base-block4-pruned90-quant"),
                  ("bert-base-95", "bert-base", "bert-base-block4-pruned95-quant"),
                  ("resnet50", "resnet50", "resnet50-block4-pruned90-quant"),
-                 ("yolov5s", "yolov5s", "yolov5s-block4-pruned90-quant")]
+                 ("yolov5s", "yolov5s", "yolov5s-block4-pruned90-quant"),
+                 # exporter-style real-world CNNs of issue 5, at the example size (128 x 128),
+                 # where per-op costs dominate
+                 ("yolov8n", "yolov8n", "yolov8n-block4-pruned90-quant"),
+                 ("mbv3-ocr", "mbv3-ocr", "mbv3-ocr-block4-pruned90-quant")]
 MODELS = sorted({m for _, d, s in FAMILIES for m in (d, s)})
 SEQ = 128
 
