@@ -528,12 +528,9 @@ class Engine:
         for name in self.output_names:
             v = env[name]
             if isinstance(v, np.ndarray) and (id(_root(v)) in owned or not v.flags.writeable):
-                if v.flags.c_contiguous and v.dtype != object and v.nbytes:
-                    c = np.empty(v.shape, v.dtype)
-                    _copy_into(c, v)
-                    v = c
-                else:
-                    v = v.copy()
+                c = np.empty(v.shape, v.dtype)
+                _copy_into(c, v)        # np.copyto where the vector copy does not apply
+                v = c
             res.append(v)
         return res
 

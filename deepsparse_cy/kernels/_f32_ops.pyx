@@ -205,7 +205,6 @@ cdef extern from "csrc/dscy_pool.h" nogil:
     void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw)
     void dscy_d2s_plane(const float *cols, int k0, int k1, int S0, int S1, float *y)
     float dscy_plane_mean(const float *x, long n)
-    void dscy_copy(void *dst, const void *src, size_t n)
     void dscy_copy_blocks(char *dst, Py_ssize_t dst_stride, const char *src,
                           Py_ssize_t src_stride, long outer, size_t nbytes)
 
@@ -350,7 +349,7 @@ def dequantize_rows(q,                       # IN  uint8 or int8 [rows, n], C-co
 def concat(list xs, int axis, cnp.ndarray out):
     """out = concatenate(xs, axis) for C-contiguous xs and out of one dtype (the caller checks
     shapes and dtypes): per outer index one vector-move copy of each input's block."""
-    cdef Py_ssize_t outer = 1, i
+    cdef Py_ssize_t outer = 1
     cdef int a
     for a in range(axis):
         outer *= out.shape[a]

@@ -46,35 +46,30 @@ class PackedConvF32:
         return int(self.wp.nbytes)
 
 
-def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), bias=None, z=None,
-               activation=0, params=(0.0, 0.0), out=None, num_threads=None, tables=None,
-               xph=None):
-    """out[N, M, Ho, Wo] = act(conv(x, W) + bias + z). x float32 [N, C, H, W]; pads ONNX order
-    (top, left, bottom, right); activation an f32_fused ACTIVATIONS code; tables: cached
-    conv_pixel_tables for this input shape (computed when None); xph: float32 scratch of at
-    least xph_size(x.shape, stride_w) elements for a strided conv's phase-split input (a fresh
-    one is allocated when None)."""
+def _conv_call_args(x, C, M, KH, KW, strides, pads, dilations, bias, z, out):
+    """Checked arguments of the compiled conv kernels: (x contiguous, (N, H, W), (sh, sw, dh, dw,
+    pt, pl), (Ho, Wo), out, bias, z). x float32 [N, C, H, W] against C input channels, the
+    output [N, M, Ho, Wo]; z and x copied when they overlap out (out is written while they are
+    still read)."""
     if x.dtype != np.float32 or x.ndim != 4:
         raise ValueError(f"x must be float32 [N, C, H, W], got {x.dtype} {x.shape}")
     x = np.ascontiguousarray(x)
-    N, C, H, W = x.shape
-    if C != packed.C:
-        raise ValueError(f"x has {C} channels, weight expects {packed.C}")
+    N, Cx, H, W = x.shape
+    if Cx != C:
+        raise ValueError(f"x has {Cx} channels, weight expects {C}")
     sh, sw = (int(v) for v in strides)
     dh, dw = (int(v) for v in dilations)
     pt, pl, pb, pr = (int(v) for v in pads)
-    Ho = (H + pt + pb - dh * (packed.KH - 1) - 1) // sh + 1
-    Wo = (W + pl + pr - dw * (packed.KW - 1) - 1) // sw + 1
+    if min(sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
+        raise ValueError("strides and dilations must be >= 1, pads >= 0")
+    Ho = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    Wo = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
     if Ho <= 0 or Wo <= 0:
         raise ValueError(f"conv output would be empty ({Ho} x {Wo})")
-    M = packed.M
     if out is None:
         out = np.empty((N, M, Ho, Wo), np.float32)
     elif out.shape != (N, M, Ho, Wo) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be float32 C-contiguous {(N, M, Ho, Wo)}")
-    if tables is None:
-        tables = conv_pixel_tables(H, W, Ho, Wo, (sh, sw), (pt, pl))
-    ih0, iw0 = tables
     b = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
     if b is not None and b.shape[0] != M:
         raise ValueError(f"bias must have {M} values, got {b.shape[0]}")
@@ -83,9 +78,26 @@ def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), b
             raise ValueError(f"z must be float32 {out.shape}, got {z.dtype} {z.shape}")
         z = np.ascontiguousarray(z)
         if np.may_share_memory(z, out):
-            z = z.copy()   # out holds partial sums before z is added
+            z = z.copy()
     if np.may_share_memory(x, out):
-        x = x.copy()       # out is written while x is still being read
+        x = x.copy()
+    return x, (N, H, W), (sh, sw, dh, dw, pt, pl), (Ho, Wo), out, b, z
+
+
+def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), bias=None, z=None,
+               activation=0, params=(0.0, 0.0), out=None, num_threads=None, tables=None,
+               xph=None):
+    """out[N, M, Ho, Wo] = act(conv(x, W) + bias + z). x float32 [N, C, H, W]; pads ONNX order
+    (top, left, bottom, right); activation an f32_fused ACTIVATIONS code; tables: cached
+    conv_pixel_tables for this input shape (computed when None); xph: float32 scratch of at
+    least xph_size(x.shape, stride_w) elements for a strided conv's phase-split input (a fresh
+    one is allocated when None)."""
+    M, C = packed.M, packed.C
+    x, (N, H, W), (sh, sw, dh, dw, pt, pl), (Ho, Wo), out, b, z = _conv_call_args(
+        x, C, M, packed.KH, packed.KW, strides, pads, dilations, bias, z, out)
+    if tables is None:
+        tables = conv_pixel_tables(H, W, Ho, Wo, (sh, sw), (pt, pl))
+    ih0, iw0 = tables
     if N == 0 or M == 0:
         return out
     mod = load("f32_conv", packed.isa)
@@ -107,38 +119,13 @@ def f32_dwconv2d(x, w, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), bias
     """Depthwise conv: out[N, C, Ho, Wo] = act(conv(x[n, c], w[c]) + bias + z), one filter per
     channel (group == C == M). x float32 [N, C, H, W]; w float32 [C, 1, KH, KW] (or [C, KH, KW]);
     pads ONNX order (top, left, bottom, right); activation an f32_fused ACTIVATIONS code."""
-    if x.dtype != np.float32 or x.ndim != 4:
-        raise ValueError(f"x must be float32 [N, C, H, W], got {x.dtype} {x.shape}")
     w = np.asarray(w)
-    if w.dtype != np.float32 or w.ndim not in (3, 4) or (w.ndim == 4 and w.shape[1] != 1):
+    if w.dtype != np.float32 or w.ndim not in (3, 4) or (w.ndim == 4 and w.shape[1] != 1) \
+            or min(w.shape[-2:]) < 1:
         raise ValueError(f"depthwise weight must be float32 [C, 1, KH, KW], got {w.dtype} {w.shape}")
     C, KH, KW = w.shape[0], w.shape[-2], w.shape[-1]
-    x = np.ascontiguousarray(x)
-    N, Cx, H, W = x.shape
-    if Cx != C:
-        raise ValueError(f"x has {Cx} channels, the depthwise weight {C}")
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilations)
-    pt, pl, pb, pr = (int(v) for v in pads)
-    if min(sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0 or KH < 1 or KW < 1:
-        raise ValueError("strides, dilations and the kernel must be >= 1, pads >= 0")
-    Ho = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
-    Wo = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
-    if Ho <= 0 or Wo <= 0:
-        raise ValueError(f"conv output would be empty ({Ho} x {Wo})")
-    if out is None:
-        out = np.empty((N, C, Ho, Wo), np.float32)
-    elif out.shape != (N, C, Ho, Wo) or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be float32 C-contiguous {(N, C, Ho, Wo)}")
-    b = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
-    if b is not None and b.shape[0] != C:
-        raise ValueError(f"bias must have {C} values, got {b.shape[0]}")
-    if z is not None:
-        if z.shape != out.shape or z.dtype != np.float32:
-            raise ValueError(f"z must be float32 {out.shape}, got {z.dtype} {z.shape}")
-        z = np.ascontiguousarray(z)
-    if np.may_share_memory(x, out):
-        x = x.copy()
+    x, (N, H, W), (sh, sw, dh, dw, pt, pl), _, out, b, z = _conv_call_args(
+        x, C, C, KH, KW, strides, pads, dilations, bias, z, out)
     if N == 0 or C == 0:
         return out
     load("f32_conv", isa).dwconv2d(x, np.ascontiguousarray(w.reshape(C, KH * KW)), KH, KW, sh, sw,

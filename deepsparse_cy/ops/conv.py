@@ -100,16 +100,16 @@ class ConvCore:
                 self.w_gemm_aug = np.ascontiguousarray(np.concatenate(
                     [self.w_gemm, self.bias.reshape(self.g, self.Mg, 1)], axis=2))
         elif self.depthwise:
-            if (kernel is None and _FAST_CONV) and self.nd == 2 and dt == np.float32:
-                # kernels/f32conv.f32_dwconv2d: padded phase planes per channel, bias / z /
-                # activation fused
-                self.dw_fast = np.ascontiguousarray(w.reshape(self.M, self.K))
-                self._mod = _load_kernels("f32_conv")
             # per tap a (C, 1, ..., 1) column to broadcast over the spatial output
             wt = w.reshape(self.M, self.K)
             self.w_taps = [np.ascontiguousarray(wt[:, t]).reshape((1, self.M) + (1,) * self.nd)
                            for t in range(self.K)]
             self.w_taps_flat = np.ascontiguousarray(wt)           # (C, K) for the 2-D path
+            if (kernel is None and _FAST_CONV) and self.nd == 2 and dt == np.float32:
+                # kernels/f32conv.f32_dwconv2d: padded phase planes per channel, bias / z /
+                # activation fused; it reads the same (C, K) taps
+                self.dw_fast = self.w_taps_flat
+                self._mod = _load_kernels("f32_conv")
         else:
             wg = w.reshape(self.g, self.Mg, self.Cg * self.K)
             if self.has_bias:
@@ -201,10 +201,7 @@ class ConvCore:
             self._mod.conv2d(x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1], self.d[0],
                              self.d[1], tab[0], tab[1], self.bias, z, act, params[0], params[1],
                              res, self.num_threads, xph)
-        if out is not None and res is not out:
-            np.copyto(out, res, casting="unsafe")
-            return out
-        return res
+        return self._into(out, res)
 
     def _run_gemv(self, x, oshape, out, act, params):
         """A 1x1 conv of 1x1 maps (squeeze-excite FCs after a global pool): the FP32 GEMM with
@@ -215,15 +212,10 @@ class ConvCore:
             self._gemv_w = PackedGemmF32(np.ascontiguousarray(
                 self._w_f32.reshape(self.M, self.Cg).T))
         N = oshape[0]
-        res = out if (out is not None and out.dtype == np.float32 and out.flags.c_contiguous
-                      and out.shape == oshape and not np.may_share_memory(out, x)) \
-            else np.empty(oshape, np.float32)
+        res, x, _ = self._fast_args(x, oshape, out, None)
         f32_gemm(x.reshape(N, self.Cg), self._gemv_w, self.bias, act, params,
                  out=res.reshape(N, self.M), num_threads=1)
-        if out is not None and res is not out:
-            np.copyto(out, res, casting="unsafe")
-            return out
-        return res
+        return self._into(out, res)
 
     @staticmethod
     def _fast_args(x, oshape, out, z):
@@ -244,16 +236,21 @@ class ConvCore:
             z = np.ascontiguousarray(z)
         return res, x, z
 
+    @staticmethod
+    def _into(out, res):
+        """res, or out (given but unusable as the kernels' buffer) with res copied into it."""
+        if out is not None and res is not out:
+            np.copyto(out, res, casting="unsafe")
+            return out
+        return res
+
     def _run_dw_fast(self, x, p, oshape, out, z, act, params):
         res, x, z = self._fast_args(x, oshape, out, z)
         if res.size:     # as kernels/f32conv.f32_dwconv2d, its checks done by the shape plan
             self._mod.dwconv2d(x, self.dw_fast, self.k[0], self.k[1], self.s[0], self.s[1],
                                self.d[0], self.d[1], p["pb"][0], p["pb"][1], self.bias, z, act,
                                params[0], params[1], res, self.num_threads)
-        if out is not None and res is not out:
-            np.copyto(out, res, casting="unsafe")
-            return out
-        return res
+        return self._into(out, res)
 
     @property
     def fused_epilogue(self):

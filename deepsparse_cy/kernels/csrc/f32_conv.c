@@ -100,19 +100,19 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
      * rows in turn, which for few output channels (a small packed panel set, e.g. 24 channels
      * over a 160x160 map) left the packing waiting on hundreds of L3 lines per strip. */
     unsigned char done[PACK_RUN_MAX] = {0};
-    for (int c0 = 0; c0 < ns; c0 += PACK_RUN_MAX) {      /* chunks of strips (items have <= 12) */
-        int c1 = c0 + PACK_RUN_MAX < ns ? c0 + PACK_RUN_MAX : ns;
-        int inside_st[PACK_RUN_MAX], nin = 0;
-        ptrdiff_t inside_off[PACK_RUN_MAX];
-        for (int st = c0; st < c1; st++) {
-            int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
-            ptrdiff_t off0;
-            if (strip_inside(s, q0, nv, &off0)) {
-                inside_st[nin] = st; inside_off[nin++] = off0;
-                if (st < PACK_RUN_MAX) done[st] = 1;
-            }
+    const int runs = ns <= PACK_RUN_MAX;    /* always (items have <= NC_STRIPS strips); else the
+                                               per-strip loop below packs every strip */
+    int inside_st[PACK_RUN_MAX], nin = 0;
+    ptrdiff_t inside_off[PACK_RUN_MAX];
+    for (int st = 0; st < ns && runs; st++) {
+        int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
+        ptrdiff_t off0;
+        if (strip_inside(s, q0, nv, &off0)) {
+            inside_st[nin] = st; inside_off[nin++] = off0;
+            done[st] = 1;
         }
-        if (!nin) continue;
+    }
+    if (nin) {
         int c = k0 / T, t = k0 - c * T;
         for (int kk = 0; kk < kc; kk++) {
             int ti = t / s->KW, tj = t - ti * s->KW;
@@ -135,7 +135,7 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
      * taps all land inside the image reads, per tap, 16 consecutive columns of one phase row.
      * The tap's phase and column offset depend only on the strip's first input column modulo
      * the stride, which is the same for every strip, so one tap table serves all of them. */
-    if (s->xph && s->KW <= MAX_TAPS && ns <= PACK_RUN_MAX) {
+    if (s->xph && s->KW <= MAX_TAPS && runs) {
         int sst[PACK_RUN_MAX], nsi = 0, rem0 = -1, phj[MAX_TAPS], dcol[MAX_TAPS];
         ptrdiff_t soff[PACK_RUN_MAX];
         const int sw = s->sw;
@@ -183,9 +183,8 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
     }
 #endif
     for (int st = 0; st < ns; st++) {
-        if (st < PACK_RUN_MAX && done[st]) continue;
+        if (runs && done[st]) continue;
         int q0 = p0 + st * NR, nv = pn - st * NR < NR ? pn - st * NR : NR;
-        if (st >= PACK_RUN_MAX) { ptrdiff_t o; if (strip_inside(s, q0, nv, &o)) continue; }
         float *dst = bp + (size_t)st * kc * NR;
         ptrdiff_t off0 = (ptrdiff_t)s->ih0[q0] * s->W + s->iw0[q0];
         int contig = nv == NR;
@@ -195,7 +194,7 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
             contig &= (ptrdiff_t)h * s->W + w == off0 + j;
             hmin = h < hmin ? h : hmin; hmax = h > hmax ? h : hmax;
         }
-        /* strips with every tap inside the image were packed above */
+        /* strips with every tap inside the image were packed above (when runs) */
         int c = k0 / T, t = k0 - c * T;
 #ifdef __AVX2__
         /* strided conv, strip inside one output row: in the phase-split image the 16 pixels of
