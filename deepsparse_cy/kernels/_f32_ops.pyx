@@ -8,6 +8,7 @@ found its second core held by OpenBLAS's spinning workers.)
 """
 from cython.parallel cimport prange, threadid
 cimport numpy as cnp
+from libc.stdint cimport int32_t
 
 cnp.import_array()
 
@@ -203,6 +204,8 @@ cdef extern from "csrc/dscy_pool.h" nogil:
     void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho, int Wo, int kh,
                               int kw, int sh, int sw, int dh, int dw, int pt, int pl, float *tmp)
     void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw)
+    void dscy_gather_plane(const float *x, int W, const int32_t *hi, int Ho, const int32_t *wi,
+                           int Wo, float *y)
     void dscy_d2s_plane(const float *cols, int k0, int k1, int S0, int S1, float *y)
     float dscy_plane_mean(const float *x, long n)
     void dscy_copy_blocks(char *dst, Py_ssize_t dst_stride, const char *src,
@@ -230,6 +233,30 @@ def upsample_nearest(const float[:, :, ::1] x,   # IN  [N*C, H, W]
     with nogil:
         for p in prange(NC, num_threads=nt, schedule="static"):
             dscy_upsample_plane(&x[p, 0, 0], H, W, &y[p, 0, 0], kh, kw)
+
+
+def resize_nearest(const float[:, :, ::1] x,     # IN  [N*C, H, W]
+                   const int32_t[::1] hi,          # IN  [Ho] source row of each output row
+                   const int32_t[::1] wi,          # IN  [Wo] source column of each output column
+                   float[:, :, ::1] y,             # OUT [N*C, Ho, Wo]
+                   int num_threads=1):
+    """Nearest resize of NCHW planes by per-axis index tables (any scale, coordinate mode)."""
+    cdef Py_ssize_t p, NC = x.shape[0]
+    cdef int H = x.shape[1], W = x.shape[2], Ho = hi.shape[0], Wo = wi.shape[0], j
+    if y.shape[0] != NC or y.shape[1] != Ho or y.shape[2] != Wo:
+        raise ValueError("resize_nearest: output shape mismatch")
+    for j in range(Ho):
+        if hi[j] < 0 or hi[j] >= H:
+            raise ValueError("resize_nearest: row index out of range")
+    for j in range(Wo):
+        if wi[j] < 0 or wi[j] >= W:
+            raise ValueError("resize_nearest: column index out of range")
+    if NC == 0 or Ho == 0 or Wo == 0:
+        return
+    cdef int nt = _nt_copy(NC * Ho * Wo, num_threads)
+    with nogil:
+        for p in prange(NC, num_threads=nt, schedule="static"):
+            dscy_gather_plane(&x[p, 0, 0], W, &hi[0], Ho, &wi[0], Wo, &y[p, 0, 0])
 
 
 def depth_to_space(const float[:, :, ::1] cols,  # IN  [N*M, k0*k1, S0*S1]

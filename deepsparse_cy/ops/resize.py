@@ -18,7 +18,7 @@ from .. import limits
 
 from ..errors import ShapeError
 from ..kernels import _f32_ops
-from .registry import register
+from .registry import _REGISTRY, register
 
 # --- 1-D coordinate transform and tap tables ---------------------------------------------------
 
@@ -299,6 +299,92 @@ def Resize(x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
     return _resize(x, sz, sc, _full_roi(roi, x.ndim, ax), mode, coordinate_transformation_mode,
                    nearest_mode, float(cubic_coeff_a), bool(antialias), bool(exclude_outside),
                    float(extrapolation_value), ax)
+
+
+class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
+    """Resize (opset 11+) planned once per input geometry: a float32 NCHW nearest resize (the
+    upsampling of detector and OCR necks) is one compiled pass into the output's arena slot,
+    from the per-axis index tables of the spec's formulas (_axis_table, as the general path
+    uses); integer repeats take the broadcast-copy kernel. Anything else runs `Resize`. Before,
+    each call re-derived the geometry in Python (~25 us) and a non-integer scale ran two numpy
+    takes."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self._plans = {}
+        self.nt = int(ctx.num_threads or 1)
+        kw = self.kwargs
+        self._nearest = kw.get("mode", "nearest") == "nearest"
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        if not (self._nearest and isinstance(x, np.ndarray) and x.dtype == np.float32
+                and x.ndim == 4 and x.size):
+            return super().run(inputs, outs)
+        key = (x.shape,) + tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes())
+                                 for v in inputs[1:self.n_declared])
+        plan = self._plans.get(key, False)
+        if plan is False:
+            plan = self._plan(x, inputs[:self.n_declared])
+            if len(self._plans) >= 64:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        if plan is None:
+            return super().run(inputs, outs)
+        oshape, hi, wi, kh, kw = plan
+        out = outs[0] if outs else None
+        if out is None or out.dtype != np.float32 or out.shape != oshape \
+                or not out.flags.c_contiguous or np.may_share_memory(out, x):
+            out = np.empty(oshape, np.float32)
+        x3 = np.ascontiguousarray(x).reshape(-1, x.shape[2], x.shape[3])
+        y3 = out.reshape(-1, oshape[2], oshape[3])
+        if kh:
+            _f32_ops.upsample_nearest(x3, y3, kh, kw, self.nt)
+        else:
+            _f32_ops.resize_nearest(x3, hi, wi, y3, self.nt)
+        return [out]
+
+    def _plan(self, x, inputs):
+        """(output shape, row table, column table, kh, kw) with kh = kw = 0 unless every pixel
+        repeats kh x kw times; None when the general path must run (N or C resized,
+        extrapolated pixels, an empty output)."""
+        kw = self.kwargs
+        roi, scales, sizes = (list(inputs[1:4]) + [None, None, None])[:3]
+        sz, sc, ax = _output_geometry(x, scales, sizes, kw.get("axes"),
+                                      kw.get("keep_aspect_ratio_policy", "stretch"))
+        r = x.ndim
+        roi = _full_roi(roi, r, ax)
+        if any(int(sz[a]) != x.shape[a] for a in (0, 1)) or min(int(v) for v in sz) <= 0:
+            return None
+        limits.check_shape(sz, 4, "Resize output")
+        ctm = kw.get("coordinate_transformation_mode", "half_pixel")
+        nm = kw.get("nearest_mode", "round_prefer_floor")
+        tables = []
+        for a in (2, 3):
+            in_len, out_len, s_ = x.shape[a], int(sz[a]), float(sc[a])
+            roi_pair = (roi[a], roi[a + r]) if roi is not None else (0.0, 1.0)
+            if a not in ax or (out_len == in_len and math.isclose(s_, 1.0) and (
+                    roi is None or (math.isclose(roi_pair[0], 0)
+                                    and math.isclose(roi_pair[1], 1)))):
+                tables.append(np.arange(in_len, dtype=np.int32))
+                continue
+            idx, w, mask = _axis_table(in_len, out_len, s_, "nearest", ctm, nm, -0.75, 0, 0,
+                                       roi_pair)
+            if mask is not None and mask.any():
+                return None
+            tables.append(np.ascontiguousarray(
+                np.where(w[:, 1] > 0, idx[:, 1], idx[:, 0]), dtype=np.int32))
+        hi, wi = tables
+        oshape = (x.shape[0], x.shape[1], len(hi), len(wi))
+        kh, kw_ = len(hi) // x.shape[2], len(wi) // x.shape[3]
+        if not (np.array_equal(hi, np.arange(len(hi)) // max(kh, 1)) and kh * x.shape[2] == len(hi)
+                and np.array_equal(wi, np.arange(len(wi)) // max(kw_, 1))
+                and kw_ * x.shape[3] == len(wi)):
+            kh = kw_ = 0
+        return oshape, hi, wi, kh, kw_
+
+
+register("Resize", since=11)(_ResizePlanned)
 
 
 def _upsample(x, scales, mode):

@@ -1,6 +1,7 @@
 """Resize / Upsample / GridSample / AffineGrid vs onnxruntime / onnx reference + conformance."""
 import numpy as np
 import pytest
+from onnx import helper
 
 from tests.ops._cnn_common import check, conformance_params, run_conformance_case
 
@@ -27,6 +28,37 @@ def test_resize_nearest_vs_ort(rng, ctm, nearest_mode, scales):
           dict(mode="nearest", coordinate_transformation_mode=ctm, nearest_mode=nearest_mode),
           oracle="ref" if ctm == "half_pixel_symmetric" or fractional else "ort", opset=19,
           const_sets=((),))
+
+
+@pytest.mark.parametrize("ctm", ["asymmetric", "half_pixel", "align_corners"])
+@pytest.mark.parametrize("nearest_mode", ["floor", "round_prefer_floor", "ceil"])
+def test_resize_nearest_sizes_from_shape_vs_ort(rng, ctm, nearest_mode):
+    """The FPN pattern: sizes = the lateral map's shape, one compiled model run at several input
+    sizes (integer and non-integer factors, down and up, a size met twice): each geometry gets
+    its own planned tables, written into the output's arena slot."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto
+    import deepsparse_cy
+    nodes = [helper.make_node("Shape", ["lat"], ["shp"]),
+             helper.make_node("Resize", ["x", "", "", "shp"], ["r"], mode="nearest",
+                              coordinate_transformation_mode=ctm, nearest_mode=nearest_mode),
+             helper.make_node("Add", ["r", "lat"], ["y"])]
+    g = helper.make_graph(nodes, "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"]),
+                           helper.make_tensor_value_info("lat", TensorProto.FLOAT,
+                                                         [1, 3, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    eng = deepsparse_cy.compile_model(model)
+    for (h, w), (H, W) in [((2, 10), (3, 20)), ((3, 20), (6, 40)), ((5, 7), (3, 4)),
+                           ((4, 4), (12, 12)), ((2, 10), (3, 20)), ((7, 9), (7, 20))]:
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        lat = rng.standard_normal((1, 3, H, W)).astype(np.float32)
+        exp = sess.run(None, {"x": x, "lat": lat})[0]
+        got = eng.run([x, lat])[0]
+        np.testing.assert_array_equal(got, exp)
 
 
 @pytest.mark.parametrize("mode", ["linear", "cubic"])

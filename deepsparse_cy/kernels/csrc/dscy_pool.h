@@ -114,6 +114,18 @@ static void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, 
     }
 }
 
+/* Nearest resize of one plane by index tables: y[i][j] = x[hi[i]][wi[j]]; an output row whose
+ * source row is the previous one's is a copy of it. */
+static void dscy_gather_plane(const float *x, int W, const int32_t *hi, int Ho,
+                              const int32_t *wi, int Wo, float *y) {
+    for (int i = 0; i < Ho; i++) {
+        float *d = y + (long)i * Wo;
+        if (i && hi[i] == hi[i - 1]) { memcpy(d, d - Wo, sizeof(float) * Wo); continue; }
+        const float *s = x + (long)hi[i] * W;
+        for (int j = 0; j < Wo; j++) d[j] = s[wi[j]];
+    }
+}
+
 /* Depth to space of one output plane of a stride == kernel ConvTranspose: the GEMM gives
  * cols[i][j][h][w] (tap (i, j) of input pixel (h, w)); y[h*k0 + i][w*k1 + j] = cols[i][j][h][w]. */
 static void dscy_d2s_plane(const float *cols, int k0, int k1, int S0, int S1, float *y) {
