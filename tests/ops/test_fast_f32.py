@@ -176,7 +176,8 @@ def test_dequantize_linear_fast_path_matches_reference(opset):
 
 
 @pytest.mark.parametrize("NC,H,W,kh,kw", [(1, 1, 1, 1, 1), (96, 4, 4, 2, 2), (24, 4, 4, 8, 8),
-                                          (3, 5, 7, 3, 1), (2, 3, 9, 1, 4), (64, 80, 80, 2, 2)])
+                                          (3, 5, 7, 3, 1), (2, 3, 9, 1, 4), (64, 80, 80, 2, 2),
+                                          (5, 3, 7, 2, 2), (2, 2, 1, 1, 2)])
 def test_upsample_nearest_copies_exactly(NC, H, W, kh, kw):
     x = np.random.default_rng(NC + H).standard_normal((NC, H, W)).astype(np.float32)
     y = np.empty((NC, H * kh, W * kw), np.float32)
@@ -194,6 +195,23 @@ def test_depth_to_space_matches_numpy_transpose(NP, k0, k1, S0, S1):
     _f32_ops.depth_to_space(cols, y, k0, k1, S0, S1, 2)
     ref = cols.reshape(NP, k0, k1, S0, S1).transpose(0, 3, 1, 4, 2).reshape(y.shape)
     assert np.array_equal(y, ref)
+
+
+@pytest.mark.parametrize("NC,H,W,Ho,Wo", [(1, 1, 1, 1, 1), (96, 2, 10, 3, 20), (4, 7, 9, 3, 4),
+                                          (3, 5, 6, 11, 13), (200, 4, 4, 8, 8)])
+def test_resize_nearest_gathers_exactly(NC, H, W, Ho, Wo):
+    """Any row / column index tables (repeated rows copied from the previous output row)."""
+    rng = np.random.default_rng(NC + Ho)
+    x = rng.standard_normal((NC, H, W)).astype(np.float32)
+    hi = np.sort(rng.integers(0, H, Ho)).astype(np.int32)
+    wi = rng.integers(0, W, Wo).astype(np.int32)
+    y = np.empty((NC, Ho, Wo), np.float32)
+    _f32_ops.resize_nearest(x, hi, wi, y, 2)
+    assert np.array_equal(y, x[:, hi][:, :, wi])
+    with pytest.raises(ValueError, match="range"):
+        _f32_ops.resize_nearest(x, np.array([H], np.int32), wi, np.empty((NC, 1, Wo), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        _f32_ops.resize_nearest(x, hi, wi, np.empty((NC, Ho + 1, Wo), np.float32))
 
 
 @pytest.mark.parametrize("NP,n", [(1, 1), (8, 7), (40, 256), (480, 16), (3, 1000003)])
