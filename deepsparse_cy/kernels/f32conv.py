@@ -6,14 +6,11 @@ import numpy as np
 
 from . import load
 
-MR = 6   # weight panel height of the kernel (csrc/f32_conv.c)
-PHASE_MAX_PANELS = 8   # csrc/f32_conv.c uses the phase split up to this many weight panels
-
 
 def uses_phase_split(packed, stride_w):
-    """Whether f32_conv2d reads a phase-split copy of the input (strided, few channels)."""
-    return int(stride_w) > 1 and -(-packed.M // MR) <= PHASE_MAX_PANELS \
-        and packed.KH * packed.KW > 1
+    """Whether f32_conv2d reads a phase-split copy of the input (strided, kernel wider than
+    1x1; the AVX2 build, the generic one ignores the scratch)."""
+    return int(stride_w) > 1 and packed.KH * packed.KW > 1
 
 
 def conv_pixel_tables(H, W, Ho, Wo, strides, pads_begin):
