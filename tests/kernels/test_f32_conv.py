@@ -172,7 +172,7 @@ from deepsparse_cy.kernels.f32conv import PackedGemmF32, f32_gemm  # noqa: E402
                                    (64, 1536, 40), (7, 300, 8), (70, 33, 129),
                                    (1, 600, 37), (1, 480, 120), (1, 3, 17)],   # T = 1: GEMV
                          ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("act", ["", "Relu", "Gelu", "Clip"])
+@pytest.mark.parametrize("act", ["", "Relu", "Gelu", "Clip", "SiLU", "HardSwish", "HardSigmoid"])
 def test_f32_gemm(isa, shape, act):
     T, K, N = shape
     rng = np.random.default_rng(T * 7 + K + N)
