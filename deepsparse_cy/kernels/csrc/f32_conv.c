@@ -76,7 +76,8 @@ typedef struct {
     int Wph;
 } conv_src;
 
-/* Pack rows [k0, k0+kc) x pixels [p0, p0+pn) of the implicit im2col into bp[strip][kk][16] (strips SSTRIDE(kc) floats apart).
+/* Pack rows [k0, k0+kc) x pixels [p0, p0+pn) of the implicit im2col into bp[strip][kk][16]
+ * (strips SSTRIDE(kc) floats apart).
  * A strip whose 16 pixels read 16 consecutive input addresses for every tap (any stride-1 conv
  * whose output rows are as wide as its input rows, i.e. 'same' padding, and 1x1 convs) is copied
  * with plain vector loads when no tap reaches into the padding, else with masked loads (lanes in
