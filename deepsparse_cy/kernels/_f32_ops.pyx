@@ -201,6 +201,7 @@ def dw_conv2d_planes(const float[:, :, ::1] planes,   # IN  [N*C, phases, Q0b*Q1
 
 
 cdef extern from "csrc/dscy_pool.h" nogil:
+    long dscy_maxpool2d_tmp(int W, int Wo, int kw, int dw, int pl)
     void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho, int Wo, int kh,
                               int kw, int sh, int sw, int dh, int dw, int pt, int pl, float *tmp)
     void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw)
@@ -306,7 +307,8 @@ def maxpool2d(const float[:, :, ::1] x,     # IN  [N*C, H, W]
     if NC * Ho * Wo * kh * kw >= 1048576 and num_threads > 1:
         nt = dscy_cap_threads(num_threads)
     import numpy as np
-    cdef float[:, ::1] tmp = np.empty((max(nt, 1), max(W, 1)), np.float32)
+    cdef float[:, ::1] tmp = np.empty((max(nt, 1), max(W, 1) if sw != 1 else
+                                       dscy_maxpool2d_tmp(W, Wo, kw, dw, pl)), np.float32)
     cdef int tid
     with nogil:
         for p in prange(NC, num_threads=nt, schedule="static"):

@@ -82,6 +82,24 @@ def test_maxpool_compiled_matches_numpy_path_with_nans(rng, cfg):
     np.testing.assert_array_equal(got, _max_pool(x, g, False, 0))
 
 
+@pytest.mark.parametrize("shape,k,d,pads,ceil", [
+    ((1, 128, 4, 4), [5, 5], [1, 1], [2, 2, 2, 2], 0),     # YOLOv8 SPPF on a 128x128 input
+    ((2, 3, 2, 3), [5, 5], [1, 1], [2, 2, 2, 2], 0),       # window wider than the plane
+    ((1, 4, 6, 7), [3, 4], [1, 2], [0, 3, 1, 0], 1),       # dilated, asymmetric, ceil tail
+    ((1, 2, 5, 1), [1, 3], [1, 1], [0, 1, 0, 1], 0)])      # 1-wide rows
+def test_maxpool_stride1_small_planes_match_numpy_path(rng, shape, k, d, pads, ceil):
+    """Width-stride-1 pooling reads the row between -inf columns: bit-exact against the numpy
+    tap loop, NaNs and all-padding windows included."""
+    from deepsparse_cy.ops.pool import _Geom, _max_pool
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(x.shape) < 0.25] = np.nan
+    x.reshape(-1)[:3] = np.nan
+    a = dict(kernel_shape=k, strides=[1, 1], dilations=d, pads=pads, ceil_mode=ceil)
+    got = run_mine("MaxPool", [("x", x)], a, opset=12)[0]
+    g = _Geom(x, k, [1, 1], d, pads, "NOTSET", ceil)
+    np.testing.assert_array_equal(got, _max_pool(x, g, False, 0))
+
+
 @pytest.mark.parametrize("cfg", POOL_CONFIGS, ids=[str(i) for i in range(len(POOL_CONFIGS))])
 @pytest.mark.parametrize("cip", [0, 1])
 def test_averagepool_vs_ort(rng, cfg, cip):

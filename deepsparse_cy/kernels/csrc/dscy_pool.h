@@ -24,9 +24,64 @@ static inline float dscy_fmax1(float m, float v) {
     return m != m ? v : r;       /* a NaN so far gives way to v: branch-free select */
 }
 
+/* Width stride 1: the vertical max of the window rows goes to tmp + pl between -inf columns
+ * (tmp holds pl + W + the taps' reach: dscy_maxpool2d_tmp floats), so every output, border
+ * ones included, is the same contiguous tap-by-tap loop. A -inf column is a no-op for
+ * dscy_fmax1 once the running max is a number, and outputs whose window reaches the padding
+ * start from fmax1(-inf, first tap) as the skipping loop did: the result is the same bit for
+ * bit. Tiny maps (YOLOv8's SPPF pools 5x5 windows over 4x4 planes) had every output in the
+ * skipping loop, a latency-bound chain per tap. */
+static inline long dscy_maxpool2d_tmp(int W, int Wo, int kw, int dw, int pl) {
+    long a = (long)pl + W, b = (long)Wo + (long)(kw - 1) * dw;
+    return (a > b ? a : b) + 1;
+}
+
+static void dscy_maxpool2d_plane_s1(const float *x, int H, int W, float *y, int Ho, int Wo,
+                                    int kh, int kw, int sh, int dh, int dw, int pt, int pl,
+                                    float *tmp) {
+    const long span = (long)(kw - 1) * dw, n = dscy_maxpool2d_tmp(W, Wo, kw, dw, pl);
+    float *row = tmp + pl;
+    for (int c = 0; c < pl; c++) tmp[c] = -INFINITY;
+    for (long c = (long)pl + W; c < n; c++) tmp[c] = -INFINITY;
+    /* outputs whose kw taps all fall inside the row: [lo, hi) */
+    int lo = pl, hi = W - 1 - (int)span + pl >= 0 ? W - (int)span + pl : 0;
+    if (hi > Wo) hi = Wo;
+    if (lo > hi) lo = hi;
+    for (int oh = 0; oh < Ho; oh++) {
+        int ih0 = oh * sh - pt, nrows = 0;
+        for (int i = 0; i < kh; i++) {
+            int ih = ih0 + i * dh;
+            if (ih < 0 || ih >= H) continue;
+            const float *r = x + (long)ih * W;
+            if (nrows++ == 0) {
+                for (int c = 0; c < W; c++) row[c] = r[c];
+            } else {
+                for (int c = 0; c < W; c++) row[c] = dscy_fmax1(row[c], r[c]);
+            }
+        }
+        float *yr = y + (long)oh * Wo;
+        if (!nrows) {
+            for (int ow = 0; ow < Wo; ow++) yr[ow] = -INFINITY;
+            continue;
+        }
+        int a = nrows < kh ? 0 : lo, b = nrows < kh ? 0 : hi;   /* [a, b): no padding tap */
+        for (int q = 0; q < a; q++) yr[q] = dscy_fmax1(-INFINITY, tmp[q]);
+        for (int q = a; q < b; q++) yr[q] = tmp[q];
+        for (int q = b; q < Wo; q++) yr[q] = dscy_fmax1(-INFINITY, tmp[q]);
+        for (int j = 1; j < kw; j++) {
+            const float *tj = tmp + (long)j * dw;
+            for (int q = 0; q < Wo; q++) yr[q] = dscy_fmax1(yr[q], tj[q]);
+        }
+    }
+}
+
 static void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho, int Wo, int kh,
                                  int kw, int sh, int sw, int dh, int dw, int pt, int pl,
                                  float *tmp) {
+    if (sw == 1) {
+        dscy_maxpool2d_plane_s1(x, H, W, y, Ho, Wo, kh, kw, sh, dh, dw, pt, pl, tmp);
+        return;
+    }
     for (int oh = 0; oh < Ho; oh++) {
         int ih0 = oh * sh - pt, nrows = 0, vpad;
         for (int i = 0; i < kh; i++) {
@@ -51,31 +106,6 @@ static void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho,
         int hi = W - 1 - span + pl >= 0 ? (W - 1 - span + pl) / sw + 1 : 0;
         if (hi > Wo) hi = Wo;
         if (lo > hi) lo = hi;
-        if (sw == 1 && lo < hi) {
-            /* stride 1: the interior outputs tap by tap, contiguous loops the compiler
-             * vectorises (a per-output chain of kw dependent maxes is latency-bound); the
-             * taps are taken in the same order, so the result is the same bit for bit */
-            const float *t = tmp + (long)lo - pl;
-            float *yo = yr + lo;
-            int n = hi - lo;
-            if (vpad) for (int q = 0; q < n; q++) yo[q] = dscy_fmax1(-INFINITY, t[q]);
-            else for (int q = 0; q < n; q++) yo[q] = t[q];
-            for (int j = 1; j < kw; j++) {
-                const float *tj = t + (long)j * dw;
-                for (int q = 0; q < n; q++) yo[q] = dscy_fmax1(yo[q], tj[q]);
-            }
-            for (int ow = 0; ow < Wo; ow++) {
-                if (ow == lo) { ow = hi - 1; continue; }
-                float m = -INFINITY;
-                int iw0 = ow - pl;
-                for (int j = 0; j < kw; j++) {
-                    int iw = iw0 + j * dw;
-                    if (iw >= 0 && iw < W) m = dscy_fmax1(m, tmp[iw]);
-                }
-                yr[ow] = m;
-            }
-            continue;
-        }
         for (int ow = 0; ow < Wo; ow++) {
             if (ow == lo) {
                 for (; ow < hi; ow++) {
