@@ -157,8 +157,9 @@ class ConvCore:
         f32_fused ACTIVATIONS code) are applied only by the compiled kernels: callers pass them
         when self.fused_epilogue, else they add z and apply the activation themselves."""
         p = self.plan(x.shape)
-        N, O = p["N"], p["O"]
-        oshape = (N, self.M, *O)
+        oshape = p.get("oshape")
+        if oshape is None:
+            oshape = p["oshape"] = (p["N"], self.M, *p["O"])
         dt = self.dtype
         if self.fast is not None:
             return self._run_fast(x, p, oshape, out, z, act, params)
@@ -181,25 +182,25 @@ class ConvCore:
         return res
 
     def _run_fast(self, x, p, oshape, out, z, act, params):
-        if p["O"] == [1, 1] and p["S"] == [1, 1] and self.K == 1 and z is None \
-                and x.dtype == np.float32:
+        fc = p.get("fast_call")
+        if fc is None:      # once per input shape: GEMV or not, pixel tables, phase scratch
+            gemv = p["O"] == [1, 1] and p["S"] == [1, 1] and self.K == 1
+            ih0, iw0 = conv_pixel_tables(p["S"][0], p["S"][1], p["O"][0], p["O"][1], self.s,
+                                         p["pb"])
+            xph = (("f32conv_xph", tuple(x.shape), self.s[1]), xph_size(x.shape, self.s[1])) \
+                if uses_phase_split(self.fast, self.s[1]) else None
+            fc = p["fast_call"] = (gemv, ih0, iw0, xph)
+        gemv, ih0, iw0, xph = fc
+        if gemv and z is None and x.dtype == np.float32:
             return self._run_gemv(x, oshape, out, act, params)
-        tab = p.get("tables")
-        if tab is None:
-            tab = p["tables"] = conv_pixel_tables(p["S"][0], p["S"][1], p["O"][0], p["O"][1],
-                                                  self.s, p["pb"])
         res, x, z = self._fast_args(x, oshape, out, z)
-        xph = None
-        if uses_phase_split(self.fast, self.s[1]):
-            n = p.get("xph_n")
-            if n is None:
-                n = p["xph_n"] = xph_size(x.shape, self.s[1])
-            xph = scratch(("f32conv_xph", x.shape, self.s[1]), (n,), np.float32)
+        if xph is not None:
+            xph = scratch(xph[0], (xph[1],), np.float32)
         # straight into the compiled module: the shape plan already checked what
         # kernels/f32conv.f32_conv2d would check on every call (~10 us of Python per conv)
         if res.size:
             self._mod.conv2d(x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1], self.d[0],
-                             self.d[1], tab[0], tab[1], self.bias, z, act, params[0], params[1],
+                             self.d[1], ih0, iw0, self.bias, z, act, params[0], params[1],
                              res, self.num_threads, xph)
         return self._into(out, res)
 
