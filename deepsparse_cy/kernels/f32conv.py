@@ -7,10 +7,12 @@ import numpy as np
 from . import load
 
 
-def uses_phase_split(packed, stride_w):
-    """Whether f32_conv2d reads a phase-split copy of the input (strided, kernel wider than
-    1x1; the AVX2 build, the generic one ignores the scratch)."""
-    return int(stride_w) > 1 and packed.KH * packed.KW > 1
+def uses_phase_split(packed, stride_w, out_pixels):
+    """Whether f32_conv2d reads a phase-split copy of the input: a strided conv with a kernel
+    wider than 1x1 and at most 8 weight panels of 6 channels or >= 1024 output pixels per image
+    (csrc/f32_conv.c's phase_split_pays; the generic build ignores the scratch)."""
+    return int(stride_w) > 1 and packed.KH * packed.KW > 1 \
+        and (-(-packed.M // 6) <= 8 or int(out_pixels) >= 1024)
 
 
 def conv_pixel_tables(H, W, Ho, Wo, strides, pads_begin):
@@ -98,7 +100,7 @@ def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), b
     if N == 0 or M == 0:
         return out
     mod = load("f32_conv", packed.isa)
-    if uses_phase_split(packed, sw):
+    if uses_phase_split(packed, sw, Ho * Wo):
         need = mod.xph_size(N, C, H, W, sw)
         if xph is None or xph.dtype != np.float32 or xph.size < need \
                 or not xph.flags.c_contiguous:

@@ -188,7 +188,7 @@ class ConvCore:
             ih0, iw0 = conv_pixel_tables(p["S"][0], p["S"][1], p["O"][0], p["O"][1], self.s,
                                          p["pb"])
             xph = (("f32conv_xph", tuple(x.shape), self.s[1]), xph_size(x.shape, self.s[1])) \
-                if uses_phase_split(self.fast, self.s[1]) else None
+                if uses_phase_split(self.fast, self.s[1], p["O"][0] * p["O"][1]) else None
             fc = p["fast_call"] = (gemv, ih0, iw0, xph)
         gemv, ih0, iw0, xph = fc
         if gemv and z is None and x.dtype == np.float32:

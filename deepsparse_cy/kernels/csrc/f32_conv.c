@@ -630,6 +630,11 @@ static void split_work(int N, int nstrips, int npanels, int tail8, int nt, int *
     *spb_out = (nstrips + best_j - 1) / best_j;
 }
 
+/* See dscy_f32_conv2d; kernels/f32conv.py's uses_phase_split mirrors it to size the scratch. */
+static int phase_split_pays(int M, int P) {
+    return (M + MR - 1) / MR <= 8 || P >= 1024;
+}
+
 /* x [N][C][H][W]; wp packed weights of M x K; bias [M] or NULL; z [N][M][P] or NULL;
  * out [N][M][P]. Returns 0, or -1 when a scratch buffer could not be allocated.
  *
@@ -654,12 +659,13 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
     if (items < nt) nt = (int)items;
     int reg_act = reg_act_code(act);
     /* The phase split (one pass de-interleaving the input, then contiguous runs for the
-     * packer instead of stride-sw gathers) pays most where packing dominates, few output
-     * channels per packed strip (32 channels: 37 -> 62 GF/s), but it is not a loss with many:
-     * measured 0.70-0.90x the gather form's time for 32-96 channels on 64x64 to 320x320 maps
-     * (YOLOv8n's stride-2 convs), 0.98-1.0x for 64-256 channels on 20x20 to 40x40. The generic
-     * packer reads x directly. */
-    if (!CONV_AVX2 || sw <= 1 || KH * KW == 1) xph = NULL;
+     * packer instead of stride-sw gathers) pays where packing dominates: few output channels
+     * per packed strip (32 channels: 37 -> 62 GF/s), or large output maps (0.70-0.90x the
+     * gather form's time for 32-128 channels on 32x32 to 112x112 outputs: YOLOv8n's stride-2
+     * convs, ResNet-50's 7x7 stem 0.78x). With many channels on small maps it loses a little
+     * (256 and 512 channels on 14x14 / 7x7 outputs: 1.06x), so those keep the gathers. The
+     * generic packer reads x directly. */
+    if (!CONV_AVX2 || sw <= 1 || KH * KW == 1 || !phase_split_pays(M, P)) xph = NULL;
     if (xph) {
         /* one pass over the input rows; stride 2 de-interleaves 16 floats per step */
         long rows = (long)N * C * H;
