@@ -24,6 +24,24 @@ static inline float dscy_fmax1(float m, float v) {
     return m != m ? v : r;       /* a NaN so far gives way to v: branch-free select */
 }
 
+/* row[c] = max over the window rows ih0, ih0 + dh, ... inside the plane (dscy_fmax1, in tap
+ * order); returns how many rows were inside (0: row untouched). */
+static inline int dscy_pool_rows_max(const float *x, int H, int W, int ih0, int kh, int dh,
+                                     float *row) {
+    int nrows = 0;
+    for (int i = 0; i < kh; i++) {
+        int ih = ih0 + i * dh;
+        if (ih < 0 || ih >= H) continue;
+        const float *r = x + (long)ih * W;
+        if (nrows++ == 0) {
+            for (int c = 0; c < W; c++) row[c] = r[c];
+        } else {
+            for (int c = 0; c < W; c++) row[c] = dscy_fmax1(row[c], r[c]);
+        }
+    }
+    return nrows;
+}
+
 /* Width stride 1: the vertical max of the window rows goes to tmp + pl between -inf columns
  * (tmp holds pl + W + the taps' reach: dscy_maxpool2d_tmp floats), so every output, border
  * ones included, is the same contiguous tap-by-tap loop. A -inf column is a no-op for
@@ -48,17 +66,7 @@ static void dscy_maxpool2d_plane_s1(const float *x, int H, int W, float *y, int 
     if (hi > Wo) hi = Wo;
     if (lo > hi) lo = hi;
     for (int oh = 0; oh < Ho; oh++) {
-        int ih0 = oh * sh - pt, nrows = 0;
-        for (int i = 0; i < kh; i++) {
-            int ih = ih0 + i * dh;
-            if (ih < 0 || ih >= H) continue;
-            const float *r = x + (long)ih * W;
-            if (nrows++ == 0) {
-                for (int c = 0; c < W; c++) row[c] = r[c];
-            } else {
-                for (int c = 0; c < W; c++) row[c] = dscy_fmax1(row[c], r[c]);
-            }
-        }
+        int nrows = dscy_pool_rows_max(x, H, W, oh * sh - pt, kh, dh, row);
         float *yr = y + (long)oh * Wo;
         if (!nrows) {
             for (int ow = 0; ow < Wo; ow++) yr[ow] = -INFINITY;
@@ -83,17 +91,7 @@ static void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho,
         return;
     }
     for (int oh = 0; oh < Ho; oh++) {
-        int ih0 = oh * sh - pt, nrows = 0, vpad;
-        for (int i = 0; i < kh; i++) {
-            int ih = ih0 + i * dh;
-            if (ih < 0 || ih >= H) continue;
-            const float *r = x + (long)ih * W;
-            if (nrows++ == 0) {
-                for (int c = 0; c < W; c++) tmp[c] = r[c];
-            } else {
-                for (int c = 0; c < W; c++) tmp[c] = dscy_fmax1(tmp[c], r[c]);
-            }
-        }
+        int nrows = dscy_pool_rows_max(x, H, W, oh * sh - pt, kh, dh, tmp), vpad;
         float *yr = y + (long)oh * Wo;
         vpad = nrows < kh;
         if (!nrows) {

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include "dscy_common.h"
 #include "f32_fused.h"
+#include "dscy_exp8.h"
 
 #ifdef __AVX2__
 #define ATT_AVX2 1
@@ -114,28 +115,6 @@ static void context4(const float *p, int T8, int T, const float *v, ptrdiff_t vs
 }
 
 #ifdef __AVX2__
-/* exp of 8 lanes: dscy_vexpf's range reduction and polynomial (f32_fused.h), in intrinsics */
-static inline __m256 exp8(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447505531f);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 fl = _mm256_floor_ps(_mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f),
-                                                _mm256_set1_ps(0.5f)));
-    __m256 r = _mm256_fnmadd_ps(fl, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(fl, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 r2 = _mm256_mul_ps(r, r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_add_ps(_mm256_fmadd_ps(y, r2, r), _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fl),
-                                                   _mm256_set1_epi32(127)), 23);
-    __m256 res = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    res = _mm256_blendv_ps(res, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
-    return _mm256_blendv_ps(res, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
-}
 
 /* s[0..T) = softmax(s * scale + mask) in three passes with the exp in registers (the shared
  * row body in f32_fused.h makes five scalar-written passes; here it was 30% of the kernel) */
@@ -160,7 +139,7 @@ static void softmax_row(float *s, const float *mask, int T, float scale) {
     for (int i = 0; i < 8; i++) m = t8[i] > m ? t8[i] : m;
     __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
     for (int j = 0; j < T8; j += 8) {
-        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+        __m256 e = dscy_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
         _mm256_storeu_ps(s + j, e);
         sum = _mm256_add_ps(sum, e);
     }

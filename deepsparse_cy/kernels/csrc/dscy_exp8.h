@@ -1,0 +1,39 @@
+/* exp on 8 float lanes (AVX2 + FMA), shared by the conv tiles' SiLU (f32_conv.c) and the
+ * attention softmax (f32_attn.c): dscy_vexpf's range reduction and polynomial (f32_fused.h)
+ * in intrinsics. */
+#ifndef DSCY_EXP8_H
+#define DSCY_EXP8_H
+#ifdef __AVX2__
+#include <immintrin.h>
+
+/* x clamped to [lo, hi] first (e^hi ~ 3e38, e^lo ~ 1e-38; a NaN x gives e^lo), no selects:
+ * for callers whose formula is already right at those clamped values. */
+static inline __m256 dscy_exp8_clamped(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447505531f);
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 fl = _mm256_floor_ps(_mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f),
+                                                _mm256_set1_ps(0.5f)));
+    __m256 r = _mm256_fnmadd_ps(fl, _mm256_set1_ps(0.693359375f), xc);
+    r = _mm256_fnmadd_ps(fl, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 r2 = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_fmadd_ps(y, r2, r), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fl),
+                                                   _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* exp with dscy_vexpf's out-of-range results: +inf above hi, 0 below lo. */
+static inline __m256 dscy_exp8(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447505531f);
+    __m256 res = dscy_exp8_clamped(x);
+    res = _mm256_blendv_ps(res, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+    return _mm256_blendv_ps(res, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+}
+#endif
+#endif /* DSCY_EXP8_H */
