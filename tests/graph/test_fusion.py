@@ -292,13 +292,18 @@ def test_sparse_f32_matmul_bias(rng, monkeypatch, sparsity, fused):
         assert op.flops == 2 * 18 * k * n
 
 
-def test_qgemm_profile_fields_and_run_dense(rng):
-    k, n = 96, 64
+def _block4_qgemm(rng, k=96, n=64):
+    """A 90% block4 QDQ layer compiled: (engine, its QGemm op, a float input [2, 3, k])."""
     m, *_ = _qdq_layer(rng, k, n, per_channel=True, x_dtype="u8", sparsity=0.9, block4=True,
                        tail="q")
-    x = rng.standard_normal((2, 3, k)).astype(np.float32)
     e = ds.compile_model(m)
     op = [op for n_, op in e._program.steps if n_.op_type == "QGemm"][0]
+    return e, op, rng.standard_normal((2, 3, k)).astype(np.float32)
+
+
+def test_qgemm_profile_fields_and_run_dense(rng):
+    k, n = 96, 64
+    e, op, x = _block4_qgemm(rng, k, n)
     assert op.kernel_name == "qs8_spmm_block4"
     got = e.run([x])[0]
     recs = e.profile([x], iterations=1)
@@ -313,12 +318,7 @@ def test_profile_dense_baseline_excludes_packing_the_dense_twin(rng):
     """The dense twin is packed on its first run_dense call; the profile must not time that
     (with iterations=1 the packing was the whole dense time: a 16x 'speedup' on BERT)."""
     import time
-    k, n = 96, 64
-    m, *_ = _qdq_layer(rng, k, n, per_channel=True, x_dtype="u8", sparsity=0.9, block4=True,
-                       tail="q")
-    x = rng.standard_normal((2, 3, k)).astype(np.float32)
-    e = ds.compile_model(m)
-    op = [op for n_, op in e._program.steps if n_.op_type == "QGemm"][0]
+    e, op, x = _block4_qgemm(rng)
     calls = []
     real = op.run_dense
 
