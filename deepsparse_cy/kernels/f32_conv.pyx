@@ -13,6 +13,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                         const int32_t *iw0, int P, const float *bias, const float *z, int act,
                         float p0, float p1, float *out, float *xph, int nthreads)
     size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw)
+    int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P)
 
     int dscy_f32_dwconv2d(const float *x, int N, int C, int H, int W, const float *w, int KH,
                           int KW, int sh, int sw, int dh, int dw, int pt, int pl, int Ho, int Wo,
@@ -148,6 +149,11 @@ def conv2d(cnp.ndarray x,          # IN  float32 [N][C][H][W] C-contiguous
     if rc != 0:
         raise MemoryError("f32 conv2d: could not allocate its packing buffer")
     return out
+
+
+def uses_phase_split(int M, int KH, int KW, int sw, int P):
+    """Whether conv2d reads its xph scratch for this conv (P output pixels per image)."""
+    return bool(dscy_f32_conv_uses_phase_split(M, KH, KW, sw, P))
 
 
 def xph_size(int N, int C, int H, int W, int sw):

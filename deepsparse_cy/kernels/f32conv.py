@@ -8,11 +8,11 @@ from . import load
 
 
 def uses_phase_split(packed, stride_w, out_pixels):
-    """Whether f32_conv2d reads a phase-split copy of the input: a strided conv with a kernel
-    wider than 1x1 and at most 8 weight panels of 6 channels or >= 1024 output pixels per image
-    (csrc/f32_conv.c's phase_split_pays; the generic build ignores the scratch)."""
-    return int(stride_w) > 1 and packed.KH * packed.KW > 1 \
-        and (-(-packed.M // 6) <= 8 or int(out_pixels) >= 1024)
+    """Whether f32_conv2d reads a phase-split copy of the input for this conv (out_pixels per
+    image); the compiled module decides (csrc/f32_conv.c), so the scratch is sized only when
+    it is read."""
+    return load("f32_conv", packed.isa).uses_phase_split(packed.M, packed.KH, packed.KW,
+                                                         int(stride_w), int(out_pixels))
 
 
 def conv_pixel_tables(H, W, Ho, Wo, strides, pads_begin):

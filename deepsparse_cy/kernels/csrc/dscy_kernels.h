@@ -75,6 +75,8 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
                     float p0, float p1, float *out, float *xph, int nthreads);
 /* xph: NULL, or (stride_w > 1) scratch of dscy_f32_conv_xph_size floats for the phase split */
 size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw);
+/* whether dscy_f32_conv2d uses xph for this conv (P output pixels per image) */
+int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P);
 
 /* depthwise 2-D conv: w [C][KH*KW], bias [C] or NULL, z [N][C][Ho][Wo] or NULL, out the same;
  * act: DSCY_F_* codes. Returns 0, -1 when scratch allocation failed. */

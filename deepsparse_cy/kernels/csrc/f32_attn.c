@@ -115,7 +115,6 @@ static void context4(const float *p, int T8, int T, const float *v, ptrdiff_t vs
 }
 
 #ifdef __AVX2__
-
 /* s[0..T) = softmax(s * scale + mask) in three passes with the exp in registers (the shared
  * row body in f32_fused.h makes five scalar-written passes; here it was 30% of the kernel) */
 static void softmax_row(float *s, const float *mask, int T, float scale) {

@@ -430,25 +430,30 @@ static inline void store_n(float *p, __m256 v, int n) {
     for (int j = 0; j < n; j++) p[j] = t[j];
 }
 
-/* store_partial in 8-lane vectors (the activations of act8 in registers): a ragged tile from
- * its accumulators t (row stride ts), mr rows x nr columns. */
+/* n <= 8 lanes of one tile row through the epilogue: acc + (first ? br (+ cb) : c), + z, the
+ * activation (act8), stored to c. The full-tile store and the ragged one both run it. */
+static inline void ep8_store(const tile_ep *e, __m256 acc, float *c, const float *zr,
+                             const float *cb, int n, int first, float br) {
+    __m256 init;
+    if (first) {
+        init = _mm256_set1_ps(br);
+        if (cb) init = _mm256_add_ps(init, load_n(cb, n));
+    } else init = load_n(c, n);
+    __m256 v = _mm256_add_ps(acc, init);
+    if (zr) v = _mm256_add_ps(v, load_n(zr, n));
+    if (e->act) v = act8(e, v);
+    store_n(c, v, n);
+}
+
+/* store_partial in 8-lane vectors: a ragged tile from its accumulators t (row stride ts), mr
+ * rows x nr columns. */
 static inline void store_ragged_avx2(const float *t, int ts, float *c, ptrdiff_t ldc, int mr,
                                      int nr, int first, const float *bias, const tile_ep *e) {
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + r * ldc;
-        for (int j0 = 0; j0 < nr; j0 += 8) {
-            int n = nr - j0 < 8 ? nr - j0 : 8;
-            __m256 init;
-            if (first) {
-                init = _mm256_set1_ps(bias ? bias[r] : 0.0f);
-                if (e->cb) init = _mm256_add_ps(init, load_n(e->cb + j0, n));
-            } else init = load_n(cr + j0, n);
-            __m256 v = _mm256_add_ps(_mm256_loadu_ps(t + r * ts + j0), init);
-            if (e->z) v = _mm256_add_ps(v, load_n(e->z + r * ldc + j0, n));
-            if (e->act) v = act8(e, v);
-            store_n(cr + j0, v, n);
-        }
-    }
+    for (int r = 0; r < mr; r++)
+        for (int j0 = 0; j0 < nr; j0 += 8)
+            ep8_store(e, _mm256_loadu_ps(t + r * ts + j0), c + r * ldc + j0,
+                      e->z ? e->z + r * ldc + j0 : NULL, e->cb ? e->cb + j0 : NULL,
+                      nr - j0 < 8 ? nr - j0 : 8, first, bias ? bias[r] : 0.0f);
 }
 #endif
 
@@ -488,24 +493,11 @@ static inline void tile(int kc, const float *restrict a, const float *restrict b
     __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     if (nr == NR) {
         for (int r = 0; r < mr; r++) {
-            float *cr = c + r * ldc;
-            __m256 i0, i1;
-            if (first) {
-                i0 = i1 = _mm256_set1_ps(bias ? bias[r] : 0.0f);
-                if (e->cb) {
-                    i0 = _mm256_add_ps(i0, _mm256_loadu_ps(e->cb));
-                    i1 = _mm256_add_ps(i1, _mm256_loadu_ps(e->cb + 8));
-                }
-            }
-            else { i0 = _mm256_loadu_ps(cr); i1 = _mm256_loadu_ps(cr + 8); }
-            __m256 v0 = _mm256_add_ps(acc[r][0], i0), v1 = _mm256_add_ps(acc[r][1], i1);
-            if (e->z) {
-                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(e->z + r * ldc));
-                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(e->z + r * ldc + 8));
-            }
-            if (e->act) { v0 = act8(e, v0); v1 = act8(e, v1); }
-            _mm256_storeu_ps(cr, v0);
-            _mm256_storeu_ps(cr + 8, v1);
+            float br = bias ? bias[r] : 0.0f;
+            const float *zr = e->z ? e->z + r * ldc : NULL;
+            ep8_store(e, acc[r][0], c + r * ldc, zr, e->cb, 8, first, br);
+            ep8_store(e, acc[r][1], c + r * ldc + 8, zr ? zr + 8 : NULL,
+                      e->cb ? e->cb + 8 : NULL, 8, first, br);
         }
         return;
     }
@@ -609,9 +601,11 @@ static void split_work(int N, int nstrips, int npanels, int tail8, int nt, int *
     *spb_out = (nstrips + best_j - 1) / best_j;
 }
 
-/* See dscy_f32_conv2d; kernels/f32conv.py's uses_phase_split mirrors it to size the scratch. */
-static int phase_split_pays(int M, int P) {
-    return (M + MR - 1) / MR <= 8 || P >= 1024;
+/* Whether dscy_f32_conv2d reads the phase-split scratch xph for this conv (else it packs with
+ * gathers and ignores xph); kernels/f32conv.py asks it before allocating the scratch. See the
+ * measurements at its use in dscy_f32_conv2d. */
+int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P) {
+    return CONV_AVX2 && sw > 1 && KH * KW > 1 && ((M + MR - 1) / MR <= 8 || P >= 1024);
 }
 
 /* x [N][C][H][W]; wp packed weights of M x K; bias [M] or NULL; z [N][M][P] or NULL;
@@ -644,7 +638,7 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
      * convs, ResNet-50's 7x7 stem 0.78x). With many channels on small maps it loses a little
      * (256 and 512 channels on 14x14 / 7x7 outputs: 1.06x), so those keep the gathers. The
      * generic packer reads x directly. */
-    if (!CONV_AVX2 || sw <= 1 || KH * KW == 1 || !phase_split_pays(M, P)) xph = NULL;
+    if (!dscy_f32_conv_uses_phase_split(M, KH, KW, sw, P)) xph = NULL;
     if (xph) {
         /* one pass over the input rows; stride 2 de-interleaves 16 floats per step */
         long rows = (long)N * C * H;
