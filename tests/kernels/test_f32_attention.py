@@ -1,7 +1,7 @@
 """Compiled FP32 attention (kernels/csrc/f32_attn.c, used by FusedAttention) against a float64
 numpy reference, on every ISA build this machine runs: strided [B, S, H, D] views as the
-exporter's Reshape gives them, ragged sizes (queries not a multiple of the 4-row block, keys not
-a multiple of 8, head sizes off the 8/32 vector widths, Dv != D) and broadcast masks."""
+exporter's Reshape gives them, ragged sizes (queries not a multiple of the 6-row block, keys not
+a multiple of the 16-key panel, head sizes off the 8/32 vector widths, Dv != D) and broadcast masks."""
 import numpy as np
 import pytest
 
@@ -21,7 +21,10 @@ def ref_attention(q, k, v, mask, scale):
 
 
 CASES = [  # B, S, T, H, D, Dv, mask shape
-    (1, 128, 128, 12, 32, 32, (1, 1, 1, 128)),      # MiniLM / BERT attention with padding mask
+    (1, 128, 128, 12, 32, 32, (1, 1, 1, 128)),      # MiniLM attention with padding mask
+    (1, 128, 128, 12, 64, 64, (1, 1, 1, 128)),      # BERT-base
+    (1, 67, 40, 2, 64, 48, (1, 1, 1, 40)),          # 6-row blocks + 1, keys 40 = 2.5 panels
+    (2, 10, 130, 2, 9, 17, None),                   # 4-row tail, 17 columns = 1 panel + 1
     (2, 7, 13, 3, 5, 5, None),
     (3, 1, 9, 2, 40, 24, (3, 1, 1, 9)),
     (1, 5, 5, 1, 64, 72, (1, 1, 5, 5)),             # full [S, T] mask

@@ -4,10 +4,13 @@
  * last axis contiguous), so no transposed copies are made; the mask is broadcast by strides
  * (0 along broadcast axes, keys contiguous).
  *
- * Per item: K is transposed once into kt[D][T8] (T8 = T rounded up to 8, zero-padded; 16 KiB at
- * D = 32, T = 128, so it stays in L1), then blocks of 4 query rows get their score rows by FMAs
- * over d (4 rows share each kt vector), scale + mask + softmax (f32_fused.h's row body), and
- * their output rows as sum_j p[j] * v[j, :]. The generic build runs the same loops in plain C.
+ * Per item: K is packed once into panels of 16 keys, ktp[jb][d][16] (8x8 transposes; zero
+ * beyond T), and V into panels of 16 columns, vp[eb][j][16], so both inner loops read one
+ * contiguous 64-byte row per step whatever the exporter's strides are (v rows of a fused QKV
+ * buffer are 9 KiB apart at BERT-base). Blocks of 6 query rows then get their score rows
+ * (6 x 16 keys per step, twelve named accumulators), scale + mask + softmax, and their output
+ * rows (6 x 16 columns per step). The generic build runs the same loops over the same panels
+ * in plain C.
  * With the FP32 GEMMs also on this package's kernels (f32_gemm), a transformer makes no BLAS
  * call at all: OpenBLAS's workers keep spinning after each call and, on a 2-core machine, take
  * turns of a scheduler time slice with the OpenMP threads of the next op. */
@@ -24,94 +27,178 @@
 #define ATT_AVX2 0
 #endif
 
-#define QB 4   /* query rows per block */
+#define QB 6    /* query rows per block */
+#define KW 16   /* keys per K panel, output columns per V panel */
 
 DSCY_THREAD_BUFFER(att_buffer)
 
-/* scores of rows q[0..nr) (row stride qs) against kt -> s[r][T8]; 4 rows x 16 keys per step
- * (8 accumulators: per d two kt loads and four broadcasts feed eight FMAs) */
-static void scores(const float *q, ptrdiff_t qs, int nr, const float *kt, int D, int T8,
-                   float *s) {
 #ifdef __AVX2__
-    if (nr == QB) {
-        int j = 0;
-        for (; j + 16 <= T8; j += 16) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            for (int d = 0; d < D; d++) {
-                const float *kr = kt + (size_t)d * T8 + j;
-                __m256 k0 = _mm256_load_ps(kr), k1 = _mm256_load_ps(kr + 8);
-                __m256 q0 = _mm256_broadcast_ss(q + d), q1 = _mm256_broadcast_ss(q + qs + d);
-                a0 = _mm256_fmadd_ps(q0, k0, a0); b0 = _mm256_fmadd_ps(q0, k1, b0);
-                a1 = _mm256_fmadd_ps(q1, k0, a1); b1 = _mm256_fmadd_ps(q1, k1, b1);
-                q0 = _mm256_broadcast_ss(q + 2 * qs + d); q1 = _mm256_broadcast_ss(q + 3 * qs + d);
-                a2 = _mm256_fmadd_ps(q0, k0, a2); b2 = _mm256_fmadd_ps(q0, k1, b2);
-                a3 = _mm256_fmadd_ps(q1, k0, a3); b3 = _mm256_fmadd_ps(q1, k1, b3);
-            }
-            _mm256_store_ps(s + j, a0);          _mm256_store_ps(s + j + 8, b0);
-            _mm256_store_ps(s + T8 + j, a1);     _mm256_store_ps(s + T8 + j + 8, b1);
-            _mm256_store_ps(s + 2 * T8 + j, a2); _mm256_store_ps(s + 2 * T8 + j + 8, b2);
-            _mm256_store_ps(s + 3 * T8 + j, a3); _mm256_store_ps(s + 3 * T8 + j + 8, b3);
+/* 8x8 float transpose of r[0..8) in place */
+static inline void tr8x8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) {
+        u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+#endif
+
+/* K of one head, [T][D] rows ks apart, into panels of KW keys: ktp[jb][d][KW] (keys jb*KW + i
+ * for i < KW; zero beyond T), so the score loop reads one contiguous 64-byte row per d */
+static void pack_k(const float *k, ptrdiff_t ks, int T, int D, float *ktp) {
+    int T16 = (T + KW - 1) / KW * KW, j0 = 0;
+#ifdef __AVX2__
+    for (; j0 + 8 <= T; j0 += 8) {
+        float *dst = ktp + (size_t)(j0 / KW) * D * KW + j0 % KW;
+        int d0 = 0;
+        for (; d0 + 8 <= D; d0 += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(k + (size_t)(j0 + i) * ks + d0);
+            tr8x8(r);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (size_t)(d0 + i) * KW, r[i]);
         }
-        for (; j < T8; j += 8) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int d = 0; d < D; d++) {
-                __m256 kv = _mm256_load_ps(kt + (size_t)d * T8 + j);
-                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + d), kv, a0);
-                a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + qs + d), kv, a1);
-                a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + 2 * qs + d), kv, a2);
-                a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + 3 * qs + d), kv, a3);
-            }
-            _mm256_store_ps(s + j, a0);
-            _mm256_store_ps(s + T8 + j, a1);
-            _mm256_store_ps(s + 2 * T8 + j, a2);
-            _mm256_store_ps(s + 3 * T8 + j, a3);
-        }
-        return;
+        for (; d0 < D; d0++)
+            for (int i = 0; i < 8; i++) dst[(size_t)d0 * KW + i] = k[(size_t)(j0 + i) * ks + d0];
     }
 #endif
-    for (int r = 0; r < nr; r++) {
-        float *sr = s + (size_t)r * T8;
-        for (int j = 0; j < T8; j++) sr[j] = 0.0f;
-        for (int d = 0; d < D; d++) {
-            float qd = q[r * qs + d];
-            const float *kr = kt + (size_t)d * T8;
-            for (int j = 0; j < T8; j++) sr[j] += qd * kr[j];
+    for (int j = j0; j < T16; j++) {
+        float *dst = ktp + (size_t)(j / KW) * D * KW + j % KW;
+        if (j < T) for (int d = 0; d < D; d++) dst[(size_t)d * KW] = k[(size_t)j * ks + d];
+        else       for (int d = 0; d < D; d++) dst[(size_t)d * KW] = 0.0f;
+    }
+}
+
+/* V of one head, [T][Dv] rows vs apart, into panels of KW columns: vp[eb][j][KW] (zero beyond
+ * Dv), so the context loop reads one contiguous 64-byte row per key */
+static void pack_v(const float *v, ptrdiff_t vs, int T, int Dv, float *vp) {
+    int nb = (Dv + KW - 1) / KW;
+    for (int eb = 0; eb < nb; eb++) {
+        float *dst = vp + (size_t)eb * T * KW;
+        int w = Dv - eb * KW < KW ? Dv - eb * KW : KW;
+        for (int j = 0; j < T; j++) {
+            const float *src = v + (size_t)j * vs + eb * KW;
+            float *d = dst + (size_t)j * KW;
+#ifdef __AVX2__
+            if (w == KW) {
+                _mm256_storeu_ps(d, _mm256_loadu_ps(src));
+                _mm256_storeu_ps(d + 8, _mm256_loadu_ps(src + 8));
+                continue;
+            }
+#endif
+            int e = 0;
+            for (; e < w; e++) d[e] = src[e];
+            for (; e < KW; e++) d[e] = 0.0f;
         }
     }
 }
 
-/* four rows of context at once: o[r][0..Dv) = sum_j p[r][j] * v[j, :] for r < 4 (p rows T8
- * apart, o rows os apart); 16 output columns per step share each v load across the rows */
-static void context4(const float *p, int T8, int T, const float *v, ptrdiff_t vs, int Dv,
-                     float *o, ptrdiff_t os) {
-    int e = 0;
 #ifdef __AVX2__
-    for (; e + 16 <= Dv; e += 16) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        for (int j = 0; j < T; j++) {
-            const float *vr = v + (size_t)j * vs + e;
-            __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
-            __m256 p0 = _mm256_broadcast_ss(p + j), p1 = _mm256_broadcast_ss(p + T8 + j);
-            a0 = _mm256_fmadd_ps(p0, v0, a0); b0 = _mm256_fmadd_ps(p0, v1, b0);
-            a1 = _mm256_fmadd_ps(p1, v0, a1); b1 = _mm256_fmadd_ps(p1, v1, b1);
-            p0 = _mm256_broadcast_ss(p + 2 * T8 + j); p1 = _mm256_broadcast_ss(p + 3 * T8 + j);
-            a2 = _mm256_fmadd_ps(p0, v0, a2); b2 = _mm256_fmadd_ps(p0, v1, b2);
-            a3 = _mm256_fmadd_ps(p1, v0, a3); b3 = _mm256_fmadd_ps(p1, v1, b3);
+/* NR (<= 6) rows x 16 columns: named accumulators (an array of them is spilled by GCC) */
+#define ACC_DECL __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, \
+    a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00
+#define ACC_STEP(r, src, x0, x1) if (NR > r) { __m256 b = _mm256_broadcast_ss(src); \
+    a##r##0 = _mm256_fmadd_ps(b, x0, a##r##0); a##r##1 = _mm256_fmadd_ps(b, x1, a##r##1); }
+#define ACC_ALL(src_r, x0, x1) ACC_STEP(0, src_r(0), x0, x1) ACC_STEP(1, src_r(1), x0, x1) \
+    ACC_STEP(2, src_r(2), x0, x1) ACC_STEP(3, src_r(3), x0, x1) ACC_STEP(4, src_r(4), x0, x1) \
+    ACC_STEP(5, src_r(5), x0, x1)
+#define ACC_OUT(f) f(0, a00, a01) f(1, a10, a11) f(2, a20, a21) f(3, a30, a31) f(4, a40, a41) \
+    f(5, a50, a51)
+
+/* scores of NR query rows (q rows qs apart) against every K panel -> s[r][T16]: NR x 16 keys per
+ * step; each d step loads one panel row and broadcasts NR query values */
+static inline __attribute__((always_inline)) void scores_nr(const float *q, ptrdiff_t qs,
+        const float *ktp, int D, int T16, float *s, const int NR) {
+    for (int jb = 0; jb < T16 / KW; jb++) {
+        const float *kp = ktp + (size_t)jb * D * KW;
+        ACC_DECL;
+        for (int d = 0; d < D; d++) {
+            __m256 k0 = _mm256_loadu_ps(kp + (size_t)d * KW), k1 = _mm256_loadu_ps(kp + (size_t)d * KW + 8);
+#define QSRC(r) (q + (r) * qs + d)
+            ACC_ALL(QSRC, k0, k1)
+#undef QSRC
         }
-        _mm256_storeu_ps(o + e, a0);          _mm256_storeu_ps(o + e + 8, b0);
-        _mm256_storeu_ps(o + os + e, a1);     _mm256_storeu_ps(o + os + e + 8, b1);
-        _mm256_storeu_ps(o + 2 * os + e, a2); _mm256_storeu_ps(o + 2 * os + e + 8, b2);
-        _mm256_storeu_ps(o + 3 * os + e, a3); _mm256_storeu_ps(o + 3 * os + e + 8, b3);
+#define SOUT(r, x0, x1) if (NR > r) { _mm256_storeu_ps(s + (size_t)(r) * T16 + jb * KW, x0); \
+        _mm256_storeu_ps(s + (size_t)(r) * T16 + jb * KW + 8, x1); }
+        ACC_OUT(SOUT)
+#undef SOUT
     }
+}
+
+/* o[r][0..Dv) = sum_{j<T} p[r][j] * v[j, :] for NR rows (p rows T16 apart, o rows os apart) */
+static inline __attribute__((always_inline)) void context_nr(const float *p, int T16, int T,
+        const float *vp, int Dv, float *o, ptrdiff_t os, const int NR) {
+    for (int eb = 0; eb * KW < Dv; eb++) {
+        const float *vb = vp + (size_t)eb * T * KW;
+        ACC_DECL;
+        for (int j = 0; j < T; j++) {
+            __m256 v0 = _mm256_loadu_ps(vb + (size_t)j * KW), v1 = _mm256_loadu_ps(vb + (size_t)j * KW + 8);
+#define PSRC(r) (p + (size_t)(r) * T16 + j)
+            ACC_ALL(PSRC, v0, v1)
+#undef PSRC
+        }
+        int w = Dv - eb * KW;
+#define OOUT(r, x0, x1) if (NR > r) { float *orow = o + (size_t)(r) * os + eb * KW; \
+        if (w >= KW) { _mm256_storeu_ps(orow, x0); _mm256_storeu_ps(orow + 8, x1); } \
+        else { float t[KW]; _mm256_storeu_ps(t, x0); _mm256_storeu_ps(t + 8, x1); \
+               for (int e = 0; e < w; e++) orow[e] = t[e]; } }
+        ACC_OUT(OOUT)
+#undef OOUT
+    }
+}
 #endif
-    for (; e < Dv; e++)
-        for (int r = 0; r < QB; r++) {
+
+static void scores(const float *q, ptrdiff_t qs, int nr, const float *ktp, int D, int T16,
+                   float *s) {
+#ifdef __AVX2__
+    switch (nr) {
+    case 6: scores_nr(q, qs, ktp, D, T16, s, 6); return;
+    case 5: scores_nr(q, qs, ktp, D, T16, s, 5); return;
+    case 4: scores_nr(q, qs, ktp, D, T16, s, 4); return;
+    case 3: scores_nr(q, qs, ktp, D, T16, s, 3); return;
+    case 2: scores_nr(q, qs, ktp, D, T16, s, 2); return;
+    default: scores_nr(q, qs, ktp, D, T16, s, 1); return;
+    }
+#else
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < T16; j++) {
+            const float *kp = ktp + (size_t)(j / KW) * D * KW + j % KW;
             float a = 0.0f;
-            for (int j = 0; j < T; j++) a += p[(size_t)r * T8 + j] * v[(size_t)j * vs + e];
+            for (int d = 0; d < D; d++) a += q[r * qs + d] * kp[(size_t)d * KW];
+            s[(size_t)r * T16 + j] = a;
+        }
+#endif
+}
+
+static void context(const float *p, int T16, int T, const float *vp, int Dv, float *o,
+                    ptrdiff_t os, int nr) {
+#ifdef __AVX2__
+    switch (nr) {
+    case 6: context_nr(p, T16, T, vp, Dv, o, os, 6); return;
+    case 5: context_nr(p, T16, T, vp, Dv, o, os, 5); return;
+    case 4: context_nr(p, T16, T, vp, Dv, o, os, 4); return;
+    case 3: context_nr(p, T16, T, vp, Dv, o, os, 3); return;
+    case 2: context_nr(p, T16, T, vp, Dv, o, os, 2); return;
+    default: context_nr(p, T16, T, vp, Dv, o, os, 1); return;
+    }
+#else
+    for (int r = 0; r < nr; r++)
+        for (int e = 0; e < Dv; e++) {
+            const float *vb = vp + (size_t)(e / KW) * T * KW + e % KW;
+            float a = 0.0f;
+            for (int j = 0; j < T; j++) a += p[(size_t)r * T16 + j] * vb[(size_t)j * KW];
             o[(size_t)r * os + e] = a;
         }
+#endif
 }
 
 #ifdef __AVX2__
@@ -153,47 +240,13 @@ static void softmax_row(float *s, const float *mask, int T, float scale) {
 }
 #endif
 
-/* o[0..Dv) = sum_j p[j] * v[j * vs + (0..Dv)] */
-static void context_row(const float *p, int T, const float *v, ptrdiff_t vs, int Dv, float *o) {
-    int e = 0;
-#ifdef __AVX2__
-    for (; e + 32 <= Dv; e += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int j = 0; j < T; j++) {
-            const float *vr = v + (size_t)j * vs + e;
-            __m256 pj = _mm256_broadcast_ss(p + j);
-            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr), a0);
-            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr + 8), a1);
-            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr + 16), a2);
-            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr + 24), a3);
-        }
-        _mm256_storeu_ps(o + e, a0);
-        _mm256_storeu_ps(o + e + 8, a1);
-        _mm256_storeu_ps(o + e + 16, a2);
-        _mm256_storeu_ps(o + e + 24, a3);
-    }
-    for (; e + 8 <= Dv; e += 8) {
-        __m256 a0 = _mm256_setzero_ps();
-        for (int j = 0; j < T; j++)
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j),
-                                 _mm256_loadu_ps(v + (size_t)j * vs + e), a0);
-        _mm256_storeu_ps(o + e, a0);
-    }
-#endif
-    for (; e < Dv; e++) {
-        float a = 0.0f;
-        for (int j = 0; j < T; j++) a += p[j] * v[(size_t)j * vs + e];
-        o[e] = a;
-    }
-}
-
 int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
                        const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
                        const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
                        const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
                        float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
                        int B, int H, int S, int T, int D, int Dv, float scale, int nthreads) {
-    int T8 = (T + 7) / 8 * 8;
+    int T16 = (T + KW - 1) / KW * KW, Dv16 = (Dv + KW - 1) / KW * KW;
     long items = (long)B * H;
     int nt = dscy_nthreads(nthreads);
     if ((double)items * S * T * (D + Dv) < 1.0e6) nt = 1;
@@ -202,35 +255,26 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
     #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) reduction(|:fail)
     for (long it = 0; it < items; it++) {
         int b = (int)(it / H), h = (int)(it % H);
-        float *kt = att_buffer((size_t)D * T8 + (size_t)QB * T8);
-        if (!kt) { fail = 1; continue; }
-        float *s = kt + (size_t)D * T8;
-        const float *kbh = k + b * kb + h * kh;
-        for (int d = 0; d < D; d++) {
-            float *row = kt + (size_t)d * T8;
-            for (int j = 0; j < T; j++) row[j] = kbh[(size_t)j * ks + d];
-            for (int j = T; j < T8; j++) row[j] = 0.0f;
-        }
-        const float *qbh = q + b * qb + h * qh, *vbh = v + b * vb + h * vh;
+        float *ktp = att_buffer((size_t)D * T16 + (size_t)T * Dv16 + (size_t)QB * T16);
+        if (!ktp) { fail = 1; continue; }
+        float *vp = ktp + (size_t)D * T16, *s = vp + (size_t)T * Dv16;
+        pack_k(k + b * kb + h * kh, ks, T, D, ktp);
+        pack_v(v + b * vb + h * vh, vs, T, Dv, vp);
+        const float *qbh = q + b * qb + h * qh;
         float *obh = o + b * ob + h * oh;
         const float *mbh = mask ? mask + b * mb + h * mh : NULL;
         for (int i0 = 0; i0 < S; i0 += QB) {
             int nr = S - i0 < QB ? S - i0 : QB;
-            scores(qbh + (size_t)i0 * qs, qs, nr, kt, D, T8, s);
+            scores(qbh + (size_t)i0 * qs, qs, nr, ktp, D, T16, s);
             for (int r = 0; r < nr; r++) {
                 const float *mrow = mbh ? mbh + (size_t)(i0 + r) * mq : NULL;
 #ifdef __AVX2__
-                softmax_row(s + (size_t)r * T8, mrow, T, scale);
+                softmax_row(s + (size_t)r * T16, mrow, T, scale);
 #else
-                dscy_scale_mask_softmax(ATT_AVX2, s + (size_t)r * T8, mrow, T, scale);
+                dscy_scale_mask_softmax(ATT_AVX2, s + (size_t)r * T16, mrow, T, scale);
 #endif
             }
-            if (nr == QB) {
-                context4(s, T8, T, vbh, vs, Dv, obh + (size_t)i0 * os, os);
-            } else {
-                for (int r = 0; r < nr; r++)
-                    context_row(s + (size_t)r * T8, T, vbh, vs, Dv, obh + (size_t)(i0 + r) * os);
-            }
+            context(s, T16, T, vp, Dv, obh + (size_t)i0 * os, os, nr);
         }
     }
     return fail ? -1 : 0;
