@@ -512,6 +512,38 @@ def _fuse_gelu(v):
     return count
 
 
+def _fuse_qgemm_gelu(v):
+    """QGemm(mode float | requant_dq) -> Gelu -> QuantizeLinear (per tensor) ==> QGemm with the
+    GELU and the requantization in its epilogue (a quantized transformer's FFN: the intermediate layer's
+    float output, its GELU and the quantization for the output layer were three passes over a
+    [tokens, 4 * hidden] float tensor)."""
+    count = 0
+    for qg in list(v.g.nodes) + list(v.added):
+        if id(qg) in v.removed or qg.op_type != "QGemm" or qg.domain != DOMAIN \
+                or qg.attrs.get("mode", "float") not in ("float", "requant_dq") \
+                or qg.attrs.get("activation"):
+            continue
+        rd = _live(v, qg.outputs[0]) if qg.outputs[0] not in v.outputs else []
+        if len(rd) != 1 or rd[0].op_type != "Gelu" or rd[0].domain != DOMAIN:
+            continue
+        gelu = rd[0]
+        q = v.sole(gelu.outputs[0], "QuantizeLinear")
+        qp = _q_params(v, q) if q is not None else None
+        if qp is None:
+            continue
+        attrs = dict(qg.attrs)
+        if attrs.get("mode", "float") == "float":
+            attrs.update(activation="gelu", mode="requant", y_scale=qp[0], y_zero_point=qp[1],
+                         y_dtype=qp[2].name)
+        else:   # the layer's own Q -> DQ -> Add(bias) stays inside, bit for bit
+            attrs.update(activation="gelu", out_scale=qp[0], out_zero_point=qp[1],
+                         out_dtype=qp[2].name)
+        v.replace([qg, gelu, q], Node("QGemm", DOMAIN, list(qg.inputs), [q.outputs[0]], attrs,
+                                      qg.name, qg.index))
+        count += 1
+    return count
+
+
 def _fuse_matmul_f32(v):
     """MatMul(x, const W[K, N] f32) [-> Add(const b[N])] [-> Gelu | Relu] ==> FusedMatMul."""
     count = 0
@@ -811,6 +843,7 @@ def fuse(graph, opsets, exact=None):
     if _fp32_enabled():
         opset = opsets.get("", opsets.get("ai.onnx", 13))
         count += _fuse_gelu(v)
+        count += _fuse_qgemm_gelu(v)
         count += _fuse_matmul_f32(v)
         count += _fuse_layernorm(v)
         count += _fuse_attention(v, opset)

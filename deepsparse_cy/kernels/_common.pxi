@@ -10,6 +10,10 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
         const float *scale
         int out_type, act
         float lo, hi
+        float y_scale
+        int mid_type, mid_zp
+        float mid_scale
+        const float *mid_bias
         int zero_point
         void *out
         Py_ssize_t ldo
@@ -19,7 +23,8 @@ cdef inline void *_ptr(cnp.ndarray a):
     return cnp.PyArray_DATA(a)
 
 cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out_type, int act,
-                                    float lo, float hi, int zp, cnp.ndarray out):
+                                    float lo, float hi, float y_scale, tuple mid, int zp,
+                                    cnp.ndarray out):
     cdef dscy_epilogue ep
     ep.bias = <const int32_t *>_ptr(bias)
     ep.scale = <const float *>_ptr(scale)
@@ -27,6 +32,18 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
     ep.act = act
     ep.lo = lo
     ep.hi = hi
+    ep.y_scale = y_scale
+    cdef cnp.ndarray mb
+    ep.mid_type = 0
+    ep.mid_zp = 0
+    ep.mid_scale = 1.0
+    ep.mid_bias = NULL
+    if mid is not None:    # (type code, zero point, scale, float32 bias [>= N], C-contiguous)
+        mb = <cnp.ndarray>mid[3]
+        ep.mid_type = <int>mid[0]
+        ep.mid_zp = <int>mid[1]
+        ep.mid_scale = <float>mid[2]
+        ep.mid_bias = <const float *>_ptr(mb)
     ep.zero_point = zp
     ep.out = _ptr(out)
     ep.ldo = out.strides[0] // out.itemsize

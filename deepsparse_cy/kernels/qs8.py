@@ -19,7 +19,7 @@ COST_ROW = 6.0
 
 _OUT_CODES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2,
               np.dtype(np.int8): 3}
-_ACT_CODES = {None: 0, "none": 0, "relu": 1, "clip": 2}
+_ACT_CODES = {None: 0, "none": 0, "relu": 1, "clip": 2, "gelu": 3}
 
 
 class PackedQS8:
@@ -142,7 +142,27 @@ def pack_qs8(w, format="auto"):
     return p
 
 
-def _epilogue_args(n, bias, scale, out_dtype, x_zero_point, rowsum, activation, clip):
+def _mid_args(n, mid):
+    """mid = (dtype, zero_point, scale, bias[n] or None) -> the kernels' (code, zp, scale, bias)."""
+    if mid is None:
+        return None
+    dt, zp, sc, b = mid
+    dt = np.dtype(dt)
+    if dt not in (_U8, _S8):
+        raise ValueError(f"mid dtype must be uint8 or int8, got {dt}")
+    info = np.iinfo(dt)
+    if not info.min <= int(zp) <= info.max:
+        raise ValueError(f"mid zero point {zp} outside {dt}")
+    sc = float(np.float32(sc))
+    if not (np.isfinite(sc) and sc > 0):
+        raise ValueError(f"mid scale must be a positive finite float, got {mid[2]!r}")
+    b = np.zeros(n, np.float32) if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
+    if b.shape != (n,):
+        raise ValueError(f"mid bias must have {n} elements, got {b.shape}")
+    return (_OUT_CODES[dt], int(zp), sc, b)
+
+
+def _epilogue_args(n, bias, scale, out_dtype, x_zero_point, rowsum, activation, clip, y_scale):
     out_dtype = np.dtype(out_dtype)
     if out_dtype not in _OUT_CODES:
         raise ValueError(f"out_dtype must be float32, uint8, int8 or int32, got {out_dtype}")
@@ -164,10 +184,13 @@ def _epilogue_args(n, bias, scale, out_dtype, x_zero_point, rowsum, activation, 
         if s.shape != (n,):
             raise ValueError(f"scale must be a scalar or have {n} elements, got {s.shape}")
     if activation not in _ACT_CODES:
-        raise ValueError(f"activation must be None, 'relu' or 'clip', got {activation!r}")
+        raise ValueError(f"activation must be None, 'relu', 'clip' or 'gelu', got {activation!r}")
     act = _ACT_CODES[activation]
     lo, hi = (float(clip[0]), float(clip[1])) if act == 2 else (0.0, 0.0)
-    return out_dtype, b, s, act, lo, hi
+    ys = float(np.float32(y_scale))
+    if not (np.isfinite(ys) and ys > 0):
+        raise ValueError(f"y_scale must be a positive finite float, got {y_scale!r}")
+    return out_dtype, b, s, act, lo, hi, ys
 
 
 def _check_x(x, k, dtypes):
@@ -196,10 +219,13 @@ class PreparedQS8:
     prepare_qs8_matmul; call as p(x, out=None, num_threads=None)."""
 
     def __init__(self, packed, bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
-                 clip, isa):
+                 clip, isa, y_scale=1.0, mid=None):
         n = packed.n
-        self.out_dtype, self.b, self.s, self.act, self.lo, self.hi = _epilogue_args(
-            n, bias, scale, out_dtype, x_zero_point, packed.rowsum, activation, clip)
+        self.out_dtype, self.b, self.s, self.act, self.lo, self.hi, self.ys = _epilogue_args(
+            n, bias, scale, out_dtype, x_zero_point, packed.rowsum, activation, clip, y_scale)
+        self.mid = _mid_args(n, mid)
+        if self.mid is not None and self.out_dtype == np.int32:
+            raise ValueError("mid needs a float32, uint8 or int8 output")
         self.zp = int(out_zero_point)
         if self.out_dtype in (np.uint8, np.int8):
             info = np.iinfo(self.out_dtype)
@@ -208,6 +234,7 @@ class PreparedQS8:
         self.packed, self.code = packed, _OUT_CODES[self.out_dtype]
         self.reference_args = (bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
                                clip)
+        self._mid_user = mid
         a = packed.arrays
         if packed.format == "dense":
             self._fn = load("qs8_gemm", isa).gemm
@@ -227,17 +254,18 @@ class PreparedQS8:
         if m == 0 or n == 0:
             return out
         if packed.k == 0:
+            mid = self._mid_user
             return qs8_matmul_reference(x, np.zeros((n, 0), np.int8), *self.reference_args,
-                                        out=out)
+                                        out=out, y_scale=self.ys, mid=mid)
         xs = int(x.dtype == _S8)
         if packed.format == "dense":
             wp, n_, np_, kp = self._lead
             self._fn(x, xs, wp, n_, np_, kp, self.b, self.s, self.code, self.act, self.lo,
-                     self.hi, self.zp, out, int(num_threads or 0))
+                     self.hi, self.ys, self.mid, self.zp, out, int(num_threads or 0))
         else:
             kp, rp, ix, vals, bp, n_ = self._lead
             self._fn(x, xs, kp, rp, ix, vals, bp, n_, self.b, self.s, self.code, self.act,
-                     self.lo, self.hi, self.zp, out, int(num_threads or 0))
+                     self.lo, self.hi, self.ys, self.mid, self.zp, out, int(num_threads or 0))
         return out
 
 
@@ -245,25 +273,43 @@ _U8, _S8 = np.dtype(np.uint8), np.dtype(np.int8)
 
 
 def prepare_qs8_matmul(packed, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
-                       x_zero_point=0, activation=None, clip=None, isa=None):
+                       x_zero_point=0, activation=None, clip=None, isa=None, y_scale=1.0,
+                       mid=None):
     """A PreparedQS8 for repeated qs8_matmul calls with the same weight and epilogue."""
     return PreparedQS8(packed, bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
-                       clip, isa)
+                       clip, isa, y_scale, mid)
 
 
 def qs8_matmul(x, packed, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
-               x_zero_point=0, activation=None, clip=None, num_threads=None, out=None, isa=None):
+               x_zero_point=0, activation=None, clip=None, num_threads=None, out=None, isa=None,
+               y_scale=1.0, mid=None):
     """out[M, N] = epilogue(sum_k (x[m, k] - x_zero_point) * w[n, k] + bias[n]); see the
-    package docstring. x: uint8 or int8 [M, K], tokens-major."""
+    package docstring. x: uint8 or int8 [M, K], tokens-major. activation="gelu" applies the
+    erf GELU to the real value (acc + bias) * scale and divides by y_scale (the output
+    quantization scale) before rounding. mid = (dtype, zero_point, scale, bias[N] or None)
+    quantizes (acc + bias) * scale to dtype first and continues from its dequantized value plus
+    bias (QuantizeLinear -> DequantizeLinear -> Add inside the layer)."""
     x = _check_x(x, packed.k, (np.uint8, np.int8))
     p = PreparedQS8(packed, bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
-                    clip, isa)
+                    clip, isa, y_scale, mid)
     return p(x, out=out, num_threads=num_threads)
 
 
+def _gelu64(f):
+    """0.5 f (1 + erf(f / sqrt 2)) in float64 (math.erf per element: the test sizes are small)."""
+    import math
+    f = np.asarray(f, np.float64)
+    e = np.frompyfunc(lambda t: math.erf(t / math.sqrt(2.0)), 1, 1)(f).astype(np.float64)
+    return 0.5 * f * (1.0 + e)
+
+
 def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
-                         x_zero_point=0, activation=None, clip=None, out=None):
-    """Plain numpy version of qs8_matmul with the unpacked weight w [N, K] (int8)."""
+                         x_zero_point=0, activation=None, clip=None, out=None, y_scale=1.0,
+                         mid=None):
+    """Plain numpy version of qs8_matmul with the unpacked weight w [N, K] (int8); bit-exact to
+    the kernels except for activation="gelu" (exact erf here, a rational approximation of a few
+    ulp there: a quantized output may differ by one step where the value sits on a rounding
+    boundary)."""
     x, w = np.asarray(x), np.asarray(w)
     out_dtype = np.dtype(out_dtype)
     acc = (x.astype(np.int64) - int(x_zero_point)) @ w.astype(np.int64).T
@@ -274,10 +320,19 @@ def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_
         res = acc
     else:
         f = acc.astype(np.float32) * np.asarray(scale, np.float32).reshape(1, -1)
+        if mid is not None:
+            mdt, mzp, msc, mb = mid
+            mi = np.iinfo(np.dtype(mdt))
+            q1 = np.clip(np.rint(f.astype(np.float64)) + int(mzp), mi.min, mi.max)
+            f = (q1 - int(mzp)).astype(np.float32) * np.float32(msc)
+            if mb is not None:
+                f = f + np.asarray(mb, np.float32).reshape(1, -1)
         if activation == "relu":
             f = np.maximum(f, np.float32(0))
         elif activation == "clip":
             f = np.minimum(np.maximum(f, np.float32(clip[0])), np.float32(clip[1]))
+        elif activation == "gelu":
+            f = _gelu64(f) / np.float64(np.float32(y_scale))
         if out_dtype == np.float32:
             res = f
         else:

@@ -10,9 +10,14 @@ layer from its measured sparsity pattern). Attributes (numpy values, set by the 
     bias [N]                   float bias added to the matmul result before requantization
     post_bias [N]              float bias added after the dequantized result (Q -> DQ -> Add)
     y_scale, y_zero_point, y_dtype   output quantization (modes requant / requant_dq)
+    activation                 "" or "gelu": GELU (erf form) of the float result, before the
+                               output quantization (a Gelu -> QuantizeLinear after the layer)
+    out_scale, out_zero_point, out_dtype   with requant_dq + gelu: the quantization after GELU
     mode                       int32:      acc = sum (x - zx) w                       -> int32
                                float:      acc * sx * sw + bias + post_bias           -> float32
                                requant:    sat(rint((acc*sx*sw + bias) / sy) + zy)    -> u8 / s8
+                                           with GELU: sat(rint(gelu(acc*sx*sw + bias) / sy) + zy)
+                               requant_dq + GELU: sat(rint(gelu(requant_dq) / s_out) + z_out)
                                requant_dq: (requant - zy) * sy + post_bias            -> float32
 
 Biases are folded into the kernel's int32 bias (rint(b / (sx * sw))) when they fit; the rounding
@@ -48,6 +53,14 @@ class QGemm(Op):
         self.packed = kernels.pack_qs8(self.w_nk, "auto")
         self._dense = None
         self.mode = a.get("mode", "float")
+        self.act = a.get("activation", "") or None
+        if self.act not in (None, "gelu") or (self.act and self.mode == "int32"):
+            raise ShapeError(f"QGemm: activation {self.act!r} with mode {self.mode!r}")
+        # requant_dq + GELU: the GELU of the dequantized value, quantized again (out_*)
+        self.final = None
+        if self.act and self.mode == "requant_dq":
+            self.final = (float(a["out_scale"]), int(a.get("out_zero_point", 0)),
+                          np.dtype(a.get("out_dtype", "uint8")))
         self.zx = int(a.get("x_zero_point", 0))
         self.num_threads = _threads(ctx)
         n = self.n
@@ -82,12 +95,16 @@ class QGemm(Op):
             self.y_scale = float(a["y_scale"])
             self.y_zp = int(a.get("y_zero_point", 0))
             self.y_dtype = np.dtype(a.get("y_dtype", "uint8"))
-            self.scale = (sxsw / self.y_scale).astype(np.float32)
+            # GELU is not scale-invariant: the kernel applies it to the real value, then divides
+            gelu_last = self.act and self.final is None
+            self.scale = (sxsw if gelu_last else sxsw / self.y_scale).astype(np.float32)
         else:
             self.scale = sxsw.astype(np.float32)
         self.out_dtype = {"int32": np.dtype(np.int32), "float": np.dtype(np.float32),
                           "requant": getattr(self, "y_dtype", None),
                           "requant_dq": np.dtype(np.float32)}[self.mode]
+        if self.final is not None:
+            self.out_dtype = self.final[2]
         fam = "qs8_gemm" if self.packed.format == "dense" else "qs8_spmm"
         self.kernel_name = _KERNEL_NAMES[self.packed.format]
         self.kernel_isa = kernels.kernel_builds().get(fam, kernels.kernel_isa())
@@ -122,10 +139,17 @@ class QGemm(Op):
             mode = self.mode
             if mode == "int32":
                 kw["out_dtype"] = np.int32
-            elif self.float_bias is not None or mode == "float":
+            elif self.float_bias is not None:
                 kw.update(scale=self.scale, out_dtype=np.float32)
+            elif mode == "float":
+                kw.update(scale=self.scale, out_dtype=np.float32, activation=self.act)
+            elif self.final is not None:
+                fs, fzp, fdt = self.final
+                kw.update(scale=self.scale, out_dtype=fdt, out_zero_point=fzp, activation="gelu",
+                          y_scale=fs, mid=(self.y_dtype, self.y_zp, self.y_scale, self.post_bias))
             else:
-                kw.update(scale=self.scale, out_dtype=self.y_dtype, out_zero_point=self.y_zp)
+                kw.update(scale=self.scale, out_dtype=self.y_dtype, out_zero_point=self.y_zp,
+                          activation=self.act, y_scale=self.y_scale if self.act else 1.0)
             p = self._prepared[id(packed)] = kernels.prepare_qs8_matmul(packed, **kw)
         return p
 
@@ -140,13 +164,38 @@ class QGemm(Op):
         if mode == "int32":
             kern(x2, out=r2, num_threads=nt)
             return [res]
+        if self.final is not None:
+            if self.float_bias is None:
+                kern(x2, out=r2, num_threads=nt)
+                return [res]
+            # bias too large for the int32 accumulator: the same steps in numpy
+            f = kern(x2, num_threads=nt)
+            f += self.float_bias / np.float32(self.y_scale)
+            q1 = np.empty((m, self.n), self.y_dtype)
+            self._requant_float(f, q1)
+            f = (q1.astype(np.float32) - np.float32(self.y_zp)) * np.float32(self.y_scale)
+            if self.post_bias is not None:
+                f += self.post_bias
+            _f32_ops.gelu_erf(f.reshape(-1), f.reshape(-1))
+            f /= np.float32(self.final[0])
+            info = np.iinfo(self.final[2])
+            r2[...] = np.clip(np.rint(f) + self.final[1], info.min, info.max)
+            return [res]
         if self.float_bias is not None:
             # bias too large for the int32 accumulator: add it in float, requantize in numpy
             f = kern(x2, num_threads=nt)
-            if mode == "float":
+            if self.act:
+                f += self.float_bias
+                _f32_ops.gelu_erf(f.reshape(-1), f.reshape(-1))
+                if mode == "float":
+                    r2[...] = f
+                    return [res]
+                f /= np.float32(self.y_scale)
+            elif mode == "float":
                 np.add(f, self.float_bias, out=r2)
                 return [res]
-            f += self.float_bias / np.float32(self.y_scale)
+            else:
+                f += self.float_bias / np.float32(self.y_scale)
             q = r2 if mode == "requant" else np.empty((m, self.n), self.y_dtype)
             self._requant_float(f, q)
         elif mode == "float":

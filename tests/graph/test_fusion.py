@@ -79,6 +79,25 @@ def _qdq_layer(rng, k, n, *, per_channel, x_dtype, sparsity, block4, tail):
     elif tail == "q":
         nodes += [helper.make_node("QuantizeLinear", ["mm", "sy", "zy"], ["y"])]
         out_t = TP.UINT8
+    elif tail in ("qdq_bias_gelu_q", "bias_gelu_q"):
+        # a quantized FFN's intermediate layer: [Q -> DQ ->] Add(b) -> GELU as torch exports it
+        # (Div(sqrt 2) -> Erf -> Add(1) -> Mul(x) -> Mul(0.5)) -> Q for the next layer
+        if tail == "qdq_bias_gelu_q":
+            nodes += [helper.make_node("QuantizeLinear", ["mm", "sy", "zy"], ["yq"]),
+                      helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["yd"]),
+                      helper.make_node("Add", ["yd", "b"], ["g"])]
+        else:
+            nodes += [helper.make_node("Add", ["mm", "b"], ["g"])]
+        inits += [_init("sqrt2", np.float32(2 ** 0.5)), _init("one", np.float32(1.0)),
+                  _init("half", np.float32(0.5)), _init("s2", np.float32(0.03)),
+                  _init("z2", np.uint8(10))]
+        nodes += [helper.make_node("Div", ["g", "sqrt2"], ["g1"]),
+                  helper.make_node("Erf", ["g1"], ["g2"]),
+                  helper.make_node("Add", ["g2", "one"], ["g3"]),
+                  helper.make_node("Mul", ["g", "g3"], ["g4"]),
+                  helper.make_node("Mul", ["g4", "half"], ["g5"]),
+                  helper.make_node("QuantizeLinear", ["g5", "s2", "z2"], ["y"])]
+        out_t = TP.UINT8
     else:
         nodes += [helper.make_node("Identity", ["mm"], ["y"])]
     m = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [2, 3, k])],
@@ -142,6 +161,30 @@ def test_qdq_matmul_fused_matches_unfused(rng, monkeypatch, tail, per_channel, x
             assert np.mean(np.abs(got - ref) > 1e-4) < 0.02
         else:
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("tail", ["qdq_bias_gelu_q", "bias_gelu_q"])
+@pytest.mark.parametrize("sparsity,block4", [(0.0, False), (0.9, True), (0.92, False)])
+def test_qdq_gelu_quantize_fused_into_epilogue(rng, monkeypatch, tail, sparsity, block4):
+    """[Q -> DQ ->] Add -> GELU -> QuantizeLinear after a QDQ MatMul runs as one QGemm (GELU and
+    both quantizations in the kernel's epilogue) and agrees with the unfused graph and with
+    onnxruntime executing the file as written: at most one step apart where a value sits on a
+    rounding boundary (the kernels' erf is a rational approximation)."""
+    k, n = 150, 70
+    m, *_ = _qdq_layer(rng, k, n, per_channel=True, x_dtype="u8", sparsity=sparsity,
+                       block4=block4, tail=tail)
+    x = (rng.standard_normal((2, 3, k)) * 2).astype(np.float32)
+    e = ds.compile_model(m)
+    ops = _ops(e)
+    assert ops["QGemm"] == 1 and len(ops) == 2, ops       # the input's QuantizeLinear + QGemm
+    got = e.run([x])[0]
+    ref = _unfused(m, monkeypatch).run([x])[0]
+    ort_ref = _ort_plain(m, {"x": x})[0]
+    assert got.dtype == ref.dtype == np.uint8 and got.shape == ref.shape
+    assert len(np.unique(ref)) > 20                        # GELU's curve, not a constant
+    for r in (ref, ort_ref):
+        d = np.abs(got.astype(int) - r.astype(int))
+        assert d.max() <= 1 and np.mean(d > 0) < 0.02
 
 
 @pytest.mark.parametrize("x_dtype", ["u8", "s8"])

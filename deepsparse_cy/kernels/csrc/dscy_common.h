@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "dscy_kernels.h"
+#include "dscy_fastmath.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -52,8 +53,20 @@ static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int n
     int32_t v = (int32_t)((uint32_t)acc + (uint32_t)ep->bias[n]);
     if (ep->out_type == DSCY_OUT_I32) return v;
     float f = (float)v * ep->scale[n];
+    if (ep->mid_type) {
+        float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
+        float mhi = (ep->mid_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->mid_zp;
+        f = f < mlo ? mlo : f; f = f > mhi ? mhi : f;
+        float d = rintf(f) * ep->mid_scale;
+#ifdef __FMA__
+        __asm__("" : "+x"(d));   /* no FMA contraction: the vector path rounds the product too */
+#endif
+        f = d + ep->mid_bias[n];
+    }
     if (ep->act == DSCY_ACT_RELU) f = f > 0.0f ? f : 0.0f;
     else if (ep->act == DSCY_ACT_CLIP) { f = f < ep->lo ? ep->lo : f; f = f > ep->hi ? ep->hi : f; }
+    else if (ep->act == DSCY_ACT_GELU)
+        f = 0.5f * f * (1.0f + dscy_erff(f * 0.70710678118654752440f)) / ep->y_scale;
     if (ep->out_type == DSCY_OUT_F32) { int32_t bits; memcpy(&bits, &f, 4); return bits; }
     /* clamp before rounding so huge values cannot overflow the int conversion; the bounds are
      * integers, so rint(clamp(f)) + zp == saturate(rint(f) + zp) */
@@ -72,13 +85,49 @@ static inline void dscy_ep_store1(const dscy_epilogue *ep, int32_t acc, int m, i
 }
 
 #ifdef __AVX2__
-/* Epilogue of 8 int32 accumulators: vacc[j] belongs to output (m[j], n[j]) with per-lane bias and
- * scale vectors. Returns float values (already activated); caller stores. */
-static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bias, __m256 scale) {
+/* 0.5 x (1 + erf(x / sqrt 2)) on 8 lanes: dscy_erff's clamp and rational form with FMAs (finite
+ * x only: the epilogue's values come from int32 sums) */
+static inline __m256 dscy_gelu8(__m256 x) {
+    __m256 xc = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752440f));
+    xc = _mm256_min_ps(_mm256_max_ps(xc, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
+    __m256 x2 = _mm256_mul_ps(xc, xc);
+    __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.77068142495902e-08f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-2.10102402082508e-06f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-5.69250639462346e-05f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-7.34990630326855e-04f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-2.95459980854025e-03f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.60960333262415e-02f));
+    p = _mm256_mul_ps(p, xc);
+    __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-2.13374055278905e-04f));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-1.68282697438203e-03f));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-7.37332916720468e-03f));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-1.42647390514189e-02f));
+    __m256 e = _mm256_div_ps(p, q);
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+/* Epilogue of 8 int32 accumulators: vacc[j] belongs to output (m[j], n[j]) with per-lane bias,
+ * scale and mid_bias vectors (mid_bias read only when ep->mid_type). Returns float values
+ * (already activated); caller stores. */
+static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bias, __m256 scale,
+                                __m256 mid_bias) {
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
+    if (ep->mid_type) {
+        float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
+        float mhi = (ep->mid_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->mid_zp;
+        f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(mlo)), _mm256_set1_ps(mhi));
+        f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        f = _mm256_mul_ps(f, _mm256_set1_ps(ep->mid_scale));
+        __asm__("" : "+x"(f));   /* gcc would contract the mul and add into an FMA */
+        f = _mm256_add_ps(f, mid_bias);
+    }
     if (ep->act == DSCY_ACT_RELU) f = _mm256_max_ps(f, _mm256_setzero_ps());
     else if (ep->act == DSCY_ACT_CLIP)
         f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(ep->lo)), _mm256_set1_ps(ep->hi));
+    else if (ep->act == DSCY_ACT_GELU)
+        f = _mm256_div_ps(dscy_gelu8(f), _mm256_set1_ps(ep->y_scale));
     return f;
 }
 /* float -> quantized int32 lanes (rounded half-even, zero point added, saturated) */

@@ -17,18 +17,28 @@
 /* Fused epilogue, applied once per output element:
  *   v = acc + bias[n]                                          (int32)
  *   out_type INT32: out = v
- *   else f = (float)v * scale[n]; f = act(f)                    (float32, no FMA contraction)
+ *   else f = (float)v * scale[n]                                 (float32, no FMA contraction)
+ *        mid_type U8/S8 (a QuantizeLinear -> DequantizeLinear -> Add(bias) inside the layer):
+ *          f = (float)(saturate(rint(f) + mid_zp) - mid_zp) * mid_scale + mid_bias[n]
+ *        f = act(f)
  *   out_type F32: out = f
  *   out_type U8/S8: out = saturate(rint_half_even(f) + zero_point)   (ONNX QuantizeLinear)
- * act: 0 none, 1 relu (max(f,0)), 2 clip [lo, hi]. */
+ * act: 0 none, 1 relu (max(f,0)), 2 clip [lo, hi], 3 gelu: f = gelu(f) / y_scale, the erf GELU
+ * (dscy_fastmath.h's rational erf) of the real value, then divided by the output quantization
+ * scale as QuantizeLinear does (relu and clip fold that scale into scale[n]; GELU cannot). */
 enum { DSCY_OUT_I32 = 0, DSCY_OUT_F32 = 1, DSCY_OUT_U8 = 2, DSCY_OUT_S8 = 3 };
-enum { DSCY_ACT_NONE = 0, DSCY_ACT_RELU = 1, DSCY_ACT_CLIP = 2 };
+enum { DSCY_ACT_NONE = 0, DSCY_ACT_RELU = 1, DSCY_ACT_CLIP = 2, DSCY_ACT_GELU = 3 };
 
 typedef struct {
     const int32_t *bias;    /* [N] (zero-point compensation already folded in), never NULL */
     const float *scale;     /* [N], never NULL (unused for INT32 out) */
     int out_type, act;
     float lo, hi;           /* clip bounds (act == CLIP) */
+    float y_scale;          /* divisor after the activation (act == GELU) */
+    int mid_type;           /* 0, or DSCY_OUT_U8 / DSCY_OUT_S8: the quantize-dequantize step */
+    int mid_zp;
+    float mid_scale;
+    const float *mid_bias;  /* [N] (mid_type != 0), never NULL then */
     int zero_point;         /* output zero point (U8/S8 out) */
     void *out;              /* [M][ldo] elements of out_type, tokens-major */
     ptrdiff_t ldo;          /* row stride of out, in elements */
