@@ -667,6 +667,34 @@ def _fuse_layernorm(v):
     return count
 
 
+def _fuse_layernorm_quant(v):
+    """LayerNorm -> QuantizeLinear (per tensor) [-> DequantizeLinear, same parameters] ==>
+    LayerNorm with outputs (quantized, dequantized): a quantized transformer's LayerNorm feeds
+    the next int8 layers and, dequantized, the residual; one pass over the rows instead of
+    three (each row is normalised, quantized and dequantized while in L1)."""
+    count = 0
+    for ln in list(v.g.nodes) + list(v.added):
+        if id(ln) in v.removed or ln.op_type != "LayerNorm" or ln.domain != DOMAIN \
+                or "q_scale" in ln.attrs or len(ln.outputs) != 1:
+            continue
+        q = v.sole(ln.outputs[0], "QuantizeLinear")
+        qp = _q_params(v, q) if q is not None else None
+        if qp is None or not qp[0] > 0:
+            continue
+        absorbed, dq_out = [ln, q], ""
+        dqs = [n for n in (_live(v, q.outputs[0]) if q.outputs[0] not in v.outputs else [])
+               if _onnx(n, "DequantizeLinear")]
+        if len(dqs) == 1 and _q_params(v, dqs[0]) == qp:
+            absorbed.append(dqs[0])
+            dq_out = dqs[0].outputs[0]
+        attrs = dict(ln.attrs)
+        attrs.update(q_scale=qp[0], q_zero_point=qp[1], q_dtype=qp[2].name)
+        v.replace(absorbed, Node("LayerNorm", DOMAIN, list(ln.inputs), [q.outputs[0], dq_out],
+                                 attrs, ln.name, ln.index))
+        count += 1
+    return count
+
+
 _ATTN_PERM = [0, 2, 1, 3]
 
 
@@ -846,6 +874,7 @@ def fuse(graph, opsets, exact=None):
         count += _fuse_qgemm_gelu(v)
         count += _fuse_matmul_f32(v)
         count += _fuse_layernorm(v)
+        count += _fuse_layernorm_quant(v)
         count += _fuse_attention(v, opset)
         count += _fuse_conv_f32(v, opset)
     from .fusion_conv import fuse_qconv; count += fuse_qconv(graph, opsets, exact)  # noqa: E702

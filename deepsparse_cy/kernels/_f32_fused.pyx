@@ -43,6 +43,10 @@ def avx2_enabled():
 
 cdef extern from "csrc/dscy_fastmath.h" nogil:
     int dscy_cap_threads(int want)
+    void dscy_quantize_u8(const float *x, unsigned char *y, long n, float scale, float zp)
+    void dscy_quantize_s8(const float *x, signed char *y, long n, float scale, float zp)
+    void dscy_quantize_u8_avx2(const float *x, unsigned char *y, long n, float scale, float zp)
+    void dscy_quantize_s8_avx2(const float *x, signed char *y, long n, float scale, float zp)
 
 
 cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
@@ -155,3 +159,57 @@ def softmax_axis(const float[:, :, ::1] x,  # IN  [outer, n, inner]
             jb = (it % nb) * 256
             dscy_softmax_mid(av, &x[o, 0, 0], &out[o, 0, 0], n, inner, jb,
                              256 if inner - jb > 256 else inner - jb)
+
+
+def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
+                    const float[:, ::1] skip,   # IN  [rows, n] residual added first, or None
+                    const float[::1] gamma,     # IN  [n]
+                    const float[::1] beta,      # IN  [n] or None
+                    float eps,
+                    unsigned char[:, ::1] q,    # OUT [rows, n] uint8 (int8 output: its uint8 view)
+                    bint q_signed,
+                    float[:, ::1] dq,           # OUT [rows, n]: (q - zp) * scale; not aliasing x / skip
+                    float scale, float zp, bint dq_out, int num_threads=1):
+    """LayerNorm rows, then QuantizeLinear (the same kernels as the op: x / scale, round half
+    to even, saturate) and, when dq_out, DequantizeLinear into dq, each row while in cache.
+    Without dq_out, dq is scratch for the normalised rows."""
+    cdef Py_ssize_t r, i, rows = x.shape[0], n = x.shape[1]
+    cdef const float *sk = NULL
+    cdef const float *b = NULL
+    cdef int av = _avx2
+    cdef float *y
+    cdef unsigned char *qr
+    if rows == 0 or n == 0:
+        return
+    if gamma.shape[0] != n or (beta is not None and beta.shape[0] != n):
+        raise ValueError("LayerNorm scale/bias length differs from the normalised axis")
+    if dq.shape[0] != rows or dq.shape[1] != n or q.shape[0] != rows or q.shape[1] != n:
+        raise ValueError("LayerNorm output shape differs from the input's")
+    if skip is not None:
+        if skip.shape[0] != rows or skip.shape[1] != n:
+            raise ValueError("LayerNorm skip shape differs from the input's")
+        sk = &skip[0, 0]
+    if beta is not None:
+        b = &beta[0]
+    with nogil:
+        for r in prange(rows, num_threads=_nt(4 * rows * n, num_threads), schedule="static"):
+            y = &dq[r, 0]
+            qr = &q[r, 0]
+            dscy_layernorm(av, &x[r, 0], sk + r * n if sk != NULL else NULL, y, n,
+                           &gamma[0], b, eps)
+            if q_signed:
+                if av:
+                    dscy_quantize_s8_avx2(y, <signed char *>qr, n, scale, zp)
+                else:
+                    dscy_quantize_s8(y, <signed char *>qr, n, scale, zp)
+                if dq_out:
+                    for i in range(n):
+                        y[i] = ((<float>(<signed char *>qr)[i]) - zp) * scale
+            else:
+                if av:
+                    dscy_quantize_u8_avx2(y, qr, n, scale, zp)
+                else:
+                    dscy_quantize_u8(y, qr, n, scale, zp)
+                if dq_out:
+                    for i in range(n):
+                        y[i] = ((<float>qr[i]) - zp) * scale

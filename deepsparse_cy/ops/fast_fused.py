@@ -193,8 +193,16 @@ class LayerNorm(Op):
         super().__init__(node, ctx)
         self.nt = _threads(ctx)
         self.eps = float(node.attrs.get("epsilon", 1e-5))
+        # quantized outputs (graph/fusion.py _fuse_layernorm_quant): (q, dequantized q or "")
+        self.q = None
+        if "q_scale" in node.attrs:
+            self.q = (float(np.float32(node.attrs["q_scale"])), int(node.attrs["q_zero_point"]),
+                      np.dtype(node.attrs["q_dtype"]))
+            self.dq_out = len(node.outputs) > 1 and bool(node.outputs[1])
 
     def run(self, inputs, outs):
+        if self.q is not None:
+            return self._run_quant(inputs, outs)
         x, skip, g = inputs[0], inputs[1], inputs[2]
         b = inputs[3] if len(inputs) > 3 else None
         if skip is not None and skip.shape != x.shape:
@@ -210,6 +218,31 @@ class LayerNorm(Op):
         sc = np.ascontiguousarray(skip, _F32).reshape(-1, n) if skip is not None else None
         _k.layernorm(xc, sc, g, b, self.eps, y.reshape(-1, n), self.nt)
         return [y]
+
+    def _run_quant(self, inputs, outs):
+        x, skip, g = inputs[0], inputs[1], inputs[2]
+        b = inputs[3] if len(inputs) > 3 else None
+        if skip is not None and skip.shape != x.shape:
+            x, skip = np.add(x, skip), None
+        n = x.shape[-1]
+        g = np.ascontiguousarray(np.broadcast_to(np.asarray(g, _F32).reshape(-1), (n,)))
+        if b is not None:
+            b = np.ascontiguousarray(np.broadcast_to(np.asarray(b, _F32).reshape(-1), (n,)))
+        scale, zp, dt = self.q
+        oq = outs[0] if outs else None
+        q = oq if (oq is not None and oq.dtype == dt and oq.shape == x.shape
+                   and oq.flags.c_contiguous) else np.empty(x.shape, dt)
+        od = outs[1] if outs is not None and len(outs) > 1 else None
+        dq = _out(x.shape, od) if self.dq_out else np.empty(x.shape, np.float32)
+        if dq is x or (skip is not None and dq is skip) or np.shares_memory(dq, x) \
+                or (skip is not None and np.shares_memory(dq, skip)):
+            dq = np.empty(x.shape, np.float32)
+        xc = np.ascontiguousarray(x, _F32).reshape(-1, n)
+        sc = np.ascontiguousarray(skip, _F32).reshape(-1, n) if skip is not None else None
+        _k.layernorm_quant(xc, sc, g, b, self.eps, q.reshape(-1, n).view(np.uint8),
+                           dt == np.int8, dq.reshape(-1, n), scale, float(zp), self.dq_out,
+                           self.nt)
+        return [q, dq] if self.dq_out else [q]
 
 
 @register("FusedAttention", since=1, domain=DOMAIN)

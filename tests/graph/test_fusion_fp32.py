@@ -153,6 +153,67 @@ def test_layernorm(form, skip, monkeypatch):
     assert _ops(e)["Add"] == 0 and _ops(e)["ReduceMean"] == 0
 
 
+@pytest.mark.parametrize("qdt,dq", [("u8", True), ("s8", True), ("u8", False)])
+def test_layernorm_quantize_dequantize(qdt, dq, monkeypatch):
+    """Add -> LayerNormalization -> QuantizeLinear [-> DequantizeLinear] (a quantized
+    transformer's LayerNorm feeding int8 layers and the residual) runs as one LayerNorm step;
+    its u8/s8 and dequantized outputs agree with the unfused graph and onnxruntime to one
+    quantization step (float LayerNorm rounding may move a value across a boundary)."""
+    rng = np.random.default_rng(7)
+    h = 80
+    zp = np.uint8(131) if qdt == "u8" else np.int8(-3)
+    inits = [_init("g", 1 + 0.1 * _rand(rng, h)), _init("beta", 0.1 * _rand(rng, h)),
+             _init("s", np.float32(0.031)), _init("z", zp)]
+    nodes = [helper.make_node("Add", ["x", "r"], ["xr"]),
+             helper.make_node("LayerNormalization", ["xr", "g", "beta"], ["y"], axis=-1,
+                              epsilon=1e-5),
+             helper.make_node("QuantizeLinear", ["y", "s", "z"], ["yq"])]
+    qt = TP.UINT8 if qdt == "u8" else TP.INT8
+    outs = [helper.make_tensor_value_info("yq", qt, None)]
+    if dq:
+        nodes.append(helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["yd"]))
+        outs = [helper.make_tensor_value_info("yd", F, None)]
+    m = _model(nodes, [helper.make_tensor_value_info(n, F, ["b", "s", h]) for n in ("x", "r")],
+               outs, inits)
+    e = ds.compile_model(m)
+    ops = _ops(e)
+    assert ops == collections.Counter({"LayerNorm": 1}), ops
+    with monkeypatch.context() as mp:
+        mp.setenv("DEEPSPARSE_CY_NO_FUSION", "1")
+        u = ds.compile_model(m)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for b, sl in ((1, 3), (2, 50), (4, 128)):
+        feeds = {"x": 2 + 3 * _rand(rng, b, sl, h), "r": _rand(rng, b, sl, h)}
+        got = e.run([feeds["x"], feeds["r"]])[0]
+        for ref in (u.run([feeds["x"], feeds["r"]])[0], sess.run(None, feeds)[0]):
+            assert got.dtype == ref.dtype and got.shape == ref.shape
+            d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+            step = 0.031 if dq else 1
+            assert d.max() <= step * 1.0001 and np.mean(d > 0) < 0.01
+        assert len(np.unique(got)) > 50
+
+
+def test_layernorm_quantize_output_read_twice_not_fused(monkeypatch):
+    """The float LayerNorm output also read by another node keeps its own QuantizeLinear."""
+    rng = np.random.default_rng(8)
+    h = 32
+    inits = [_init("g", np.ones(h, np.float32)), _init("s", np.float32(0.05)),
+             _init("z", np.uint8(128))]
+    nodes = [helper.make_node("LayerNormalization", ["x", "g"], ["y"], axis=-1),
+             helper.make_node("QuantizeLinear", ["y", "s", "z"], ["yq"]),
+             helper.make_node("Relu", ["y"], ["yr"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [2, h])],
+               [helper.make_tensor_value_info("yq", TP.UINT8, None),
+                helper.make_tensor_value_info("yr", F, None)], inits)
+    e = ds.compile_model(m)
+    assert _ops(e)["QuantizeLinear"] == 1 and _ops(e)["LayerNorm"] == 1
+    x = _rand(rng, 2, h)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    got, ref = e.run([x]), sess.run(None, {"x": x})
+    assert np.abs(got[0].astype(int) - ref[0].astype(int)).max() <= 1
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-5, atol=1e-5)
+
+
 # --- attention ------------------------------------------------------------------------------
 
 def _attention_model(heads, hd, *, scale_op="Div", k_form="0231", mask=True, opset=17):
