@@ -37,6 +37,40 @@ static inline float act1(float f, int act, float lo, float hi) {
     return f;
 }
 
+/* Rows n0..n0+nr-1 of the staged results (stage[r][T32], activation applied) to the
+ * tokens-major output: with 8 rows of a full tile, 8x8 transposes give each token one 32-byte
+ * store (a row at a time was 32 scalar stores 4*ldo bytes apart, each its own cache line). */
+static void flush_rows(const float *stage, float *out, ptrdiff_t ldo, int m0, int mt, int n0,
+                       int nr) {
+    float *o = out + (ptrdiff_t)m0 * ldo + n0;
+#ifdef __AVX2__
+    if (nr == 8 && mt == T32) {
+        for (int blk = 0; blk < 4; blk++) {
+            __m256 r[8], t[8], u[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(stage + i * T32 + 8 * blk);
+            for (int i = 0; i < 4; i++) {
+                t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            for (int h = 0; h < 2; h++) {
+                u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
+                u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
+                u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+                u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+            }
+            for (int i = 0; i < 4; i++) {
+                int tk = 8 * blk + i;
+                _mm256_storeu_ps(o + tk * ldo, _mm256_permute2f128_ps(u[i], u[4 + i], 0x20));
+                _mm256_storeu_ps(o + (tk + 4) * ldo, _mm256_permute2f128_ps(u[i], u[4 + i], 0x31));
+            }
+        }
+        return;
+    }
+#endif
+    for (int i = 0; i < mt; i++)
+        for (int r = 0; r < nr; r++) o[(ptrdiff_t)i * ldo + r] = stage[r * T32 + i];
+}
+
 void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
                    const float *vals, int N, const float *bias, int act, float lo, float hi,
                    float *out, ptrdiff_t ldo, int nthreads) {
@@ -55,12 +89,14 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
         { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < lo_t) a = c + 1; else b = c; } r0 = a; }
         { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < hi_t) a = c + 1; else b = c; } r1 = a; }
         if (tid == TT - 1) r1 = N;
-        float acc[T32] __attribute__((aligned(32)));
+        float stage[8 * T32] __attribute__((aligned(32)));
         for (int t = 0; t < ntl; t++) {
             int T; const float *xtile = xt + tile_off(M, K, t, &T);
             int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
             int mt = M - m0 < T ? M - m0 : T;
+            int ns = r0;                          /* first row of the current stage */
             for (int n = r0; n < r1; n++) {
+                float *acc = stage + (n - ns) * T32;
                 int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
                 const uint16_t *ix = idx + b0;
                 const float *v = vals + b0;
@@ -119,8 +155,12 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
                 }
                 for (int i = 0; i < T; i++) acc[i] += bn;
 #endif
-                float *o = out + (ptrdiff_t)m0 * ldo + n;
-                for (int i = 0; i < mt; i++) o[i * ldo] = act1(acc[i], act, lo, hi);
+                if (act != DSCY_ACT_NONE)
+                    for (int i = 0; i < mt; i++) acc[i] = act1(acc[i], act, lo, hi);
+                if (n - ns == 7 || n == r1 - 1) {
+                    flush_rows(stage, out, ldo, m0, mt, ns, n - ns + 1);
+                    ns = n + 1;
+                }
             }
         }
     }
