@@ -512,6 +512,24 @@ def _fuse_gelu(v):
     return count
 
 
+def _fuse_spmm_gelu(v):
+    """SparseMatMul -> Gelu ==> SparseMatMul with the GELU in its epilogue (a pruned FP32
+    transformer's FFN: one pass over the [tokens, 4 * hidden] output less)."""
+    count = 0
+    for sp in list(v.g.nodes) + list(v.added):
+        if id(sp) in v.removed or sp.op_type != "SparseMatMul" or sp.domain != DOMAIN \
+                or sp.attrs.get("activation"):
+            continue
+        rd = _live(v, sp.outputs[0]) if sp.outputs[0] not in v.outputs else []
+        if len(rd) != 1 or rd[0].op_type != "Gelu" or rd[0].domain != DOMAIN:
+            continue
+        attrs = dict(sp.attrs, activation="gelu")
+        v.replace([sp, rd[0]], Node("SparseMatMul", DOMAIN, list(sp.inputs), [rd[0].outputs[0]],
+                                    attrs, sp.name, sp.index))
+        count += 1
+    return count
+
+
 def _fuse_qgemm_gelu(v):
     """QGemm(mode float | requant_dq) -> Gelu -> QuantizeLinear (per tensor) ==> QGemm with the
     GELU and the requantization in its epilogue (a quantized transformer's FFN: the intermediate layer's
@@ -872,6 +890,7 @@ def fuse(graph, opsets, exact=None):
         opset = opsets.get("", opsets.get("ai.onnx", 13))
         count += _fuse_gelu(v)
         count += _fuse_qgemm_gelu(v)
+        count += _fuse_spmm_gelu(v)
         count += _fuse_matmul_f32(v)
         count += _fuse_layernorm(v)
         count += _fuse_layernorm_quant(v)

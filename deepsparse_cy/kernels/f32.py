@@ -3,7 +3,7 @@ with bias + activation epilogue. See the package docstring for the API."""
 import numpy as np
 
 from . import load
-from .qs8 import _ACT_CODES, _check_x, _out
+from .qs8 import _ACT_CODES, _check_x, _gelu64, _out
 
 
 class PackedF32:
@@ -54,7 +54,7 @@ def f32_spmm(x, packed, bias=None, activation=None, clip=None, num_threads=None,
     if b.shape != (n,):
         raise ValueError(f"bias must have {n} elements, got {b.shape}")
     if activation not in _ACT_CODES:
-        raise ValueError(f"activation must be None, 'relu' or 'clip', got {activation!r}")
+        raise ValueError(f"activation must be None, 'relu', 'clip' or 'gelu', got {activation!r}")
     act = _ACT_CODES[activation]
     lo, hi = (float(clip[0]), float(clip[1])) if act == 2 else (0.0, 0.0)
     out = _out(out, m, n, np.dtype(np.float32))
@@ -77,4 +77,6 @@ def f32_spmm_reference(x, w, bias=None, activation=None, clip=None):
         y = np.maximum(y, 0)
     elif activation == "clip":
         y = np.clip(y, clip[0], clip[1])
+    elif activation == "gelu":
+        y = _gelu64(y)
     return y.astype(np.float32)

@@ -3,7 +3,8 @@ the compiled f32_spmm kernel (bias fused).
 
 Made by graph/fusion.py from MatMul / Gemm (+ Add of a constant bias) when the weight has at least
 fusion.SPARSE_F32_MIN zeros. Inputs: x float32 [..., K] (tokens-major) and the constant weight
-[K, N] (ONNX MatMul layout, Gemm transB / alpha already applied); attribute bias [N] (optional).
+[K, N] (ONNX MatMul layout, Gemm transB / alpha already applied); attributes bias [N] and
+activation "gelu" (a following Gelu), both optional.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import ShapeError
+from ..kernels import _f32_ops
 from .registry import Op, register
 
 
@@ -28,6 +30,9 @@ class SparseMatMul(Op):
         self.packed = kernels.pack_f32_sparse(np.ascontiguousarray(w.T))
         b = node.attrs.get("bias")
         self.bias = None if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
+        self.act = node.attrs.get("activation", "") or None      # "gelu" (a fused Gelu)
+        if self.act not in (None, "gelu"):
+            raise ShapeError(f"SparseMatMul: unknown activation {self.act!r}")
         self.num_threads = int(ctx.num_threads or 0)
         self.kernel_isa = kernels.kernel_builds().get("f32_spmm", kernels.kernel_isa())
         self.flops = None
@@ -50,8 +55,8 @@ class SparseMatMul(Op):
     def run(self, inputs, outs):
         lead, x2 = self._x2(inputs[0])
         res = self._res(outs, lead)
-        kernels.f32_spmm(x2, self.packed, bias=self.bias, num_threads=self.num_threads,
-                         out=res.reshape(x2.shape[0], self.n))
+        kernels.f32_spmm(x2, self.packed, bias=self.bias, activation=self.act,
+                         num_threads=self.num_threads, out=res.reshape(x2.shape[0], self.n))
         return [res]
 
     def run_dense(self, inputs, outs):
@@ -62,4 +67,6 @@ class SparseMatMul(Op):
         np.matmul(x2, self.w_kn, out=r2)
         if self.bias is not None:
             r2 += self.bias
+        if self.act == "gelu":
+            _f32_ops.gelu_erf(r2.reshape(-1), r2.reshape(-1))
         return [res]

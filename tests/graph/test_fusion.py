@@ -335,6 +335,33 @@ def test_sparse_f32_matmul_bias(rng, monkeypatch, sparsity, fused):
         assert op.flops == 2 * 18 * k * n
 
 
+def test_sparse_f32_matmul_gelu_fused(rng, monkeypatch):
+    """MatMul -> Add(bias) -> GELU (torch's Erf form) on a 90% sparse weight: one SparseMatMul
+    with the GELU in its epilogue, agreeing with the unfused graph and onnxruntime."""
+    k, n = 96, 130
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    w[rng.random((k, n)) < 0.9] = 0
+    b = rng.standard_normal(n).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["g"]),
+             helper.make_node("Div", ["g", "sqrt2"], ["g1"]), helper.make_node("Erf", ["g1"], ["g2"]),
+             helper.make_node("Add", ["g2", "one"], ["g3"]), helper.make_node("Mul", ["g", "g3"], ["g4"]),
+             helper.make_node("Mul", ["g4", "half"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, ["b", "s", k])],
+               [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+               [_init("w", w), _init("b", b), _init("sqrt2", np.float32(2 ** 0.5)),
+                _init("one", np.float32(1.0)), _init("half", np.float32(0.5))])
+    e = ds.compile_model(m)
+    assert set(_ops(e)) == {"SparseMatMul"}
+    u = _unfused(m, monkeypatch)
+    for shape in ((1, 1, k), (2, 33, k), (1, 128, k)):
+        x = (rng.standard_normal(shape) * 1.5).astype(np.float32)
+        got = e.run([x])[0]
+        for ref in (u.run([x])[0], _ort_plain(m, {"x": x})[0]):
+            np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
+    op = e._program.steps[0][1]
+    np.testing.assert_allclose(op.run_dense([x], None)[0], got, rtol=1e-4, atol=1e-4)
+
+
 def _block4_qgemm(rng, k=96, n=64):
     """A 90% block4 QDQ layer compiled: (engine, its QGemm op, a float input [2, 3, k])."""
     m, *_ = _qdq_layer(rng, k, n, per_channel=True, x_dtype="u8", sparsity=0.9, block4=True,

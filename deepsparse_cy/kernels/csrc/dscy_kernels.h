@@ -70,7 +70,7 @@ void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr, con
 /* ---- sparse FP32 (f32_spmm.c) ---- */
 size_t dscy_f32_spmm_xt_size(int M, int K);
 void dscy_f32_pack_x_tiles(const float *x, ptrdiff_t ldx, int M, int K, float *xt, int nthreads);
-/* act: 0 none, 1 relu, 2 clip. out [M][ldo] float32 */
+/* act: 0 none, 1 relu, 2 clip, 3 gelu (erf form). out [M][ldo] float32 */
 void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
                    const float *vals, int N, const float *bias, int act, float lo, float hi,
                    float *out, ptrdiff_t ldo, int nthreads);

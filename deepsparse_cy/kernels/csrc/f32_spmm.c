@@ -34,7 +34,18 @@ void dscy_f32_pack_x_tiles(const float *x, ptrdiff_t ldx, int M, int K, float *x
 static inline float act1(float f, int act, float lo, float hi) {
     if (act == DSCY_ACT_RELU) return f > 0.0f ? f : 0.0f;
     if (act == DSCY_ACT_CLIP) { f = f < lo ? lo : f; return f > hi ? hi : f; }
+    if (act == DSCY_ACT_GELU) return 0.5f * f * (1.0f + dscy_erff(f * 0.70710678118654752440f));
     return f;
+}
+
+/* the activation over one staged row of n values */
+static inline void act_row(float *a, int n, int act, float lo, float hi) {
+    int i = 0;
+#ifdef __AVX2__
+    if (act == DSCY_ACT_GELU)
+        for (; i + 8 <= n; i += 8) _mm256_store_ps(a + i, dscy_gelu8(_mm256_load_ps(a + i)));
+#endif
+    for (; i < n; i++) a[i] = act1(a[i], act, lo, hi);
 }
 
 /* Rows n0..n0+nr-1 of the staged results (stage[r][T32], activation applied) to the
@@ -155,8 +166,7 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
                 }
                 for (int i = 0; i < T; i++) acc[i] += bn;
 #endif
-                if (act != DSCY_ACT_NONE)
-                    for (int i = 0; i < mt; i++) acc[i] = act1(acc[i], act, lo, hi);
+                if (act != DSCY_ACT_NONE) act_row(acc, mt, act, lo, hi);
                 if (n - ns == 7 || n == r1 - 1) {
                     flush_rows(stage, out, ldo, m0, mt, ns, n - ns + 1);
                     ns = n + 1;
