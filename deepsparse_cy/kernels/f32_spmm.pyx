@@ -9,7 +9,8 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     void dscy_f32_pack_x_tiles(const float *x, Py_ssize_t ldx, int M, int K, float *xt, int nthreads)
     void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
                        const float *vals, int N, const float *bias, int act, float lo, float hi,
-                       float *out, Py_ssize_t ldo, int nthreads)
+                       float *out, Py_ssize_t ldo, const int32_t *panel_ptr, int npan,
+                       int panel_k, int nthreads)
 
 ISA = DSCY_ISA
 
@@ -22,7 +23,9 @@ def spmm(cnp.ndarray x,            # IN  float32 [M][K], rows contiguous
          cnp.ndarray bias,         # IN  float32 [N]
          int act, float lo, float hi,
          cnp.ndarray out,          # OUT float32 [M][>=N]
-         int nthreads):
+         int nthreads,
+         panel_ptr=None,           # IN  int32 [N][P+1] (K > panel_k) or None
+         int panel_k=0):
     cdef int M = x.shape[0], K = x.shape[1]
     cdef cnp.ndarray xt = np.empty(dscy_f32_spmm_xt_size(M, K), np.float32)
     cdef const float *xp = <const float *>_ptr(x)
@@ -34,7 +37,17 @@ def spmm(cnp.ndarray x,            # IN  float32 [M][K], rows contiguous
     cdef const float *bp = <const float *>_ptr(bias)
     cdef float *op = <float *>_ptr(out)
     cdef Py_ssize_t ldo = out.strides[0] // 4
+    cdef const int32_t *pp = NULL
+    cdef int npan = 1
+    cdef cnp.ndarray ppa
+    if panel_ptr is not None:
+        ppa = <cnp.ndarray>panel_ptr
+        npan = ppa.shape[1] - 1
+        if ppa.shape[0] != N or npan < 1 or panel_k < 1 or npan != (K + panel_k - 1) // panel_k:
+            raise ValueError("panel_ptr does not match N, K and panel_k")
+        pp = <const int32_t *>_ptr(ppa)
     with nogil:
         dscy_f32_pack_x_tiles(xp, ldx, M, K, xtp, nthreads)
-        dscy_f32_spmm(xtp, M, K, rp, ip, vp, N, bp, act, lo, hi, op, ldo, nthreads)
+        dscy_f32_spmm(xtp, M, K, rp, ip, vp, N, bp, act, lo, hi, op, ldo, pp, npan, panel_k,
+                      nthreads)
     return out

@@ -77,3 +77,27 @@ def test_f32_spmm_gelu_covers_both_tails(isa, shape):
     pre = x.astype(np.float64) @ w.astype(np.float64).T
     assert pre.min() < -6 and pre.max() > 6
     _check(x, w, isa, "gelu")
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("act,clip", [(None, None), ("relu", None), ("clip", (-0.5, 0.7)),
+                                      ("gelu", None)])
+@pytest.mark.parametrize("shape", [(33, 769, 19), (70, 1600, 40), (128, 3072, 24)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("nt", [1, 2])
+def test_f32_spmm_k_panels(isa, act, clip, shape, nt):
+    """K above the panel width: several passes per token tile, the later ones adding into the
+    output and the last applying the activation; rows with nonzeros in only some panels (or
+    none) and a panel without any nonzero."""
+    m, k, n = shape
+    rng = np.random.default_rng(k + n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = sparse_weight(rng, n, k, 0.9, "unstructured", dtype=np.float32)
+    w[3] = 0                                   # an empty row
+    w[4, K.f32.PANEL_K:] = 0                   # a row only in the first panel
+    w[5, :K.f32.PANEL_K] = 0                   # a row only in the later panels
+    if k >= 3 * K.f32.PANEL_K:
+        w[:, K.f32.PANEL_K:2 * K.f32.PANEL_K] = 0   # a panel no row uses
+    p = K.pack_f32_sparse(w)
+    assert "panel_ptr" in p.arrays
+    _check(x, w, isa, act, clip, nt)

@@ -48,15 +48,26 @@ static inline void act_row(float *a, int n, int act, float lo, float hi) {
     for (; i < n; i++) a[i] = act1(a[i], act, lo, hi);
 }
 
-/* Rows n0..n0+nr-1 of the staged results (stage[r][T32], activation applied) to the
- * tokens-major output: with 8 rows of a full tile, 8x8 transposes give each token one 32-byte
- * store (a row at a time was 32 scalar stores 4*ldo bytes apart, each its own cache line). */
+#ifdef __AVX2__
+static inline __m256 act8(__m256 v, int act, float lo, float hi) {
+    if (act == DSCY_ACT_RELU) return _mm256_max_ps(v, _mm256_setzero_ps());
+    if (act == DSCY_ACT_CLIP) return _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+    if (act == DSCY_ACT_GELU) return dscy_gelu8(v);
+    return v;
+}
+#endif
+
+/* Rows n0..n0+nr-1 of the staged results (stage[r][T32]) to the tokens-major output. mode 0:
+ * store (activation already applied to the stage); 1: add to out (a later K panel); 2: add,
+ * then the activation (the last K panel). With 8 rows of full 8-token blocks, 8x8 transposes
+ * give each token one 32-byte access (a row at a time was 32 scalar stores 4*ldo bytes apart,
+ * each its own cache line). */
 static void flush_rows(const float *stage, float *out, ptrdiff_t ldo, int m0, int mt, int n0,
-                       int nr) {
+                       int nr, int mode, int act, float lo, float hi) {
     float *o = out + (ptrdiff_t)m0 * ldo + n0;
 #ifdef __AVX2__
-    if (nr == 8 && mt == T32) {
-        for (int blk = 0; blk < 4; blk++) {
+    if (nr == 8 && mt % 8 == 0) {
+        for (int blk = 0; blk < mt / 8; blk++) {
             __m256 r[8], t[8], u[8];
             for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(stage + i * T32 + 8 * blk);
             for (int i = 0; i < 4; i++) {
@@ -71,20 +82,35 @@ static void flush_rows(const float *stage, float *out, ptrdiff_t ldo, int m0, in
             }
             for (int i = 0; i < 4; i++) {
                 int tk = 8 * blk + i;
-                _mm256_storeu_ps(o + tk * ldo, _mm256_permute2f128_ps(u[i], u[4 + i], 0x20));
-                _mm256_storeu_ps(o + (tk + 4) * ldo, _mm256_permute2f128_ps(u[i], u[4 + i], 0x31));
+                __m256 a = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+                __m256 b = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+                float *oa = o + tk * ldo, *ob = o + (tk + 4) * ldo;
+                if (mode) {
+                    a = _mm256_add_ps(_mm256_loadu_ps(oa), a);
+                    b = _mm256_add_ps(_mm256_loadu_ps(ob), b);
+                    if (mode == 2) { a = act8(a, act, lo, hi); b = act8(b, act, lo, hi); }
+                }
+                _mm256_storeu_ps(oa, a);
+                _mm256_storeu_ps(ob, b);
             }
         }
         return;
     }
 #endif
     for (int i = 0; i < mt; i++)
-        for (int r = 0; r < nr; r++) o[(ptrdiff_t)i * ldo + r] = stage[r * T32 + i];
+        for (int r = 0; r < nr; r++) {
+            float *d = o + (ptrdiff_t)i * ldo + r, v = stage[r * T32 + i];
+            if (mode) { v = *d + v; if (mode == 2) v = act1(v, act, lo, hi); }
+            *d = v;
+        }
 }
 
 void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
                    const float *vals, int N, const float *bias, int act, float lo, float hi,
-                   float *out, ptrdiff_t ldo, int nthreads) {
+                   float *out, ptrdiff_t ldo, const int32_t *panel_ptr, int npan, int panel_k,
+                   int nthreads) {
+    (void)panel_k;
+    if (!panel_ptr) npan = 1;
     int ntl = ntiles_all(M), n32 = ntiles32(M);
     int nt = dscy_nthreads(nthreads);
     if (nt > N) nt = N;
@@ -105,13 +131,19 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
             int T; const float *xtile = xt + tile_off(M, K, t, &T);
             int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
             int mt = M - m0 < T ? M - m0 : T;
+            for (int p = 0; p < npan; p++) {
+            int mode = p == 0 ? 0 : (p == npan - 1 ? 2 : 1);
             int ns = r0;                          /* first row of the current stage */
             for (int n = r0; n < r1; n++) {
                 float *acc = stage + (n - ns) * T32;
-                int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
+                int b0, nb;
+                if (panel_ptr) {
+                    const int32_t *pp = panel_ptr + (size_t)n * (npan + 1) + p;
+                    b0 = pp[0]; nb = pp[1] - b0;
+                } else { b0 = row_ptr[n]; nb = row_ptr[n + 1] - b0; }
                 const uint16_t *ix = idx + b0;
                 const float *v = vals + b0;
-                float bn = bias ? bias[n] : 0.0f;
+                float bn = bias && p == 0 ? bias[n] : 0.0f;
 #ifdef __AVX2__
                 if (T == T32) {
                     /* two accumulator sets (even / odd nonzeros) hide the FMA latency */
@@ -166,11 +198,12 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
                 }
                 for (int i = 0; i < T; i++) acc[i] += bn;
 #endif
-                if (act != DSCY_ACT_NONE) act_row(acc, mt, act, lo, hi);
+                if (act != DSCY_ACT_NONE && npan == 1) act_row(acc, mt, act, lo, hi);
                 if (n - ns == 7 || n == r1 - 1) {
-                    flush_rows(stage, out, ldo, m0, mt, ns, n - ns + 1);
+                    flush_rows(stage, out, ldo, m0, mt, ns, n - ns + 1, mode, act, lo, hi);
                     ns = n + 1;
                 }
+            }
             }
         }
     }
