@@ -12,7 +12,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
         float lo, hi
         float y_scale
         int mid_type, mid_zp
-        float mid_scale
+        const float *mid_scale
         const float *mid_bias
         int zero_point
         void *out
@@ -33,16 +33,17 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
     ep.lo = lo
     ep.hi = hi
     ep.y_scale = y_scale
-    cdef cnp.ndarray mb
+    cdef cnp.ndarray mb, ms
     ep.mid_type = 0
     ep.mid_zp = 0
-    ep.mid_scale = 1.0
+    ep.mid_scale = NULL
     ep.mid_bias = NULL
-    if mid is not None:    # (type code, zero point, scale, float32 bias [>= N], C-contiguous)
+    if mid is not None:    # (type code, zero point, float32 scale [>= N], float32 bias [>= N])
+        ms = <cnp.ndarray>mid[2]
         mb = <cnp.ndarray>mid[3]
         ep.mid_type = <int>mid[0]
         ep.mid_zp = <int>mid[1]
-        ep.mid_scale = <float>mid[2]
+        ep.mid_scale = <const float *>_ptr(ms)
         ep.mid_bias = <const float *>_ptr(mb)
     ep.zero_point = zp
     ep.out = _ptr(out)

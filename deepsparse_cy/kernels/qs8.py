@@ -143,7 +143,8 @@ def pack_qs8(w, format="auto"):
 
 
 def _mid_args(n, mid):
-    """mid = (dtype, zero_point, scale, bias[n] or None) -> the kernels' (code, zp, scale, bias)."""
+    """mid = (dtype, zero_point, scale (scalar or [n]), bias ([n] or None)) -> the kernels'
+    (code, zp, float32 scale [n], float32 bias [n])."""
     if mid is None:
         return None
     dt, zp, sc, b = mid
@@ -153,9 +154,10 @@ def _mid_args(n, mid):
     info = np.iinfo(dt)
     if not info.min <= int(zp) <= info.max:
         raise ValueError(f"mid zero point {zp} outside {dt}")
-    sc = float(np.float32(sc))
-    if not (np.isfinite(sc) and sc > 0):
-        raise ValueError(f"mid scale must be a positive finite float, got {mid[2]!r}")
+    sc = np.asarray(sc, np.float32).reshape(-1)
+    sc = np.ascontiguousarray(np.broadcast_to(sc, (n,)) if sc.size == 1 else sc)
+    if sc.shape != (n,) or not (np.isfinite(sc).all() and (sc > 0).all()):
+        raise ValueError(f"mid scale must be positive finite, a scalar or {n} values")
     b = np.zeros(n, np.float32) if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
     if b.shape != (n,):
         raise ValueError(f"mid bias must have {n} elements, got {b.shape}")
@@ -284,11 +286,11 @@ def qs8_matmul(x, packed, bias=None, scale=None, out_dtype=np.float32, out_zero_
                x_zero_point=0, activation=None, clip=None, num_threads=None, out=None, isa=None,
                y_scale=1.0, mid=None):
     """out[M, N] = epilogue(sum_k (x[m, k] - x_zero_point) * w[n, k] + bias[n]); see the
-    package docstring. x: uint8 or int8 [M, K], tokens-major. activation="gelu" applies the
-    erf GELU to the real value (acc + bias) * scale and divides by y_scale (the output
-    quantization scale) before rounding. mid = (dtype, zero_point, scale, bias[N] or None)
-    quantizes (acc + bias) * scale to dtype first and continues from its dequantized value plus
-    bias (QuantizeLinear -> DequantizeLinear -> Add inside the layer)."""
+    package docstring. x: uint8 or int8 [M, K], tokens-major. mid = (dtype, zero_point, scale,
+    bias) quantizes (acc + bias) * scale to dtype first and continues from its dequantized value
+    times scale plus bias (scalar or per channel: QuantizeLinear -> DequantizeLinear [-> Mul]
+    [-> Add] inside the layer). The activation ("gelu": the erf GELU) then sees that value, and
+    y_scale != 1 divides it by the output quantization scale before rounding."""
     x = _check_x(x, packed.k, (np.uint8, np.int8))
     p = PreparedQS8(packed, bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
                     clip, isa, y_scale, mid)
@@ -324,7 +326,7 @@ def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_
             mdt, mzp, msc, mb = mid
             mi = np.iinfo(np.dtype(mdt))
             q1 = np.clip(np.rint(f.astype(np.float64)) + int(mzp), mi.min, mi.max)
-            f = (q1 - int(mzp)).astype(np.float32) * np.float32(msc)
+            f = (q1 - int(mzp)).astype(np.float32) * np.asarray(msc, np.float32).reshape(1, -1)
             if mb is not None:
                 f = f + np.asarray(mb, np.float32).reshape(1, -1)
         if activation == "relu":
@@ -332,7 +334,10 @@ def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_
         elif activation == "clip":
             f = np.minimum(np.maximum(f, np.float32(clip[0])), np.float32(clip[1]))
         elif activation == "gelu":
-            f = _gelu64(f) / np.float64(np.float32(y_scale))
+            f = _gelu64(f)
+        if np.float32(y_scale) != 1:
+            f = (np.asarray(f, np.float64) / np.float64(np.float32(y_scale))
+                 if activation == "gelu" else f / np.float32(y_scale))
         if out_dtype == np.float32:
             res = f
         else:

@@ -171,9 +171,12 @@ class QConv(Op):
             hi = np.inf if self.activation == "relu" else self.clip[1]
             self.act_implied = (lo == 0.0 and yz == info.min
                                 and hi >= (info.max - yz + 0.5) * ys)
-        # the kernel finishes the layer unless numpy has work after it
-        self.kernel_final = not (self.has_res or self.float_bias is not None or self.mid)
-        if self.mode == "requant" and self.kernel_final:
+        # the kernel finishes the layer unless numpy has work after it (a mid step runs in the
+        # int8 kernels' epilogue, not in the depthwise path's numpy one)
+        self.kernel_final = not (self.has_res or self.float_bias is not None
+                                 or (self.mid and self.depthwise))
+        self.mid_in_kernel = self.mid and self.kernel_final
+        if self.mode == "requant" and self.kernel_final and not self.mid:
             self.scale = (sxsw / self.y_scale).astype(np.float32)
             self.k_clip = (self.clip[0] / self.y_scale, self.clip[1] / self.y_scale)
         else:
@@ -202,6 +205,10 @@ class QConv(Op):
         """(out_dtype, scale, activation, clip, out_zero_point) for the kernel call."""
         if self.mode == "int32":
             return np.int32, None, None, None, 0
+        if self.mid_in_kernel:
+            odt = self.y_dtype if self.mode == "requant" else np.float32
+            return (odt, self.mid_scale_k, self.activation, self.clip,
+                    self.y_zp if self.mode == "requant" else 0)
         if self.mid and self.float_bias is None:
             return self.mid_dtype, self.mid_scale_k, None, None, self.mid_zp
         act = self.activation if self.kernel_final else None
@@ -235,9 +242,16 @@ class QConv(Op):
             key = (id(p), g, odt, zp, act, None if clip is None else tuple(clip))
             prep = self._prepared.get(key)
             if prep is None:
+                extra = {}
+                if self.mid_in_kernel:
+                    # quantize to the mid type, (q1 - z1) * post_a + post_b, activation, then
+                    # the output's QuantizeLinear (division by y_scale) in the epilogue
+                    extra = dict(mid=(self.mid_dtype, self.mid_zp, self.post_a[sl],
+                                      self.post_b[sl]),
+                                 y_scale=self.y_scale if self.mode == "requant" else 1.0)
                 prep = self._prepared[key] = kernels.prepare_qs8_matmul(
                     p, bias=kw["bias"], scale=kw["scale"], out_dtype=odt, out_zero_point=zp,
-                    x_zero_point=self.zx, activation=act, clip=clip)
+                    x_zero_point=self.zx, activation=act, clip=clip, **extra)
             prep(cols, out=kw["out"], num_threads=nt)
         return out2
 

@@ -107,7 +107,7 @@ def test_convinteger_integer_exact_vs_numpy(rng, shape, x_dtype):
 def _qdq_conv_model(rng, shape, tail, zx=118):
     """x float -> Q -> DQ -> Conv(DQ(W_q per channel), bias) -> tail, as quantize_static writes
     it. tail: 'q' | 'relu_q' | 'clip_q' | 'bn_relu_q' (Q -> DQ -> BN -> Relu -> Q) |
-    'bn_res_relu_q' (+ residual Add of DQ(r_q)) | 'float'."""
+    'bn_res_relu_q' (+ residual Add of DQ(r_q)) | 'bn_relu' (float out) | 'float'."""
     _, b, cin, cout, hw, k, s, p, d, g = shape
     wq = _weights(rng, cout, cin // g, k)
     sw = rng.uniform(0.002, 0.01, cout).astype(np.float32)
@@ -146,8 +146,12 @@ def _qdq_conv_model(rng, shape, tail, zx=118):
             nodes += [helper.make_node("DequantizeLinear", ["r", "sr", "zr"], ["rd"]),
                       helper.make_node("Add", ["bn", "rd"], ["sum"])]
             last = "sum"
-        nodes += [helper.make_node("Relu", [last], ["a"]),
-                  helper.make_node("QuantizeLinear", ["a", "sy", "zy"], ["y"])]
+        if tail == "bn_relu":      # float out after the conv's Q -> DQ (a stem before MaxPool)
+            nodes.append(helper.make_node("Relu", [last], ["y"]))
+            out_t = TP.FLOAT
+        else:
+            nodes += [helper.make_node("Relu", [last], ["a"]),
+                      helper.make_node("QuantizeLinear", ["a", "sy", "zy"], ["y"])]
     else:
         nodes.append(helper.make_node("Identity", ["c"], ["y"]))
         out_t = TP.FLOAT
@@ -167,7 +171,8 @@ def _unfused(model, monkeypatch):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[s[0] for s in SHAPES])
-@pytest.mark.parametrize("tail", ["q", "relu_q", "clip_q", "bn_relu_q", "bn_res_relu_q", "float"])
+@pytest.mark.parametrize("tail", ["q", "relu_q", "clip_q", "bn_relu_q", "bn_res_relu_q", "bn_relu",
+                                  "float"])
 def test_qdq_conv_fused_matches_unfused(rng, monkeypatch, shape, tail):
     m, feeds = _qdq_conv_model(rng, shape, tail)
     ref = _unfused(m, monkeypatch).run(feeds)[0]
@@ -179,6 +184,12 @@ def test_qdq_conv_fused_matches_unfused(rng, monkeypatch, shape, tail):
         # float out: same accumulator; the float bias enters as an int32 accumulator bias,
         # rint(b / (s_x * s_w)), so it is off by at most half a unit s_x * s_w / 2 (sw <= 0.01)
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=0.5 * 0.02 * 0.01 + 1e-6)
+    elif tail == "bn_relu":
+        # the conv output's u8 step s1 = 0.15 kept (exact QDQ): a rounding tie there moves a
+        # value by s1 times the BN factor (<= 1.5 / sqrt(0.5)); otherwise float rounding only
+        d = np.abs(y - ref)
+        assert d.max() <= 0.15 * 1.5 / np.sqrt(0.5) + 1e-4
+        assert (d <= 1e-5 * (1 + np.abs(ref))).mean() > 0.99
     else:
         # requantization: s_x*s_w/s_y in one float32 product vs the graph's two steps, a
         # one-unit difference at a rounding tie. Behind BN the conv output's u8 step

@@ -57,7 +57,7 @@ static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int n
         float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
         float mhi = (ep->mid_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->mid_zp;
         f = f < mlo ? mlo : f; f = f > mhi ? mhi : f;
-        float d = rintf(f) * ep->mid_scale;
+        float d = rintf(f) * ep->mid_scale[n];
 #ifdef __FMA__
         __asm__("" : "+x"(d));   /* no FMA contraction: the vector path rounds the product too */
 #endif
@@ -66,7 +66,8 @@ static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int n
     if (ep->act == DSCY_ACT_RELU) f = f > 0.0f ? f : 0.0f;
     else if (ep->act == DSCY_ACT_CLIP) { f = f < ep->lo ? ep->lo : f; f = f > ep->hi ? ep->hi : f; }
     else if (ep->act == DSCY_ACT_GELU)
-        f = 0.5f * f * (1.0f + dscy_erff(f * 0.70710678118654752440f)) / ep->y_scale;
+        f = 0.5f * f * (1.0f + dscy_erff(f * 0.70710678118654752440f));
+    if (ep->y_scale != 1.0f) f = f / ep->y_scale;
     if (ep->out_type == DSCY_OUT_F32) { int32_t bits; memcpy(&bits, &f, 4); return bits; }
     /* clamp before rounding so huge values cannot overflow the int conversion; the bounds are
      * integers, so rint(clamp(f)) + zp == saturate(rint(f) + zp) */
@@ -109,17 +110,17 @@ static inline __m256 dscy_gelu8(__m256 x) {
 }
 
 /* Epilogue of 8 int32 accumulators: vacc[j] belongs to output (m[j], n[j]) with per-lane bias,
- * scale and mid_bias vectors (mid_bias read only when ep->mid_type). Returns float values
+ * scale, mid_scale and mid_bias vectors (the mid ones read only when ep->mid_type). Returns float values
  * (already activated); caller stores. */
 static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bias, __m256 scale,
-                                __m256 mid_bias) {
+                                __m256 mid_scale, __m256 mid_bias) {
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
     if (ep->mid_type) {
         float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
         float mhi = (ep->mid_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->mid_zp;
         f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(mlo)), _mm256_set1_ps(mhi));
         f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        f = _mm256_mul_ps(f, _mm256_set1_ps(ep->mid_scale));
+        f = _mm256_mul_ps(f, mid_scale);
         __asm__("" : "+x"(f));   /* gcc would contract the mul and add into an FMA */
         f = _mm256_add_ps(f, mid_bias);
     }
@@ -127,7 +128,8 @@ static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bi
     else if (ep->act == DSCY_ACT_CLIP)
         f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(ep->lo)), _mm256_set1_ps(ep->hi));
     else if (ep->act == DSCY_ACT_GELU)
-        f = _mm256_div_ps(dscy_gelu8(f), _mm256_set1_ps(ep->y_scale));
+        f = dscy_gelu8(f);
+    if (ep->y_scale != 1.0f) f = _mm256_div_ps(f, _mm256_set1_ps(ep->y_scale));
     return f;
 }
 /* float -> quantized int32 lanes (rounded half-even, zero point added, saturated) */

@@ -18,14 +18,15 @@
  *   v = acc + bias[n]                                          (int32)
  *   out_type INT32: out = v
  *   else f = (float)v * scale[n]                                 (float32, no FMA contraction)
- *        mid_type U8/S8 (a QuantizeLinear -> DequantizeLinear -> Add(bias) inside the layer):
- *          f = (float)(saturate(rint(f) + mid_zp) - mid_zp) * mid_scale + mid_bias[n]
- *        f = act(f)
+ *        mid_type U8/S8 (a QuantizeLinear -> DequantizeLinear [-> Mul / Add per channel] inside
+ *        the layer):
+ *          f = (float)(saturate(rint(f) + mid_zp) - mid_zp) * mid_scale[n] + mid_bias[n]
+ *        f = act(f); if y_scale != 1: f = f / y_scale    (QuantizeLinear's division)
  *   out_type F32: out = f
  *   out_type U8/S8: out = saturate(rint_half_even(f) + zero_point)   (ONNX QuantizeLinear)
- * act: 0 none, 1 relu (max(f,0)), 2 clip [lo, hi], 3 gelu: f = gelu(f) / y_scale, the erf GELU
- * (dscy_fastmath.h's rational erf) of the real value, then divided by the output quantization
- * scale as QuantizeLinear does (relu and clip fold that scale into scale[n]; GELU cannot). */
+ * act: 0 none, 1 relu (max(f,0)), 2 clip [lo, hi], 3 gelu (dscy_fastmath.h's rational erf). A
+ * plain requantization folds the output scale into scale[n] (y_scale 1); after GELU or a mid
+ * step the activation sees real values, and y_scale is the output quantization scale. */
 enum { DSCY_OUT_I32 = 0, DSCY_OUT_F32 = 1, DSCY_OUT_U8 = 2, DSCY_OUT_S8 = 3 };
 enum { DSCY_ACT_NONE = 0, DSCY_ACT_RELU = 1, DSCY_ACT_CLIP = 2, DSCY_ACT_GELU = 3 };
 
@@ -34,10 +35,10 @@ typedef struct {
     const float *scale;     /* [N], never NULL (unused for INT32 out) */
     int out_type, act;
     float lo, hi;           /* clip bounds (act == CLIP) */
-    float y_scale;          /* divisor after the activation (act == GELU) */
+    float y_scale;          /* divisor after the activation (1: none) */
     int mid_type;           /* 0, or DSCY_OUT_U8 / DSCY_OUT_S8: the quantize-dequantize step */
     int mid_zp;
-    float mid_scale;
+    const float *mid_scale; /* [N] (mid_type != 0), never NULL then */
     const float *mid_bias;  /* [N] (mid_type != 0), never NULL then */
     int zero_point;         /* output zero point (U8/S8 out) */
     void *out;              /* [M][ldo] elements of out_type, tokens-major */

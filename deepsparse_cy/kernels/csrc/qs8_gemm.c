@@ -36,8 +36,11 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
         __m256i b0 = _mm256_loadu_si256((const __m256i *)(ep->bias + n0));
         __m256i b1 = _mm256_loadu_si256((const __m256i *)(ep->bias + n0 + 8));
         __m256 s0 = _mm256_loadu_ps(ep->scale + n0), s1 = _mm256_loadu_ps(ep->scale + n0 + 8);
-        __m256 m0v = _mm256_setzero_ps(), m1v = m0v;
-        if (ep->mid_type) { m0v = _mm256_loadu_ps(ep->mid_bias + n0); m1v = _mm256_loadu_ps(ep->mid_bias + n0 + 8); }
+        __m256 m0v = _mm256_setzero_ps(), m1v = m0v, ma0 = m0v, ma1 = m0v;
+        if (ep->mid_type) {
+            m0v = _mm256_loadu_ps(ep->mid_bias + n0); m1v = _mm256_loadu_ps(ep->mid_bias + n0 + 8);
+            ma0 = _mm256_loadu_ps(ep->mid_scale + n0); ma1 = _mm256_loadu_ps(ep->mid_scale + n0 + 8);
+        }
         for (int r = 0; r < mr; r++) {
             __m256i a0 = _mm256_loadu_si256((const __m256i *)(c + r * NR));
             __m256i a1 = _mm256_loadu_si256((const __m256i *)(c + r * NR + 8));
@@ -47,7 +50,7 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
                 _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o + 8), _mm256_add_epi32(a1, b1));
                 continue;
             }
-            __m256 f0 = dscy_ep_f8(ep, a0, b0, s0, m0v), f1 = dscy_ep_f8(ep, a1, b1, s1, m1v);
+            __m256 f0 = dscy_ep_f8(ep, a0, b0, s0, ma0, m0v), f1 = dscy_ep_f8(ep, a1, b1, s1, ma1, m1v);
             if (ep->out_type == DSCY_OUT_F32) {
                 _mm256_storeu_ps((float *)ep->out + o, f0);
                 _mm256_storeu_ps((float *)ep->out + o + 8, f1);

@@ -110,11 +110,12 @@ static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int mt, int n
     __m256i b = _mm256_set1_epi32(ep->bias[n]);
     __m256 s = _mm256_set1_ps(ep->scale[n]);
     __m256 mb = _mm256_set1_ps(ep->mid_type ? ep->mid_bias[n] : 0.0f);
+    __m256 ma = _mm256_set1_ps(ep->mid_type ? ep->mid_scale[n] : 0.0f);
     for (int j = 0; j < mt; j += 8) {
         __m256i a = _mm256_loadu_si256((const __m256i *)(acc + j)), r;
         if (ep->out_type == DSCY_OUT_I32) r = _mm256_add_epi32(a, b);
         else {
-            __m256 f = dscy_ep_f8(ep, a, b, s, mb);
+            __m256 f = dscy_ep_f8(ep, a, b, s, ma, mb);
             r = ep->out_type == DSCY_OUT_F32 ? _mm256_castps_si256(f) : dscy_ep_q8(ep, f);
         }
         _mm256_storeu_si256((__m256i *)(stage + j), r);
