@@ -14,6 +14,10 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
         int mid_type, mid_zp
         const float *mid_scale
         const float *mid_bias
+        int res_type, res_zp
+        float res_scale
+        const void *res
+        Py_ssize_t ldr
         int zero_point
         void *out
         Py_ssize_t ldo
@@ -23,8 +27,8 @@ cdef inline void *_ptr(cnp.ndarray a):
     return cnp.PyArray_DATA(a)
 
 cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out_type, int act,
-                                    float lo, float hi, float y_scale, tuple mid, int zp,
-                                    cnp.ndarray out):
+                                    float lo, float hi, float y_scale, tuple mid, tuple res,
+                                    int zp, cnp.ndarray out):
     cdef dscy_epilogue ep
     ep.bias = <const int32_t *>_ptr(bias)
     ep.scale = <const float *>_ptr(scale)
@@ -45,6 +49,19 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
         ep.mid_zp = <int>mid[1]
         ep.mid_scale = <const float *>_ptr(ms)
         ep.mid_bias = <const float *>_ptr(mb)
+    cdef cnp.ndarray ra
+    ep.res_type = 0
+    ep.res_zp = 0
+    ep.res_scale = 1.0
+    ep.res = NULL
+    ep.ldr = 0
+    if res is not None:    # (array [M][>= N] with contiguous rows, type code, zero point, scale)
+        ra = <cnp.ndarray>res[0]
+        ep.res = _ptr(ra)
+        ep.ldr = ra.strides[0] // ra.itemsize
+        ep.res_type = <int>res[1]
+        ep.res_zp = <int>res[2]
+        ep.res_scale = <float>res[3]
     ep.zero_point = zp
     ep.out = _ptr(out)
     ep.ldo = out.strides[0] // out.itemsize

@@ -164,6 +164,29 @@ def _mid_args(n, mid):
     return (_OUT_CODES[dt], int(zp), sc, b)
 
 
+def _res_args(residual, m, n, out):
+    """residual = (r [M, N] float32 / uint8 / int8, zero_point, scale) -> the kernels'
+    (array with contiguous rows, type code, zero point, scale); copied when it overlaps out."""
+    r, zp, sc = residual
+    r = np.asarray(r)
+    if r.shape != (m, n) or r.dtype not in (np.float32, np.uint8, np.int8):
+        raise ValueError(f"residual must be float32 / uint8 / int8 [{m}, {n}], got "
+                         f"{r.dtype} {r.shape}")
+    if r.strides[1] != r.itemsize or r.strides[0] < 0 or r.strides[0] % r.itemsize:
+        r = np.ascontiguousarray(r)
+    if np.may_share_memory(r, out):
+        r = r.copy()
+    sc = float(np.float32(sc))
+    if not np.isfinite(sc):
+        raise ValueError(f"residual scale must be finite, got {residual[2]!r}")
+    if r.dtype == np.float32:
+        return (r, _OUT_CODES[r.dtype], 0, 1.0)
+    info = np.iinfo(r.dtype)
+    if not info.min <= int(zp) <= info.max:
+        raise ValueError(f"residual zero point {zp} outside {r.dtype}")
+    return (r, _OUT_CODES[r.dtype], int(zp), sc)
+
+
 def _epilogue_args(n, bias, scale, out_dtype, x_zero_point, rowsum, activation, clip, y_scale):
     out_dtype = np.dtype(out_dtype)
     if out_dtype not in _OUT_CODES:
@@ -246,7 +269,7 @@ class PreparedQS8:
             self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"],
                           2 if packed.format == "block4" else 1, n)
 
-    def __call__(self, x, out=None, num_threads=None):
+    def __call__(self, x, out=None, num_threads=None, residual=None):
         packed = self.packed
         if not (type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == packed.k
                 and x.dtype in (_U8, _S8) and x.flags.c_contiguous):
@@ -255,19 +278,23 @@ class PreparedQS8:
         out = _out(out, m, n, self.out_dtype)
         if m == 0 or n == 0:
             return out
+        res = _res_args(residual, m, n, out) if residual is not None else None
+        if res is not None and self.out_dtype == np.int32:
+            raise ValueError("residual needs a float32, uint8 or int8 output")
         if packed.k == 0:
             mid = self._mid_user
             return qs8_matmul_reference(x, np.zeros((n, 0), np.int8), *self.reference_args,
-                                        out=out, y_scale=self.ys, mid=mid)
+                                        out=out, y_scale=self.ys, mid=mid, residual=residual)
         xs = int(x.dtype == _S8)
         if packed.format == "dense":
             wp, n_, np_, kp = self._lead
             self._fn(x, xs, wp, n_, np_, kp, self.b, self.s, self.code, self.act, self.lo,
-                     self.hi, self.ys, self.mid, self.zp, out, int(num_threads or 0))
+                     self.hi, self.ys, self.mid, res, self.zp, out, int(num_threads or 0))
         else:
             kp, rp, ix, vals, bp, n_ = self._lead
             self._fn(x, xs, kp, rp, ix, vals, bp, n_, self.b, self.s, self.code, self.act,
-                     self.lo, self.hi, self.ys, self.mid, self.zp, out, int(num_threads or 0))
+                     self.lo, self.hi, self.ys, self.mid, res, self.zp, out,
+                     int(num_threads or 0))
         return out
 
 
@@ -284,17 +311,19 @@ def prepare_qs8_matmul(packed, bias=None, scale=None, out_dtype=np.float32, out_
 
 def qs8_matmul(x, packed, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
                x_zero_point=0, activation=None, clip=None, num_threads=None, out=None, isa=None,
-               y_scale=1.0, mid=None):
+               y_scale=1.0, mid=None, residual=None):
     """out[M, N] = epilogue(sum_k (x[m, k] - x_zero_point) * w[n, k] + bias[n]); see the
     package docstring. x: uint8 or int8 [M, K], tokens-major. mid = (dtype, zero_point, scale,
     bias) quantizes (acc + bias) * scale to dtype first and continues from its dequantized value
     times scale plus bias (scalar or per channel: QuantizeLinear -> DequantizeLinear [-> Mul]
     [-> Add] inside the layer). The activation ("gelu": the erf GELU) then sees that value, and
-    y_scale != 1 divides it by the output quantization scale before rounding."""
+    y_scale != 1 divides it by the output quantization scale before rounding. residual =
+    (r [M, N], zero_point, scale) adds r (float32) or (r - zero_point) * scale (uint8 / int8)
+    after the mid step, before the activation (a residual Add)."""
     x = _check_x(x, packed.k, (np.uint8, np.int8))
     p = PreparedQS8(packed, bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
                     clip, isa, y_scale, mid)
-    return p(x, out=out, num_threads=num_threads)
+    return p(x, out=out, num_threads=num_threads, residual=residual)
 
 
 def _gelu64(f):
@@ -307,7 +336,7 @@ def _gelu64(f):
 
 def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
                          x_zero_point=0, activation=None, clip=None, out=None, y_scale=1.0,
-                         mid=None):
+                         mid=None, residual=None):
     """Plain numpy version of qs8_matmul with the unpacked weight w [N, K] (int8); bit-exact to
     the kernels except for activation="gelu" (exact erf here, a rational approximation of a few
     ulp there: a quantized output may differ by one step where the value sits on a rounding
@@ -329,6 +358,11 @@ def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_
             f = (q1 - int(mzp)).astype(np.float32) * np.asarray(msc, np.float32).reshape(1, -1)
             if mb is not None:
                 f = f + np.asarray(mb, np.float32).reshape(1, -1)
+        if residual is not None:
+            r, rzp, rsc = residual
+            r = np.asarray(r)
+            f = f + (r if r.dtype == np.float32
+                     else (r.astype(np.int32) - int(rzp)).astype(np.float32) * np.float32(rsc))
         if activation == "relu":
             f = np.maximum(f, np.float32(0))
         elif activation == "clip":

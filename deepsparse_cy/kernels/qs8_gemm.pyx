@@ -22,13 +22,13 @@ def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
          int N, int Np, int Kp,
          cnp.ndarray bias,         # IN  int32 [>=N]
          cnp.ndarray scale,        # IN  float32 [>=N]
-         int out_type, int act, float lo, float hi, float y_scale, tuple mid, int zp,
+         int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res, int zp,
          cnp.ndarray out,          # OUT [M][>=N], rows of out.strides[0]
          int nthreads):
     cdef int M = x.shape[0], K = x.shape[1]
     cdef int Mp = (M + MR - 1) // MR * MR
     cdef cnp.ndarray xp = np.empty((Mp, Kp), np.int16)
-    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, zp, out)
+    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     cdef const void *xptr = _ptr(x)
     cdef Py_ssize_t ldx = x.strides[0]
     cdef int16_t *xpp = <int16_t *>_ptr(xp)

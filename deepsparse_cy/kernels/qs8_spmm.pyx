@@ -22,12 +22,12 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
          cnp.ndarray vals,         # IN  int8 [nblocks * 2 * bp]
          int bp, int N,
          cnp.ndarray bias, cnp.ndarray scale,
-         int out_type, int act, float lo, float hi, float y_scale, tuple mid, int zp,
+         int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res, int zp,
          cnp.ndarray out,          # OUT [M][>=N]
          int nthreads):
     cdef int M = x.shape[0], K = x.shape[1]
     cdef cnp.ndarray xt = np.empty(dscy_qs8_spmm_xt_size(M, Kp), np.int16)
-    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, zp, out)
+    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     cdef const void *xptr = _ptr(x)
     cdef Py_ssize_t ldx = x.strides[0]
     cdef int16_t *xtp = <int16_t *>_ptr(xt)

@@ -173,10 +173,15 @@ class QConv(Op):
                                 and hi >= (info.max - yz + 0.5) * ys)
         # the kernel finishes the layer unless numpy has work after it (a mid step runs in the
         # int8 kernels' epilogue, not in the depthwise path's numpy one)
-        self.kernel_final = not (self.has_res or self.float_bias is not None
-                                 or (self.mid and self.depthwise))
+        # a residual is added in the epilogue too when it is tokens-major like the output (NHWC,
+        # between QConvs) and the conv is one GEMM
+        self.res_in_kernel = self.has_res and self.res_layout == "NHWC" and self.group == 1
+        self.kernel_final = not ((self.has_res and not self.res_in_kernel)
+                                 or self.float_bias is not None or (self.mid and self.depthwise))
         self.mid_in_kernel = self.mid and self.kernel_final
-        if self.mode == "requant" and self.kernel_final and not self.mid:
+        # the activation then sees real values and the kernel divides by y_scale itself
+        self.real_epilogue = self.kernel_final and (self.mid or self.has_res)
+        if self.mode == "requant" and self.kernel_final and not self.real_epilogue:
             self.scale = (sxsw / self.y_scale).astype(np.float32)
             self.k_clip = (self.clip[0] / self.y_scale, self.clip[1] / self.y_scale)
         else:
@@ -205,9 +210,9 @@ class QConv(Op):
         """(out_dtype, scale, activation, clip, out_zero_point) for the kernel call."""
         if self.mode == "int32":
             return np.int32, None, None, None, 0
-        if self.mid_in_kernel:
+        if self.real_epilogue:
             odt = self.y_dtype if self.mode == "requant" else np.float32
-            return (odt, self.mid_scale_k, self.activation, self.clip,
+            return (odt, self.mid_scale_k if self.mid else self.scale, self.activation, self.clip,
                     self.y_zp if self.mode == "requant" else 0)
         if self.mid and self.float_bias is None:
             return self.mid_dtype, self.mid_scale_k, None, None, self.mid_zp
@@ -216,7 +221,7 @@ class QConv(Op):
             return self.y_dtype, self.scale, act, self.k_clip, self.y_zp
         return np.float32, self.scale, act, self.k_clip, 0
 
-    def _gemm(self, packs, xn, pads, out2):
+    def _gemm(self, packs, xn, pads, out2, residual=None):
         b, h, w_, c = xn.shape
         if c != self.cin_g * self.group:
             raise ShapeError(f"QConv: input has {c} channels, weight expects "
@@ -243,17 +248,33 @@ class QConv(Op):
             prep = self._prepared.get(key)
             if prep is None:
                 extra = {}
+                if self.real_epilogue:
+                    # [quantize to the mid type, (q1 - z1) * post_a + post_b] [+ residual],
+                    # activation, then the output's QuantizeLinear (division by y_scale)
+                    extra["y_scale"] = self.y_scale if self.mode == "requant" else 1.0
                 if self.mid_in_kernel:
-                    # quantize to the mid type, (q1 - z1) * post_a + post_b, activation, then
-                    # the output's QuantizeLinear (division by y_scale) in the epilogue
-                    extra = dict(mid=(self.mid_dtype, self.mid_zp, self.post_a[sl],
-                                      self.post_b[sl]),
-                                 y_scale=self.y_scale if self.mode == "requant" else 1.0)
+                    extra["mid"] = (self.mid_dtype, self.mid_zp, self.post_a[sl], self.post_b[sl])
                 prep = self._prepared[key] = kernels.prepare_qs8_matmul(
                     p, bias=kw["bias"], scale=kw["scale"], out_dtype=odt, out_zero_point=zp,
                     x_zero_point=self.zx, activation=act, clip=clip, **extra)
-            prep(cols, out=kw["out"], num_threads=nt)
+            prep(cols, out=kw["out"], num_threads=nt, residual=residual)
         return out2
+
+    def _residual_args(self, res, shape_nhwc):
+        """The residual input as the kernels' (r [M, N] tokens-major, zero point, scale)."""
+        b, ho, wo, n = shape_nhwc
+        r = np.broadcast_to(res, shape_nhwc)
+        if self.res_q:
+            if r.dtype not in (np.uint8, np.int8):
+                raise ShapeError(f"QConv: quantized residual must be uint8 or int8, got {r.dtype}")
+            zp, sc = self.res_zp, self.res_scale
+        else:
+            if r.dtype != np.float32:
+                r = r.astype(np.float32)
+            zp, sc = 0, 1.0
+        if not r.flags.c_contiguous:
+            r = np.ascontiguousarray(r)
+        return (r.reshape(b * ho * wo, n), zp, sc)
 
     def _tune(self, g, cols, kw):
         """First run: time the chosen sparse format against the dense kernel on the real
@@ -427,7 +448,11 @@ class QConv(Op):
         if self.depthwise:
             self._depthwise(xn, pads, ho, wo, out2)
         else:
-            self._gemm(packs, xn, pads, out2)
+            residual = None
+            if self.res_in_kernel and self.kernel_final and len(inputs) > 2 \
+                    and inputs[2] is not None:
+                residual = self._residual_args(inputs[2], (b, ho, wo, n))
+            self._gemm(packs, xn, pads, out2, residual)
         if not self.kernel_final:
             res = inputs[2] if self.has_res and len(inputs) > 2 else None
             if self.y_layout == "NHWC":

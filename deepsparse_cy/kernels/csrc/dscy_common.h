@@ -49,7 +49,15 @@ static inline int dscy_nthreads(int want) {
 
 /* Scalar epilogue of one accumulator of channel n, as a 32-bit lane: the int32 sum, the float
  * bits, or the quantized value. The vector paths must match it bit for bit. */
-static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int n) {
+/* the residual of output (m, n) as float (dequantized) */
+static inline float dscy_res1(const dscy_epilogue *ep, int m, int n) {
+    ptrdiff_t o = (ptrdiff_t)m * ep->ldr + n;
+    if (ep->res_type == DSCY_OUT_F32) return ((const float *)ep->res)[o];
+    int r = ep->res_type == DSCY_OUT_U8 ? ((const uint8_t *)ep->res)[o] : ((const int8_t *)ep->res)[o];
+    return (float)(r - ep->res_zp) * ep->res_scale;
+}
+
+static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
     int32_t v = (int32_t)((uint32_t)acc + (uint32_t)ep->bias[n]);
     if (ep->out_type == DSCY_OUT_I32) return v;
     float f = (float)v * ep->scale[n];
@@ -62,6 +70,13 @@ static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int n
         __asm__("" : "+x"(d));   /* no FMA contraction: the vector path rounds the product too */
 #endif
         f = d + ep->mid_bias[n];
+    }
+    if (ep->res_type) {
+        float r = dscy_res1(ep, m, n);
+#ifdef __FMA__
+        __asm__("" : "+x"(r));   /* the residual's product rounds before the add, as in dscy_res8 */
+#endif
+        f = f + r;
     }
     if (ep->act == DSCY_ACT_RELU) f = f > 0.0f ? f : 0.0f;
     else if (ep->act == DSCY_ACT_CLIP) { f = f < ep->lo ? ep->lo : f; f = f > ep->hi ? ep->hi : f; }
@@ -79,7 +94,7 @@ static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int n
 
 /* Store one element (m, n) of the tokens-major output through the epilogue. */
 static inline void dscy_ep_store1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
-    int32_t v = dscy_ep_value1(ep, acc, n);
+    int32_t v = dscy_ep_value1(ep, acc, m, n);
     ptrdiff_t o = (ptrdiff_t)m * ep->ldo + n;
     if (ep->out_type >= DSCY_OUT_U8) ((uint8_t *)ep->out)[o] = (uint8_t)v;
     else ((int32_t *)ep->out)[o] = v;
@@ -110,10 +125,36 @@ static inline __m256 dscy_gelu8(__m256 x) {
 }
 
 /* Epilogue of 8 int32 accumulators: vacc[j] belongs to output (m[j], n[j]) with per-lane bias,
- * scale, mid_scale and mid_bias vectors (the mid ones read only when ep->mid_type). Returns float values
+ * scale, mid_scale and mid_bias vectors (the mid ones read only when ep->mid_type) and the
+ * residuals (dscy_res8, read only when ep->res_type). Returns float values
  * (already activated); caller stores. */
+/* residuals of 8 outputs: (m, n0..n0+7) when step == 1, (m0..m0+7, n) when step == ldr */
+static inline __m256 dscy_res8(const dscy_epilogue *ep, ptrdiff_t o, ptrdiff_t step) {
+    if (ep->res_type == DSCY_OUT_F32) {
+        const float *r = (const float *)ep->res + o;
+        if (step == 1) return _mm256_loadu_ps(r);
+        return _mm256_setr_ps(r[0], r[step], r[2 * step], r[3 * step], r[4 * step], r[5 * step],
+                              r[6 * step], r[7 * step]);
+    }
+    __m256i v;
+    if (ep->res_type == DSCY_OUT_U8) {
+        const uint8_t *r = (const uint8_t *)ep->res + o;
+        v = step == 1 ? _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)r))
+                      : _mm256_setr_epi32(r[0], r[step], r[2 * step], r[3 * step], r[4 * step],
+                                          r[5 * step], r[6 * step], r[7 * step]);
+    } else {
+        const int8_t *r = (const int8_t *)ep->res + o;
+        v = step == 1 ? _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)r))
+                      : _mm256_setr_epi32(r[0], r[step], r[2 * step], r[3 * step], r[4 * step],
+                                          r[5 * step], r[6 * step], r[7 * step]);
+    }
+    /* (float)(r - zp) * scale, as dscy_res1 */
+    __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(v, _mm256_set1_epi32(ep->res_zp)));
+    return _mm256_mul_ps(f, _mm256_set1_ps(ep->res_scale));
+}
+
 static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bias, __m256 scale,
-                                __m256 mid_scale, __m256 mid_bias) {
+                                __m256 mid_scale, __m256 mid_bias, __m256 res) {
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
     if (ep->mid_type) {
         float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
@@ -123,6 +164,10 @@ static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bi
         f = _mm256_mul_ps(f, mid_scale);
         __asm__("" : "+x"(f));   /* gcc would contract the mul and add into an FMA */
         f = _mm256_add_ps(f, mid_bias);
+    }
+    if (ep->res_type) {
+        __asm__("" : "+x"(res));   /* the residual's own product rounds before the add */
+        f = _mm256_add_ps(f, res);
     }
     if (ep->act == DSCY_ACT_RELU) f = _mm256_max_ps(f, _mm256_setzero_ps());
     else if (ep->act == DSCY_ACT_CLIP)

@@ -21,6 +21,8 @@
  *        mid_type U8/S8 (a QuantizeLinear -> DequantizeLinear [-> Mul / Add per channel] inside
  *        the layer):
  *          f = (float)(saturate(rint(f) + mid_zp) - mid_zp) * mid_scale[n] + mid_bias[n]
+ *        res_type F32/U8/S8 (a residual Add):  f = f + res[m][n] (F32)
+ *                                                 f = f + (float)(res[m][n] - res_zp) * res_scale
  *        f = act(f); if y_scale != 1: f = f / y_scale    (QuantizeLinear's division)
  *   out_type F32: out = f
  *   out_type U8/S8: out = saturate(rint_half_even(f) + zero_point)   (ONNX QuantizeLinear)
@@ -40,6 +42,11 @@ typedef struct {
     int mid_zp;
     const float *mid_scale; /* [N] (mid_type != 0), never NULL then */
     const float *mid_bias;  /* [N] (mid_type != 0), never NULL then */
+    int res_type;           /* 0, or DSCY_OUT_F32 / U8 / S8: residual added before the activation */
+    int res_zp;
+    float res_scale;
+    const void *res;        /* [M][ldr] elements of res_type, tokens-major like out */
+    ptrdiff_t ldr;
     int zero_point;         /* output zero point (U8/S8 out) */
     void *out;              /* [M][ldo] elements of out_type, tokens-major */
     ptrdiff_t ldo;          /* row stride of out, in elements */

@@ -105,7 +105,8 @@ void dscy_qs8_pack_x_tiles(const void *x, int x_signed, ptrdiff_t ldx, int M, in
 
 /* Epilogue of row n into stage (int32 lanes: quantized values, float bits or int32 sums);
  * the transposed write to the tokens-major output happens in flush_rows, 8 rows at a time. */
-static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int mt, int n, int32_t *stage) {
+static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int m0, int mt, int n,
+                      int32_t *stage) {
 #ifdef __AVX2__
     __m256i b = _mm256_set1_epi32(ep->bias[n]);
     __m256 s = _mm256_set1_ps(ep->scale[n]);
@@ -115,13 +116,24 @@ static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int mt, int n
         __m256i a = _mm256_loadu_si256((const __m256i *)(acc + j)), r;
         if (ep->out_type == DSCY_OUT_I32) r = _mm256_add_epi32(a, b);
         else {
-            __m256 f = dscy_ep_f8(ep, a, b, s, ma, mb);
+            __m256 rv = mb;
+            if (ep->res_type) {
+                /* residuals of tokens m0+j.. (a strided gather; the tail lanes beyond mt read
+                 * nothing: they are computed on a copy of the last valid token) */
+                if (j + 8 <= mt) rv = dscy_res8(ep, (ptrdiff_t)(m0 + j) * ep->ldr + n, ep->ldr);
+                else {
+                    float t8[8];
+                    for (int i = 0; i < 8; i++) t8[i] = dscy_res1(ep, m0 + (j + i < mt ? j + i : mt - 1), n);
+                    rv = _mm256_loadu_ps(t8);
+                }
+            }
+            __m256 f = dscy_ep_f8(ep, a, b, s, ma, mb, rv);
             r = ep->out_type == DSCY_OUT_F32 ? _mm256_castps_si256(f) : dscy_ep_q8(ep, f);
         }
         _mm256_storeu_si256((__m256i *)(stage + j), r);
     }
 #else
-    for (int t = 0; t < mt; t++) stage[t] = dscy_ep_value1(ep, acc[t], n);
+    for (int t = 0; t < mt; t++) stage[t] = dscy_ep_value1(ep, acc[t], m0 + t, n);
 #endif
 }
 
@@ -301,7 +313,7 @@ void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr, con
 #else
                 row_generic(xtile, T, ix, v, nb, bp, acc);
 #endif
-                stage_row(ep, acc, mt, n, stage + (n - ns) * T32);
+                stage_row(ep, acc, m0, mt, n, stage + (n - ns) * T32);
                 if (n - ns == 7 || n == r1 - 1) { flush_rows(ep, stage, m0, mt, ns, n - ns + 1); ns = n + 1; }
             }
         }
