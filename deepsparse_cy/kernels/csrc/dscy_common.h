@@ -57,9 +57,9 @@ static inline float dscy_res1(const dscy_epilogue *ep, int m, int n) {
     return (float)(r - ep->res_zp) * ep->res_scale;
 }
 
-static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
-    int32_t v = (int32_t)((uint32_t)acc + (uint32_t)ep->bias[n]);
-    if (ep->out_type == DSCY_OUT_I32) return v;
+/* The epilogue in two halves: pre (bias, scale, mid step) per channel, post (residual,
+ * activation, output scale and type) per output element. */
+static inline float dscy_ep_pre1(const dscy_epilogue *ep, int32_t v, int n) {
     float f = (float)v * ep->scale[n];
     if (ep->mid_type) {
         float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
@@ -71,6 +71,10 @@ static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int m
 #endif
         f = d + ep->mid_bias[n];
     }
+    return f;
+}
+
+static inline int32_t dscy_ep_post1(const dscy_epilogue *ep, float f, int m, int n) {
     if (ep->res_type) {
         float r = dscy_res1(ep, m, n);
 #ifdef __FMA__
@@ -90,6 +94,12 @@ static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int m
     float qhi = (ep->out_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->zero_point;
     f = f < qlo ? qlo : f; f = f > qhi ? qhi : f;
     return (int32_t)rintf(f) + ep->zero_point;   /* rintf: current mode = round half to even */
+}
+
+static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
+    int32_t v = (int32_t)((uint32_t)acc + (uint32_t)ep->bias[n]);
+    if (ep->out_type == DSCY_OUT_I32) return v;
+    return dscy_ep_post1(ep, dscy_ep_pre1(ep, v, n), m, n);
 }
 
 /* Store one element (m, n) of the tokens-major output through the epilogue. */
@@ -153,8 +163,8 @@ static inline __m256 dscy_res8(const dscy_epilogue *ep, ptrdiff_t o, ptrdiff_t s
     return _mm256_mul_ps(f, _mm256_set1_ps(ep->res_scale));
 }
 
-static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bias, __m256 scale,
-                                __m256 mid_scale, __m256 mid_bias, __m256 res) {
+static inline __m256 dscy_ep_pre8(const dscy_epilogue *ep, __m256i acc, __m256i bias,
+                                  __m256 scale, __m256 mid_scale, __m256 mid_bias) {
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
     if (ep->mid_type) {
         float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
@@ -165,6 +175,10 @@ static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bi
         __asm__("" : "+x"(f));   /* gcc would contract the mul and add into an FMA */
         f = _mm256_add_ps(f, mid_bias);
     }
+    return f;
+}
+
+static inline __m256 dscy_ep_post8(const dscy_epilogue *ep, __m256 f, __m256 res) {
     if (ep->res_type) {
         __asm__("" : "+x"(res));   /* the residual's own product rounds before the add */
         f = _mm256_add_ps(f, res);
@@ -176,6 +190,11 @@ static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bi
         f = dscy_gelu8(f);
     if (ep->y_scale != 1.0f) f = _mm256_div_ps(f, _mm256_set1_ps(ep->y_scale));
     return f;
+}
+
+static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bias, __m256 scale,
+                                __m256 mid_scale, __m256 mid_bias, __m256 res) {
+    return dscy_ep_post8(ep, dscy_ep_pre8(ep, acc, bias, scale, mid_scale, mid_bias), res);
 }
 /* float -> quantized int32 lanes (rounded half-even, zero point added, saturated) */
 static inline __m256i dscy_ep_q8(const dscy_epilogue *ep, __m256 f) {

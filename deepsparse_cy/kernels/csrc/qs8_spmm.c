@@ -116,24 +116,26 @@ static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int m0, int m
         __m256i a = _mm256_loadu_si256((const __m256i *)(acc + j)), r;
         if (ep->out_type == DSCY_OUT_I32) r = _mm256_add_epi32(a, b);
         else {
-            __m256 rv = mb;
-            if (ep->res_type) {
-                /* residuals of tokens m0+j.. (a strided gather; the tail lanes beyond mt read
-                 * nothing: they are computed on a copy of the last valid token) */
-                if (j + 8 <= mt) rv = dscy_res8(ep, (ptrdiff_t)(m0 + j) * ep->ldr + n, ep->ldr);
-                else {
-                    float t8[8];
-                    for (int i = 0; i < 8; i++) t8[i] = dscy_res1(ep, m0 + (j + i < mt ? j + i : mt - 1), n);
-                    rv = _mm256_loadu_ps(t8);
-                }
+            __m256 f = dscy_ep_pre8(ep, a, b, s, ma, mb);
+            /* with a residual the rest of the epilogue runs in flush_rows, where each token's
+             * channels (and residuals) are contiguous */
+            if (ep->res_type) r = _mm256_castps_si256(f);
+            else {
+                f = dscy_ep_post8(ep, f, mb);
+                r = ep->out_type == DSCY_OUT_F32 ? _mm256_castps_si256(f) : dscy_ep_q8(ep, f);
             }
-            __m256 f = dscy_ep_f8(ep, a, b, s, ma, mb, rv);
-            r = ep->out_type == DSCY_OUT_F32 ? _mm256_castps_si256(f) : dscy_ep_q8(ep, f);
         }
         _mm256_storeu_si256((__m256i *)(stage + j), r);
     }
 #else
-    for (int t = 0; t < mt; t++) stage[t] = dscy_ep_value1(ep, acc[t], m0 + t, n);
+    (void)m0;
+    for (int t = 0; t < mt; t++) {
+        int32_t v = (int32_t)((uint32_t)acc[t] + (uint32_t)ep->bias[n]);
+        if (ep->out_type == DSCY_OUT_I32) { stage[t] = v; continue; }
+        float f = dscy_ep_pre1(ep, v, n);
+        if (ep->res_type) memcpy(stage + t, &f, 4);
+        else stage[t] = dscy_ep_post1(ep, f, m0 + t, n);
+    }
 #endif
 }
 
@@ -141,6 +143,52 @@ static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int m0, int m
 static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, int mt, int n0, int nr) {
     ptrdiff_t ldo = ep->ldo;
     int bytes = ep->out_type >= DSCY_OUT_U8;
+    if (ep->res_type && ep->out_type != DSCY_OUT_I32) {
+        /* stage holds pre-epilogue floats: transpose, then residual, activation and output */
+#ifdef __AVX2__
+        if (nr == 8 && mt % 8 == 0) {
+            for (int blk = 0; blk < mt / 8; blk++) {
+                __m256 r[8], t[8], u[8];
+                for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)(stage + i * T32 + 8 * blk));
+                for (int i = 0; i < 4; i++) {
+                    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                }
+                for (int h = 0; h < 2; h++) {
+                    u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
+                    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
+                    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+                    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+                }
+                __m256 tok[8];
+                for (int i = 0; i < 4; i++) {
+                    tok[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);      /* token i */
+                    tok[i + 4] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);  /* token i + 4 */
+                }
+                for (int i = 0; i < 8; i++) {
+                    __m256 v = tok[i];
+                    ptrdiff_t m = m0 + 8 * blk + i;
+                    v = dscy_ep_post8(ep, v, dscy_res8(ep, m * ep->ldr + n0, 1));
+                    if (!bytes) { _mm256_storeu_ps((float *)ep->out + m * ldo + n0, v); continue; }
+                    __m256i q = dscy_ep_q8(ep, v);            /* saturated: packs only narrow */
+                    __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+                    w = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);
+                    _mm_storel_epi64((__m128i *)((uint8_t *)ep->out + m * ldo + n0), w);
+                }
+            }
+            return;
+        }
+#endif
+        for (int t = 0; t < mt; t++)
+            for (int i = 0; i < nr; i++) {
+                float f;
+                memcpy(&f, stage + i * T32 + t, 4);
+                int32_t v = dscy_ep_post1(ep, f, m0 + t, n0 + i);
+                if (bytes) ((uint8_t *)ep->out)[(ptrdiff_t)(m0 + t) * ldo + n0 + i] = (uint8_t)v;
+                else ((int32_t *)ep->out)[(ptrdiff_t)(m0 + t) * ldo + n0 + i] = v;
+            }
+        return;
+    }
 #ifdef __AVX2__
     if (nr == 8 && mt == T32) {
         if (bytes) {
