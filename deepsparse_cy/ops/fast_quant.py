@@ -147,6 +147,11 @@ class QGemm(Op):
                 fs, fzp, fdt = self.final
                 kw.update(scale=self.scale, out_dtype=fdt, out_zero_point=fzp, activation="gelu",
                           y_scale=fs, mid=(self.y_dtype, self.y_zp, self.y_scale, self.post_bias))
+            elif mode == "requant_dq":
+                # the u8 round trip and the dequantize (+ post_bias) in the epilogue: the
+                # kernel's mid step is (q - zy) * sy + post_bias, dequantize_rows' arithmetic
+                kw.update(scale=self.scale, out_dtype=np.float32,
+                          mid=(self.y_dtype, self.y_zp, self.y_scale, self.post_bias))
             else:
                 kw.update(scale=self.scale, out_dtype=self.y_dtype, out_zero_point=self.y_zp,
                           activation=self.act, y_scale=self.y_scale if self.act else 1.0)
@@ -198,7 +203,7 @@ class QGemm(Op):
                 f += self.float_bias / np.float32(self.y_scale)
             q = r2 if mode == "requant" else np.empty((m, self.n), self.y_dtype)
             self._requant_float(f, q)
-        elif mode == "float":
+        elif mode in ("float", "requant_dq"):
             kern(x2, out=r2, num_threads=nt)
             return [res]
         else:
