@@ -398,6 +398,35 @@ def _mark_nhwc(v, nodes):
     return marked
 
 
+def _fuse_qconv_maxpool(v, qconvs):
+    """QConv(float out) -> MaxPool (2-D, one output) -> QuantizeLinear (per tensor) ==>
+    QConv(requantized to that QuantizeLinear) -> QMaxPool: max commutes with the monotone
+    quantization, so the result is the same bit for bit, and a CNN stem (conv -> ReLU ->
+    MaxPool) stays int8 (NHWC between the QConvs) instead of a float NCHW round trip."""
+    count = 0
+    for nd in qconvs:
+        if id(nd) in v.removed or nd.attrs.get("mode") != "float" or len(nd.inputs) > 2:
+            continue
+        mp = v.sole(nd.outputs[0], "MaxPool")
+        if mp is None or len([o for o in mp.outputs if o]) != 1 or len(mp.outputs) > 1 and mp.outputs[1]:
+            continue
+        ks = mp.attrs.get("kernel_shape")
+        if ks is None or len(ks) != 2 or mp.attrs.get("storage_order", 0):
+            continue
+        q = v.sole(mp.outputs[0], "QuantizeLinear")
+        qp = _q_params(v, q) if q is not None else None
+        if qp is None or not qp[0] > 0:
+            continue
+        nd.attrs.update(mode="requant", y_scale=qp[0], y_zero_point=qp[1], y_dtype=qp[2].name)
+        attrs = {k: mp.attrs[k] for k in ("kernel_shape", "strides", "pads", "dilations",
+                                          "auto_pad", "ceil_mode") if k in mp.attrs}
+        pool = Node("QMaxPool", DOMAIN, [nd.outputs[0]], [q.outputs[0]], attrs, mp.name, mp.index)
+        v.replace([mp, q], pool)
+        v.absorbed_by.append((pool, [mp, q]))
+        count += 1
+    return count
+
+
 def fuse_qconv(graph, opsets, exact=None):
     """Rewrite quantized convolutions into QConv nodes; returns the number of rewrites."""
     exact = _exact_default() if exact is None else exact
@@ -405,7 +434,8 @@ def fuse_qconv(graph, opsets, exact=None):
     v.absorbed_by = []
     count = _fuse_qlinear_conv(v) + _fuse_conv_integer(v) + _fuse_qdq_conv(v, exact)
     if count:
-        _mark_nhwc(v, v.added)
+        count += _fuse_qconv_maxpool(v, [n for n in v.added if n.op_type == "QConv"])
+        _mark_nhwc(v, [n for n in v.added if id(n) not in v.removed])
         # each QConv takes the place of the last node it absorbed: every input it reads was
         # available there, so the node list stays topologically ordered without a re-sort
         pos = {id(n): i for i, n in enumerate(graph.nodes)}

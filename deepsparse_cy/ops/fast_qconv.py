@@ -43,6 +43,8 @@ from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_ops
 from ..kernels.conv import conv_output_hw, conv_weight_matrix, im2col_nhwc
+from ._spatial import scratch
+from .pool import _Geom
 from .registry import Op, register
 
 TUNE_MIN = 1 << 16        # columns (M*K bytes) below which the first-run timing is not worth it
@@ -477,3 +479,62 @@ class QConv(Op):
             self._dense = [p if p.format == "dense" else kernels.pack_qs8(p.unpack(), "dense")
                            for p in self.packs]
         return self._run(self._dense, inputs, outs)
+
+
+@register("QMaxPool", since=1, domain="com.deepsparse_cy")
+class QMaxPool(Op):
+    """MaxPool on quantized (u8 / s8) activations, NCHW or NHWC in and out (x_layout /
+    y_layout, as QConv). graph/fusion_conv.py makes it from QConv(float) -> MaxPool ->
+    QuantizeLinear: quantization is monotone, so the max of the quantized values is the
+    quantization of the max, bit for bit, and the QConv writes the int8 values directly.
+    Attributes: MaxPool's kernel_shape, strides, pads, dilations, auto_pad, ceil_mode (2-D)."""
+
+    kernel_name = "numpy_maxpool_q8"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        self.kw = dict(kernel_shape=a.get("kernel_shape"), strides=a.get("strides"),
+                       dilations=a.get("dilations"), pads=a.get("pads"),
+                       auto_pad=a.get("auto_pad", "NOTSET"), ceil_mode=a.get("ceil_mode", 0))
+        self.x_layout = a.get("x_layout", "NCHW")
+        self.y_layout = a.get("y_layout", "NCHW")
+        self._geoms = {}
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        if x.ndim != 4 or x.dtype not in (np.uint8, np.int8):
+            raise ShapeError(f"QMaxPool: input must be 4-D uint8 / int8, got {x.dtype} "
+                             f"{list(x.shape)}")
+        xn = x if self.x_layout == "NHWC" else x.transpose(0, 2, 3, 1)
+        b, h, w, c = xn.shape
+        g = self._geoms.get(xn.shape)
+        if g is None:
+            g = self._geoms[xn.shape] = _Geom(np.empty((b, c, h, w), np.uint8), **self.kw)
+        ho, wo = g.O
+        lowest = np.iinfo(x.dtype).min            # the identity of max: padding never wins
+        ph, pw = g.P
+        if (ph, pw) != (h, w):
+            xp = scratch(("qmaxpool_pad", xn.shape, x.dtype.str, ph, pw, tuple(g.pb)),
+                         (b, ph, pw, c), x.dtype, init=lambda a_: a_.fill(lowest))
+            xp[:, g.pb[0]:g.pb[0] + h, g.pb[1]:g.pb[1] + w] = xn
+        else:
+            xp = xn
+        oshape = (b, ho, wo, c) if self.y_layout == "NHWC" else (b, c, ho, wo)
+        o = outs[0] if outs else None
+        if o is None or o.shape != oshape or o.dtype != x.dtype or not o.flags.c_contiguous:
+            o = np.empty(oshape, x.dtype)
+        yn = o if self.y_layout == "NHWC" else np.empty((b, ho, wo, c), x.dtype)
+        (kh, kw), (sh, sw), (dh, dw) = g.k, g.s, g.d
+        first = True
+        for i in range(kh):
+            for j in range(kw):
+                v = xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+                if first:
+                    np.copyto(yn, v)
+                    first = False
+                else:
+                    np.maximum(yn, v, out=yn)
+        if self.y_layout != "NHWC":
+            np.copyto(o, yn.transpose(0, 3, 1, 2))
+        return [o]
