@@ -23,14 +23,21 @@ per call into the layout they need (int16 k-pairs), which costs O(M*K) against O
     pair; dense stores int16 (2 B per weight).
 ``qs8_matmul(x[M, K] u8|s8, packed, bias=None (int32[N]), scale=None (float | float32[N]),
             out_dtype=np.float32|np.uint8|np.int8|np.int32, out_zero_point=0, x_zero_point=0,
-            activation=None|'relu'|'clip', clip=(lo, hi), num_threads=None, out=None, isa=None)``
+            activation=None|'relu'|'clip'|'gelu', clip=(lo, hi), num_threads=None, out=None,
+            isa=None, y_scale=1.0, mid=None, residual=None)``
     acc = sum_k (x - x_zero_point) * w + bias  (int32, exact);  int32 out: acc;
-    else f = float32(acc) * scale[n] -> activation -> float32 out, or
-    saturate(round_half_even(f) + out_zero_point) for uint8/int8 out. scale = s_x * s_w[n] / s_y
-    for requantization, s_x * s_w[n] for float out. The activation acts on f (dequantized domain).
-``qs8_matmul_reference(...)``: same arguments, plain numpy; bit-exact to the kernels.
-``pack_f32_sparse(w_f32[N, K]) -> PackedF32``; ``f32_spmm(x[M, K] f32, packed, bias=None,
-    activation=None, clip=None, num_threads=None, out=None, isa=None) -> out[M, N] f32``.
+    else f = float32(acc) * scale[n]; [mid = (dtype, zp1, s1 (scalar | [N]), b1 ([N] | None)):
+    f = (saturate(round_half_even(f) + zp1) - zp1) * s1[n] + b1[n], a QuantizeLinear ->
+    DequantizeLinear -> Mul/Add inside the layer]; [residual = (r[M, N], zp_r, s_r): f += r, or
+    (r - zp_r) * s_r for uint8/int8 r]; -> activation -> [f / y_scale when y_scale != 1] ->
+    float32 out, or saturate(round_half_even(f) + out_zero_point) for uint8/int8 out. A plain
+    requantization folds s_y into scale (s_x * s_w[n] / s_y); after GELU, a mid step or a
+    residual the activation sees real values and y_scale = s_y divides, as QuantizeLinear does.
+``qs8_matmul_reference(...)``: same arguments, plain numpy; bit-exact to the kernels (GELU: the
+    kernels' erf is a rational approximation, a quantized output may move by one step).
+``pack_f32_sparse(w_f32[N, K]) -> PackedF32`` (CSR; K panels of ``f32.PANEL_K`` for wide K);
+    ``f32_spmm(x[M, K] f32, packed, bias=None, activation=None|'relu'|'clip'|'gelu', clip=None,
+    num_threads=None, out=None, isa=None) -> out[M, N] f32``.
 Convolution: ``conv_weight_matrix(w[Cout, Cin, kh, kw]) -> [Cout, kh*kw*Cin]``,
 ``im2col_nhwc(x[B, H, W, C], kernel_shape, strides, pads, dilations, pad_value)`` and
 ``qs8_conv2d_nhwc(x_nhwc, packed, kernel_shape, ...) -> [B, Ho, Wo, Cout]`` (1x1 stride 1 is
