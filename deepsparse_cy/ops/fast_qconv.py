@@ -43,6 +43,7 @@ from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_ops
 from ..kernels.conv import conv_output_hw, conv_weight_matrix, im2col_nhwc
+from ..kernels.f32conv import f32_dwconv2d
 from ._spatial import scratch
 from .pool import _Geom
 from .registry import Op, register
@@ -102,6 +103,7 @@ class QConv(Op):
         self.depthwise = self.group > 1 and self.cin_g == 1
         if self.depthwise:
             self.w_taps = w.reshape(self.cout, kh * kw).T.astype(np.float32)   # [taps, Cout]
+            self.w_dw = w.astype(np.float32)                                    # [Cout, 1, kh, kw]
             self.packs = None
             rowsum = w.reshape(self.cout, -1).sum(1, dtype=np.int64)
             self.kernel_name, self.kernel_isa = "numpy_depthwise_f32", "numpy"
@@ -316,6 +318,17 @@ class QConv(Op):
             raise ShapeError(f"QConv: input has {c} channels, depthwise weight expects {self.group}")
         ft = np.float32 if kh * kw <= 513 else np.float64
         n = self.cout
+        if self._dw_f32_exact and n == c and kernels.kernel_isa() != "generic":
+            # the compiled FP32 depthwise kernel on (x - zx): every product and partial sum is
+            # an integer below 2**24, so its float32 FMAs give the exact int32 sum (zero
+            # padding of x - zx is padding x with its zero point, as the spec pads)
+            xf = np.empty((b, c, h, w_), np.float32)
+            np.subtract(xn.transpose(0, 3, 1, 2), np.float32(self.zx), out=xf, dtype=np.float32)
+            accn = f32_dwconv2d(xf, self.w_dw, self.strides, pads, self.dilations,
+                                num_threads=self.num_threads or None)
+            acc = np.empty((b, ho, wo, n), np.float32)
+            np.copyto(acc, accn.transpose(0, 2, 3, 1))
+            return self._dw_epilogue(acc.reshape(b, ho, wo * n), ft, out2)
         xp = np.zeros((b, h + pads[0] + pads[2], w_ + pads[1] + pads[3], c), ft)
         np.subtract(xn, ft(self.zx), out=xp[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w_], dtype=ft)
         if n != c:
@@ -349,6 +362,11 @@ class QConv(Op):
                     else:
                         np.multiply(v, wt[i * kw + j], out=t_)
                         a_ += t_
+        return self._dw_epilogue(acc, ft, out2)
+
+    def _dw_epilogue(self, acc, ft, out2):
+        """bias, scale, activation and output of the depthwise accumulators [b, ho, wo*n]."""
+        n = self.cout
         acc = acc.reshape(-1, n)
         odt, scale, act, clip, zp = self._kernel_args()
         if odt != np.int32 and ft == np.float32 and self._dw_f32_exact:
