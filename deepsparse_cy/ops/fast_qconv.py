@@ -45,7 +45,7 @@ from ..kernels import _f32_ops
 from ..kernels.conv import conv_output_hw, conv_weight_matrix, im2col_nhwc
 from ..kernels.f32conv import f32_dwconv2d
 from ._spatial import scratch
-from .pool import _Geom
+from .pool import _Geom, pool_geometry_attrs
 from .registry import Op, register
 
 TUNE_MIN = 1 << 16        # columns (M*K bytes) below which the first-run timing is not worth it
@@ -512,9 +512,7 @@ class QMaxPool(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         a = node.attrs
-        self.kw = dict(kernel_shape=a.get("kernel_shape"), strides=a.get("strides"),
-                       dilations=a.get("dilations"), pads=a.get("pads"),
-                       auto_pad=a.get("auto_pad", "NOTSET"), ceil_mode=a.get("ceil_mode", 0))
+        self.kw = pool_geometry_attrs(a)
         self.x_layout = a.get("x_layout", "NCHW")
         self.y_layout = a.get("y_layout", "NCHW")
         self._geoms = {}

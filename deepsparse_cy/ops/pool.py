@@ -152,15 +152,20 @@ def _max_pool(x, g, with_indices, storage_order, out=None):
     return y, flat + base
 
 
+def pool_geometry_attrs(a):
+    """The window attributes of a MaxPool-style node, as _Geom's keyword arguments."""
+    return dict(kernel_shape=a.get("kernel_shape"), strides=a.get("strides"),
+                dilations=a.get("dilations"), pads=a.get("pads"),
+                auto_pad=a.get("auto_pad", "NOTSET"), ceil_mode=a.get("ceil_mode", 0))
+
+
 # MaxPool has an optional second output (Indices), so it is an Op rather than a plain function.
 @register("MaxPool", since=1)
 class MaxPool(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         a = node.attrs
-        self.kw = dict(kernel_shape=a.get("kernel_shape"), strides=a.get("strides"),
-                       dilations=a.get("dilations"), pads=a.get("pads"),
-                       auto_pad=a.get("auto_pad", "NOTSET"), ceil_mode=a.get("ceil_mode", 0))
+        self.kw = pool_geometry_attrs(a)
         self.storage_order = int(a.get("storage_order", 0))
         self.num_threads = int(ctx.num_threads or 1)
         self.with_indices = len(node.outputs) > 1 and bool(node.outputs[1])

@@ -46,3 +46,15 @@ def sparse_weight(rng, n, k, sparsity, pattern, dtype=np.int8, full_range=True):
     else:
         keep = rng.random((n, k)) >= sparsity
     return np.where(keep, w, 0).astype(dtype)
+
+
+def epilogue_layer(rng, fmt, m=45, k=100, n=37):
+    """An INT8 layer for the epilogue tests: u8 x [m, k], an 80% block4 weight (dense for
+    fmt 'dense') packed in fmt, an int32 bias, and the float64 accumulators with x_zero_point
+    128 (to size the scales). Returns (x, w, packed, bias, acc)."""
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = sparse_weight(rng, n, k, 0.0 if fmt == "dense" else 0.8, "block4")
+    p = K.pack_qs8(w, fmt)
+    b = rng.integers(-300, 300, n).astype(np.int32)
+    acc = K.qs8_matmul_reference(x, w, b, None, np.int32, 0, 128).astype(np.float64)
+    return x, w, p, b, acc

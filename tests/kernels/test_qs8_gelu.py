@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import deepsparse_cy.kernels as K
-from _kernel_cases import isa_params, sparse_weight
+from _kernel_cases import epilogue_layer, isa_params, sparse_weight
 
 
 @pytest.mark.parametrize("isa", isa_params())
@@ -58,13 +58,9 @@ def test_qs8_mid_requant(isa, fmt, mid_dtype, mid_zp, act, out, zp):
     """mid: quantize to the layer's output type, dequantize, add a bias, then the activation and
     the final output (QuantizeLinear -> DequantizeLinear -> Add [-> Gelu -> QuantizeLinear] of a
     quantized transformer's FFN). Without GELU the result is bit-exact."""
-    m, k, n = 45, 100, 37
+    m, n = 45, 37
     rng = np.random.default_rng(11)
-    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
-    w = sparse_weight(rng, n, k, 0.0 if fmt == "dense" else 0.8, "block4")
-    p = K.pack_qs8(w, fmt)
-    b = rng.integers(-300, 300, n).astype(np.int32)
-    acc = K.qs8_matmul_reference(x, w, b, None, np.int32, 0, 128).astype(np.float64)
+    x, w, p, b, acc = epilogue_layer(rng, fmt, m=m, n=n)
     sc = np.float32(300.0 / max(np.abs(acc).max(), 1.0))     # some values saturate the mid type
     mid = (mid_dtype, mid_zp, 0.03, (rng.standard_normal(n) * 0.5).astype(np.float32))
     kw = dict(activation=act, y_scale=6.0 / 255 if act == "gelu" else 1.0, mid=mid)

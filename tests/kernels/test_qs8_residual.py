@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import deepsparse_cy.kernels as K
-from _kernel_cases import isa_params, sparse_weight
+from _kernel_cases import epilogue_layer, isa_params, sparse_weight
 
 
 @pytest.mark.parametrize("isa", isa_params())
@@ -17,13 +17,9 @@ from _kernel_cases import isa_params, sparse_weight
 @pytest.mark.parametrize("out,mid", [(np.uint8, False), (np.uint8, True), (np.float32, True),
                                      (np.int8, False)])
 def test_qs8_residual_epilogue(isa, fmt, rdt, act, clip, out, mid):
-    m, k, n = 45, 100, 37
+    m, n = 45, 37
     rng = np.random.default_rng(3)
-    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
-    w = sparse_weight(rng, n, k, 0.0 if fmt == "dense" else 0.8, "block4")
-    p = K.pack_qs8(w, fmt)
-    b = rng.integers(-300, 300, n).astype(np.int32)
-    acc = K.qs8_matmul_reference(x, w, b, None, np.int32, 0, 128).astype(np.float64)
+    x, w, p, b, acc = epilogue_layer(rng, fmt, m=m, n=n)
     sc = np.float32(2.0 / max(np.abs(acc).max(), 1.0))        # real values about +-2
     if rdt == np.float32:
         rbuf = rng.standard_normal((m, n + 3)).astype(np.float32)

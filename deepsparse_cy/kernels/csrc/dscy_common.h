@@ -111,6 +111,25 @@ static inline void dscy_ep_store1(const dscy_epilogue *ep, int32_t acc, int m, i
 }
 
 #ifdef __AVX2__
+/* 8x8 float transpose in place: row i of r[0..8) becomes column i (r[j][i] = old r[i][j]) */
+static inline void dscy_tr8x8_ps(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) {
+        u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
 /* 0.5 x (1 + erf(x / sqrt 2)) on 8 lanes: dscy_erff's clamp and rational form with FMAs (finite
  * x only: the epilogue's values come from int32 sums) */
 static inline __m256 dscy_gelu8(__m256 x) {

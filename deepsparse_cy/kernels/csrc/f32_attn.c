@@ -32,26 +32,6 @@
 
 DSCY_THREAD_BUFFER(att_buffer)
 
-#ifdef __AVX2__
-/* 8x8 float transpose of r[0..8) in place */
-static inline void tr8x8(__m256 r[8]) {
-    __m256 t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int h = 0; h < 2; h++) {
-        u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
-        u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
-        u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
-        u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
-        r[i + 4] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
-    }
-}
-#endif
 
 /* K of one head, [T][D] rows ks apart, into panels of KW keys: ktp[jb][d][KW] (keys jb*KW + i
  * for i < KW; zero beyond T), so the score loop reads one contiguous 64-byte row per d */
@@ -64,7 +44,7 @@ static void pack_k(const float *k, ptrdiff_t ks, int T, int D, float *ktp) {
         for (; d0 + 8 <= D; d0 += 8) {
             __m256 r[8];
             for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(k + (size_t)(j0 + i) * ks + d0);
-            tr8x8(r);
+            dscy_tr8x8_ps(r);
             for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (size_t)(d0 + i) * KW, r[i]);
         }
         for (; d0 < D; d0++)

@@ -68,30 +68,17 @@ static void flush_rows(const float *stage, float *out, ptrdiff_t ldo, int m0, in
 #ifdef __AVX2__
     if (nr == 8 && mt % 8 == 0) {
         for (int blk = 0; blk < mt / 8; blk++) {
-            __m256 r[8], t[8], u[8];
+            __m256 r[8];
             for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(stage + i * T32 + 8 * blk);
-            for (int i = 0; i < 4; i++) {
-                t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-            }
-            for (int h = 0; h < 2; h++) {
-                u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
-                u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
-                u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
-                u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
-            }
-            for (int i = 0; i < 4; i++) {
-                int tk = 8 * blk + i;
-                __m256 a = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
-                __m256 b = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
-                float *oa = o + tk * ldo, *ob = o + (tk + 4) * ldo;
+            dscy_tr8x8_ps(r);
+            for (int i = 0; i < 8; i++) {
+                float *oa = o + (8 * blk + i) * ldo;
+                __m256 a = r[i];
                 if (mode) {
                     a = _mm256_add_ps(_mm256_loadu_ps(oa), a);
-                    b = _mm256_add_ps(_mm256_loadu_ps(ob), b);
-                    if (mode == 2) { a = act8(a, act, lo, hi); b = act8(b, act, lo, hi); }
+                    if (mode == 2) a = act8(a, act, lo, hi);
                 }
                 _mm256_storeu_ps(oa, a);
-                _mm256_storeu_ps(ob, b);
             }
         }
         return;

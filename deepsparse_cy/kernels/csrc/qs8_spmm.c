@@ -148,23 +148,9 @@ static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, in
 #ifdef __AVX2__
         if (nr == 8 && mt % 8 == 0) {
             for (int blk = 0; blk < mt / 8; blk++) {
-                __m256 r[8], t[8], u[8];
-                for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)(stage + i * T32 + 8 * blk));
-                for (int i = 0; i < 4; i++) {
-                    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-                }
-                for (int h = 0; h < 2; h++) {
-                    u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
-                    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
-                    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
-                    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
-                }
                 __m256 tok[8];
-                for (int i = 0; i < 4; i++) {
-                    tok[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);      /* token i */
-                    tok[i + 4] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);  /* token i + 4 */
-                }
+                for (int i = 0; i < 8; i++) tok[i] = _mm256_loadu_ps((const float *)(stage + i * T32 + 8 * blk));
+                dscy_tr8x8_ps(tok);
                 for (int i = 0; i < 8; i++) {
                     __m256 v = tok[i];
                     ptrdiff_t m = m0 + 8 * blk + i;
@@ -237,23 +223,10 @@ static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, in
             /* four 8x8 transposes of 32-bit lanes: each token gets one 32-byte store */
             int32_t *o = (int32_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
             for (int blk = 0; blk < 4; blk++) {
-                __m256 r[8], t[8], u[8];
+                __m256 r[8];
                 for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)(stage + i * T32 + 8 * blk));
-                for (int i = 0; i < 4; i++) {
-                    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-                }
-                for (int h = 0; h < 2; h++) {
-                    u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0x44);
-                    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], 0xEE);
-                    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
-                    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
-                }
-                for (int i = 0; i < 4; i++) {
-                    int tk = 8 * blk + i;
-                    _mm256_storeu_ps((float *)(o + tk * ldo), _mm256_permute2f128_ps(u[i], u[4 + i], 0x20));
-                    _mm256_storeu_ps((float *)(o + (tk + 4) * ldo), _mm256_permute2f128_ps(u[i], u[4 + i], 0x31));
-                }
+                dscy_tr8x8_ps(r);
+                for (int i = 0; i < 8; i++) _mm256_storeu_ps((float *)(o + (8 * blk + i) * ldo), r[i]);
             }
         }
         return;
