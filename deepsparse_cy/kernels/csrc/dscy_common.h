@@ -157,27 +157,11 @@ static inline __m256 dscy_gelu8(__m256 x) {
  * scale, mid_scale and mid_bias vectors (the mid ones read only when ep->mid_type) and the
  * residuals (dscy_res8, read only when ep->res_type). Returns float values
  * (already activated); caller stores. */
-/* residuals of 8 outputs: (m, n0..n0+7) when step == 1, (m0..m0+7, n) when step == ldr */
-static inline __m256 dscy_res8(const dscy_epilogue *ep, ptrdiff_t o, ptrdiff_t step) {
-    if (ep->res_type == DSCY_OUT_F32) {
-        const float *r = (const float *)ep->res + o;
-        if (step == 1) return _mm256_loadu_ps(r);
-        return _mm256_setr_ps(r[0], r[step], r[2 * step], r[3 * step], r[4 * step], r[5 * step],
-                              r[6 * step], r[7 * step]);
-    }
-    __m256i v;
-    if (ep->res_type == DSCY_OUT_U8) {
-        const uint8_t *r = (const uint8_t *)ep->res + o;
-        v = step == 1 ? _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)r))
-                      : _mm256_setr_epi32(r[0], r[step], r[2 * step], r[3 * step], r[4 * step],
-                                          r[5 * step], r[6 * step], r[7 * step]);
-    } else {
-        const int8_t *r = (const int8_t *)ep->res + o;
-        v = step == 1 ? _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)r))
-                      : _mm256_setr_epi32(r[0], r[step], r[2 * step], r[3 * step], r[4 * step],
-                                          r[5 * step], r[6 * step], r[7 * step]);
-    }
-    /* (float)(r - zp) * scale, as dscy_res1 */
+/* residuals of 8 outputs (m, n0..n0+7), o = m * ldr + n0, dequantized as dscy_res1 */
+static inline __m256 dscy_res8(const dscy_epilogue *ep, ptrdiff_t o) {
+    if (ep->res_type == DSCY_OUT_F32) return _mm256_loadu_ps((const float *)ep->res + o);
+    __m128i b = _mm_loadl_epi64((const __m128i *)((const uint8_t *)ep->res + o));
+    __m256i v = ep->res_type == DSCY_OUT_U8 ? _mm256_cvtepu8_epi32(b) : _mm256_cvtepi8_epi32(b);
     __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(v, _mm256_set1_epi32(ep->res_zp)));
     return _mm256_mul_ps(f, _mm256_set1_ps(ep->res_scale));
 }

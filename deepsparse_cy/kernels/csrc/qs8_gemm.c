@@ -53,7 +53,7 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
             __m256 r0 = m0v, r1 = m0v;
             if (ep->res_type) {
                 ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
-                r0 = dscy_res8(ep, ro, 1); r1 = dscy_res8(ep, ro + 8, 1);
+                r0 = dscy_res8(ep, ro); r1 = dscy_res8(ep, ro + 8);
             }
             __m256 f0 = dscy_ep_f8(ep, a0, b0, s0, ma0, m0v, r0), f1 = dscy_ep_f8(ep, a1, b1, s1, ma1, m1v, r1);
             if (ep->out_type == DSCY_OUT_F32) {

@@ -154,7 +154,7 @@ static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, in
                 for (int i = 0; i < 8; i++) {
                     __m256 v = tok[i];
                     ptrdiff_t m = m0 + 8 * blk + i;
-                    v = dscy_ep_post8(ep, v, dscy_res8(ep, m * ep->ldr + n0, 1));
+                    v = dscy_ep_post8(ep, v, dscy_res8(ep, m * ep->ldr + n0));
                     if (!bytes) { _mm256_storeu_ps((float *)ep->out + m * ldo + n0, v); continue; }
                     __m256i q = dscy_ep_q8(ep, v);            /* saturated: packs only narrow */
                     __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
