@@ -16,6 +16,9 @@ cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
+    void dscy_dw_nhwc_q8(int avx2, const void *x, int x_signed, long H, long W, long C, float zx,
+                         const float *w, long KH, long KW, long sh, long sw, long dh, long dw,
+                         long pt, long pl, long oy, long Wo, float *out)
     int DSCY_F_NONE, DSCY_F_RELU, DSCY_F_CLIP, DSCY_F_GELU, DSCY_F_HARDSWISH, DSCY_F_SILU
     int DSCY_F_HARDSIGMOID, DSCY_F_LEAKYRELU, DSCY_F_SIGMOID
 
@@ -213,3 +216,25 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
                 if dq_out:
                     for i in range(n):
                         y[i] = ((<float>qr[i]) - zp) * scale
+
+
+def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)
+                    bint x_signed, float zx,
+                    const float[:, ::1] w,                # IN  [KH*KW, C] (tap-major)
+                    int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                    float[:, :, :, ::1] out,              # OUT [B, Ho, Wo, C]
+                    int num_threads=1):
+    """Exact integer depthwise conv of quantized NHWC activations into float32 sums (see
+    csrc/f32_fused.h dscy_dw_nhwc_q8_body); rows of the output in parallel."""
+    cdef Py_ssize_t B = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], r
+    cdef int av = _avx2
+    if out.shape[0] != B or out.shape[3] != C or w.shape[0] != kh * kw or w.shape[1] != C:
+        raise ValueError("depthwise shapes do not match")
+    if B == 0 or Ho == 0 or Wo == 0 or C == 0:
+        return
+    with nogil:
+        for r in prange(B * Ho, num_threads=_nt(B * Ho * Wo * C * kh * kw, num_threads),
+                        schedule="static"):
+            dscy_dw_nhwc_q8(av, &x[r // Ho, 0, 0, 0], x_signed, H, W, C, zx, &w[0, 0], kh, kw,
+                            sh, sw, dh, dw, pt, pl, r % Ho, Wo, &out[r // Ho, r % Ho, 0, 0])

@@ -19,9 +19,10 @@ chosen per layer by pack_qs8's cost model):
 * group 1: 1x1 stride 1 is the GEMM over pixels, other shapes run on explicit im2col columns
   padded with the activation zero point, on the dense or sparse kernel with the fused epilogue.
 * grouped (Cin/group > 1): one packed weight per group, each group's GEMM writes its column slice.
-* depthwise (Cin/group == 1): per-tap multiply-add over the whole NHWC plane in float32 on
-  zero-point-shifted values, which is exact integer arithmetic (|x - zx| * |w| <= 255 * 128, so
-  kh*kw <= 513 taps stay below 2**24); then the same epilogue as the kernels, in numpy.
+* depthwise (Cin/group == 1): the compiled NHWC kernel (_f32_fused.dw_conv_nhwc_q8; a numpy
+  per-tap loop for channel multipliers > 1) sums (x - zx) * w in float32, which is exact integer
+  arithmetic (|x - zx| * |w| <= 255 * 128, so kh*kw <= 513 taps stay below 2**24); then the
+  same epilogue as the kernels, in numpy.
 
 On the first run each sparse layer is timed once against the dense kernel on its real columns
 and the faster kept (DEEPSPARSE_CY_NO_TUNE=1 keeps pack_qs8's choice); outputs are bit-identical
@@ -43,7 +44,7 @@ from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_ops
 from ..kernels.conv import conv_output_hw, conv_weight_matrix, im2col_nhwc
-from ..kernels.f32conv import f32_dwconv2d
+from ..kernels import _f32_fused
 from ._spatial import scratch
 from .pool import _Geom, pool_geometry_attrs
 from .registry import Op, register
@@ -103,7 +104,7 @@ class QConv(Op):
         self.depthwise = self.group > 1 and self.cin_g == 1
         if self.depthwise:
             self.w_taps = w.reshape(self.cout, kh * kw).T.astype(np.float32)   # [taps, Cout]
-            self.w_dw = w.astype(np.float32)                                    # [Cout, 1, kh, kw]
+            self.w_dw = np.ascontiguousarray(self.w_taps)                       # [taps, Cout]
             self.packs = None
             rowsum = w.reshape(self.cout, -1).sum(1, dtype=np.int64)
             self.kernel_name, self.kernel_isa = "numpy_depthwise_f32", "numpy"
@@ -199,6 +200,9 @@ class QConv(Op):
             bmax = 0 if self.bias_i32 is None else int(np.abs(self.bias_i32).max())
             self._dw_f32_exact = kh * kw * 255 * 128 + bmax < 2**24
             self.bias_f32 = None if self.bias_i32 is None else self.bias_i32.astype(np.float32)
+            if self._dw_f32_exact and self.cout == self.group:
+                self.kernel_name = "f32_dw_nhwc_q8"
+                self.kernel_isa = "avx2" if _f32_fused.avx2_enabled() else "generic"
 
     @property
     def weight_format(self):
@@ -318,16 +322,15 @@ class QConv(Op):
             raise ShapeError(f"QConv: input has {c} channels, depthwise weight expects {self.group}")
         ft = np.float32 if kh * kw <= 513 else np.float64
         n = self.cout
-        if self._dw_f32_exact and n == c and kernels.kernel_isa() != "generic":
-            # the compiled FP32 depthwise kernel on (x - zx): every product and partial sum is
-            # an integer below 2**24, so its float32 FMAs give the exact int32 sum (zero
-            # padding of x - zx is padding x with its zero point, as the spec pads)
-            xf = np.empty((b, c, h, w_), np.float32)
-            np.subtract(xn.transpose(0, 3, 1, 2), np.float32(self.zx), out=xf, dtype=np.float32)
-            accn = f32_dwconv2d(xf, self.w_dw, self.strides, pads, self.dilations,
-                                num_threads=self.num_threads or None)
+        if self._dw_f32_exact and n == c:
+            # compiled: NHWC rows straight from the int8 input, every product and partial sum
+            # an integer below 2**24, so the float32 sums are the exact integer sums
             acc = np.empty((b, ho, wo, n), np.float32)
-            np.copyto(acc, accn.transpose(0, 2, 3, 1))
+            xc = np.ascontiguousarray(xn)
+            _f32_fused.dw_conv_nhwc_q8(xc.view(np.uint8), xc.dtype == np.int8, float(self.zx),
+                                       self.w_dw, kh, kw, self.strides[0], self.strides[1],
+                                       self.dilations[0], self.dilations[1], pads[0], pads[1],
+                                       acc, self.num_threads or 1)
             return self._dw_epilogue(acc.reshape(b, ho, wo * n), ft, out2)
         xp = np.zeros((b, h + pads[0] + pads[2], w_ + pads[1] + pads[3], c), ft)
         np.subtract(xn, ft(self.zx), out=xp[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w_], dtype=ft)

@@ -167,6 +167,37 @@ DSCY_INLINE void dscy_softmax_mid_body(const float *restrict x, float *restrict 
     }
 }
 
+/* Depthwise conv of quantized NHWC activations, one output row: out[ox][c] = sum over taps of
+ * (x[iy][ix][c] - zx) * w[tap][c], taps outside the input skipped (the spec pads x - zx with 0).
+ * x: one image [H][W][C] u8 (x_signed 0) or s8; w [KH*KW][C]. With |x - zx| <= 255, |w| <= 128
+ * and KH*KW <= 513 every product and partial sum is an integer below 2**24, so the float32 sum
+ * (FMA or not, any order) is the exact integer sum. */
+DSCY_INLINE void dscy_dw_nhwc_q8_body(const void *restrict x, int x_signed, long H, long W, long C,
+                                      float zx, const float *restrict w, long KH, long KW,
+                                      long sh, long sw, long dh, long dw, long pt, long pl,
+                                      long oy, long Wo, float *restrict out) {
+    for (long ox = 0; ox < Wo; ox++) {
+        float *o = out + ox * C;
+        for (long c = 0; c < C; c++) o[c] = 0.0f;
+        for (long i = 0; i < KH; i++) {
+            long iy = oy * sh - pt + i * dh;
+            if (iy < 0 || iy >= H) continue;
+            for (long j = 0; j < KW; j++) {
+                long ix = ox * sw - pl + j * dw;
+                if (ix < 0 || ix >= W) continue;
+                const float *wt = w + (i * KW + j) * C;
+                if (x_signed) {
+                    const signed char *xr = (const signed char *)x + (iy * W + ix) * C;
+                    for (long c = 0; c < C; c++) o[c] += ((float)xr[c] - zx) * wt[c];
+                } else {
+                    const unsigned char *xr = (const unsigned char *)x + (iy * W + ix) * C;
+                    for (long c = 0; c < C; c++) o[c] += ((float)xr[c] - zx) * wt[c];
+                }
+            }
+        }
+    }
+}
+
 /* Baseline and AVX2+FMA copies of each body. */
 #define DSCY_TWO_COPIES(name, params, args)                        \
     static void name##_generic params { name##_body args; }          \
@@ -184,6 +215,21 @@ DSCY_TWO_COPIES(dscy_scale_mask_softmax, (float *s, const float *mask, long n, f
 
 DSCY_TWO_COPIES(dscy_softmax_mid, (const float *x, float *y, long n, long inner, long j0, long jn),
                 (x, y, n, inner, j0, jn))
+
+DSCY_TWO_COPIES(dscy_dw_nhwc_q8,
+                (const void *x, int x_signed, long H, long W, long C, float zx, const float *w,
+                 long KH, long KW, long sh, long sw, long dh, long dw, long pt, long pl, long oy,
+                 long Wo, float *out),
+                (x, x_signed, H, W, C, zx, w, KH, KW, sh, sw, dh, dw, pt, pl, oy, Wo, out))
+static inline void dscy_dw_nhwc_q8(int avx2, const void *x, int x_signed, long H, long W, long C,
+                                   float zx, const float *w, long KH, long KW, long sh, long sw,
+                                   long dh, long dw, long pt, long pl, long oy, long Wo,
+                                   float *out) {
+    if (avx2) dscy_dw_nhwc_q8_avx2(x, x_signed, H, W, C, zx, w, KH, KW, sh, sw, dh, dw, pt, pl,
+                                   oy, Wo, out);
+    else dscy_dw_nhwc_q8_generic(x, x_signed, H, W, C, zx, w, KH, KW, sh, sw, dh, dw, pt, pl,
+                                 oy, Wo, out);
+}
 
 static inline void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner,
                                     long j0, long jn) {
