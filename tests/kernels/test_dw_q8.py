@@ -1,0 +1,67 @@
+"""The quantized NHWC depthwise kernel (kernels/_f32_fused.pyx dw_conv_nhwc_q8, behind QConv's
+depthwise layers) against a plain int64 numpy convolution, on both the baseline and the
+AVX2+FMA copy: u8 and s8 inputs, channel counts off the vector width, strides, dilations,
+asymmetric padding, batch > 1, extreme values. The float32 sums must be the exact integers."""
+import numpy as np
+import pytest
+
+from deepsparse_cy.kernels import _f32_fused, cpu_features
+
+CASES = [  # b, h, w, c, kh, kw, sh, sw, dh, dw, (top, left, bottom, right)
+    (1, 9, 9, 24, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
+    (2, 12, 11, 37, 3, 3, 2, 2, 1, 1, (1, 1, 1, 1)),
+    (1, 13, 13, 8, 5, 5, 2, 1, 2, 2, (4, 4, 4, 4)),
+    (1, 7, 10, 3, 3, 3, 1, 2, 1, 1, (0, 2, 1, 0)),
+    (1, 5, 5, 17, 1, 1, 1, 1, 1, 1, (0, 0, 0, 0)),
+    (1, 1, 1, 9, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
+]
+
+
+def _ref(x, zx, w, kh, kw, sh, sw, dh, dw, pads):
+    b, h, wd, c = x.shape
+    t, l, bo, r = pads
+    xp = np.zeros((b, h + t + bo, wd + l + r, c), np.int64)
+    xp[:, t:t + h, l:l + wd] = x.astype(np.int64) - zx
+    ho = (h + t + bo - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + l + r - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((b, ho, wo, c), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            v = xp[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
+            out += v * w[i * kw + j].astype(np.int64)
+    return out
+
+
+@pytest.mark.parametrize("avx2", [False, True], ids=["baseline", "avx2"])
+@pytest.mark.parametrize("signed", [False, True], ids=["u8", "s8"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_dw_conv_nhwc_q8_exact(avx2, signed, case):
+    if avx2 and not (cpu_features().get("avx2") and cpu_features().get("fma")):
+        pytest.skip("no AVX2+FMA")
+    b, h, wd, c, kh, kw, sh, sw, dh, dw, pads = case
+    rng = np.random.default_rng(c * 31 + kh)
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    x = rng.integers(info.min, info.max + 1, (b, h, wd, c)).astype(dt)
+    x[0, 0, 0, :] = info.max                         # extremes: |x - zx| up to 255
+    zx = int(info.min) if not signed else int(info.max)
+    w = rng.integers(-128, 128, (kh * kw, c)).astype(np.float32)
+    w[0, :] = -128
+    ref = _ref(x, zx, w, kh, kw, sh, sw, dh, dw, pads)
+    out = np.full(ref.shape, np.nan, np.float32)
+    was = _f32_fused.avx2_enabled()
+    _f32_fused.set_avx2(avx2)
+    try:
+        _f32_fused.dw_conv_nhwc_q8(x.view(np.uint8), signed, float(zx), w, kh, kw, sh, sw, dh, dw,
+                                   pads[0], pads[1], out, 2)
+    finally:
+        _f32_fused.set_avx2(was)
+    np.testing.assert_array_equal(out.astype(np.int64), ref)
+    assert np.all(out == np.round(out))
+
+
+def test_dw_conv_nhwc_q8_rejects_mismatched_shapes():
+    x = np.zeros((1, 4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="shapes"):
+        _f32_fused.dw_conv_nhwc_q8(x, False, 0.0, np.zeros((9, 4), np.float32), 3, 3, 1, 1, 1, 1,
+                                   1, 1, np.zeros((1, 4, 4, 3), np.float32), 1)
