@@ -265,7 +265,8 @@ def test_residual_block_adds_in_the_kernel(rng, monkeypatch, k2, sparsity):
                                   dict(kernel_shape=[3, 3], strides=[1, 1], pads=[0, 1, 2, 1])],
                          ids=["3x3s2p1", "2x2s2ceil", "3x3s1asym"])
 @pytest.mark.parametrize("then", ["conv", "output"])
-def test_stem_maxpool_stays_int8(rng, monkeypatch, pool, then):
+@pytest.mark.parametrize("pool_dtype", ["u8", "s8"])
+def test_stem_maxpool_stays_int8(rng, monkeypatch, pool, then, pool_dtype):
     """conv -> Q -> DQ -> Relu -> MaxPool -> Q (a ResNet stem as quantize_static writes it):
     the QConv requantizes to the pool's QuantizeLinear and a QMaxPool pools the int8 values
     (max commutes with the monotone quantization), NHWC into a following QConv; the result is
@@ -277,7 +278,8 @@ def test_stem_maxpool_stays_int8(rng, monkeypatch, pool, then):
              _init("sw2", rng.uniform(0.002, 0.01, c).astype(np.float32)),
              _init("zw", np.zeros(c, np.int8)), _init("b1", rng.standard_normal(c).astype(np.float32)),
              _init("s1", np.float32(0.04)), _init("z1", np.uint8(60)),
-             _init("sp", np.float32(0.03)), _init("zp", np.uint8(0)),
+             _init("sp", np.float32(0.03)),
+             _init("zp", np.uint8(0) if pool_dtype == "u8" else np.int8(-100)),
              _init("sy", np.float32(0.05)), _init("zy", np.uint8(128))]
     mk = helper.make_node
     nodes = [mk("QuantizeLinear", ["x", "sx", "zx"], ["xq"]), mk("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
@@ -293,8 +295,9 @@ def test_stem_maxpool_stays_int8(rng, monkeypatch, pool, then):
                   mk("QuantizeLinear", ["c2", "sy", "zy"], ["y"])]
     else:
         nodes.append(mk("Identity", ["pq"], ["y"]))
+    yt = TP.INT8 if then == "output" and pool_dtype == "s8" else TP.UINT8
     m = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [1, 3, hw, hw])],
-               [helper.make_tensor_value_info("y", TP.UINT8, None)], inits)
+               [helper.make_tensor_value_info("y", yt, None)], inits)
     eng = ds.compile_model(m)
     kinds = [n.op_type for n, _ in _steps(eng)]
     assert "QMaxPool" in kinds and "MaxPool" not in kinds, kinds
