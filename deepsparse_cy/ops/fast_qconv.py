@@ -245,23 +245,25 @@ class QConv(Op):
                                    pad_value=self.zx)
             sl = slice(g * self.cout_g, (g + 1) * self.cout_g)
             bias = None if self.bias_i32 is None else self.bias_i32[sl]
+            extra = {}
+            if self.real_epilogue:
+                # [quantize to the mid type, (q1 - z1) * post_a + post_b] [+ residual],
+                # activation, then the output's QuantizeLinear (division by y_scale)
+                extra["y_scale"] = self.y_scale if self.mode == "requant" else 1.0
+            if self.mid_in_kernel:
+                extra["mid"] = (self.mid_dtype, self.mid_zp, self.post_a[sl], self.post_b[sl])
             kw = dict(bias=bias, scale=None if scale is None else scale[sl], out_dtype=odt,
                       out_zero_point=zp, x_zero_point=self.zx, activation=act, clip=clip,
                       num_threads=nt, out=out2[:, sl] if self.group > 1 else out2)
             if packs is self.packs and not self._tuned[g]:
-                p = self._tune(g, cols, kw)
+                # timed with the layer's whole epilogue (mid step, residual): with a residual
+                # the sparse kernel's transposed flush costs more than the dense tile's
+                p = self._tune(g, cols, dict(kw, residual=residual, **extra))
             # the epilogue (bias with the zero-point fold, scale, output type) prepared once
             # per packed weight and kernel arguments
             key = (id(p), g, odt, zp, act, None if clip is None else tuple(clip))
             prep = self._prepared.get(key)
             if prep is None:
-                extra = {}
-                if self.real_epilogue:
-                    # [quantize to the mid type, (q1 - z1) * post_a + post_b] [+ residual],
-                    # activation, then the output's QuantizeLinear (division by y_scale)
-                    extra["y_scale"] = self.y_scale if self.mode == "requant" else 1.0
-                if self.mid_in_kernel:
-                    extra["mid"] = (self.mid_dtype, self.mid_zp, self.post_a[sl], self.post_b[sl])
                 prep = self._prepared[key] = kernels.prepare_qs8_matmul(
                     p, bias=kw["bias"], scale=kw["scale"], out_dtype=odt, out_zero_point=zp,
                     x_zero_point=self.zx, activation=act, clip=clip, **extra)
