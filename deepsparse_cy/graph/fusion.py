@@ -20,9 +20,13 @@ Rewrites (new ops live in domain ``com.deepsparse_cy``, see ops/fast_quant.py, o
 * FP32 MatMul / Gemm with a constant weight of >= SPARSE_F32_MIN zeros -> SparseMatMul (f32_spmm,
   bias fused); denser float weights stay on numpy's BLAS.
 
+* After the FP32 fusions: QGemm -> Gelu -> QuantizeLinear (a quantized FFN) becomes one QGemm
+  with GELU and the requantization in its epilogue; LayerNorm -> QuantizeLinear [->
+  DequantizeLinear] one LayerNorm writing both; SparseMatMul -> Gelu one SparseMatMul.
+
 The QDQ rewrite ending in QuantizeLinear -> DequantizeLinear -> Add(bias) (onnxruntime's order)
-keeps the intermediate u8 round trip by default (u8 out of the kernel, dequantize + bias after),
-so the engine computes what the file says. DEEPSPARSE_CY_QDQ_FAST=1 drops it: the kernel then
+keeps the intermediate u8 round trip by default (the kernel's epilogue quantizes, dequantizes and
+adds the bias), so the engine computes what the file says. DEEPSPARSE_CY_QDQ_FAST=1 drops it: the kernel then
 writes float acc * s_x * s_w + bias directly, which differs from the file's semantics by up to
 s_y / 2 per element and by the saturation of values outside the calibrated range.
 """

@@ -19,15 +19,18 @@ The QDQ tail absorbed after the Conv, each step optional, in this order::
   acc * s_x * s_w * k + b differs from the unfused graph by at most half a step of that
   intermediate scale (times the BN factor) -- only with DEEPSPARSE_CY_QDQ_FAST=1. By default
   (fusion._exact_default) the round trip is kept: the kernel quantizes the conv output to that
-  scale / zero point (attrs mid_*), and QConv applies BN / residual / activation / the final
-  quantization to it in float32 numpy afterwards, as the file computes them.
+  scale / zero point (attrs mid_*), and the kernel's epilogue applies BN / residual /
+  activation / the final quantization to it in float32 (numpy only for a depthwise conv, an NCHW
+  residual or a bias too large for int32), as the file computes them.
 * BatchNormalization (constant parameters) folds into per-channel scale and bias.
 * A residual Add takes the other operand as a third input; when it is DequantizeLinear(r_q)
   (per tensor) the quantized r_q is read directly with its scale / zero point.
 * Relu / Clip become the kernel's activation; a final QuantizeLinear makes the node requantize.
+* QConv(float out) -> MaxPool -> QuantizeLinear: the QConv requantizes to that QuantizeLinear and
+  a QMaxPool pools the int8 values (max commutes with the monotone quantization: bit-identical).
 
 Layout: QConv computes in NHWC. After the rewrites, every value produced by a QConv and read only
-by QConv nodes (as data or residual input) stays NHWC: the producer gets y_layout='NHWC' and the
+by QConv / QMaxPool nodes (as data or residual input) stays NHWC: the producer gets y_layout='NHWC' and the
 readers x_layout / res_layout='NHWC', so a chain of quantized convolutions transposes only at its
 boundaries.
 """
