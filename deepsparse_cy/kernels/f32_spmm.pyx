@@ -10,7 +10,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
                        const float *vals, int N, const float *bias, int act, float lo, float hi,
                        float *out, Py_ssize_t ldo, const int32_t *panel_ptr, int npan,
-                       int panel_k, int nthreads)
+                       int nthreads)
 
 ISA = DSCY_ISA
 
@@ -48,6 +48,5 @@ def spmm(cnp.ndarray x,            # IN  float32 [M][K], rows contiguous
         pp = <const int32_t *>_ptr(ppa)
     with nogil:
         dscy_f32_pack_x_tiles(xp, ldx, M, K, xtp, nthreads)
-        dscy_f32_spmm(xtp, M, K, rp, ip, vp, N, bp, act, lo, hi, op, ldo, pp, npan, panel_k,
-                      nthreads)
+        dscy_f32_spmm(xtp, M, K, rp, ip, vp, N, bp, act, lo, hi, op, ldo, pp, npan, nthreads)
     return out

@@ -142,6 +142,12 @@ def pack_qs8(w, format="auto"):
     return p
 
 
+def _check_zero_point(zp, dt, what):
+    info = np.iinfo(dt)
+    if not info.min <= int(zp) <= info.max:
+        raise ValueError(f"{what} zero point {zp} outside {dt}")
+
+
 def _mid_args(n, mid):
     """mid = (dtype, zero_point, scale (scalar or [n]), bias ([n] or None)) -> the kernels'
     (code, zp, float32 scale [n], float32 bias [n])."""
@@ -151,9 +157,7 @@ def _mid_args(n, mid):
     dt = np.dtype(dt)
     if dt not in (_U8, _S8):
         raise ValueError(f"mid dtype must be uint8 or int8, got {dt}")
-    info = np.iinfo(dt)
-    if not info.min <= int(zp) <= info.max:
-        raise ValueError(f"mid zero point {zp} outside {dt}")
+    _check_zero_point(zp, dt, "mid")
     sc = np.asarray(sc, np.float32).reshape(-1)
     sc = np.ascontiguousarray(np.broadcast_to(sc, (n,)) if sc.size == 1 else sc)
     if sc.shape != (n,) or not (np.isfinite(sc).all() and (sc > 0).all()):
@@ -181,9 +185,7 @@ def _res_args(residual, m, n, out):
         raise ValueError(f"residual scale must be finite, got {residual[2]!r}")
     if r.dtype == np.float32:
         return (r, _OUT_CODES[r.dtype], 0, 1.0)
-    info = np.iinfo(r.dtype)
-    if not info.min <= int(zp) <= info.max:
-        raise ValueError(f"residual zero point {zp} outside {r.dtype}")
+    _check_zero_point(zp, r.dtype, "residual")
     return (r, _OUT_CODES[r.dtype], int(zp), sc)
 
 

@@ -200,9 +200,10 @@ class LayerNorm(Op):
                       np.dtype(node.attrs["q_dtype"]))
             self.dq_out = len(node.outputs) > 1 and bool(node.outputs[1])
 
-    def run(self, inputs, outs):
-        if self.q is not None:
-            return self._run_quant(inputs, outs)
+    @staticmethod
+    def _args(inputs):
+        """(x, skip, gamma, beta) with a broadcasting residual added first and gamma / beta as
+        contiguous float32 rows of the normalised length."""
         x, skip, g = inputs[0], inputs[1], inputs[2]
         b = inputs[3] if len(inputs) > 3 else None
         if skip is not None and skip.shape != x.shape:
@@ -211,6 +212,13 @@ class LayerNorm(Op):
         g = np.ascontiguousarray(np.broadcast_to(np.asarray(g, _F32).reshape(-1), (n,)))
         if b is not None:
             b = np.ascontiguousarray(np.broadcast_to(np.asarray(b, _F32).reshape(-1), (n,)))
+        return x, skip, g, b
+
+    def run(self, inputs, outs):
+        if self.q is not None:
+            return self._run_quant(inputs, outs)
+        x, skip, g, b = self._args(inputs)
+        n = x.shape[-1]
         y = _out(x.shape, outs[0] if outs else None)
         if y is x or (skip is not None and y is skip) or np.shares_memory(y, x):
             y = np.empty(x.shape, np.float32)
@@ -220,14 +228,8 @@ class LayerNorm(Op):
         return [y]
 
     def _run_quant(self, inputs, outs):
-        x, skip, g = inputs[0], inputs[1], inputs[2]
-        b = inputs[3] if len(inputs) > 3 else None
-        if skip is not None and skip.shape != x.shape:
-            x, skip = np.add(x, skip), None
+        x, skip, g, b = self._args(inputs)
         n = x.shape[-1]
-        g = np.ascontiguousarray(np.broadcast_to(np.asarray(g, _F32).reshape(-1), (n,)))
-        if b is not None:
-            b = np.ascontiguousarray(np.broadcast_to(np.asarray(b, _F32).reshape(-1), (n,)))
         scale, zp, dt = self.q
         oq = outs[0] if outs else None
         q = oq if (oq is not None and oq.dtype == dt and oq.shape == x.shape

@@ -103,8 +103,8 @@ class QConv(Op):
         # weights: dense depthwise taps, or one packed matrix per group
         self.depthwise = self.group > 1 and self.cin_g == 1
         if self.depthwise:
-            self.w_taps = w.reshape(self.cout, kh * kw).T.astype(np.float32)   # [taps, Cout]
-            self.w_dw = np.ascontiguousarray(self.w_taps)                       # [taps, Cout]
+            self.w_taps = np.ascontiguousarray(w.reshape(self.cout, kh * kw).T,
+                                               dtype=np.float32)               # [taps, Cout]
             self.packs = None
             rowsum = w.reshape(self.cout, -1).sum(1, dtype=np.int64)
             self.kernel_name, self.kernel_isa = "numpy_depthwise_f32", "numpy"
@@ -330,7 +330,7 @@ class QConv(Op):
             acc = np.empty((b, ho, wo, n), np.float32)
             xc = np.ascontiguousarray(xn)
             _f32_fused.dw_conv_nhwc_q8(xc.view(np.uint8), xc.dtype == np.int8, float(self.zx),
-                                       self.w_dw, kh, kw, self.strides[0], self.strides[1],
+                                       self.w_taps, kh, kw, self.strides[0], self.strides[1],
                                        self.dilations[0], self.dilations[1], pads[0], pads[1],
                                        acc, self.num_threads or 1)
             return self._dw_epilogue(acc.reshape(b, ho, wo * n), ft, out2)

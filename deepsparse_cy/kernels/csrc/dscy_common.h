@@ -47,8 +47,19 @@ static inline int dscy_nthreads(int want) {
         return name##_buf;                                                                \
     }
 
-/* Scalar epilogue of one accumulator of channel n, as a 32-bit lane: the int32 sum, the float
- * bits, or the quantized value. The vector paths must match it bit for bit. */
+/* Saturation bounds of an 8-bit type (DSCY_OUT_U8 / S8) around its zero point, for clamping
+ * the float before rounding: rint(clamp(f, lo, hi)) + zp == saturate(rint(f) + zp). */
+static inline float dscy_q8_lo(int type, int zp) { return (type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)zp; }
+static inline float dscy_q8_hi(int type, int zp) { return (type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)zp; }
+
+/* Activations of the fused epilogues (DSCY_ACT_*), one value and 8 lanes. */
+static inline float dscy_act1(float f, int act, float lo, float hi) {
+    if (act == DSCY_ACT_RELU) return f > 0.0f ? f : 0.0f;
+    if (act == DSCY_ACT_CLIP) { f = f < lo ? lo : f; return f > hi ? hi : f; }
+    if (act == DSCY_ACT_GELU) return 0.5f * f * (1.0f + dscy_erff(f * 0.70710678118654752440f));
+    return f;
+}
+
 /* the residual of output (m, n) as float (dequantized) */
 static inline float dscy_res1(const dscy_epilogue *ep, int m, int n) {
     ptrdiff_t o = (ptrdiff_t)m * ep->ldr + n;
@@ -62,8 +73,7 @@ static inline float dscy_res1(const dscy_epilogue *ep, int m, int n) {
 static inline float dscy_ep_pre1(const dscy_epilogue *ep, int32_t v, int n) {
     float f = (float)v * ep->scale[n];
     if (ep->mid_type) {
-        float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
-        float mhi = (ep->mid_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->mid_zp;
+        float mlo = dscy_q8_lo(ep->mid_type, ep->mid_zp), mhi = dscy_q8_hi(ep->mid_type, ep->mid_zp);
         f = f < mlo ? mlo : f; f = f > mhi ? mhi : f;
         float d = rintf(f) * ep->mid_scale[n];
 #ifdef __FMA__
@@ -82,20 +92,18 @@ static inline int32_t dscy_ep_post1(const dscy_epilogue *ep, float f, int m, int
 #endif
         f = f + r;
     }
-    if (ep->act == DSCY_ACT_RELU) f = f > 0.0f ? f : 0.0f;
-    else if (ep->act == DSCY_ACT_CLIP) { f = f < ep->lo ? ep->lo : f; f = f > ep->hi ? ep->hi : f; }
-    else if (ep->act == DSCY_ACT_GELU)
-        f = 0.5f * f * (1.0f + dscy_erff(f * 0.70710678118654752440f));
+    f = dscy_act1(f, ep->act, ep->lo, ep->hi);
     if (ep->y_scale != 1.0f) f = f / ep->y_scale;
     if (ep->out_type == DSCY_OUT_F32) { int32_t bits; memcpy(&bits, &f, 4); return bits; }
     /* clamp before rounding so huge values cannot overflow the int conversion; the bounds are
      * integers, so rint(clamp(f)) + zp == saturate(rint(f) + zp) */
-    float qlo = (ep->out_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->zero_point;
-    float qhi = (ep->out_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->zero_point;
+    float qlo = dscy_q8_lo(ep->out_type, ep->zero_point), qhi = dscy_q8_hi(ep->out_type, ep->zero_point);
     f = f < qlo ? qlo : f; f = f > qhi ? qhi : f;
     return (int32_t)rintf(f) + ep->zero_point;   /* rintf: current mode = round half to even */
 }
 
+/* Scalar epilogue of one accumulator of output (m, n), as a 32-bit lane: the int32 sum, the
+ * float bits, or the quantized value. The vector paths must match it bit for bit. */
 static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
     int32_t v = (int32_t)((uint32_t)acc + (uint32_t)ep->bias[n]);
     if (ep->out_type == DSCY_OUT_I32) return v;
@@ -136,27 +144,30 @@ static inline __m256 dscy_gelu8(__m256 x) {
     __m256 xc = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752440f));
     xc = _mm256_min_ps(_mm256_max_ps(xc, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
     __m256 x2 = _mm256_mul_ps(xc, xc);
-    __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.77068142495902e-08f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-2.10102402082508e-06f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-5.69250639462346e-05f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-7.34990630326855e-04f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-2.95459980854025e-03f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.60960333262415e-02f));
+    __m256 p = _mm256_set1_ps(DSCY_ERF_P0);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(DSCY_ERF_P1));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(DSCY_ERF_P2));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(DSCY_ERF_P3));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(DSCY_ERF_P4));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(DSCY_ERF_P5));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(DSCY_ERF_P6));
     p = _mm256_mul_ps(p, xc);
-    __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-2.13374055278905e-04f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-1.68282697438203e-03f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-7.37332916720468e-03f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-1.42647390514189e-02f));
+    __m256 q = _mm256_set1_ps(DSCY_ERF_Q0);
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(DSCY_ERF_Q1));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(DSCY_ERF_Q2));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(DSCY_ERF_Q3));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(DSCY_ERF_Q4));
     __m256 e = _mm256_div_ps(p, q);
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
-/* Epilogue of 8 int32 accumulators: vacc[j] belongs to output (m[j], n[j]) with per-lane bias,
- * scale, mid_scale and mid_bias vectors (the mid ones read only when ep->mid_type) and the
- * residuals (dscy_res8, read only when ep->res_type). Returns float values
- * (already activated); caller stores. */
+static inline __m256 dscy_act8(__m256 v, int act, float lo, float hi) {
+    if (act == DSCY_ACT_RELU) return _mm256_max_ps(v, _mm256_setzero_ps());
+    if (act == DSCY_ACT_CLIP) return _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+    if (act == DSCY_ACT_GELU) return dscy_gelu8(v);
+    return v;
+}
+
 /* residuals of 8 outputs (m, n0..n0+7), o = m * ldr + n0, dequantized as dscy_res1 */
 static inline __m256 dscy_res8(const dscy_epilogue *ep, ptrdiff_t o) {
     if (ep->res_type == DSCY_OUT_F32) return _mm256_loadu_ps((const float *)ep->res + o);
@@ -170,8 +181,7 @@ static inline __m256 dscy_ep_pre8(const dscy_epilogue *ep, __m256i acc, __m256i 
                                   __m256 scale, __m256 mid_scale, __m256 mid_bias) {
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
     if (ep->mid_type) {
-        float mlo = (ep->mid_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->mid_zp;
-        float mhi = (ep->mid_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->mid_zp;
+        float mlo = dscy_q8_lo(ep->mid_type, ep->mid_zp), mhi = dscy_q8_hi(ep->mid_type, ep->mid_zp);
         f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(mlo)), _mm256_set1_ps(mhi));
         f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         f = _mm256_mul_ps(f, mid_scale);
@@ -186,23 +196,22 @@ static inline __m256 dscy_ep_post8(const dscy_epilogue *ep, __m256 f, __m256 res
         __asm__("" : "+x"(res));   /* the residual's own product rounds before the add */
         f = _mm256_add_ps(f, res);
     }
-    if (ep->act == DSCY_ACT_RELU) f = _mm256_max_ps(f, _mm256_setzero_ps());
-    else if (ep->act == DSCY_ACT_CLIP)
-        f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(ep->lo)), _mm256_set1_ps(ep->hi));
-    else if (ep->act == DSCY_ACT_GELU)
-        f = dscy_gelu8(f);
+    f = dscy_act8(f, ep->act, ep->lo, ep->hi);
     if (ep->y_scale != 1.0f) f = _mm256_div_ps(f, _mm256_set1_ps(ep->y_scale));
     return f;
 }
 
+/* Epilogue of 8 int32 accumulators: vacc[j] belongs to output (m[j], n[j]) with per-lane bias,
+ * scale, mid_scale and mid_bias vectors (the mid ones read only when ep->mid_type) and the
+ * residuals (dscy_res8, read only when ep->res_type). Returns float values (already activated);
+ * caller stores. */
 static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bias, __m256 scale,
                                 __m256 mid_scale, __m256 mid_bias, __m256 res) {
     return dscy_ep_post8(ep, dscy_ep_pre8(ep, acc, bias, scale, mid_scale, mid_bias), res);
 }
 /* float -> quantized int32 lanes (rounded half-even, zero point added, saturated) */
 static inline __m256i dscy_ep_q8(const dscy_epilogue *ep, __m256 f) {
-    float qlo = (ep->out_type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)ep->zero_point;
-    float qhi = (ep->out_type == DSCY_OUT_U8 ? 255.0f : 127.0f) - (float)ep->zero_point;
+    float qlo = dscy_q8_lo(ep->out_type, ep->zero_point), qhi = dscy_q8_hi(ep->out_type, ep->zero_point);
     f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(qlo)), _mm256_set1_ps(qhi));
     /* cvtps_epi32 rounds with MXCSR (default: nearest, ties to even) like rintf */
     return _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(ep->zero_point));

@@ -59,23 +59,37 @@ static inline float dscy_expf(float x) {
     return x != x ? x : res;                 /* NaN propagates */
 }
 
+/* dscy_erff's rational form, shared with the 8-lane copy in dscy_common.h (dscy_gelu8) */
+#define DSCY_ERF_P0 -2.72614225801306e-10f
+#define DSCY_ERF_P1 2.77068142495902e-08f
+#define DSCY_ERF_P2 -2.10102402082508e-06f
+#define DSCY_ERF_P3 -5.69250639462346e-05f
+#define DSCY_ERF_P4 -7.34990630326855e-04f
+#define DSCY_ERF_P5 -2.95459980854025e-03f
+#define DSCY_ERF_P6 -1.60960333262415e-02f
+#define DSCY_ERF_Q0 -1.45660718464996e-05f
+#define DSCY_ERF_Q1 -2.13374055278905e-04f
+#define DSCY_ERF_Q2 -1.68282697438203e-03f
+#define DSCY_ERF_Q3 -7.37332916720468e-03f
+#define DSCY_ERF_Q4 -1.42647390514189e-02f
+
 static inline float dscy_erff(float x) {
     float xc = x > 4.0f ? 4.0f : x;
     xc = xc < -4.0f ? -4.0f : xc;
     float x2 = xc * xc;
-    float p = -2.72614225801306e-10f;
-    p = p * x2 + 2.77068142495902e-08f;
-    p = p * x2 + -2.10102402082508e-06f;
-    p = p * x2 + -5.69250639462346e-05f;
-    p = p * x2 + -7.34990630326855e-04f;
-    p = p * x2 + -2.95459980854025e-03f;
-    p = p * x2 + -1.60960333262415e-02f;
+    float p = DSCY_ERF_P0;
+    p = p * x2 + DSCY_ERF_P1;
+    p = p * x2 + DSCY_ERF_P2;
+    p = p * x2 + DSCY_ERF_P3;
+    p = p * x2 + DSCY_ERF_P4;
+    p = p * x2 + DSCY_ERF_P5;
+    p = p * x2 + DSCY_ERF_P6;
     p = p * xc;
-    float q = -1.45660718464996e-05f;
-    q = q * x2 + -2.13374055278905e-04f;
-    q = q * x2 + -1.68282697438203e-03f;
-    q = q * x2 + -7.37332916720468e-03f;
-    q = q * x2 + -1.42647390514189e-02f;
+    float q = DSCY_ERF_Q0;
+    q = q * x2 + DSCY_ERF_Q1;
+    q = q * x2 + DSCY_ERF_Q2;
+    q = q * x2 + DSCY_ERF_Q3;
+    q = q * x2 + DSCY_ERF_Q4;
     float res = p / q;
     return x != x ? x : res;
 }

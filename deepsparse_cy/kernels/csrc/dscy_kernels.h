@@ -80,12 +80,11 @@ size_t dscy_f32_spmm_xt_size(int M, int K);
 void dscy_f32_pack_x_tiles(const float *x, ptrdiff_t ldx, int M, int K, float *xt, int nthreads);
 /* act: 0 none, 1 relu, 2 clip, 3 gelu (erf form). out [M][ldo] float32 */
 /* panel_ptr: NULL (one pass over K), or int32 [N][npan+1], row n's nonzeros of K panel p
- * (k in [p*panel_k, (p+1)*panel_k)) being panel_ptr[n][p] .. panel_ptr[n][p+1]-1: each 32-token
+ * (k in [p*PANEL_K, (p+1)*PANEL_K) of kernels/f32.py) being panel_ptr[n][p] .. panel_ptr[n][p+1]-1: each 32-token
  * tile then makes npan passes, the later ones adding into out. */
 void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
                    const float *vals, int N, const float *bias, int act, float lo, float hi,
-                   float *out, ptrdiff_t ldo, const int32_t *panel_ptr, int npan, int panel_k,
-                   int nthreads);
+                   float *out, ptrdiff_t ldo, const int32_t *panel_ptr, int npan, int nthreads);
 
 /* ---- dense FP32 conv2d, implicit im2col GEMM (f32_conv.c) ---- */
 size_t dscy_f32_conv_wpack_size(int M, int K);

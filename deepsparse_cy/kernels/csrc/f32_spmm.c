@@ -31,31 +31,14 @@ void dscy_f32_pack_x_tiles(const float *x, ptrdiff_t ldx, int M, int K, float *x
     }
 }
 
-static inline float act1(float f, int act, float lo, float hi) {
-    if (act == DSCY_ACT_RELU) return f > 0.0f ? f : 0.0f;
-    if (act == DSCY_ACT_CLIP) { f = f < lo ? lo : f; return f > hi ? hi : f; }
-    if (act == DSCY_ACT_GELU) return 0.5f * f * (1.0f + dscy_erff(f * 0.70710678118654752440f));
-    return f;
-}
-
 /* the activation over one staged row of n values */
 static inline void act_row(float *a, int n, int act, float lo, float hi) {
     int i = 0;
 #ifdef __AVX2__
-    if (act == DSCY_ACT_GELU)
-        for (; i + 8 <= n; i += 8) _mm256_store_ps(a + i, dscy_gelu8(_mm256_load_ps(a + i)));
+    for (; i + 8 <= n; i += 8) _mm256_store_ps(a + i, dscy_act8(_mm256_load_ps(a + i), act, lo, hi));
 #endif
-    for (; i < n; i++) a[i] = act1(a[i], act, lo, hi);
+    for (; i < n; i++) a[i] = dscy_act1(a[i], act, lo, hi);
 }
-
-#ifdef __AVX2__
-static inline __m256 act8(__m256 v, int act, float lo, float hi) {
-    if (act == DSCY_ACT_RELU) return _mm256_max_ps(v, _mm256_setzero_ps());
-    if (act == DSCY_ACT_CLIP) return _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
-    if (act == DSCY_ACT_GELU) return dscy_gelu8(v);
-    return v;
-}
-#endif
 
 /* Rows n0..n0+nr-1 of the staged results (stage[r][T32]) to the tokens-major output. mode 0:
  * store (activation already applied to the stage); 1: add to out (a later K panel); 2: add,
@@ -76,7 +59,7 @@ static void flush_rows(const float *stage, float *out, ptrdiff_t ldo, int m0, in
                 __m256 a = r[i];
                 if (mode) {
                     a = _mm256_add_ps(_mm256_loadu_ps(oa), a);
-                    if (mode == 2) a = act8(a, act, lo, hi);
+                    if (mode == 2) a = dscy_act8(a, act, lo, hi);
                 }
                 _mm256_storeu_ps(oa, a);
             }
@@ -87,16 +70,14 @@ static void flush_rows(const float *stage, float *out, ptrdiff_t ldo, int m0, in
     for (int i = 0; i < mt; i++)
         for (int r = 0; r < nr; r++) {
             float *d = o + (ptrdiff_t)i * ldo + r, v = stage[r * T32 + i];
-            if (mode) { v = *d + v; if (mode == 2) v = act1(v, act, lo, hi); }
+            if (mode) { v = *d + v; if (mode == 2) v = dscy_act1(v, act, lo, hi); }
             *d = v;
         }
 }
 
 void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const uint16_t *idx,
                    const float *vals, int N, const float *bias, int act, float lo, float hi,
-                   float *out, ptrdiff_t ldo, const int32_t *panel_ptr, int npan, int panel_k,
-                   int nthreads) {
-    (void)panel_k;
+                   float *out, ptrdiff_t ldo, const int32_t *panel_ptr, int npan, int nthreads) {
     if (!panel_ptr) npan = 1;
     int ntl = ntiles_all(M), n32 = ntiles32(M);
     int nt = dscy_nthreads(nthreads);
