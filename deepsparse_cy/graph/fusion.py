@@ -516,6 +516,14 @@ def _fuse_gelu(v):
     return count
 
 
+def _sole_gelu(v, name):
+    """The fused Gelu node that is the only live reader of `name` (not a graph output), or None."""
+    rd = _live(v, name) if name not in v.outputs else []
+    if len(rd) == 1 and rd[0].op_type == "Gelu" and rd[0].domain == DOMAIN:
+        return rd[0]
+    return None
+
+
 def _fuse_spmm_gelu(v):
     """SparseMatMul -> Gelu ==> SparseMatMul with the GELU in its epilogue (a pruned FP32
     transformer's FFN: one pass over the [tokens, 4 * hidden] output less)."""
@@ -524,12 +532,12 @@ def _fuse_spmm_gelu(v):
         if id(sp) in v.removed or sp.op_type != "SparseMatMul" or sp.domain != DOMAIN \
                 or sp.attrs.get("activation"):
             continue
-        rd = _live(v, sp.outputs[0]) if sp.outputs[0] not in v.outputs else []
-        if len(rd) != 1 or rd[0].op_type != "Gelu" or rd[0].domain != DOMAIN:
+        gelu = _sole_gelu(v, sp.outputs[0])
+        if gelu is None:
             continue
         attrs = dict(sp.attrs, activation="gelu")
-        v.replace([sp, rd[0]], Node("SparseMatMul", DOMAIN, list(sp.inputs), [rd[0].outputs[0]],
-                                    attrs, sp.name, sp.index))
+        v.replace([sp, gelu], Node("SparseMatMul", DOMAIN, list(sp.inputs), [gelu.outputs[0]],
+                                   attrs, sp.name, sp.index))
         count += 1
     return count
 
@@ -545,10 +553,9 @@ def _fuse_qgemm_gelu(v):
                 or qg.attrs.get("mode", "float") not in ("float", "requant_dq") \
                 or qg.attrs.get("activation"):
             continue
-        rd = _live(v, qg.outputs[0]) if qg.outputs[0] not in v.outputs else []
-        if len(rd) != 1 or rd[0].op_type != "Gelu" or rd[0].domain != DOMAIN:
+        gelu = _sole_gelu(v, qg.outputs[0])
+        if gelu is None:
             continue
-        gelu = rd[0]
         q = v.sole(gelu.outputs[0], "QuantizeLinear")
         qp = _q_params(v, q) if q is not None else None
         if qp is None:

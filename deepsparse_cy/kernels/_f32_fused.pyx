@@ -46,10 +46,12 @@ def avx2_enabled():
 
 cdef extern from "csrc/dscy_fastmath.h" nogil:
     int dscy_cap_threads(int want)
-    void dscy_quantize_u8(const float *x, unsigned char *y, long n, float scale, float zp)
-    void dscy_quantize_s8(const float *x, signed char *y, long n, float scale, float zp)
-    void dscy_quantize_u8_avx2(const float *x, unsigned char *y, long n, float scale, float zp)
-    void dscy_quantize_s8_avx2(const float *x, signed char *y, long n, float scale, float zp)
+    void dscy_quantize8(int avx2, int sgn, const float *x, void *y, long n, float scale,
+                        float zp)
+    void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp, float scale,
+                             const float *bias)
+    void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp, float scale,
+                             const float *bias)
 
 
 cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
@@ -176,7 +178,7 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
     """LayerNorm rows, then QuantizeLinear (the same kernels as the op: x / scale, round half
     to even, saturate) and, when dq_out, DequantizeLinear into dq, each row while in cache.
     Without dq_out, dq is scratch for the normalised rows."""
-    cdef Py_ssize_t r, i, rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
     cdef const float *sk = NULL
     cdef const float *b = NULL
     cdef int av = _avx2
@@ -200,22 +202,13 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
             qr = &q[r, 0]
             dscy_layernorm(av, &x[r, 0], sk + r * n if sk != NULL else NULL, y, n,
                            &gamma[0], b, eps)
-            if q_signed:
-                if av:
-                    dscy_quantize_s8_avx2(y, <signed char *>qr, n, scale, zp)
+            # the QuantizeLinear and DequantizeLinear ops' own row functions
+            dscy_quantize8(av, q_signed, y, qr, n, scale, zp)
+            if dq_out:
+                if q_signed:
+                    dscy_dequant_row_s8(<signed char *>qr, y, n, zp, scale, NULL)
                 else:
-                    dscy_quantize_s8(y, <signed char *>qr, n, scale, zp)
-                if dq_out:
-                    for i in range(n):
-                        y[i] = ((<float>(<signed char *>qr)[i]) - zp) * scale
-            else:
-                if av:
-                    dscy_quantize_u8_avx2(y, qr, n, scale, zp)
-                else:
-                    dscy_quantize_u8(y, qr, n, scale, zp)
-                if dq_out:
-                    for i in range(n):
-                        y[i] = ((<float>qr[i]) - zp) * scale
+                    dscy_dequant_row_u8(qr, y, n, zp, scale, NULL)
 
 
 def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)

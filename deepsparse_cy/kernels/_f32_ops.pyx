@@ -25,10 +25,12 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
                             const int *tph, const long *toff, int K, long Q1, long O0,
                             long O1, float bias, float *out)
     void dscy_clip_array(const float *x, float *y, long n, float lo, float hi)
-    void dscy_quantize_u8(const float *x, unsigned char *y, long n, float scale, float zp)
-    void dscy_quantize_s8(const float *x, signed char *y, long n, float scale, float zp)
-    void dscy_quantize_u8_avx2(const float *x, unsigned char *y, long n, float scale, float zp)
-    void dscy_quantize_s8_avx2(const float *x, signed char *y, long n, float scale, float zp)
+    void dscy_quantize8(int avx2, int sgn, const float *x, void *y, long n, float scale,
+                        float zp)
+    void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp, float scale,
+                             const float *bias)
+    void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp, float scale,
+                             const float *bias)
 
 cdef extern from "<math.h>" nogil:
     float logf(float)
@@ -74,16 +76,8 @@ cdef void _chunked(int op, const float *x, void *y, Py_ssize_t n, int nt, float 
             dscy_gelu_array(x + lo, <float *>y + lo, hi - lo)
         elif op == OP_CLIP:
             dscy_clip_array(x + lo, <float *>y + lo, hi - lo, a, b)
-        elif op == OP_QU8:
-            if _q_avx2:
-                dscy_quantize_u8_avx2(x + lo, <unsigned char *>y + lo, hi - lo, a, b)
-            else:
-                dscy_quantize_u8(x + lo, <unsigned char *>y + lo, hi - lo, a, b)
-        else:
-            if _q_avx2:
-                dscy_quantize_s8_avx2(x + lo, <signed char *>y + lo, hi - lo, a, b)
-            else:
-                dscy_quantize_s8(x + lo, <signed char *>y + lo, hi - lo, a, b)
+        else:     # OP_QU8 / OP_QS8, one byte per element
+            dscy_quantize8(_q_avx2, op == OP_QS8, x + lo, <unsigned char *>y + lo, hi - lo, a, b)
 
 
 def erf(const float[::1] x,  # IN
@@ -316,27 +310,6 @@ def maxpool2d(const float[:, :, ::1] x,     # IN  [N*C, H, W]
             dscy_maxpool2d_plane(&x[p, 0, 0] if H * W > 0 else NULL, H, W, &y[p, 0, 0], Ho, Wo,
                                  kh, kw, sh, sw, dh, dw, pt, pl, &tmp[tid, 0])
 
-
-
-cdef extern from *:
-    """
-    /* out[r][j] = ((float)q[r][j] - zp) * scale (+ bias[j]): two float32 roundings in numpy's
-       order (this module is built without FMA, so nothing is contracted) */
-    static void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp,
-                                    float scale, const float *bias) {
-        if (bias) for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale + bias[j];
-        else      for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale;
-    }
-    static void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp,
-                                    float scale, const float *bias) {
-        if (bias) for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale + bias[j];
-        else      for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale;
-    }
-    """
-    void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp, float scale,
-                             const float *bias) nogil
-    void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp, float scale,
-                             const float *bias) nogil
 
 
 def dequantize_rows(q,                       # IN  uint8 or int8 [rows, n], C-contiguous

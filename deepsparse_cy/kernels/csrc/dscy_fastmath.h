@@ -216,6 +216,44 @@ static void dscy_quantize_s8_avx2(const float *restrict x, signed char *restrict
 #define dscy_quantize_s8_avx2 dscy_quantize_s8
 #endif
 
+/* QuantizeLinear of n floats into u8 (sgn 0) or s8, the AVX2 copy when avx2 */
+static inline void dscy_quantize8(int avx2, int sgn, const float *x, void *y, long n, float scale,
+                                  float zp) {
+    if (sgn) {
+        if (avx2) dscy_quantize_s8_avx2(x, (signed char *)y, n, scale, zp);
+        else dscy_quantize_s8(x, (signed char *)y, n, scale, zp);
+    } else {
+        if (avx2) dscy_quantize_u8_avx2(x, (unsigned char *)y, n, scale, zp);
+        else dscy_quantize_u8(x, (unsigned char *)y, n, scale, zp);
+    }
+}
+
+/* y[j] = ((float)q[j] - zp) * scale (+ bias[j]): DequantizeLinear (+ Add), two float32
+ * roundings in numpy's order (an -mfma build would otherwise contract them into one FMA) */
+#ifdef __FMA__
+#define DSCY_ROUNDED(v) __asm__("" : "+x"(v))
+#else
+#define DSCY_ROUNDED(v) ((void)0)
+#endif
+static inline void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp,
+                                       float scale, const float *bias) {
+    if (!bias) { for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale; return; }
+    for (long j = 0; j < n; j++) {
+        float d = ((float)q[j] - zp) * scale;
+        DSCY_ROUNDED(d);
+        y[j] = d + bias[j];
+    }
+}
+static inline void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp,
+                                       float scale, const float *bias) {
+    if (!bias) { for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale; return; }
+    for (long j = 0; j < n; j++) {
+        float d = ((float)q[j] - zp) * scale;
+        DSCY_ROUNDED(d);
+        y[j] = d + bias[j];
+    }
+}
+
 /* y = min(max(x, lo), hi); NaN stays NaN (both comparisons are false for it), as ONNX Clip. */
 static inline void dscy_clip_array(const float *restrict x, float *restrict y, long n,
                                    float lo, float hi) {
