@@ -235,24 +235,18 @@ static inline void dscy_quantize8(int avx2, int sgn, const float *x, void *y, lo
 #else
 #define DSCY_ROUNDED(v) ((void)0)
 #endif
-static inline void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp,
-                                       float scale, const float *bias) {
-    if (!bias) { for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale; return; }
-    for (long j = 0; j < n; j++) {
-        float d = ((float)q[j] - zp) * scale;
-        DSCY_ROUNDED(d);
-        y[j] = d + bias[j];
+#define DSCY_DEQUANT_ROW(name, T)                                                          \
+    static inline void name(const T *q, float *y, long n, float zp, float scale,           \
+                            const float *bias) {                                           \
+        if (!bias) { for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale; return; } \
+        for (long j = 0; j < n; j++) {                                                     \
+            float d = ((float)q[j] - zp) * scale;                                          \
+            DSCY_ROUNDED(d);                                                               \
+            y[j] = d + bias[j];                                                            \
+        }                                                                                  \
     }
-}
-static inline void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp,
-                                       float scale, const float *bias) {
-    if (!bias) { for (long j = 0; j < n; j++) y[j] = ((float)q[j] - zp) * scale; return; }
-    for (long j = 0; j < n; j++) {
-        float d = ((float)q[j] - zp) * scale;
-        DSCY_ROUNDED(d);
-        y[j] = d + bias[j];
-    }
-}
+DSCY_DEQUANT_ROW(dscy_dequant_row_u8, unsigned char)
+DSCY_DEQUANT_ROW(dscy_dequant_row_s8, signed char)
 
 /* y = min(max(x, lo), hi); NaN stays NaN (both comparisons are false for it), as ONNX Clip. */
 static inline void dscy_clip_array(const float *restrict x, float *restrict y, long n,
