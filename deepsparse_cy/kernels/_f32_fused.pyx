@@ -8,6 +8,7 @@ bodies (csrc/f32_fused.h) exist as a baseline and an AVX2+FMA copy; `set_avx2` p
 (ops/fast_fused.py sets it from kernels.kernel_isa()).
 """
 from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
 
 cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act, float p0, float p1)
@@ -16,6 +17,12 @@ cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
+    void dscy_se_means(int avx2, const float *x, long n, long r0, long r1, float *m)
+    void dscy_se_gate(int avx2, const float *m, long C, const float *w1t, const float *b1,
+                      long R, int a1, float p10, float p11, const float *w2t, const float *b2,
+                      int a2, float p20, float p21, float *h, float *g)
+    void dscy_se_scale(int avx2, const float *x, const float *g, long n, long r0, long r1,
+                       float *y)
     void dscy_dw_nhwc_q8(int avx2, const void *x, int x_signed, long H, long W, long C, float zx,
                          const float *w, long KH, long KW, long sh, long sw, long dh, long dw,
                          long pt, long pl, long oy, long Wo, float *out)
@@ -231,3 +238,64 @@ def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8
                         schedule="static"):
             dscy_dw_nhwc_q8(av, &x[r // Ho, 0, 0, 0], x_signed, H, W, C, zx, &w[0, 0], kh, kw,
                             sh, sw, dh, dw, pt, pl, r % Ho, Wo, &out[r // Ho, r % Ho, 0, 0])
+
+
+def squeeze_excite(const float[:, :, ::1] x,   # IN  [N, C, HW]
+                   const float[:, ::1] w1t,     # IN  [C, R]: the first 1x1 conv's W transposed
+                   const float[::1] b1,         # IN  [R] or None
+                   int a1, float p10, float p11,
+                   const float[:, ::1] w2t,     # IN  [R, C]: the second's W transposed
+                   const float[::1] b2,         # IN  [C] or None
+                   int a2, float p20, float p21,
+                   float[:, :, ::1] out,        # OUT [N, C, HW] (may be x itself)
+                   int num_threads=1):
+    """Squeeze-excitation in one call: per image the channel means of x, the gate
+    g = act2(W2 act1(W1 mean + b1) + b2), then out[n, c] = x[n, c] * g[c] (ACTIVATIONS codes).
+    The means and the scaling split the rows over the threads; the gate runs on one."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], R = w1t.shape[1]
+    cdef Py_ssize_t rows = N * C, t, n, r0, r1
+    cdef int av = _avx2, nt
+    cdef const float *pb1 = NULL
+    cdef const float *pb2 = NULL
+    if w1t.shape[0] != C or w2t.shape[1] != C or w2t.shape[0] != R:
+        raise ValueError(f"squeeze_excite: weights {w1t.shape[0]}x{w1t.shape[1]} and "
+                         f"{w2t.shape[0]}x{w2t.shape[1]} do not fit {C} channels")
+    if b1 is not None:
+        if b1.shape[0] != R:
+            raise ValueError("squeeze_excite: first bias length differs from the squeeze width")
+        pb1 = &b1[0]
+    if b2 is not None:
+        if b2.shape[0] != C:
+            raise ValueError("squeeze_excite: second bias length differs from the channels")
+        pb2 = &b2[0]
+    if out.shape[0] != N or out.shape[1] != C or out.shape[2] != HW:
+        raise ValueError("squeeze_excite: output shape differs from the input's")
+    if rows == 0 or HW == 0 or R == 0:
+        if rows and HW and R == 0:
+            raise ValueError("squeeze_excite: zero squeeze width")
+        return
+    cdef float *m = <float *>malloc((rows * 2 + R + 8) * sizeof(float))
+    if m == NULL:
+        raise MemoryError()
+    cdef float *g = m + rows
+    cdef float *h = g + rows
+    cdef const float *xp = &x[0, 0, 0]
+    cdef float *op = &out[0, 0, 0]
+    nt = _nt(rows * HW, num_threads)
+    try:
+        with nogil:
+            if nt > 1:
+                for t in prange(nt, num_threads=nt, schedule="static"):
+                    dscy_se_means(av, xp, HW, rows * t // nt, rows * (t + 1) // nt, m)
+            else:
+                dscy_se_means(av, xp, HW, 0, rows, m)
+            for n in range(N):
+                dscy_se_gate(av, m + n * C, C, &w1t[0, 0], pb1, R, a1, p10, p11, &w2t[0, 0],
+                             pb2, a2, p20, p21, h, g + n * C)
+            if nt > 1:
+                for t in prange(nt, num_threads=nt, schedule="static"):
+                    dscy_se_scale(av, xp, g, HW, rows * t // nt, rows * (t + 1) // nt, op)
+            else:
+                dscy_se_scale(av, xp, g, HW, 0, rows, op)
+    finally:
+        free(m)

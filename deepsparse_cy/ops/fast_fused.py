@@ -14,6 +14,10 @@
                                           copies), else strided BLAS views
     FusedConv(x, W, B?, Z?)               Conv (+ Z) + activation applied in place on the output
         activation, activation_params
+    SqueezeExcite(x, W1, B1?, W2, B2?)    x * act2(W2 act1(W1 mean(x) + B1) + B2) per image, the
+        activation(_params),              mean over every axis after the channels, W1 [R, C, 1..],
+        gate_activation(_params)          W2 [C, R, 1..]: GlobalAveragePool -> 1x1 Conv -> act ->
+                                          1x1 Conv -> act -> Mul as one kernel call
 
 Activations: Relu, Clip(min, max), Gelu, HardSwish, SiLU (x * sigmoid x), HardSigmoid(alpha,
 beta), LeakyRelu(alpha), Sigmoid — kernels/_f32_fused.pyx. Every op falls back to numpy for
@@ -49,13 +53,13 @@ def _threads(ctx):
     return int(ctx.num_threads or 1)
 
 
-def _act(node):
-    a = node.attrs.get("activation", "") or ""
+def _act(node, attr="activation"):
+    a = node.attrs.get(attr, "") or ""
     if isinstance(a, bytes):
         a = a.decode()
     if a not in _k.ACTIVATIONS:
         raise ShapeError(f"unsupported fused activation {a!r}")
-    p = [float(v) for v in (node.attrs.get("activation_params") or [])]
+    p = [float(v) for v in (node.attrs.get(attr + "_params") or [])]
     if a == "Clip":
         p = [p[0] if len(p) > 0 else -np.inf, p[1] if len(p) > 1 else np.inf]
     elif a == "HardSigmoid":
@@ -335,4 +339,55 @@ class FusedConv(_conv.Conv):
             _act_inplace(y, self.code, self.p, self.nt)
         elif self.code:
             raise ShapeError("FusedConv activation needs a float32 contiguous output")
+        return [y]
+
+
+@register("SqueezeExcite", since=1, domain=DOMAIN)
+class SqueezeExcite(Op):
+    """Squeeze-excitation block in one kernel call (kernels/_f32_fused.squeeze_excite): channel
+    means, the two small FCs with their activations, the channel scaling. W1 / W2 constant."""
+
+    kernel_name = "f32_squeeze_excite"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        self.c1, _, self.p1 = _act(node, "activation")
+        self.c2, _, self.p2 = _act(node, "gate_activation")
+        w1, w2 = ctx.const(1), ctx.const(3)
+        if w1 is None or w2 is None:
+            raise ShapeError("SqueezeExcite needs constant weights")
+        self.R, self.C = int(w1.shape[0]), int(w2.shape[0])
+        w1 = np.asarray(w1, np.float32).reshape(self.R, -1)
+        w2 = np.asarray(w2, np.float32).reshape(self.C, -1)
+        if w1.shape[1] != self.C or w2.shape[1] != self.R:
+            raise ShapeError(f"SqueezeExcite weights {w1.shape} and {w2.shape} do not chain")
+        # transposed: the kernel's products run along contiguous output columns
+        self.w1t, self.w2t = np.ascontiguousarray(w1.T), np.ascontiguousarray(w2.T)
+
+        def bias(i, n):
+            b = ctx.const(i) if len(node.inputs) > i and node.inputs[i] else None
+            if b is None:
+                return None
+            b = np.ascontiguousarray(np.asarray(b, np.float32).reshape(-1))
+            if b.shape[0] != n:
+                raise ShapeError(f"SqueezeExcite bias has {b.shape[0]} values, expected {n}")
+            return b
+        self.b1, self.b2 = bias(2, self.R), bias(4, self.C)
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        if x.ndim < 3 or x.shape[1] != self.C:
+            raise ShapeError(f"SqueezeExcite: input {x.shape} does not have {self.C} channels "
+                             "and a spatial extent")
+        if x.dtype != _F32:
+            raise ShapeError(f"SqueezeExcite: input dtype {x.dtype}, expected float32")
+        xc = np.ascontiguousarray(x)
+        y = _out(x.shape, outs[0] if outs else None)
+        if y is not xc and np.may_share_memory(y, xc):
+            y = np.empty(x.shape, np.float32)
+        N, C = x.shape[0], self.C
+        _k.squeeze_excite(xc.reshape(N, C, -1), self.w1t, self.b1, self.c1, self.p1[0],
+                          self.p1[1], self.w2t, self.b2, self.c2, self.p2[0], self.p2[1],
+                          y.reshape(N, C, -1), self.nt)
         return [y]

@@ -407,3 +407,121 @@ def test_bert_tiny_fused_vs_onnxruntime(monkeypatch):
         ops = _ops(e)
         assert ops["FusedMatMul"] == 12 and ops["LayerNorm"] == 5 and ops["Softmax"] == 0 \
             and ops["Erf"] == 0 and ops["MatMul"] == 0
+
+
+# --- squeeze-excitation ---------------------------------------------------------------------
+
+def _se_model(rng, c, r, *, act1="Relu", gate="HardSigmoid", bias=True, mul_order=(0, 1),
+              rank=4, extra_consumer=False):
+    ones = [1] * (rank - 2)
+    inits = [_init("w1", _rand(rng, r, c, *ones)), _init("w2", _rand(rng, c, r, *ones))]
+    c1_in, c2_in = ["s", "w1"], ["h", "w2"]
+    if bias:
+        inits += [_init("b1", _rand(rng, r)), _init("b2", _rand(rng, c))]
+        c1_in.append("b1")
+        c2_in.append("b2")
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["s"]),
+             helper.make_node("Conv", c1_in, ["h0"])]
+    if act1 == "Relu":
+        nodes.append(helper.make_node("Relu", ["h0"], ["h"]))
+    elif act1 == "SiLU":
+        nodes += [helper.make_node("Sigmoid", ["h0"], ["h0s"]),
+                  helper.make_node("Mul", ["h0", "h0s"], ["h"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["h0"], ["h"]))
+    nodes.append(helper.make_node("Conv", c2_in, ["g0"]))
+    if gate == "HardSigmoid":
+        nodes.append(helper.make_node("HardSigmoid", ["g0"], ["g"], alpha=0.2, beta=0.5))
+    else:
+        nodes.append(helper.make_node("Sigmoid", ["g0"], ["g"]))
+    nodes.append(helper.make_node("Mul", [["x", "g"][i] for i in mul_order], ["out"]))
+    outs = [helper.make_tensor_value_info("out", F, None)]
+    if extra_consumer:
+        outs.append(helper.make_tensor_value_info("g", F, None))
+    spatial = ["h", "w", "d"][:rank - 2]
+    ins = [helper.make_tensor_value_info("x", F, ["n", c] + spatial)]
+    return _model(nodes, ins, outs, inits)
+
+
+@pytest.mark.parametrize("c,r,act1,gate,bias,mul_order", [
+    (40, 16, "Relu", "HardSigmoid", True, (0, 1)),     # MobileNetV3 (paddle gate)
+    (72, 24, "None", "Sigmoid", False, (1, 0)),        # no activation, gate first in the Mul
+    (130, 9, "SiLU", "Sigmoid", True, (0, 1)),          # EfficientNet's form, ragged widths
+])
+def test_squeeze_excite(c, r, act1, gate, bias, mul_order, monkeypatch):
+    rng = np.random.default_rng(11)
+    m = _se_model(rng, c, r, act1=act1, gate=gate, bias=bias, mul_order=mul_order)
+    feeds = [{"x": 2 * _rand(rng, n, c, h, w)} for n, h, w in ((1, 1, 1), (2, 5, 7), (3, 24, 40))]
+    e = _check(m, feeds, "SqueezeExcite", monkeypatch, rtol=1e-5)
+    ops = _ops(e)
+    assert ops["GlobalAveragePool"] == 0 and ops["Mul"] == 0 and ops["FusedConv"] == 0, ops
+
+
+def test_squeeze_excite_3d_input(monkeypatch):
+    """Conv1d-style SE (rank 3): the mean runs over the one spatial axis."""
+    rng = np.random.default_rng(12)
+    m = _se_model(rng, 24, 8, rank=3)
+    feeds = [{"x": _rand(rng, n, 24, L)} for n, L in ((1, 1), (2, 50))]
+    _check(m, feeds, "SqueezeExcite", monkeypatch, rtol=1e-5)
+
+
+def test_squeeze_excite_gate_read_twice_not_fused(monkeypatch):
+    rng = np.random.default_rng(13)
+    m = _se_model(rng, 16, 4, extra_consumer=True)
+    e = ds.compile_model(m)
+    assert _ops(e)["SqueezeExcite"] == 0
+    x = _rand(rng, 2, 16, 6, 6)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for g, r in zip(e.run([x]), sess.run(None, {"x": x})):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_squeeze_excite_padded_conv_not_fused(monkeypatch):
+    """A 1x1 conv with padding turns the 1x1 pooled map into 3x3: not a squeeze-excite FC."""
+    rng = np.random.default_rng(14)
+    m = _se_model(rng, 8, 4)
+    m.graph.node[1].attribute.extend([helper.make_attribute("pads", [1, 1, 1, 1])])
+    m.graph.node[3].attribute.extend([helper.make_attribute("pads", [0, 0, 0, 0])])
+    e = ds.compile_model(m)
+    assert _ops(e)["SqueezeExcite"] == 0
+
+
+@pytest.mark.parametrize("avx2", [False, True])
+def test_squeeze_excite_kernel_both_copies(avx2):
+    """The kernel against a float64 numpy reference: widths around the 8- and 64-column blocks
+    of its transposed GEMVs, 1 to 2 threads, in place and not."""
+    from deepsparse_cy.kernels import cpu_features
+    if avx2 and not (cpu_features().get("avx2") and cpu_features().get("fma")):
+        pytest.skip("no AVX2+FMA")
+    rng = np.random.default_rng(15)
+    was = _f32_fused.avx2_enabled()
+    _f32_fused.set_avx2(avx2)
+    acts = _f32_fused.ACTIVATIONS
+    try:
+        for n, c, r, hw in ((1, 1, 1, 1), (2, 7, 3, 5), (1, 64, 8, 33), (3, 130, 65, 71),
+                            (1, 480, 120, 60), (2, 40, 16, 9000)):
+            x = _rand(rng, n, c, hw)
+            w1, w2 = _rand(rng, r, c), _rand(rng, c, r)
+            b1, b2 = _rand(rng, r), _rand(rng, c)
+            m = x.astype(np.float64).mean(-1)
+            h = np.maximum(m @ w1.T.astype(np.float64) + b1, 0)
+            g = np.clip((h @ w2.T.astype(np.float64) + b2) * 0.2 + 0.5, 0, 1)
+            ref = x * g[:, :, None]
+            out = np.empty_like(x)
+            _f32_fused.squeeze_excite(x, np.ascontiguousarray(w1.T), b1, acts["Relu"], 0, 0,
+                                      np.ascontiguousarray(w2.T), b2, acts["HardSigmoid"], 0.2,
+                                      0.5, out, 2)
+            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))
+            xi = x.copy()                                    # in place, no biases, no act1
+            h = m @ w1.T.astype(np.float64)
+            g = 1 / (1 + np.exp(-(h @ w2.T.astype(np.float64))))
+            _f32_fused.squeeze_excite(xi, np.ascontiguousarray(w1.T), None, 0, 0, 0,
+                                      np.ascontiguousarray(w2.T), None, acts["Sigmoid"], 0, 0,
+                                      xi, 1)
+            np.testing.assert_allclose(xi, x * g[:, :, None], rtol=1e-4,
+                                       atol=1e-5 * float(np.abs(x).max()))
+        with pytest.raises(ValueError):
+            _f32_fused.squeeze_excite(x, np.ascontiguousarray(w1.T), b2, 0, 0, 0,
+                                      np.ascontiguousarray(w2.T), b2, 0, 0, 0, out, 1)
+    finally:
+        _f32_fused.set_avx2(was)

@@ -320,6 +320,159 @@ static inline void dscy_scale_mask_softmax(int avx2, float *s, const float *mask
     else dscy_scale_mask_softmax_generic(s, mask, n, scale);
 }
 
+/* Squeeze-excitation (GlobalAveragePool -> 1x1 conv -> act1 -> 1x1 conv -> act2 -> Mul), in
+ * three steps over rows [r0, r1) of x viewed as [rows][n] (rows = images x channels):
+ *   dscy_se_means: m[r] = sum(x[r]) / n;
+ *   dscy_se_gate:  per image, h = act1(W1 m + b1), g = act2(W2 h + b2), with the weights stored
+ *                  transposed (w1t [C][R], w2t [R][C]) so each product runs along contiguous
+ *                  output columns (b1 / b2 may be NULL);
+ *   dscy_se_scale: y[r] = x[r] * g[r] (y may be x). */
+
+/* y[j] = sum over k of v[k] * at[k][j] (at: [K][n]), k in order. */
+DSCY_INLINE void dscy_gemv_t_body(const float *restrict at, const float *restrict v, long K,
+                                  long n, float *restrict y) {
+    for (long j = 0; j < n; j++) y[j] = 0.0f;
+    for (long k = 0; k < K; k++) {
+        const float *a = at + k * n;
+        float vk = v[k];
+        for (long j = 0; j < n; j++) y[j] += vk * a[j];
+    }
+}
+
+DSCY_INLINE void dscy_se_means_body(const float *restrict x, long n, long r0, long r1,
+                                    float *restrict m) {
+    for (long r = r0; r < r1; r++) m[r] = dscy_sum8(x + r * n, n) / (float)n;
+}
+
+DSCY_INLINE void dscy_se_scale_body(const float *x, const float *restrict g, long n, long r0,
+                                    long r1, float *y) {
+    for (long r = r0; r < r1; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n, s = g[r];
+        for (long i = 0; i < n; i++) yr[i] = xr[i] * s;
+    }
+}
+
+static void dscy_se_gate_generic(const float *m, long C, const float *w1t, const float *b1,
+                                 long R, int a1, float p10, float p11, const float *w2t,
+                                 const float *b2, int a2, float p20, float p21, float *h,
+                                 float *g) {
+    dscy_gemv_t_body(w1t, m, C, R, h);
+    dscy_bias_act_body(h, b1, R, a1, p10, p11);
+    dscy_gemv_t_body(w2t, h, R, C, g);
+    dscy_bias_act_body(g, b2, C, a2, p20, p21);
+}
+DSCY_TWO_COPIES(dscy_se_scale, (const float *x, const float *g, long n, long r0, long r1,
+                                float *y), (x, g, n, r0, r1, y))
+static void dscy_se_means_generic(const float *x, long n, long r0, long r1, float *m) {
+    dscy_se_means_body(x, n, r0, r1, m);
+}
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+/* Row sums in four vector accumulators (gcc leaves dscy_sum8's partial sums scalar). */
+DSCY_TARGET_AVX2 static void dscy_se_means_avx2(const float *restrict x, long n, long r0,
+                                                long r1, float *restrict m) {
+    long n8 = n & ~7L;
+    for (long r = r0; r < r1; r++) {
+        const float *xr = x + r * n;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        long i = 0;
+        for (; i + 32 <= n8; i += 32) {
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xr + i));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(xr + i + 8));
+            a2 = _mm256_add_ps(a2, _mm256_loadu_ps(xr + i + 16));
+            a3 = _mm256_add_ps(a3, _mm256_loadu_ps(xr + i + 24));
+        }
+        for (; i < n8; i += 8) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xr + i));
+        float s8[8];
+        _mm256_storeu_ps(s8, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        for (; i < n; i++) s8[0] += xr[i];
+        m[r] = (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])))
+               / (float)n;
+    }
+}
+
+/* dscy_gemv_t_body in registers: 64 output columns (8 independent accumulators) per pass over
+ * k, the last block with masked loads and stores (one accumulator for a tail of 8 columns was
+ * latency-bound: 4 cycles per k); the same k order per output. */
+DSCY_TARGET_AVX2 static void dscy_gemv_t_avx2(const float *restrict at, const float *restrict v,
+                                              long K, long n, float *restrict y) {
+    for (long j0 = 0; j0 < n; j0 += 64) {
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+               c7 = c0;
+        const float *a = at + j0;
+        if (j0 + 64 <= n) {
+            for (long k = 0; k < K; k++, a += n) {
+                __m256 vk = _mm256_broadcast_ss(v + k);
+                c0 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a), c0);
+                c1 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 8), c1);
+                c2 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 16), c2);
+                c3 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 24), c3);
+                c4 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 32), c4);
+                c5 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 40), c5);
+                c6 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 48), c6);
+                c7 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 56), c7);
+            }
+            _mm256_storeu_ps(y + j0, c0); _mm256_storeu_ps(y + j0 + 8, c1);
+            _mm256_storeu_ps(y + j0 + 16, c2); _mm256_storeu_ps(y + j0 + 24, c3);
+            _mm256_storeu_ps(y + j0 + 32, c4); _mm256_storeu_ps(y + j0 + 40, c5);
+            _mm256_storeu_ps(y + j0 + 48, c6); _mm256_storeu_ps(y + j0 + 56, c7);
+            continue;
+        }
+        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), mk[8];
+        for (int q = 0; q < 8; q++)      /* lanes j0 + 8q + l < n */
+            mk[q] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j0 - 8 * q)), lane);
+        for (long k = 0; k < K; k++, a += n) {
+            __m256 vk = _mm256_broadcast_ss(v + k);
+            c0 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a, mk[0]), c0);
+            c1 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a + 8, mk[1]), c1);
+            c2 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a + 16, mk[2]), c2);
+            c3 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a + 24, mk[3]), c3);
+            c4 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a + 32, mk[4]), c4);
+            c5 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a + 40, mk[5]), c5);
+            c6 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a + 48, mk[6]), c6);
+            c7 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a + 56, mk[7]), c7);
+        }
+        _mm256_maskstore_ps(y + j0, mk[0], c0); _mm256_maskstore_ps(y + j0 + 8, mk[1], c1);
+        _mm256_maskstore_ps(y + j0 + 16, mk[2], c2); _mm256_maskstore_ps(y + j0 + 24, mk[3], c3);
+        _mm256_maskstore_ps(y + j0 + 32, mk[4], c4); _mm256_maskstore_ps(y + j0 + 40, mk[5], c5);
+        _mm256_maskstore_ps(y + j0 + 48, mk[6], c6); _mm256_maskstore_ps(y + j0 + 56, mk[7], c7);
+    }
+}
+
+DSCY_TARGET_AVX2 static void dscy_se_gate_avx2(const float *m, long C, const float *w1t,
+                                               const float *b1, long R, int a1, float p10,
+                                               float p11, const float *w2t, const float *b2,
+                                               int a2, float p20, float p21, float *h,
+                                               float *g) {
+    dscy_gemv_t_avx2(w1t, m, C, R, h);
+    dscy_bias_act_body(h, b1, R, a1, p10, p11);
+    dscy_gemv_t_avx2(w2t, h, R, C, g);
+    dscy_bias_act_body(g, b2, C, a2, p20, p21);
+}
+#define DSCY_SE_MEANS_AVX2 dscy_se_means_avx2
+#define DSCY_SE_GATE_AVX2 dscy_se_gate_avx2
+#else
+#define DSCY_SE_MEANS_AVX2 dscy_se_means_generic
+#define DSCY_SE_GATE_AVX2 dscy_se_gate_generic
+#endif
+
+static inline void dscy_se_means(int avx2, const float *x, long n, long r0, long r1, float *m) {
+    if (avx2) DSCY_SE_MEANS_AVX2(x, n, r0, r1, m);
+    else dscy_se_means_generic(x, n, r0, r1, m);
+}
+static inline void dscy_se_gate(int avx2, const float *m, long C, const float *w1t,
+                                const float *b1, long R, int a1, float p10, float p11,
+                                const float *w2t, const float *b2, int a2, float p20, float p21,
+                                float *h, float *g) {
+    if (avx2) DSCY_SE_GATE_AVX2(m, C, w1t, b1, R, a1, p10, p11, w2t, b2, a2, p20, p21, h, g);
+    else dscy_se_gate_generic(m, C, w1t, b1, R, a1, p10, p11, w2t, b2, a2, p20, p21, h, g);
+}
+static inline void dscy_se_scale(int avx2, const float *x, const float *g, long n, long r0,
+                                 long r1, float *y) {
+    if (avx2) dscy_se_scale_avx2(x, g, n, r0, r1, y);
+    else dscy_se_scale_generic(x, g, n, r0, r1, y);
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
