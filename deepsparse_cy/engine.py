@@ -296,6 +296,11 @@ class _ArenaInstance:
             views[key] = self.buf[off: off + n].view(dtype).reshape(shape)
         self.step_outs = [[views.get(k) if k is not None else None for k in st[3]]
                           if any(k is not None for k in st[3]) else None for st in plan.steps]
+        # per step: None (not tried yet), False (no bound call), or (function, args, checks,
+        # outputs) from the op's bind(): the step's kernel with its arguments prepared, valid
+        # while the step reads the same input objects (checks: (name, object) pairs)
+        self.bound = [None if getattr(st[1], "bind", None) is not None and outs is not None
+                      else False for st, outs in zip(plan.steps, self.step_outs)]
 
 
 class Engine:
@@ -487,13 +492,35 @@ class Engine:
             env.update(feeds)
             buf = inst.buf
             aliases = plan.aliases
-            for st, outs in zip(plan.steps, inst.step_outs):
+            bound = inst.bound
+            for i, st in enumerate(plan.steps):
                 node, op, reads, _, frees = st
+                b = bound[i]
+                if b:
+                    # the bound kernel call: same input objects as when it was bound (arena
+                    # slots, constants), outputs straight into the step's slots
+                    for name, obj in b[2]:
+                        if env[name] is not obj:
+                            bound[i] = False       # inputs move (a feed): the op's own run
+                            break
+                    else:
+                        try:
+                            b[0](*b[1])
+                        except Exception as e:  # noqa: BLE001
+                            raise _wrap_node_error(node, e) from e
+                        for name, r in b[3]:
+                            env[name] = r
+                        for x in frees:
+                            env.pop(x, None)
+                        continue
+                outs = inst.step_outs[i]
                 ins = [env[x] if x else None for x in reads]
                 try:
                     res = op.run(ins, outs)
                 except Exception as e:  # noqa: BLE001
                     raise _wrap_node_error(node, e) from e
+                if b is None:
+                    bound[i] = self._bind(node, op, reads, ins, outs, res, buf, plan.consts)
                 if outs is None:
                     outs = _NO_SLOTS
                 for name, r, slot in zip(node.outputs, res, outs):
@@ -518,6 +545,30 @@ class Engine:
             return self._collect_outputs(env, feeds, buf)
         finally:
             plan.release(inst)
+
+    @staticmethod
+    def _bind(node, op, reads, ins, outs, res, buf, consts):
+        """The step's bound call after its first run on an arena instance (see _run_plan), or
+        False: only where every output went into its slot and every non-constant input is an
+        arena array (a feed or a detached value is a new object on each run)."""
+        if len(res) != len(outs) or any(r is not o for r, o in zip(res, outs)) \
+                or any(o is None for name, o in zip(node.outputs, outs) if name):
+            return False
+        checks = []
+        for name, v in zip(reads, ins):
+            if not name or not isinstance(v, np.ndarray) or consts.get(name) is v:
+                continue              # constants: the same objects on every run of the plan
+            if _root(v) is not buf:
+                return False          # not an arena slot: may be a new object next run
+            checks.append((name, v))
+        try:
+            call = op.bind(ins, outs)
+        except Exception:  # noqa: BLE001 - binding is an optimisation; the op's run() stays
+            call = None
+        if call is None:
+            return False
+        return (call[0], call[1], tuple(checks),
+                tuple((name, o) for name, o in zip(node.outputs, outs) if name))
 
     def _collect_outputs(self, env, feeds, buf=None):
         owned = {id(_root(v)) for v in feeds.values()}

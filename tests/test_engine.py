@@ -274,3 +274,53 @@ def test_plan_cache_is_bounded(monkeypatch):
     assert len(e._plans) == 3
     x = rng.standard_normal((1, 16)).astype(np.float32)   # evicted shape: planned again, same answer
     np.testing.assert_allclose(e.run([x])[0], _chain_ref(m, x), rtol=1e-6, atol=1e-6)
+
+
+def _cnn_model():
+    """Conv on the feed -> strided conv -> depthwise -> squeeze-excite -> 1x1 conv + residual:
+    steps the executor binds (engine._run_plan) next to ones it cannot (the feed's reader)."""
+    rng = np.random.default_rng(3)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+    inits = [w("w0", 16, 3, 3, 3), w("b0", 16), w("w1", 24, 16, 3, 3), w("w2", 24, 1, 3, 3),
+             w("b2", 24), w("s1", 8, 24, 1, 1), w("s2", 24, 8, 1, 1), w("w3", 24, 24, 1, 1)]
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1] * 4),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "w1"], ["c1"], pads=[1] * 4, strides=[2, 2]),
+             helper.make_node("Conv", ["c1", "w2", "b2"], ["c2"], pads=[1] * 4, group=24),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+             helper.make_node("Conv", ["g", "s1"], ["g1"]),
+             helper.make_node("Relu", ["g1"], ["g2"]),
+             helper.make_node("Conv", ["g2", "s2"], ["g3"]),
+             helper.make_node("Sigmoid", ["g3"], ["g4"]),
+             helper.make_node("Mul", ["r2", "g4"], ["se"]),
+             helper.make_node("Conv", ["se", "w3"], ["c3"]),
+             helper.make_node("Add", ["c3", "c1"], ["y"])]
+    g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_bound_steps_follow_new_inputs():
+    """After the first run of a plan the executor calls the conv / squeeze-excite kernels with
+    prepared arguments; results must stay those of the heap-mode run (no arena, no binding) for
+    new input values, other shapes, and back, and match onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    m = _cnn_model()
+    e = ds.compile_model(m)
+    heap = ds.Engine(m, memory_planner=False)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    shapes = [(1, 3, 20, 24), (1, 3, 20, 24), (2, 3, 9, 33), (1, 3, 20, 24), (2, 3, 9, 33)]
+    for shp in shapes:
+        x = rng.standard_normal(shp).astype(np.float32)
+        got = e.run([x])[0]
+        np.testing.assert_array_equal(got, heap.run([x])[0])
+        ref = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    inst = e._plans[e._key([x])]._pool[0]
+    kinds = {e._plans[e._key([x])].steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
+    assert {"FusedConv", "SqueezeExcite"} <= kinds, kinds      # the binding ran
+    assert inst.bound[0] is False                               # the feed's reader: not bound

@@ -218,6 +218,34 @@ class ConvCore:
                  out=res.reshape(N, self.M), num_threads=1)
         return self._into(out, res)
 
+    def bind(self, x, out, z=None, act=0, params=(0.0, 0.0)):
+        """(function, args) computing run(x, out, z, act, params) into `out` with no checks, for
+        an executor that passes the same x / out / z objects again (arena slots; see
+        engine._run_plan), or None where run() would copy, allocate, or use per-thread scratch.
+        Valid once run() has seen this input shape."""
+        f32 = np.float32
+        if (self.fast is None and self.dw_fast is None) or out is None or x.dtype != f32 \
+                or out.dtype != f32 or not x.flags.c_contiguous or not out.flags.c_contiguous \
+                or out.size == 0:
+            return None
+        p = self._plans.get(x.shape)
+        if p is None or out.shape != p.get("oshape") or np.may_share_memory(out, x):
+            return None
+        if z is not None and (z.dtype != f32 or z.shape != out.shape or not z.flags.c_contiguous
+                              or np.may_share_memory(out, z)):
+            return None
+        if self.dw_fast is not None:
+            return self._mod.dwconv2d, (x, self.dw_fast, self.k[0], self.k[1], self.s[0],
+                                        self.s[1], self.d[0], self.d[1], p["pb"][0], p["pb"][1],
+                                        self.bias, z, act, params[0], params[1], out,
+                                        self.num_threads)
+        fc = p.get("fast_call")
+        if fc is None or fc[3] is not None or (fc[0] and z is None):
+            return None         # not run yet, phase-split scratch (per thread), or the GEMV
+        return self._mod.conv2d, (x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1],
+                                  self.d[0], self.d[1], fc[1], fc[2], self.bias, z, act,
+                                  params[0], params[1], out, self.num_threads, None)
+
     @staticmethod
     def _fast_args(x, oshape, out, z):
         """(result buffer, x, z) for the compiled kernels: out when it is a float32 C-contiguous
@@ -476,6 +504,13 @@ class Conv(Op):
             np.copyto(out, y, casting="unsafe")
             y = out
         return [y]
+
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the compiled kernel straight into outs[0] (see
+        ConvCore.bind), or None."""
+        if self.core is None or type(self).run is not Conv.run or not outs:
+            return None
+        return self.core.bind(inputs[0], outs[0])
 
 
 def apply_activation(y, activation, params):

@@ -341,6 +341,13 @@ class FusedConv(_conv.Conv):
             raise ShapeError("FusedConv activation needs a float32 contiguous output")
         return [y]
 
+    def bind(self, inputs, outs):
+        core = self.core
+        if core is None or not core.fused_epilogue or not outs:
+            return None
+        return core.bind(inputs[0], outs[0], inputs[3] if len(inputs) > 3 else None, self.code,
+                         self.p)
+
 
 @register("SqueezeExcite", since=1, domain=DOMAIN)
 class SqueezeExcite(Op):
@@ -391,3 +398,16 @@ class SqueezeExcite(Op):
                           self.p1[1], self.w2t, self.b2, self.c2, self.p2[0], self.p2[1],
                           y.reshape(N, C, -1), self.nt)
         return [y]
+
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the kernel on views of the same x / out objects."""
+        x = inputs[0]
+        out = outs[0] if outs else None
+        if out is None or x.dtype != _F32 or out.dtype != _F32 or out.shape != x.shape \
+                or not x.flags.c_contiguous or not out.flags.c_contiguous or x.size == 0 \
+                or (out is not x and np.may_share_memory(out, x)):
+            return None
+        N, C = x.shape[0], self.C
+        return _k.squeeze_excite, (x.reshape(N, C, -1), self.w1t, self.b1, self.c1, self.p1[0],
+                                   self.p1[1], self.w2t, self.b2, self.c2, self.p2[0],
+                                   self.p2[1], out.reshape(N, C, -1), self.nt)

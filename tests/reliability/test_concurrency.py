@@ -247,3 +247,40 @@ def test_num_cores_bounds_the_working_threads(probe):
 def test_threadpoolctl_limit_bounds_a_default_engine(probe):
     assert probe["openmp limit seen inside"] == [1], probe
     assert probe["default engine under threadpool_limits(1)"] == 1, probe
+
+
+def test_cnn_bound_steps_eight_threads_equal_serial():
+    """Arena instances are per call: the bound kernel calls of one instance (engine._run_plan)
+    never run on another thread's buffers. Conv, depthwise, squeeze-excite and residual steps
+    from 8 threads, two input sizes, give exactly the serial outputs."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        from test_engine import _cnn_model
+    finally:
+        sys.path.pop(0)
+    m = _cnn_model()
+    r = np.random.default_rng(5)
+    inputs = [r.standard_normal(s).astype(np.float32) for s in ((1, 3, 20, 24), (2, 3, 9, 33))
+              for _ in range(6)]
+    serial = [ds.compile_model(m).run([x])[0] for x in inputs]
+    e = ds.compile_model(m)
+    errors, mismatches = [], []
+    barrier = threading.Barrier(8)
+
+    def worker(t):
+        try:
+            barrier.wait()
+            for i in range(150):
+                j = (t * 5 + i * 7) % len(inputs)
+                if not np.array_equal(e.run([inputs[j]])[0], serial[j]):
+                    mismatches.append((t, i, j))
+        except Exception as ex:  # noqa: BLE001
+            errors.append(repr(ex))
+
+    ths = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert not errors, errors[:3]
+    assert not mismatches, mismatches[:10]
