@@ -887,6 +887,29 @@ def _fuse_conv_f32(v, opset):
     return count
 
 
+def _fuse_conv_transpose_act(v, opset):
+    """ConvTranspose(const f32 W, const B?) -> activation ==> FusedConvTranspose."""
+    count = 0
+    for ct in list(v.g.nodes):
+        if id(ct) in v.removed or not _onnx(ct, "ConvTranspose"):
+            continue
+        w = v.const(ct.inputs[1]) if len(ct.inputs) > 1 else None
+        b = ct.inputs[2] if len(ct.inputs) > 2 else ""
+        if w is None or w.dtype != np.float32 or w.ndim < 3 or (b and v.const(b) is None) \
+                or v.const(ct.inputs[0]) is not None:
+            continue
+        act = _conv_activation(v, ct.outputs[0], opset)
+        if act is None or act[0] not in ("Relu", "Clip", "HardSwish", "SiLU", "HardSigmoid",
+                                         "LeakyRelu", "Sigmoid"):
+            continue
+        attrs = dict(ct.attrs)
+        attrs["activation"], attrs["activation_params"] = act[0], act[1]
+        v.replace([ct] + act[2], Node("FusedConvTranspose", DOMAIN, list(ct.inputs), [act[3]],
+                                      attrs, ct.name, ct.index))
+        count += 1
+    return count
+
+
 def _se_fc(v, node, x):
     """(W, B, activation, params) of a 1x1 Conv / FusedConv (no Z) reading x that maps a 1x1
     map to a 1x1 map (group 1, constant float32 weight, no padding), else None."""
@@ -960,6 +983,7 @@ def fuse(graph, opsets, exact=None):
         count += _fuse_attention(v, opset)
         count += _fuse_conv_f32(v, opset)
         count += _fuse_squeeze_excite(v)
+        count += _fuse_conv_transpose_act(v, opset)
     from .fusion_conv import fuse_qconv; count += fuse_qconv(graph, opsets, exact)  # noqa: E702
     if count:
         v.commit()

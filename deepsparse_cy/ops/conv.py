@@ -643,6 +643,11 @@ class ConvTranspose(Op):
         return p[:nd], osh
 
     def run(self, inputs, outs):
+        return [self._run(inputs, outs)[0]]
+
+    def _run(self, inputs, outs, act=0, params=(0.0, 0.0)):
+        """(y, whether the f32_fused activation `act` was applied: only the compiled
+        stride == kernel path applies it, in the GEMM's epilogue)."""
         x, w = inputs[0], inputs[1]
         b = inputs[2] if len(inputs) > 2 else None
         odt = x.dtype
@@ -689,9 +694,12 @@ class ConvTranspose(Op):
             tab = self._tables.get(Sp)
             if tab is None:        # the 1x1 GEMM's pixel tables, once per input size
                 tab = self._tables[Sp] = conv_pixel_tables(Sp, 1, Sp, 1, (1, 1), (0, 0))
-            cols = scratch(("convT_cols", N, Mg * K, Sp), (N, Mg * K, Sp, 1), np.float32)
+            ckey = ("convT_cols", N, Mg * K, Sp)
+            cols = scratch(ckey, (N, Mg * K, Sp, 1), np.float32)
+            # the activation commutes with the depth-to-space copy: applied in the epilogue
             cols = f32_conv2d(np.ascontiguousarray(_as(x, dt)).reshape(N, C, Sp, 1), pk,
-                              bias=brep, num_threads=self.num_threads, out=cols, tables=tab)
+                              bias=brep, num_threads=self.num_threads, out=cols, tables=tab,
+                              activation=act, params=params)
             out = outs[0] if outs else None
             y = out if (out is not None and out.dtype == dt and out.flags.c_contiguous
                         and out.shape == (N, Mg, *osh)) else np.empty((N, Mg, *osh), dt)
@@ -702,10 +710,14 @@ class ConvTranspose(Op):
             else:
                 np.copyto(y.reshape(N, Mg, S[0], k[0], S[1], k[1]),
                           cols.reshape(N, Mg, k[0], k[1], S[0], S[1]).transpose(0, 1, 4, 2, 5, 3))
+            if dt == np.float32 and x.dtype == np.float32 and x.flags.c_contiguous \
+                    and y is out:
+                self._last_fast = (x.shape, pk, brep, tab, ckey, (N, Mg, K, Sp, C), tuple(k),
+                                   tuple(S), tuple(osh))
             if out is not None and y is not out:
                 np.copyto(out, y, casting="unsafe")
-                return [out]
-            return [y if y.dtype == odt else y.astype(odt)]
+                return out, True
+            return (y if y.dtype == odt else y.astype(odt)), True
         if pk is not None:
             cols = f32_conv2d(np.ascontiguousarray(_as(x, dt)).reshape(N, C, Sp, 1), pk,
                               num_threads=self.num_threads).reshape(N, g, Mg * K, Sp)
@@ -724,8 +736,38 @@ class ConvTranspose(Op):
         out = outs[0] if outs else None
         if out is not None:
             np.copyto(out, y, casting="unsafe")
-            return [out]
-        return [np.ascontiguousarray(y, dtype=odt)]
+            return out, False
+        return np.ascontiguousarray(y, dtype=odt), False
+
+    _last_fast = None
+    _act = (0, (0.0, 0.0))      # FusedConvTranspose's epilogue activation
+
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call for the stride == kernel path: the 1x1 GEMM into the
+        per-thread column scratch (looked up on each call: it is per thread), then the
+        depth-to-space copy into outs[0]."""
+        lf = self._last_fast
+        x, w = inputs[0], inputs[1]
+        out = outs[0] if outs else None
+        if lf is None or out is None or x.shape != lf[0] or x.dtype != np.float32 \
+                or not x.flags.c_contiguous or w is not self._wconst \
+                or (len(inputs) > 2 and inputs[2] is not None and inputs[2] is not self._bconst):
+            return None
+        _, pk, brep, (ih0, iw0), ckey, (N, Mg, K, Sp, C), k, S, osh = lf
+        if out.dtype != np.float32 or not out.flags.c_contiguous or out.shape != (N, Mg, *osh) \
+                or np.may_share_memory(out, x):
+            return None
+        mod, nt = _load_kernels("f32_conv", pk.isa), self.num_threads
+        code, (p0, p1) = self._act
+        x4, y3 = x.reshape(N, C, Sp, 1), out.reshape(N * Mg, osh[0], osh[1])
+        d2s = _f32_ops.depth_to_space
+
+        def call():
+            cols = scratch(ckey, (N, Mg * K, Sp, 1), np.float32)
+            mod.conv2d(x4, pk.wp, Mg * K, 1, 1, 1, 1, 1, ih0, iw0, brep, None, code, p0, p1,
+                       cols, nt, None)
+            d2s(cols.reshape(N * Mg, K, Sp), y3, k[0], k[1], S[0], S[1], nt)
+        return call, ()
 
 
 @register("Col2Im", since=18)

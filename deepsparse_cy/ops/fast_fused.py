@@ -14,6 +14,8 @@
                                           copies), else strided BLAS views
     FusedConv(x, W, B?, Z?)               Conv (+ Z) + activation applied in place on the output
         activation, activation_params
+    FusedConvTranspose(x, W, B?)          ConvTranspose + activation (in the GEMM epilogue on the
+        activation, activation_params     compiled stride == kernel path, else in place after)
     SqueezeExcite(x, W1, B1?, W2, B2?)    x * act2(W2 act1(W1 mean(x) + B1) + B2) per image, the
         activation(_params),              mean over every axis after the channels, W1 [R, C, 1..],
         gate_activation(_params)          W2 [C, R, 1..]: GlobalAveragePool -> 1x1 Conv -> act ->
@@ -411,3 +413,27 @@ class SqueezeExcite(Op):
         return _k.squeeze_excite, (x.reshape(N, C, -1), self.w1t, self.b1, self.c1, self.p1[0],
                                    self.p1[1], self.w2t, self.b2, self.c2, self.p2[0],
                                    self.p2[1], out.reshape(N, C, -1), self.nt)
+
+
+@register("FusedConvTranspose", since=1, domain=DOMAIN)
+class FusedConvTranspose(_conv.ConvTranspose):
+    """ConvTranspose + activation: on the stride == kernel path (2x upsampling heads) the
+    activation runs in the 1x1 GEMM's epilogue, before the depth-to-space copy (an elementwise
+    function commutes with it); elsewhere in place on the output."""
+
+    kernel_name = "f32_convT+act"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        self.code, self.act, self.p = _act(node)
+        self._act = (self.code, (self.p[0], self.p[1]))
+
+    def run(self, inputs, outs):
+        y, applied = self._run(inputs, outs, self.code, (self.p[0], self.p[1]))
+        if not applied and self.code:
+            if y.dtype == _F32 and y.flags.c_contiguous:
+                _act_inplace(y, self.code, self.p, self.nt)
+            else:
+                y = _conv.apply_activation(y, self.act, self.p)
+        return [y]
