@@ -506,6 +506,8 @@ class Engine:
                     else:
                         try:
                             b[0](*b[1])
+                        except _Replan:
+                            raise
                         except Exception as e:  # noqa: BLE001
                             raise _wrap_node_error(node, e) from e
                         for name, r in b[3]:
@@ -572,7 +574,11 @@ class Engine:
 
     def _collect_outputs(self, env, feeds, buf=None):
         owned = {id(_root(v)) for v in feeds.values()}
-        owned.update(id(_root(v)) for v in self._program.consts.values())
+        roots = self.__dict__.get("_const_roots")
+        if roots is None:       # the program's constants are fixed once compiled
+            roots = self._const_roots = frozenset(id(_root(v)) for v in
+                                                  self._program.consts.values())
+        owned |= roots
         if buf is not None:
             owned.add(id(buf))
         res = []

@@ -324,3 +324,30 @@ def test_bound_steps_follow_new_inputs():
     kinds = {e._plans[e._key([x])].steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
     assert {"FusedConv", "SqueezeExcite"} <= kinds, kinds      # the binding ran
     assert inst.bound[0] is False                               # the feed's reader: not bound
+
+
+def test_bound_resize_follows_computed_sizes():
+    """A Resize whose sizes are computed from values (not from shapes) gives the new output for
+    new sizes, same and other output shapes. (Today the planner keeps such a value-dependent
+    output out of the arena, so the step is not bound; should it get a slot, the bound call
+    re-keys on the sizes' values and replans on a new output shape.)"""
+    ort = pytest.importorskip("onnxruntime")
+    nodes = [helper.make_node("Relu", ["x"], ["xr"]),
+             helper.make_node("Add", ["s", "zero"], ["sz"]),
+             helper.make_node("Resize", ["xr", "", "", "sz"], ["y0"], mode="nearest"),
+             helper.make_node("Neg", ["y0"], ["y"])]
+    g = helper.make_graph(nodes, "rs", [helper.make_tensor_value_info("x", TP.FLOAT, [1, 2, 5, 5]),
+                                        helper.make_tensor_value_info("s", TP.INT64, [4])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+                          [numpy_helper.from_array(np.zeros(4, np.int64), "zero")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    e = ds.compile_model(m)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(6).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    for s in ([1, 2, 10, 10], [1, 2, 10, 10], [1, 2, 10, 10], [1, 2, 10, 7], [1, 2, 7, 10],
+              [1, 2, 10, 10]):
+        s = np.array(s, np.int64)
+        got = e.run([x, s])[0]
+        ref = sess.run(None, {"x": x, "s": s})[0]
+        assert got.shape == ref.shape
+        np.testing.assert_array_equal(got, ref)

@@ -90,6 +90,7 @@ def _make_binary(name, ufunc):
         return _arr(ufunc(a, b))
 
     legacy.__name__ = fn.__name__ = name
+    fn.bind_out = True          # ufunc(a, b, out=out) always fills out (registry.FunctionOp.bind)
     register(name, since=1)(legacy)
     register(name, since=7)(fn)
     return fn

@@ -29,6 +29,7 @@ kernel overrides a reference by registering after it.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 
@@ -111,6 +112,15 @@ class FunctionOp(Op):
         return [r]
 
     single_output_is_list = False
+
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call, for functions marked `bind_out` (they always write
+        into `out`, whatever the values: the elementwise arithmetic ufuncs)."""
+        fn = type(self).fn
+        if not getattr(fn, "bind_out", False) or not self.single or not outs \
+                or outs[0] is None or self.kwargs:
+            return None
+        return functools.partial(fn, *inputs[: self.n_declared], out=outs[0]), ()
 
 
 def _wrap_function(fn, seq_output=False):

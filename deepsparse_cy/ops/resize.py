@@ -344,6 +344,41 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
             _f32_ops.resize_nearest(x3, hi, wi, y3, self.nt)
         return [out]
 
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the compiled nearest resize on the same x / out."""
+        x = inputs[0]
+        out = outs[0] if outs else None
+        if out is None or not (self._nearest and isinstance(x, np.ndarray)
+                               and x.dtype == np.float32 and x.ndim == 4 and x.size
+                               and x.flags.c_contiguous):
+            return None
+        key = (x.shape,) + tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes())
+                                 for v in inputs[1:self.n_declared])
+        plan = self._plans.get(key)
+        if not plan or out.dtype != np.float32 or out.shape != plan[0] \
+                or not out.flags.c_contiguous or np.may_share_memory(out, x):
+            return None
+        oshape, hi, wi, kh, kw = plan
+        x3 = x.reshape(-1, x.shape[2], x.shape[3])
+        y3 = out.reshape(-1, oshape[2], oshape[3])
+        params = tuple(inputs[1:self.n_declared])
+        nt, up, rs = self.nt, _f32_ops.upsample_nearest, _f32_ops.resize_nearest
+        ins, outs = list(inputs), list(outs)
+
+        def call():
+            # roi / scales / sizes may be computed arrays: the geometry is re-keyed on their
+            # values (a few bytes) and any change runs the op's own path
+            if tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes())
+                     for v in params) != key[1:]:
+                if self.run(ins, outs)[0] is not outs[0]:      # another output shape
+                    from ..engine import _Replan
+                    raise _Replan(self.node.outputs[0])
+            elif kh:
+                up(x3, y3, kh, kw, nt)
+            else:
+                rs(x3, hi, wi, y3, nt)
+        return call, ()
+
     def _plan(self, x, inputs):
         """(output shape, row table, column table, kh, kw) with kh = kw = 0 unless every pixel
         repeats kh x kw times; None when the general path must run (N or C resized,
