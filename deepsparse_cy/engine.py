@@ -676,22 +676,33 @@ class Engine:
             end = max(last.get(o, first.get(o, 0)), first.get(o, 0))
             if root in first:
                 last[root] = max(last.get(root, first[root]), end)
+        placed_in = self._plan_inplace_concat(steps, shapes, first, last, graph_outputs, feeds,
+                                              values_known, aliases)
+        children = {}
+        for x, (root, _) in placed_in.items():
+            children.setdefault(root, []).append(x)
         items = []
         total_intermediate = 0
         for o, i in first.items():
-            if o in graph_outputs or o not in shapes or o in aliases:
+            if o in graph_outputs or o not in shapes or o in aliases or o in placed_in:
                 continue
             shape, dtype = shapes[o]
             if dtype == object:
                 continue
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             total_intermediate += nbytes
-            items.append((o, nbytes, i, max(last.get(o, i), i)))
+            f, l = i, max(last.get(o, i), i)
+            for x in children.get(o, ()):      # the inputs written in place: their lifetimes
+                f = min(f, first[x])
+                l = max(l, last.get(x, first[x]))
+            items.append((o, nbytes, f, l))
         offsets, total = _arena.plan_offsets(items, reuse=self.memory_planner)
         if total > self.memory_budget:
             raise ResourceError(f"memory plan needs {total} bytes, over the budget of "
                                 f"{self.memory_budget} bytes")
         slots = {o: (offsets[o], shapes[o][0], shapes[o][1]) for o in offsets}
+        for x, (root, off) in placed_in.items():
+            slots[x] = (offsets[root] + off, shapes[x][0], shapes[x][1])
         plan_steps = []
         for i, (node, op) in enumerate(steps):
             reads = list(node.inputs) + list(node.implicit_inputs)
@@ -708,6 +719,53 @@ class Engine:
         plan = Plan(prog, plan_steps, consts, slots, int(total), report)
         plan.aliases = aliases
         return self._collect_outputs(dict(zip(self.output_names, outs)), feeds), plan
+
+    def _plan_inplace_concat(self, steps, shapes, first, last, graph_outputs, feeds,
+                             values_known, aliases):
+        """{input value: (Concat output, byte offset)} for Concat inputs that can be produced
+        straight into their place in the Concat's output slot, so the Concat copies nothing
+        (YOLO's C2f blocks concatenate 3-5 freshly computed maps): along an axis with only
+        size-1 axes before it (batch 1 channel concat), each input a planned value of the
+        output's dtype, read once by this Concat and by no other in-place Concat, not a graph
+        output, feed, folded value, view or Concat output placed itself. The output's slot then
+        lives from its first input's production to its last use (or its inputs' last)."""
+        if not self.memory_planner or os.environ.get("DEEPSPARSE_CY_NO_INPLACE_CONCAT", "") \
+                in ("1", "true"):
+            return {}
+        placed, roots = {}, set()
+        for node, _ in steps:
+            if node.op_type != "Concat" or node.domain not in ("", "ai.onnx") \
+                    or not node.outputs or not node.outputs[0]:
+                continue
+            o = node.outputs[0]
+            if o in graph_outputs or o in aliases or o in placed or o not in shapes \
+                    or o not in first:
+                continue
+            oshape, odt = shapes[o]
+            rank = len(oshape)
+            if odt == object or rank == 0:
+                continue
+            axis = int(node.attrs.get("axis", 1))
+            axis = axis + rank if axis < 0 else axis
+            ins = list(node.inputs)
+            if not 0 <= axis < rank or int(np.prod(oshape[:axis], dtype=np.int64)) != 1 \
+                    or len(ins) < 2 or not all(ins) or len(set(ins)) != len(ins):
+                continue
+            ok, off, offs = True, 0, []
+            for x in ins:
+                if x not in shapes or x not in first or x in graph_outputs or x in feeds \
+                        or x in values_known or x in aliases or x in placed or x in roots \
+                        or shapes[x][1] != odt or first[x] >= first[o]:
+                    ok = False
+                    break
+                offs.append(off)
+                off += int(np.prod(shapes[x][0], dtype=np.int64)) * odt.itemsize
+            if not ok or off != int(np.prod(oshape, dtype=np.int64)) * odt.itemsize:
+                continue
+            for x, b in zip(ins, offs):
+                placed[x] = (o, b)
+            roots.add(o)
+        return placed
 
     def profile(self, inputs, iterations=5, warmup=1, dense_baseline=True):
         """Per-node timing on `inputs`: list of dicts in execution order.

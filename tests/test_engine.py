@@ -351,3 +351,75 @@ def test_bound_resize_follows_computed_sizes():
         ref = sess.run(None, {"x": x, "s": s})[0]
         assert got.shape == ref.shape
         np.testing.assert_array_equal(got, ref)
+
+
+def _c2f_model():
+    """A YOLOv8 C2f-style block: 1x1 conv -> Split -> two 3x3 convs in a chain -> Concat of all
+    four maps -> 1x1 conv; one Split half is read again after the Concat, another map feeds two
+    Concats (only one can host it), the second Concat's output is also a graph output."""
+    rng = np.random.default_rng(7)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+    inits = [w("w0", 16, 3, 1, 1), w("w1", 8, 8, 3, 3), w("w2", 8, 8, 3, 3), w("w3", 12, 32, 1, 1),
+             numpy_helper.from_array(np.array([8, 8], np.int64), "sp")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Split", ["r0", "sp"], ["y0", "y1"], axis=1),
+             helper.make_node("Conv", ["y1", "w1"], ["m0"], pads=[1] * 4),
+             helper.make_node("Conv", ["m0", "w2"], ["m1"], pads=[1] * 4),
+             helper.make_node("Concat", ["y0", "y1", "m0", "m1"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w3"], ["c3"]),
+             helper.make_node("Concat", ["m1", "c3"], ["cat2"], axis=-3),
+             helper.make_node("Add", ["y0", "m1"], ["late"])]       # y0 read after the Concat
+    g = helper.make_graph(nodes, "c2f", [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info("cat2", TP.FLOAT, None),
+                           helper.make_tensor_value_info("late", TP.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_inplace_concat_matches_heap_and_onnxruntime(monkeypatch):
+    """Batch 1: the Concat's inputs are produced in its output slot (no copy); batch 2 (not
+    contiguous per input) and DEEPSPARSE_CY_NO_INPLACE_CONCAT=1 copy. All bit-identical to the
+    heap-mode run and equal to onnxruntime, over repeated runs with new values."""
+    ort = pytest.importorskip("onnxruntime")
+    m = _c2f_model()
+    e = ds.compile_model(m)
+    heap = ds.Engine(m, memory_planner=False)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(8)
+    for shp in [(1, 3, 12, 20)] * 3 + [(2, 3, 7, 9), (1, 3, 5, 6)]:
+        x = rng.standard_normal(shp).astype(np.float32)
+        got = e.run([x])
+        for g, h, r in zip(got, heap.run([x]), sess.run(None, {"x": x})):
+            np.testing.assert_array_equal(g, h)
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()))
+    plan = e._plans[e._key([np.zeros((1, 3, 12, 20), np.float32)])]
+    cat = plan.slots["cat"]
+    for name, ch in (("y0", 0), ("y1", 8), ("m0", 16), ("m1", 24)):   # placed in the slot
+        assert plan.slots[name][0] == cat[0] + ch * 12 * 20 * 4, name
+    assert "c3" not in plan.slots or plan.slots["c3"][0] != plan.slots.get("cat2", (None,))[0]
+    plan2 = e._plans[e._key([np.zeros((2, 3, 7, 9), np.float32)])]
+    assert plan2.slots["y1"][0] != plan2.slots["cat"][0] + 8 * 7 * 9 * 4   # batch 2: own slots
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_INPLACE_CONCAT", "1")
+    e2 = ds.compile_model(m)
+    x = rng.standard_normal((1, 3, 12, 20)).astype(np.float32)
+    for g, h in zip(e2.run([x]), e.run([x])):
+        np.testing.assert_array_equal(g, h)
+
+
+def test_concat_in_place_function():
+    from deepsparse_cy.ops.tensor import Concat
+    out = np.zeros((1, 7, 3), np.float32)
+    a = out[:, :2]                       # already in place
+    a[...] = 1
+    b = np.full((1, 5, 3), 2, np.float32)  # elsewhere: copied to its range
+    assert Concat(a, b, axis=1, out=out) is out
+    np.testing.assert_array_equal(out, np.concatenate([np.ones((1, 2, 3)), np.full((1, 5, 3), 2)], 1))
+    # in place but in the wrong order: a normal copy, still right
+    out2 = np.zeros((1, 7, 3), np.float32)
+    c = out2[:, 5:]
+    c[...] = 3
+    d = np.full((1, 5, 3), 4, np.float32)
+    res = Concat(c, d, axis=1, out=out2)
+    np.testing.assert_array_equal(res, np.concatenate([np.full((1, 2, 3), 3), np.full((1, 5, 3), 4)], 1))

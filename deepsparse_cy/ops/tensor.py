@@ -136,6 +136,32 @@ def Transpose(x, *, perm=None, out=None):
     return np.ascontiguousarray(t) if t.ndim else t.copy()
 
 
+def _concat_in_place(xs, axis, out):
+    """With only size-1 axes before `axis` the output's memory is the inputs' memories one
+    after the other; inputs that the engine's planner placed there already (their data at their
+    offset in `out`) need no copy, the others are copied to their range. False (nothing
+    written) unless at least one input is in place."""
+    if out.ndim != len(xs[0].shape) or not out.flags.c_contiguous or out.dtype == object \
+            or int(np.prod(out.shape[:axis], dtype=np.int64)) != 1:
+        return False
+    base, off, todo, hit = out.ctypes.data, 0, [], False
+    for x in xs:
+        if x.dtype != out.dtype or x.ndim != out.ndim:
+            return False
+        if x.flags.c_contiguous and x.ctypes.data == base + off * out.itemsize and x.size:
+            hit = True
+        else:
+            todo.append((off, x))
+        off += x.size
+    if not hit or off != out.size or any(x.shape[:axis] + x.shape[axis + 1:]
+                                         != out.shape[:axis] + out.shape[axis + 1:] for x in xs):
+        return False
+    flat = out.reshape(-1)
+    for o, x in todo:
+        np.copyto(flat[o:o + x.size], x.reshape(-1))
+    return True
+
+
 @register("Concat", since=1)
 def Concat(*xs, axis=1, out=None):
     # axis defaulted to 1 in Concat-1 and is required from Concat-4 on.
@@ -143,6 +169,8 @@ def Concat(*xs, axis=1, out=None):
     rank = xs[0].ndim
     axis = _axis(axis, rank)
     x0 = xs[0]
+    if out is not None and _concat_in_place(xs, axis, out):
+        return out
     if rank and x0.dtype != object and all(
             x.dtype == x0.dtype and x.ndim == rank and x.flags.c_contiguous
             and x.shape[:axis] == x0.shape[:axis] and x.shape[axis + 1:] == x0.shape[axis + 1:]
