@@ -277,7 +277,8 @@ def test_plan_cache_is_bounded(monkeypatch):
 
 
 def _cnn_model():
-    """Conv on the feed -> strided conv -> depthwise -> squeeze-excite -> 1x1 conv + residual:
+    """Conv on the feed -> strided conv -> max pool -> depthwise -> squeeze-excite -> 1x1 conv
+    + residual:
     steps the executor binds (engine._run_plan) next to ones it cannot (the feed's reader)."""
     rng = np.random.default_rng(3)
 
@@ -288,7 +289,8 @@ def _cnn_model():
     nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1] * 4),
              helper.make_node("Relu", ["c0"], ["r0"]),
              helper.make_node("Conv", ["r0", "w1"], ["c1"], pads=[1] * 4, strides=[2, 2]),
-             helper.make_node("Conv", ["c1", "w2", "b2"], ["c2"], pads=[1] * 4, group=24),
+             helper.make_node("MaxPool", ["c1"], ["mp"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Conv", ["mp", "w2", "b2"], ["c2"], pads=[1] * 4, group=24),
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
              helper.make_node("Conv", ["g", "s1"], ["g1"]),
@@ -322,7 +324,7 @@ def test_bound_steps_follow_new_inputs():
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
     inst = e._plans[e._key([x])]._pool[0]
     kinds = {e._plans[e._key([x])].steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
-    assert {"FusedConv", "SqueezeExcite"} <= kinds, kinds      # the binding ran
+    assert {"FusedConv", "SqueezeExcite", "MaxPool"} <= kinds, kinds      # the binding ran
     assert inst.bound[0] is False                               # the feed's reader: not bound
 
 
@@ -395,6 +397,9 @@ def test_inplace_concat_matches_heap_and_onnxruntime(monkeypatch):
             np.testing.assert_array_equal(g, h)
             np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()))
     plan = e._plans[e._key([np.zeros((1, 3, 12, 20), np.float32)])]
+    inst = plan._pool[0]
+    kinds = {plan.steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
+    assert {"Concat", "Split"} <= kinds, kinds         # their bound calls ran on runs 2 and 3
     cat = plan.slots["cat"]
     for name, ch in (("y0", 0), ("y1", 8), ("m0", 16), ("m1", 24)):   # placed in the slot
         assert plan.slots[name][0] == cat[0] + ch * 12 * 20 * 4, name

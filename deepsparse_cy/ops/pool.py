@@ -199,6 +199,20 @@ class MaxPool(Op):
             return list(r)
         return [r] + ([None] if len(self.node.outputs) > 1 else [])
 
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the compiled window loop into the same slot."""
+        x = inputs[0]
+        out = outs[0] if outs else None
+        g = self._geoms.get(x.shape)
+        if g is None or self.with_indices or g.nd != 2 or x.dtype != np.float32 \
+                or not x.flags.c_contiguous or out is None or out.dtype != np.float32 \
+                or not out.flags.c_contiguous or out.shape != x.shape[:2] + tuple(g.O):
+            return None
+        N, C = x.shape[:2]
+        return _f32_ops.maxpool2d, (x.reshape(N * C, *g.S), out.reshape(N * C, *g.O), g.k[0],
+                                    g.k[1], g.s[0], g.s[1], g.d[0], g.d[1], g.pb[0], g.pb[1],
+                                    self.num_threads)
+
 
 @register("AveragePool", since=1)
 def AveragePool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,

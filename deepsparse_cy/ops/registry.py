@@ -117,8 +117,12 @@ class FunctionOp(Op):
         """engine._run_plan's bound call, for functions marked `bind_out` (they always write
         into `out`, whatever the values: the elementwise arithmetic ufuncs)."""
         fn = type(self).fn
-        if not getattr(fn, "bind_out", False) or not self.single or not outs \
-                or outs[0] is None or self.kwargs:
+        if not self.single or not outs or outs[0] is None:
+            return None
+        custom = getattr(fn, "bind", None)       # fn.bind(inputs, out, **attrs) -> call or None
+        if custom is not None:
+            return custom(inputs[: self.n_declared], outs[0], **self.kwargs)
+        if not getattr(fn, "bind_out", False) or self.kwargs:
             return None
         return functools.partial(fn, *inputs[: self.n_declared], out=outs[0]), ()
 

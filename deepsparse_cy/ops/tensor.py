@@ -10,6 +10,7 @@ else returns fresh memory or writes into ``out``.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -162,6 +163,35 @@ def _concat_in_place(xs, axis, out):
     return True
 
 
+def _concat_bind(xs, out, axis=1):
+    """Bound call (registry.FunctionOp.bind) of a Concat whose inputs the planner placed in
+    its output slot: nothing to do when all are in place, else the in-place copy of the rest."""
+    xs = [x for x in xs if x is not None]
+    if out is None or not xs or not all(isinstance(x, np.ndarray) for x in xs):
+        return None
+    ax = _axis(axis, xs[0].ndim)
+    if not _concat_in_place(xs, ax, out):       # also checks the geometry
+        return None
+    base, off, todo = out.ctypes.data, 0, []
+    for x in xs:
+        if not (x.flags.c_contiguous and x.ctypes.data == base + off * out.itemsize):
+            todo.append((off, x))
+        off += x.size
+    if not todo:
+        return _nothing, ()
+    flat = out.reshape(-1)
+    pairs = [(flat[o:o + x.size], x.reshape(-1)) for o, x in todo]
+
+    def copy():
+        for d, x in pairs:
+            np.copyto(d, x)
+    return copy, ()
+
+
+def _nothing():
+    pass
+
+
 @register("Concat", since=1)
 def Concat(*xs, axis=1, out=None):
     # axis defaulted to 1 in Concat-1 and is required from Concat-4 on.
@@ -190,6 +220,9 @@ def Concat(*xs, axis=1, out=None):
     if out is not None:
         return np.concatenate(xs, axis=axis, out=out)
     return np.concatenate(xs, axis=axis)
+
+
+Concat.bind = _concat_bind
 
 
 def _split(x, axis, split, n, outs=None):
@@ -255,6 +288,19 @@ class Split(Op):
         split = inputs[1] if len(inputs) > 1 else None
         n = self.node.attrs.get("num_outputs", _n_outputs(self.node))
         return _split(inputs[0], self.node.attrs.get("axis", 0), split, n, outs)
+
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the block copies into the same slots. The split
+        sizes are a constant or an arena value checked by identity; their values are re-read
+        on each call (as run() does), so only the geometry is prepared once."""
+        x = inputs[0]
+        if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype != object
+                and x.size) or not outs or any(o is None for o in outs):
+            return None
+        split = inputs[1] if len(inputs) > 1 else None
+        n = self.node.attrs.get("num_outputs", _n_outputs(self.node))
+        axis = self.node.attrs.get("axis", 0)
+        return functools.partial(_split, x, axis, split, n, list(outs)), ()
 
 
 def _slice_index(shape, starts, ends, axes, steps):
