@@ -299,8 +299,37 @@ class Split(Op):
             return None
         split = inputs[1] if len(inputs) > 1 else None
         n = self.node.attrs.get("num_outputs", _n_outputs(self.node))
-        axis = self.node.attrs.get("axis", 0)
-        return functools.partial(_split, x, axis, split, n, list(outs)), ()
+        axis = _axis(self.node.attrs.get("axis", 0), x.ndim)
+        sizes = None if split is None else tuple(_ints(split))
+        if sizes is None:
+            size = -(-x.shape[axis] // n)
+            sizes = (size,) * (n - 1) + (x.shape[axis] - size * (n - 1),)
+        if sum(sizes) != x.shape[axis] or len(sizes) != len(outs) or min(sizes) <= 0:
+            return None
+        outer = math.prod(x.shape[:axis])
+        inner = math.prod(x.shape[axis + 1:]) * x.itemsize
+        dim = x.shape[axis]
+        copies, b = [], 0
+        for o, sz in zip(outs, sizes):
+            if o.shape != x.shape[:axis] + (sz,) + x.shape[axis + 1:] or o.dtype != x.dtype \
+                    or not o.flags.c_contiguous or np.may_share_memory(o, x):
+                return None
+            copies.append((x, o, outer, dim * inner, sz * inner, b * inner))
+            b += sz
+        cp, outs_l = _f32_ops.copy_strided_blocks, list(outs)
+
+        def call():
+            # the block copies prepared once; a split input's values are re-read (and any
+            # change takes the op's own path)
+            if split is not None and tuple(_ints(split)) != sizes:
+                res = _split(x, axis, split, n, outs_l)
+                if any(r is not o for r, o in zip(res, outs_l)):    # other output shapes
+                    from ..engine import _Replan
+                    raise _Replan(self.node.outputs[0])
+                return
+            for c in copies:
+                cp(*c)
+        return call, ()
 
 
 def _slice_index(shape, starts, ends, axes, steps):
