@@ -110,11 +110,18 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
     int32_t acc[MR][NR];
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++) acc[r][j] = first ? 0 : c[r * NR + j];
+    /* Each k-pair read as its int32 and split (little-endian: the even k in the low half).
+     * The earlier form, the two int16 read through a cast pointer, compiled (gcc 12, -O3, this
+     * generic build) to row loads reaching past the tile's 6 rows: on the last tile past the
+     * packed activations, a segfault when that buffer ended at a page boundary (seen in a
+     * Python thread: gdb showed tile 21 of 22 reading at row 8). */
+    const int32_t *xr[MR];
+    for (int r = 0; r < MR; r++) xr[r] = x + r * ldx;
     for (int p = 0; p < kc; p++) {
         const int16_t *wp = w + p * 2 * NR;
         for (int r = 0; r < MR; r++) {
-            const int16_t *xv = (const int16_t *)(x + r * ldx + p);
-            int32_t x0 = xv[0], x1 = xv[1];
+            uint32_t v = (uint32_t)xr[r][p];
+            int32_t x0 = (int16_t)(uint16_t)(v & 0xFFFFu), x1 = (int16_t)(uint16_t)(v >> 16);
             for (int j = 0; j < NR; j++) acc[r][j] += x0 * wp[2 * j] + x1 * wp[2 * j + 1];
         }
     }
