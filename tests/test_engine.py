@@ -305,23 +305,30 @@ def _cnn_model():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _runs_match_heap_and_onnxruntime(m, shapes, seed, rtol):
+    """Run the compiled engine on random inputs of `shapes` in order: every output bit-identical
+    to the heap-mode run (no arena, no bound calls, no in-place slots) and within rtol of
+    onnxruntime. Returns the engine."""
+    ort = pytest.importorskip("onnxruntime")
+    e = ds.compile_model(m)
+    heap = ds.Engine(m, memory_planner=False)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    for shp in shapes:
+        x = rng.standard_normal(shp).astype(np.float32)
+        for g, h, r in zip(e.run([x]), heap.run([x]), sess.run(None, {"x": x})):
+            np.testing.assert_array_equal(g, h)
+            np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol * float(np.abs(r).max()))
+    return e
+
+
 def test_bound_steps_follow_new_inputs():
     """After the first run of a plan the executor calls the conv / squeeze-excite kernels with
     prepared arguments; results must stay those of the heap-mode run (no arena, no binding) for
     new input values, other shapes, and back, and match onnxruntime."""
-    ort = pytest.importorskip("onnxruntime")
-    m = _cnn_model()
-    e = ds.compile_model(m)
-    heap = ds.Engine(m, memory_planner=False)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(4)
     shapes = [(1, 3, 20, 24), (1, 3, 20, 24), (2, 3, 9, 33), (1, 3, 20, 24), (2, 3, 9, 33)]
-    for shp in shapes:
-        x = rng.standard_normal(shp).astype(np.float32)
-        got = e.run([x])[0]
-        np.testing.assert_array_equal(got, heap.run([x])[0])
-        ref = sess.run(None, {"x": x})[0]
-        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    e = _runs_match_heap_and_onnxruntime(_cnn_model(), shapes, seed=4, rtol=1e-4)
+    x = np.zeros(shapes[-1], np.float32)
     inst = e._plans[e._key([x])]._pool[0]
     kinds = {e._plans[e._key([x])].steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
     from deepsparse_cy.ops import conv as conv_ops      # compiled convs: not at the generic level
@@ -386,18 +393,10 @@ def test_inplace_concat_matches_heap_and_onnxruntime(monkeypatch):
     """Batch 1: the Concat's inputs are produced in its output slot (no copy); batch 2 (not
     contiguous per input) and DEEPSPARSE_CY_NO_INPLACE_CONCAT=1 copy. All bit-identical to the
     heap-mode run and equal to onnxruntime, over repeated runs with new values."""
-    ort = pytest.importorskip("onnxruntime")
     m = _c2f_model()
-    e = ds.compile_model(m)
-    heap = ds.Engine(m, memory_planner=False)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(8)
-    for shp in [(1, 3, 12, 20)] * 3 + [(2, 3, 7, 9), (1, 3, 5, 6)]:
-        x = rng.standard_normal(shp).astype(np.float32)
-        got = e.run([x])
-        for g, h, r in zip(got, heap.run([x]), sess.run(None, {"x": x})):
-            np.testing.assert_array_equal(g, h)
-            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()))
+    e = _runs_match_heap_and_onnxruntime(m, [(1, 3, 12, 20)] * 3 + [(2, 3, 7, 9), (1, 3, 5, 6)],
+                                         seed=8, rtol=1e-5)
+    rng = np.random.default_rng(9)
     plan = e._plans[e._key([np.zeros((1, 3, 12, 20), np.float32)])]
     inst = plan._pool[0]
     kinds = {plan.steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
