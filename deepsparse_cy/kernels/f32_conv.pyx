@@ -14,6 +14,8 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                         float p0, float p1, float *out, float *xph, int nthreads)
     size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw)
     int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P)
+    void dscy_f32_dwconv_set_group(int on)
+    int dscy_f32_dwconv_get_group()
 
     int dscy_f32_dwconv2d(const float *x, int N, int C, int H, int W, const float *w, int KH,
                           int KW, int sh, int sw, int dh, int dw, int pt, int pl, int Ho, int Wo,
@@ -188,3 +190,13 @@ def dwconv2d(cnp.ndarray x,        # IN  float32 [N][C][H][W] C-contiguous
     if rc != 0:
         raise MemoryError("f32 dwconv2d: could not allocate its scratch")
     return out
+
+
+def set_dw_group(bint on):
+    """Depthwise convs of small planes eight channels at once (the default at the AVX2 level);
+    a switch for tests, which check both paths, and for A/B timing."""
+    dscy_f32_dwconv_set_group(1 if on else 0)
+
+
+def get_dw_group():
+    return bool(dscy_f32_dwconv_get_group())

@@ -208,6 +208,21 @@ def test_f32_gemm_argument_errors():
 
 # ---- depthwise (kernels/f32conv.f32_dwconv2d) ----------------------------------------------
 
+@pytest.fixture(params=[True, False], ids=["group8", "planes"])
+def dw_group(request):
+    """Both depthwise paths: eight channels at once for small planes (the default at the AVX2
+    level) and plane by plane."""
+    from deepsparse_cy import kernels as K
+    mods = [K.load("f32_conv", isa) for isa in K.ISA_BUILDS if not K.missing_features(isa)
+            and K.kernel_builds().get("f32_conv") is not None]
+    was = [m.get_dw_group() for m in mods]
+    for m in mods:
+        m.set_dw_group(request.param)
+    yield request.param
+    for m, w in zip(mods, was):
+        m.set_dw_group(w)
+
+
 def _check_dw(rng, isa, N, C, H, W, k, strides=(1, 1), pads=(0, 0, 0, 0), dil=(1, 1), bias=True,
               z=False, act="", nt=None):
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
@@ -245,7 +260,7 @@ DW_CASES = [
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("case", DW_CASES, ids=lambda c: "n{}c{}_{}x{}_k{}x{}_s{}".format(
     c[0], c[1], c[2], c[3], *c[4], c[5][0]))
-def test_f32_dwconv_shapes(isa, case):
+def test_f32_dwconv_shapes(isa, case, dw_group):
     N, C, H, W, k, s, p, d = case
     rng = np.random.default_rng(C * 7 + H)
     _check_dw(rng, isa, N, C, H, W, k, s, p, d, bias=True, z=True, act="HardSwish", nt=2)
@@ -254,7 +269,7 @@ def test_f32_dwconv_shapes(isa, case):
 
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("act", sorted(ACT))
-def test_f32_dwconv_epilogue(isa, act):
+def test_f32_dwconv_epilogue(isa, act, dw_group):
     rng = np.random.default_rng(len(act))
     for nt in (1, 2):
         _check_dw(rng, isa, 1, 64, 9, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), z=nt == 2,
@@ -264,7 +279,7 @@ def test_f32_dwconv_epilogue(isa, act):
 @pytest.mark.parametrize("isa", isa_params())
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_f32_dwconv_random(isa, data):
+def test_f32_dwconv_random(isa, data, dw_group):
     d = data.draw
     kh, kw = d(st.integers(1, 7)), d(st.integers(1, 7))
     dil = (d(st.integers(1, 2)), d(st.integers(1, 2)))

@@ -98,6 +98,10 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
 size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw);
 /* whether dscy_f32_conv2d uses xph for this conv (P output pixels per image) */
 int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P);
+/* whether depthwise convs of small planes run eight channels at once (default 1; tests force
+ * both paths) */
+void dscy_f32_dwconv_set_group(int on);
+int dscy_f32_dwconv_get_group(void);
 
 /* depthwise 2-D conv: w [C][KH*KW], bias [C] or NULL, z [N][C][Ho][Wo] or NULL, out the same;
  * act: DSCY_F_* codes. Returns 0, -1 when scratch allocation failed. */
