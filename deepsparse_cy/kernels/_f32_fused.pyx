@@ -51,14 +51,7 @@ def avx2_enabled():
     return bool(_avx2)
 
 
-cdef extern from "csrc/dscy_fastmath.h" nogil:
-    int dscy_cap_threads(int want)
-    void dscy_quantize8(int avx2, int sgn, const float *x, void *y, long n, float scale,
-                        float zp)
-    void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp, float scale,
-                             const float *bias)
-    void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp, float scale,
-                             const float *bias)
+include "_fastmath.pxi"
 
 
 cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
