@@ -17,7 +17,6 @@ cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
-    void dscy_se_means(int avx2, const float *x, long n, long r0, long r1, float *m)
     void dscy_se_gate(int avx2, const float *m, long C, const float *w1t, const float *b1,
                       long R, int a1, float p10, float p11, const float *w2t, const float *b2,
                       int a2, float p20, float p21, float *h, float *g)
@@ -52,6 +51,9 @@ def avx2_enabled():
 
 
 include "_fastmath.pxi"
+
+cdef extern from "csrc/dscy_pool.h" nogil:
+    float dscy_plane_mean(const float *x, long n)   # GlobalAveragePool's row mean
 
 
 cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
@@ -242,7 +244,8 @@ def squeeze_excite(const float[:, :, ::1] x,   # IN  [N, C, HW]
                    int a2, float p20, float p21,
                    float[:, :, ::1] out,        # OUT [N, C, HW] (may be x itself)
                    int num_threads=1):
-    """Squeeze-excitation in one call: per image the channel means of x, the gate
+    """Squeeze-excitation in one call: per image the channel means of x (GlobalAveragePool's),
+    the gate
     g = act2(W2 act1(W1 mean + b1) + b2), then out[n, c] = x[n, c] * g[c] (ACTIVATIONS codes).
     The means and the scaling split the rows over the threads; the gate runs on one."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], R = w1t.shape[1]
@@ -277,11 +280,9 @@ def squeeze_excite(const float[:, :, ::1] x,   # IN  [N, C, HW]
     nt = _nt(rows * HW, num_threads)
     try:
         with nogil:
-            if nt > 1:
-                for t in prange(nt, num_threads=nt, schedule="static"):
-                    dscy_se_means(av, xp, HW, rows * t // nt, rows * (t + 1) // nt, m)
-            else:
-                dscy_se_means(av, xp, HW, 0, rows, m)
+            # the means exactly as the GlobalAveragePool op computes them
+            for t in prange(rows, num_threads=nt, schedule="static"):
+                m[t] = dscy_plane_mean(xp + t * HW, HW)
             for n in range(N):
                 dscy_se_gate(av, m + n * C, C, &w1t[0, 0], pb1, R, a1, p10, p11, &w2t[0, 0],
                              pb2, a2, p20, p21, h, g + n * C)

@@ -321,12 +321,12 @@ static inline void dscy_scale_mask_softmax(int avx2, float *s, const float *mask
 }
 
 /* Squeeze-excitation (GlobalAveragePool -> 1x1 conv -> act1 -> 1x1 conv -> act2 -> Mul), in
- * three steps over rows [r0, r1) of x viewed as [rows][n] (rows = images x channels):
- *   dscy_se_means: m[r] = sum(x[r]) / n;
+ * three steps over x viewed as [rows][n] (rows = images x channels):
+ *   channel means: dscy_plane_mean (dscy_pool.h), GlobalAveragePool's own row mean;
  *   dscy_se_gate:  per image, h = act1(W1 m + b1), g = act2(W2 h + b2), with the weights stored
  *                  transposed (w1t [C][R], w2t [R][C]) so each product runs along contiguous
  *                  output columns (b1 / b2 may be NULL);
- *   dscy_se_scale: y[r] = x[r] * g[r] (y may be x). */
+ *   dscy_se_scale: y[r] = x[r] * g[r] over rows [r0, r1) (y may be x). */
 
 /* y[j] = sum over k of v[k] * at[k][j] (at: [K][n]), k in order. */
 DSCY_INLINE void dscy_gemv_t_body(const float *restrict at, const float *restrict v, long K,
@@ -337,11 +337,6 @@ DSCY_INLINE void dscy_gemv_t_body(const float *restrict at, const float *restric
         float vk = v[k];
         for (long j = 0; j < n; j++) y[j] += vk * a[j];
     }
-}
-
-DSCY_INLINE void dscy_se_means_body(const float *restrict x, long n, long r0, long r1,
-                                    float *restrict m) {
-    for (long r = r0; r < r1; r++) m[r] = dscy_sum8(x + r * n, n) / (float)n;
 }
 
 DSCY_INLINE void dscy_se_scale_body(const float *x, const float *restrict g, long n, long r0,
@@ -364,33 +359,7 @@ static void dscy_se_gate_generic(const float *m, long C, const float *w1t, const
 }
 DSCY_TWO_COPIES(dscy_se_scale, (const float *x, const float *g, long n, long r0, long r1,
                                 float *y), (x, g, n, r0, r1, y))
-static void dscy_se_means_generic(const float *x, long n, long r0, long r1, float *m) {
-    dscy_se_means_body(x, n, r0, r1, m);
-}
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-/* Row sums in four vector accumulators (gcc leaves dscy_sum8's partial sums scalar). */
-DSCY_TARGET_AVX2 static void dscy_se_means_avx2(const float *restrict x, long n, long r0,
-                                                long r1, float *restrict m) {
-    long n8 = n & ~7L;
-    for (long r = r0; r < r1; r++) {
-        const float *xr = x + r * n;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        long i = 0;
-        for (; i + 32 <= n8; i += 32) {
-            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xr + i));
-            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(xr + i + 8));
-            a2 = _mm256_add_ps(a2, _mm256_loadu_ps(xr + i + 16));
-            a3 = _mm256_add_ps(a3, _mm256_loadu_ps(xr + i + 24));
-        }
-        for (; i < n8; i += 8) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xr + i));
-        float s8[8];
-        _mm256_storeu_ps(s8, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        for (; i < n; i++) s8[0] += xr[i];
-        m[r] = (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])))
-               / (float)n;
-    }
-}
-
 /* dscy_gemv_t_body in registers: 64 output columns (8 independent accumulators) per pass over
  * k, the last block with masked loads and stores (one accumulator for a tail of 8 columns was
  * latency-bound: 4 cycles per k); the same k order per output. */
@@ -449,17 +418,11 @@ DSCY_TARGET_AVX2 static void dscy_se_gate_avx2(const float *m, long C, const flo
     dscy_gemv_t_avx2(w2t, h, R, C, g);
     dscy_bias_act_body(g, b2, C, a2, p20, p21);
 }
-#define DSCY_SE_MEANS_AVX2 dscy_se_means_avx2
 #define DSCY_SE_GATE_AVX2 dscy_se_gate_avx2
 #else
-#define DSCY_SE_MEANS_AVX2 dscy_se_means_generic
 #define DSCY_SE_GATE_AVX2 dscy_se_gate_generic
 #endif
 
-static inline void dscy_se_means(int avx2, const float *x, long n, long r0, long r1, float *m) {
-    if (avx2) DSCY_SE_MEANS_AVX2(x, n, r0, r1, m);
-    else dscy_se_means_generic(x, n, r0, r1, m);
-}
 static inline void dscy_se_gate(int avx2, const float *m, long C, const float *w1t,
                                 const float *b1, long R, int a1, float p10, float p11,
                                 const float *w2t, const float *b2, int a2, float p20, float p21,
