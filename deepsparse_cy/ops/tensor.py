@@ -137,18 +137,18 @@ def Transpose(x, *, perm=None, out=None):
     return np.ascontiguousarray(t) if t.ndim else t.copy()
 
 
-def _concat_in_place(xs, axis, out):
+def _concat_placement(xs, axis, out):
     """With only size-1 axes before `axis` the output's memory is the inputs' memories one
     after the other; inputs that the engine's planner placed there already (their data at their
-    offset in `out`) need no copy, the others are copied to their range. False (nothing
-    written) unless at least one input is in place."""
+    offset in `out`) need no copy. Returns the (destination, source) flat copies the others
+    still need, or None (nothing to do in place) unless at least one input is in place."""
     if out.ndim != len(xs[0].shape) or not out.flags.c_contiguous or out.dtype == object \
             or int(np.prod(out.shape[:axis], dtype=np.int64)) != 1:
-        return False
+        return None
     base, off, todo, hit = out.ctypes.data, 0, [], False
     for x in xs:
         if x.dtype != out.dtype or x.ndim != out.ndim:
-            return False
+            return None
         if x.flags.c_contiguous and x.ctypes.data == base + off * out.itemsize and x.size:
             hit = True
         else:
@@ -156,36 +156,36 @@ def _concat_in_place(xs, axis, out):
         off += x.size
     if not hit or off != out.size or any(x.shape[:axis] + x.shape[axis + 1:]
                                          != out.shape[:axis] + out.shape[axis + 1:] for x in xs):
-        return False
+        return None
     flat = out.reshape(-1)
-    for o, x in todo:
-        np.copyto(flat[o:o + x.size], x.reshape(-1))
+    return [(flat[o:o + x.size], x.reshape(-1)) for o, x in todo]
+
+
+def _copy_pairs(pairs):
+    for d, x in pairs:
+        np.copyto(d, x)
+
+
+def _concat_in_place(xs, axis, out):
+    """Concat into `out` when the planner placed inputs there (see _concat_placement): the
+    others are copied to their range. False (nothing written) unless one input is in place."""
+    copies = _concat_placement(xs, axis, out)
+    if copies is None:
+        return False
+    _copy_pairs(copies)
     return True
 
 
 def _concat_bind(xs, out, axis=1):
     """Bound call (registry.FunctionOp.bind) of a Concat whose inputs the planner placed in
-    its output slot: nothing to do when all are in place, else the in-place copy of the rest."""
+    its output slot: nothing to do when all are in place, else the copies of the rest."""
     xs = [x for x in xs if x is not None]
     if out is None or not xs or not all(isinstance(x, np.ndarray) for x in xs):
         return None
-    ax = _axis(axis, xs[0].ndim)
-    if not _concat_in_place(xs, ax, out):       # also checks the geometry
+    copies = _concat_placement(xs, _axis(axis, xs[0].ndim), out)
+    if copies is None:
         return None
-    base, off, todo = out.ctypes.data, 0, []
-    for x in xs:
-        if not (x.flags.c_contiguous and x.ctypes.data == base + off * out.itemsize):
-            todo.append((off, x))
-        off += x.size
-    if not todo:
-        return _nothing, ()
-    flat = out.reshape(-1)
-    pairs = [(flat[o:o + x.size], x.reshape(-1)) for o, x in todo]
-
-    def copy():
-        for d, x in pairs:
-            np.copyto(d, x)
-    return copy, ()
+    return (functools.partial(_copy_pairs, copies), ()) if copies else (_nothing, ())
 
 
 def _nothing():
@@ -225,13 +225,12 @@ def Concat(*xs, axis=1, out=None):
 Concat.bind = _concat_bind
 
 
-def _split(x, axis, split, n, outs=None):
-    axis = _axis(axis, x.ndim)
-    dim = x.shape[axis]
+def _split_sizes(dim, split, n):
+    """The part sizes of a Split of `dim`: the `split` input / attribute, else n equal parts
+    (with num_outputs, Split-18, the last part may be smaller)."""
     if split is None:
         if n <= 0:
             raise ShapeError("Split: no outputs")
-        # Equal parts; with num_outputs (Split-18) the last part may be smaller.
         size = -(-dim // n)
         split = [size] * (n - 1) + [dim - size * (n - 1)]
         if split[-1] < 0:
@@ -239,6 +238,13 @@ def _split(x, axis, split, n, outs=None):
     split = _ints(split)
     if sum(split) != dim:
         raise ShapeError(f"Split: parts {split} do not add up to dim {dim}")
+    return split
+
+
+def _split(x, axis, split, n, outs=None):
+    axis = _axis(axis, x.ndim)
+    dim = x.shape[axis]
+    split = _split_sizes(dim, split, n)
     bounds = list(itertools.accumulate(split, initial=0))   # (np.cumsum: ~7 us per call)
     idx = [slice(None)] * x.ndim
     res = []
@@ -300,11 +306,8 @@ class Split(Op):
         split = inputs[1] if len(inputs) > 1 else None
         n = self.node.attrs.get("num_outputs", _n_outputs(self.node))
         axis = _axis(self.node.attrs.get("axis", 0), x.ndim)
-        sizes = None if split is None else tuple(_ints(split))
-        if sizes is None:
-            size = -(-x.shape[axis] // n)
-            sizes = (size,) * (n - 1) + (x.shape[axis] - size * (n - 1),)
-        if sum(sizes) != x.shape[axis] or len(sizes) != len(outs) or min(sizes) <= 0:
+        sizes = tuple(_split_sizes(x.shape[axis], split, n))
+        if len(sizes) != len(outs) or min(sizes) <= 0:
             return None
         outer = math.prod(x.shape[:axis])
         inner = math.prod(x.shape[axis + 1:]) * x.itemsize
