@@ -301,6 +301,11 @@ def Resize(x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
                    float(extrapolation_value), ax)
 
 
+def _values_key(arrays):
+    """roi / scales / sizes by value (a few bytes each), for the per-geometry plan cache."""
+    return tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes()) for v in arrays)
+
+
 class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
     """Resize (opset 11+) planned once per input geometry: a float32 NCHW nearest resize (the
     upsampling of detector and OCR necks) is one compiled pass into the output's arena slot,
@@ -321,8 +326,7 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
         if not (self._nearest and isinstance(x, np.ndarray) and x.dtype == np.float32
                 and x.ndim == 4 and x.size):
             return super().run(inputs, outs)
-        key = (x.shape,) + tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes())
-                                 for v in inputs[1:self.n_declared])
+        key = (x.shape,) + _values_key(inputs[1:self.n_declared])
         plan = self._plans.get(key, False)
         if plan is False:
             plan = self._plan(x, inputs[:self.n_declared])
@@ -352,8 +356,7 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
                                and x.dtype == np.float32 and x.ndim == 4 and x.size
                                and x.flags.c_contiguous):
             return None
-        key = (x.shape,) + tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes())
-                                 for v in inputs[1:self.n_declared])
+        key = (x.shape,) + _values_key(inputs[1:self.n_declared])
         plan = self._plans.get(key)
         if not plan or out.dtype != np.float32 or out.shape != plan[0] \
                 or not out.flags.c_contiguous or np.may_share_memory(out, x):
@@ -368,8 +371,7 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
         def call():
             # roi / scales / sizes may be computed arrays: the geometry is re-keyed on their
             # values (a few bytes) and any change runs the op's own path
-            if tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes())
-                     for v in params) != key[1:]:
+            if _values_key(params) != key[1:]:
                 if self.run(ins, outs)[0] is not outs[0]:      # another output shape
                     from ..engine import _Replan
                     raise _Replan(self.node.outputs[0])
