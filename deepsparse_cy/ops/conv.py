@@ -199,10 +199,17 @@ class ConvCore:
         # straight into the compiled module: the shape plan already checked what
         # kernels/f32conv.f32_conv2d would check on every call (~10 us of Python per conv)
         if res.size:
-            self._mod.conv2d(x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1], self.d[0],
-                             self.d[1], ih0, iw0, self.bias, z, act, params[0], params[1],
-                             res, self.num_threads, xph)
+            self._mod.conv2d(*self._conv2d_args(x, ih0, iw0, z, act, params, res, xph))
         return self._into(out, res)
+
+    def _conv2d_args(self, x, ih0, iw0, z, act, params, res, xph):
+        return (x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1], self.d[0], self.d[1],
+                ih0, iw0, self.bias, z, act, params[0], params[1], res, self.num_threads, xph)
+
+    def _dwconv2d_args(self, x, p, z, act, params, res):
+        return (x, self.dw_fast, self.k[0], self.k[1], self.s[0], self.s[1], self.d[0],
+                self.d[1], p["pb"][0], p["pb"][1], self.bias, z, act, params[0], params[1], res,
+                self.num_threads)
 
     def _run_gemv(self, x, oshape, out, act, params):
         """A 1x1 conv of 1x1 maps (squeeze-excite FCs after a global pool): the FP32 GEMM with
@@ -235,16 +242,11 @@ class ConvCore:
                               or np.may_share_memory(out, z)):
             return None
         if self.dw_fast is not None:
-            return self._mod.dwconv2d, (x, self.dw_fast, self.k[0], self.k[1], self.s[0],
-                                        self.s[1], self.d[0], self.d[1], p["pb"][0], p["pb"][1],
-                                        self.bias, z, act, params[0], params[1], out,
-                                        self.num_threads)
+            return self._mod.dwconv2d, self._dwconv2d_args(x, p, z, act, params, out)
         fc = p.get("fast_call")
         if fc is None or fc[3] is not None or (fc[0] and z is None):
             return None         # not run yet, phase-split scratch (per thread), or the GEMV
-        return self._mod.conv2d, (x, self.fast.wp, self.M, self.k[0], self.k[1], self.s[1],
-                                  self.d[0], self.d[1], fc[1], fc[2], self.bias, z, act,
-                                  params[0], params[1], out, self.num_threads, None)
+        return self._mod.conv2d, self._conv2d_args(x, fc[1], fc[2], z, act, params, out, None)
 
     @staticmethod
     def _fast_args(x, oshape, out, z):
@@ -276,9 +278,7 @@ class ConvCore:
     def _run_dw_fast(self, x, p, oshape, out, z, act, params):
         res, x, z = self._fast_args(x, oshape, out, z)
         if res.size:     # as kernels/f32conv.f32_dwconv2d, its checks done by the shape plan
-            self._mod.dwconv2d(x, self.dw_fast, self.k[0], self.k[1], self.s[0], self.s[1],
-                               self.d[0], self.d[1], p["pb"][0], p["pb"][1], self.bias, z, act,
-                               params[0], params[1], res, self.num_threads)
+            self._mod.dwconv2d(*self._dwconv2d_args(x, p, z, act, params, res))
         return self._into(out, res)
 
     @property

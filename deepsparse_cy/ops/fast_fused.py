@@ -395,11 +395,14 @@ class SqueezeExcite(Op):
         y = _out(x.shape, outs[0] if outs else None)
         if y is not xc and np.may_share_memory(y, xc):
             y = np.empty(x.shape, np.float32)
-        N, C = x.shape[0], self.C
-        _k.squeeze_excite(xc.reshape(N, C, -1), self.w1t, self.b1, self.c1, self.p1[0],
-                          self.p1[1], self.w2t, self.b2, self.c2, self.p2[0], self.p2[1],
-                          y.reshape(N, C, -1), self.nt)
+        _k.squeeze_excite(*self._args(xc, y))
         return [y]
+
+    def _args(self, x, y):
+        """squeeze_excite's arguments for contiguous float32 x and y of the input's shape."""
+        N, C = x.shape[0], self.C
+        return (x.reshape(N, C, -1), self.w1t, self.b1, self.c1, self.p1[0], self.p1[1],
+                self.w2t, self.b2, self.c2, self.p2[0], self.p2[1], y.reshape(N, C, -1), self.nt)
 
     def bind(self, inputs, outs):
         """engine._run_plan's bound call: the kernel on views of the same x / out objects."""
@@ -409,10 +412,7 @@ class SqueezeExcite(Op):
                 or not x.flags.c_contiguous or not out.flags.c_contiguous or x.size == 0 \
                 or (out is not x and np.may_share_memory(out, x)):
             return None
-        N, C = x.shape[0], self.C
-        return _k.squeeze_excite, (x.reshape(N, C, -1), self.w1t, self.b1, self.c1, self.p1[0],
-                                   self.p1[1], self.w2t, self.b2, self.c2, self.p2[0],
-                                   self.p2[1], out.reshape(N, C, -1), self.nt)
+        return _k.squeeze_excite, self._args(x, out)
 
 
 @register("FusedConvTranspose", since=1, domain=DOMAIN)
