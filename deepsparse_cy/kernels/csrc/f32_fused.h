@@ -361,35 +361,20 @@ DSCY_TWO_COPIES(dscy_se_scale, (const float *x, const float *g, long n, long r0,
                                 float *y), (x, g, n, r0, r1, y))
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 /* dscy_gemv_t_body in registers: 64 output columns (8 independent accumulators) per pass over
- * k, the last block with masked loads and stores (one accumulator for a tail of 8 columns was
- * latency-bound: 4 cycles per k); the same k order per output. */
+ * k, through lane masks that are all set except in the last block (one accumulator for a tail
+ * of 8 columns was latency-bound: 4 cycles per k); the same k order per output. */
 DSCY_TARGET_AVX2 static void dscy_gemv_t_avx2(const float *restrict at, const float *restrict v,
                                               long K, long n, float *restrict y) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (long j0 = 0; j0 < n; j0 += 64) {
+        __m256i mk[8];
+        for (int q = 0; q < 8; q++) {      /* lanes j0 + 8q + l < n */
+            long left = n - j0 - 8 * q;
+            mk[q] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)), lane);
+        }
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
                c7 = c0;
         const float *a = at + j0;
-        if (j0 + 64 <= n) {
-            for (long k = 0; k < K; k++, a += n) {
-                __m256 vk = _mm256_broadcast_ss(v + k);
-                c0 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a), c0);
-                c1 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 8), c1);
-                c2 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 16), c2);
-                c3 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 24), c3);
-                c4 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 32), c4);
-                c5 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 40), c5);
-                c6 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 48), c6);
-                c7 = _mm256_fmadd_ps(vk, _mm256_loadu_ps(a + 56), c7);
-            }
-            _mm256_storeu_ps(y + j0, c0); _mm256_storeu_ps(y + j0 + 8, c1);
-            _mm256_storeu_ps(y + j0 + 16, c2); _mm256_storeu_ps(y + j0 + 24, c3);
-            _mm256_storeu_ps(y + j0 + 32, c4); _mm256_storeu_ps(y + j0 + 40, c5);
-            _mm256_storeu_ps(y + j0 + 48, c6); _mm256_storeu_ps(y + j0 + 56, c7);
-            continue;
-        }
-        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), mk[8];
-        for (int q = 0; q < 8; q++)      /* lanes j0 + 8q + l < n */
-            mk[q] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j0 - 8 * q)), lane);
         for (long k = 0; k < K; k++, a += n) {
             __m256 vk = _mm256_broadcast_ss(v + k);
             c0 = _mm256_fmadd_ps(vk, _mm256_maskload_ps(a, mk[0]), c0);
