@@ -898,9 +898,8 @@ def _fuse_conv_transpose_act(v, opset):
         if w is None or w.dtype != np.float32 or w.ndim < 3 or (b and v.const(b) is None) \
                 or v.const(ct.inputs[0]) is not None:
             continue
-        act = _conv_activation(v, ct.outputs[0], opset)
-        if act is None or act[0] not in ("Relu", "Clip", "HardSwish", "SiLU", "HardSigmoid",
-                                         "LeakyRelu", "Sigmoid"):
+        act = _conv_activation(v, ct.outputs[0], opset)     # every form it finds is fused
+        if act is None:
             continue
         attrs = dict(ct.attrs)
         attrs["activation"], attrs["activation_params"] = act[0], act[1]
