@@ -347,6 +347,8 @@ class Engine:
         self._apply_shapes(graph, batch_size, input_shapes)
         with limits.memory_budget(self.memory_budget):
             self._program = Program(graph, opsets, self.num_cores, optimize=True)
+        # the constants' buffers, fixed once compiled: outputs sharing them are copied out
+        self._const_roots = frozenset(id(_root(v)) for v in self._program.consts.values())
         self.graph = graph
         self.opsets = opsets
         self._plans = {}
@@ -596,11 +598,7 @@ class Engine:
 
     def _collect_outputs(self, env, feeds, buf=None):
         owned = {id(_root(v)) for v in feeds.values()}
-        roots = self.__dict__.get("_const_roots")
-        if roots is None:       # the program's constants are fixed once compiled
-            roots = self._const_roots = frozenset(id(_root(v)) for v in
-                                                  self._program.consts.values())
-        owned |= roots
+        owned |= self._const_roots
         if buf is not None:
             owned.add(id(buf))
         res = []
