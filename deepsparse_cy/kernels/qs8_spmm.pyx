@@ -6,11 +6,9 @@ include "_common.pxi"
 
 cdef extern from "csrc/dscy_kernels.h" nogil:
     size_t dscy_qs8_spmm_xt_size(int M, int Kp)
-    void dscy_qs8_pack_x_tiles(const void *x, int x_signed, Py_ssize_t ldx, int M, int K,
-                               int16_t *xt, int Kp, int nthreads)
-    void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr,
-                       const uint16_t *idx, const int8_t *vals, int bp, int N,
-                       const dscy_epilogue *ep, int nthreads)
+    void dscy_qs8_spmm_x(const void *x, int x_signed, Py_ssize_t ldx, int K, int16_t *xt, int M,
+                         int Kp, const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
+                         int bp, int N, const dscy_epilogue *ep, int nthreads)
 
 ISA = DSCY_ISA
 
@@ -35,6 +33,5 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
     cdef const uint16_t *ip = <const uint16_t *>_ptr(idx)
     cdef const int8_t *vp = <const int8_t *>_ptr(vals)
     with nogil:
-        dscy_qs8_pack_x_tiles(xptr, x_signed, ldx, M, K, xtp, Kp, nthreads)
-        dscy_qs8_spmm(xtp, M, Kp, rp, ip, vp, bp, N, &ep, nthreads)
+        dscy_qs8_spmm_x(xptr, x_signed, ldx, K, xtp, M, Kp, rp, ip, vp, bp, N, &ep, nthreads)
     return out

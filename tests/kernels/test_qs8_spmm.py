@@ -65,6 +65,20 @@ def test_spmm_threads_skewed_rows(isa, nt):
         _check(x, w, fmt, isa, np.float32, 0, nt=nt)
 
 
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("nt", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("m", [64, 70, 96, 128, 137, 291])
+def test_spmm_token_tiles_per_thread(isa, nt, m):
+    """Token counts whose 32-token tiles are split over the threads (each packs and multiplies
+    its own tiles; 8-token tail tiles too) and those that fall back to splitting rows."""
+    rng = np.random.default_rng(m * 10 + nt)
+    x = rng.integers(0, 256, (m, 130), dtype=np.uint8)
+    for fmt, pattern in (("block4", "block4"), ("unstructured", "unstructured")):
+        w = sparse_weight(rng, 45, 130, 0.8, pattern)
+        _check(x, w, fmt, isa, np.uint8, 3, xzp=100, nt=nt, seed=m)
+        _check(x, w, fmt, isa, np.float32, 0, act="relu", nt=nt, seed=m)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(m=st.integers(1, 80), k=st.integers(1, 300), n=st.integers(1, 50),
        sparsity=st.floats(0.0, 1.0), pattern=st.sampled_from(["block4", "unstructured"]),

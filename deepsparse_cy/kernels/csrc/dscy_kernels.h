@@ -67,13 +67,15 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
 /* x [M][K] -> xt int16 tiles: for each tile of T tokens (T = 32, tail tiles 8), [Kp/2][T][2]
  * (two consecutive k of one token side by side). Size: dscy_qs8_spmm_xt_size(M, Kp). */
 size_t dscy_qs8_spmm_xt_size(int M, int Kp);
-void dscy_qs8_pack_x_tiles(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
-                           int16_t *xt, int Kp, int nthreads);
 /* Row-compressed blocks: row n owns blocks row_ptr[n]..row_ptr[n+1]; block b covers k-pairs
  * idx[b]*bp .. idx[b]*bp+bp-1 with weights vals[b*2bp .. b*2bp+2bp-1] (s8).
- * bp = 2: "block4" (1x4 along K); bp = 1: "unstructured" (1x2 pair blocks). */
-void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr, const uint16_t *idx,
-                   const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads);
+ * bp = 2: "block4" (1x4 along K); bp = 1: "unstructured" (1x2 pair blocks).
+ * x [M][K] (row stride ldx bytes) is packed into xt (scratch of dscy_qs8_spmm_xt_size(M, Kp)
+ * int16) and multiplied in one parallel region; with enough token tiles each thread packs and
+ * multiplies its own tiles. out via epilogue. */
+void dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
+                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                     int N, const dscy_epilogue *ep, int nthreads);
 
 /* ---- sparse FP32 (f32_spmm.c) ---- */
 size_t dscy_f32_spmm_xt_size(int M, int K);

@@ -7,7 +7,8 @@
  * stores in L1); idx is a 16-bit block index along K; vals are s8:
  *   bp = 2 "block4": 1x4 blocks along K (4 weights per block, 6 bytes per block with the offset)
  *   bp = 1 "unstructured": 1x2 pair blocks (2 weights per block, 4 bytes per block)
- * Threads split rows by stored blocks (nonzeros), not by row count. */
+ * Threads split rows by stored blocks (nonzeros), not by row count, or, with enough tokens,
+ * whole token tiles. */
 #include "dscy_common.h"
 
 #define T32 DSCY_SPMM_T
@@ -56,50 +57,47 @@ static inline void pack8x16(const uint8_t *x, ptrdiff_t ldx, int x_signed, int16
 }
 #endif
 
-void dscy_qs8_pack_x_tiles(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
-                           int16_t *xt, int Kp, int nthreads) {
-    int K2 = Kp / 2, nt = dscy_nthreads(nthreads), ntl = ntiles_all(M);
-    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
-    for (int t = 0; t < ntl; t++) {
-        int T; int16_t *d = xt + tile_off(M, K2, t, &T);
-        int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
-        int i0 = 0;
+/* Pack tile t of x into xt (layout: dscy_kernels.h). */
+static void pack_tile(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xt,
+                      int K2, int t) {
+    int T; int16_t *d = xt + tile_off(M, K2, t, &T);
+    int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
+    int i0 = 0;
 #ifdef __AVX2__
-        /* groups of 8 real tokens: the first K/16*16 k by 8x8 transposes, the rest below */
-        int kv = K / 16 * 16;
-        for (; i0 + 8 <= T && m0 + i0 + 8 <= M && kv > 0; i0 += 8) {
-            const uint8_t *xs = (const uint8_t *)x + (ptrdiff_t)(m0 + i0) * ldx;
-            for (int k = 0; k < kv; k += 16)
-                pack8x16(xs + k, ldx, x_signed, d + (size_t)(k / 2) * T * 2 + 2 * i0, T);
-            for (int i = i0; i < i0 + 8; i++) {
-                int m = m0 + i;
-                int16_t *dd = d + 2 * i;
-                if (x_signed) {
-                    const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
-                    for (int k = kv; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
-                } else {
-                    const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
-                    for (int k = kv; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
-                }
-                if (K & 1) dd[(size_t)(K >> 1) * T * 2 + 1] = 0;
-                for (int p = (K + 1) / 2; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0;
-            }
-        }
-#endif
-        for (int i = i0; i < T; i++) {
+    /* groups of 8 real tokens: the first K/16*16 k by 8x8 transposes, the rest below */
+    int kv = K / 16 * 16;
+    for (; i0 + 8 <= T && m0 + i0 + 8 <= M && kv > 0; i0 += 8) {
+        const uint8_t *xs = (const uint8_t *)x + (ptrdiff_t)(m0 + i0) * ldx;
+        for (int k = 0; k < kv; k += 16)
+            pack8x16(xs + k, ldx, x_signed, d + (size_t)(k / 2) * T * 2 + 2 * i0, T);
+        for (int i = i0; i < i0 + 8; i++) {
             int m = m0 + i;
             int16_t *dd = d + 2 * i;
-            if (m >= M) { for (int p = 0; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0; continue; }
             if (x_signed) {
                 const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
-                for (int k = 0; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
+                for (int k = kv; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
             } else {
                 const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
-                for (int k = 0; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
+                for (int k = kv; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
             }
             if (K & 1) dd[(size_t)(K >> 1) * T * 2 + 1] = 0;
             for (int p = (K + 1) / 2; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0;
         }
+    }
+#endif
+    for (int i = i0; i < T; i++) {
+        int m = m0 + i;
+        int16_t *dd = d + 2 * i;
+        if (m >= M) { for (int p = 0; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0; continue; }
+        if (x_signed) {
+            const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
+            for (int k = 0; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
+        } else {
+            const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
+            for (int k = 0; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
+        }
+        if (K & 1) dd[(size_t)(K >> 1) * T * 2 + 1] = 0;
+        for (int p = (K + 1) / 2; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0;
     }
 }
 
@@ -296,47 +294,83 @@ static void row_generic(const int16_t *xt, int T, const uint16_t *idx, const int
     for (int t = 0; t < T; t++) out[t] = acc[t];
 }
 
-void dscy_qs8_spmm(const int16_t *xt, int M, int Kp, const int32_t *row_ptr, const uint16_t *idx,
-                   const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads) {
+/* Rows [r0, r1) over token tiles [t0, t1); with x (not NULL) each tile is first packed into xw,
+ * the writable xt. */
+static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
+                       const uint16_t *idx, const int8_t *vals, int bp, const dscy_epilogue *ep,
+                       int r0, int r1, int t0, int t1, const void *x, int x_signed,
+                       ptrdiff_t ldx, int K, int16_t *xw) {
+    int n32 = ntiles32(M);
+    int32_t acc[T32] __attribute__((aligned(32)));
+    int32_t stage[8 * T32] __attribute__((aligned(32)));
+    for (int t = t0; t < t1; t++) {
+        if (x) pack_tile(x, x_signed, ldx, M, K, xw, K2, t);
+        int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
+        int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+        int mt = M - m0 < T ? M - m0 : T;
+        int ns = r0;                          /* first row of the current stage */
+        for (int n = r0; n < r1; n++) {
+            int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
+            const uint16_t *ix = idx + b0;
+            const int8_t *v = vals + (size_t)b0 * 2 * bp;
+#ifdef __AVX2__
+            if (T == T32) { if (bp == 2) row_kernel(xtile, ix, v, nb, 4, 2, acc);
+                            else row_kernel(xtile, ix, v, nb, 4, 1, acc); }
+            else { if (bp == 2) row_kernel(xtile, ix, v, nb, 1, 2, acc);
+                   else row_kernel(xtile, ix, v, nb, 1, 1, acc); }
+#else
+            row_generic(xtile, T, ix, v, nb, bp, acc);
+#endif
+            stage_row(ep, acc, m0, mt, n, stage + (n - ns) * T32);
+            if (n - ns == 7 || n == r1 - 1) { flush_rows(ep, stage, m0, mt, ns, n - ns + 1); ns = n + 1; }
+        }
+    }
+}
+
+/* rows [r0, r1) of thread tid of TT: an equal share of stored blocks (+ one unit per row, so
+ * empty rows, which still cost an epilogue, are shared too) */
+static void row_share(const int32_t *row_ptr, int N, int tid, int TT, int *r0p, int *r1p) {
+    long tot = (long)row_ptr[N] + N, lo_t = tot * tid / TT, hi_t = tot * (tid + 1) / TT;
+    int r0, r1;
+    { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < lo_t) a = c + 1; else b = c; } r0 = a; }
+    { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < hi_t) a = c + 1; else b = c; } r1 = a; }
+    if (tid == TT - 1) r1 = N;
+    *r0p = r0; *r1p = r1;
+}
+
+/* Pack + multiply in one parallel region. With enough 32-token tiles each thread takes whole
+ * tiles (packs them itself and runs every row on them: its activations and its output rows stay
+ * in its own cache, no barrier between pack and multiply); otherwise threads pack tiles, meet,
+ * and split the rows. xt: scratch of dscy_qs8_spmm_xt_size(M, Kp) int16. */
+void dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
+                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                     int N, const dscy_epilogue *ep, int nthreads) {
     int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M);
     int nt = dscy_nthreads(nthreads);
-    if (nt > N) nt = N;
-    long total = row_ptr[N];
+    /* token split: whole 32-token tiles per thread, balanced (the 8-token tail tiles go last) */
+    int tok = nt > 1 && n32 >= nt && (n32 % nt == 0 || n32 >= 4 * nt);
+    if (!tok && nt > N) nt = N;
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = 0, TT = 1;
 #ifdef _OPENMP
         tid = omp_get_thread_num(); TT = omp_get_num_threads();
 #endif
-        /* rows [r0, r1): the thread's equal share of stored blocks (+ one unit per row so that
-         * empty rows, which still cost an epilogue, are shared too) */
-        long tot = total + N, lo_t = tot * tid / TT, hi_t = tot * (tid + 1) / TT;
-        int r0 = 0, r1 = 0;
-        { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < lo_t) a = c + 1; else b = c; } r0 = a; }
-        { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < hi_t) a = c + 1; else b = c; } r1 = a; }
-        if (tid == TT - 1) r1 = N;
-        int32_t acc[T32] __attribute__((aligned(32)));
-        int32_t stage[8 * T32] __attribute__((aligned(32)));
-        for (int t = 0; t < ntl; t++) {
-            int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
-            int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
-            int mt = M - m0 < T ? M - m0 : T;
-            int ns = r0;                          /* first row of the current stage */
-            for (int n = r0; n < r1; n++) {
-                int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
-                const uint16_t *ix = idx + b0;
-                const int8_t *v = vals + (size_t)b0 * 2 * bp;
-#ifdef __AVX2__
-                if (T == T32) { if (bp == 2) row_kernel(xtile, ix, v, nb, 4, 2, acc);
-                                else row_kernel(xtile, ix, v, nb, 4, 1, acc); }
-                else { if (bp == 2) row_kernel(xtile, ix, v, nb, 1, 2, acc);
-                       else row_kernel(xtile, ix, v, nb, 1, 1, acc); }
-#else
-                row_generic(xtile, T, ix, v, nb, bp, acc);
-#endif
-                stage_row(ep, acc, m0, mt, n, stage + (n - ns) * T32);
-                if (n - ns == 7 || n == r1 - 1) { flush_rows(ep, stage, m0, mt, ns, n - ns + 1); ns = n + 1; }
-            }
+        if (tok) {
+            /* tokens: thread tid gets tokens [M*tid/TT, M*(tid+1)/TT) rounded to tiles */
+            long units = (long)n32 * 4 + (ntl - n32);        /* 8-token units */
+            long u0 = units * tid / TT, u1 = units * (tid + 1) / TT;
+            int t0 = u0 <= (long)n32 * 4 ? (int)((u0 + 3) / 4) : n32 + (int)(u0 - (long)n32 * 4);
+            int t1 = u1 <= (long)n32 * 4 ? (int)((u1 + 3) / 4) : n32 + (int)(u1 - (long)n32 * 4);
+            if (tid == TT - 1) t1 = ntl;
+            spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x, x_signed, ldx, K,
+                       xt);
+        } else {
+            #pragma omp for schedule(static)
+            for (int t = 0; t < ntl; t++) pack_tile(x, x_signed, ldx, M, K, xt, K2, t);
+            int r0, r1;
+            row_share(row_ptr, N, tid, TT, &r0, &r1);
+            spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, 0, ntl, NULL, 0, 0, 0, NULL);
         }
     }
 }
