@@ -71,11 +71,12 @@ size_t dscy_qs8_spmm_xt_size(int M, int Kp);
  * idx[b]*bp .. idx[b]*bp+bp-1 with weights vals[b*2bp .. b*2bp+2bp-1] (s8).
  * bp = 2: "block4" (1x4 along K); bp = 1: "unstructured" (1x2 pair blocks).
  * x [M][K] (row stride ldx bytes) is packed into xt (scratch of dscy_qs8_spmm_xt_size(M, Kp)
- * int16) and multiplied in one parallel region; with enough token tiles each thread packs and
- * multiplies its own tiles. out via epilogue. */
-void dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
-                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
-                     int N, const dscy_epilogue *ep, int nthreads);
+ * int16, or NULL: a buffer of the calling thread kept between calls) and multiplied in one
+ * parallel region; with enough token tiles each thread packs and multiplies its own tiles.
+ * out via epilogue. Returns 0, or -1 when the buffer could not be allocated. */
+int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
+                    const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                    int N, const dscy_epilogue *ep, int nthreads);
 
 /* ---- sparse FP32 (f32_spmm.c) ---- */
 size_t dscy_f32_spmm_xt_size(int M, int K);

@@ -338,15 +338,23 @@ static void row_share(const int32_t *row_ptr, int N, int tid, int TT, int *r0p, 
     *r0p = r0; *r1p = r1;
 }
 
+/* the calling thread's activation tiles, kept between calls (floats) */
+DSCY_THREAD_BUFFER(xt_buffer)
+
 /* Pack + multiply in one parallel region. With enough 32-token tiles each thread takes whole
  * tiles (packs them itself and runs every row on them: its activations and its output rows stay
  * in its own cache, no barrier between pack and multiply); otherwise threads pack tiles, meet,
- * and split the rows. xt: scratch of dscy_qs8_spmm_xt_size(M, Kp) int16. */
-void dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
-                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
-                     int N, const dscy_epilogue *ep, int nthreads) {
+ * and split the rows. xt: scratch of dscy_qs8_spmm_xt_size(M, Kp) int16, or NULL for the
+ * calling thread's own buffer. Returns 0, or -1 when that buffer could not be allocated. */
+int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
+                    const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                    int N, const dscy_epilogue *ep, int nthreads) {
     int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M);
     int nt = dscy_nthreads(nthreads);
+    if (!xt) {
+        xt = (int16_t *)xt_buffer((dscy_qs8_spmm_xt_size(M, Kp) + 1) / 2);
+        if (!xt) return -1;
+    }
     /* token split: whole 32-token tiles per thread, balanced (the 8-token tail tiles go last) */
     int tok = nt > 1 && n32 >= nt && (n32 % nt == 0 || n32 >= 4 * nt);
     if (!tok && nt > N) nt = N;
@@ -373,4 +381,5 @@ void dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t 
             spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, 0, ntl, NULL, 0, 0, 0, NULL);
         }
     }
+    return 0;
 }
