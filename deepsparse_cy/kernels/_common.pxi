@@ -14,6 +14,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
         int mid_type, mid_zp
         const float *mid_scale
         const float *mid_bias
+        const uint8_t *lut
         int res_type, res_zp
         float res_scale
         const void *res
@@ -42,13 +43,19 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
     ep.mid_zp = 0
     ep.mid_scale = NULL
     ep.mid_bias = NULL
-    if mid is not None:    # (type code, zero point, float32 scale [>= N], float32 bias [>= N])
+    ep.lut = NULL
+    cdef cnp.ndarray lut
+    if mid is not None:    # (type code, zero point, float32 scale [>= N], float32 bias [>= N]
+                           #  [, uint8 table [N * 256 + 4] or None])
         ms = <cnp.ndarray>mid[2]
         mb = <cnp.ndarray>mid[3]
         ep.mid_type = <int>mid[0]
         ep.mid_zp = <int>mid[1]
         ep.mid_scale = <const float *>_ptr(ms)
         ep.mid_bias = <const float *>_ptr(mb)
+        if len(mid) > 4 and mid[4] is not None and res is None and out_type >= 2:
+            lut = <cnp.ndarray>mid[4]
+            ep.lut = <const uint8_t *>_ptr(lut)
     cdef cnp.ndarray ra
     ep.res_type = 0
     ep.res_zp = 0

@@ -8,7 +8,10 @@ bodies (csrc/f32_fused.h) exist as a baseline and an AVX2+FMA copy; `set_avx2` p
 (ops/fast_fused.py sets it from kernels.kernel_isa()).
 """
 from cython.parallel cimport prange
+from libc.math cimport erf, fabs, isfinite, rint, sqrt
 from libc.stdlib cimport malloc, free
+
+import numpy as np
 
 cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act, float p0, float p1)
@@ -293,3 +296,38 @@ def squeeze_excite(const float[:, :, ::1] x,   # IN  [N, C, HW]
                 dscy_se_scale(av, xp, g, HW, 0, rows, op)
     finally:
         free(m)
+
+
+def gelu_q8_table(int mid_zp, bint mid_signed, const float[::1] mid_scale,
+                  const float[::1] mid_bias, float y_scale, int out_zp, bint out_signed):
+    """The INT8 kernels' table epilogue (dscy_kernels.h, lut) of a mid step followed by GELU and
+    an 8-bit output: for channel n and each mid value q (u8: 0..255, s8: -128..127) the output
+    of f = (q - mid_zp) * mid_scale[n] + mid_bias[n] (float32 steps), g = GELU(f) with the exact
+    erf in double, then g / y_scale, rounded half to even, + out_zp, saturated: the arithmetic of
+    kernels.qs8_matmul_reference. Returns uint8 [N * 256 + 4] (an s8 output as its bytes; 4
+    bytes of padding for the 32-bit gathers)."""
+    cdef Py_ssize_t N = mid_scale.shape[0], n
+    cdef int i, q, v
+    cdef float f
+    cdef double t, g, ys = y_scale, sq2 = sqrt(2.0)
+    cdef int lo = -128 if out_signed else 0, hi = 127 if out_signed else 255
+    if mid_bias.shape[0] != N:
+        raise ValueError("mid scale and bias lengths differ")
+    if not (y_scale > 0 and isfinite(y_scale)):
+        raise ValueError(f"y_scale must be a positive finite float, got {y_scale!r}")
+    out = np.zeros(N * 256 + 4, np.uint8)
+    cdef unsigned char[::1] o = out
+    with nogil:
+        for n in range(N):
+            for i in range(256):
+                q = i - 128 if mid_signed else i
+                f = <float>(q - mid_zp) * mid_scale[n]
+                f = f + mid_bias[n]
+                t = f
+                g = 0.5 * t * (1.0 + erf(t / sq2))
+                if y_scale != 1.0:
+                    g = g / ys
+                v = <int>rint(g) + out_zp if fabs(g) < 1e6 else (hi if g > 0 else lo)
+                v = lo if v < lo else (hi if v > hi else v)
+                o[n * 256 + i] = <unsigned char>(v & 0xff)
+    return out

@@ -7,6 +7,7 @@ docstring for the API and the layouts.
 import numpy as np
 
 from . import load
+from ._f32_fused import gelu_q8_table
 
 GEMM_NR = 16  # output channels per dense micro-tile (csrc/dscy_kernels.h DSCY_GEMM_NR)
 FORMATS = ("dense", "block4", "unstructured")
@@ -259,6 +260,13 @@ class PreparedQS8:
             if not info.min <= self.zp <= info.max:
                 raise ValueError(f"out_zero_point {self.zp} outside {self.out_dtype}")
         self.packed, self.code = packed, _OUT_CODES[self.out_dtype]
+        if self.mid is not None and self.act == _ACT_CODES["gelu"] \
+                and self.out_dtype in (np.uint8, np.int8):
+            # mid step -> GELU -> 8-bit output depends on (channel, mid value) only: one table
+            # per layer (exact erf: the reference's arithmetic) instead of a GELU per element
+            code, mzp, msc, mb = self.mid
+            self.mid = self.mid + (gelu_q8_table(mzp, code == _OUT_CODES[_S8], msc, mb, self.ys,
+                                                 self.zp, self.out_dtype == np.int8),)
         self.reference_args = (bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
                                clip)
         self._mid_user = mid

@@ -57,7 +57,9 @@ def test_qs8_gelu_bad_y_scale():
 def test_qs8_mid_requant(isa, fmt, mid_dtype, mid_zp, act, out, zp):
     """mid: quantize to the layer's output type, dequantize, add a bias, then the activation and
     the final output (QuantizeLinear -> DequantizeLinear -> Add [-> Gelu -> QuantizeLinear] of a
-    quantized transformer's FFN). Without GELU the result is bit-exact."""
+    quantized transformer's FFN). Without GELU the result is bit-exact, and with GELU and an
+    8-bit output too: the kernels then look the output up in a per-layer table (channel, mid
+    value) computed with the reference's arithmetic."""
     m, n = 45, 37
     rng = np.random.default_rng(11)
     x, w, p, b, acc = epilogue_layer(rng, fmt, m=m, n=n)
@@ -66,7 +68,7 @@ def test_qs8_mid_requant(isa, fmt, mid_dtype, mid_zp, act, out, zp):
     kw = dict(activation=act, y_scale=6.0 / 255 if act == "gelu" else 1.0, mid=mid)
     got = K.qs8_matmul(x, p, b, sc, out, zp, 128, num_threads=2, isa=isa, **kw)
     ref = K.qs8_matmul_reference(x, w, b, sc, out, zp, 128, **kw)
-    if act != "gelu":
+    if act != "gelu" or out != np.float32:
         np.testing.assert_array_equal(got, ref)
     else:
         d = np.abs(got.astype(np.int32) - ref.astype(np.int32))
@@ -75,3 +77,30 @@ def test_qs8_mid_requant(isa, fmt, mid_dtype, mid_zp, act, out, zp):
     kw.pop("mid")
     assert not np.array_equal(got, K.qs8_matmul_reference(x, w, b, sc * np.float32(0.03), out, zp,
                                                           128, **kw))
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("fmt", ["dense", "block4", "unstructured"])
+@pytest.mark.parametrize("mid_dtype,mid_zp", [(np.uint8, 0), (np.uint8, 200), (np.int8, -128)])
+@pytest.mark.parametrize("out,zp", [(np.uint8, 255), (np.int8, 127), (np.int8, -128)])
+def test_qs8_mid_gelu_table_edges(isa, fmt, mid_dtype, mid_zp, out, zp):
+    """The table epilogue at the ends of both 8-bit ranges (mid values saturating low and high,
+    output zero points at the limits) and ragged shapes: bit-exact to the reference; with a
+    residual the per-element path runs instead and stays within one step."""
+    m, n = 70, 53
+    rng = np.random.default_rng(2000 + int(mid_zp) * 7 + zp)
+    x, w, p, b, acc = epilogue_layer(rng, fmt, m=m, n=n)
+    sc = np.float32(600.0 / max(np.abs(acc).max(), 1.0))
+    mid = (mid_dtype, mid_zp, 0.05, (rng.standard_normal(n) * 2).astype(np.float32))
+    kw = dict(activation="gelu", y_scale=0.04, mid=mid)
+    got = K.qs8_matmul(x, p, b, sc, out, zp, 128, num_threads=2, isa=isa, **kw)
+    ref = K.qs8_matmul_reference(x, w, b, sc, out, zp, 128, **kw)
+    np.testing.assert_array_equal(got, ref)
+    info = np.iinfo(mid_dtype)
+    q = np.clip(np.rint(acc * sc) + mid_zp, info.min, info.max)
+    assert (q == info.min).any() and (q == info.max).any()
+    r = rng.standard_normal((m, n)).astype(np.float32)
+    got = K.qs8_matmul(x, p, b, sc, out, zp, 128, num_threads=2, isa=isa, residual=(r, 0, 1.0),
+                       **kw)
+    ref = K.qs8_matmul_reference(x, w, b, sc, out, zp, 128, residual=(r, 0, 1.0), **kw)
+    assert np.abs(got.astype(np.int32) - ref.astype(np.int32)).max() <= 1

@@ -102,11 +102,24 @@ static inline int32_t dscy_ep_post1(const dscy_epilogue *ep, float f, int m, int
     return (int32_t)rintf(f) + ep->zero_point;   /* rintf: current mode = round half to even */
 }
 
+/* The table epilogue (ep->lut) of v = acc + bias: the mid step's quantized value looks up the
+ * output byte, returned as the output type's value (an S8 byte sign-extended). */
+static inline int32_t dscy_ep_lut1(const dscy_epilogue *ep, int32_t v, int n) {
+    float f = (float)v * ep->scale[n];
+    float mlo = dscy_q8_lo(ep->mid_type, ep->mid_zp), mhi = dscy_q8_hi(ep->mid_type, ep->mid_zp);
+    f = f < mlo ? mlo : f; f = f > mhi ? mhi : f;
+    /* rint(f) + mid_zp - type min, in [0, 255] */
+    int i = (int)rintf(f) + ep->mid_zp + (ep->mid_type == DSCY_OUT_U8 ? 0 : 128);
+    uint8_t b = ep->lut[(size_t)n * 256 + i];
+    return ep->out_type == DSCY_OUT_U8 ? (int32_t)b : (int32_t)(int8_t)b;
+}
+
 /* Scalar epilogue of one accumulator of output (m, n), as a 32-bit lane: the int32 sum, the
  * float bits, or the quantized value. The vector paths must match it bit for bit. */
 static inline int32_t dscy_ep_value1(const dscy_epilogue *ep, int32_t acc, int m, int n) {
     int32_t v = (int32_t)((uint32_t)acc + (uint32_t)ep->bias[n]);
     if (ep->out_type == DSCY_OUT_I32) return v;
+    if (ep->lut) return dscy_ep_lut1(ep, v, n);
     return dscy_ep_post1(ep, dscy_ep_pre1(ep, v, n), m, n);
 }
 
@@ -209,6 +222,21 @@ static inline __m256 dscy_ep_f8(const dscy_epilogue *ep, __m256i acc, __m256i bi
                                 __m256 mid_scale, __m256 mid_bias, __m256 res) {
     return dscy_ep_post8(ep, dscy_ep_pre8(ep, acc, bias, scale, mid_scale, mid_bias), res);
 }
+/* The table epilogue of 8 accumulators: lane j belongs to channel row[j] / 256 (row: the
+ * channels' table offsets n * 256), as dscy_ep_lut1. */
+static inline __m256i dscy_ep_lut8(const dscy_epilogue *ep, __m256i acc, __m256i bias,
+                                   __m256 scale, __m256i row) {
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
+    float mlo = dscy_q8_lo(ep->mid_type, ep->mid_zp), mhi = dscy_q8_hi(ep->mid_type, ep->mid_zp);
+    f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(mlo)), _mm256_set1_ps(mhi));
+    /* cvtps_epi32 rounds with MXCSR (default: nearest, ties to even) like rintf */
+    __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(f),
+                                 _mm256_set1_epi32(ep->mid_zp + (ep->mid_type == DSCY_OUT_U8 ? 0 : 128)));
+    __m256i w = _mm256_i32gather_epi32((const int *)ep->lut, _mm256_add_epi32(row, i), 1);
+    return ep->out_type == DSCY_OUT_U8 ? _mm256_and_si256(w, _mm256_set1_epi32(0xff))
+                                       : _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24);
+}
+
 /* float -> quantized int32 lanes (rounded half-even, zero point added, saturated) */
 static inline __m256i dscy_ep_q8(const dscy_epilogue *ep, __m256 f) {
     float qlo = dscy_q8_lo(ep->out_type, ep->zero_point), qhi = dscy_q8_hi(ep->out_type, ep->zero_point);

@@ -26,6 +26,8 @@
  *        f = act(f); if y_scale != 1: f = f / y_scale    (QuantizeLinear's division)
  *   out_type F32: out = f
  *   out_type U8/S8: out = saturate(rint_half_even(f) + zero_point)   (ONNX QuantizeLinear)
+ * With a mid step the output depends on (n, mid value) only; lut (when given) holds it, computed
+ * once per layer (a GELU per element costs more than the multiply on a 768 -> 3072 layer).
  * act: 0 none, 1 relu (max(f,0)), 2 clip [lo, hi], 3 gelu (dscy_fastmath.h's rational erf). A
  * plain requantization folds the output scale into scale[n] (y_scale 1); after GELU or a mid
  * step the activation sees real values, and y_scale is the output quantization scale. */
@@ -42,6 +44,10 @@ typedef struct {
     int mid_zp;
     const float *mid_scale; /* [N] (mid_type != 0), never NULL then */
     const float *mid_bias;  /* [N] (mid_type != 0), never NULL then */
+    const uint8_t *lut;     /* NULL, or (mid_type != 0, U8/S8 out, no residual) the output byte of
+                             * every mid value: lut[n * 256 + q - type min], q the mid step's
+                             * saturate(rint(f) + mid_zp); replaces the rest of the epilogue
+                             * (N * 256 + 4 bytes: the vector path reads 4 at a time) */
     int res_type;           /* 0, or DSCY_OUT_F32 / U8 / S8: residual added before the activation */
     int res_zp;
     float res_scale;

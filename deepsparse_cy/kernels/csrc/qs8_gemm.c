@@ -50,6 +50,17 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
                 _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o + 8), _mm256_add_epi32(a1, b1));
                 continue;
             }
+            if (ep->lut) {
+                __m256i n8 = _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792);
+                __m256i row0 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256), n8);
+                __m256i row1 = _mm256_add_epi32(row0, _mm256_set1_epi32(8 * 256));
+                __m256i q0 = dscy_ep_lut8(ep, a0, b0, s0, row0), q1 = dscy_ep_lut8(ep, a1, b1, s1, row1);
+                __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+                __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+                __m128i b = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
+                _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), b);
+                continue;
+            }
             __m256 r0 = m0v, r1 = m0v;
             if (ep->res_type) {
                 ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;

@@ -110,6 +110,13 @@ static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int m0, int m
     __m256 s = _mm256_set1_ps(ep->scale[n]);
     __m256 mb = _mm256_set1_ps(ep->mid_type ? ep->mid_bias[n] : 0.0f);
     __m256 ma = _mm256_set1_ps(ep->mid_type ? ep->mid_scale[n] : 0.0f);
+    if (ep->lut) {
+        __m256i row = _mm256_set1_epi32(n * 256);
+        for (int j = 0; j < mt; j += 8)
+            _mm256_storeu_si256((__m256i *)(stage + j),
+                dscy_ep_lut8(ep, _mm256_loadu_si256((const __m256i *)(acc + j)), b, s, row));
+        return;
+    }
     for (int j = 0; j < mt; j += 8) {
         __m256i a = _mm256_loadu_si256((const __m256i *)(acc + j)), r;
         if (ep->out_type == DSCY_OUT_I32) r = _mm256_add_epi32(a, b);
@@ -130,6 +137,7 @@ static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int m0, int m
     for (int t = 0; t < mt; t++) {
         int32_t v = (int32_t)((uint32_t)acc[t] + (uint32_t)ep->bias[n]);
         if (ep->out_type == DSCY_OUT_I32) { stage[t] = v; continue; }
+        if (ep->lut) { stage[t] = dscy_ep_lut1(ep, v, n); continue; }
         float f = dscy_ep_pre1(ep, v, n);
         if (ep->res_type) memcpy(stage + t, &f, 4);
         else stage[t] = dscy_ep_post1(ep, f, m0 + t, n);
