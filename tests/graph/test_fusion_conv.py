@@ -104,12 +104,12 @@ def test_convinteger_integer_exact_vs_numpy(rng, shape, x_dtype):
     np.testing.assert_array_equal(y, ref)
 
 
-def _qdq_conv_model(rng, shape, tail, zx=118):
+def _qdq_conv_model(rng, shape, tail, zx=118, sparsity=0.6):
     """x float -> Q -> DQ -> Conv(DQ(W_q per channel), bias) -> tail, as quantize_static writes
     it. tail: 'q' | 'relu_q' | 'clip_q' | 'bn_relu_q' (Q -> DQ -> BN -> Relu -> Q) |
     'bn_res_relu_q' (+ residual Add of DQ(r_q)) | 'bn_relu' (float out) | 'float'."""
     _, b, cin, cout, hw, k, s, p, d, g = shape
-    wq = _weights(rng, cout, cin // g, k)
+    wq = _weights(rng, cout, cin // g, k, sparsity)
     sw = rng.uniform(0.002, 0.01, cout).astype(np.float32)
     bias = rng.standard_normal(cout).astype(np.float32)
     inits = [_init("sx", np.float32(0.02)), _init("zx", np.uint8(zx)), _init("wq", wq),
@@ -367,6 +367,24 @@ def test_qconv_profile_fields_and_run_dense(rng):
     np.testing.assert_array_equal(op.run_dense([xq, None], None)[0], y)
     recs = eng.profile(feeds, iterations=1)
     assert any(r["op_type"] == "QConv" and r["dense_ms"] is not None for r in recs)
+
+
+def test_qconv_first_run_tuning_keeps_outputs(rng, monkeypatch):
+    """A sparse layer large enough to be timed on its first run against the dense kernel: both
+    timings recorded, and the outputs bit-identical to the untuned engine's whichever kernel
+    won."""
+    m, feeds = _qdq_conv_model(rng, ("tune", 1, 64, 64, 32, 3, 1, 1, 1, 1), "relu_q",
+                               sparsity=0.9)
+    eng = ds.compile_model(m)
+    (node, op), = [(n, o) for n, o in _steps(eng) if n.op_type == "QConv"]
+    assert op.packs[0].format != "dense"
+    y = eng.run(feeds)[0]
+    assert set(op.tune_times) == {"sparse", "dense"}
+    assert op.kernel_name.startswith(("qs8_gemm", "qs8_spmm"))
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_TUNE", "1")
+    ref = ds.compile_model(m).run(feeds)[0]
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(eng.run(feeds)[0], ref)
 
 
 # --- small pruned + quantized CNNs vs onnxruntime --------------------------------------------
