@@ -9,6 +9,7 @@ found its second core held by OpenBLAS's spinning workers.)
 from cython.parallel cimport prange, threadid
 cimport numpy as cnp
 from libc.stdint cimport int32_t
+from libc.string cimport memcpy, memset
 
 cnp.import_array()
 
@@ -359,3 +360,50 @@ def copy_strided_blocks(cnp.ndarray src, cnp.ndarray dst, Py_ssize_t outer, Py_s
     with nogil:
         dscy_copy_blocks(dp, nbytes, sp, src_stride, outer, nbytes)
     return dst
+
+
+
+def im2col_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)
+                  int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                  unsigned char pad_value,
+                  unsigned char[:, :, :, ::1] out,       # OUT [B, Ho, Wo, kh*kw*C]
+                  int num_threads=1):
+    """kernels.conv.im2col_nhwc of 8-bit activations, compiled: column (ky, kx, c) of output
+    pixel (b, oy, ox) is x[b, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, c], or pad_value (the
+    activation zero point) outside the image. With dw == 1 a window row inside the image is
+    one copy of kw*C bytes (the 7x7 stride-2 RGB stem: 21 bytes, not seven 3-byte runs).
+    Output rows in parallel."""
+    cdef Py_ssize_t B = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = <Py_ssize_t>kh * kw * C
+    cdef Py_ssize_t r, b, oy, ox, ky, kx, iy, ix, ix0, run = <Py_ssize_t>kw * C
+    cdef unsigned char *d
+    cdef const unsigned char *xr
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1:
+        raise ValueError("im2col: kernel, strides and dilations must be positive")
+    if out.shape[0] != B or out.shape[3] != K:
+        raise ValueError(f"im2col: out must be [{B}, Ho, Wo, {K}], got {tuple(out.shape)}")
+    if B == 0 or Ho == 0 or Wo == 0 or K == 0:
+        return
+    with nogil:
+        for r in prange(B * Ho, num_threads=_nt_copy(B * Ho * Wo * K, num_threads),
+                        schedule="static"):
+            b = r // Ho
+            oy = r % Ho
+            for ox in range(Wo):
+                ix0 = ox * sw - pl
+                for ky in range(kh):
+                    d = &out[b, oy, ox, ky * run]
+                    iy = oy * sh - pt + ky * dh
+                    if iy < 0 or iy >= H:
+                        memset(d, pad_value, run)
+                        continue
+                    xr = &x[b, iy, 0, 0]
+                    if dw == 1 and ix0 >= 0 and ix0 + kw <= W:
+                        memcpy(d, xr + ix0 * C, run)
+                        continue
+                    for kx in range(kw):
+                        ix = ix0 + kx * dw
+                        if ix < 0 or ix >= W:
+                            memset(d + kx * C, pad_value, C)
+                        else:
+                            memcpy(d + kx * C, xr + ix * C, C)

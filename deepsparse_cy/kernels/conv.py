@@ -5,6 +5,7 @@ group = 1 only; grouped / depthwise convolutions are not covered here."""
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import _f32_ops
 from .qs8 import qs8_matmul
 
 
@@ -23,15 +24,29 @@ def conv_output_hw(h, w, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilati
     return ho, wo
 
 
-def im2col_nhwc(x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), pad_value=0):
+def im2col_nhwc(x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), pad_value=0,
+                out=None, num_threads=1):
     """x [B, H, W, C] -> columns [B*Ho*Wo, kh*kw*C]. pads in ONNX order (top, left, bottom,
-    right); pad_value should be the activation zero point so padding contributes zero."""
+    right); pad_value should be the activation zero point so padding contributes zero.
+    uint8 / int8 x runs the compiled copy (_f32_ops.im2col_nhwc_8), into out ([B*Ho*Wo,
+    kh*kw*C] of x's dtype, C-contiguous) when given; other dtypes use numpy strides."""
     x = np.asarray(x)
     b, h, w, c = x.shape
     kh, kw = kernel_shape
     ho, wo = conv_output_hw(h, w, kernel_shape, strides, pads, dilations)
     if ho <= 0 or wo <= 0:
         raise ValueError(f"convolution output would be empty: {ho}x{wo}")
+    if x.dtype in (np.uint8, np.int8):
+        shape = (b * ho * wo, kh * kw * c)
+        if out is None or out.shape != shape or out.dtype != x.dtype \
+                or not out.flags.c_contiguous:
+            out = np.empty(shape, x.dtype)
+        pv = np.array(pad_value).astype(x.dtype).view(np.uint8)
+        _f32_ops.im2col_nhwc_8(np.ascontiguousarray(x).view(np.uint8), kh, kw, strides[0],
+                               strides[1], dilations[0], dilations[1], pads[0], pads[1],
+                               int(pv), out.view(np.uint8).reshape(b, ho, wo, kh * kw * c),
+                               int(num_threads or 1))
+        return out
     if any(pads):
         xp = np.full((b, h + pads[0] + pads[2], w + pads[1] + pads[3], c), pad_value, x.dtype)
         xp[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = x

@@ -54,6 +54,20 @@ _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
                  "unstructured": "qs8_spmm_unstructured"}
 
 
+_tls = threading.local()
+
+
+def _cols_buffer(shape, dtype):
+    """im2col columns in one growing buffer per thread, shared by every QConv layer (the
+    columns live only during their layer's call): a fresh multi-MB array per call would
+    page-fault, and a buffer per layer shape would hold them all."""
+    need = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = getattr(_tls, "cols", None)
+    if buf is None or buf.size < need:
+        buf = _tls.cols = np.empty(need, np.uint8)
+    return buf[:need].view(dtype).reshape(shape)
+
+
 def _resolve_pads(auto_pad, pads, h, w, k, s, d):
     if auto_pad in ("", "NOTSET", None):
         return tuple(pads) if pads is not None else (0, 0, 0, 0)
@@ -241,8 +255,13 @@ class QConv(Op):
             if self.kernel_shape == (1, 1) and self.strides == (1, 1) and not any(pads):
                 cols = np.ascontiguousarray(xs).reshape(-1, self.cin_g)
             else:
+                ho_, wo_ = conv_output_hw(h, w_, self.kernel_shape, self.strides, pads,
+                                          self.dilations)
                 cols = im2col_nhwc(xs, self.kernel_shape, self.strides, pads, self.dilations,
-                                   pad_value=self.zx)
+                                   pad_value=self.zx, num_threads=nt or 1,
+                                   out=_cols_buffer((b * ho_ * wo_, self.cin_g
+                                                     * self.kernel_shape[0]
+                                                     * self.kernel_shape[1]), xs.dtype))
             sl = slice(g * self.cout_g, (g + 1) * self.cout_g)
             bias = None if self.bias_i32 is None else self.bias_i32[sl]
             extra = {}

@@ -65,3 +65,31 @@ def test_dw_conv_nhwc_q8_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="shapes"):
         _f32_fused.dw_conv_nhwc_q8(x, False, 0.0, np.zeros((9, 4), np.float32), 3, 3, 1, 1, 1, 1,
                                    1, 1, np.zeros((1, 4, 4, 3), np.float32), 1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("geom", [
+    dict(shape=(1, 224, 224, 3), k=(7, 7), s=(2, 2), p=(3, 3, 3, 3), d=(1, 1)),   # RGB stem
+    dict(shape=(2, 9, 11, 5), k=(3, 3), s=(1, 1), p=(1, 1, 1, 1), d=(1, 1)),
+    dict(shape=(1, 8, 7, 16), k=(3, 2), s=(2, 3), p=(0, 2, 1, 0), d=(2, 1)),
+    dict(shape=(1, 10, 10, 4), k=(3, 3), s=(1, 1), p=(2, 2, 2, 2), d=(2, 2)),
+    dict(shape=(3, 5, 6, 1), k=(5, 5), s=(1, 2), p=(4, 4, 4, 4), d=(1, 1)),      # all-pad rows
+    dict(shape=(1, 4, 4, 7), k=(1, 1), s=(1, 1), p=(0, 0, 0, 0), d=(1, 1)),
+])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_im2col_nhwc_8_matches_strided_numpy(dtype, geom, nt):
+    """The compiled 8-bit im2col against the numpy strided-window form (run on an int16 copy,
+    which takes the numpy path), padding filled with the zero point."""
+    from deepsparse_cy.kernels.conv import im2col_nhwc
+    rng = np.random.default_rng(sum(geom["shape"]) + nt)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, geom["shape"], dtype=dtype)
+    zp = int(rng.integers(info.min, info.max + 1))
+    args = (geom["k"], geom["s"], geom["p"], geom["d"])
+    got = im2col_nhwc(x, *args, pad_value=zp, num_threads=nt)
+    ref = im2col_nhwc(x.astype(np.int16), *args, pad_value=zp)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got.astype(np.int16), ref)
+    out = np.full(got.shape, 7, dtype)                # into a caller's buffer
+    assert im2col_nhwc(x, *args, pad_value=zp, out=out, num_threads=nt) is out
+    np.testing.assert_array_equal(out, got)
