@@ -182,6 +182,9 @@ cdef extern from "csrc/dscy_pool.h" nogil:
     void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho, int Wo, int kh,
                               int kw, int sh, int sw, int dh, int dw, int pt, int pl, float *tmp)
     void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw)
+    void dscy_maxpool_nhwc8_px(const unsigned char *x, int x_signed, int H, int W, int C,
+                               int iy0, int ix0, int kh, int kw, int dh, int dw,
+                               unsigned char *d)
     void dscy_gather_plane(const float *x, int W, const int32_t *hi, int Ho, const int32_t *wi,
                            int Wo, float *y)
     void dscy_d2s_plane(const float *cols, int k0, int k1, int S0, int S1, float *y)
@@ -407,3 +410,30 @@ def im2col_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (
                             memset(d + kx * C, pad_value, C)
                         else:
                             memcpy(d + kx * C, xr + ix * C, C)
+
+
+def maxpool_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)
+                   bint x_signed, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                   unsigned char[:, :, :, ::1] out,       # OUT [B, Ho, Wo, C]
+                   int num_threads=1):
+    """Max pooling of 8-bit NHWC activations (QMaxPool): output pixel (b, oy, ox) is the max
+    over the taps x[b, oy*sh - pt + i*dh, ox*sw - pl + j*dw, :] inside the image, compared as
+    int8 when x_signed; a window with no tap inside gives the type's lowest value (ONNX pads
+    with it, so padding never wins). Output rows in parallel."""
+    cdef Py_ssize_t B = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], r, b, oy, ox
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1:
+        raise ValueError("maxpool: kernel, strides and dilations must be positive")
+    if out.shape[0] != B or out.shape[3] != C:
+        raise ValueError(f"maxpool: out must be [{B}, Ho, Wo, {C}], got {tuple(out.shape)}")
+    if B == 0 or Ho == 0 or Wo == 0 or C == 0:
+        return
+    with nogil:
+        for r in prange(B * Ho, num_threads=_nt_copy(B * Ho * Wo * C * kh * kw, num_threads),
+                        schedule="static"):
+            b = r // Ho
+            oy = r % Ho
+            for ox in range(Wo):
+                dscy_maxpool_nhwc8_px(&x[b, 0, 0, 0], x_signed, <int>H, <int>W, <int>C,
+                                      <int>(oy * sh - pt), <int>(ox * sw - pl), kh, kw, dh, dw,
+                                      &out[b, oy, ox, 0])

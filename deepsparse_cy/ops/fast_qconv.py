@@ -45,7 +45,6 @@ from ..errors import ShapeError
 from ..kernels import _f32_ops
 from ..kernels.conv import conv_output_hw, conv_weight_matrix, im2col_nhwc
 from ..kernels import _f32_fused
-from ._spatial import scratch
 from .pool import _Geom, pool_geometry_attrs
 from .registry import Op, register
 
@@ -535,7 +534,7 @@ class QMaxPool(Op):
     quantization of the max, bit for bit, and the QConv writes the int8 values directly.
     Attributes: MaxPool's kernel_shape, strides, pads, dilations, auto_pad, ceil_mode (2-D)."""
 
-    kernel_name = "numpy_maxpool_q8"
+    kernel_name = "maxpool_nhwc_q8"
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -544,6 +543,7 @@ class QMaxPool(Op):
         self.x_layout = a.get("x_layout", "NCHW")
         self.y_layout = a.get("y_layout", "NCHW")
         self._geoms = {}
+        self.num_threads = int(ctx.num_threads or 1)
 
     def run(self, inputs, outs):
         x = inputs[0]
@@ -556,29 +556,17 @@ class QMaxPool(Op):
         if g is None:
             g = self._geoms[xn.shape] = _Geom(np.empty((b, c, h, w), np.uint8), **self.kw)
         ho, wo = g.O
-        lowest = np.iinfo(x.dtype).min            # the identity of max: padding never wins
-        ph, pw = g.P
-        if (ph, pw) != (h, w):
-            xp = scratch(("qmaxpool_pad", xn.shape, x.dtype.str, ph, pw, tuple(g.pb)),
-                         (b, ph, pw, c), x.dtype, init=lambda a_: a_.fill(lowest))
-            xp[:, g.pb[0]:g.pb[0] + h, g.pb[1]:g.pb[1] + w] = xn
-        else:
-            xp = xn
         oshape = (b, ho, wo, c) if self.y_layout == "NHWC" else (b, c, ho, wo)
         o = outs[0] if outs else None
         if o is None or o.shape != oshape or o.dtype != x.dtype or not o.flags.c_contiguous:
             o = np.empty(oshape, x.dtype)
         yn = o if self.y_layout == "NHWC" else np.empty((b, ho, wo, c), x.dtype)
         (kh, kw), (sh, sw), (dh, dw) = g.k, g.s, g.d
-        first = True
-        for i in range(kh):
-            for j in range(kw):
-                v = xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
-                if first:
-                    np.copyto(yn, v)
-                    first = False
-                else:
-                    np.maximum(yn, v, out=yn)
+        # compiled: taps outside the input skipped, which is padding with the type's lowest
+        # value (it never wins; a window with no tap inside gives that value)
+        _f32_ops.maxpool_nhwc_8(np.ascontiguousarray(xn).view(np.uint8), x.dtype == np.int8,
+                                kh, kw, sh, sw, dh, dw, g.pb[0], g.pb[1], yn.view(np.uint8),
+                                self.num_threads)
         if self.y_layout != "NHWC":
             np.copyto(o, yn.transpose(0, 3, 1, 2))
         return [o]

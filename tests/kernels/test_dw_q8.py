@@ -93,3 +93,36 @@ def test_im2col_nhwc_8_matches_strided_numpy(dtype, geom, nt):
     out = np.full(got.shape, 7, dtype)                # into a caller's buffer
     assert im2col_nhwc(x, *args, pad_value=zp, out=out, num_threads=nt) is out
     np.testing.assert_array_equal(out, got)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("geom", [
+    dict(shape=(1, 112, 112, 64), k=(3, 3), s=(2, 2), pt=1, pl=1, ho=56, wo=56, d=(1, 1)),
+    dict(shape=(2, 7, 9, 5), k=(2, 2), s=(2, 2), pt=0, pl=0, ho=4, wo=5, d=(1, 1)),  # ceil mode
+    dict(shape=(1, 6, 6, 33), k=(3, 2), s=(1, 2), pt=2, pl=1, ho=7, wo=4, d=(2, 1)),
+    dict(shape=(1, 3, 3, 3), k=(3, 3), s=(1, 1), pt=3, pl=3, ho=5, wo=5, d=(1, 1)),  # all-pad windows
+])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_maxpool_nhwc_8_vs_numpy(dtype, geom, nt):
+    """The compiled 8-bit NHWC max pool against numpy over explicitly padded input (padding
+    with the type's lowest value, as ONNX MaxPool pads)."""
+    from deepsparse_cy.kernels import _f32_ops
+    rng = np.random.default_rng(geom["ho"] * 100 + nt)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, geom["shape"], dtype=dtype)
+    b, h, w, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = geom["k"], geom["s"], geom["d"]
+    ho, wo, pt, pl = geom["ho"], geom["wo"], geom["pt"], geom["pl"]
+    ph = max(pt + h, (ho - 1) * sh + (kh - 1) * dh + 1)
+    pw = max(pl + w, (wo - 1) * sw + (kw - 1) * dw + 1)
+    xp = np.full((b, ph, pw, c), info.min, dtype)
+    xp[:, pt:pt + h, pl:pl + w] = x
+    ref = np.full((b, ho, wo, c), info.min, dtype)
+    for i in range(kh):
+        for j in range(kw):
+            ref = np.maximum(ref, xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh,
+                                     j * dw:j * dw + (wo - 1) * sw + 1:sw])
+    out = np.empty((b, ho, wo, c), dtype)
+    _f32_ops.maxpool_nhwc_8(x.view(np.uint8), dtype == np.int8, kh, kw, sh, sw, dh, dw, pt, pl,
+                            out.view(np.uint8), nt)
+    np.testing.assert_array_equal(out, ref)

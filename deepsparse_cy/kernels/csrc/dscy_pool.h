@@ -237,4 +237,32 @@ static inline void dscy_copy_blocks(char *dst, ptrdiff_t dst_stride, const char 
     for (long o = 0; o < outer; o++) dscy_copy(dst + o * dst_stride, src + o * src_stride, bytes);
 }
 
+/* 8-bit max pooling, NHWC: d[c] = max(d[c], s[c]) over one pixel's channels (contiguous loops
+ * the compiler vectorises: pmaxub, pmaxsb or its SSE2 compare-and-select) */
+static inline void dscy_max_u8(unsigned char *restrict d, const unsigned char *restrict s, long n) {
+    for (long i = 0; i < n; i++) d[i] = s[i] > d[i] ? s[i] : d[i];
+}
+static inline void dscy_max_s8(signed char *restrict d, const signed char *restrict s, long n) {
+    for (long i = 0; i < n; i++) d[i] = s[i] > d[i] ? s[i] : d[i];
+}
+
+/* One output pixel of an NHWC 8-bit max pool: the max over the window's taps inside the image
+ * (x: one image [H][W][C]), the type's lowest value when none is (padding never wins). */
+static inline void dscy_maxpool_nhwc8_px(const unsigned char *x, int x_signed, int H, int W,
+                                         int C, int iy0, int ix0, int kh, int kw, int dh, int dw,
+                                         unsigned char *d) {
+    memset(d, x_signed ? 0x80 : 0, (size_t)C);
+    for (int i = 0; i < kh; i++) {
+        int iy = iy0 + i * dh;
+        if (iy < 0 || iy >= H) continue;
+        for (int j = 0; j < kw; j++) {
+            int ix = ix0 + j * dw;
+            if (ix < 0 || ix >= W) continue;
+            const unsigned char *s = x + ((long)iy * W + ix) * C;
+            if (x_signed) dscy_max_s8((signed char *)d, (const signed char *)s, C);
+            else dscy_max_u8(d, s, C);
+        }
+    }
+}
+
 #endif /* DSCY_POOL_H */
