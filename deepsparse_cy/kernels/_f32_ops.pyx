@@ -437,3 +437,27 @@ def maxpool_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 
                 dscy_maxpool_nhwc8_px(&x[b, 0, 0, 0], x_signed, <int>H, <int>W, <int>C,
                                       <int>(oy * sh - pt), <int>(ox * sw - pl), kh, kw, dh, dw,
                                       &out[b, oy, ox, 0])
+
+
+
+def nchw_to_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, C, H, W] 8-bit (as u8)
+                   unsigned char[:, :, :, ::1] out,       # OUT [B, H, W, C]
+                   int num_threads=1):
+    """Planar 8-bit activations to channels-last (a quantized CNN's graph-layout input before
+    its first im2col); numpy's transposed copy runs a C-long inner loop (3 for RGB)."""
+    cdef Py_ssize_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t r, b, h, w, c
+    cdef unsigned char *d
+    if out.shape[0] != B or out.shape[1] != H or out.shape[2] != W or out.shape[3] != C:
+        raise ValueError("nchw_to_nhwc_8: out must be [B, H, W, C] of x")
+    if B == 0 or C == 0 or H == 0 or W == 0:
+        return
+    with nogil:
+        for r in prange(B * H, num_threads=_nt_copy(B * C * H * W, num_threads),
+                        schedule="static"):
+            b = r // H
+            h = r % H
+            d = &out[b, h, 0, 0]
+            for c in range(C):
+                for w in range(W):
+                    d[w * C + c] = x[b, c, h, w]

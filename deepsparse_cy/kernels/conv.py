@@ -41,11 +41,17 @@ def im2col_nhwc(x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1
         if out is None or out.shape != shape or out.dtype != x.dtype \
                 or not out.flags.c_contiguous:
             out = np.empty(shape, x.dtype)
-        pv = np.array(pad_value).astype(x.dtype).view(np.uint8)
-        _f32_ops.im2col_nhwc_8(np.ascontiguousarray(x).view(np.uint8), kh, kw, strides[0],
-                               strides[1], dilations[0], dilations[1], pads[0], pads[1],
-                               int(pv), out.view(np.uint8).reshape(b, ho, wo, kh * kw * c),
-                               int(num_threads or 1))
+        pv = int(np.array(pad_value).astype(x.dtype).view(np.uint8))
+        args = (kh, kw, strides[0], strides[1], dilations[0], dilations[1], pads[0], pads[1], pv,
+                out.view(np.uint8).reshape(b, ho, wo, kh * kw * c), int(num_threads or 1))
+        planar = x.transpose(0, 3, 1, 2)
+        if not x.flags.c_contiguous and planar.flags.c_contiguous:
+            # an NHWC view of NCHW data (the graph's layout): a compiled transposed copy
+            xc = np.empty(x.shape, np.uint8)
+            _f32_ops.nchw_to_nhwc_8(planar.view(np.uint8), xc, int(num_threads or 1))
+        else:
+            xc = np.ascontiguousarray(x).view(np.uint8)
+        _f32_ops.im2col_nhwc_8(xc, *args)
         return out
     if any(pads):
         xp = np.full((b, h + pads[0] + pads[2], w + pads[1] + pads[3], c), pad_value, x.dtype)

@@ -93,6 +93,11 @@ def test_im2col_nhwc_8_matches_strided_numpy(dtype, geom, nt):
     out = np.full(got.shape, 7, dtype)                # into a caller's buffer
     assert im2col_nhwc(x, *args, pad_value=zp, out=out, num_threads=nt) is out
     np.testing.assert_array_equal(out, got)
+    # an NHWC view of planar (NCHW) data reads the planes directly
+    planar = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    view = planar.transpose(0, 2, 3, 1)
+    assert not view.flags.c_contiguous or x.shape[3] == 1
+    np.testing.assert_array_equal(im2col_nhwc(view, *args, pad_value=zp, num_threads=nt), got)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
