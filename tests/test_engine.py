@@ -429,3 +429,24 @@ def test_concat_in_place_function():
     d = np.full((1, 5, 3), 4, np.float32)
     res = Concat(c, d, axis=1, out=out2)
     np.testing.assert_array_equal(res, np.concatenate([np.full((1, 2, 3), 3), np.full((1, 5, 3), 4)], 1))
+
+
+@pytest.mark.parametrize("name,expected", [("minilm-block4-pruned90-quant", {"QGemm", "LayerNorm"}),
+                                           ("minilm", {"LayerNorm"})])
+def test_bound_transformer_steps_follow_new_inputs(name, expected):
+    """Transformers (a quantized one: QGemm, LayerNorm with quantized outputs; FP32): after the
+    first run of a plan their QGemm / LayerNorm steps are bound calls; outputs stay bit-identical
+    to the heap-mode run (no arena, no binding) for new token values, other lengths and back."""
+    from deepsparse_cy import zoo
+    m = zoo.get_model(name)
+    e = ds.compile_model(m)
+    heap = ds.Engine(m, memory_planner=False)
+    for i, (b, seq) in enumerate([(1, 24), (1, 24), (2, 40), (1, 24), (2, 40)]):
+        feeds = zoo.example_inputs(m, batch=b, seq=seq, seed=i)
+        xs = [feeds[n] for n in e.input_names]
+        for g, h in zip(e.run(xs), heap.run(xs)):
+            np.testing.assert_array_equal(g, h)
+    plan = e._plans[e._key(xs)]
+    inst = plan._pool[0]
+    kinds = {plan.steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
+    assert expected <= kinds, kinds

@@ -295,17 +295,27 @@ class PreparedQS8:
             mid = self._mid_user
             return qs8_matmul_reference(x, np.zeros((n, 0), np.int8), *self.reference_args,
                                         out=out, y_scale=self.ys, mid=mid, residual=residual)
-        xs = int(x.dtype == _S8)
-        if packed.format == "dense":
-            wp, n_, np_, kp = self._lead
-            self._fn(x, xs, wp, n_, np_, kp, self.b, self.s, self.code, self.act, self.lo,
-                     self.hi, self.ys, self.mid, res, self.zp, out, int(num_threads or 0))
-        else:
-            kp, rp, ix, vals, bp, n_ = self._lead
-            self._fn(x, xs, kp, rp, ix, vals, bp, n_, self.b, self.s, self.code, self.act,
-                     self.lo, self.hi, self.ys, self.mid, res, self.zp, out,
-                     int(num_threads or 0))
+        self._fn(*self._args(x, out, res, num_threads))
         return out
+
+    def _args(self, x, out, res, num_threads):
+        """The compiled kernel's argument tuple for checked x [M, K] and out [M, N]."""
+        return ((x, int(x.dtype == _S8)) + self._lead
+                + (self.b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
+                   self.zp, out, int(num_threads or 0)))
+
+    def bound(self, x, out, num_threads=None):
+        """(fn, args) running this call on exactly these x / out arrays (engine._run_plan's
+        bound step: the same objects on every run), or None where __call__ takes another path
+        (fresh or converted arrays, empty shapes)."""
+        packed = self.packed
+        if not (type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == packed.k > 0
+                and x.dtype in (_U8, _S8) and x.flags.c_contiguous and x.shape[0] > 0
+                and packed.n > 0 and type(out) is np.ndarray
+                and out.shape == (x.shape[0], packed.n) and out.dtype == self.out_dtype
+                and out.strides[1] == out.itemsize and out.strides[0] % out.itemsize == 0):
+            return None
+        return self._fn, self._args(x, out, None, num_threads)
 
 
 _U8, _S8 = np.dtype(np.uint8), np.dtype(np.int8)

@@ -233,6 +233,47 @@ class LayerNorm(Op):
         _k.layernorm(xc, sc, g, b, self.eps, y.reshape(-1, n), self.nt)
         return [y]
 
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the kernel on the same x / skip / output objects,
+        gamma and beta prepared once (same-shape skip, contiguous float32, outputs in their
+        slots not overlapping the inputs)."""
+        x, skip = inputs[0], inputs[1]
+        if not outs or outs[0] is None or x.dtype != _F32 or not x.flags.c_contiguous \
+                or x.ndim == 0 or x.size == 0:
+            return None
+        if skip is not None and (skip.shape != x.shape or skip.dtype != _F32
+                                 or not skip.flags.c_contiguous):
+            return None
+        n = x.shape[-1]
+        for p in inputs[2:4]:       # views, not copies: their values stay the inputs' own
+            if p is not None and not (isinstance(p, np.ndarray) and p.dtype == _F32
+                                      and p.size == n and p.flags.c_contiguous):
+                return None
+        x, skip, g, b = self._args(inputs)
+        ins = [a for a in (x, skip) if a is not None]
+
+        def ok(o, dt):
+            return o is not None and o.dtype == dt and o.shape == x.shape \
+                and o.flags.c_contiguous and not any(np.shares_memory(o, a) for a in ins)
+        x2 = x.reshape(-1, n)
+        s2 = skip.reshape(-1, n) if skip is not None else None
+        if self.q is None:
+            if not ok(outs[0], _F32):
+                return None
+            return _k.layernorm, (x2, s2, g, b, self.eps, outs[0].reshape(-1, n), self.nt)
+        scale, zp, dt = self.q
+        if not ok(outs[0], dt):
+            return None
+        if self.dq_out:
+            if len(outs) < 2 or not ok(outs[1], _F32):
+                return None
+            dq = outs[1]
+        else:
+            dq = np.empty(x.shape, np.float32)       # scratch for the normalised rows
+        return _k.layernorm_quant, (x2, s2, g, b, self.eps, outs[0].reshape(-1, n).view(np.uint8),
+                                    dt == np.int8, dq.reshape(-1, n), scale, float(zp),
+                                    self.dq_out, self.nt)
+
     def _run_quant(self, inputs, outs):
         x, skip, g, b = self._args(inputs)
         n = x.shape[-1]

@@ -229,6 +229,20 @@ class QGemm(Op):
     def run(self, inputs, outs):
         return self._run(self.packed, inputs[0], outs)
 
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: where run() is one kernel call writing outs[0] (no
+        float-side bias), that call on views of the same x / out objects."""
+        x = inputs[0]
+        o = outs[0] if outs else None
+        if self.float_bias is not None or o is None or o.dtype != self.out_dtype \
+                or not o.flags.c_contiguous or not isinstance(x, np.ndarray) or x.ndim == 0 \
+                or x.shape[-1] != self.k or o.shape != x.shape[:-1] + (self.n,) \
+                or not x.flags.c_contiguous or np.may_share_memory(x, o):
+            return None
+        x2 = x.reshape(-1, self.k)
+        self.flops = 2 * x2.shape[0] * self.k * self.n
+        return self._kernel(self.packed).bound(x2, o.reshape(-1, self.n), self.num_threads)
+
     def run_dense(self, inputs, outs):
         """The same layer on the dense int8 GEMM (the profiler's baseline)."""
         if self._dense is None:
