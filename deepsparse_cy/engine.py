@@ -83,6 +83,10 @@ _NO_SLOTS = itertools.repeat(None)  # zip() partner for steps without planned sl
 _VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 
 
+def _no_call():
+    """A planned view's bound step: its output view object is reused as it is."""
+
+
 def _detach(v, buf):
     if isinstance(v, np.ndarray):
         return v.copy() if _root(v) is buf else v
@@ -321,7 +325,10 @@ class _ArenaInstance:
         # per step: None (not tried yet), False (no bound call), or (function, args, checks,
         # outputs) from the op's bind(): the step's kernel with its arguments prepared, valid
         # while the step reads the same input objects (checks: (name, object) pairs)
-        self.bound = [None if getattr(st[1], "bind", None) is not None and outs is not None
+        # (planned views: tried too, they bind to no call; see Engine._bind)
+        self.bound = [None if (getattr(st[1], "bind", None) is not None and outs is not None)
+                      or (st[0].op_type in _VIEW_OPS and st[0].outputs
+                          and st[0].outputs[0] in plan.aliases)
                       else False for st, outs in zip(plan.steps, self.step_outs)]
 
 
@@ -546,7 +553,8 @@ class Engine:
                 except Exception as e:  # noqa: BLE001
                     raise _wrap_node_error(node, e) from e
                 if b is None:
-                    bound[i] = self._bind(node, op, reads, ins, outs, res, buf, plan.consts)
+                    bound[i] = self._bind(node, op, reads, ins, outs, res, buf, plan.consts,
+                                          aliases)
                 if outs is None:
                     outs = _NO_SLOTS
                 for name, r, slot in zip(node.outputs, res, outs):
@@ -573,13 +581,13 @@ class Engine:
             plan.release(inst)
 
     @staticmethod
-    def _bind(node, op, reads, ins, outs, res, buf, consts):
+    def _bind(node, op, reads, ins, outs, res, buf, consts, aliases=()):
         """The step's bound call after its first run on an arena instance (see _run_plan), or
         False: only where every output went into its slot and every non-constant input is an
-        arena array (a feed or a detached value is a new object on each run)."""
-        if len(res) != len(outs) or any(r is not o for r, o in zip(res, outs)) \
-                or any(o is None for name, o in zip(node.outputs, outs) if name):
-            return False
+        arena array (a feed or a detached value is a new object on each run). A planned view
+        (Reshape & co. on an arena array, its shape constant for the plan) binds to no call at
+        all: its output is the same view object on every run, so the steps reading it can bind
+        too."""
         checks = []
         for name, v in zip(reads, ins):
             if not name or not isinstance(v, np.ndarray) or consts.get(name) is v:
@@ -587,6 +595,16 @@ class Engine:
             if _root(v) is not buf:
                 return False          # not an arena slot: may be a new object next run
             checks.append((name, v))
+        if outs is None and node.outputs and node.outputs[0] in aliases and len(res) == 1 \
+                and node.op_type in _VIEW_OPS:
+            r = res[0]
+            if len(checks) != 1 or checks[0][1] is not ins[0] or not isinstance(r, np.ndarray) \
+                    or _root(r) is not buf or not np.shares_memory(r, ins[0]):
+                return False          # the data input only: a computed shape may change
+            return (_no_call, (), tuple(checks), ((node.outputs[0], r),))
+        if outs is None or len(res) != len(outs) or any(r is not o for r, o in zip(res, outs)) \
+                or any(o is None for name, o in zip(node.outputs, outs) if name):
+            return False
         try:
             call = op.bind(ins, outs)
         except Exception:  # noqa: BLE001 - binding is an optimisation; the op's run() stays

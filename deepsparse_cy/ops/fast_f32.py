@@ -157,6 +157,29 @@ class _QuantizeLinearFast(_QDQFast):
         fn(x.reshape(-1), y.reshape(-1), float(s.reshape(-1)[0]), zp, self.nt)
         return [y]
 
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the compiled pass on the same x / out objects, for a
+        per-tensor scale and zero point that are model constants (their values are fixed)."""
+        x, s = inputs[0], inputs[1]
+        z = inputs[2] if len(inputs) > 2 else None
+        out = outs[0] if outs else None
+        sc = self.ctx.const(1) if self.ctx is not None else None
+        zc = self.ctx.const(2) if self.ctx is not None and len(self.node.inputs) > 2 \
+            and self.node.inputs[2] else None
+        if sc is None or sc is not s or (z is not None and zc is not z) or out is None:
+            return None
+        zdt = z.dtype if z is not None else np.dtype(np.uint8)
+        if x.dtype != np.float32 or not x.flags.c_contiguous or x.size == 0 or s.size != 1 \
+                or s.dtype != np.float32 or not float(s.reshape(-1)[0]) > 0 \
+                or (z is not None and z.size != 1) or zdt not in (np.uint8, np.int8) \
+                or self.block_size or self.output_dtype or out.dtype != zdt \
+                or not out.flags.c_contiguous or out.shape != x.shape \
+                or np.shares_memory(out, x):
+            return None
+        fn = _f32_ops.quantize_u8 if zdt == np.uint8 else _f32_ops.quantize_s8
+        zp = int(z.reshape(-1)[0]) if z is not None else 0
+        return fn, (x.reshape(-1), out.reshape(-1), float(s.reshape(-1)[0]), zp, self.nt)
+
 
 for _since in (10, 13, 19, 21):
     register("QuantizeLinear", since=_since)(

@@ -188,6 +188,33 @@ class FusedMatMul(Op):
             _k.bias_act_inplace(y.reshape(-1, N), b, self.code, self.p[0], self.p[1], self.nt)
         return [y]
 
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call for the packed GEMM with a constant bias: the kernel
+        on views of the same x / out objects; its x-panel scratch is looked up per call (it
+        is per thread)."""
+        x = inputs[0]
+        y = outs[0] if outs else None
+        pk = self.packed
+        if pk is None or y is None or not isinstance(x, np.ndarray) or x.dtype != _F32 \
+                or x.ndim < 1 or x.shape[-1] != pk.K or not x.flags.c_contiguous \
+                or y.dtype != _F32 or not y.flags.c_contiguous \
+                or y.shape != x.shape[:-1] + (pk.N,) or np.may_share_memory(x, y) \
+                or (self.bias is None and len(inputs) > 2 and inputs[2] is not None):
+            return None
+        x2, y2 = x.reshape(-1, pk.K), y.reshape(-1, pk.N)
+        T = x2.shape[0]
+        if T == 0 or pk.N == 0:
+            return None
+        mod = kernels.load("f32_conv", pk.isa)
+        need = gemm_xpack_size(T, pk.K)
+        key, b, code, p0, p1, nt = (("f32gemm_xp", T, pk.K), self.bias, int(self.code),
+                                    float(self.p[0]), float(self.p[1]), int(self.nt or 0))
+        gemm, wp, N = mod.gemm, pk.wp, pk.N
+
+        def call():
+            gemm(x2, wp, N, b, code, p0, p1, y2, scratch(key, (need,), _F32), nt)
+        return call, ()
+
 
 @register("LayerNorm", since=1, domain=DOMAIN)
 class LayerNorm(Op):
@@ -350,6 +377,39 @@ class FusedAttention(Op):
         np.matmul(sc, vv, out=y.transpose(0, 2, 1, 3))
         return [y]
 
+
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the compiled kernel on the same q / k / v / mask /
+        output objects (views of arena slots), where run() takes that path without copying
+        the mask."""
+        q, k, v = inputs[0], inputs[1], inputs[2]
+        mask = inputs[3] if len(inputs) > 3 else None
+        y = outs[0] if outs else None
+        if _ATTN is None or y is None or any(
+                not isinstance(a, np.ndarray) or a.dtype != _F32 or a.ndim != 4
+                for a in (q, k, v)):
+            return None
+        B, S, H = q.shape[0], q.shape[1], q.shape[2]
+        T = k.shape[1]
+        if min(B, H, S, T) <= 0 or k.shape[0] != B or v.shape[0] != B or k.shape[2] != H \
+                or v.shape[2] != H or v.shape[1] != T or k.shape[3] != q.shape[3] \
+                or any(a.strides[3] != 4 and a.shape[3] != 1 for a in (q, k, v)) \
+                or any(st % 4 for a in (q, k, v) for st in a.strides) \
+                or y.dtype != _F32 or y.shape != (B, S, H, v.shape[3]) \
+                or any(np.shares_memory(y, a) for a in (q, k, v)):
+            return None
+        mb = None
+        if mask is not None:
+            if not isinstance(mask, np.ndarray) or mask.dtype != _F32:
+                return None
+            try:
+                mb = np.broadcast_to(mask, (B, H, S, T))
+            except ValueError:
+                return None
+            if (T > 1 and mb.strides[3] != 4) or any(st % 4 for st in mb.strides) \
+                    or np.shares_memory(y, mask):
+                return None
+        return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt)
 
 @register("FusedConv", since=1, domain=DOMAIN)
 class FusedConv(_conv.Conv):
