@@ -459,3 +459,24 @@ def test_bound_transformer_steps_follow_new_inputs(name, expected):
     if not fast_fused._FAST_GEMM:
         expected = expected - {"FusedMatMul"}
     assert expected <= kinds, kinds
+
+
+@pytest.mark.parametrize("name", ["resnet50-block4-pruned90-quant",
+                                  "mobilenetv2-block4-pruned90-quant"])
+def test_bound_quantized_cnn_steps_follow_new_inputs(name):
+    """Quantized CNNs: after a plan's first run their group-1 QConv steps (1x1 on the input
+    slot, k x k through the per-thread im2col buffer, residuals in the kernel) are bound calls;
+    outputs stay bit-identical to the heap-mode run for new images, another batch and back."""
+    from deepsparse_cy import zoo
+    m = zoo.get_model(name)
+    e = ds.compile_model(m)
+    heap = ds.Engine(m, memory_planner=False)
+    rng = np.random.default_rng(7)
+    for shp in [(1, 3, 224, 224), (1, 3, 224, 224), (2, 3, 224, 224), (1, 3, 224, 224)]:
+        x = rng.standard_normal(shp).astype(np.float32)
+        for g, h in zip(e.run([x]), heap.run([x])):
+            np.testing.assert_array_equal(g, h)
+    plan = e._plans[e._key([x])]
+    inst = plan._pool[0]
+    n_bound = sum(1 for i, b in enumerate(inst.bound) if b and plan.steps[i][0].op_type == "QConv")
+    assert n_bound >= 30, n_bound

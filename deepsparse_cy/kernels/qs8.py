@@ -304,10 +304,10 @@ class PreparedQS8:
                 + (self.b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
                    self.zp, out, int(num_threads or 0)))
 
-    def bound(self, x, out, num_threads=None):
-        """(fn, args) running this call on exactly these x / out arrays (engine._run_plan's
-        bound step: the same objects on every run), or None where __call__ takes another path
-        (fresh or converted arrays, empty shapes)."""
+    def bound(self, x, out, num_threads=None, residual=None):
+        """(fn, args) running this call on exactly these x / out (/ residual) arrays
+        (engine._run_plan's bound step: the same objects on every run), or None where
+        __call__ takes another path (fresh or converted arrays, empty shapes)."""
         packed = self.packed
         if not (type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == packed.k > 0
                 and x.dtype in (_U8, _S8) and x.flags.c_contiguous and x.shape[0] > 0
@@ -315,7 +315,14 @@ class PreparedQS8:
                 and out.shape == (x.shape[0], packed.n) and out.dtype == self.out_dtype
                 and out.strides[1] == out.itemsize and out.strides[0] % out.itemsize == 0):
             return None
-        return self._fn, self._args(x, out, None, num_threads)
+        res = None
+        if residual is not None:
+            if self.out_dtype == np.int32:
+                return None
+            res = _res_args(residual, x.shape[0], packed.n, out)
+            if not np.shares_memory(res[0], residual[0]):
+                return None                    # a converted copy: its values would go stale
+        return self._fn, self._args(x, out, res, num_threads)
 
 
 _U8, _S8 = np.dtype(np.uint8), np.dtype(np.int8)

@@ -516,6 +516,57 @@ class QConv(Op):
     def run(self, inputs, outs):
         return self._run(self.packs, inputs, outs)
 
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call for a group-1 conv writing its NHWC output slot in
+        the kernel (after the first run: tuned, epilogue prepared): the prepared kernel on the
+        same input / residual / output objects, a k x k conv's im2col into the per-thread
+        column buffer on each call."""
+        x = inputs[0]
+        o = outs[0] if outs else None
+        if self.depthwise or self.group != 1 or not self._tuned[0] or o is None \
+                or self.y_layout != "NHWC" or not self.kernel_final \
+                or not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) \
+                or x.ndim != 4 or not o.flags.c_contiguous or o.dtype != self.out_dtype \
+                or np.may_share_memory(x, o):
+            return None
+        xn = self._nhwc(x)
+        b, h, w_, c = xn.shape
+        if c != self.cin_g:
+            return None
+        pads = _resolve_pads(self.auto_pad, self.pads, h, w_, self.kernel_shape, self.strides,
+                             self.dilations)
+        ho, wo = conv_output_hw(h, w_, self.kernel_shape, self.strides, pads, self.dilations)
+        n, m = self.cout, b * ho * wo
+        if ho <= 0 or wo <= 0 or o.shape != (b, ho, wo, n):
+            return None
+        odt, scale, act, clip, zp = self._kernel_args()
+        prep = self._prepared.get((id(self.packs[0]), 0, odt, zp, act,
+                                   None if clip is None else tuple(clip)))
+        if prep is None:
+            return None
+        residual = None
+        if self.res_in_kernel and len(inputs) > 2 and inputs[2] is not None:
+            residual = self._residual_args(inputs[2], (b, ho, wo, n))
+            if not np.shares_memory(residual[0], inputs[2]):
+                return None                    # a converted copy: its values would go stale
+        out2, nt = o.reshape(m, n), self.num_threads
+        kh, kw = self.kernel_shape
+        if self.kernel_shape == (1, 1) and self.strides == (1, 1) and not any(pads):
+            if not xn.flags.c_contiguous:
+                return None
+            return prep.bound(xn.reshape(m, c), out2, nt, residual)
+        shape = (m, kh * kw * c)
+        first = prep.bound(np.zeros(shape, x.dtype), out2, nt, residual)
+        if first is None:
+            return None
+        fn, rest = first[0], first[1][1:]
+        geom = (self.kernel_shape, self.strides, pads, self.dilations)
+
+        def call():
+            fn(im2col_nhwc(xn, *geom, pad_value=self.zx, num_threads=nt or 1,
+                           out=_cols_buffer(shape, xn.dtype)), *rest)
+        return call, ()
+
     def run_dense(self, inputs, outs):
         """The same layer on the dense int8 GEMM (the profiler's baseline)."""
         if self.depthwise:
