@@ -258,25 +258,7 @@ static inline __attribute__((always_inline)) void row_kernel(
     const int T = 8 * V;
     __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                       _mm256_setzero_si256()};
-    int b = 0;
-    if (bp == 1) {
-        /* unstructured: two pair blocks per step, one 4-byte weight load and widening for both
-         * (0.87-0.99x the one-pair loop's time on BERT-base shapes, one thread) */
-        for (; b + 2 <= nb; b += 2) {
-            const int16_t *x0 = xt + (size_t)idx[b] * T * 2, *x1 = xt + (size_t)idx[b + 1] * T * 2;
-            int32_t w4; memcpy(&w4, vals + 2 * (size_t)b, 4);
-            __m128i wv = _mm_cvtepi8_epi16(_mm_cvtsi32_si128(w4));
-            __m256i p0 = _mm256_broadcastd_epi32(wv);
-            __m256i p1 = _mm256_broadcastd_epi32(_mm_srli_si128(wv, 4));
-            #pragma GCC unroll 4
-            for (int j = 0; j < V; j++) {
-                __m256i a = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x0 + 16 * j)), p0);
-                __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x1 + 16 * j)), p1);
-                acc[j] = _mm256_add_epi32(acc[j], _mm256_add_epi32(a, c));
-            }
-        }
-    }
-    for (; b < nb; b++) {
+    for (int b = 0; b < nb; b++) {
         const int16_t *xr = xt + (size_t)idx[b] * bp * T * 2;
         if (bp == 2) {
             int32_t w4; memcpy(&w4, vals + 4 * (size_t)b, 4);
