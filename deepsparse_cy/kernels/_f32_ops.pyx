@@ -366,6 +366,11 @@ def copy_strided_blocks(cnp.ndarray src, cnp.ndarray dst, Py_ssize_t outer, Py_s
 
 
 
+cdef _check_window(str what, int kh, int kw, int sh, int sw, int dh, int dw):
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1:
+        raise ValueError(f"{what}: kernel, strides and dilations must be positive")
+
+
 def im2col_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)
                   int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
                   unsigned char pad_value,
@@ -381,8 +386,7 @@ def im2col_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (
     cdef Py_ssize_t r, b, oy, ox, ky, kx, iy, ix, ix0, run = <Py_ssize_t>kw * C
     cdef unsigned char *d
     cdef const unsigned char *xr
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1:
-        raise ValueError("im2col: kernel, strides and dilations must be positive")
+    _check_window("im2col", kh, kw, sh, sw, dh, dw)
     if out.shape[0] != B or out.shape[3] != K:
         raise ValueError(f"im2col: out must be [{B}, Ho, Wo, {K}], got {tuple(out.shape)}")
     if B == 0 or Ho == 0 or Wo == 0 or K == 0:
@@ -422,8 +426,7 @@ def maxpool_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 
     with it, so padding never wins). Output rows in parallel."""
     cdef Py_ssize_t B = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], r, b, oy, ox
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1:
-        raise ValueError("maxpool: kernel, strides and dilations must be positive")
+    _check_window("maxpool", kh, kw, sh, sw, dh, dw)
     if out.shape[0] != B or out.shape[3] != C:
         raise ValueError(f"maxpool: out must be [{B}, Ho, Wo, {C}], got {tuple(out.shape)}")
     if B == 0 or Ho == 0 or Wo == 0 or C == 0:
