@@ -599,7 +599,7 @@ class Engine:
                 and node.op_type in _VIEW_OPS:
             r = res[0]
             if len(checks) != 1 or checks[0][1] is not ins[0] or not isinstance(r, np.ndarray) \
-                    or _root(r) is not buf or not np.shares_memory(r, ins[0]):
+                    or _root(r) is not buf or not np.may_share_memory(r, ins[0]):
                 return False          # the data input only: a computed shape may change
             return (_no_call, (), tuple(checks), ((node.outputs[0], r),))
         if outs is None or len(res) != len(outs) or any(r is not o for r, o in zip(res, outs)) \

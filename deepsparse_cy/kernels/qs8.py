@@ -320,7 +320,7 @@ class PreparedQS8:
             if self.out_dtype == np.int32:
                 return None
             res = _res_args(residual, x.shape[0], packed.n, out)
-            if not np.shares_memory(res[0], residual[0]):
+            if not np.may_share_memory(res[0], residual[0]):
                 return None                    # a converted copy: its values would go stale
         return self._fn, self._args(x, out, res, num_threads)
 

@@ -174,7 +174,7 @@ class _QuantizeLinearFast(_QDQFast):
                 or (z is not None and z.size != 1) or zdt not in (np.uint8, np.int8) \
                 or self.block_size or self.output_dtype or out.dtype != zdt \
                 or not out.flags.c_contiguous or out.shape != x.shape \
-                or np.shares_memory(out, x):
+                or np.may_share_memory(out, x):
             return None
         fn = _f32_ops.quantize_u8 if zdt == np.uint8 else _f32_ops.quantize_s8
         zp = int(z.reshape(-1)[0]) if z is not None else 0

@@ -281,7 +281,7 @@ class LayerNorm(Op):
 
         def ok(o, dt):
             return o is not None and o.dtype == dt and o.shape == x.shape \
-                and o.flags.c_contiguous and not any(np.shares_memory(o, a) for a in ins)
+                and o.flags.c_contiguous and not any(np.may_share_memory(o, a) for a in ins)
         x2 = x.reshape(-1, n)
         s2 = skip.reshape(-1, n) if skip is not None else None
         if self.q is None:
@@ -396,7 +396,7 @@ class FusedAttention(Op):
                 or any(a.strides[3] != 4 and a.shape[3] != 1 for a in (q, k, v)) \
                 or any(st % 4 for a in (q, k, v) for st in a.strides) \
                 or y.dtype != _F32 or y.shape != (B, S, H, v.shape[3]) \
-                or any(np.shares_memory(y, a) for a in (q, k, v)):
+                or any(np.may_share_memory(y, a) for a in (q, k, v)):
             return None
         mb = None
         if mask is not None:
@@ -407,7 +407,7 @@ class FusedAttention(Op):
             except ValueError:
                 return None
             if (T > 1 and mb.strides[3] != 4) or any(st % 4 for st in mb.strides) \
-                    or np.shares_memory(y, mask):
+                    or np.may_share_memory(y, mask):
                 return None
         return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt)
 

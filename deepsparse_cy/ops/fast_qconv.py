@@ -547,7 +547,7 @@ class QConv(Op):
         residual = None
         if self.res_in_kernel and len(inputs) > 2 and inputs[2] is not None:
             residual = self._residual_args(inputs[2], (b, ho, wo, n))
-            if not np.shares_memory(residual[0], inputs[2]):
+            if not np.may_share_memory(residual[0], inputs[2]):
                 return None                    # a converted copy: its values would go stale
         out2, nt = o.reshape(m, n), self.num_threads
         kh, kw = self.kernel_shape
