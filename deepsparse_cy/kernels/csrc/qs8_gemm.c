@@ -50,29 +50,28 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
                 _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o + 8), _mm256_add_epi32(a1, b1));
                 continue;
             }
+            __m256i q0, q1;
             if (ep->lut) {
-                __m256i n8 = _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792);
-                __m256i row0 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256), n8);
+                /* the channels' table offsets (n0 + lane) * 256 */
+                __m256i row0 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
+                    _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792));
                 __m256i row1 = _mm256_add_epi32(row0, _mm256_set1_epi32(8 * 256));
-                __m256i q0 = dscy_ep_lut8(ep, a0, b0, s0, row0), q1 = dscy_ep_lut8(ep, a1, b1, s1, row1);
-                __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
-                __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
-                __m128i b = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
-                _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), b);
-                continue;
+                q0 = dscy_ep_lut8(ep, a0, b0, s0, row0);
+                q1 = dscy_ep_lut8(ep, a1, b1, s1, row1);
+            } else {
+                __m256 r0 = m0v, r1 = m0v;
+                if (ep->res_type) {
+                    ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
+                    r0 = dscy_res8(ep, ro); r1 = dscy_res8(ep, ro + 8);
+                }
+                __m256 f0 = dscy_ep_f8(ep, a0, b0, s0, ma0, m0v, r0), f1 = dscy_ep_f8(ep, a1, b1, s1, ma1, m1v, r1);
+                if (ep->out_type == DSCY_OUT_F32) {
+                    _mm256_storeu_ps((float *)ep->out + o, f0);
+                    _mm256_storeu_ps((float *)ep->out + o + 8, f1);
+                    continue;
+                }
+                q0 = dscy_ep_q8(ep, f0); q1 = dscy_ep_q8(ep, f1);
             }
-            __m256 r0 = m0v, r1 = m0v;
-            if (ep->res_type) {
-                ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
-                r0 = dscy_res8(ep, ro); r1 = dscy_res8(ep, ro + 8);
-            }
-            __m256 f0 = dscy_ep_f8(ep, a0, b0, s0, ma0, m0v, r0), f1 = dscy_ep_f8(ep, a1, b1, s1, ma1, m1v, r1);
-            if (ep->out_type == DSCY_OUT_F32) {
-                _mm256_storeu_ps((float *)ep->out + o, f0);
-                _mm256_storeu_ps((float *)ep->out + o + 8, f1);
-                continue;
-            }
-            __m256i q0 = dscy_ep_q8(ep, f0), q1 = dscy_ep_q8(ep, f1);
             /* lanes are already saturated to the 8-bit range, so the packs only narrow */
             __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
             __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
