@@ -242,8 +242,21 @@ class QConv(Op):
             return self.y_dtype, self.scale, act, self.k_clip, self.y_zp
         return np.float32, self.scale, act, self.k_clip, 0
 
+    def _is_1x1(self, pads):
+        """A 1x1 stride-1 unpadded conv: the GEMM over the input's pixels, no columns."""
+        return self.kernel_shape == (1, 1) and self.strides == (1, 1) and not any(pads)
+
+    def _im2col(self, xs, pads):
+        """The k x k columns of xs [B, H, W, Cin_g] in this thread's column buffer."""
+        b, h, w_, c = xs.shape
+        (kh, kw), (ho, wo) = self.kernel_shape, conv_output_hw(h, w_, self.kernel_shape,
+                                                               self.strides, pads, self.dilations)
+        return im2col_nhwc(xs, self.kernel_shape, self.strides, pads, self.dilations,
+                           pad_value=self.zx, num_threads=self.num_threads or 1,
+                           out=_cols_buffer((b * ho * wo, kh * kw * c), xs.dtype))
+
     def _gemm(self, packs, xn, pads, out2, residual=None):
-        b, h, w_, c = xn.shape
+        c = xn.shape[3]
         if c != self.cin_g * self.group:
             raise ShapeError(f"QConv: input has {c} channels, weight expects "
                              f"{self.cin_g * self.group}")
@@ -251,16 +264,10 @@ class QConv(Op):
         nt = self.num_threads
         for g, p in enumerate(packs):
             xs = xn if self.group == 1 else xn[..., g * self.cin_g:(g + 1) * self.cin_g]
-            if self.kernel_shape == (1, 1) and self.strides == (1, 1) and not any(pads):
+            if self._is_1x1(pads):
                 cols = np.ascontiguousarray(xs).reshape(-1, self.cin_g)
             else:
-                ho_, wo_ = conv_output_hw(h, w_, self.kernel_shape, self.strides, pads,
-                                          self.dilations)
-                cols = im2col_nhwc(xs, self.kernel_shape, self.strides, pads, self.dilations,
-                                   pad_value=self.zx, num_threads=nt or 1,
-                                   out=_cols_buffer((b * ho_ * wo_, self.cin_g
-                                                     * self.kernel_shape[0]
-                                                     * self.kernel_shape[1]), xs.dtype))
+                cols = self._im2col(xs, pads)
             sl = slice(g * self.cout_g, (g + 1) * self.cout_g)
             bias = None if self.bias_i32 is None else self.bias_i32[sl]
             extra = {}
@@ -550,21 +557,20 @@ class QConv(Op):
             if not np.may_share_memory(residual[0], inputs[2]):
                 return None                    # a converted copy: its values would go stale
         out2, nt = o.reshape(m, n), self.num_threads
-        kh, kw = self.kernel_shape
-        if self.kernel_shape == (1, 1) and self.strides == (1, 1) and not any(pads):
+        if self._is_1x1(pads):
             if not xn.flags.c_contiguous:
                 return None
             return prep.bound(xn.reshape(m, c), out2, nt, residual)
-        shape = (m, kh * kw * c)
-        first = prep.bound(np.zeros(shape, x.dtype), out2, nt, residual)
+        # the columns are made on each call (the buffer is per thread): bound with this
+        # call's, then the first argument replaced
+        first = prep.bound(self._im2col(xn, pads), out2, nt, residual)
         if first is None:
             return None
         fn, rest = first[0], first[1][1:]
-        geom = (self.kernel_shape, self.strides, pads, self.dilations)
+        im2col = self._im2col
 
         def call():
-            fn(im2col_nhwc(xn, *geom, pad_value=self.zx, num_threads=nt or 1,
-                           out=_cols_buffer(shape, xn.dtype)), *rest)
+            fn(im2col(xn, pads), *rest)
         return call, ()
 
     def run_dense(self, inputs, outs):

@@ -239,8 +239,7 @@ class QGemm(Op):
                 or x.shape[-1] != self.k or o.shape != x.shape[:-1] + (self.n,) \
                 or not x.flags.c_contiguous or np.may_share_memory(x, o):
             return None
-        x2 = x.reshape(-1, self.k)
-        self.flops = 2 * x2.shape[0] * self.k * self.n
+        _, x2 = self._x2(x)
         return self._kernel(self.packed).bound(x2, o.reshape(-1, self.n), self.num_threads)
 
     def run_dense(self, inputs, outs):
