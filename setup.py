@@ -30,7 +30,8 @@ PER_ISA = [
     ("qs8_spmm", "deepsparse_cy/kernels/qs8_spmm.pyx", ["deepsparse_cy/kernels/csrc/qs8_spmm.c"]),
     ("f32_spmm", "deepsparse_cy/kernels/f32_spmm.pyx", ["deepsparse_cy/kernels/csrc/f32_spmm.c"]),
     ("f32_conv", "deepsparse_cy/kernels/f32_conv.pyx", ["deepsparse_cy/kernels/csrc/f32_conv.c",
-                                                        "deepsparse_cy/kernels/csrc/f32_attn.c"]),
+                                                        "deepsparse_cy/kernels/csrc/f32_attn.c",
+                                                        "deepsparse_cy/kernels/csrc/f32_wino.c"]),
 ]
 
 # Modules built once, ISA-independent (their C may use __attribute__((target))).

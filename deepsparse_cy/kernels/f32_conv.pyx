@@ -11,7 +11,14 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp, int M,
                         int KH, int KW, int sw, int dh, int dw, const int32_t *ih0,
                         const int32_t *iw0, int P, const float *bias, const float *z, int act,
-                        float p0, float p1, float *out, float *xph, int nthreads)
+                        float p0, float p1, float *out, float *xph, int nthreads,
+                        const float *uw)
+    void dscy_f32_conv_set_wino(int on)
+    int dscy_f32_conv_get_wino()
+    size_t dscy_f32_wino_wsize(int M, int C)
+    void dscy_f32_wino_pack(const float *w, int M, int C, float *u)
+    int dscy_f32_wino_available()
+    int dscy_f32_wino_suits(int C, int M, int Ho, int Wo)
     size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw)
     int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P)
     void dscy_f32_dwconv_set_group(int on)
@@ -108,10 +115,19 @@ def gemm(cnp.ndarray x,             # IN  float32 [T][K], rows contiguous (row s
     return out
 
 
-def pack_w(cnp.ndarray w):        # IN float32 [M][K] C-contiguous
-    cdef int M = w.shape[0], K = w.shape[1]
-    cdef cnp.ndarray wp = np.empty(dscy_f32_conv_wpack_size(M, K), np.float32)
+def pack_w(cnp.ndarray w):        # IN float32 [M][K] C-contiguous, or [M][C][3][3]
+    """Packed panels of w; for 3x3 weights (4-D [M][C][3][3]) where this build has the
+    Winograd path, followed by their Winograd transform (conv2d finds it by the size)."""
+    cdef int M = w.shape[0]
+    cdef int K = w.size // M if M else 0
+    cdef int C = w.shape[1]
+    cdef size_t n = dscy_f32_conv_wpack_size(M, K)
+    cdef bint wino = w.ndim == 4 and w.shape[2] == 3 and w.shape[3] == 3 \
+        and dscy_f32_wino_available() != 0 and M > 0 and C > 0
+    cdef cnp.ndarray wp = np.empty(n + (dscy_f32_wino_wsize(M, C) if wino else 0), np.float32)
     dscy_f32_conv_pack_w(<const float *>_ptr(w), M, K, <float *>_ptr(wp))
+    if wino:
+        dscy_f32_wino_pack(<const float *>_ptr(w), M, C, <float *>_ptr(wp) + n)
     return wp
 
 
@@ -145,9 +161,14 @@ def conv2d(cnp.ndarray x,          # IN  float32 [N][C][H][W] C-contiguous
         bp = <const float *>_ptr(bias)
     if z is not None:
         zp = <const float *>_ptr(z)
+    cdef const float *uw = NULL
+    cdef size_t nw = dscy_f32_conv_wpack_size(M, C * KH * KW)
+    if KH == 3 and KW == 3 and <size_t>wp.size >= nw + dscy_f32_wino_wsize(M, C) \
+            and dscy_f32_wino_available() != 0:
+        uw = wpp + nw
     with nogil:
         rc = dscy_f32_conv2d(xp, N, C, H, W, wpp, M, KH, KW, sw, dh, dw, hp, vp, P, bp, zp,
-                             act, p0, p1, op, php, nthreads)
+                             act, p0, p1, op, php, nthreads, uw)
     if rc != 0:
         raise MemoryError("f32 conv2d: could not allocate its packing buffer")
     return out
@@ -200,3 +221,20 @@ def set_dw_group(bint on):
 
 def get_dw_group():
     return bool(dscy_f32_dwconv_get_group())
+
+
+def set_wino(bint on):
+    """3x3 stride-1 convs on the Winograd F(2x2, 3x3) path where it suits them (the default
+    at the AVX2 level); a switch for tests, which check both paths, and for A/B timing."""
+    dscy_f32_conv_set_wino(1 if on else 0)
+
+
+def get_wino():
+    return bool(dscy_f32_conv_get_wino())
+
+
+def uses_wino(int C, int M, int Ho, int Wo):
+    """Whether conv2d runs a 3x3 stride-1 conv of this geometry (C -> M channels, Ho x Wo
+    output) on the Winograd path (this build has it, it is switched on, and it suits)."""
+    return bool(dscy_f32_wino_available() and dscy_f32_conv_get_wino()
+                and dscy_f32_wino_suits(C, M, Ho, Wo))

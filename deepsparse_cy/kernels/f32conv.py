@@ -38,7 +38,9 @@ class PackedConvF32:
         if max(self.M, self.K) >= 2 ** 31 // 64:
             raise ValueError(f"conv weight {w.shape} too large for the packed kernel")
         self.isa = isa
-        self.wp = load("f32_conv", isa).pack_w(np.ascontiguousarray(w.reshape(self.M, self.K)))
+        # 3x3 weights go in 4-D: the pack then appends their Winograd transform (AVX2 build)
+        self.wp = load("f32_conv", isa).pack_w(np.ascontiguousarray(
+            w if (self.KH, self.KW) == (3, 3) else w.reshape(self.M, self.K)))
 
     @property
     def nbytes(self):

@@ -108,20 +108,82 @@ CASES = [
 ]                                                                   # (>= 1024 output pixels)
 
 
+@pytest.fixture(params=[True, False], ids=["wino", "packed"])
+def conv_wino(request):
+    """Both paths of 3x3 stride-1 convs: Winograd F(2x2, 3x3) where it suits (the default at
+    the AVX2 level; the generic build has only the other) and the packed implicit im2col."""
+    from deepsparse_cy import kernels as K
+    mods = [K.load("f32_conv", isa) for isa in K.ISA_BUILDS if not K.missing_features(isa)
+            and K.kernel_builds().get("f32_conv") is not None]
+    was = [m.get_wino() for m in mods]
+    for m in mods:
+        m.set_wino(request.param)
+    yield request.param
+    for m, w in zip(mods, was):
+        m.set_wino(w)
+
+
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}c{}m{}_{}x{}_k{}x{}".format(
     c[0], c[1], c[2], c[3], c[4], *c[5]))
-def test_f32_conv_shapes(isa, case):
+def test_f32_conv_shapes(isa, case, conv_wino):
     N, C, M, H, W, k, s, p, d = case
     rng = np.random.default_rng(C * 131 + M)
     _check(rng, isa, N, C, M, H, W, k, s, p, d, bias=True, z=True, act="Relu")
     _check(rng, isa, N, C, M, H, W, k, s, p, d, bias=False)
 
 
+STRIDE1_CASES = [
+    # N, C, M, H, W, k, pads, dil: stride-1 shapes at the edges of the Winograd path's tiling
+    # (odd output sizes, blocks of tiles spanning tile rows, short last blocks) and others
+    (1, 96, 24, 12, 80, (3, 3), (1, 1, 1, 1), (1, 1)),     # MobileNetV3-OCR neck
+    (1, 300, 13, 10, 10, (3, 3), (1, 1, 1, 1), (1, 1)),    # large C: 16-tile blocks
+    (3, 5, 19, 9, 13, (3, 3), (0, 2, 1, 0), (1, 1)),       # odd Ho, Wo; asymmetric pads
+    (1, 7, 8, 17, 31, (3, 3), (0, 0, 0, 0), (1, 1)),       # 'valid': 15 x 29 output
+    (2, 16, 33, 23, 7, (3, 3), (2, 1, 0, 2), (1, 1)),      # narrow rows: blocks span rows
+    (1, 9, 8, 6, 5, (3, 3), (1, 1, 1, 1), (1, 1)),         # 9 tiles: packed path
+    (1, 5, 6, 6, 30, (3, 3), (1, 1, 1, 1), (2, 2)),        # dilated: packed path
+    (2, 7, 11, 1, 37, (1, 5), (0, 2, 0, 2), (1, 1)),       # one output row, 1 x 5
+    (1, 2, 1, 40, 3, (3, 3), (1, 1, 1, 1), (1, 1)),        # one output channel
+]
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("case", STRIDE1_CASES, ids=lambda c: "n{}c{}m{}_{}x{}_k{}x{}".format(
+    c[0], c[1], c[2], c[3], c[4], *c[5]))
+def test_f32_conv_stride1(isa, case, conv_wino):
+    N, C, M, H, W, k, p, d = case
+    rng = np.random.default_rng(C * 7 + M)
+    for nt in (1, 2):
+        _check(rng, isa, N, C, M, H, W, k, (1, 1), p, d, bias=True, z=True, act="SiLU", nt=nt)
+        _check(rng, isa, N, C, M, H, W, k, (1, 1), p, d, bias=False, act="Gelu", nt=nt)
+
+
+def test_f32_conv_wino_runs():
+    """The AVX2 build takes 3x3 stride-1 convs with enough 2x2 output tiles to Winograd, and
+    its answer differs (in rounding only) from the packed path's on the same conv."""
+    from deepsparse_cy import kernels as K
+    if "avx2" not in K.ISA_BUILDS or K.missing_features("avx2"):
+        pytest.skip("no AVX2 build or CPU support here")
+    m = K.load("f32_conv", "avx2")
+    assert m.uses_wino(96, 24, 12, 80) and not m.uses_wino(512, 512, 7, 7)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 96, 12, 80)).astype(np.float32)
+    pk = PackedConvF32(rng.standard_normal((24, 96, 3, 3)).astype(np.float32), "avx2")
+    a = f32_conv2d(x, pk, (1, 1), (1, 1, 1, 1))
+    m.set_wino(False)
+    try:
+        b = f32_conv2d(x, pk, (1, 1), (1, 1, 1, 1))
+    finally:
+        m.set_wino(True)
+    assert not np.array_equal(a, b)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.abs(b).max()))
+
+
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("act", sorted(ACT))
 @pytest.mark.parametrize("z", [False, True])
-def test_f32_conv_epilogue(isa, act, z):
+def test_f32_conv_epilogue(isa, act, z, conv_wino):
     rng = np.random.default_rng(len(act) + z)
     for nt in (1, 2):
         _check(rng, isa, 1, 12, 22, 9, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), z=z, act=act,
@@ -131,7 +193,7 @@ def test_f32_conv_epilogue(isa, act, z):
 @pytest.mark.parametrize("isa", isa_params())
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_f32_conv_random(isa, data):
+def test_f32_conv_random(isa, data, conv_wino):
     d = data.draw
     kh, kw = d(st.integers(1, 5)), d(st.integers(1, 5))
     dil = (d(st.integers(1, 2)), d(st.integers(1, 2)))

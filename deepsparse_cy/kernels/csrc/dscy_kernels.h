@@ -102,7 +102,20 @@ void dscy_f32_conv_pack_w(const float *w, int M, int K, float *wp);
 int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp, int M,
                     int KH, int KW, int sw, int dh, int dw, const int32_t *ih0,
                     const int32_t *iw0, int P, const float *bias, const float *z, int act,
-                    float p0, float p1, float *out, float *xph, int nthreads);
+                    float p0, float p1, float *out, float *xph, int nthreads,
+                    const float *uw);
+/* uw: NULL, or for 3x3 weights their Winograd transform (dscy_f32_wino_pack), which stride-1
+ * convs then run on (f32_wino.c) where its tiles fill the GEMM strips */
+void dscy_f32_conv_set_wino(int on);
+int dscy_f32_conv_get_wino(void);
+/* ---- Winograd F(2x2, 3x3) (f32_wino.c; AVX2 build, the generic one reports 0) ---- */
+size_t dscy_f32_wino_wsize(int M, int C);
+void dscy_f32_wino_pack(const float *w, int M, int C, float *u);
+int dscy_f32_wino_available(void);
+int dscy_f32_wino_suits(int C, int M, int Ho, int Wo);
+int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float *u, int M,
+                         int pt, int pl, int Ho, int Wo, const float *bias, const float *z,
+                         int act, float p0, float p1, float *out, int nthreads);
 /* xph: NULL, or (stride_w > 1) scratch of dscy_f32_conv_xph_size floats for the phase split */
 size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw);
 /* whether dscy_f32_conv2d uses xph for this conv (P output pixels per image) */

@@ -27,6 +27,7 @@
 #include "dscy_common.h"
 #include "f32_fused.h"
 #include "dscy_exp8.h"
+#include "dscy_kernels.h"
 
 #ifdef __AVX2__
 #define CONV_AVX2 1
@@ -604,6 +605,10 @@ static void split_work(int N, int nstrips, int npanels, int tail8, int nt, int *
 /* Whether dscy_f32_conv2d reads the phase-split scratch xph for this conv (else it packs with
  * gathers and ignores xph); kernels/f32conv.py asks it before allocating the scratch. See the
  * measurements at its use in dscy_f32_conv2d. */
+static int wino_enabled = 1;           /* dscy_f32_conv_set_wino: tests and A/B timing */
+void dscy_f32_conv_set_wino(int on) { wino_enabled = on != 0; }
+int dscy_f32_conv_get_wino(void) { return wino_enabled; }
+
 int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P) {
     return CONV_AVX2 && sw > 1 && KH * KW > 1 && ((M + MR - 1) / MR <= 8 || P >= 1024);
 }
@@ -617,9 +622,22 @@ int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P) {
 int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp, int M,
                     int KH, int KW, int sw, int dh, int dw, const int32_t *ih0,
                     const int32_t *iw0, int P, const float *bias, const float *z, int act,
-                    float p0, float p1, float *out, float *xph, int nthreads) {
+                    float p0, float p1, float *out, float *xph, int nthreads,
+                    const float *uw) {
     const int K = C * KH * KW;
     const int Wph = sw > 1 ? (W + sw - 1) / sw : 0;
+    if (uw && wino_enabled && KH == 3 && KW == 3 && sw == 1 && dh == 1 && dw == 1 && P > 0) {
+        /* stride 1 both ways, read off the pixel tables (conv_pixel_tables' layout) */
+        int pt = -ih0[0], pl = -iw0[0], Wo = 1;
+        while (Wo < P && ih0[Wo] == ih0[0]) Wo++;
+        int Ho = P / Wo;
+        if (Ho * Wo == P && (Ho == 1 || ih0[Wo] == ih0[0] + 1) && iw0[Wo - 1] == Wo - 1 - pl
+            && ih0[P - 1] == Ho - 1 - pt && dscy_f32_wino_suits(C, M, Ho, Wo)) {
+            int rc = dscy_f32_conv2d_wino(x, N, C, H, W, uw, M, pt, pl, Ho, Wo, bias, z, act,
+                                          p0, p1, out, nthreads);
+            if (rc != -2) return rc;
+        }
+    }
     const int npanels = (M + MR - 1) / MR;
     const int nstrips = (P + NR - 1) / NR;
     int nt = dscy_nthreads(nthreads);
