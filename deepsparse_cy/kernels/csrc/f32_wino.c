@@ -217,7 +217,10 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
                             _mm256_storeu_ps(d + j, _mm256_loadu_ps(xr + col0 + j));
                         for (; j < jend; j++) d[j] = xr[col0 + j];
                     }
-                    for (; j < ncol + 16 && j < RW; j++) d[j] = 0.0f;
+                    /* zeros to 16 past the columns read (vector stores: gcc would make a
+                     * memset call of this loop, once per row and channel) */
+                    for (; j < ncol + 16 && j + 8 <= RW; j += 8)
+                        _mm256_storeu_ps(d + j, _mm256_setzero_ps());
                     /* even / odd columns: e[t] = d[2t], o[t] = d[2t + 1], t <= nb8 */
                     float *e = eo + (size_t)(2 * r) * EW, *o = e + EW;
                     int t = 0;
@@ -259,9 +262,12 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
                     }
                 }
             }
-            /* lanes past the block's tiles (a short last block): zero */
-            for (int xi = 0; xi < 16; xi++)
-                for (int l = nb; l < TBS; l++) vc[(size_t)xi * xstep + l] = 0.0f;
+            /* lanes past the block's tiles in its strips (a short last block): zero; lanes
+             * from TBP on are spill room, never read */
+            if (nb < TBP)
+                for (int xi = 0; xi < 16; xi++)
+                    for (int l = nb; l < TBP; l += 8)
+                        _mm256_storeu_ps(vc + (size_t)xi * xstep + l, _mm256_setzero_ps());
         }
         float *on = out + (size_t)n * M * P;
         const float *zn = z ? z + (size_t)n * M * P : NULL;
