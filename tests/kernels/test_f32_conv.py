@@ -108,19 +108,25 @@ CASES = [
 ]                                                                   # (>= 1024 output pixels)
 
 
+def _conv_flag(name, value):
+    """Set the f32_conv modules' switch `name` (set_<name> / get_<name>) on every ISA build
+    this CPU runs, yield, restore."""
+    from deepsparse_cy import kernels as K
+    mods = [K.load("f32_conv", isa) for isa in K.ISA_BUILDS if not K.missing_features(isa)
+            and K.kernel_builds().get("f32_conv") is not None]
+    was = [getattr(m, "get_" + name)() for m in mods]
+    for m in mods:
+        getattr(m, "set_" + name)(value)
+    yield value
+    for m, w in zip(mods, was):
+        getattr(m, "set_" + name)(w)
+
+
 @pytest.fixture(params=[True, False], ids=["wino", "packed"])
 def conv_wino(request):
     """Both paths of 3x3 stride-1 convs: Winograd F(2x2, 3x3) where it suits (the default at
     the AVX2 level; the generic build has only the other) and the packed implicit im2col."""
-    from deepsparse_cy import kernels as K
-    mods = [K.load("f32_conv", isa) for isa in K.ISA_BUILDS if not K.missing_features(isa)
-            and K.kernel_builds().get("f32_conv") is not None]
-    was = [m.get_wino() for m in mods]
-    for m in mods:
-        m.set_wino(request.param)
-    yield request.param
-    for m, w in zip(mods, was):
-        m.set_wino(w)
+    yield from _conv_flag("wino", request.param)
 
 
 @pytest.mark.parametrize("isa", isa_params())
@@ -274,15 +280,7 @@ def test_f32_gemm_argument_errors():
 def dw_group(request):
     """Both depthwise paths: eight channels at once for small planes (the default at the AVX2
     level) and plane by plane."""
-    from deepsparse_cy import kernels as K
-    mods = [K.load("f32_conv", isa) for isa in K.ISA_BUILDS if not K.missing_features(isa)
-            and K.kernel_builds().get("f32_conv") is not None]
-    was = [m.get_dw_group() for m in mods]
-    for m in mods:
-        m.set_dw_group(request.param)
-    yield request.param
-    for m, w in zip(mods, was):
-        m.set_dw_group(w)
+    yield from _conv_flag("dw_group", request.param)
 
 
 def _check_dw(rng, isa, N, C, H, W, k, strides=(1, 1), pads=(0, 0, 0, 0), dil=(1, 1), bias=True,

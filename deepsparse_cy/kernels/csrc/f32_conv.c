@@ -27,6 +27,7 @@
 #include "dscy_common.h"
 #include "f32_fused.h"
 #include "dscy_exp8.h"
+#include "dscy_f32_tile.h"
 #include "dscy_kernels.h"
 
 #ifdef __AVX2__
@@ -476,22 +477,8 @@ static inline void tile(int kc, const float *restrict a, const float *restrict b
                         ptrdiff_t ldc, int mr, int nr, int first, const float *bias,
                         const tile_ep *e) {
 #ifdef __AVX2__
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        __m256 a0 = _mm256_broadcast_ss(a), a1 = _mm256_broadcast_ss(a + 1);
-        c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01);
-        c10 = _mm256_fmadd_ps(a1, b0, c10); c11 = _mm256_fmadd_ps(a1, b1, c11);
-        a0 = _mm256_broadcast_ss(a + 2); a1 = _mm256_broadcast_ss(a + 3);
-        c20 = _mm256_fmadd_ps(a0, b0, c20); c21 = _mm256_fmadd_ps(a0, b1, c21);
-        c30 = _mm256_fmadd_ps(a1, b0, c30); c31 = _mm256_fmadd_ps(a1, b1, c31);
-        a0 = _mm256_broadcast_ss(a + 4); a1 = _mm256_broadcast_ss(a + 5);
-        c40 = _mm256_fmadd_ps(a0, b0, c40); c41 = _mm256_fmadd_ps(a0, b1, c41);
-        c50 = _mm256_fmadd_ps(a1, b0, c50); c51 = _mm256_fmadd_ps(a1, b1, c51);
-        a += MR; b += NR;
-    }
-    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    dscy_acc6x16 t6 = dscy_f32_tile6x16(kc, a, b, NR);
+    __m256 (*acc)[2] = t6.v;
     if (nr == NR) {
         for (int r = 0; r < mr; r++) {
             float br = bias ? bias[r] : 0.0f;
@@ -671,16 +658,8 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
 #ifdef __AVX2__
             if (sw == 2) {
                 float *d1 = d0 + (size_t)H * Wph;
-                for (; 2 * col + 16 <= W; col += 8) {
-                    __m256 a = _mm256_loadu_ps(r + 2 * col), b = _mm256_loadu_ps(r + 2 * col + 8);
-                    /* a = x0..x7, b = x8..x15 -> evens / odds, 128-bit lanes fixed by permute */
-                    __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-                    __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-                    ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
-                    od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
-                    _mm256_storeu_ps(d0 + col, ev);
-                    _mm256_storeu_ps(d1 + col, od);
-                }
+                for (; 2 * col + 16 <= W; col += 8)
+                    dscy_split_even_odd16(r + 2 * col, d0 + col, d1 + col);
             }
 #endif
             for (int ph = 0; ph < sw; ph++) {

@@ -29,6 +29,7 @@
 #include "dscy_common.h"
 #include "f32_fused.h"
 #include "dscy_exp8.h"
+#include "dscy_f32_tile.h"
 
 #define WMR 6
 #define WNR 16
@@ -118,31 +119,15 @@ static inline int wino_reg_act(int act) {
         || act == DSCY_F_HARDSWISH || act == DSCY_F_HARDSIGMOID;
 }
 
-/* 6 x 16 tile over kc: c[r][0..16) = sum_k a[k][r] * b[k][0..16) (b's rows ldb apart, c's
- * rows ldc apart). */
+/* 6 x 16 tile over kc (dscy_f32_tile.h): c[r][0..16) = sum_k a[k][r] * b[k][0..16), b's rows
+ * ldb apart, c's rows ldc apart. */
 static inline void wtile(int kc, const float *restrict a, const float *restrict b, ptrdiff_t ldb,
                          float *restrict c, ptrdiff_t ldc) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        __m256 a0 = _mm256_broadcast_ss(a), a1 = _mm256_broadcast_ss(a + 1);
-        c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01);
-        c10 = _mm256_fmadd_ps(a1, b0, c10); c11 = _mm256_fmadd_ps(a1, b1, c11);
-        a0 = _mm256_broadcast_ss(a + 2); a1 = _mm256_broadcast_ss(a + 3);
-        c20 = _mm256_fmadd_ps(a0, b0, c20); c21 = _mm256_fmadd_ps(a0, b1, c21);
-        c30 = _mm256_fmadd_ps(a1, b0, c30); c31 = _mm256_fmadd_ps(a1, b1, c31);
-        a0 = _mm256_broadcast_ss(a + 4); a1 = _mm256_broadcast_ss(a + 5);
-        c40 = _mm256_fmadd_ps(a0, b0, c40); c41 = _mm256_fmadd_ps(a0, b1, c41);
-        c50 = _mm256_fmadd_ps(a1, b0, c50); c51 = _mm256_fmadd_ps(a1, b1, c51);
-        a += WMR; b += ldb;
+    dscy_acc6x16 t = dscy_f32_tile6x16(kc, a, b, ldb);
+    for (int r = 0; r < WMR; r++, c += ldc) {
+        _mm256_storeu_ps(c, t.v[r][0]);
+        _mm256_storeu_ps(c + 8, t.v[r][1]);
     }
-    _mm256_storeu_ps(c, c00); _mm256_storeu_ps(c + 8, c01); c += ldc;
-    _mm256_storeu_ps(c, c10); _mm256_storeu_ps(c + 8, c11); c += ldc;
-    _mm256_storeu_ps(c, c20); _mm256_storeu_ps(c + 8, c21); c += ldc;
-    _mm256_storeu_ps(c, c30); _mm256_storeu_ps(c + 8, c31); c += ldc;
-    _mm256_storeu_ps(c, c40); _mm256_storeu_ps(c + 8, c41); c += ldc;
-    _mm256_storeu_ps(c, c50); _mm256_storeu_ps(c + 8, c51);
 }
 
 DSCY_THREAD_BUFFER(wino_buffer)
@@ -224,15 +209,7 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
                     /* even / odd columns: e[t] = d[2t], o[t] = d[2t + 1], t <= nb8 */
                     float *e = eo + (size_t)(2 * r) * EW, *o = e + EW;
                     int t = 0;
-                    for (; t + 8 <= nb8 + 1; t += 8) {
-                        __m256 lo = _mm256_loadu_ps(d + 2 * t), hi = _mm256_loadu_ps(d + 2 * t + 8);
-                        __m256 ev = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-                        __m256 od = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
-                        ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
-                        od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
-                        _mm256_storeu_ps(e + t, ev);
-                        _mm256_storeu_ps(o + t, od);
-                    }
+                    for (; t + 8 <= nb8 + 1; t += 8) dscy_split_even_odd16(d + 2 * t, e + t, o + t);
                     for (; t <= nb8; t++) { e[t] = d[2 * t]; o[t] = d[2 * t + 1]; }
                 }
                 /* 8 tiles at a time: d[r][s] = row r, column 2t + s -> V = B^T d B, stored at
