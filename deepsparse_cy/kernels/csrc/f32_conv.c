@@ -376,61 +376,15 @@ static inline float ep1(const tile_ep *e, float v, const float *zr, int j) {
     return v;
 }
 
-/* Activations the tiles apply in registers after the last K block (f32_fused.h's formulas);
- * the others (GELU, Sigmoid, LeakyReLU) run as a pass over the item's rows afterwards. SiLU,
- * HardSwish and HardSigmoid moved into the tiles: as a pass, SiLU cost 36-59% on top of
- * YOLOv8n's low-K convs (the stem, 1x1 32 -> 32), reloading what the tile had just stored. */
-static inline int reg_act_code(int act) {
-    return act == 0 || act == DSCY_F_RELU || act == DSCY_F_CLIP || act == DSCY_F_SILU
-        || act == DSCY_F_HARDSWISH || act == DSCY_F_HARDSIGMOID;
-}
+static inline int reg_act_code(int act) { return dscy_f32_reg_act(act); }
 
 #ifdef __AVX2__
 static inline __m256 act8(const tile_ep *e, __m256 v) {
-    switch (e->act) {
-    case DSCY_F_RELU:
-        return _mm256_max_ps(v, _mm256_setzero_ps());      /* v > 0 ? v : 0, as f32_fused.h */
-    case DSCY_F_CLIP:
-        return _mm256_min_ps(_mm256_set1_ps(e->hi), _mm256_max_ps(_mm256_set1_ps(e->lo), v));
-    case DSCY_F_SILU: {
-        /* v / (1 + e^-v) as v * (1/d), 1/d from vrcpps and one Newton step (~1 ulp): a
-         * division per 8 lanes made the SiLU convs of YOLOv8n 1.3-1.6x their time without.
-         * Out of exp's range no select is needed: the clamped exp gives e^-v ~ 3e38 (v -> -0)
-         * or ~1e-38 (v -> v); a NaN v stays NaN through the product (dscy_exp8.h). */
-        __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f),
-                                 dscy_exp8_clamped(_mm256_sub_ps(_mm256_setzero_ps(), v)));
-        __m256 r = _mm256_rcp_ps(d);
-        r = _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0f)));
-        return _mm256_mul_ps(v, r);
-    }
-    case DSCY_F_HARDSWISH: {
-        __m256 h = _mm256_fmadd_ps(v, _mm256_set1_ps(1.0f / 6.0f), _mm256_set1_ps(0.5f));
-        h = _mm256_min_ps(_mm256_max_ps(h, _mm256_setzero_ps()), _mm256_set1_ps(1.0f));
-        return _mm256_mul_ps(v, h);
-    }
-    case DSCY_F_HARDSIGMOID: {
-        __m256 h = _mm256_fmadd_ps(v, _mm256_set1_ps(e->lo), _mm256_set1_ps(e->hi));
-        return _mm256_min_ps(_mm256_max_ps(h, _mm256_setzero_ps()), _mm256_set1_ps(1.0f));
-    }
-    default:
-        return v;
-    }
+    return dscy_f32_act8(e->act, e->lo, e->hi, v);
 }
 
-/* n <= 8 floats at p as 8 lanes (zeros past n) / the first n lanes of v to p. */
-static inline __m256 load_n(const float *p, int n) {
-    if (n == 8) return _mm256_loadu_ps(p);
-    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int j = 0; j < n; j++) t[j] = p[j];
-    return _mm256_loadu_ps(t);
-}
-
-static inline void store_n(float *p, __m256 v, int n) {
-    if (n == 8) { _mm256_storeu_ps(p, v); return; }
-    float t[8];
-    _mm256_storeu_ps(t, v);
-    for (int j = 0; j < n; j++) p[j] = t[j];
-}
+static inline __m256 load_n(const float *p, int n) { return dscy_load_n8(p, n); }
+static inline void store_n(float *p, __m256 v, int n) { dscy_store_n8(p, v, n); }
 
 /* n <= 8 lanes of one tile row through the epilogue: acc + (first ? br (+ cb) : c), + z, the
  * activation (act8), stored to c. The full-tile store and the ragged one both run it. */

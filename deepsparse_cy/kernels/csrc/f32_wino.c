@@ -71,52 +71,12 @@ void dscy_f32_wino_pack(const float *w, int M, int C, float *u) {
 
 int dscy_f32_wino_available(void) { return 1; }
 
-static inline __m256 wload_n(const float *p, int n) {
-    if (n >= 8) return _mm256_loadu_ps(p);
-    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int j = 0; j < n; j++) t[j] = p[j];
-    return _mm256_loadu_ps(t);
-}
-
 /* The epilogue of n <= 8 output values at c (z at zr or NULL): v + bias, + z, activation. */
 static inline void wstore(__m256 v, float *c, const float *zr, int n, int act, float p0,
                           float p1) {
-    if (zr) v = _mm256_add_ps(v, wload_n(zr, n));
-    switch (act) {
-    case DSCY_F_RELU: v = _mm256_max_ps(v, _mm256_setzero_ps()); break;
-    case DSCY_F_CLIP:
-        v = _mm256_min_ps(_mm256_set1_ps(p1), _mm256_max_ps(_mm256_set1_ps(p0), v)); break;
-    case DSCY_F_SILU: {
-        __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f),
-                                 dscy_exp8_clamped(_mm256_sub_ps(_mm256_setzero_ps(), v)));
-        __m256 r = _mm256_rcp_ps(d);
-        r = _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0f)));
-        v = _mm256_mul_ps(v, r);
-        break;
-    }
-    case DSCY_F_HARDSWISH: {
-        __m256 h = _mm256_fmadd_ps(v, _mm256_set1_ps(1.0f / 6.0f), _mm256_set1_ps(0.5f));
-        h = _mm256_min_ps(_mm256_max_ps(h, _mm256_setzero_ps()), _mm256_set1_ps(1.0f));
-        v = _mm256_mul_ps(v, h);
-        break;
-    }
-    case DSCY_F_HARDSIGMOID: {
-        __m256 h = _mm256_fmadd_ps(v, _mm256_set1_ps(p0), _mm256_set1_ps(p1));
-        v = _mm256_min_ps(_mm256_max_ps(h, _mm256_setzero_ps()), _mm256_set1_ps(1.0f));
-        break;
-    }
-    default: break;
-    }
-    if (n >= 8) { _mm256_storeu_ps(c, v); return; }
-    float t[8];
-    _mm256_storeu_ps(t, v);
-    for (int j = 0; j < n; j++) c[j] = t[j];
-}
-
-/* Activations wstore applies (the others run as a pass over the output rows afterwards). */
-static inline int wino_reg_act(int act) {
-    return act == 0 || act == DSCY_F_RELU || act == DSCY_F_CLIP || act == DSCY_F_SILU
-        || act == DSCY_F_HARDSWISH || act == DSCY_F_HARDSIGMOID;
+    if (zr) v = _mm256_add_ps(v, dscy_load_n8(zr, n));
+    v = dscy_f32_act8(act, p0, p1, v);
+    dscy_store_n8(c, v, n);
 }
 
 /* 6 x 16 tile over kc (dscy_f32_tile.h): c[r][0..16) = sum_k a[k][r] * b[k][0..16), b's rows
@@ -164,7 +124,7 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
     const int npanels = (M + WMR - 1) / WMR;
     const size_t P = (size_t)Ho * Wo;
     if (items < nt) nt = (int)items;
-    const int reg = wino_reg_act(act);
+    const int reg = dscy_f32_reg_act(act);
     /* per thread: V [16][C][TBS], m [16][6][TBS], 4 padded input rows, their even / odd
      * columns */
     const int RW = 2 * Tw + 24, EW = Tw + 16;
