@@ -335,6 +335,10 @@ def test_bound_steps_follow_new_inputs():
     expected = {"SqueezeExcite", "MaxPool"} | ({"FusedConv"} if conv_ops._FAST_CONV else set())
     assert expected <= kinds, kinds                             # the binding ran
     assert inst.bound[0] is False                               # the feed's reader: not bound
+    if conv_ops._FAST_CONV:   # the strided conv binds too (its phase-split scratch is per thread)
+        steps = e._plans[e._key([x])].steps
+        i1 = next(i for i, st in enumerate(steps) if "c1" in st[0].outputs)
+        assert inst.bound[i1], steps[i1][0].op_type
 
 
 def test_bound_resize_follows_computed_sizes():

@@ -244,9 +244,17 @@ class ConvCore:
         if self.dw_fast is not None:
             return self._mod.dwconv2d, self._dwconv2d_args(x, p, z, act, params, out)
         fc = p.get("fast_call")
-        if fc is None or fc[3] is not None or (fc[0] and z is None):
-            return None         # not run yet, phase-split scratch (per thread), or the GEMV
-        return self._mod.conv2d, self._conv2d_args(x, fc[1], fc[2], z, act, params, out, None)
+        if fc is None or (fc[0] and z is None):
+            return None         # not run yet, or the GEMV
+        args = self._conv2d_args(x, fc[1], fc[2], z, act, params, out, None)
+        if fc[3] is None:
+            return self._mod.conv2d, args
+        # the phase-split scratch is per thread: looked up on each call
+        conv2d, pre, (key, n) = self._mod.conv2d, args[:-1], fc[3]
+
+        def call():
+            conv2d(*pre, scratch(key, (n,), np.float32))
+        return call, ()
 
     @staticmethod
     def _fast_args(x, oshape, out, z):
