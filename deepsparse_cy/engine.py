@@ -78,6 +78,9 @@ def _wrap_node_error(node, e):
     return NodeError(f"{node.describe()} failed: {type(e).__name__}: {e}")
 
 
+#: graph outputs up to this many bytes get an arena slot (see Engine._build_plan)
+GRAPH_OUTPUT_SLOT_MAX = 256 * 1024
+
 _NO_SLOTS = itertools.repeat(None)  # zip() partner for steps without planned slots
 # ops whose output is a view of their first input whenever numpy can make one
 _VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
@@ -700,12 +703,21 @@ class Engine:
         items = []
         total_intermediate = 0
         for o, i in first.items():
-            if o in graph_outputs or o not in shapes or o in aliases or o in placed_in:
+            if o not in shapes or o in aliases or o in placed_in:
                 continue
             shape, dtype = shapes[o]
             if dtype == object:
                 continue
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if o in graph_outputs:
+                # A small graph output gets a slot too, live to the end of the run, so its step
+                # binds like the others (engine._run_plan); _collect_outputs copies it out of
+                # the arena. Large ones stay outside: their copy would cost more than binding
+                # saves (tens of microseconds of Python per step).
+                if nbytes > GRAPH_OUTPUT_SLOT_MAX or o in feeds:
+                    continue
+                items.append((o, nbytes, i, len(steps)))
+                continue
             total_intermediate += nbytes
             f, l = i, max(last.get(o, i), i)
             for x in children.get(o, ()):      # the inputs written in place: their lifetimes

@@ -341,6 +341,35 @@ def test_bound_steps_follow_new_inputs():
         assert inst.bound[i1], steps[i1][0].op_type
 
 
+def test_bound_concat_and_graph_output():
+    """A Concat the planner cannot place in its output slot (along the last axis) binds to the
+    compiled block copies, and a small graph output gets a slot so its step binds too (the
+    result handed out is a copy, not the arena): runs stay bit-identical to heap mode across
+    values and shapes, and each run's outputs are new arrays."""
+    rng = np.random.default_rng(8)
+    w = numpy_helper.from_array((rng.standard_normal((3, 4, 1, 1)) * 0.5).astype(np.float32), "w")
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Sigmoid", ["x"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["c"], axis=3),
+             helper.make_node("Conv", ["c", "w"], ["y"])]
+    g = helper.make_graph(nodes, "cc", [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 4, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    shapes = [(1, 4, 6, 5), (1, 4, 6, 5), (2, 4, 3, 7), (1, 4, 6, 5)]
+    e = _runs_match_heap_and_onnxruntime(m, shapes, seed=9, rtol=1e-5)
+    x = np.ones(shapes[-1], np.float32)
+    y1, y2 = e.run([x])[0], e.run([x])[0]
+    assert y1 is not y2 and not np.may_share_memory(y1, y2)
+    np.testing.assert_array_equal(y1, y2)
+    plan = e._plans[e._key([x])]
+    inst = plan._pool[0]
+    bound = {plan.steps[i][0].outputs[0] for i, b in enumerate(inst.bound) if b}
+    assert "c" in bound, bound                              # the concat
+    from deepsparse_cy.ops import conv as conv_ops
+    if conv_ops._FAST_CONV:
+        assert "y" in bound, bound                          # the graph output's conv
+
+
 def test_bound_resize_follows_computed_sizes():
     """A Resize whose sizes are computed from values (not from shapes) gives the new output for
     new sizes, same and other output shapes. (Today the planner keeps such a value-dependent

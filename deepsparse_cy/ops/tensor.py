@@ -177,15 +177,39 @@ def _concat_in_place(xs, axis, out):
 
 
 def _concat_bind(xs, out, axis=1):
-    """Bound call (registry.FunctionOp.bind) of a Concat whose inputs the planner placed in
-    its output slot: nothing to do when all are in place, else the copies of the rest."""
+    """Bound call (registry.FunctionOp.bind) of a Concat: where the planner placed inputs in
+    its output slot, nothing to do when all are in place, else the copies of the rest;
+    otherwise the compiled block copies of Concat's fast path, from the same input arrays
+    into the same slot (the conditions it checks on every call, checked once here)."""
     xs = [x for x in xs if x is not None]
     if out is None or not xs or not all(isinstance(x, np.ndarray) for x in xs):
         return None
-    copies = _concat_placement(xs, _axis(axis, xs[0].ndim), out)
-    if copies is None:
-        return None
-    return (functools.partial(_copy_pairs, copies), ()) if copies else (_nothing, ())
+    ax = _axis(axis, xs[0].ndim)
+    copies = _concat_placement(xs, ax, out)
+    if copies is not None:
+        return (functools.partial(_copy_pairs, copies), ()) if copies else (_nothing, ())
+    x0 = xs[0]
+    if _concat_fast(xs, ax) and out.shape == _concat_shape(xs, ax) and out.dtype == x0.dtype \
+            and out.flags.c_contiguous and out.size \
+            and not any(np.may_share_memory(out, x) for x in xs):
+        return _f32_ops.concat, (list(xs), ax, out)
+    return None
+
+
+def _concat_fast(xs, axis):
+    """Whether Concat's compiled block copies apply: one dtype (not object), rank >= 1,
+    C-contiguous inputs agreeing off `axis`."""
+    x0 = xs[0]
+    rank = x0.ndim
+    return bool(rank) and x0.dtype != object and all(
+        x.dtype == x0.dtype and x.ndim == rank and x.flags.c_contiguous
+        and x.shape[:axis] == x0.shape[:axis] and x.shape[axis + 1:] == x0.shape[axis + 1:]
+        for x in xs)
+
+
+def _concat_shape(xs, axis):
+    x0 = xs[0]
+    return x0.shape[:axis] + (sum(x.shape[axis] for x in xs),) + x0.shape[axis + 1:]
 
 
 def _nothing():
@@ -201,13 +225,10 @@ def Concat(*xs, axis=1, out=None):
     x0 = xs[0]
     if out is not None and _concat_in_place(xs, axis, out):
         return out
-    if rank and x0.dtype != object and all(
-            x.dtype == x0.dtype and x.ndim == rank and x.flags.c_contiguous
-            and x.shape[:axis] == x0.shape[:axis] and x.shape[axis + 1:] == x0.shape[axis + 1:]
-            for x in xs):
+    if _concat_fast(xs, axis):
         # compiled block copies (glibc's memmove is pathologically slow between page-aligned
         # buffers on some AMD CPUs, see csrc/dscy_pool.h)
-        shape = x0.shape[:axis] + (sum(x.shape[axis] for x in xs),) + x0.shape[axis + 1:]
+        shape = _concat_shape(xs, axis)
         y = out if out is not None and out.shape == shape and out.dtype == x0.dtype \
             and out.flags.c_contiguous and not any(np.may_share_memory(out, x) for x in xs) \
             else np.empty(shape, x0.dtype)
