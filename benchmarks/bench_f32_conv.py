@@ -61,7 +61,7 @@ def test_f32_conv3x3_summary(benchmark):
         for name, C, M, H, W in CONVS:
             x, pk, out = _setup(C, M, H, W)
             mod.set_wino(True)
-            used = mod.uses_wino(C, M, H, W)
+            used = mod.uses_wino(H, W)
 
             def run(on):
                 mod.set_wino(on)

@@ -18,7 +18,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     size_t dscy_f32_wino_wsize(int M, int C)
     void dscy_f32_wino_pack(const float *w, int M, int C, float *u)
     int dscy_f32_wino_available()
-    int dscy_f32_wino_suits(int C, int M, int Ho, int Wo)
+    int dscy_f32_wino_suits(int Ho, int Wo)
     size_t dscy_f32_conv_xph_size(int N, int C, int H, int W, int sw)
     int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P)
     void dscy_f32_dwconv_set_group(int on)
@@ -233,8 +233,8 @@ def get_wino():
     return bool(dscy_f32_conv_get_wino())
 
 
-def uses_wino(int C, int M, int Ho, int Wo):
-    """Whether conv2d runs a 3x3 stride-1 conv of this geometry (C -> M channels, Ho x Wo
-    output) on the Winograd path (this build has it, it is switched on, and it suits)."""
+def uses_wino(int Ho, int Wo):
+    """Whether conv2d runs a 3x3 stride-1 conv with an Ho x Wo output on the Winograd path
+    (this build has it, it is switched on, and the output has enough 2x2 tiles)."""
     return bool(dscy_f32_wino_available() and dscy_f32_conv_get_wino()
-                and dscy_f32_wino_suits(C, M, Ho, Wo))
+                and dscy_f32_wino_suits(Ho, Wo))

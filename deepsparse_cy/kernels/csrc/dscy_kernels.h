@@ -112,7 +112,7 @@ int dscy_f32_conv_get_wino(void);
 size_t dscy_f32_wino_wsize(int M, int C);
 void dscy_f32_wino_pack(const float *w, int M, int C, float *u);
 int dscy_f32_wino_available(void);
-int dscy_f32_wino_suits(int C, int M, int Ho, int Wo);
+int dscy_f32_wino_suits(int Ho, int Wo);
 int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float *u, int M,
                          int pt, int pl, int Ho, int Wo, const float *bias, const float *z,
                          int act, float p0, float p1, float *out, int nthreads);

@@ -354,7 +354,7 @@ static void pack_cols(const conv_src *s, int k0, int kc, int p0, int pn, float *
 }
 
 /* What the last K block of a tile applies in registers: + z, then an activation of
- * reg_act_code (others run as a row pass afterwards); lo, hi: Clip's bounds or HardSigmoid's
+ * dscy_f32_reg_act (others run as a row pass afterwards); lo, hi: Clip's bounds or HardSigmoid's
  * alpha, beta. z == NULL and act == 0 outside the last block. */
 typedef struct { const float *z; int act; float lo, hi; const float *cb; } tile_ep;
 /* cb: a bias along the tile's columns (GEMM: per output feature), added with the first K
@@ -376,15 +376,10 @@ static inline float ep1(const tile_ep *e, float v, const float *zr, int j) {
     return v;
 }
 
-static inline int reg_act_code(int act) { return dscy_f32_reg_act(act); }
-
 #ifdef __AVX2__
 static inline __m256 act8(const tile_ep *e, __m256 v) {
     return dscy_f32_act8(e->act, e->lo, e->hi, v);
 }
-
-static inline __m256 load_n(const float *p, int n) { return dscy_load_n8(p, n); }
-static inline void store_n(float *p, __m256 v, int n) { dscy_store_n8(p, v, n); }
 
 /* n <= 8 lanes of one tile row through the epilogue: acc + (first ? br (+ cb) : c), + z, the
  * activation (act8), stored to c. The full-tile store and the ragged one both run it. */
@@ -393,12 +388,12 @@ static inline void ep8_store(const tile_ep *e, __m256 acc, float *c, const float
     __m256 init;
     if (first) {
         init = _mm256_set1_ps(br);
-        if (cb) init = _mm256_add_ps(init, load_n(cb, n));
-    } else init = load_n(c, n);
+        if (cb) init = _mm256_add_ps(init, dscy_load_n8(cb, n));
+    } else init = dscy_load_n8(c, n);
     __m256 v = _mm256_add_ps(acc, init);
-    if (zr) v = _mm256_add_ps(v, load_n(zr, n));
+    if (zr) v = _mm256_add_ps(v, dscy_load_n8(zr, n));
     if (e->act) v = act8(e, v);
-    store_n(c, v, n);
+    dscy_store_n8(c, v, n);
 }
 
 /* store_partial in 8-lane vectors: a ragged tile from its accumulators t (row stride ts), mr
@@ -543,13 +538,13 @@ static void split_work(int N, int nstrips, int npanels, int tail8, int nt, int *
     *spb_out = (nstrips + best_j - 1) / best_j;
 }
 
-/* Whether dscy_f32_conv2d reads the phase-split scratch xph for this conv (else it packs with
- * gathers and ignores xph); kernels/f32conv.py asks it before allocating the scratch. See the
- * measurements at its use in dscy_f32_conv2d. */
 static int wino_enabled = 1;           /* dscy_f32_conv_set_wino: tests and A/B timing */
 void dscy_f32_conv_set_wino(int on) { wino_enabled = on != 0; }
 int dscy_f32_conv_get_wino(void) { return wino_enabled; }
 
+/* Whether dscy_f32_conv2d reads the phase-split scratch xph for this conv (else it packs with
+ * gathers and ignores xph); kernels/f32conv.py asks it before allocating the scratch. See the
+ * measurements at its use in dscy_f32_conv2d. */
 int dscy_f32_conv_uses_phase_split(int M, int KH, int KW, int sw, int P) {
     return CONV_AVX2 && sw > 1 && KH * KW > 1 && ((M + MR - 1) / MR <= 8 || P >= 1024);
 }
@@ -573,7 +568,7 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
         while (Wo < P && ih0[Wo] == ih0[0]) Wo++;
         int Ho = P / Wo;
         if (Ho * Wo == P && (Ho == 1 || ih0[Wo] == ih0[0] + 1) && iw0[Wo - 1] == Wo - 1 - pl
-            && ih0[P - 1] == Ho - 1 - pt && dscy_f32_wino_suits(C, M, Ho, Wo)) {
+            && ih0[P - 1] == Ho - 1 - pt && dscy_f32_wino_suits(Ho, Wo)) {
             int rc = dscy_f32_conv2d_wino(x, N, C, H, W, uw, M, pt, pl, Ho, Wo, bias, z, act,
                                           p0, p1, out, nthreads);
             if (rc != -2) return rc;
@@ -589,7 +584,7 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
     split_work(N, nstrips, npanels, P % NR && P % NR <= 8, nt, &njb, &nms, &spb);
     long items = (long)N * njb * nms;
     if (items < nt) nt = (int)items;
-    int reg_act = reg_act_code(act);
+    int reg_act = dscy_f32_reg_act(act);
     /* The phase split (one pass de-interleaving the input, then contiguous runs for the
      * packer instead of stride-sw gathers) pays where packing dominates: few output channels
      * per packed strip (32 channels: 37 -> 62 GF/s), or large output maps (0.70-0.90x the
@@ -771,7 +766,7 @@ int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, 
     split_work(1, nstrips, npanels, N % NR && N % NR <= 8, nt, &njb, &nms, &spb);
     long items = (long)njb * nms;
     if (items < nt) nt = (int)items;
-    int reg_act = reg_act_code(act);
+    int reg_act = dscy_f32_reg_act(act);
     #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (long it = 0; it < items; it++) {
         int jb = (int)(it / nms), ms = (int)(it % nms);

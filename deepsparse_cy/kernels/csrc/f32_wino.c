@@ -13,11 +13,12 @@
  *
  *   U      weights transformed once (in double) at pack time: u[xi][panel][c][6], the panel
  *          layout of the packed conv weights (rows past M zero);
- *   items  (image, tile row, block of <= TB tiles of that row), split statically over the
- *          threads; per item the thread transforms the 4 input rows its tiles read, for every
- *          input channel, into V[xi][strip][c][16] (lanes past the block zero), then per panel
- *          of 6 output channels runs the 16 GEMMs into m[xi][6][TBP] and transforms those back
- *          into 2 output rows with the epilogue.
+ *   items  (image, run of up to 64 consecutive 2x2 output tiles in row-major order, spanning
+ *          tile rows so the 16-tile strips fill), split statically over the threads; per item
+ *          the thread transforms, segment of a tile row by segment, the 4 input rows its tiles
+ *          read, for every input channel, into V[xi][c][tile] (lanes past the run zero), then
+ *          per panel of 6 output channels runs the 16 GEMMs into m[xi][6][tile] and transforms
+ *          those back into 2 output rows per segment with the epilogue.
  *
  * Error: every output is a sum of the same products as the direct conv's, taken through the
  * transforms (coefficients 0, +-1/2, +-1), so its rounding error is bounded by a small multiple
@@ -104,11 +105,18 @@ static int wino_tb(int C, long tiles, int N, int nt) {
 
 /* Whether the Winograd path runs this conv: items are runs of consecutive tiles (row-major
  * over the 2x2 output tiles of an image), so strips fill unless an image has few tiles. */
-int dscy_f32_wino_suits(int C, int M, int Ho, int Wo) {
-    (void)C; (void)M;
+int dscy_f32_wino_suits(int Ho, int Wo) {
     if (Ho < 2 || Wo < 2) return 0;
     long tiles = (long)((Ho + 1) / 2) * ((Wo + 1) / 2);
     return tiles >= 24;
+}
+
+/* The part of tile row a that the run of tiles [T0, T1) covers: columns [*bs, *be) of the row,
+ * at lane *L0 of the item's buffers. */
+static inline void wino_segment(int a, int Tw, long T0, long T1, int *bs, int *be, int *L0) {
+    *bs = T0 > (long)a * Tw ? (int)(T0 - (long)a * Tw) : 0;
+    *be = T1 < (long)(a + 1) * Tw ? (int)(T1 - (long)a * Tw) : Tw;
+    *L0 = (int)((long)a * Tw + *bs - T0);
 }
 
 int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float *u, int M,
@@ -146,9 +154,9 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
             float *vc = V + (size_t)c * TBS;
             /* the block's tiles, one tile row segment [bs, be) of row a at a time */
             for (int a = (int)(T0 / Tw); (long)a * Tw < T1; a++) {
-                int bs = T0 > (long)a * Tw ? (int)(T0 - (long)a * Tw) : 0;
-                int be = T1 < (long)(a + 1) * Tw ? (int)(T1 - (long)a * Tw) : Tw;
-                int L0 = (int)((long)a * Tw + bs - T0), len = be - bs;
+                int bs, be, L0;
+                wino_segment(a, Tw, T0, T1, &bs, &be, &L0);
+                int len = be - bs;
                 int nb8 = (len + 7) / 8 * 8;                     /* tiles the vectors cover */
                 const int col0 = 2 * bs - pl, ncol = 2 * nb8 + 2;
                 for (int r = 0; r < 4; r++) {
@@ -162,9 +170,9 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
                             _mm256_storeu_ps(d + j, _mm256_loadu_ps(xr + col0 + j));
                         for (; j < jend; j++) d[j] = xr[col0 + j];
                     }
-                    /* zeros to 16 past the columns read (vector stores: gcc would make a
-                     * memset call of this loop, once per row and channel) */
-                    for (; j < ncol + 16 && j + 8 <= RW; j += 8)
+                    /* zeros to the last column read, d[ncol - 1] (vector stores: gcc would
+                     * make a memset call of this loop, once per row and channel) */
+                    for (; j < ncol && j + 8 <= RW; j += 8)
                         _mm256_storeu_ps(d + j, _mm256_setzero_ps());
                     /* even / odd columns: e[t] = d[2t], o[t] = d[2t + 1], t <= nb8 */
                     float *e = eo + (size_t)(2 * r) * EW, *o = e + EW;
@@ -220,9 +228,8 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
                 __m256 bv = _mm256_set1_ps(bias ? bias[m] : 0.0f);
                 const float *mr0 = mb + (size_t)r * TBS;
                 for (int a = (int)(T0 / Tw); (long)a * Tw < T1; a++) {
-                    int bs = T0 > (long)a * Tw ? (int)(T0 - (long)a * Tw) : 0;
-                    int be = T1 < (long)(a + 1) * Tw ? (int)(T1 - (long)a * Tw) : Tw;
-                    int L0 = (int)((long)a * Tw + bs - T0);
+                    int bs, be, L0;
+                    wino_segment(a, Tw, T0, T1, &bs, &be, &L0);
                     for (int t0 = bs; t0 < be; t0 += 8) {
                         __m256 q[4][4], rr[2][4];
                         const float *mq = mr0 + L0 + (t0 - bs);
@@ -265,7 +272,7 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
 }
 #else
 int dscy_f32_wino_available(void) { return 0; }
-int dscy_f32_wino_suits(int C, int M, int Ho, int Wo) { (void)C; (void)M; (void)Ho; (void)Wo; return 0; }
+int dscy_f32_wino_suits(int Ho, int Wo) { (void)Ho; (void)Wo; return 0; }
 int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float *u, int M,
                          int pt, int pl, int Ho, int Wo, const float *bias, const float *z,
                          int act, float p0, float p1, float *out, int nthreads) {
