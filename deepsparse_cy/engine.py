@@ -714,7 +714,7 @@ class Engine:
                 # binds like the others (engine._run_plan); _collect_outputs copies it out of
                 # the arena. Large ones stay outside: their copy would cost more than binding
                 # saves (tens of microseconds of Python per step).
-                if nbytes > GRAPH_OUTPUT_SLOT_MAX or o in feeds:
+                if nbytes > GRAPH_OUTPUT_SLOT_MAX:
                     continue
                 items.append((o, nbytes, i, len(steps)))
                 continue

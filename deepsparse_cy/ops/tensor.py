@@ -188,10 +188,7 @@ def _concat_bind(xs, out, axis=1):
     copies = _concat_placement(xs, ax, out)
     if copies is not None:
         return (functools.partial(_copy_pairs, copies), ()) if copies else (_nothing, ())
-    x0 = xs[0]
-    if _concat_fast(xs, ax) and out.shape == _concat_shape(xs, ax) and out.dtype == x0.dtype \
-            and out.flags.c_contiguous and out.size \
-            and not any(np.may_share_memory(out, x) for x in xs):
+    if _concat_fast(xs, ax) and out.size and _concat_into_ok(xs, _concat_shape(xs, ax), out):
         return _f32_ops.concat, (list(xs), ax, out)
     return None
 
@@ -212,6 +209,13 @@ def _concat_shape(xs, axis):
     return x0.shape[:axis] + (sum(x.shape[axis] for x in xs),) + x0.shape[axis + 1:]
 
 
+def _concat_into_ok(xs, shape, out):
+    """Whether the block copies may write `out` directly: the concatenation's shape and dtype,
+    C-contiguous, sharing no memory with an input."""
+    return out.shape == shape and out.dtype == xs[0].dtype and out.flags.c_contiguous \
+        and not any(np.may_share_memory(out, x) for x in xs)
+
+
 def _nothing():
     pass
 
@@ -229,8 +233,7 @@ def Concat(*xs, axis=1, out=None):
         # compiled block copies (glibc's memmove is pathologically slow between page-aligned
         # buffers on some AMD CPUs, see csrc/dscy_pool.h)
         shape = _concat_shape(xs, axis)
-        y = out if out is not None and out.shape == shape and out.dtype == x0.dtype \
-            and out.flags.c_contiguous and not any(np.may_share_memory(out, x) for x in xs) \
+        y = out if out is not None and _concat_into_ok(xs, shape, out) \
             else np.empty(shape, x0.dtype)
         if y.size:
             _f32_ops.concat(xs, axis, y)
