@@ -26,7 +26,8 @@ ISA_FLAGS = {
 # Module names are deepsparse_cy.kernels._<name>_<isa>; deepsparse_cy/kernels/__init__.py
 # lists the same families for dispatch.
 PER_ISA = [
-    ("qs8_gemm", "deepsparse_cy/kernels/qs8_gemm.pyx", ["deepsparse_cy/kernels/csrc/qs8_gemm.c"]),
+    ("qs8_gemm", "deepsparse_cy/kernels/qs8_gemm.pyx", ["deepsparse_cy/kernels/csrc/qs8_gemm.c",
+                                                        "deepsparse_cy/kernels/csrc/qs8_dw.c"]),
     ("qs8_spmm", "deepsparse_cy/kernels/qs8_spmm.pyx", ["deepsparse_cy/kernels/csrc/qs8_spmm.c"]),
     ("f32_spmm", "deepsparse_cy/kernels/f32_spmm.pyx", ["deepsparse_cy/kernels/csrc/f32_spmm.c"]),
     ("f32_conv", "deepsparse_cy/kernels/f32_conv.pyx", ["deepsparse_cy/kernels/csrc/f32_conv.c",

@@ -6,7 +6,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _f32_ops
-from .qs8 import qs8_matmul
+from . import load
+from .qs8 import (_OUT_CODES, _EpilogueArgs, _check_zero_point, _epilogue_reference, _out,
+                  _res_args, qs8_matmul)
 
 
 def conv_weight_matrix(w):
@@ -82,3 +84,136 @@ def qs8_conv2d_nhwc(x, packed, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), 
         cols = im2col_nhwc(x, kernel_shape, strides, pads, dilations, pad_value=x_zero_point)
     y = qs8_matmul(cols, packed, x_zero_point=x_zero_point, **matmul_kwargs)
     return y.reshape(b, ho, wo, packed.n)
+
+
+DW_MAX_TAPS = 256       # csrc/qs8_dw.c: float32 sums stay exact up to 256 taps
+
+
+class PreparedQDW(_EpilogueArgs):
+    """Depthwise 2-D convolution (channel multiplier 1) of quantized NHWC activations with the
+    INT8 kernels' fused epilogue (csrc/qs8_dw.c), prepared once per layer. w: int8 [C, kh, kw]
+    (or [C, 1, kh, kw]), kh * kw <= 256; bias: int32 [C] without zero-point fold (taps outside
+    the input are the zero point, so they add nothing); scale, out_dtype, out_zero_point,
+    activation, clip, y_scale, mid (with its table): as prepare_qs8_matmul. The output is
+    bit-identical to qs8_matmul on the layer's im2col columns.
+
+    p(x [B, H, W, C] u8 / s8, strides, pads (top, left, bottom, right), dilations, out=None,
+    num_threads=None, residual=None) -> out [B*Ho*Wo, C] (tokens-major, as the GEMMs')."""
+
+    def __init__(self, w, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
+                 x_zero_point=0, activation=None, clip=None, isa=None, y_scale=1.0, mid=None):
+        w = np.asarray(w)
+        if w.ndim == 4 and w.shape[1] == 1:
+            w = w[:, 0]
+        if w.ndim != 3 or w.dtype != np.int8:
+            raise ValueError(f"depthwise weight must be int8 [C, kh, kw], got {w.dtype} {w.shape}")
+        c, kh, kw = w.shape
+        if kh * kw > DW_MAX_TAPS:
+            raise ValueError(f"depthwise kernel {kh}x{kw} has more than {DW_MAX_TAPS} taps")
+        _EpilogueArgs.__init__(self, c, bias, scale, out_dtype, out_zero_point, 0, None,
+                               activation, clip, y_scale, mid)
+        self.c, self.kh, self.kw, self.zx = c, kh, kw, int(x_zero_point)
+        self.w = w
+        self.wt = np.ascontiguousarray(w.reshape(c, kh * kw).T, np.float32)        # [taps, C]
+        # zx times each kernel row's weight sum: exact in float32 (<= 255 * 128 * kw < 2**24)
+        self.zxw = np.ascontiguousarray(
+            (self.zx * w.astype(np.int64).sum(axis=2)).T.astype(np.float32))       # [kh, C]
+        self.code = _OUT_CODES[self.out_dtype]
+        self._fn = load("qs8_gemm", isa).dwconv
+        self.reference_args = dict(bias=bias, scale=scale, out_dtype=out_dtype,
+                                   out_zero_point=out_zero_point, x_zero_point=x_zero_point,
+                                   activation=activation, clip=clip, y_scale=y_scale, mid=mid)
+
+    def _geometry(self, x, strides, pads, dilations):
+        b, h, w, c = x.shape
+        if c != self.c:
+            raise ValueError(f"depthwise conv: input has {c} channels, weight {self.c}")
+        ho, wo = conv_output_hw(h, w, (self.kh, self.kw), strides, pads, dilations)
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"depthwise conv: output would be empty ({ho}x{wo})")
+        return ho, wo
+
+    def _args(self, x, strides, pads, dilations, ho, wo, out, res, num_threads):
+        return (x, int(x.dtype == np.int8), float(self.zx), self.wt, self.zxw, self.kh, self.kw,
+                int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1]),
+                int(pads[0]), int(pads[1]), ho, wo, self.b, self.s, self.code, self.act, self.lo,
+                self.hi, self.ys, self.mid, res, self.zp, out, int(num_threads or 0))
+
+    def _check_x(self, x):
+        if not (type(x) is np.ndarray and x.ndim == 4 and x.dtype in (np.uint8, np.int8)):
+            raise ValueError(f"depthwise conv: x must be uint8 / int8 [B, H, W, C], got "
+                             f"{getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')}")
+        _check_zero_point(self.zx, x.dtype, "x")
+        return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+    def __call__(self, x, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), out=None,
+                 num_threads=None, residual=None):
+        x = self._check_x(x)
+        ho, wo = self._geometry(x, strides, pads, dilations)
+        m = x.shape[0] * ho * wo
+        out = _out(out, m, self.c, self.out_dtype)
+        if m == 0 or self.c == 0:
+            return out
+        self._check_res(residual)
+        res = _res_args(residual, m, self.c, out) if residual is not None else None
+        self._fn(*self._args(x, strides, pads, dilations, ho, wo, out, res, num_threads))
+        return out
+
+    def bound(self, x, strides, pads, dilations, out, num_threads=None, residual=None):
+        """(fn, args) running this call on exactly these arrays (engine._run_plan's bound
+        step), or None where __call__ would convert or copy one of them."""
+        if not (type(x) is np.ndarray and x.ndim == 4 and x.dtype in (np.uint8, np.int8)
+                and x.flags.c_contiguous and x.shape[3] == self.c and x.size > 0):
+            return None
+        try:
+            _check_zero_point(self.zx, x.dtype, "x")
+            ho, wo = self._geometry(x, strides, pads, dilations)
+        except ValueError:
+            return None
+        m = x.shape[0] * ho * wo
+        if not (type(out) is np.ndarray and out.shape == (m, self.c)
+                and out.dtype == self.out_dtype and out.strides[1] == out.itemsize
+                and out.strides[0] % out.itemsize == 0):
+            return None
+        res = None
+        if residual is not None:
+            if self.out_dtype == np.int32 or self.table:
+                return None
+            res = _res_args(residual, m, self.c, out)
+            if not np.may_share_memory(res[0], residual[0]):
+                return None
+        return self._fn, self._args(x, strides, pads, dilations, ho, wo, out, res, num_threads)
+
+
+def prepare_qs8_dwconv(w, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
+                       x_zero_point=0, activation=None, clip=None, isa=None, y_scale=1.0,
+                       mid=None):
+    """A PreparedQDW (depthwise INT8 conv with the fused epilogue) for repeated calls."""
+    return PreparedQDW(w, bias, scale, out_dtype, out_zero_point, x_zero_point, activation, clip,
+                       isa, y_scale, mid)
+
+
+def qs8_dwconv_reference(x, w, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), bias=None,
+                         scale=None, out_dtype=np.float32, out_zero_point=0, x_zero_point=0,
+                         activation=None, clip=None, y_scale=1.0, mid=None, residual=None):
+    """Plain numpy PreparedQDW: integer sums over the taps of x padded with its zero point,
+    then the kernels' epilogue (qs8_matmul_reference's). Returns [B*Ho*Wo, C]."""
+    x, w = np.asarray(x), np.asarray(w)
+    if w.ndim == 4:
+        w = w[:, 0]
+    c, kh, kw = w.shape
+    b, h, wd, _ = x.shape
+    ho, wo = conv_output_hw(h, wd, (kh, kw), strides, pads, dilations)
+    xp = np.full((b, h + pads[0] + pads[2], wd + pads[1] + pads[3], c), int(x_zero_point),
+                 np.int64)
+    xp[:, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x
+    xp -= int(x_zero_point)
+    acc = np.zeros((b, ho, wo, c), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            y0, x0 = i * dilations[0], j * dilations[1]
+            acc += xp[:, y0:y0 + (ho - 1) * strides[0] + 1:strides[0],
+                      x0:x0 + (wo - 1) * strides[1] + 1:strides[1]] * w[:, i, j].astype(np.int64)
+    res = _epilogue_reference(acc.reshape(-1, c), bias, scale, out_dtype, out_zero_point,
+                              activation, clip, y_scale, mid, residual)
+    return np.asarray(res).astype(out_dtype)

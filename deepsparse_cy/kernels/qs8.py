@@ -150,11 +150,15 @@ def _check_zero_point(zp, dt, what):
 
 
 def _mid_args(n, mid):
-    """mid = (dtype, zero_point, scale (scalar or [n]), bias ([n] or None)) -> the kernels'
-    (code, zp, float32 scale [n], float32 bias [n])."""
+    """mid = (dtype, zero_point, scale (scalar or [n]), bias ([n] or None) [, table]) -> the
+    kernels' (code, zp, float32 scale [n], float32 bias [n] [, uint8 table [n * 256 + 4]]).
+    table: uint8 [n, 256] or [256] (every channel), the output byte of each mid value q at index
+    q - (type min) (an int8 output as its bytes); it replaces the rest of the epilogue."""
     if mid is None:
         return None
-    dt, zp, sc, b = mid
+    if len(mid) not in (4, 5):
+        raise ValueError("mid must be (dtype, zero_point, scale, bias[, table])")
+    dt, zp, sc, b = mid[:4]
     dt = np.dtype(dt)
     if dt not in (_U8, _S8):
         raise ValueError(f"mid dtype must be uint8 or int8, got {dt}")
@@ -166,7 +170,22 @@ def _mid_args(n, mid):
     b = np.zeros(n, np.float32) if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
     if b.shape != (n,):
         raise ValueError(f"mid bias must have {n} elements, got {b.shape}")
+    if len(mid) == 5 and mid[4] is not None:
+        t = np.asarray(mid[4])
+        if t.dtype != np.uint8 or t.shape not in ((256,), (n, 256)):
+            raise ValueError(f"mid table must be uint8 [256] or [{n}, 256], got {t.dtype} {t.shape}")
+        lut = np.zeros(n * 256 + 4, np.uint8)
+        lut[:n * 256] = np.broadcast_to(t, (n, 256)).reshape(-1)
+        return (_OUT_CODES[dt], int(zp), sc, b, lut)
     return (_OUT_CODES[dt], int(zp), sc, b)
+
+
+def _table_reference(q1, mdt, table, out_dtype):
+    """The table epilogue on mid values q1 [M, N] (int): table[n, q1 - type min] as out_dtype."""
+    t = np.broadcast_to(np.asarray(table, np.uint8), (q1.shape[1], 256))
+    idx = (q1 - np.iinfo(np.dtype(mdt)).min).astype(np.int64)
+    b = t[np.arange(q1.shape[1])[None, :], idx]
+    return b.view(np.int8) if np.dtype(out_dtype) == np.int8 else b
 
 
 def _res_args(residual, m, n, out):
@@ -240,7 +259,40 @@ def _out(out, m, n, dtype):
     return out
 
 
-class PreparedQS8:
+class _EpilogueArgs:
+    """The kernels' epilogue arguments worked out once (PreparedQS8, PreparedQDW): bias with
+    the zero-point fold, scale, activation, output type and zero point, mid step and its table
+    (a caller's, or the GELU one)."""
+
+    def __init__(self, n, bias, scale, out_dtype, out_zero_point, x_zero_point, rowsum,
+                 activation, clip, y_scale, mid):
+        self.out_dtype, self.b, self.s, self.act, self.lo, self.hi, self.ys = _epilogue_args(
+            n, bias, scale, out_dtype, x_zero_point, rowsum, activation, clip, y_scale)
+        self.mid = _mid_args(n, mid)
+        if self.mid is not None and self.out_dtype == np.int32:
+            raise ValueError("mid needs a float32, uint8 or int8 output")
+        self.table = self.mid is not None and len(self.mid) == 5
+        if self.table and self.out_dtype not in (np.uint8, np.int8):
+            raise ValueError("a mid table needs a uint8 or int8 output")
+        self.zp = int(out_zero_point)
+        if self.out_dtype in (np.uint8, np.int8):
+            info = np.iinfo(self.out_dtype)
+            if not info.min <= self.zp <= info.max:
+                raise ValueError(f"out_zero_point {self.zp} outside {self.out_dtype}")
+        if self.mid is not None and not self.table and self.act == _ACT_CODES["gelu"] \
+                and self.out_dtype in (np.uint8, np.int8):
+            # mid step -> GELU -> 8-bit output depends on (channel, mid value) only: one table
+            # per layer (exact erf: the reference's arithmetic) instead of a GELU per element
+            code, mzp, msc, mb = self.mid
+            self.mid = self.mid + (gelu_q8_table(mzp, code == _OUT_CODES[_S8], msc, mb, self.ys,
+                                                 self.zp, self.out_dtype == np.int8),)
+
+    def _check_res(self, residual):
+        if residual is not None and (self.out_dtype == np.int32 or self.table):
+            raise ValueError("a residual needs a float32, uint8 or int8 output and no mid table")
+
+
+class PreparedQS8(_EpilogueArgs):
     """qs8_matmul with its epilogue (bias with the zero-point fold, scale, activation, output
     type) worked out once: a layer's call then only checks x and out and runs the kernel
     (~20 us of Python per call less, on the 72 INT8 layers of a BERT-base). Build it with
@@ -249,24 +301,9 @@ class PreparedQS8:
     def __init__(self, packed, bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
                  clip, isa, y_scale=1.0, mid=None):
         n = packed.n
-        self.out_dtype, self.b, self.s, self.act, self.lo, self.hi, self.ys = _epilogue_args(
-            n, bias, scale, out_dtype, x_zero_point, packed.rowsum, activation, clip, y_scale)
-        self.mid = _mid_args(n, mid)
-        if self.mid is not None and self.out_dtype == np.int32:
-            raise ValueError("mid needs a float32, uint8 or int8 output")
-        self.zp = int(out_zero_point)
-        if self.out_dtype in (np.uint8, np.int8):
-            info = np.iinfo(self.out_dtype)
-            if not info.min <= self.zp <= info.max:
-                raise ValueError(f"out_zero_point {self.zp} outside {self.out_dtype}")
+        _EpilogueArgs.__init__(self, n, bias, scale, out_dtype, out_zero_point, x_zero_point,
+                               packed.rowsum, activation, clip, y_scale, mid)
         self.packed, self.code = packed, _OUT_CODES[self.out_dtype]
-        if self.mid is not None and self.act == _ACT_CODES["gelu"] \
-                and self.out_dtype in (np.uint8, np.int8):
-            # mid step -> GELU -> 8-bit output depends on (channel, mid value) only: one table
-            # per layer (exact erf: the reference's arithmetic) instead of a GELU per element
-            code, mzp, msc, mb = self.mid
-            self.mid = self.mid + (gelu_q8_table(mzp, code == _OUT_CODES[_S8], msc, mb, self.ys,
-                                                 self.zp, self.out_dtype == np.int8),)
         self.reference_args = (bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
                                clip)
         self._mid_user = mid
@@ -288,9 +325,8 @@ class PreparedQS8:
         out = _out(out, m, n, self.out_dtype)
         if m == 0 or n == 0:
             return out
+        self._check_res(residual)
         res = _res_args(residual, m, n, out) if residual is not None else None
-        if res is not None and self.out_dtype == np.int32:
-            raise ValueError("residual needs a float32, uint8 or int8 output")
         if packed.k == 0:
             mid = self._mid_user
             return qs8_matmul_reference(x, np.zeros((n, 0), np.int8), *self.reference_args,
@@ -317,7 +353,7 @@ class PreparedQS8:
             return None
         res = None
         if residual is not None:
-            if self.out_dtype == np.int32:
+            if self.out_dtype == np.int32 or self.table:
                 return None
             res = _res_args(residual, x.shape[0], packed.n, out)
             if not np.may_share_memory(res[0], residual[0]):
@@ -361,6 +397,45 @@ def _gelu64(f):
     return 0.5 * f * (1.0 + e)
 
 
+def _epilogue_reference(acc, bias, scale, out_dtype, out_zero_point, activation, clip, y_scale,
+                        mid, residual):
+    """The kernels' epilogue (dscy_kernels.h) in numpy on integer sums acc [M, N] (int64)."""
+    out_dtype = np.dtype(out_dtype)
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64).reshape(1, -1)
+    acc = acc.astype(np.int32)                   # the kernels accumulate in int32
+    if out_dtype == np.int32:
+        return acc
+    f = acc.astype(np.float32) * np.asarray(scale, np.float32).reshape(1, -1)
+    if mid is not None:
+        mdt, mzp, msc, mb = mid[:4]
+        mi = np.iinfo(np.dtype(mdt))
+        q1 = np.clip(np.rint(f.astype(np.float64)) + int(mzp), mi.min, mi.max)
+        if len(mid) > 4 and mid[4] is not None:
+            return _table_reference(q1, mdt, mid[4], out_dtype)
+        f = (q1 - int(mzp)).astype(np.float32) * np.asarray(msc, np.float32).reshape(1, -1)
+        if mb is not None:
+            f = f + np.asarray(mb, np.float32).reshape(1, -1)
+    if residual is not None:
+        r, rzp, rsc = residual
+        r = np.asarray(r)
+        f = f + (r if r.dtype == np.float32
+                 else (r.astype(np.int32) - int(rzp)).astype(np.float32) * np.float32(rsc))
+    if activation == "relu":
+        f = np.maximum(f, np.float32(0))
+    elif activation == "clip":
+        f = np.minimum(np.maximum(f, np.float32(clip[0])), np.float32(clip[1]))
+    elif activation == "gelu":
+        f = _gelu64(f)
+    if np.float32(y_scale) != 1:
+        f = (np.asarray(f, np.float64) / np.float64(np.float32(y_scale))
+             if activation == "gelu" else f / np.float32(y_scale))
+    if out_dtype == np.float32:
+        return f
+    info = np.iinfo(out_dtype)                   # ONNX QuantizeLinear: round half to even
+    return np.clip(np.rint(f.astype(np.float64)) + int(out_zero_point), info.min, info.max)
+
+
 def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,
                          x_zero_point=0, activation=None, clip=None, out=None, y_scale=1.0,
                          mid=None, residual=None):
@@ -369,41 +444,10 @@ def qs8_matmul_reference(x, w, bias=None, scale=None, out_dtype=np.float32, out_
     ulp there: a quantized output may differ by one step where the value sits on a rounding
     boundary)."""
     x, w = np.asarray(x), np.asarray(w)
-    out_dtype = np.dtype(out_dtype)
     acc = (x.astype(np.int64) - int(x_zero_point)) @ w.astype(np.int64).T
-    if bias is not None:
-        acc = acc + np.asarray(bias, np.int64).reshape(1, -1)
-    acc = acc.astype(np.int32)                   # the kernels accumulate in int32
-    if out_dtype == np.int32:
-        res = acc
-    else:
-        f = acc.astype(np.float32) * np.asarray(scale, np.float32).reshape(1, -1)
-        if mid is not None:
-            mdt, mzp, msc, mb = mid
-            mi = np.iinfo(np.dtype(mdt))
-            q1 = np.clip(np.rint(f.astype(np.float64)) + int(mzp), mi.min, mi.max)
-            f = (q1 - int(mzp)).astype(np.float32) * np.asarray(msc, np.float32).reshape(1, -1)
-            if mb is not None:
-                f = f + np.asarray(mb, np.float32).reshape(1, -1)
-        if residual is not None:
-            r, rzp, rsc = residual
-            r = np.asarray(r)
-            f = f + (r if r.dtype == np.float32
-                     else (r.astype(np.int32) - int(rzp)).astype(np.float32) * np.float32(rsc))
-        if activation == "relu":
-            f = np.maximum(f, np.float32(0))
-        elif activation == "clip":
-            f = np.minimum(np.maximum(f, np.float32(clip[0])), np.float32(clip[1]))
-        elif activation == "gelu":
-            f = _gelu64(f)
-        if np.float32(y_scale) != 1:
-            f = (np.asarray(f, np.float64) / np.float64(np.float32(y_scale))
-                 if activation == "gelu" else f / np.float32(y_scale))
-        if out_dtype == np.float32:
-            res = f
-        else:
-            info = np.iinfo(out_dtype)           # ONNX QuantizeLinear: round half to even
-            res = np.clip(np.rint(f.astype(np.float64)) + int(out_zero_point), info.min, info.max)
+    res = _epilogue_reference(acc, bias, scale, out_dtype, out_zero_point, activation, clip,
+                              y_scale, mid, residual)
+    out_dtype = np.dtype(out_dtype)
     if out is None:
         return res.astype(out_dtype)
     out[...] = res

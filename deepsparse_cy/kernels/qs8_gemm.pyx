@@ -10,6 +10,10 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                        const dscy_epilogue *ep, int nthreads)
     double dscy_probe_peak(int kind, long iters)
+    int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
+                        const float *w, const float *zxw, int KH, int KW, int sh, int sw, int dh,
+                        int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep,
+                        int nthreads)
 
 ISA = DSCY_ISA
 MR = DSCY_GEMM_MR
@@ -36,6 +40,29 @@ def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
     with nogil:
         dscy_qs8_pack_x_rows(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, nthreads)
         dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
+    return out
+
+
+def dwconv(cnp.ndarray x,          # IN  [B][H][W][C] u8/s8, C-contiguous
+           int x_signed, float zx,
+           cnp.ndarray w,          # IN  float32 [KH*KW][C]
+           cnp.ndarray zxw,        # IN  float32 [KH][C]
+           int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int ho, int wo,
+           cnp.ndarray bias,       # IN  int32 [C]
+           cnp.ndarray scale,      # IN  float32 [C]
+           int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res, int zp,
+           cnp.ndarray out,        # OUT [B*Ho*Wo][>=C], rows of out.strides[0]
+           int nthreads):
+    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
+    cdef const void *xptr = _ptr(x)
+    cdef const float *wp = <const float *>_ptr(w)
+    cdef const float *zp_ = <const float *>_ptr(zxw)
+    cdef int B = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3], rc
+    with nogil:
+        rc = dscy_qs8_dwconv(xptr, x_signed, B, H, W, C, zx, wp, zp_, kh, kw, sh, sw, dh, dw,
+                             pt, pl, ho, wo, &ep, nthreads)
+    if rc:
+        raise ValueError(f"depthwise conv: {kh}x{kw} taps exceed the exact float32 limit (256)")
     return out
 
 

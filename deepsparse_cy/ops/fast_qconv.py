@@ -175,6 +175,16 @@ class QConv(Op):
                            * np.ones(n)).astype(np.float32)
             self.post_b = (np.asarray(a.get("post_bias", 0.0), np.float64) * np.ones(n)).astype(
                 np.float32)
+        # table [Cout, 256] uint8 (fusion_conv's elementwise tails): the output byte of each
+        # mid value, replacing the post affine, activation and output quantization
+        self.table = None
+        if a.get("table") is not None:
+            t = np.asarray(a["table"], np.uint8)
+            if not self.mid or self.mode != "requant" or t.shape not in ((256,), (n, 256)) \
+                    or self.has_res:
+                raise ShapeError("QConv: a table needs a mid step, requant mode, no residual "
+                                 f"and shape [256] or [{n}, 256], got {list(t.shape)}")
+            self.table = np.ascontiguousarray(np.broadcast_to(t, (n, 256)))
         if self.mid:
             self.post_b0 = (self.post_b.astype(np.float64)
                             - self.mid_zp * self.post_a.astype(np.float64)).astype(np.float32)
@@ -193,9 +203,16 @@ class QConv(Op):
         # int8 kernels' epilogue, not in the depthwise path's numpy one)
         # a residual is added in the epilogue too when it is tokens-major like the output (NHWC,
         # between QConvs) and the conv is one GEMM
-        self.res_in_kernel = self.has_res and self.res_layout == "NHWC" and self.group == 1
+        # a depthwise conv with channel multiplier 1 runs the compiled kernel with the same
+        # fused epilogue (kernels.PreparedQDW) when its taps keep float32 sums exact
+        self.qdw = (self.depthwise and self.cout == self.group and kh * kw <= kernels.DW_MAX_TAPS
+                    and self.float_bias is None
+                    and (self.bias_i32 is None or np.abs(self.bias_i32).max() < 2**31))
+        self.res_in_kernel = self.has_res and self.res_layout == "NHWC" and (
+            self.group == 1 or self.qdw)
         self.kernel_final = not ((self.has_res and not self.res_in_kernel)
-                                 or self.float_bias is not None or (self.mid and self.depthwise))
+                                 or self.float_bias is not None
+                                 or (self.mid and self.depthwise and not self.qdw))
         self.mid_in_kernel = self.mid and self.kernel_final
         # the activation then sees real values and the kernel divides by y_scale itself
         self.real_epilogue = self.kernel_final and (self.mid or self.has_res)
@@ -213,7 +230,10 @@ class QConv(Op):
             bmax = 0 if self.bias_i32 is None else int(np.abs(self.bias_i32).max())
             self._dw_f32_exact = kh * kw * 255 * 128 + bmax < 2**24
             self.bias_f32 = None if self.bias_i32 is None else self.bias_i32.astype(np.float32)
-            if self._dw_f32_exact and self.cout == self.group:
+            if self.qdw:
+                self.kernel_name = "qs8_dwconv"
+                self.kernel_isa = kernels.kernel_builds().get("qs8_gemm", kernels.kernel_isa())
+            elif self._dw_f32_exact and self.cout == self.group:
                 self.kernel_name = "f32_dw_nhwc_q8"
                 self.kernel_isa = "avx2" if _f32_fused.avx2_enabled() else "generic"
 
@@ -241,6 +261,30 @@ class QConv(Op):
         if self.mode == "requant" and self.kernel_final:
             return self.y_dtype, self.scale, act, self.k_clip, self.y_zp
         return np.float32, self.scale, act, self.k_clip, 0
+
+    def _extra_args(self, sl):
+        """The kernels' y_scale / mid keywords for output channels sl."""
+        extra = {}
+        if self.real_epilogue:
+            # [quantize to the mid type, (q1 - z1) * post_a + post_b] [+ residual],
+            # activation, then the output's QuantizeLinear (division by y_scale)
+            extra["y_scale"] = self.y_scale if self.mode == "requant" else 1.0
+        if self.mid_in_kernel:
+            extra["mid"] = (self.mid_dtype, self.mid_zp, self.post_a[sl], self.post_b[sl]) + (
+                () if self.table is None else (self.table[sl],))
+        return extra
+
+    def _qdw_prepared(self):
+        """The compiled depthwise call with this layer's epilogue (made on first use)."""
+        odt, scale, act, clip, zp = self._kernel_args()
+        key = ("dw", odt, zp, act, None if clip is None else tuple(clip))
+        prep = self._prepared.get(key)
+        if prep is None:
+            prep = self._prepared[key] = kernels.prepare_qs8_dwconv(
+                self.w, bias=self.bias_i32, scale=scale, out_dtype=odt, out_zero_point=zp,
+                x_zero_point=self.zx, activation=act, clip=clip,
+                **self._extra_args(slice(None)))
+        return prep
 
     def _is_1x1(self, pads):
         """A 1x1 stride-1 unpadded conv: the GEMM over the input's pixels, no columns."""
@@ -270,13 +314,7 @@ class QConv(Op):
                 cols = self._im2col(xs, pads)
             sl = slice(g * self.cout_g, (g + 1) * self.cout_g)
             bias = None if self.bias_i32 is None else self.bias_i32[sl]
-            extra = {}
-            if self.real_epilogue:
-                # [quantize to the mid type, (q1 - z1) * post_a + post_b] [+ residual],
-                # activation, then the output's QuantizeLinear (division by y_scale)
-                extra["y_scale"] = self.y_scale if self.mode == "requant" else 1.0
-            if self.mid_in_kernel:
-                extra["mid"] = (self.mid_dtype, self.mid_zp, self.post_a[sl], self.post_b[sl])
+            extra = self._extra_args(sl)
             kw = dict(bias=bias, scale=None if scale is None else scale[sl], out_dtype=odt,
                       out_zero_point=zp, x_zero_point=self.zx, activation=act, clip=clip,
                       num_threads=nt, out=out2[:, sl] if self.group > 1 else out2)
@@ -340,7 +378,7 @@ class QConv(Op):
             self._tuned[g] = True
             return p
 
-    def _depthwise(self, xn, pads, ho, wo, out2):
+    def _depthwise(self, xn, pads, ho, wo, out2, residual=None):
         """Exact integer depthwise conv in float32 (see module docstring), then the epilogue.
 
         NHWC with the tap view's W and C axes merged into one contiguous run of wo*C values
@@ -351,6 +389,10 @@ class QConv(Op):
         kh, kw = self.kernel_shape
         if c != self.group:
             raise ShapeError(f"QConv: input has {c} channels, depthwise weight expects {self.group}")
+        if self.qdw:
+            xc = xn if xn.flags.c_contiguous else np.ascontiguousarray(xn)
+            return self._qdw_prepared()(xc, self.strides, pads, self.dilations, out=out2,
+                                        num_threads=self.num_threads, residual=residual)
         ft = np.float32 if kh * kw <= 513 else np.float64
         n = self.cout
         if self._dw_f32_exact and n == c:
@@ -441,6 +483,11 @@ class QConv(Op):
                 info = np.iinfo(self.mid_dtype)
                 f = np.clip(np.rint(f / np.float32(self.mid_scale)) + self.mid_zp,
                             info.min, info.max)
+            if self.table is not None:
+                q1 = f.astype(np.int64) - np.iinfo(self.mid_dtype).min
+                t = self.table[np.arange(self.cout)[None, :], q1]
+                out2[...] = t.view(np.int8) if self.y_dtype == np.int8 else t
+                return out2
             # (q1 - z1) * a + b as q1 * a + (b - z1 * a): two passes, the cast fused in the first
             g = np.empty(f.shape, np.float32)
             np.multiply(f, self.post_a, out=g, dtype=np.float32)
@@ -499,13 +546,13 @@ class QConv(Op):
         direct = self.y_layout == "NHWC" and self.kernel_final
         kdt = self._kernel_args()[0]
         out2 = o.reshape(m, n) if direct else np.empty((m, n), kdt)
+        residual = None
+        if self.res_in_kernel and self.kernel_final and len(inputs) > 2 \
+                and inputs[2] is not None:
+            residual = self._residual_args(inputs[2], (b, ho, wo, n))
         if self.depthwise:
-            self._depthwise(xn, pads, ho, wo, out2)
+            self._depthwise(xn, pads, ho, wo, out2, residual)
         else:
-            residual = None
-            if self.res_in_kernel and self.kernel_final and len(inputs) > 2 \
-                    and inputs[2] is not None:
-                residual = self._residual_args(inputs[2], (b, ho, wo, n))
             self._gemm(packs, xn, pads, out2, residual)
         if not self.kernel_final:
             res = inputs[2] if self.has_res and len(inputs) > 2 else None
@@ -530,6 +577,8 @@ class QConv(Op):
         column buffer on each call."""
         x = inputs[0]
         o = outs[0] if outs else None
+        if self.qdw:
+            return self._bind_dw(inputs, o)
         if self.depthwise or self.group != 1 or not self._tuned[0] or o is None \
                 or self.y_layout != "NHWC" or not self.kernel_final \
                 or not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) \
@@ -572,6 +621,32 @@ class QConv(Op):
         def call():
             fn(im2col(xn, pads), *rest)
         return call, ()
+
+    def _bind_dw(self, inputs, o):
+        """bind() of a compiled depthwise conv writing its NHWC output slot."""
+        x = inputs[0]
+        if o is None or self.y_layout != "NHWC" or not self.kernel_final \
+                or not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) \
+                or x.ndim != 4 or not o.flags.c_contiguous or o.dtype != self.out_dtype \
+                or np.may_share_memory(x, o):
+            return None
+        xn = self._nhwc(x)
+        if not xn.flags.c_contiguous:
+            return None
+        b, h, w_, c = xn.shape
+        pads = _resolve_pads(self.auto_pad, self.pads, h, w_, self.kernel_shape, self.strides,
+                             self.dilations)
+        ho, wo = conv_output_hw(h, w_, self.kernel_shape, self.strides, pads, self.dilations)
+        n = self.cout
+        if ho <= 0 or wo <= 0 or o.shape != (b, ho, wo, n):
+            return None
+        residual = None
+        if self.res_in_kernel and len(inputs) > 2 and inputs[2] is not None:
+            residual = self._residual_args(inputs[2], (b, ho, wo, n))
+            if not np.may_share_memory(residual[0], inputs[2]):
+                return None
+        return self._qdw_prepared().bound(xn, self.strides, pads, self.dilations,
+                                          o.reshape(b * ho * wo, n), self.num_threads, residual)
 
     def run_dense(self, inputs, outs):
         """The same layer on the dense int8 GEMM (the profiler's baseline)."""

@@ -68,6 +68,15 @@ void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads);
 
+/* ---- depthwise INT8 conv (qs8_dw.c, in the qs8_gemm module) ---- */
+/* x [B][H][W][C] u8 (x_signed 0) or s8; w float [KH*KW][C] (the s8 weights); zxw float [KH][C]
+ * (zx times each kernel row's weight sum); output pixel m = (b*Ho + oy)*Wo + ox, channel c through
+ * ep (bias without zero-point fold: taps outside the input are skipped, i.e. padded with zx).
+ * Returns 0, or -1 when KH*KW > 256 (the float32 sums would no longer be exact). */
+int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
+                    const float *w, const float *zxw, int KH, int KW, int sh, int sw, int dh,
+                    int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep, int nthreads);
+
 /* ---- sparse INT8 (qs8_spmm.c) ---- */
 #define DSCY_SPMM_T 32      /* tokens per tile (tail tiles use 8) */
 /* x [M][K] -> xt int16 tiles: for each tile of T tokens (T = 32, tail tiles 8), [Kp/2][T][2]
