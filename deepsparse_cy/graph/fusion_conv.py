@@ -28,6 +28,12 @@ The QDQ tail absorbed after the Conv, each step optional, in this order::
 * Relu / Clip become the kernel's activation; a final QuantizeLinear makes the node requantize.
 * QConv(float out) -> MaxPool -> QuantizeLinear: the QConv requantizes to that QuantizeLinear and
   a QMaxPool pools the int8 values (max commutes with the monotone quantization: bit-identical).
+* Elementwise tails as tables: QConv(float, with the mid step) -> f -> QuantizeLinear, or
+  QConv(requant) -> DequantizeLinear -> f -> QuantizeLinear, where f is a small graph of
+  elementwise ops on that one value and scalar constants (x * Sigmoid(x), HardSwish,
+  HardSigmoid, ...): the output byte depends only on the channel and the 8-bit mid value, so
+  the QConv carries a table [Cout, 256] of it (attr table), computed here with the engine's own
+  float32 ops, and the kernels look it up in the epilogue (dscy_kernels.h lut).
 
 Layout: QConv computes in NHWC. After the rewrites, every value produced by a QConv and read only
 by QConv / QMaxPool nodes (as data or residual input) stays NHWC: the producer gets y_layout='NHWC' and the
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops import elementwise as _ew
 from .fusion import DOMAIN, _View, _exact_default, _q_params, _scalar, recover_int8
 from .ir import Node
 
@@ -430,6 +437,168 @@ def _fuse_qconv_maxpool(v, qconvs):
     return count
 
 
+# elementwise ops a table tail may contain: op -> f(x, node, consts) on float32 arrays
+_TABLE_UNARY = {
+    "Sigmoid": lambda x, a: _ew.Sigmoid(x),
+    "HardSigmoid": lambda x, a: _ew.HardSigmoid(x, alpha=float(a.get("alpha", 0.2)),
+                                                beta=float(a.get("beta", 0.5))),
+    "HardSwish": lambda x, a: _ew.HardSwish(x),
+    "Relu": lambda x, a: _ew.Relu(x),
+    "LeakyRelu": lambda x, a: _ew.LeakyRelu(x, alpha=float(a.get("alpha", 0.01))),
+    "Tanh": lambda x, a: np.tanh(x),
+    "Erf": lambda x, a: _ew.Erf(x),
+    "Elu": lambda x, a: _ew.Elu(x, alpha=float(a.get("alpha", 1.0))),
+    "Gelu": lambda x, a: _ew.Gelu(x, approximate=a.get("approximate", "none")),
+}
+_TABLE_BINARY = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Div": np.divide}
+_TABLE_MAX_NODES = 8
+
+
+def _table_chain(v, y):
+    """The elementwise graph from float value y to one per-tensor QuantizeLinear (module
+    docstring): (nodes in order, the QuantizeLinear) when every node is a _TABLE_* op whose
+    inputs are y-derived values or scalar constants, and nothing outside reads a value between
+    y and the QuantizeLinear; else None."""
+    vals, nodes, q = {y}, [], None
+    cand = [c for c in v.cons.get(y, []) if id(c) not in v.removed]
+    taken = set()
+    progress = True
+    while progress:
+        progress = False
+        for c in cand:
+            if id(c) in taken or c is q:
+                continue
+            if c.domain not in ("", "ai.onnx"):
+                return None
+            if c.op_type == "QuantizeLinear":
+                if q is not None or c.inputs[0] not in vals:
+                    return None
+                q = c
+                progress = True
+                continue
+            ins = [x for x in c.inputs if x]
+            if not all(x in vals or _scalar(v.const(x)) for x in ins):
+                continue                      # an input not produced yet: later round
+            ok = (c.op_type in _TABLE_UNARY and len(ins) == 1) \
+                or (c.op_type in _TABLE_BINARY and len(c.inputs) == 2) \
+                or (c.op_type == "Clip" and ins and ins[0] == c.inputs[0])
+            if not ok or len(c.outputs) != 1 or not c.outputs[0] \
+                    or c.outputs[0] in v.outputs or len(nodes) >= _TABLE_MAX_NODES:
+                return None
+            nodes.append(c)
+            taken.add(id(c))
+            vals.add(c.outputs[0])
+            cand += [d for d in v.cons.get(c.outputs[0], []) if id(d) not in v.removed]
+            progress = True
+    if q is None or not nodes or q.inputs[0] == y:
+        return None
+    # every reader of a value in the chain is a chain node or q; q reads the last value only
+    inside = taken | {id(q)}
+    for x in vals:
+        if x in v.outputs or any(id(d) not in inside for d in v.cons.get(x, [])
+                                 if id(d) not in v.removed):
+            return None
+    return nodes, q
+
+
+def _table_eval(v, y, nodes, x):
+    """The chain's float32 result on x (the values of y), with the engine's elementwise ops."""
+    env = {y: x}
+    for c in nodes:
+        get = (lambda name: env[name] if name in env
+               else np.asarray(v.const(name), np.float32).reshape(()))
+        a = env[c.inputs[0]] if c.inputs[0] in env else get(c.inputs[0])
+        with np.errstate(all="ignore"):
+            if c.op_type in _TABLE_UNARY:
+                r = _TABLE_UNARY[c.op_type](np.ascontiguousarray(a, np.float32), c.attrs)
+            elif c.op_type in _TABLE_BINARY:
+                r = _TABLE_BINARY[c.op_type](a, get(c.inputs[1]), dtype=np.float32)
+            else:                             # Clip: bounds from inputs (opset >= 11) or attrs
+                cb = _clip_bounds(v, c)
+                if cb is None:
+                    return None
+                r = np.asarray(a, np.float32)
+                if cb[0] is not None:
+                    r = np.maximum(r, np.float32(cb[0]))
+                if cb[1] is not None:
+                    r = np.minimum(r, np.float32(cb[1]))
+        env[c.outputs[0]] = np.asarray(r, np.float32)
+    return env[nodes[-1].outputs[0]]
+
+
+def _fuse_table_tails(v, qconvs):
+    """QConv -> elementwise tail -> QuantizeLinear ==> QConv with a table (module docstring).
+    The mid values q of the 8-bit step run through the chain exactly as the unfused graph
+    computes them: f = (q - z1) * mid_scale * post_scale + post_bias [-> Relu / Clip] in
+    float32 (the kernels' arithmetic), then the chain, then the QuantizeLinear."""
+    count = 0
+    for nd in qconvs:
+        a = nd.attrs
+        if id(nd) in v.removed or len(nd.inputs) > 2 or a.get("table") is not None:
+            continue
+        n = int(v.const(nd.inputs[1]).shape[0])
+        absorbed = []
+        if a.get("mode") == "float" and "mid_scale" in a:
+            y = nd.outputs[0]
+            mdt = np.dtype(a.get("mid_dtype", "uint8"))
+            mzp = int(a.get("mid_zero_point", 0))
+            pa = (np.float64(a["mid_scale"]) * np.asarray(a.get("post_scale", 1.0), np.float64)
+                  * np.ones(n)).astype(np.float32)
+            pb = (np.asarray(a.get("post_bias", 0.0), np.float64) * np.ones(n)).astype(np.float32)
+            act = a.get("activation")
+        elif a.get("mode") == "requant" and "mid_scale" not in a and not a.get("activation"):
+            dq = v.sole(nd.outputs[0], "DequantizeLinear")
+            yq = (float(np.float32(a["y_scale"])), int(a.get("y_zero_point", 0)),
+                  np.dtype(a.get("y_dtype", "uint8")))
+            if dq is None or _q_params(v, dq) != yq:
+                continue
+            y, absorbed = dq.outputs[0], [dq]
+            mdt, mzp = yq[2], yq[1]
+            pa, pb, act = np.full(n, yq[0], np.float32), np.zeros(n, np.float32), None
+        else:
+            continue
+        found = _table_chain(v, y)
+        if found is None:
+            continue
+        chain, q = found
+        qp = _q_params(v, q)
+        if qp is None or not qp[0] > 0:
+            continue
+        info = np.iinfo(mdt)
+        qv = np.arange(info.min, info.max + 1, dtype=np.int64)
+        f = (qv - mzp).astype(np.float32)[None, :] * pa[:, None]
+        f = f + pb[:, None]                                   # [n, 256], float32 steps
+        if act == "relu":
+            f = np.maximum(f, np.float32(0))
+        elif act == "clip":
+            f = np.minimum(np.maximum(f, np.float32(a.get("clip_min", -np.inf))),
+                           np.float32(a.get("clip_max", np.inf)))
+        g = _table_eval(v, y, chain, f)
+        if g is None or g.shape != f.shape:
+            continue
+        oi = np.iinfo(qp[2])
+        with np.errstate(all="ignore"):
+            t = np.rint(np.divide(g, np.float32(qp[0]), dtype=np.float32).astype(np.float64))
+        # NaN saturates to the type's minimum, as the QuantizeLinear kernel (dscy_fastmath.h)
+        t = np.where(np.isnan(t), oi.min, np.clip(t + qp[1], oi.min, oi.max)).astype(np.int64)
+        attrs = dict(a)
+        if "mid_scale" not in attrs:
+            attrs.update(mid_scale=float(np.float32(a["y_scale"])), mid_zero_point=mzp,
+                         mid_dtype=mdt.name, post_scale=np.ones(n, np.float32),
+                         post_bias=np.zeros(n, np.float32))
+        attrs.update(mode="requant", y_scale=qp[0], y_zero_point=qp[1], y_dtype=qp[2].name,
+                     table=(t & 0xFF).astype(np.uint8))
+        for k in ("activation", "clip_min", "clip_max"):
+            attrs.pop(k, None)
+        new = Node("QConv", DOMAIN, list(nd.inputs), [q.outputs[0]], attrs, nd.name, nd.index)
+        v.replace([nd] + absorbed + chain + [q], new)
+        for i, (node, olds) in enumerate(v.absorbed_by):
+            if node is nd:
+                v.absorbed_by[i] = (new, olds + absorbed + chain + [q])
+        count += 1
+    return count
+
+
 def fuse_qconv(graph, opsets, exact=None):
     """Rewrite quantized convolutions into QConv nodes; returns the number of rewrites."""
     exact = _exact_default() if exact is None else exact
@@ -437,6 +606,7 @@ def fuse_qconv(graph, opsets, exact=None):
     v.absorbed_by = []
     count = _fuse_qlinear_conv(v) + _fuse_conv_integer(v) + _fuse_qdq_conv(v, exact)
     if count:
+        count += _fuse_table_tails(v, [n for n in v.added if n.op_type == "QConv"])
         count += _fuse_qconv_maxpool(v, [n for n in v.added if n.op_type == "QConv"])
         _mark_nhwc(v, [n for n in v.added if id(n) not in v.removed])
         # each QConv takes the place of the last node it absorbed: every input it reads was

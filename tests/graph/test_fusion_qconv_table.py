@@ -1,0 +1,151 @@
+"""Elementwise tails of quantized convolutions as tables (graph/fusion_conv._fuse_table_tails):
+Conv -> Q -> DQ -> [BN] -> f -> Q, with f SiLU written as x * Sigmoid(x) (YOLO), HardSwish after
+BN (MobileNetV3), HardSigmoid, and longer chains with scalar constants. The QConv carries a
+[Cout, 256] table of the output byte per mid value; the result must be the unfused graph's and
+onnxruntime's up to rounding ties, the chain's nodes gone, and the QConv's int8 output NHWC
+into the next QConv. Chains that something else reads into stay as they are."""
+import collections
+
+import numpy as np
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+
+import deepsparse_cy as ds
+
+ort = pytest.importorskip("onnxruntime")
+
+mk = helper.make_node
+CHAIN_OPS = {"Sigmoid", "HardSigmoid", "HardSwish", "Mul", "Sub", "Add", "Relu", "Div",
+             "BatchNormalization", "DequantizeLinear"}
+
+
+def _init(name, a):
+    return numpy_helper.from_array(np.asarray(a), name)
+
+
+def _steps(engine):
+    return [(n, op) for n, op in engine._program.steps]
+
+
+def _model(rng, first, tail, then, c=16, hw=12):
+    """x -> Q -> DQ -> Conv (first: '3x3' | 'dw' | '1x1') -> tail -> [DQ -> Conv 1x1 -> Q]."""
+    wq = rng.integers(-127, 128, (c, 1 if first == "dw" else c, *((1, 1) if first == "1x1"
+                                                                   else (3, 3)))).astype(np.int8)
+    wq[rng.random(wq.shape) < 0.5] = 0
+    w2 = rng.integers(-127, 128, (c, c, 1, 1)).astype(np.int8)
+    s8 = tail == "s8_hardsigmoid"
+    inits = [_init("sx", np.float32(0.02)), _init("zx", np.uint8(118)), _init("wq", wq),
+             _init("w2", w2), _init("sw", rng.uniform(0.002, 0.01, c).astype(np.float32)),
+             _init("sw2", rng.uniform(0.002, 0.01, c).astype(np.float32)),
+             _init("zw", np.zeros(c, np.int8)), _init("b", rng.standard_normal(c).astype(np.float32)),
+             _init("s1", np.float32(0.05)), _init("z1", np.int8(-3) if s8 else np.uint8(128)),
+             _init("s2", np.float32(0.03)), _init("z2", np.int8(-100) if s8 else np.uint8(20)),
+             _init("sy", np.float32(0.05)), _init("zy", np.uint8(128)),
+             _init("bn_s", rng.uniform(0.5, 1.5, c).astype(np.float32)),
+             _init("bn_b", rng.standard_normal(c).astype(np.float32)),
+             _init("bn_m", rng.standard_normal(c).astype(np.float32)),
+             _init("bn_v", rng.uniform(0.5, 2.0, c).astype(np.float32)),
+             _init("two", np.float32(2.0)), _init("half", np.float32(0.5)),
+             _init("per_c", rng.uniform(0.5, 1.5, (1, c, 1, 1)).astype(np.float32))]
+    conv_kw = dict(kernel_shape=[1, 1]) if first == "1x1" else dict(
+        kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=c if first == "dw" else 1)
+    nodes = [mk("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             mk("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             mk("DequantizeLinear", ["wq", "sw", "zw"], ["wd"], axis=0),
+             mk("Conv", ["xd", "wd", "b"], ["c"], **conv_kw),
+             mk("QuantizeLinear", ["c", "s1", "z1"], ["cq"]),
+             mk("DequantizeLinear", ["cq", "s1", "z1"], ["cd"])]
+    outs = [helper.make_tensor_value_info("y", TP.UINT8 if then == "conv" or not s8 else TP.INT8,
+                                          None)]
+    bn = [mk("BatchNormalization", ["cd", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"])]
+    if tail in ("silu", "silu_leak", "silu_per_channel"):
+        nodes += [mk("Sigmoid", ["cd"], ["sg"]), mk("Mul", ["cd", "sg"], ["a"])]
+        if tail == "silu_leak":        # the Sigmoid is also a graph output
+            outs.append(helper.make_tensor_value_info("sg", TP.FLOAT, None))
+        if tail == "silu_per_channel":
+            nodes[-1] = mk("Mul", ["cd", "sg"], ["a0"])
+            nodes.append(mk("Mul", ["a0", "per_c"], ["a"]))
+    elif tail == "bn_hardswish":
+        nodes += bn + [mk("HardSwish", ["bn"], ["a"])]
+    elif tail == "bn_relu_chain":      # Relu becomes the QConv's activation, the rest the table
+        nodes += bn + [mk("Relu", ["bn"], ["r"]),
+                       mk("HardSigmoid", ["r"], ["h"], alpha=0.3, beta=0.4),
+                       mk("Mul", ["two", "h"], ["m"]), mk("Sub", ["m", "half"], ["s"]),
+                       mk("Div", ["s", "r"], ["dv"]), mk("Add", ["dv", "r"], ["a"])]
+    elif tail == "s8_hardsigmoid":
+        nodes += [mk("HardSigmoid", ["cd"], ["a"], alpha=0.25, beta=0.45)]
+    nodes.append(mk("QuantizeLinear", ["a", "s2", "z2"], ["aq"]))
+    if then == "conv":
+        nodes += [mk("DequantizeLinear", ["aq", "s2", "z2"], ["ad"]),
+                  mk("DequantizeLinear", ["w2", "sw2", "zw"], ["w2d"], axis=0),
+                  mk("Conv", ["ad", "w2d"], ["c2"], kernel_shape=[1, 1]),
+                  mk("QuantizeLinear", ["c2", "sy", "zy"], ["y"])]
+    else:
+        nodes.append(mk("Identity", ["aq"], ["y"]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [2, c, hw, hw])],
+                          outs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _ort_plain(m, feeds):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(m.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _unfused(model, monkeypatch):
+    with monkeypatch.context() as mp:
+        mp.setenv("DEEPSPARSE_CY_NO_FUSION", "1")
+        return ds.compile_model(model)
+
+
+def _close(y, ref, tail):
+    d = np.abs(y.astype(np.int32) - ref.astype(np.int32))
+    # a rounding tie of the conv output's 8-bit step (s1 0.05, behind BN times its factor
+    # <= 1.5 / sqrt(0.5)) moves the output by up to that over s2 (0.03), then the last step
+    bound = 1 + np.ceil(0.05 * (1.5 / np.sqrt(0.5) if "bn" in tail else 1.0) / 0.03 * 2)
+    assert d.max() <= bound and (d == 0).mean() > 0.97, (d.max(), (d == 0).mean())
+
+
+@pytest.mark.parametrize("first", ["3x3", "dw", "1x1"])
+@pytest.mark.parametrize("tail", ["silu", "bn_hardswish", "bn_relu_chain", "s8_hardsigmoid"])
+@pytest.mark.parametrize("then", ["conv", "output"])
+def test_table_tail_matches_unfused_and_onnxruntime(rng, monkeypatch, first, tail, then):
+    m = _model(rng, first, tail, then)
+    eng = ds.compile_model(m)
+    kinds = collections.Counter(n.op_type for n, _ in _steps(eng))
+    assert kinds["QConv"] == (2 if then == "conv" else 1)
+    assert not CHAIN_OPS & set(kinds) and kinds["QuantizeLinear"] == 1, kinds   # x's only
+    q1 = [op for n, op in _steps(eng) if n.op_type == "QConv"][0]
+    assert q1.table is not None and q1.kernel_final and q1.mode == "requant"
+    if then == "conv":
+        assert q1.y_layout == "NHWC"
+    if first == "dw":
+        assert q1.qdw and q1.kernel_name == "qs8_dwconv"
+    x = rng.uniform(-2.0, 3.0, size=(2, 16, 12, 12)).astype(np.float32)
+    y = eng.run([x])[0]
+    ref = _unfused(m, monkeypatch).run([x])[0]
+    ort_ref = _ort_plain(m, {"x": x})[0]
+    assert y.dtype == ref.dtype == ort_ref.dtype and y.shape == ref.shape == ort_ref.shape
+    assert len(np.unique(ref)) > 10
+    for r in (ref, ort_ref):
+        _close(y, r, tail)
+    if then == "conv":              # the bound call (second run) gives the same bytes
+        np.testing.assert_array_equal(eng.run([x])[0], y)
+
+
+@pytest.mark.parametrize("tail", ["silu_leak", "silu_per_channel"])
+def test_table_tail_left_alone(rng, monkeypatch, tail):
+    """A chain value read outside the chain (a graph output), or a per-channel constant in it:
+    no table, the ops stay, results as the unfused graph's."""
+    m = _model(rng, "3x3", tail, "conv")
+    eng = ds.compile_model(m)
+    kinds = collections.Counter(n.op_type for n, _ in _steps(eng))
+    assert kinds["Sigmoid"] == 1
+    assert all(op.table is None for n, op in _steps(eng) if n.op_type == "QConv")
+    x = rng.uniform(-2.0, 3.0, size=(2, 16, 12, 12)).astype(np.float32)
+    got = eng.run([x])
+    ref = _unfused(m, monkeypatch).run([x])
+    _close(got[0], ref[0], tail)
