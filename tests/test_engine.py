@@ -494,22 +494,39 @@ def test_bound_transformer_steps_follow_new_inputs(name, expected):
     assert expected <= kinds, kinds
 
 
-@pytest.mark.parametrize("name", ["resnet50-block4-pruned90-quant",
-                                  "mobilenetv2-block4-pruned90-quant"])
-def test_bound_quantized_cnn_steps_follow_new_inputs(name):
-    """Quantized CNNs: after a plan's first run their group-1 QConv steps (1x1 on the input
-    slot, k x k through the per-thread im2col buffer, residuals in the kernel) are bound calls;
-    outputs stay bit-identical to the heap-mode run for new images, another batch and back."""
+@pytest.mark.parametrize("name,shapes,min_qconv,heap_max", [
+    ("resnet50-block4-pruned90-quant", [(1, 3, 224, 224), (1, 3, 224, 224), (2, 3, 224, 224),
+                                        (1, 3, 224, 224)], 30, None),
+    ("mobilenetv2-block4-pruned90-quant", [(1, 3, 224, 224), (1, 3, 224, 224),
+                                           (2, 3, 224, 224), (1, 3, 224, 224)], 45, None),
+    ("mbv3-ocr-block4-pruned90-quant", [(1, 3, 48, 160), (1, 3, 48, 160), (2, 3, 32, 96),
+                                        (1, 3, 48, 160)], 50, None),
+    ("yolov8n-block4-pruned90-quant", [(1, 3, 128, 128), (1, 3, 128, 128), (2, 3, 96, 160),
+                                       (1, 3, 128, 128)], 60, 8)])
+def test_bound_quantized_cnn_steps_follow_new_inputs(name, shapes, min_qconv, heap_max):
+    """Quantized CNNs: after a plan's first run their QConv steps (1x1 on the input slot,
+    k x k through the per-thread im2col buffer, residuals in the kernel, compiled depthwise
+    convs, NCHW inputs and outputs through the binding's scratch) and the QTable /
+    DequantizeLinear steps are bound calls; outputs stay bit-identical to the heap-mode run for
+    new images, another batch and back."""
     from deepsparse_cy import zoo
     m = zoo.get_model(name)
     e = ds.compile_model(m)
     heap = ds.Engine(m, memory_planner=False)
     rng = np.random.default_rng(7)
-    for shp in [(1, 3, 224, 224), (1, 3, 224, 224), (2, 3, 224, 224), (1, 3, 224, 224)]:
+    for shp in shapes:
         x = rng.standard_normal(shp).astype(np.float32)
         for g, h in zip(e.run([x]), heap.run([x])):
             np.testing.assert_array_equal(g, h)
     plan = e._plans[e._key([x])]
     inst = plan._pool[0]
-    n_bound = sum(1 for i, b in enumerate(inst.bound) if b and plan.steps[i][0].op_type == "QConv")
-    assert n_bound >= 30, n_bound
+    bound = [plan.steps[i][1] for i, b in enumerate(inst.bound) if b]
+    n_bound = sum(1 for op in bound if type(op).__name__ == "QConv")
+    assert n_bound >= min_qconv, n_bound
+    if "mobilenet" in name or "ocr" in name:
+        assert any(getattr(op, "qdw", False) for op in bound)        # depthwise convs
+    if heap_max is not None:                    # YOLO: C2f's SiLU tables, DequantizeLinear
+        kinds = {type(op).__name__ for op in bound}
+        assert {"QTable", "DequantizeLinear_13"} & kinds or "QTable" in kinds, kinds
+        n_heap = sum(1 for b in inst.bound if not b)
+        assert n_heap <= heap_max, n_heap

@@ -454,11 +454,12 @@ _TABLE_BINARY = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Div": n
 _TABLE_MAX_NODES = 8
 
 
-def _table_chain(v, y):
+def _table_chain(v, y, to_q=True):
     """The elementwise graph from float value y to one per-tensor QuantizeLinear (module
     docstring): (nodes in order, the QuantizeLinear) when every node is a _TABLE_* op whose
     inputs are y-derived values or scalar constants, and nothing outside reads a value between
-    y and the QuantizeLinear; else None."""
+    y and the QuantizeLinear; else None. to_q=False: the graph grown as far as it goes, whose
+    one value read from outside (or a graph output) is its result: (nodes, None)."""
     vals, nodes, q = {y}, [], None
     cand = [c for c in v.cons.get(y, []) if id(c) not in v.removed]
     taken = set()
@@ -469,8 +470,10 @@ def _table_chain(v, y):
             if id(c) in taken or c is q:
                 continue
             if c.domain not in ("", "ai.onnx"):
-                return None
-            if c.op_type == "QuantizeLinear":
+                if to_q:
+                    return None
+                continue                      # an outside reader
+            if c.op_type == "QuantizeLinear" and to_q:
                 if q is not None or c.inputs[0] not in vals:
                     return None
                 q = c
@@ -484,12 +487,22 @@ def _table_chain(v, y):
                 or (c.op_type == "Clip" and ins and ins[0] == c.inputs[0])
             if not ok or len(c.outputs) != 1 or not c.outputs[0] \
                     or c.outputs[0] in v.outputs or len(nodes) >= _TABLE_MAX_NODES:
-                return None
+                if to_q:
+                    return None
+                continue                      # an outside reader
             nodes.append(c)
             taken.add(id(c))
             vals.add(c.outputs[0])
             cand += [d for d in v.cons.get(c.outputs[0], []) if id(d) not in v.removed]
             progress = True
+    if not to_q:
+        if not nodes:
+            return None
+        exits = [x for x in vals if x in v.outputs or any(
+            id(d) not in taken for d in v.cons.get(x, []) if id(d) not in v.removed)]
+        if len(exits) != 1 or exits[0] != nodes[-1].outputs[0]:
+            return None
+        return nodes, None
     if q is None or not nodes or q.inputs[0] == y:
         return None
     # every reader of a value in the chain is a chain node or q; q reads the last value only
@@ -599,6 +612,37 @@ def _fuse_table_tails(v, qconvs):
     return count
 
 
+def _fuse_dq_tables(v):
+    """DequantizeLinear (per tensor) -> elementwise float ops ==> QTable (ops/fast_quant.py):
+    the ops evaluated once on the 256 dequantized values, so the tensor is read once and the
+    float ops' passes go (the C2f blocks' x * Sigmoid(x) of a quantized YOLO, whose result
+    feeds Split / Concat in float)."""
+    count = 0
+    for dq in list(v.g.nodes):
+        if id(dq) in v.removed or dq.op_type != "DequantizeLinear" \
+                or dq.domain not in ("", "ai.onnx") or v.const(dq.inputs[0]) is not None:
+            continue
+        qp = _q_params(v, dq)
+        if qp is None or not qp[0] > 0:
+            continue
+        found = _table_chain(v, dq.outputs[0], to_q=False)
+        if found is None:
+            continue
+        chain = found[0]
+        info = np.iinfo(qp[2])
+        f = (np.arange(info.min, info.max + 1, dtype=np.int64) - qp[1]).astype(np.float32)
+        f = f * np.float32(qp[0])
+        g = _table_eval(v, dq.outputs[0], chain, f)
+        if g is None or g.shape != (256,):
+            continue
+        node = Node("QTable", DOMAIN, [dq.inputs[0]], [chain[-1].outputs[0]],
+                    {"table": g.astype(np.float32)}, dq.name, dq.index)
+        v.replace([dq] + chain, node)
+        v.absorbed_by.append((node, [dq] + chain))
+        count += 1
+    return count
+
+
 def fuse_qconv(graph, opsets, exact=None):
     """Rewrite quantized convolutions into QConv nodes; returns the number of rewrites."""
     exact = _exact_default() if exact is None else exact
@@ -608,7 +652,10 @@ def fuse_qconv(graph, opsets, exact=None):
     if count:
         count += _fuse_table_tails(v, [n for n in v.added if n.op_type == "QConv"])
         count += _fuse_qconv_maxpool(v, [n for n in v.added if n.op_type == "QConv"])
-        _mark_nhwc(v, [n for n in v.added if id(n) not in v.removed])
+    count += _fuse_dq_tables(v)
+    if count:
+        _mark_nhwc(v, [n for n in v.added if id(n) not in v.removed
+                       and n.op_type in ("QConv", "QMaxPool")])
         # each QConv takes the place of the last node it absorbed: every input it reads was
         # available there, so the node list stays topologically ordered without a re-sort
         pos = {id(n): i for i, n in enumerate(graph.nodes)}

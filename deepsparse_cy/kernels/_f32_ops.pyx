@@ -464,3 +464,59 @@ def nchw_to_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, C, H, W] 8-b
             for c in range(C):
                 for w in range(W):
                     d[w * C + c] = x[b, c, h, w]
+
+
+ctypedef fused _elem_t:
+    unsigned char
+    float
+
+
+cdef inline void _tr_block(const _elem_t *x, _elem_t *o, Py_ssize_t HW, Py_ssize_t C,
+                           Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    cdef Py_ssize_t c0 = 0, c1, c, p
+    while c0 < C:
+        c1 = c0 + 16 if c0 + 16 < C else C
+        for c in range(c0, c1):
+            for p in range(p0, p1):
+                o[c * HW + p] = x[p * C + c]
+        c0 = c1
+
+
+def nhwc_to_nchw(const _elem_t[:, :, ::1] x,   # IN  [B, HW, C] (8-bit as u8, or float32)
+                 _elem_t[:, :, ::1] out,       # OUT [B, C, HW]
+                 int num_threads=1):
+    """Channels-last rows back to planes (a quantized conv's tokens-major result into the
+    graph's NCHW layout), in 16 x 16 blocks."""
+    cdef Py_ssize_t B = x.shape[0], HW = x.shape[1], C = x.shape[2]
+    cdef Py_ssize_t nb = (HW + 15) // 16, t, b, p0, p1
+    if out.shape[0] != B or out.shape[1] != C or out.shape[2] != HW:
+        raise ValueError("nhwc_to_nchw: out must be [B, C, HW] of x [B, HW, C]")
+    if B == 0 or HW == 0 or C == 0:
+        return
+    cdef const _elem_t *xp = &x[0, 0, 0]
+    cdef _elem_t *op = &out[0, 0, 0]
+    with nogil:
+        for t in prange(B * nb, num_threads=_nt_copy(B * HW * C, num_threads),
+                        schedule="static"):
+            b = t // nb
+            p0 = (t % nb) * 16
+            p1 = p0 + 16 if p0 + 16 < HW else HW
+            _tr_block(xp + b * HW * C, op + b * HW * C, HW, C, p0, p1)
+
+
+def lut8_f32(const unsigned char[::1] x,   # IN  8-bit values (int8 as their bytes)
+             bint x_signed,
+             const float[::1] table,        # IN  [256]: the value of q - (type min)
+             float[::1] out,                # OUT
+             int num_threads=1):
+    """out[i] = table[x[i] - type min]: an elementwise function of 8-bit values (a
+    DequantizeLinear and the float ops after it, ops/fast_quant.QTable) in one pass."""
+    cdef Py_ssize_t n = x.shape[0], i
+    cdef unsigned char flip = 0x80 if x_signed else 0
+    if out.shape[0] != n or table.shape[0] != 256:
+        raise ValueError("lut8_f32: out must match x and the table have 256 values")
+    if n == 0:
+        return
+    with nogil:
+        for i in prange(n, num_threads=_nt(n, num_threads), schedule="static"):
+            out[i] = table[x[i] ^ flip]

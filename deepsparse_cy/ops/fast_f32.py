@@ -211,6 +211,28 @@ class _DequantizeLinearFast(_QDQFast):
                                  y.reshape(-1, n), self.nt)
         return [y]
 
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the compiled pass on the same x / out objects, for a
+        per-tensor scale and zero point that are model constants."""
+        x, s = inputs[0], inputs[1]
+        z = inputs[2] if len(inputs) > 2 else None
+        out = outs[0] if outs else None
+        sc = self.ctx.const(1) if self.ctx is not None else None
+        zc = self.ctx.const(2) if self.ctx is not None and len(self.node.inputs) > 2 \
+            and self.node.inputs[2] else None
+        if sc is None or sc is not s or (z is not None and zc is not z) or out is None:
+            return None
+        if x.dtype not in (np.uint8, np.int8) or s.size != 1 or s.dtype != np.float32 \
+                or (z is not None and (z.size != 1 or z.dtype != x.dtype)) or self.block_size \
+                or self.output_dtype not in (0, 1) or x.size == 0 or not x.flags.c_contiguous \
+                or out.dtype != np.float32 or not out.flags.c_contiguous \
+                or out.shape != x.shape or np.may_share_memory(out, x):
+            return None
+        n = x.shape[-1] if x.ndim else 1
+        zp = float(z.reshape(-1)[0]) if z is not None else 0.0
+        return _f32_ops.dequantize_rows, (x.reshape(-1, n), zp, float(s.reshape(-1)[0]), None,
+                                          out.reshape(-1, n), self.nt)
+
 
 for _since in (10, 13, 19, 21):
     register("DequantizeLinear", since=_since)(

@@ -47,6 +47,7 @@ from ..kernels.conv import conv_output_hw, conv_weight_matrix, im2col_nhwc
 from ..kernels import _f32_fused
 from .pool import _Geom, pool_geometry_attrs
 from .registry import Op, register
+from .tensor import _nothing
 
 TUNE_MIN = 1 << 16        # columns (M*K bytes) below which the first-run timing is not worth it
 _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
@@ -571,82 +572,87 @@ class QConv(Op):
         return self._run(self.packs, inputs, outs)
 
     def bind(self, inputs, outs):
-        """engine._run_plan's bound call for a group-1 conv writing its NHWC output slot in
-        the kernel (after the first run: tuned, epilogue prepared): the prepared kernel on the
-        same input / residual / output objects, a k x k conv's im2col into the per-thread
-        column buffer on each call."""
+        """engine._run_plan's bound call for a conv the kernel finishes (group 1 after its
+        first run -- tuned, epilogue prepared -- or a compiled depthwise one): the prepared
+        kernel on the same input / residual / output objects; a k x k group-1 conv makes its
+        im2col columns in the per-thread buffer on each call. An NCHW input of a 1x1 or
+        depthwise conv is copied to channels-last and an NCHW output is written back to
+        planes, both through scratch arrays of this binding (a plan instance runs on one
+        thread at a time)."""
         x = inputs[0]
         o = outs[0] if outs else None
-        if self.qdw:
-            return self._bind_dw(inputs, o)
-        if self.depthwise or self.group != 1 or not self._tuned[0] or o is None \
-                or self.y_layout != "NHWC" or not self.kernel_final \
+        if not (self.qdw or (self.group == 1 and not self.depthwise and self._tuned[0])) \
+                or o is None or not self.kernel_final \
                 or not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) \
                 or x.ndim != 4 or not o.flags.c_contiguous or o.dtype != self.out_dtype \
                 or np.may_share_memory(x, o):
             return None
         xn = self._nhwc(x)
         b, h, w_, c = xn.shape
-        if c != self.cin_g:
+        if c != self.cin_g * self.group:
             return None
         pads = _resolve_pads(self.auto_pad, self.pads, h, w_, self.kernel_shape, self.strides,
                              self.dilations)
         ho, wo = conv_output_hw(h, w_, self.kernel_shape, self.strides, pads, self.dilations)
         n, m = self.cout, b * ho * wo
-        if ho <= 0 or wo <= 0 or o.shape != (b, ho, wo, n):
-            return None
-        odt, scale, act, clip, zp = self._kernel_args()
-        prep = self._prepared.get((id(self.packs[0]), 0, odt, zp, act,
-                                   None if clip is None else tuple(clip)))
-        if prep is None:
+        nhwc_out = self.y_layout == "NHWC"
+        if ho <= 0 or wo <= 0 or o.shape != ((b, ho, wo, n) if nhwc_out else (b, n, ho, wo)):
             return None
         residual = None
         if self.res_in_kernel and len(inputs) > 2 and inputs[2] is not None:
             residual = self._residual_args(inputs[2], (b, ho, wo, n))
             if not np.may_share_memory(residual[0], inputs[2]):
                 return None                    # a converted copy: its values would go stale
-        out2, nt = o.reshape(m, n), self.num_threads
-        if self._is_1x1(pads):
-            if not xn.flags.c_contiguous:
+        nt = self.num_threads or 1
+        kxk = not self.qdw and not self._is_1x1(pads)
+        pre = post = None
+        if not kxk and not xn.flags.c_contiguous:
+            if self.x_layout != "NCHW" or not x.flags.c_contiguous:
                 return None
-            return prep.bound(xn.reshape(m, c), out2, nt, residual)
-        # the columns are made on each call (the buffer is per thread): bound with this
-        # call's, then the first argument replaced
-        first = prep.bound(self._im2col(xn, pads), out2, nt, residual)
+            xs = np.empty((b, h, w_, c), x.dtype)
+            pre = (_f32_ops.nchw_to_nhwc_8, (x.view(np.uint8), xs.view(np.uint8), nt))
+            xn = xs
+        if nhwc_out:
+            out2 = o.reshape(m, n)
+        else:
+            out2 = np.empty((m, n), self.out_dtype)
+            v = np.uint8 if out2.itemsize == 1 else np.float32     # int32: its 4 bytes
+            post = (_f32_ops.nhwc_to_nchw, (out2.view(v).reshape(b, ho * wo, n),
+                                            o.view(v).reshape(b, n, ho * wo), nt))
+        if self.qdw:
+            first = self._qdw_prepared().bound(xn, self.strides, pads, self.dilations, out2,
+                                               self.num_threads, residual)
+        else:
+            odt, scale, act, clip, zp = self._kernel_args()
+            prep = self._prepared.get((id(self.packs[0]), 0, odt, zp, act,
+                                       None if clip is None else tuple(clip)))
+            if prep is None:
+                return None
+            cols = self._im2col(xn, pads) if kxk else xn.reshape(m, c)
+            first = prep.bound(cols, out2, self.num_threads, residual)
         if first is None:
             return None
-        fn, rest = first[0], first[1][1:]
-        im2col = self._im2col
+        if not (kxk or pre or post):
+            return first
+        fn, args = first
+        if kxk:
+            # the columns are made on each call (the buffer is per thread): bound with this
+            # call's, then the first argument replaced
+            rest, im2col = args[1:], self._im2col
+
+            def kernel():
+                fn(im2col(xn, pads), *rest)
+        else:
+            def kernel():
+                fn(*args)
+        f0, a0 = pre if pre else (_nothing, ())
+        f1, a1 = post if post else (_nothing, ())
 
         def call():
-            fn(im2col(xn, pads), *rest)
+            f0(*a0)
+            kernel()
+            f1(*a1)
         return call, ()
-
-    def _bind_dw(self, inputs, o):
-        """bind() of a compiled depthwise conv writing its NHWC output slot."""
-        x = inputs[0]
-        if o is None or self.y_layout != "NHWC" or not self.kernel_final \
-                or not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) \
-                or x.ndim != 4 or not o.flags.c_contiguous or o.dtype != self.out_dtype \
-                or np.may_share_memory(x, o):
-            return None
-        xn = self._nhwc(x)
-        if not xn.flags.c_contiguous:
-            return None
-        b, h, w_, c = xn.shape
-        pads = _resolve_pads(self.auto_pad, self.pads, h, w_, self.kernel_shape, self.strides,
-                             self.dilations)
-        ho, wo = conv_output_hw(h, w_, self.kernel_shape, self.strides, pads, self.dilations)
-        n = self.cout
-        if ho <= 0 or wo <= 0 or o.shape != (b, ho, wo, n):
-            return None
-        residual = None
-        if self.res_in_kernel and len(inputs) > 2 and inputs[2] is not None:
-            residual = self._residual_args(inputs[2], (b, ho, wo, n))
-            if not np.may_share_memory(residual[0], inputs[2]):
-                return None
-        return self._qdw_prepared().bound(xn, self.strides, pads, self.dilations,
-                                          o.reshape(b * ho * wo, n), self.num_threads, residual)
 
     def run_dense(self, inputs, outs):
         """The same layer on the dense int8 GEMM (the profiler's baseline)."""

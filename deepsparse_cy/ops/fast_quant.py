@@ -248,3 +248,45 @@ class QGemm(Op):
             self._dense = (self.packed if self.packed.format == "dense"
                            else kernels.pack_qs8(self.w_nk, "dense"))
         return self._run(self._dense, inputs[0], outs)
+
+
+@register("QTable", since=1, domain="com.deepsparse_cy")
+class QTable(Op):
+    """QTable (domain com.deepsparse_cy): y = table[x - type min], an elementwise function of
+    8-bit values to float32 (attr table, float32 [256]). graph/fusion_conv.py makes it from a
+    per-tensor DequantizeLinear and the elementwise float ops after it (x * Sigmoid(x) and the
+    like), evaluating them on the 256 possible values with the same float32 ops: one pass over
+    the tensor instead of one per op, and the same values."""
+
+    kernel_name = "lut8_f32"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        t = np.asarray(node.attrs.get("table"), np.float32).reshape(-1)
+        if t.shape != (256,):
+            raise ShapeError(f"QTable needs a float32 [256] table, got {list(t.shape)}")
+        self.table = np.ascontiguousarray(t)
+        self.nt = _threads(ctx) or 1
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8):
+            raise ShapeError(f"QTable: input must be uint8 or int8, got "
+                             f"{getattr(x, 'dtype', type(x))}")
+        o = outs[0] if outs else None
+        if o is None or o.shape != x.shape or o.dtype != np.float32 or not o.flags.c_contiguous:
+            o = np.empty(x.shape, np.float32)
+        xc = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+        _f32_ops.lut8_f32(xc.reshape(-1).view(np.uint8), x.dtype == np.int8, self.table,
+                          o.reshape(-1), self.nt)
+        return [o]
+
+    def bind(self, inputs, outs):
+        x = inputs[0]
+        o = outs[0] if outs else None
+        if o is None or not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) \
+                or not x.flags.c_contiguous or o.shape != x.shape or o.dtype != np.float32 \
+                or not o.flags.c_contiguous or x.size == 0:
+            return None
+        return _f32_ops.lut8_f32, (x.reshape(-1).view(np.uint8), x.dtype == np.int8, self.table,
+                                   o.reshape(-1), self.nt)

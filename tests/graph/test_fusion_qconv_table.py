@@ -139,13 +139,59 @@ def test_table_tail_matches_unfused_and_onnxruntime(rng, monkeypatch, first, tai
 @pytest.mark.parametrize("tail", ["silu_leak", "silu_per_channel"])
 def test_table_tail_left_alone(rng, monkeypatch, tail):
     """A chain value read outside the chain (a graph output), or a per-channel constant in it:
-    no table, the ops stay, results as the unfused graph's."""
+    no QConv table; results as the unfused graph's. (With the per-channel Mul the float part
+    before it, DequantizeLinear -> x * Sigmoid(x), still becomes a QTable.)"""
     m = _model(rng, "3x3", tail, "conv")
     eng = ds.compile_model(m)
     kinds = collections.Counter(n.op_type for n, _ in _steps(eng))
-    assert kinds["Sigmoid"] == 1
+    if tail == "silu_leak":
+        assert kinds["Sigmoid"] == 1 and kinds["QTable"] == 0, kinds
+    else:
+        assert kinds["QTable"] == 1 and kinds["Mul"] == 1 and kinds["Sigmoid"] == 0, kinds
     assert all(op.table is None for n, op in _steps(eng) if n.op_type == "QConv")
     x = rng.uniform(-2.0, 3.0, size=(2, 16, 12, 12)).astype(np.float32)
     got = eng.run([x])
     ref = _unfused(m, monkeypatch).run([x])
     _close(got[0], ref[0], tail)
+
+
+@pytest.mark.parametrize("x_dtype", ["u8", "s8"])
+def test_dq_silu_to_float_becomes_one_table(rng, monkeypatch, x_dtype):
+    """DequantizeLinear -> Sigmoid -> Mul(x, .) whose float result feeds a Split (a quantized
+    YOLO's C2f block): one QTable step, values those of the unfused graph and onnxruntime."""
+    s8 = x_dtype == "s8"
+    inits = [_init("s", np.float32(0.07)), _init("z", np.int8(-20) if s8 else np.uint8(100))]
+    nodes = [mk("DequantizeLinear", ["x", "s", "z"], ["d"]), mk("Sigmoid", ["d"], ["sg"]),
+             mk("Mul", ["d", "sg"], ["a"]), mk("Split", ["a"], ["y0", "y1"], axis=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TP.INT8 if s8 else TP.UINT8, [2, 8, 5, 7])],
+        [helper.make_tensor_value_info(n, TP.FLOAT, None) for n in ("y0", "y1")], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    eng = ds.compile_model(m)
+    kinds = collections.Counter(n.op_type for n, _ in _steps(eng))
+    assert kinds["QTable"] == 1 and not {"Sigmoid", "Mul", "DequantizeLinear"} & set(kinds)
+    info = np.iinfo(np.int8 if s8 else np.uint8)
+    x = rng.integers(info.min, info.max + 1, (2, 8, 5, 7)).astype(info.dtype)
+    x.reshape(-1)[:2] = (info.min, info.max)
+    got = eng.run([x])
+    ref = _unfused(m, monkeypatch).run([x])
+    ort_ref = _ort_plain(m, {"x": x})
+    for a, r, o in zip(got, ref, ort_ref):
+        np.testing.assert_allclose(a, r, rtol=1e-6, atol=1e-7)   # the engine's compiled Sigmoid: ulps
+        # onnxruntime's Sigmoid is an approximation of its own (a few 1e-7 of the largest value)
+        np.testing.assert_allclose(a, o, rtol=1e-6, atol=1e-6 * float(np.abs(o).max()))
+    again = eng.run([x])                      # the bound call
+    for a, b in zip(got, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dq_chain_read_midway_is_left_alone(rng):
+    """The Sigmoid's value also read by another node: no table."""
+    inits = [_init("s", np.float32(0.07)), _init("z", np.uint8(100))]
+    nodes = [mk("DequantizeLinear", ["x", "s", "z"], ["d"]), mk("Sigmoid", ["d"], ["sg"]),
+             mk("Mul", ["d", "sg"], ["a"]), mk("Concat", ["a", "sg"], ["y"], axis=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.UINT8, [1, 4, 3, 3])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)], inits)
+    eng = ds.compile_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    kinds = collections.Counter(n.op_type for n, _ in _steps(eng))
+    assert kinds["QTable"] == 0 and kinds["Sigmoid"] == 1

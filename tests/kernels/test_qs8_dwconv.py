@@ -170,3 +170,37 @@ def test_qs8_table_epilogue(isa, fmt, mid_dtype, mid_zp, out, per_channel):
         K.qs8_matmul(x, p, b, sc, np.float32, 0, 128, isa=isa, mid=mid)
     with pytest.raises(ValueError, match="table"):
         K.qs8_matmul(x, p, b, sc, out, 0, 128, isa=isa, mid=mid[:4] + (table[:10],))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.float32, np.int32])
+@pytest.mark.parametrize("shape", [(1, 6400, 32), (3, 37, 19), (2, 1, 5), (1, 17, 1)],
+                         ids=str)
+def test_nhwc_to_nchw(dtype, shape):
+    """The compiled channels-last -> planes copy behind QConv's NCHW outputs (8-bit through
+    the u8 path, 4-byte types through the float32 one, bit copies either way)."""
+    from deepsparse_cy.kernels import _f32_ops
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2**31 if dtype == np.int32 else 0, 2**31 - 1 if dtype == np.int32 else 255,
+                     shape).astype(dtype)
+    o = np.empty((shape[0], shape[2], shape[1]), dtype)
+    v = np.uint8 if x.itemsize == 1 else np.float32
+    for nt in (1, 2):
+        o[...] = 0
+        _f32_ops.nhwc_to_nchw(x.view(v), o.view(v), nt)
+        np.testing.assert_array_equal(o, x.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["u8", "s8"])
+def test_lut8_f32(signed):
+    """QTable's lookup: out = table[x - type min], every byte value, both thread counts."""
+    from deepsparse_cy.kernels import _f32_ops
+    rng = np.random.default_rng(4)
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    x = np.concatenate([np.arange(info.min, info.max + 1),
+                        rng.integers(info.min, info.max + 1, 300000)]).astype(dt)
+    table = rng.standard_normal(256).astype(np.float32)
+    for nt in (1, 2):
+        out = np.empty(x.shape, np.float32)
+        _f32_ops.lut8_f32(x.view(np.uint8), signed, table, out, nt)
+        np.testing.assert_array_equal(out, table[x.astype(np.int64) - info.min])
