@@ -28,34 +28,76 @@ void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int
 }
 
 /* Store one finished micro-tile (rows m0..m0+mr-1, channels n0..n0+15) through the epilogue.
- * c: int32 [MR][NR] accumulators (without bias). */
+ * c: int32 [MR][NR] accumulators (without bias). A partial panel (N - n0 < 16 channels, the last
+ * one of a layer whose N is not a multiple of 16) runs the same vector epilogue on parameters
+ * padded with zeros and stores only its nn lanes; with a residual it takes the scalar path. */
 static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr, int n0, int N) {
     int nn = N - n0 < NR ? N - n0 : NR;
 #ifdef __AVX2__
-    if (nn == NR) {
-        __m256i b0 = _mm256_loadu_si256((const __m256i *)(ep->bias + n0));
-        __m256i b1 = _mm256_loadu_si256((const __m256i *)(ep->bias + n0 + 8));
-        __m256 s0 = _mm256_loadu_ps(ep->scale + n0), s1 = _mm256_loadu_ps(ep->scale + n0 + 8);
+    if (nn == NR || !ep->res_type) {
+        int32_t pb[NR] __attribute__((aligned(32)));
+        float ps[NR] __attribute__((aligned(32))), pma[NR] __attribute__((aligned(32))),
+              pmb[NR] __attribute__((aligned(32)));
+        const int32_t *bias = ep->bias + n0;
+        const float *scale = ep->scale + n0, *mscale = ep->mid_scale, *mbias = ep->mid_bias;
+        if (mscale) { mscale += n0; mbias += n0; }
+        if (nn < NR) {
+            for (int j = 0; j < NR; j++) {
+                pb[j] = j < nn ? bias[j] : 0;
+                ps[j] = j < nn && ep->out_type != DSCY_OUT_I32 ? scale[j] : 0.0f;
+                pma[j] = j < nn && ep->mid_type ? mscale[j] : 0.0f;
+                pmb[j] = j < nn && ep->mid_type ? mbias[j] : 0.0f;
+            }
+            bias = pb; scale = ps; mscale = pma; mbias = pmb;
+        }
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)bias);
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(bias + 8));
+        __m256 s0 = _mm256_loadu_ps(scale), s1 = _mm256_loadu_ps(scale + 8);
         __m256 m0v = _mm256_setzero_ps(), m1v = m0v, ma0 = m0v, ma1 = m0v;
         if (ep->mid_type) {
-            m0v = _mm256_loadu_ps(ep->mid_bias + n0); m1v = _mm256_loadu_ps(ep->mid_bias + n0 + 8);
-            ma0 = _mm256_loadu_ps(ep->mid_scale + n0); ma1 = _mm256_loadu_ps(ep->mid_scale + n0 + 8);
+            m0v = _mm256_loadu_ps(mbias); m1v = _mm256_loadu_ps(mbias + 8);
+            ma0 = _mm256_loadu_ps(mscale); ma1 = _mm256_loadu_ps(mscale + 8);
         }
+        /* the channels' table offsets (n0 + lane) * 256; lanes past nn read channel n0's */
+        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i keep0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn), lane);
+        __m256i keep1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn - 8), lane);
+        __m256i row0 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
+                                        _mm256_and_si256(_mm256_slli_epi32(lane, 8), keep0));
+        __m256i row1 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
+            _mm256_and_si256(_mm256_slli_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(8)), 8),
+                             keep1));
         for (int r = 0; r < mr; r++) {
             __m256i a0 = _mm256_loadu_si256((const __m256i *)(c + r * NR));
             __m256i a1 = _mm256_loadu_si256((const __m256i *)(c + r * NR + 8));
             ptrdiff_t o = (ptrdiff_t)(m0 + r) * ep->ldo + n0;
-            if (ep->out_type == DSCY_OUT_I32) {
-                _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o), _mm256_add_epi32(a0, b0));
-                _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o + 8), _mm256_add_epi32(a1, b1));
+            int32_t tmp[NR] __attribute__((aligned(32)));
+            if (ep->out_type == DSCY_OUT_I32 || ep->out_type == DSCY_OUT_F32) {
+                __m256i v0, v1;
+                if (ep->out_type == DSCY_OUT_I32) {
+                    v0 = _mm256_add_epi32(a0, b0); v1 = _mm256_add_epi32(a1, b1);
+                } else {
+                    __m256 r0 = m0v, r1 = m0v;
+                    if (ep->res_type) {
+                        ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
+                        r0 = dscy_res8(ep, ro); r1 = dscy_res8(ep, ro + 8);
+                    }
+                    v0 = _mm256_castps_si256(dscy_ep_f8(ep, a0, b0, s0, ma0, m0v, r0));
+                    v1 = _mm256_castps_si256(dscy_ep_f8(ep, a1, b1, s1, ma1, m1v, r1));
+                }
+                int32_t *dst = (int32_t *)ep->out + o;     /* float bits or int32: 4 bytes */
+                if (nn == NR) {
+                    _mm256_storeu_si256((__m256i *)dst, v0);
+                    _mm256_storeu_si256((__m256i *)(dst + 8), v1);
+                } else {
+                    _mm256_store_si256((__m256i *)tmp, v0);
+                    _mm256_store_si256((__m256i *)(tmp + 8), v1);
+                    memcpy(dst, tmp, sizeof(int32_t) * nn);
+                }
                 continue;
             }
             __m256i q0, q1;
             if (ep->lut) {
-                /* the channels' table offsets (n0 + lane) * 256 */
-                __m256i row0 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
-                    _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792));
-                __m256i row1 = _mm256_add_epi32(row0, _mm256_set1_epi32(8 * 256));
                 q0 = dscy_ep_lut8(ep, a0, b0, s0, row0);
                 q1 = dscy_ep_lut8(ep, a1, b1, s1, row1);
             } else {
@@ -64,19 +106,18 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
                     ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
                     r0 = dscy_res8(ep, ro); r1 = dscy_res8(ep, ro + 8);
                 }
-                __m256 f0 = dscy_ep_f8(ep, a0, b0, s0, ma0, m0v, r0), f1 = dscy_ep_f8(ep, a1, b1, s1, ma1, m1v, r1);
-                if (ep->out_type == DSCY_OUT_F32) {
-                    _mm256_storeu_ps((float *)ep->out + o, f0);
-                    _mm256_storeu_ps((float *)ep->out + o + 8, f1);
-                    continue;
-                }
-                q0 = dscy_ep_q8(ep, f0); q1 = dscy_ep_q8(ep, f1);
+                q0 = dscy_ep_q8(ep, dscy_ep_f8(ep, a0, b0, s0, ma0, m0v, r0));
+                q1 = dscy_ep_q8(ep, dscy_ep_f8(ep, a1, b1, s1, ma1, m1v, r1));
             }
             /* lanes are already saturated to the 8-bit range, so the packs only narrow */
             __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
             __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
-            __m128i b = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
-            _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), b);
+            __m128i bb = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
+            if (nn == NR) _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), bb);
+            else {
+                _mm_store_si128((__m128i *)tmp, bb);
+                memcpy((uint8_t *)ep->out + o, tmp, nn);
+            }
         }
         return;
     }
