@@ -23,6 +23,10 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
         void *out
         Py_ssize_t ldo
     int DSCY_GEMM_MR, DSCY_GEMM_NR
+    ctypedef struct dscy_conv_geom:
+        const uint8_t *x
+        int B, H, W, C, KH, KW, sh, sw, dh, dw, pt, pl, Ho, Wo
+        uint8_t pad
 
 cdef inline void *_ptr(cnp.ndarray a):
     return cnp.PyArray_DATA(a)
@@ -73,3 +77,16 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
     ep.out = _ptr(out)
     ep.ldo = out.strides[0] // out.itemsize
     return ep
+
+
+cdef inline dscy_conv_geom _geom(cnp.ndarray x, tuple g, int pad_byte):
+    """x: [B, H, W, C] 8-bit, C-contiguous; g = (KH, KW, sh, sw, dh, dw, pt, pl, Ho, Wo)."""
+    cdef dscy_conv_geom c
+    c.x = <const uint8_t *>_ptr(x)
+    c.B = x.shape[0]
+    c.H = x.shape[1]
+    c.W = x.shape[2]
+    c.C = x.shape[3]
+    c.KH, c.KW, c.sh, c.sw, c.dh, c.dw, c.pt, c.pl, c.Ho, c.Wo = g
+    c.pad = <uint8_t>(pad_byte & 0xFF)
+    return c

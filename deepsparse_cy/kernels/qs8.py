@@ -307,12 +307,15 @@ class PreparedQS8(_EpilogueArgs):
         self.reference_args = (bias, scale, out_dtype, out_zero_point, x_zero_point, activation,
                                clip)
         self._mid_user = mid
+        self.zx = int(x_zero_point)
         a = packed.arrays
         if packed.format == "dense":
-            self._fn = load("qs8_gemm", isa).gemm
+            mod = load("qs8_gemm", isa)
+            self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
             self._lead = (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)
         else:
-            self._fn = load("qs8_spmm", isa).spmm
+            mod = load("qs8_spmm", isa)
+            self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
             self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"],
                           2 if packed.format == "block4" else 1, n)
 
@@ -359,6 +362,69 @@ class PreparedQS8(_EpilogueArgs):
             if not np.may_share_memory(res[0], residual[0]):
                 return None                    # a converted copy: its values would go stale
         return self._fn, self._args(x, out, res, num_threads)
+
+
+    def _conv_geom(self, x, kernel_shape, strides, pads, dilations):
+        """(geometry tuple, M) of a convolution of NHWC x whose im2col rows this layer's weight
+        [N, kh*kw*C] multiplies, or ValueError."""
+        if not (type(x) is np.ndarray and x.ndim == 4 and x.dtype in (_U8, _S8)
+                and x.flags.c_contiguous):
+            raise ValueError("conv: x must be a C-contiguous uint8 / int8 [B, H, W, C] array")
+        b, h, w, c = x.shape
+        kh, kw = kernel_shape
+        if kh * kw * c != self.packed.k:
+            raise ValueError(f"conv: weight has K={self.packed.k}, expected kh*kw*C={kh * kw * c}")
+        _check_zero_point(self.zx, x.dtype, "x")
+        ho = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+        wo = (w + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"conv: output would be empty ({ho}x{wo})")
+        geom = (int(kh), int(kw), int(strides[0]), int(strides[1]), int(dilations[0]),
+                int(dilations[1]), int(pads[0]), int(pads[1]), int(ho), int(wo))
+        return geom, b * ho * wo
+
+    def _conv_args(self, x, geom, out, res, num_threads):
+        return ((x, int(x.dtype == _S8), geom, self.zx & 0xFF) + self._lead
+                + (self.b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
+                   self.zp, out, int(num_threads or 0)))
+
+    def conv(self, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+             out=None, num_threads=None, residual=None):
+        """This layer on the im2col rows of a k x k convolution of x [B, H, W, C] (NHWC,
+        padded with x_zero_point), gathered by the kernels themselves: no column matrix.
+        Returns out [B*Ho*Wo, N], bit-identical to __call__ on im2col_nhwc's columns."""
+        geom, m = self._conv_geom(x, kernel_shape, strides, pads, dilations)
+        n = self.packed.n
+        out = _out(out, m, n, self.out_dtype)
+        if m == 0 or n == 0:
+            return out
+        self._check_res(residual)
+        res = _res_args(residual, m, n, out) if residual is not None else None
+        self._conv_fn(*self._conv_args(x, geom, out, res, num_threads))
+        return out
+
+    def conv_bound(self, x, kernel_shape, strides, pads, dilations, out, num_threads=None,
+                   residual=None):
+        """(fn, args) running conv() on exactly these arrays, or None where conv() would
+        convert or copy one of them."""
+        try:
+            geom, m = self._conv_geom(x, kernel_shape, strides, pads, dilations)
+        except ValueError:
+            return None
+        n = self.packed.n
+        if m == 0 or n == 0 or not (type(out) is np.ndarray and out.shape == (m, n)
+                                    and out.dtype == self.out_dtype
+                                    and out.strides[1] == out.itemsize
+                                    and out.strides[0] % out.itemsize == 0):
+            return None
+        res = None
+        if residual is not None:
+            if self.out_dtype == np.int32 or self.table:
+                return None
+            res = _res_args(residual, m, n, out)
+            if not np.may_share_memory(res[0], residual[0]):
+                return None
+        return self._conv_fn, self._conv_args(x, geom, out, res, num_threads)
 
 
 _U8, _S8 = np.dtype(np.uint8), np.dtype(np.int8)

@@ -8,6 +8,9 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int dscy_qs8_spmm_x(const void *x, int x_signed, Py_ssize_t ldx, int K, int16_t *xt, int M,
                         int Kp, const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
                         int bp, int N, const dscy_epilogue *ep, int nthreads)
+    int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
+                           const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
+                           int bp, int N, const dscy_epilogue *ep, int nthreads)
 
 ISA = DSCY_ISA
 
@@ -34,6 +37,27 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
         # activation tiles in the calling thread's kept buffer (a fresh 0.2-0.8 MB array per
         # call costs page faults)
         rc = dscy_qs8_spmm_x(xptr, x_signed, ldx, K, NULL, M, Kp, rp, ip, vp, bp, N, &ep, nthreads)
+    if rc != 0:
+        raise MemoryError("qs8 spmm: activation tile buffer allocation failed")
+    return out
+
+
+def spmm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
+              int x_signed, tuple geom, int pad_byte, int Kp,
+              cnp.ndarray row_ptr, cnp.ndarray idx, cnp.ndarray vals, int bp, int N,
+              cnp.ndarray bias, cnp.ndarray scale,
+              int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res,
+              int zp, cnp.ndarray out, int nthreads):
+    """spmm() on a convolution's im2col rows (geom: KH, KW, sh, sw, dh, dw, pt, pl, Ho, Wo),
+    each token tile's rows gathered into a small per-thread buffer (no column matrix)."""
+    cdef dscy_conv_geom g = _geom(x, geom, pad_byte)
+    cdef int M = g.B * g.Ho * g.Wo, K = g.KH * g.KW * g.C, rc
+    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
+    cdef const int32_t *rp = <const int32_t *>_ptr(row_ptr)
+    cdef const uint16_t *ip = <const uint16_t *>_ptr(idx)
+    cdef const int8_t *vp = <const int8_t *>_ptr(vals)
+    with nogil:
+        rc = dscy_qs8_spmm_conv(&g, x_signed, M, K, Kp, rp, ip, vp, bp, N, &ep, nthreads)
     if rc != 0:
         raise MemoryError("qs8 spmm: activation tile buffer allocation failed")
     return out

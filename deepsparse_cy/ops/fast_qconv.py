@@ -300,6 +300,22 @@ class QConv(Op):
                            pad_value=self.zx, num_threads=self.num_threads or 1,
                            out=_cols_buffer((b * ho * wo, kh * kw * c), xs.dtype))
 
+    def _nhwc_rows(self, xs):
+        """xs [B, H, W, C] as a C-contiguous array: itself, or an NHWC view of planar data
+        copied into this thread's buffer (the kernels gather the conv rows from it)."""
+        if xs.flags.c_contiguous:
+            return xs
+        planar = xs.transpose(0, 3, 1, 2)
+        if not planar.flags.c_contiguous:
+            return np.ascontiguousarray(xs)
+        need = xs.size
+        buf = getattr(_tls, "nhwc", None)
+        if buf is None or buf.size < need:
+            buf = _tls.nhwc = np.empty(need, np.uint8)
+        out = buf[:need].reshape(xs.shape)
+        _f32_ops.nchw_to_nhwc_8(planar.view(np.uint8), out, self.num_threads or 1)
+        return out.view(xs.dtype)
+
     def _gemm(self, packs, xn, pads, out2, residual=None):
         c = xn.shape[3]
         if c != self.cin_g * self.group:
@@ -311,8 +327,10 @@ class QConv(Op):
             xs = xn if self.group == 1 else xn[..., g * self.cin_g:(g + 1) * self.cin_g]
             if self._is_1x1(pads):
                 cols = np.ascontiguousarray(xs).reshape(-1, self.cin_g)
+            elif self.group > 1 or (packs is self.packs and not self._tuned[g]):
+                cols = self._im2col(xs, pads)     # (the first run's timing: on real columns)
             else:
-                cols = self._im2col(xs, pads)
+                cols = None                       # the kernels gather the rows themselves
             sl = slice(g * self.cout_g, (g + 1) * self.cout_g)
             bias = None if self.bias_i32 is None else self.bias_i32[sl]
             extra = self._extra_args(sl)
@@ -331,7 +349,11 @@ class QConv(Op):
                 prep = self._prepared[key] = kernels.prepare_qs8_matmul(
                     p, bias=kw["bias"], scale=kw["scale"], out_dtype=odt, out_zero_point=zp,
                     x_zero_point=self.zx, activation=act, clip=clip, **extra)
-            prep(cols, out=kw["out"], num_threads=nt, residual=residual)
+            if cols is None:
+                prep.conv(self._nhwc_rows(xs), self.kernel_shape, self.strides, pads,
+                          self.dilations, out=kw["out"], num_threads=nt, residual=residual)
+            else:
+                prep(cols, out=kw["out"], num_threads=nt, residual=residual)
         return out2
 
     def _residual_args(self, res, shape_nhwc):
@@ -574,11 +596,10 @@ class QConv(Op):
     def bind(self, inputs, outs):
         """engine._run_plan's bound call for a conv the kernel finishes (group 1 after its
         first run -- tuned, epilogue prepared -- or a compiled depthwise one): the prepared
-        kernel on the same input / residual / output objects; a k x k group-1 conv makes its
-        im2col columns in the per-thread buffer on each call. An NCHW input of a 1x1 or
-        depthwise conv is copied to channels-last and an NCHW output is written back to
-        planes, both through scratch arrays of this binding (a plan instance runs on one
-        thread at a time)."""
+        kernel on the same input / residual / output objects; a k x k group-1 conv's kernel
+        gathers its im2col rows from the NHWC input itself (PreparedQS8.conv). An NCHW input is copied to
+        channels-last and an NCHW output is written back to planes, both through scratch
+        arrays of this binding (a plan instance runs on one thread at a time)."""
         x = inputs[0]
         o = outs[0] if outs else None
         if not (self.qdw or (self.group == 1 and not self.depthwise and self._tuned[0])) \
@@ -606,7 +627,7 @@ class QConv(Op):
         nt = self.num_threads or 1
         kxk = not self.qdw and not self._is_1x1(pads)
         pre = post = None
-        if not kxk and not xn.flags.c_contiguous:
+        if not xn.flags.c_contiguous:
             if self.x_layout != "NCHW" or not x.flags.c_contiguous:
                 return None
             xs = np.empty((b, h, w_, c), x.dtype)
@@ -628,29 +649,22 @@ class QConv(Op):
                                        None if clip is None else tuple(clip)))
             if prep is None:
                 return None
-            cols = self._im2col(xn, pads) if kxk else xn.reshape(m, c)
-            first = prep.bound(cols, out2, self.num_threads, residual)
+            if kxk:          # the kernels gather the im2col rows from xn themselves
+                first = prep.conv_bound(xn, self.kernel_shape, self.strides, pads,
+                                        self.dilations, out2, self.num_threads, residual)
+            else:
+                first = prep.bound(xn.reshape(m, c), out2, self.num_threads, residual)
         if first is None:
             return None
-        if not (kxk or pre or post):
+        if not (pre or post):
             return first
         fn, args = first
-        if kxk:
-            # the columns are made on each call (the buffer is per thread): bound with this
-            # call's, then the first argument replaced
-            rest, im2col = args[1:], self._im2col
-
-            def kernel():
-                fn(im2col(xn, pads), *rest)
-        else:
-            def kernel():
-                fn(*args)
         f0, a0 = pre if pre else (_nothing, ())
         f1, a1 = post if post else (_nothing, ())
 
         def call():
             f0(*a0)
-            kernel()
+            fn(*args)
             f1(*a1)
         return call, ()
 

@@ -1,5 +1,6 @@
 """The depthwise INT8 conv with the fused epilogue (kernels.PreparedQDW, csrc/qs8_dw.c; every ISA
-build this CPU runs) and the caller-given table epilogue of the INT8 GEMMs (mid = (..., table)).
+build this CPU runs), the caller-given table epilogue of the INT8 GEMMs (mid = (..., table)), and
+the GEMMs on a convolution's im2col rows gathered by the kernels (PreparedQS8.conv).
 
 Depthwise: against a plain int64 numpy convolution followed by the GEMMs' reference epilogue,
 and against qs8_matmul on the layer's im2col columns with the block-diagonal weight (an
@@ -204,3 +205,49 @@ def test_lut8_f32(signed):
         out = np.empty(x.shape, np.float32)
         _f32_ops.lut8_f32(x.view(np.uint8), signed, table, out, nt)
         np.testing.assert_array_equal(out, table[x.astype(np.int64) - info.min])
+
+
+GEOMS = [  # b, h, w, c, kh, kw, sh, sw, dh, dw, pads
+    (1, 20, 20, 3, 3, 3, 2, 2, 1, 1, (1, 1, 1, 1)),         # an RGB stem
+    (2, 9, 11, 16, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
+    (1, 12, 17, 19, 3, 1, 1, 2, 2, 1, (2, 0, 1, 0)),
+    (1, 7, 30, 48, 5, 5, 1, 1, 1, 2, (2, 4, 2, 4)),
+    (1, 13, 9, 8, 2, 3, 2, 1, 1, 1, (0, 1, 1, 0)),
+    (3, 5, 5, 1, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("fmt", ["dense", "block4", "unstructured"])
+@pytest.mark.parametrize("geom", GEOMS, ids=str)
+@pytest.mark.parametrize("kind", ["int32", "u8_clip", "table_s8", "residual_f32"])
+def test_qs8_conv_gathers_im2col_rows(isa, fmt, geom, kind):
+    """PreparedQS8.conv (the kernels gather each token tile's im2col rows from NHWC x, the
+    padding the zero point) is bit-identical to the same prepared layer on im2col_nhwc's
+    columns, and so to the reference; the bound call too."""
+    b, h, wd, c, kh, kw, sh, sw, dh, dw, pads = geom
+    rng = np.random.default_rng(zlib.crc32(repr((geom, fmt, kind)).encode()))
+    signed = kind == "table_s8"
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    x = rng.integers(info.min, info.max + 1, (b, h, wd, c)).astype(dt)
+    zx = int(rng.integers(info.min, info.max + 1))
+    n = 37
+    w = rng.integers(-128, 128, (n, kh * kw * c)).astype(np.int8)
+    if fmt != "dense":
+        w[rng.random(w.shape) < 0.85] = 0
+    ho, wo = K.conv.conv_output_hw(h, wd, (kh, kw), (sh, sw), pads, (dh, dw))
+    kw_, res = _epilogue(rng, kind, n, b * ho * wo)
+    p = K.prepare_qs8_matmul(K.pack_qs8(w, fmt), x_zero_point=zx, isa=isa, **kw_)
+    got = p.conv(x, (kh, kw), (sh, sw), pads, (dh, dw), num_threads=2, residual=res)
+    cols = K.im2col_nhwc(x, (kh, kw), (sh, sw), pads, (dh, dw), pad_value=zx)
+    np.testing.assert_array_equal(got, p(np.ascontiguousarray(cols), num_threads=2,
+                                         residual=res))
+    np.testing.assert_array_equal(got, K.qs8_matmul_reference(cols, w, x_zero_point=zx,
+                                                              residual=res, **kw_))
+    out = np.empty_like(got)
+    fn, args = p.conv_bound(x, (kh, kw), (sh, sw), pads, (dh, dw), out, 1, res)
+    fn(*args)
+    np.testing.assert_array_equal(out, got)
+    with pytest.raises(ValueError, match="K="):
+        p.conv(x, (kh + 1, kw), (sh, sw), pads, (dh, dw))

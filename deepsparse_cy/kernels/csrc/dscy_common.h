@@ -47,6 +47,25 @@ static inline int dscy_nthreads(int want) {
         return name##_buf;                                                                \
     }
 
+/* im2col row m of a convolution (dscy_conv_geom) into dst[KH*KW*C] */
+static inline void dscy_conv_row(const dscy_conv_geom *g, int m, uint8_t *dst) {
+    int hw = g->Ho * g->Wo, b = m / hw, r = m % hw, oy = r / g->Wo, ox = r % g->Wo;
+    int C = g->C, y0 = oy * g->sh - g->pt, x0 = ox * g->sw - g->pl;
+    const uint8_t *xb = g->x + (size_t)b * g->H * g->W * C;
+    int whole = x0 >= 0 && x0 + (g->KW - 1) * g->dw < g->W && g->dw == 1;
+    for (int ky = 0; ky < g->KH; ky++, dst += (size_t)g->KW * C) {
+        int iy = y0 + ky * g->dh;
+        if (iy < 0 || iy >= g->H) { memset(dst, g->pad, (size_t)g->KW * C); continue; }
+        const uint8_t *row = xb + (size_t)iy * g->W * C;
+        if (whole) { memcpy(dst, row + (size_t)x0 * C, (size_t)g->KW * C); continue; }
+        for (int kx = 0; kx < g->KW; kx++) {
+            int ix = x0 + kx * g->dw;
+            if (ix < 0 || ix >= g->W) memset(dst + (size_t)kx * C, g->pad, C);
+            else memcpy(dst + (size_t)kx * C, row + (size_t)ix * C, C);
+        }
+    }
+}
+
 /* Saturation bounds of an 8-bit type (DSCY_OUT_U8 / S8) around its zero point, for clamping
  * the float before rounding: rint(clamp(f, lo, hi)) + zp == saturate(rint(f) + zp). */
 static inline float dscy_q8_lo(int type, int zp) { return (type == DSCY_OUT_U8 ? 0.0f : -128.0f) - (float)zp; }

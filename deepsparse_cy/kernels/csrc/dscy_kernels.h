@@ -58,12 +58,24 @@ typedef struct {
     ptrdiff_t ldo;          /* row stride of out, in elements */
 } dscy_epilogue;
 
+/* A k x k convolution's im2col rows, read straight from its NHWC input by the packers (no
+ * column buffer): row m = output pixel (b, oy, ox) holds, in column order (ky, kx, c), the input
+ * bytes at (oy*sh - pt + ky*dh, ox*sw - pl + kx*dw), or pad (the zero point's byte) outside. */
+typedef struct {
+    const uint8_t *x;       /* [B][H][W][C] u8, or s8 as its bytes */
+    int B, H, W, C, KH, KW, sh, sw, dh, dw, pt, pl, Ho, Wo;
+    uint8_t pad;
+} dscy_conv_geom;
+
 /* ---- dense INT8 GEMM (qs8_gemm.c) ---- */
 #define DSCY_GEMM_MR 6      /* tokens per micro-tile */
 #define DSCY_GEMM_NR 16     /* output channels per micro-tile (two ymm of int32) */
 /* x [M][K] u8 (x_signed=0) or s8 -> xp int16 [Mp][Kp], Mp = ceil(M/MR)*MR, Kp = K rounded up to even */
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads);
+/* the same from a convolution's rows (M = B*Ho*Wo, K = KH*KW*C) */
+int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
+                            int nthreads);     /* 0, or -1 when a row buffer failed */
 /* xp [Mp][Kp] int16, wp int16 [Np/NR][Kp/2][NR][2]; out via epilogue (only M x N written) */
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads);
@@ -92,6 +104,12 @@ size_t dscy_qs8_spmm_xt_size(int M, int Kp);
 int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                     int N, const dscy_epilogue *ep, int nthreads);
+
+/* the same with x the im2col rows of a convolution (g; M = B*Ho*Wo, K = KH*KW*C): each tile's
+ * rows are gathered into a small per-thread buffer and packed from there */
+int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
+                       const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                       int N, const dscy_epilogue *ep, int nthreads);
 
 /* ---- sparse FP32 (f32_spmm.c) ---- */
 size_t dscy_f32_spmm_xt_size(int M, int K);

@@ -27,6 +27,33 @@ void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int
     }
 }
 
+int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
+                            int nthreads) {
+    int M = g->B * g->Ho * g->Wo, K = g->KH * g->KW * g->C, fail = 0;
+    int nt = dscy_nthreads(nthreads);
+    if ((long)M * K <= 65536) nt = 1;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        uint8_t *row = (uint8_t *)malloc((size_t)K + 64);
+        if (!row) {
+            #pragma omp atomic write
+            fail = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int m = 0; m < Mp; m++) {
+            int16_t *d = xp + (ptrdiff_t)m * Kp;
+            if (m >= M) { memset(d, 0, sizeof(int16_t) * Kp); continue; }
+            if (!row) continue;
+            dscy_conv_row(g, m, row);
+            if (x_signed) for (int k = 0; k < K; k++) d[k] = (int8_t)row[k];
+            else for (int k = 0; k < K; k++) d[k] = row[k];
+            for (int k = K; k < Kp; k++) d[k] = 0;
+        }
+        free(row);
+    }
+    return fail ? -1 : 0;
+}
+
 /* Store one finished micro-tile (rows m0..m0+mr-1, channels n0..n0+15) through the epilogue.
  * c: int32 [MR][NR] accumulators (without bias). A partial panel (N - n0 < 16 channels, the last
  * one of a layer whose N is not a multiple of 16) runs the same vector epilogue on parameters

@@ -57,9 +57,9 @@ static inline void pack8x16(const uint8_t *x, ptrdiff_t ldx, int x_signed, int16
 }
 #endif
 
-/* Pack tile t of x into xt (layout: dscy_kernels.h). */
+/* Pack tile t of x into xt (layout: dscy_kernels.h); row m of x is at x + (m - mbase) * ldx. */
 static void pack_tile(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xt,
-                      int K2, int t) {
+                      int K2, int t, int mbase) {
     int T; int16_t *d = xt + tile_off(M, K2, t, &T);
     int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
     int i0 = 0;
@@ -67,17 +67,17 @@ static void pack_tile(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, 
     /* groups of 8 real tokens: the first K/16*16 k by 8x8 transposes, the rest below */
     int kv = K / 16 * 16;
     for (; i0 + 8 <= T && m0 + i0 + 8 <= M && kv > 0; i0 += 8) {
-        const uint8_t *xs = (const uint8_t *)x + (ptrdiff_t)(m0 + i0) * ldx;
+        const uint8_t *xs = (const uint8_t *)x + (ptrdiff_t)(m0 + i0 - mbase) * ldx;
         for (int k = 0; k < kv; k += 16)
             pack8x16(xs + k, ldx, x_signed, d + (size_t)(k / 2) * T * 2 + 2 * i0, T);
         for (int i = i0; i < i0 + 8; i++) {
             int m = m0 + i;
             int16_t *dd = d + 2 * i;
             if (x_signed) {
-                const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
+                const int8_t *s = (const int8_t *)x + (ptrdiff_t)(m - mbase) * ldx;
                 for (int k = kv; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
             } else {
-                const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
+                const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)(m - mbase) * ldx;
                 for (int k = kv; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
             }
             if (K & 1) dd[(size_t)(K >> 1) * T * 2 + 1] = 0;
@@ -90,10 +90,10 @@ static void pack_tile(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, 
         int16_t *dd = d + 2 * i;
         if (m >= M) { for (int p = 0; p < K2; p++) dd[(size_t)p * T * 2] = dd[(size_t)p * T * 2 + 1] = 0; continue; }
         if (x_signed) {
-            const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
+            const int8_t *s = (const int8_t *)x + (ptrdiff_t)(m - mbase) * ldx;
             for (int k = 0; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
         } else {
-            const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
+            const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)(m - mbase) * ldx;
             for (int k = 0; k < K; k++) dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = s[k];
         }
         if (K & 1) dd[(size_t)(K >> 1) * T * 2 + 1] = 0;
@@ -304,15 +304,31 @@ static void row_generic(const int16_t *xt, int T, const uint16_t *idx, const int
 
 /* Rows [r0, r1) over token tiles [t0, t1); with x (not NULL) each tile is first packed into xw,
  * the writable xt. */
+/* the calling thread's gathered im2col rows of one tile (bytes, in floats) */
+DSCY_THREAD_BUFFER(conv_rows_buffer)
+
+/* Pack tile t: from x rows, or (g not NULL) from the convolution's im2col rows gathered into
+ * rows (T32 * K bytes of the calling thread). */
+static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x, int x_signed,
+                          ptrdiff_t ldx, int M, int K, int16_t *xt, int K2, int t) {
+    if (!g) { pack_tile(x, x_signed, ldx, M, K, xt, K2, t, 0); return; }
+    int n32 = ntiles32(M), T = t < n32 ? T32 : 8;
+    int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+    int mt = M - m0 < T ? M - m0 : T;
+    for (int i = 0; i < mt; i++) dscy_conv_row(g, m0 + i, rows + (size_t)i * K);
+    pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0);
+}
+
 static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                        const uint16_t *idx, const int8_t *vals, int bp, const dscy_epilogue *ep,
                        int r0, int r1, int t0, int t1, const void *x, int x_signed,
-                       ptrdiff_t ldx, int K, int16_t *xw) {
+                       ptrdiff_t ldx, int K, int16_t *xw, const dscy_conv_geom *g,
+                       uint8_t *rows) {
     int n32 = ntiles32(M);
     int32_t acc[T32] __attribute__((aligned(32)));
     int32_t stage[8 * T32] __attribute__((aligned(32)));
     for (int t = t0; t < t1; t++) {
-        if (x) pack_tile(x, x_signed, ldx, M, K, xw, K2, t);
+        if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t);
         int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
         int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
         int mt = M - m0 < T ? M - m0 : T;
@@ -354,10 +370,10 @@ DSCY_THREAD_BUFFER(xt_buffer)
  * in its own cache, no barrier between pack and multiply); otherwise threads pack tiles, meet,
  * and split the rows. xt: scratch of dscy_qs8_spmm_xt_size(M, Kp) int16, or NULL for the
  * calling thread's own buffer. Returns 0, or -1 when that buffer could not be allocated. */
-int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
-                    const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
-                    int N, const dscy_epilogue *ep, int nthreads) {
-    int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M);
+static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdiff_t ldx, int K,
+                    int16_t *xt, int M, int Kp, const int32_t *row_ptr, const uint16_t *idx,
+                    const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads) {
+    int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M), fail = 0;
     int nt = dscy_nthreads(nthreads);
     if (!xt) {
         xt = (int16_t *)xt_buffer((dscy_qs8_spmm_xt_size(M, Kp) + 1) / 2);
@@ -372,22 +388,46 @@ int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *
 #ifdef _OPENMP
         tid = omp_get_thread_num(); TT = omp_get_num_threads();
 #endif
-        if (tok) {
-            /* tokens: thread tid gets tokens [M*tid/TT, M*(tid+1)/TT) rounded to tiles */
-            long units = (long)n32 * 4 + (ntl - n32);        /* 8-token units */
-            long u0 = units * tid / TT, u1 = units * (tid + 1) / TT;
-            int t0 = u0 <= (long)n32 * 4 ? (int)((u0 + 3) / 4) : n32 + (int)(u0 - (long)n32 * 4);
-            int t1 = u1 <= (long)n32 * 4 ? (int)((u1 + 3) / 4) : n32 + (int)(u1 - (long)n32 * 4);
-            if (tid == TT - 1) t1 = ntl;
-            spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x, x_signed, ldx, K,
-                       xt);
-        } else {
-            #pragma omp for schedule(static)
-            for (int t = 0; t < ntl; t++) pack_tile(x, x_signed, ldx, M, K, xt, K2, t);
-            int r0, r1;
-            row_share(row_ptr, N, tid, TT, &r0, &r1);
-            spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, 0, ntl, NULL, 0, 0, 0, NULL);
+        uint8_t *rows = NULL;
+        if (g) {
+            rows = (uint8_t *)conv_rows_buffer(((size_t)T32 * K + 3) / 4 + 16);
+            if (!rows) {
+                #pragma omp atomic write
+                fail = 1;
+            }
+        }
+        #pragma omp barrier
+        if (!fail) {
+            if (tok) {
+                /* tokens: thread tid gets tokens [M*tid/TT, M*(tid+1)/TT) rounded to tiles */
+                long units = (long)n32 * 4 + (ntl - n32);        /* 8-token units */
+                long u0 = units * tid / TT, u1 = units * (tid + 1) / TT;
+                int t0 = u0 <= (long)n32 * 4 ? (int)((u0 + 3) / 4) : n32 + (int)(u0 - (long)n32 * 4);
+                int t1 = u1 <= (long)n32 * 4 ? (int)((u1 + 3) / 4) : n32 + (int)(u1 - (long)n32 * 4);
+                if (tid == TT - 1) t1 = ntl;
+                spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1,
+                           g ? (const void *)g->x : x, x_signed, ldx, K, xt, g, rows);
+            } else {
+                #pragma omp for schedule(static)
+                for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t);
+                int r0, r1;
+                row_share(row_ptr, N, tid, TT, &r0, &r1);
+                spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, 0, ntl, NULL, 0, 0, 0,
+                           NULL, NULL, NULL);
+            }
         }
     }
-    return 0;
+    return fail ? -1 : 0;
+}
+
+int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
+                    const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                    int N, const dscy_epilogue *ep, int nthreads) {
+    return spmm_run(NULL, x, x_signed, ldx, K, xt, M, Kp, row_ptr, idx, vals, bp, N, ep, nthreads);
+}
+
+int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
+                       const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                       int N, const dscy_epilogue *ep, int nthreads) {
+    return spmm_run(g, g->x, x_signed, 0, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, ep, nthreads);
 }
