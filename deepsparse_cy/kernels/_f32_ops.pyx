@@ -504,6 +504,19 @@ def nhwc_to_nchw(const _elem_t[:, :, ::1] x,   # IN  [B, HW, C] (8-bit as u8, or
             _tr_block(xp + b * HW * C, op + b * HW * C, HW, C, p0, p1)
 
 
+cdef void _lut8_run(const unsigned char *x, unsigned char flip, const float *table, float *out,
+                    Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n4 = n - n % 4
+    for i in range(0, n4, 4):
+        out[i] = table[x[i] ^ flip]
+        out[i + 1] = table[x[i + 1] ^ flip]
+        out[i + 2] = table[x[i + 2] ^ flip]
+        out[i + 3] = table[x[i + 3] ^ flip]
+    for i in range(n4, n):
+        out[i] = table[x[i] ^ flip]
+
+
 def lut8_f32(const unsigned char[::1] x,   # IN  8-bit values (int8 as their bytes)
              bint x_signed,
              const float[::1] table,        # IN  [256]: the value of q - (type min)
@@ -511,12 +524,21 @@ def lut8_f32(const unsigned char[::1] x,   # IN  8-bit values (int8 as their byt
              int num_threads=1):
     """out[i] = table[x[i] - type min]: an elementwise function of 8-bit values (a
     DequantizeLinear and the float ops after it, ops/fast_quant.QTable) in one pass."""
-    cdef Py_ssize_t n = x.shape[0], i
+    cdef Py_ssize_t n = x.shape[0], t, lo, hi
     cdef unsigned char flip = 0x80 if x_signed else 0
     if out.shape[0] != n or table.shape[0] != 256:
         raise ValueError("lut8_f32: out must match x and the table have 256 values")
     if n == 0:
         return
+    cdef const unsigned char *xp = &x[0]
+    cdef const float *tp = &table[0]
+    cdef float *op = &out[0]
+    cdef int nt = _nt_copy(n, num_threads)
     with nogil:
-        for i in prange(n, num_threads=_nt(n, num_threads), schedule="static"):
-            out[i] = table[x[i] ^ flip]
+        if nt <= 1:
+            _lut8_run(xp, flip, tp, op, n)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                lo = n * t // nt
+                hi = n * (t + 1) // nt
+                _lut8_run(xp + lo, flip, tp, op + lo, hi - lo)
