@@ -443,27 +443,43 @@ def maxpool_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 
 
 
 
+cdef extern from "csrc/dscy_transpose.h" nogil:
+    void dscy_transpose_u8(const unsigned char *src, Py_ssize_t lds, unsigned char *dst,
+                           Py_ssize_t ldd, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t Cn)
+    void dscy_transpose_f32(const float *src, Py_ssize_t lds, float *dst, Py_ssize_t ldd,
+                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t Cn)
+
+
+cdef void _transpose_images(const void *src, void *dst, Py_ssize_t B, Py_ssize_t R,
+                            Py_ssize_t Cn, int elem4, int nt) noexcept nogil:
+    """dst[b][c][r] = src[b][r][c] for B images of R x Cn, strips of 64 rows over nt threads."""
+    cdef Py_ssize_t strips = (R + 63) // 64, t, b, r0, r1
+    cdef Py_ssize_t img = R * Cn
+    for t in prange(B * strips, num_threads=nt, schedule="static"):
+        b = t // strips
+        r0 = (t % strips) * 64
+        r1 = r0 + 64 if r0 + 64 < R else R
+        if elem4:
+            dscy_transpose_f32(<const float *>src + b * img, Cn, <float *>dst + b * img, R,
+                               r0, r1, Cn)
+        else:
+            dscy_transpose_u8(<const unsigned char *>src + b * img, Cn,
+                              <unsigned char *>dst + b * img, R, r0, r1, Cn)
+
+
 def nchw_to_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, C, H, W] 8-bit (as u8)
                    unsigned char[:, :, :, ::1] out,       # OUT [B, H, W, C]
                    int num_threads=1):
     """Planar 8-bit activations to channels-last (a quantized CNN's graph-layout input before
-    its first im2col); numpy's transposed copy runs a C-long inner loop (3 for RGB)."""
+    its first im2col): per image the [C, H*W] -> [H*W, C] transpose in 16 x 16 blocks."""
     cdef Py_ssize_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t r, b, h, w, c
-    cdef unsigned char *d
     if out.shape[0] != B or out.shape[1] != H or out.shape[2] != W or out.shape[3] != C:
         raise ValueError("nchw_to_nhwc_8: out must be [B, H, W, C] of x")
     if B == 0 or C == 0 or H == 0 or W == 0:
         return
+    cdef int nt = _nt_copy(B * C * H * W, num_threads)
     with nogil:
-        for r in prange(B * H, num_threads=_nt_copy(B * C * H * W, num_threads),
-                        schedule="static"):
-            b = r // H
-            h = r % H
-            d = &out[b, h, 0, 0]
-            for c in range(C):
-                for w in range(W):
-                    d[w * C + c] = x[b, c, h, w]
+        _transpose_images(&x[0, 0, 0, 0], &out[0, 0, 0, 0], B, C, H * W, 0, nt)
 
 
 ctypedef fused _elem_t:
@@ -471,37 +487,20 @@ ctypedef fused _elem_t:
     float
 
 
-cdef inline void _tr_block(const _elem_t *x, _elem_t *o, Py_ssize_t HW, Py_ssize_t C,
-                           Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
-    cdef Py_ssize_t c0 = 0, c1, c, p
-    while c0 < C:
-        c1 = c0 + 16 if c0 + 16 < C else C
-        for c in range(c0, c1):
-            for p in range(p0, p1):
-                o[c * HW + p] = x[p * C + c]
-        c0 = c1
-
-
 def nhwc_to_nchw(const _elem_t[:, :, ::1] x,   # IN  [B, HW, C] (8-bit as u8, or float32)
                  _elem_t[:, :, ::1] out,       # OUT [B, C, HW]
                  int num_threads=1):
     """Channels-last rows back to planes (a quantized conv's tokens-major result into the
-    graph's NCHW layout), in 16 x 16 blocks."""
+    graph's NCHW layout), per image the [HW, C] -> [C, HW] transpose in blocks."""
     cdef Py_ssize_t B = x.shape[0], HW = x.shape[1], C = x.shape[2]
-    cdef Py_ssize_t nb = (HW + 15) // 16, t, b, p0, p1
     if out.shape[0] != B or out.shape[1] != C or out.shape[2] != HW:
         raise ValueError("nhwc_to_nchw: out must be [B, C, HW] of x [B, HW, C]")
     if B == 0 or HW == 0 or C == 0:
         return
-    cdef const _elem_t *xp = &x[0, 0, 0]
-    cdef _elem_t *op = &out[0, 0, 0]
+    cdef int nt = _nt_copy(B * HW * C, num_threads)
+    cdef int elem4 = _elem_t is float
     with nogil:
-        for t in prange(B * nb, num_threads=_nt_copy(B * HW * C, num_threads),
-                        schedule="static"):
-            b = t // nb
-            p0 = (t % nb) * 16
-            p1 = p0 + 16 if p0 + 16 < HW else HW
-            _tr_block(xp + b * HW * C, op + b * HW * C, HW, C, p0, p1)
+        _transpose_images(&x[0, 0, 0], &out[0, 0, 0], B, HW, C, elem4, nt)
 
 
 cdef void _lut8_run(const unsigned char *x, unsigned char flip, const float *table, float *out,

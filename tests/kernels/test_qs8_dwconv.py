@@ -174,8 +174,8 @@ def test_qs8_table_epilogue(isa, fmt, mid_dtype, mid_zp, out, per_channel):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.float32, np.int32])
-@pytest.mark.parametrize("shape", [(1, 6400, 32), (3, 37, 19), (2, 1, 5), (1, 17, 1)],
-                         ids=str)
+@pytest.mark.parametrize("shape", [(1, 6400, 32), (3, 37, 19), (2, 1, 5), (1, 17, 1),
+                                   (2, 70, 33)], ids=str)
 def test_nhwc_to_nchw(dtype, shape):
     """The compiled channels-last -> planes copy behind QConv's NCHW outputs (8-bit through
     the u8 path, 4-byte types through the float32 one, bit copies either way)."""
@@ -189,6 +189,19 @@ def test_nhwc_to_nchw(dtype, shape):
         o[...] = 0
         _f32_ops.nhwc_to_nchw(x.view(v), o.view(v), nt)
         np.testing.assert_array_equal(o, x.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 7, 5), (2, 17, 9, 13), (1, 32, 80, 80), (2, 16, 33, 31),
+                                   (1, 1, 1, 1), (3, 40, 4, 4)], ids=str)
+def test_nchw_to_nhwc_8(shape):
+    """The planes -> channels-last copy (16 x 16 byte blocks, scalar edges) on ragged shapes."""
+    from deepsparse_cy.kernels import _f32_ops
+    x = np.random.default_rng(5).integers(0, 256, shape).astype(np.uint8)
+    b, c, h, w = shape
+    for nt in (1, 2):
+        o = np.zeros((b, h, w, c), np.uint8)
+        _f32_ops.nchw_to_nhwc_8(x, o, nt)
+        np.testing.assert_array_equal(o, x.transpose(0, 2, 3, 1))
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["u8", "s8"])

@@ -1,0 +1,83 @@
+/* Matrix transposes for layout changes between the graph's planar (NCHW) tensors and the
+ * channels-last rows the quantized kernels use: dst[c * ldd + r] = src[r * lds + c] for
+ * r < R, c < Cn. 8-bit elements in 16 x 16 blocks (SSE2: four rounds of unpacks), 4-byte
+ * elements in 4 x 4 blocks (_MM_TRANSPOSE4_PS); edges element by element. SSE2 is the x86-64
+ * baseline, so the ISA-independent module uses it without dispatch. */
+#ifndef DSCY_TRANSPOSE_H
+#define DSCY_TRANSPOSE_H
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#include <xmmintrin.h>
+#endif
+
+#ifdef __SSE2__
+static inline void dscy_tr16x16_u8(const uint8_t *s, ptrdiff_t lds, uint8_t *d, ptrdiff_t ldd) {
+    __m128i a[16], b[16];
+    for (int i = 0; i < 16; i++) a[i] = _mm_loadu_si128((const __m128i *)(s + i * lds));
+    /* rows 2i, 2i+1 interleaved: 16-bit unit j = (row 2i, row 2i+1) of column j */
+    for (int i = 0; i < 8; i++) {
+        b[2 * i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+        b[2 * i + 1] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+    }
+    /* rows 4q..4q+3: 32-bit unit = 4 rows of one column; a[4q + g] holds columns 4g..4g+3 */
+    for (int q = 0; q < 4; q++) {
+        a[4 * q + 0] = _mm_unpacklo_epi16(b[4 * q + 0], b[4 * q + 2]);
+        a[4 * q + 1] = _mm_unpackhi_epi16(b[4 * q + 0], b[4 * q + 2]);
+        a[4 * q + 2] = _mm_unpacklo_epi16(b[4 * q + 1], b[4 * q + 3]);
+        a[4 * q + 3] = _mm_unpackhi_epi16(b[4 * q + 1], b[4 * q + 3]);
+    }
+    /* rows 8o..8o+7: 64-bit unit = 8 rows of one column; b[8o + h] holds columns 2h, 2h+1 */
+    for (int o = 0; o < 2; o++)
+        for (int g = 0; g < 4; g++) {
+            b[8 * o + 2 * g] = _mm_unpacklo_epi32(a[8 * o + g], a[8 * o + 4 + g]);
+            b[8 * o + 2 * g + 1] = _mm_unpackhi_epi32(a[8 * o + g], a[8 * o + 4 + g]);
+        }
+    for (int h = 0; h < 8; h++) {
+        _mm_storeu_si128((__m128i *)(d + (2 * h) * ldd), _mm_unpacklo_epi64(b[h], b[8 + h]));
+        _mm_storeu_si128((__m128i *)(d + (2 * h + 1) * ldd), _mm_unpackhi_epi64(b[h], b[8 + h]));
+    }
+}
+#endif
+
+/* rows [r0, r1) of src (all columns) into dst */
+static inline void dscy_transpose_u8(const uint8_t *src, ptrdiff_t lds, uint8_t *dst,
+                                     ptrdiff_t ldd, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Cn) {
+    ptrdiff_t r = r0;
+#ifdef __SSE2__
+    for (; r + 16 <= r1; r += 16) {
+        ptrdiff_t c = 0;
+        for (; c + 16 <= Cn; c += 16) dscy_tr16x16_u8(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+        for (; c < Cn; c++)
+            for (ptrdiff_t i = r; i < r + 16; i++) dst[c * ldd + i] = src[i * lds + c];
+    }
+#endif
+    for (; r < r1; r++)
+        for (ptrdiff_t c = 0; c < Cn; c++) dst[c * ldd + r] = src[r * lds + c];
+}
+
+/* the same for 4-byte elements (float32, int32 as their bits) */
+static inline void dscy_transpose_f32(const float *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd,
+                                      ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Cn) {
+    ptrdiff_t r = r0;
+#ifdef __SSE2__
+    for (; r + 4 <= r1; r += 4) {
+        ptrdiff_t c = 0;
+        for (; c + 4 <= Cn; c += 4) {
+            __m128 a0 = _mm_loadu_ps(src + r * lds + c), a1 = _mm_loadu_ps(src + (r + 1) * lds + c);
+            __m128 a2 = _mm_loadu_ps(src + (r + 2) * lds + c), a3 = _mm_loadu_ps(src + (r + 3) * lds + c);
+            _MM_TRANSPOSE4_PS(a0, a1, a2, a3);
+            _mm_storeu_ps(dst + c * ldd + r, a0);
+            _mm_storeu_ps(dst + (c + 1) * ldd + r, a1);
+            _mm_storeu_ps(dst + (c + 2) * ldd + r, a2);
+            _mm_storeu_ps(dst + (c + 3) * ldd + r, a3);
+        }
+        for (; c < Cn; c++)
+            for (ptrdiff_t i = r; i < r + 4; i++) dst[c * ldd + i] = src[i * lds + c];
+    }
+#endif
+    for (; r < r1; r++)
+        for (ptrdiff_t c = 0; c < Cn; c++) dst[c * ldd + r] = src[r * lds + c];
+}
+#endif
