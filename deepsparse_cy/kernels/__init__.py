@@ -33,15 +33,25 @@ per call into the layout they need (int16 k-pairs), which costs O(M*K) against O
     float32 out, or saturate(round_half_even(f) + out_zero_point) for uint8/int8 out. A plain
     requantization folds s_y into scale (s_x * s_w[n] / s_y); after GELU, a mid step or a
     residual the activation sees real values and y_scale = s_y divides, as QuantizeLinear does.
+    mid may carry a fifth element, a uint8 table [N, 256] or [256]: the output byte of each mid
+    value (index q - type min), replacing the rest of the epilogue (8-bit out, no residual).
 ``qs8_matmul_reference(...)``: same arguments, plain numpy; bit-exact to the kernels (GELU: the
     kernels' erf is a rational approximation, a quantized output may move by one step).
+``prepare_qs8_matmul(packed, ...) -> PreparedQS8``: the epilogue worked out once; ``p(x, out=,
+    num_threads=, residual=)``, and ``p.conv(x[B, H, W, C], kernel_shape, strides, pads,
+    dilations, out=...)``: the same layer on a convolution's im2col rows, gathered by the kernels
+    from NHWC x (padding x_zero_point), bit-identical to ``p(im2col_nhwc(...))``.
+``prepare_qs8_dwconv(w_s8[C, kh, kw], bias, scale, ...) -> PreparedQDW``: depthwise conv of NHWC
+    u8 / s8 x (channel multiplier 1, kh*kw <= 256) with the same epilogue;
+    ``qs8_dwconv_reference`` is its numpy twin.
 ``pack_f32_sparse(w_f32[N, K]) -> PackedF32`` (CSR; K panels of ``f32.PANEL_K`` for wide K);
     ``f32_spmm(x[M, K] f32, packed, bias=None, activation=None|'relu'|'clip'|'gelu', clip=None,
     num_threads=None, out=None, isa=None) -> out[M, N] f32``.
 Convolution: ``conv_weight_matrix(w[Cout, Cin, kh, kw]) -> [Cout, kh*kw*Cin]``,
 ``im2col_nhwc(x[B, H, W, C], kernel_shape, strides, pads, dilations, pad_value)`` and
 ``qs8_conv2d_nhwc(x_nhwc, packed, kernel_shape, ...) -> [B, Ho, Wo, Cout]`` (1x1 stride 1 is
-the GEMM over pixels without a copy; others explicit im2col; pad with the activation zero point).
+the GEMM over pixels without a copy; others explicit im2col; pad with the activation zero point;
+``PreparedQS8.conv`` gathers the rows without a column matrix).
 ``num_threads``: None or 0 = OpenMP default (OMP_NUM_THREADS / threadpoolctl limits apply).
 ``isa``: force a build ('generic' | 'avx2') for tests; None = dispatch.
 Every kernel call releases the GIL.

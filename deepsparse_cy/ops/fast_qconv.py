@@ -12,25 +12,32 @@ optional residual (float, or u8 / s8 with res_scale / res_zero_point). Attribute
     y_scale, y_zero_point, y_dtype   output quantization (mode requant)
     mode                        int32 (acc) | float (acc*sx*sw + bias [+ res] -> act) | requant
     x_layout, y_layout, res_layout   'NCHW' (default, the graph's) or 'NHWC' (between QConvs)
+    mid_scale, mid_zero_point, mid_dtype, post_scale, post_bias   the kept Q -> DQ round trip of
+                                the conv output and the per-channel affine (BN) after it
+    table [Cout, 256]           uint8, with mid and requant: the output byte of each mid value
+                                (graph/fusion_conv.py's elementwise tails)
 
 How each conv runs (weights packed once, [Cout, kh*kw*Cin] in im2col_nhwc's column order, format
 chosen per layer by pack_qs8's cost model):
 
-* group 1: 1x1 stride 1 is the GEMM over pixels, other shapes run on explicit im2col columns
-  padded with the activation zero point, on the dense or sparse kernel with the fused epilogue.
-* grouped (Cin/group > 1): one packed weight per group, each group's GEMM writes its column slice.
-* depthwise (Cin/group == 1): the compiled NHWC kernel (_f32_fused.dw_conv_nhwc_q8; a numpy
-  per-tap loop for channel multipliers > 1) sums (x - zx) * w in float32, which is exact integer
-  arithmetic (|x - zx| * |w| <= 255 * 128, so kh*kw <= 513 taps stay below 2**24); then the
-  same epilogue as the kernels, in numpy.
+* group 1: 1x1 stride 1 is the GEMM over pixels; other shapes run the dense or sparse kernel on
+  the im2col rows it gathers from the NHWC input itself (kernels.PreparedQS8.conv; no column
+  matrix), with the fused epilogue.
+* grouped (Cin/group > 1): one packed weight per group, each group's GEMM writes its column slice
+  (explicit im2col columns).
+* depthwise (Cin/group == 1), channel multiplier 1 and up to 256 taps: the compiled kernel
+  kernels.PreparedQDW (float32 sums of (x - zx) * w, exact integers below 2**24) with the GEMMs'
+  epilogue; other depthwise layers sum with _f32_fused.dw_conv_nhwc_q8 (or numpy per tap for
+  channel multipliers > 1) and finish in numpy.
 
 On the first run each sparse layer is timed once against the dense kernel on its real columns
 and the faster kept (DEEPSPARSE_CY_NO_TUNE=1 keeps pack_qs8's choice); outputs are bit-identical
 either way.
 
-The requantizing epilogue (bias, scale, ReLU/Clip, round half even, saturate) runs in the kernel
-unless a residual is added or the bias does not fit int32, in which case the kernel writes float
-and numpy finishes (residual add, activation, compiled QuantizeLinear).
+The epilogue (bias, scale, mid step or table, residual, ReLU/Clip, round half even, saturate)
+runs in the kernel unless the residual arrives in the graph's NCHW layout or the bias does not
+fit int32, in which case the kernel writes float and numpy finishes (residual add, activation,
+compiled QuantizeLinear).
 """
 from __future__ import annotations
 
