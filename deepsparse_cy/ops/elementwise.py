@@ -9,6 +9,7 @@ engine can hand them an arena slot and nothing is allocated on the hot path.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -479,6 +480,19 @@ def HardSwish(x, *, out=None):
     np.clip(r, t(0), t(1), out=r)
     r *= x
     return r
+
+
+def _hardswish_bind(inputs, out):
+    """bound call of HardSwish: the same passes into a distinct float out (they read x after
+    writing out, so out must not overlap it)."""
+    x = inputs[0]
+    if out is None or not isinstance(x, np.ndarray) or x.dtype.kind != "f" \
+            or out.dtype != x.dtype or out.shape != x.shape or np.may_share_memory(x, out):
+        return None
+    return functools.partial(HardSwish, x, out=out), ()
+
+
+HardSwish.bind = _hardswish_bind
 
 
 @register("Elu", since=1)

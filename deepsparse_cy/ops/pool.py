@@ -262,6 +262,21 @@ def GlobalAveragePool(x, *, out=None):
                    ).astype(x.dtype, copy=False)
 
 
+def _gap_bind(inputs, out):
+    """engine._run_plan's bound call of GlobalAveragePool: the compiled plane means on the same
+    float32 x / out objects, as run() computes them."""
+    x = inputs[0]
+    if out is None or not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim < 3 \
+            or not x.size or not x.flags.c_contiguous or out.dtype != np.float32 \
+            or not out.flags.c_contiguous or out.shape != x.shape[:2] + (1,) * (x.ndim - 2):
+        return None
+    np_ = x.shape[0] * x.shape[1]
+    return _f32_ops.plane_mean, (x.reshape(np_, -1), out.reshape(np_))
+
+
+GlobalAveragePool.bind = _gap_bind
+
+
 @register("GlobalMaxPool", since=1)
 def GlobalMaxPool(x, *, out=None):
     return np.max(x, axis=tuple(range(2, x.ndim)), keepdims=True, out=out)
