@@ -47,22 +47,28 @@ static inline int dscy_nthreads(int want) {
         return name##_buf;                                                                \
     }
 
-/* im2col row m of a convolution (dscy_conv_geom) into dst[KH*KW*C] */
-static inline void dscy_conv_row(const dscy_conv_geom *g, int m, uint8_t *dst) {
-    int hw = g->Ho * g->Wo, b = m / hw, r = m % hw, oy = r / g->Wo, ox = r % g->Wo;
-    int C = g->C, y0 = oy * g->sh - g->pt, x0 = ox * g->sw - g->pl;
-    const uint8_t *xb = g->x + (size_t)b * g->H * g->W * C;
-    int whole = x0 >= 0 && x0 + (g->KW - 1) * g->dw < g->W && g->dw == 1;
-    for (int ky = 0; ky < g->KH; ky++, dst += (size_t)g->KW * C) {
-        int iy = y0 + ky * g->dh;
-        if (iy < 0 || iy >= g->H) { memset(dst, g->pad, (size_t)g->KW * C); continue; }
-        const uint8_t *row = xb + (size_t)iy * g->W * C;
-        if (whole) { memcpy(dst, row + (size_t)x0 * C, (size_t)g->KW * C); continue; }
-        for (int kx = 0; kx < g->KW; kx++) {
-            int ix = x0 + kx * g->dw;
-            if (ix < 0 || ix >= g->W) memset(dst + (size_t)kx * C, g->pad, C);
-            else memcpy(dst + (size_t)kx * C, row + (size_t)ix * C, C);
+/* im2col rows m0 .. m0 + n - 1 of a convolution (dscy_conv_geom), row i at dst + i * K */
+static inline void dscy_conv_rows(const dscy_conv_geom *g, int m0, int n, uint8_t *dst) {
+    int hw = g->Ho * g->Wo, b = m0 / hw, oy = (m0 % hw) / g->Wo, ox = m0 % g->Wo;
+    int C = g->C, KWC = g->KW * C;
+    for (int i = 0; i < n; i++) {
+        uint8_t *d = dst;
+        int y0 = oy * g->sh - g->pt, x0 = ox * g->sw - g->pl;
+        const uint8_t *xb = g->x + (size_t)b * g->H * g->W * C;
+        int whole = x0 >= 0 && x0 + (g->KW - 1) * g->dw < g->W && g->dw == 1;
+        for (int ky = 0; ky < g->KH; ky++, d += KWC) {
+            int iy = y0 + ky * g->dh;
+            if (iy < 0 || iy >= g->H) { memset(d, g->pad, (size_t)KWC); continue; }
+            const uint8_t *row = xb + (size_t)iy * g->W * C;
+            if (whole) { memcpy(d, row + (size_t)x0 * C, (size_t)KWC); continue; }
+            for (int kx = 0; kx < g->KW; kx++) {
+                int ix = x0 + kx * g->dw;
+                if (ix < 0 || ix >= g->W) memset(d + (size_t)kx * C, g->pad, C);
+                else memcpy(d + (size_t)kx * C, row + (size_t)ix * C, C);
+            }
         }
+        dst += (size_t)g->KH * KWC;
+        if (++ox == g->Wo) { ox = 0; if (++oy == g->Ho) { oy = 0; b++; } }
     }
 }
 

@@ -27,31 +27,68 @@ void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int
     }
 }
 
+/* n bytes widened to int16 */
+static inline void widen8(const uint8_t *s, int x_signed, int16_t *d, int n) {
+    int k = 0;
+#ifdef __AVX2__
+    for (; k + 16 <= n; k += 16) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + k));
+        _mm256_storeu_si256((__m256i *)(d + k), x_signed ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b));
+    }
+#endif
+    if (x_signed) for (; k < n; k++) d[k] = (int8_t)s[k];
+    else for (; k < n; k++) d[k] = s[k];
+}
+
+/* im2col row of output pixel (b, oy, ox) widened to int16 into d[K] (dscy_conv_row's order) */
+static inline void conv_row16(const dscy_conv_geom *g, int x_signed, int b, int oy, int ox,
+                              int16_t *d) {
+    int C = g->C, y0 = oy * g->sh - g->pt, x0 = ox * g->sw - g->pl, KWC = g->KW * C;
+    int16_t pad = x_signed ? (int16_t)(int8_t)g->pad : (int16_t)g->pad;
+    const uint8_t *xb = g->x + (size_t)b * g->H * g->W * C;
+    int whole = x0 >= 0 && x0 + (g->KW - 1) * g->dw < g->W && g->dw == 1;
+    for (int ky = 0; ky < g->KH; ky++, d += KWC) {
+        int iy = y0 + ky * g->dh;
+        if (iy < 0 || iy >= g->H) { for (int k = 0; k < KWC; k++) d[k] = pad; continue; }
+        const uint8_t *row = xb + (size_t)iy * g->W * C;
+        if (whole) { widen8(row + (size_t)x0 * C, x_signed, d, KWC); continue; }
+        for (int kx = 0; kx < g->KW; kx++) {
+            int ix = x0 + kx * g->dw;
+            if (ix < 0 || ix >= g->W) for (int c = 0; c < C; c++) d[kx * C + c] = pad;
+            else widen8(row + (size_t)ix * C, x_signed, d + kx * C, C);
+        }
+    }
+}
+
 int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
                             int nthreads) {
-    int M = g->B * g->Ho * g->Wo, K = g->KH * g->KW * g->C, fail = 0;
+    int M = g->B * g->Ho * g->Wo, K = g->KH * g->KW * g->C;
     int nt = dscy_nthreads(nthreads);
     if ((long)M * K <= 65536) nt = 1;
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        uint8_t *row = (uint8_t *)malloc((size_t)K + 64);
-        if (!row) {
-            #pragma omp atomic write
-            fail = 1;
-        }
-        #pragma omp for schedule(static)
-        for (int m = 0; m < Mp; m++) {
+        int tid = 0, T = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(); T = omp_get_num_threads();
+#endif
+        int m0 = (int)((long)Mp * tid / T), m1 = (int)((long)Mp * (tid + 1) / T);
+        /* the pixel of row m0, then stepped along the rows: no divisions per row */
+        int hw = g->Ho * g->Wo, mm = m0 < M ? m0 : M;
+        int b = mm / hw, oy = (mm % hw) / g->Wo, ox = mm % g->Wo;
+        /* narrow segments (C < 16, an RGB stem's 3 bytes) would widen element by element: the
+         * row is gathered as bytes first (dscy_conv_rows) and widened in one run */
+        uint8_t rowb[2048];
+        int bytes_first = g->C < 16 && K <= (int)sizeof(rowb);
+        for (int m = m0; m < m1; m++) {
             int16_t *d = xp + (ptrdiff_t)m * Kp;
             if (m >= M) { memset(d, 0, sizeof(int16_t) * Kp); continue; }
-            if (!row) continue;
-            dscy_conv_row(g, m, row);
-            if (x_signed) for (int k = 0; k < K; k++) d[k] = (int8_t)row[k];
-            else for (int k = 0; k < K; k++) d[k] = row[k];
+            if (bytes_first) { dscy_conv_rows(g, m, 1, rowb); widen8(rowb, x_signed, d, K); }
+            else conv_row16(g, x_signed, b, oy, ox, d);
             for (int k = K; k < Kp; k++) d[k] = 0;
+            if (++ox == g->Wo) { ox = 0; if (++oy == g->Ho) { oy = 0; b++; } }
         }
-        free(row);
     }
-    return fail ? -1 : 0;
+    return 0;
 }
 
 /* Store one finished micro-tile (rows m0..m0+mr-1, channels n0..n0+15) through the epilogue.

@@ -315,7 +315,7 @@ static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x,
     int n32 = ntiles32(M), T = t < n32 ? T32 : 8;
     int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
     int mt = M - m0 < T ? M - m0 : T;
-    for (int i = 0; i < mt; i++) dscy_conv_row(g, m0 + i, rows + (size_t)i * K);
+    dscy_conv_rows(g, m0, mt, rows);
     pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0);
 }
 
