@@ -175,13 +175,9 @@ class PreparedQDW(_EpilogueArgs):
                 and out.dtype == self.out_dtype and out.strides[1] == out.itemsize
                 and out.strides[0] % out.itemsize == 0):
             return None
-        res = None
-        if residual is not None:
-            if self.out_dtype == np.int32 or self.table:
-                return None
-            res = _res_args(residual, m, self.c, out)
-            if not np.may_share_memory(res[0], residual[0]):
-                return None
+        res = self._bound_res(residual, m, self.c, out)
+        if res is False:
+            return None
         return self._fn, self._args(x, strides, pads, dilations, ho, wo, out, res, num_threads)
 
 

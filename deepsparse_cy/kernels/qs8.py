@@ -291,6 +291,16 @@ class _EpilogueArgs:
         if residual is not None and (self.out_dtype == np.int32 or self.table):
             raise ValueError("a residual needs a float32, uint8 or int8 output and no mid table")
 
+    def _bound_res(self, residual, m, n, out):
+        """The kernels' residual tuple for a bound call (None without one), or False where the
+        call cannot bind: int32 out, a table, or a converted copy (its values would go stale)."""
+        if residual is None:
+            return None
+        if self.out_dtype == np.int32 or self.table:
+            return False
+        res = _res_args(residual, m, n, out)
+        return res if np.may_share_memory(res[0], residual[0]) else False
+
 
 class PreparedQS8(_EpilogueArgs):
     """qs8_matmul with its epilogue (bias with the zero-point fold, scale, activation, output
@@ -354,13 +364,9 @@ class PreparedQS8(_EpilogueArgs):
                 and out.shape == (x.shape[0], packed.n) and out.dtype == self.out_dtype
                 and out.strides[1] == out.itemsize and out.strides[0] % out.itemsize == 0):
             return None
-        res = None
-        if residual is not None:
-            if self.out_dtype == np.int32 or self.table:
-                return None
-            res = _res_args(residual, x.shape[0], packed.n, out)
-            if not np.may_share_memory(res[0], residual[0]):
-                return None                    # a converted copy: its values would go stale
+        res = self._bound_res(residual, x.shape[0], packed.n, out)
+        if res is False:
+            return None
         return self._fn, self._args(x, out, res, num_threads)
 
 
@@ -417,13 +423,9 @@ class PreparedQS8(_EpilogueArgs):
                                     and out.strides[1] == out.itemsize
                                     and out.strides[0] % out.itemsize == 0):
             return None
-        res = None
-        if residual is not None:
-            if self.out_dtype == np.int32 or self.table:
-                return None
-            res = _res_args(residual, m, n, out)
-            if not np.may_share_memory(res[0], residual[0]):
-                return None
+        res = self._bound_res(residual, m, n, out)
+        if res is False:
+            return None
         return self._conv_fn, self._conv_args(x, geom, out, res, num_threads)
 
 

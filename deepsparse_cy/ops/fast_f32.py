@@ -125,6 +125,14 @@ class _QDQFast(Op):
         self.output_dtype = a.get("output_dtype", 0)
         self.precision = a.get("precision", 0)
 
+    def _const_params(self, s, z):
+        """Whether scale s and zero point z are this node's model constants (a bound call may
+        keep their values)."""
+        sc = self.ctx.const(1) if self.ctx is not None else None
+        zc = self.ctx.const(2) if self.ctx is not None and len(self.node.inputs) > 2 \
+            and self.node.inputs[2] else None
+        return sc is not None and sc is s and (z is None or zc is z)
+
 
 class _QuantizeLinearFast(_QDQFast):
     """Per-tensor float32 -> u8/s8; every other form goes to the reference `quant.quantize`."""
@@ -163,10 +171,7 @@ class _QuantizeLinearFast(_QDQFast):
         x, s = inputs[0], inputs[1]
         z = inputs[2] if len(inputs) > 2 else None
         out = outs[0] if outs else None
-        sc = self.ctx.const(1) if self.ctx is not None else None
-        zc = self.ctx.const(2) if self.ctx is not None and len(self.node.inputs) > 2 \
-            and self.node.inputs[2] else None
-        if sc is None or sc is not s or (z is not None and zc is not z) or out is None:
+        if not self._const_params(s, z) or out is None:
             return None
         zdt = z.dtype if z is not None else np.dtype(np.uint8)
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.size == 0 or s.size != 1 \
@@ -217,10 +222,7 @@ class _DequantizeLinearFast(_QDQFast):
         x, s = inputs[0], inputs[1]
         z = inputs[2] if len(inputs) > 2 else None
         out = outs[0] if outs else None
-        sc = self.ctx.const(1) if self.ctx is not None else None
-        zc = self.ctx.const(2) if self.ctx is not None and len(self.node.inputs) > 2 \
-            and self.node.inputs[2] else None
-        if sc is None or sc is not s or (z is not None and zc is not z) or out is None:
+        if not self._const_params(s, z) or out is None:
             return None
         if x.dtype not in (np.uint8, np.int8) or s.size != 1 or s.dtype != np.float32 \
                 or (z is not None and (z.size != 1 or z.dtype != x.dtype)) or self.block_size \

@@ -12,20 +12,13 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 import deepsparse_cy as ds
+from test_fusion_conv import _init, _ort_plain, _steps, _unfused  # the QDQ conv tests' helpers
 
 ort = pytest.importorskip("onnxruntime")
 
 mk = helper.make_node
 CHAIN_OPS = {"Sigmoid", "HardSigmoid", "HardSwish", "Mul", "Sub", "Add", "Relu", "Div",
              "BatchNormalization", "DequantizeLinear"}
-
-
-def _init(name, a):
-    return numpy_helper.from_array(np.asarray(a), name)
-
-
-def _steps(engine):
-    return [(n, op) for n, op in engine._program.steps]
 
 
 def _model(rng, first, tail, then, c=16, hw=12):
@@ -86,19 +79,6 @@ def _model(rng, first, tail, then, c=16, hw=12):
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [2, c, hw, hw])],
                           outs, inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def _ort_plain(m, feeds):
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"]).run(None, feeds)
-
-
-def _unfused(model, monkeypatch):
-    with monkeypatch.context() as mp:
-        mp.setenv("DEEPSPARSE_CY_NO_FUSION", "1")
-        return ds.compile_model(model)
 
 
 def _close(y, ref, tail):

@@ -14,15 +14,10 @@ import pytest
 
 import deepsparse_cy.kernels as K
 from _kernel_cases import epilogue_layer, isa_params
+from test_dw_q8 import CASES as DW_CASES
 
-# b, h, w, c, kh, kw, sh, sw, dh, dw, (top, left, bottom, right)
-CASES = [
-    (1, 9, 9, 24, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
-    (2, 12, 11, 37, 3, 3, 2, 2, 1, 1, (1, 1, 1, 1)),
-    (1, 13, 13, 8, 5, 5, 2, 1, 2, 2, (4, 4, 4, 4)),
-    (1, 7, 10, 3, 3, 3, 1, 2, 1, 1, (0, 2, 1, 0)),
-    (1, 5, 5, 17, 1, 1, 1, 1, 1, 1, (0, 0, 0, 0)),
-    (1, 1, 1, 9, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
+# b, h, w, c, kh, kw, sh, sw, dh, dw, (top, left, bottom, right): test_dw_q8's, and
+CASES = DW_CASES + [
     (1, 6, 40, 64, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),       # long interior runs, 8 vectors
     (1, 24, 30, 16, 5, 5, 1, 1, 1, 1, (2, 2, 2, 2)),
     (1, 4, 4, 8, 16, 16, 1, 1, 1, 1, (6, 6, 6, 6)),         # 256 taps: the exactness limit
