@@ -302,8 +302,6 @@ static void row_generic(const int16_t *xt, int T, const uint16_t *idx, const int
     for (int t = 0; t < T; t++) out[t] = acc[t];
 }
 
-/* Rows [r0, r1) over token tiles [t0, t1); with x (not NULL) each tile is first packed into xw,
- * the writable xt. */
 /* the calling thread's gathered im2col rows of one tile (bytes, in floats) */
 DSCY_THREAD_BUFFER(conv_rows_buffer)
 
@@ -319,6 +317,8 @@ static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x,
     pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0);
 }
 
+/* Rows [r0, r1) over token tiles [t0, t1); with x (not NULL) each tile is first packed into xw,
+ * the writable xt (from g's gathered rows when g is not NULL). */
 static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                        const uint16_t *idx, const int8_t *vals, int bp, const dscy_epilogue *ep,
                        int r0, int r1, int t0, int t1, const void *x, int x_signed,
