@@ -437,7 +437,7 @@ def _fuse_qconv_maxpool(v, qconvs):
     return count
 
 
-# elementwise ops a table tail may contain: op -> f(x, node, consts) on float32 arrays
+# elementwise ops a table tail may contain: op -> f(x, node attrs) on float32 arrays
 _TABLE_UNARY = {
     "Sigmoid": lambda x, a: _ew.Sigmoid(x),
     "HardSigmoid": lambda x, a: _ew.HardSigmoid(x, alpha=float(a.get("alpha", 0.2)),
@@ -517,10 +517,12 @@ def _table_chain(v, y, to_q=True):
 def _table_eval(v, y, nodes, x):
     """The chain's float32 result on x (the values of y), with the engine's elementwise ops."""
     env = {y: x}
+
+    def get(name):                            # a chain value or a scalar constant
+        return env[name] if name in env else np.asarray(v.const(name), np.float32).reshape(())
+
     for c in nodes:
-        get = (lambda name: env[name] if name in env
-               else np.asarray(v.const(name), np.float32).reshape(()))
-        a = env[c.inputs[0]] if c.inputs[0] in env else get(c.inputs[0])
+        a = get(c.inputs[0])
         with np.errstate(all="ignore"):
             if c.op_type in _TABLE_UNARY:
                 r = _TABLE_UNARY[c.op_type](np.ascontiguousarray(a, np.float32), c.attrs)

@@ -113,16 +113,12 @@ class PreparedQDW(_EpilogueArgs):
         _EpilogueArgs.__init__(self, c, bias, scale, out_dtype, out_zero_point, 0, None,
                                activation, clip, y_scale, mid)
         self.c, self.kh, self.kw, self.zx = c, kh, kw, int(x_zero_point)
-        self.w = w
         self.wt = np.ascontiguousarray(w.reshape(c, kh * kw).T, np.float32)        # [taps, C]
         # zx times each kernel row's weight sum: exact in float32 (<= 255 * 128 * kw < 2**24)
         self.zxw = np.ascontiguousarray(
             (self.zx * w.astype(np.int64).sum(axis=2)).T.astype(np.float32))       # [kh, C]
         self.code = _OUT_CODES[self.out_dtype]
         self._fn = load("qs8_gemm", isa).dwconv
-        self.reference_args = dict(bias=bias, scale=scale, out_dtype=out_dtype,
-                                   out_zero_point=out_zero_point, x_zero_point=x_zero_point,
-                                   activation=activation, clip=clip, y_scale=y_scale, mid=mid)
 
     def _geometry(self, x, strides, pads, dilations):
         b, h, w, c = x.shape

@@ -369,7 +369,6 @@ class PreparedQS8(_EpilogueArgs):
             return None
         return self._fn, self._args(x, out, res, num_threads)
 
-
     def _conv_geom(self, x, kernel_shape, strides, pads, dilations):
         """(geometry tuple, M) of a convolution of NHWC x whose im2col rows this layer's weight
         [N, kh*kw*C] multiplies, or ValueError."""
@@ -381,8 +380,8 @@ class PreparedQS8(_EpilogueArgs):
         if kh * kw * c != self.packed.k:
             raise ValueError(f"conv: weight has K={self.packed.k}, expected kh*kw*C={kh * kw * c}")
         _check_zero_point(self.zx, x.dtype, "x")
-        ho = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
-        wo = (w + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+        from .conv import conv_output_hw          # (conv.py imports this module)
+        ho, wo = conv_output_hw(h, w, kernel_shape, strides, pads, dilations)
         if ho <= 0 or wo <= 0:
             raise ValueError(f"conv: output would be empty ({ho}x{wo})")
         geom = (int(kh), int(kw), int(strides[0]), int(strides[1]), int(dilations[0]),

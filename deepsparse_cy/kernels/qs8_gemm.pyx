@@ -10,8 +10,8 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                        const dscy_epilogue *ep, int nthreads)
     double dscy_probe_peak(int kind, long iters)
-    int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
-                                int Kp, int nthreads)
+    void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
+                                 int Kp, int nthreads)
     int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
                         const float *w, const float *zxw, int KH, int KW, int sh, int sw, int dh,
                         int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep,
@@ -54,18 +54,15 @@ def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
     """gemm() on a convolution's im2col rows (geom: KH, KW, sh, sw, dh, dw, pt, pl, Ho, Wo),
     gathered straight into the int16 rows."""
     cdef dscy_conv_geom g = _geom(x, geom, pad_byte)
-    cdef int M = g.B * g.Ho * g.Wo, rc
+    cdef int M = g.B * g.Ho * g.Wo
     cdef int Mp = (M + MR - 1) // MR * MR
     cdef cnp.ndarray xp = np.empty((Mp, Kp), np.int16)
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     cdef int16_t *xpp = <int16_t *>_ptr(xp)
     cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
     with nogil:
-        rc = dscy_qs8_pack_conv_rows(&g, x_signed, xpp, Mp, Kp, nthreads)
-        if rc == 0:
-            dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
-    if rc != 0:
-        raise MemoryError("qs8 gemm: conv row buffer allocation failed")
+        dscy_qs8_pack_conv_rows(&g, x_signed, xpp, Mp, Kp, nthreads)
+        dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
     return out
 
 

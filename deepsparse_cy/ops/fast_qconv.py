@@ -64,14 +64,15 @@ _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
 _tls = threading.local()
 
 
-def _cols_buffer(shape, dtype):
-    """im2col columns in one growing buffer per thread, shared by every QConv layer (the
-    columns live only during their layer's call): a fresh multi-MB array per call would
-    page-fault, and a buffer per layer shape would hold them all."""
+def _thread_buffer(name, shape, dtype):
+    """A scratch array in one growing buffer per thread and name, shared by every QConv layer
+    (im2col columns, channels-last copies: they live only during their layer's call): a fresh
+    multi-MB array per call would page-fault, and a buffer per layer shape would hold them all."""
     need = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = getattr(_tls, "cols", None)
+    buf = getattr(_tls, name, None)
     if buf is None or buf.size < need:
-        buf = _tls.cols = np.empty(need, np.uint8)
+        buf = np.empty(need, np.uint8)
+        setattr(_tls, name, buf)
     return buf[:need].view(dtype).reshape(shape)
 
 
@@ -305,7 +306,7 @@ class QConv(Op):
                                                                self.strides, pads, self.dilations)
         return im2col_nhwc(xs, self.kernel_shape, self.strides, pads, self.dilations,
                            pad_value=self.zx, num_threads=self.num_threads or 1,
-                           out=_cols_buffer((b * ho * wo, kh * kw * c), xs.dtype))
+                           out=_thread_buffer("cols", (b * ho * wo, kh * kw * c), xs.dtype))
 
     def _nhwc_rows(self, xs):
         """xs [B, H, W, C] as a C-contiguous array: itself, or an NHWC view of planar data
@@ -315,13 +316,10 @@ class QConv(Op):
         planar = xs.transpose(0, 3, 1, 2)
         if not planar.flags.c_contiguous:
             return np.ascontiguousarray(xs)
-        need = xs.size
-        buf = getattr(_tls, "nhwc", None)
-        if buf is None or buf.size < need:
-            buf = _tls.nhwc = np.empty(need, np.uint8)
-        out = buf[:need].reshape(xs.shape)
-        _f32_ops.nchw_to_nhwc_8(planar.view(np.uint8), out, self.num_threads or 1)
-        return out.view(xs.dtype)
+        out = _thread_buffer("nhwc", xs.shape, xs.dtype)
+        _f32_ops.nchw_to_nhwc_8(planar.view(np.uint8), out.view(np.uint8),
+                                self.num_threads or 1)
+        return out
 
     def _gemm(self, packs, xn, pads, out2, residual=None):
         c = xn.shape[3]
@@ -420,9 +418,9 @@ class QConv(Op):
         if c != self.group:
             raise ShapeError(f"QConv: input has {c} channels, depthwise weight expects {self.group}")
         if self.qdw:
-            xc = xn if xn.flags.c_contiguous else np.ascontiguousarray(xn)
-            return self._qdw_prepared()(xc, self.strides, pads, self.dilations, out=out2,
-                                        num_threads=self.num_threads, residual=residual)
+            return self._qdw_prepared()(self._nhwc_rows(xn), self.strides, pads, self.dilations,
+                                        out=out2, num_threads=self.num_threads,
+                                        residual=residual)
         ft = np.float32 if kh * kw <= 513 else np.float64
         n = self.cout
         if self._dw_f32_exact and n == c:
@@ -604,9 +602,9 @@ class QConv(Op):
         """engine._run_plan's bound call for a conv the kernel finishes (group 1 after its
         first run -- tuned, epilogue prepared -- or a compiled depthwise one): the prepared
         kernel on the same input / residual / output objects; a k x k group-1 conv's kernel
-        gathers its im2col rows from the NHWC input itself (PreparedQS8.conv). An NCHW input is copied to
-        channels-last and an NCHW output is written back to planes, both through scratch
-        arrays of this binding (a plan instance runs on one thread at a time)."""
+        gathers its im2col rows from the NHWC input itself (PreparedQS8.conv). An NCHW input
+        is copied to channels-last and an NCHW output is written back to planes, both through
+        scratch arrays of this binding (a plan instance runs on one thread at a time)."""
         x = inputs[0]
         o = outs[0] if outs else None
         if not (self.qdw or (self.group == 1 and not self.depthwise and self._tuned[0])) \

@@ -269,5 +269,19 @@ static inline __m256i dscy_ep_q8(const dscy_epilogue *ep, __m256 f) {
     /* cvtps_epi32 rounds with MXCSR (default: nearest, ties to even) like rintf */
     return _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(ep->zero_point));
 }
+
+/* The whole epilogue of 8 accumulators of one output row, lanes = channels n0..n0+7 with their
+ * bias, scale, mid scale / bias (read only with a mid step) and table offsets row (only with a
+ * table), as 32-bit lanes of the output type: int32 sums, float bits, or quantized values
+ * (saturated to the 8-bit range). ro: the residual's offset m * ldr + n0 (only with one). */
+static inline __m256i dscy_ep_lanes8(const dscy_epilogue *ep, __m256i acc, __m256i bias,
+                                     __m256 scale, __m256 mid_scale, __m256 mid_bias,
+                                     __m256i row, ptrdiff_t ro) {
+    if (ep->out_type == DSCY_OUT_I32) return _mm256_add_epi32(acc, bias);
+    if (ep->lut) return dscy_ep_lut8(ep, acc, bias, scale, row);
+    __m256 f = dscy_ep_f8(ep, acc, bias, scale, mid_scale, mid_bias,
+                          ep->res_type ? dscy_res8(ep, ro) : mid_bias);
+    return ep->out_type == DSCY_OUT_F32 ? _mm256_castps_si256(f) : dscy_ep_q8(ep, f);
+}
 #endif
 #endif

@@ -74,8 +74,8 @@ typedef struct {
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads);
 /* the same from a convolution's rows (M = B*Ho*Wo, K = KH*KW*C) */
-int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
-                            int nthreads);     /* returns 0 */
+void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
+                             int Kp, int nthreads);
 /* xp [Mp][Kp] int16, wp int16 [Np/NR][Kp/2][NR][2]; out via epilogue (only M x N written) */
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads);

@@ -52,35 +52,24 @@ static inline __m256 load8_q(const void *p, int x_signed) {
 
 /* the epilogue of 8 channels n0..n0+7 of output pixel m from their exact float sums */
 static inline void ep_store8(const dscy_epilogue *ep, __m256 accf, int m, int n0) {
-    __m256i a = _mm256_cvtps_epi32(accf);
-    __m256i b = _mm256_loadu_si256((const __m256i *)(ep->bias + n0));
+    __m256 ma = _mm256_setzero_ps(), mb = ma;
+    if (ep->mid_type) {
+        ma = _mm256_loadu_ps(ep->mid_scale + n0);
+        mb = _mm256_loadu_ps(ep->mid_bias + n0);
+    }
+    __m256i row = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
+                                   _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792));
+    __m256i v = dscy_ep_lanes8(ep, _mm256_cvtps_epi32(accf),
+                               _mm256_loadu_si256((const __m256i *)(ep->bias + n0)),
+                               _mm256_loadu_ps(ep->scale + n0), ma, mb, row,
+                               (ptrdiff_t)m * ep->ldr + n0);
     ptrdiff_t o = (ptrdiff_t)m * ep->ldo + n0;
-    if (ep->out_type == DSCY_OUT_I32) {
-        _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o), _mm256_add_epi32(a, b));
+    if (ep->out_type < DSCY_OUT_U8) {         /* int32 sums or float bits */
+        _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o), v);
         return;
     }
-    __m256 s = _mm256_loadu_ps(ep->scale + n0);
-    __m256i q;
-    if (ep->lut) {
-        __m256i row = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
-            _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792));
-        q = dscy_ep_lut8(ep, a, b, s, row);
-    } else {
-        __m256 ma = _mm256_setzero_ps(), mb = ma, r = ma;
-        if (ep->mid_type) {
-            ma = _mm256_loadu_ps(ep->mid_scale + n0);
-            mb = _mm256_loadu_ps(ep->mid_bias + n0);
-        }
-        if (ep->res_type) r = dscy_res8(ep, (ptrdiff_t)m * ep->ldr + n0);
-        __m256 f = dscy_ep_f8(ep, a, b, s, ma, mb, r);
-        if (ep->out_type == DSCY_OUT_F32) {
-            _mm256_storeu_ps((float *)ep->out + o, f);
-            return;
-        }
-        q = dscy_ep_q8(ep, f);
-    }
     /* lanes already saturated to the 8-bit range: the packs only narrow */
-    __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     __m128i b8 = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16);
     _mm_storel_epi64((__m128i *)((uint8_t *)ep->out + o), b8);
 }

@@ -40,7 +40,7 @@ static inline void widen8(const uint8_t *s, int x_signed, int16_t *d, int n) {
     else for (; k < n; k++) d[k] = s[k];
 }
 
-/* im2col row of output pixel (b, oy, ox) widened to int16 into d[K] (dscy_conv_row's order) */
+/* im2col row of output pixel (b, oy, ox) widened to int16 into d[K] (dscy_conv_rows' order) */
 static inline void conv_row16(const dscy_conv_geom *g, int x_signed, int b, int oy, int ox,
                               int16_t *d) {
     int C = g->C, y0 = oy * g->sh - g->pt, x0 = ox * g->sw - g->pl, KWC = g->KW * C;
@@ -60,8 +60,8 @@ static inline void conv_row16(const dscy_conv_geom *g, int x_signed, int b, int 
     }
 }
 
-int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
-                            int nthreads) {
+void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
+                             int nthreads) {
     int M = g->B * g->Ho * g->Wo, K = g->KH * g->KW * g->C;
     int nt = dscy_nthreads(nthreads);
     if ((long)M * K <= 65536) nt = 1;
@@ -88,7 +88,6 @@ int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, 
             if (++ox == g->Wo) { ox = 0; if (++oy == g->Ho) { oy = 0; b++; } }
         }
     }
-    return 0;
 }
 
 /* Store one finished micro-tile (rows m0..m0+mr-1, channels n0..n0+15) through the epilogue.
@@ -135,20 +134,11 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
             __m256i a0 = _mm256_loadu_si256((const __m256i *)(c + r * NR));
             __m256i a1 = _mm256_loadu_si256((const __m256i *)(c + r * NR + 8));
             ptrdiff_t o = (ptrdiff_t)(m0 + r) * ep->ldo + n0;
+            ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
+            __m256i v0 = dscy_ep_lanes8(ep, a0, b0, s0, ma0, m0v, row0, ro);
+            __m256i v1 = dscy_ep_lanes8(ep, a1, b1, s1, ma1, m1v, row1, ro + 8);
             int32_t tmp[NR] __attribute__((aligned(32)));
-            if (ep->out_type == DSCY_OUT_I32 || ep->out_type == DSCY_OUT_F32) {
-                __m256i v0, v1;
-                if (ep->out_type == DSCY_OUT_I32) {
-                    v0 = _mm256_add_epi32(a0, b0); v1 = _mm256_add_epi32(a1, b1);
-                } else {
-                    __m256 r0 = m0v, r1 = m0v;
-                    if (ep->res_type) {
-                        ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
-                        r0 = dscy_res8(ep, ro); r1 = dscy_res8(ep, ro + 8);
-                    }
-                    v0 = _mm256_castps_si256(dscy_ep_f8(ep, a0, b0, s0, ma0, m0v, r0));
-                    v1 = _mm256_castps_si256(dscy_ep_f8(ep, a1, b1, s1, ma1, m1v, r1));
-                }
+            if (ep->out_type < DSCY_OUT_U8) {
                 int32_t *dst = (int32_t *)ep->out + o;     /* float bits or int32: 4 bytes */
                 if (nn == NR) {
                     _mm256_storeu_si256((__m256i *)dst, v0);
@@ -160,21 +150,8 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
                 }
                 continue;
             }
-            __m256i q0, q1;
-            if (ep->lut) {
-                q0 = dscy_ep_lut8(ep, a0, b0, s0, row0);
-                q1 = dscy_ep_lut8(ep, a1, b1, s1, row1);
-            } else {
-                __m256 r0 = m0v, r1 = m0v;
-                if (ep->res_type) {
-                    ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
-                    r0 = dscy_res8(ep, ro); r1 = dscy_res8(ep, ro + 8);
-                }
-                q0 = dscy_ep_q8(ep, dscy_ep_f8(ep, a0, b0, s0, ma0, m0v, r0));
-                q1 = dscy_ep_q8(ep, dscy_ep_f8(ep, a1, b1, s1, ma1, m1v, r1));
-            }
             /* lanes are already saturated to the 8-bit range, so the packs only narrow */
-            __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+            __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
             __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
             __m128i bb = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
             if (nn == NR) _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), bb);

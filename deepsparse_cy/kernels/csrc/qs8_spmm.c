@@ -405,8 +405,8 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                 int t0 = u0 <= (long)n32 * 4 ? (int)((u0 + 3) / 4) : n32 + (int)(u0 - (long)n32 * 4);
                 int t1 = u1 <= (long)n32 * 4 ? (int)((u1 + 3) / 4) : n32 + (int)(u1 - (long)n32 * 4);
                 if (tid == TT - 1) t1 = ntl;
-                spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1,
-                           g ? (const void *)g->x : x, x_signed, ldx, K, xt, g, rows);
+                spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x, x_signed,
+                           ldx, K, xt, g, rows);
             } else {
                 #pragma omp for schedule(static)
                 for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t);
