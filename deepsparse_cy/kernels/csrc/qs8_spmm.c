@@ -145,6 +145,59 @@ static void stage_row(const dscy_epilogue *ep, const int32_t *acc, int m0, int m
 #endif
 }
 
+#ifdef __AVX2__
+/* int16 tokens 0..15 (a) and 16..31 (c), as packs_epi32 leaves them (lanes interleaved by
+ * 128-bit half) -> 32 saturated bytes in token order */
+static inline __m256i pack_bytes32(__m256i a, __m256i c, int u8) {
+    a = _mm256_permute4x64_epi64(a, 0xD8);
+    c = _mm256_permute4x64_epi64(c, 0xD8);
+    __m256i p = u8 ? _mm256_packus_epi16(a, c) : _mm256_packs_epi16(a, c);
+    return _mm256_permute4x64_epi64(p, 0xD8);
+}
+#endif
+
+/* Write nr rows of 32 staged output bytes (bst[i * T32 + t]: output n0 + i of token m0 + t) to
+ * the tokens-major output: 8 rows by unpacks (each token gets its 8 bytes as one 64-bit store),
+ * fewer one byte at a time. */
+static void flush_bytes(const dscy_epilogue *ep, const uint8_t *bst, int m0, int n0, int nr) {
+    ptrdiff_t ldo = ep->ldo;
+    uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
+#ifdef __AVX2__
+    if (nr == 8) {
+        __m256i r[8], t[8], u[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_load_si256((const __m256i *)(bst + i * T32));
+        for (int i = 0; i < 4; i++) {
+            t[2 * i] = _mm256_unpacklo_epi8(r[2 * i], r[2 * i + 1]);      /* tok 0-7 | 16-23 */
+            t[2 * i + 1] = _mm256_unpackhi_epi8(r[2 * i], r[2 * i + 1]);  /* tok 8-15 | 24-31 */
+        }
+        for (int h = 0; h < 2; h++) {      /* rows 0-3 and rows 4-7 */
+            u[4 * h + 0] = _mm256_unpacklo_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 0-3 | 16-19 */
+            u[4 * h + 1] = _mm256_unpackhi_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 4-7 | 20-23 */
+            u[4 * h + 2] = _mm256_unpacklo_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 8-11 | 24-27 */
+            u[4 * h + 3] = _mm256_unpackhi_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 12-15 | 28-31 */
+        }
+        for (int g = 0; g < 4; g++) {      /* token groups 4g..4g+3 and 16+4g.. */
+            __m256i lo = _mm256_unpacklo_epi32(u[g], u[4 + g]);   /* 4g, 4g+1 | 16+4g, 17+4g */
+            __m256i hi = _mm256_unpackhi_epi32(u[g], u[4 + g]);   /* 4g+2, 4g+3 | ... */
+            __m128i l0 = _mm256_castsi256_si128(lo), l1 = _mm256_extracti128_si256(lo, 1);
+            __m128i h0 = _mm256_castsi256_si128(hi), h1 = _mm256_extracti128_si256(hi, 1);
+            int tk = 4 * g;   /* 8-byte stores at any byte offset: movq, no double* (UB) */
+            _mm_storel_epi64((__m128i *)(o + (tk + 0) * ldo), l0);
+            _mm_storel_epi64((__m128i *)(o + (tk + 1) * ldo), _mm_unpackhi_epi64(l0, l0));
+            _mm_storel_epi64((__m128i *)(o + (tk + 2) * ldo), h0);
+            _mm_storel_epi64((__m128i *)(o + (tk + 3) * ldo), _mm_unpackhi_epi64(h0, h0));
+            _mm_storel_epi64((__m128i *)(o + (tk + 16) * ldo), l1);
+            _mm_storel_epi64((__m128i *)(o + (tk + 17) * ldo), _mm_unpackhi_epi64(l1, l1));
+            _mm_storel_epi64((__m128i *)(o + (tk + 18) * ldo), h1);
+            _mm_storel_epi64((__m128i *)(o + (tk + 19) * ldo), _mm_unpackhi_epi64(h1, h1));
+        }
+        return;
+    }
+#endif
+    for (int t = 0; t < T32; t++)
+        for (int i = 0; i < nr; i++) o[(ptrdiff_t)t * ldo + i] = bst[i * T32 + t];
+}
+
 /* Write nr staged rows (outputs n0..n0+nr-1) for tokens m0..m0+mt-1. stage: [8][T32] int32. */
 static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, int mt, int n0, int nr) {
     ptrdiff_t ldo = ep->ldo;
@@ -184,47 +237,16 @@ static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, in
 #ifdef __AVX2__
     if (nr == 8 && mt == T32) {
         if (bytes) {
-            /* narrow each row to 32 bytes, then transpose 8 rows x 32 tokens by unpacks: each
-             * token gets its 8 output bytes as one 64-bit store */
-            __m256i r[8];
+            uint8_t bst[8 * T32] __attribute__((aligned(32)));
             for (int i = 0; i < 8; i++) {
                 const int32_t *q = stage + i * T32;
                 __m256i a = _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)q),
                                                _mm256_loadu_si256((const __m256i *)(q + 8)));
                 __m256i c = _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)(q + 16)),
                                                _mm256_loadu_si256((const __m256i *)(q + 24)));
-                a = _mm256_permute4x64_epi64(a, 0xD8);   /* int16 tokens 0..15 */
-                c = _mm256_permute4x64_epi64(c, 0xD8);   /* int16 tokens 16..31 */
-                __m256i p = ep->out_type == DSCY_OUT_U8 ? _mm256_packus_epi16(a, c) : _mm256_packs_epi16(a, c);
-                r[i] = _mm256_permute4x64_epi64(p, 0xD8); /* bytes tokens 0..31 */
+                _mm256_store_si256((__m256i *)(bst + i * T32), pack_bytes32(a, c, ep->out_type == DSCY_OUT_U8));
             }
-            __m256i t[8], u[8];
-            for (int i = 0; i < 4; i++) {
-                t[2 * i] = _mm256_unpacklo_epi8(r[2 * i], r[2 * i + 1]);      /* tok 0-7 | 16-23 */
-                t[2 * i + 1] = _mm256_unpackhi_epi8(r[2 * i], r[2 * i + 1]);  /* tok 8-15 | 24-31 */
-            }
-            for (int h = 0; h < 2; h++) {      /* rows 0-3 and rows 4-7 */
-                u[4 * h + 0] = _mm256_unpacklo_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 0-3 | 16-19 */
-                u[4 * h + 1] = _mm256_unpackhi_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 4-7 | 20-23 */
-                u[4 * h + 2] = _mm256_unpacklo_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 8-11 | 24-27 */
-                u[4 * h + 3] = _mm256_unpackhi_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 12-15 | 28-31 */
-            }
-            uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
-            for (int g = 0; g < 4; g++) {      /* token groups 4g..4g+3 and 16+4g.. */
-                __m256i lo = _mm256_unpacklo_epi32(u[g], u[4 + g]);   /* 4g, 4g+1 | 16+4g, 17+4g */
-                __m256i hi = _mm256_unpackhi_epi32(u[g], u[4 + g]);   /* 4g+2, 4g+3 | ... */
-                __m128i l0 = _mm256_castsi256_si128(lo), l1 = _mm256_extracti128_si256(lo, 1);
-                __m128i h0 = _mm256_castsi256_si128(hi), h1 = _mm256_extracti128_si256(hi, 1);
-                int tk = 4 * g;   /* 8-byte stores at any byte offset: movq, no double* (UB) */
-                _mm_storel_epi64((__m128i *)(o + (tk + 0) * ldo), l0);
-                _mm_storel_epi64((__m128i *)(o + (tk + 1) * ldo), _mm_unpackhi_epi64(l0, l0));
-                _mm_storel_epi64((__m128i *)(o + (tk + 2) * ldo), h0);
-                _mm_storel_epi64((__m128i *)(o + (tk + 3) * ldo), _mm_unpackhi_epi64(h0, h0));
-                _mm_storel_epi64((__m128i *)(o + (tk + 16) * ldo), l1);
-                _mm_storel_epi64((__m128i *)(o + (tk + 17) * ldo), _mm_unpackhi_epi64(l1, l1));
-                _mm_storel_epi64((__m128i *)(o + (tk + 18) * ldo), h1);
-                _mm_storel_epi64((__m128i *)(o + (tk + 19) * ldo), _mm_unpackhi_epi64(h1, h1));
-            }
+            flush_bytes(ep, bst, m0, n0, 8);
         } else {
             /* four 8x8 transposes of 32-bit lanes: each token gets one 32-byte store */
             int32_t *o = (int32_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
@@ -284,6 +306,133 @@ static inline __attribute__((always_inline)) void row_kernel(
     #pragma GCC unroll 4
     for (int j = 0; j < V; j++) _mm256_storeu_si256((__m256i *)(out + 8 * j), acc[j]);
 }
+
+/* The epilogues the full-tile row loop specializes (rows_fast); the rest (a residual, GELU
+ * without a table, a y_scale division) take stage_row / flush_rows. */
+enum { EK_GEN = 0, EK_I32, EK_F32, EK_Q8, EK_LUT };
+static int ep_kind(const dscy_epilogue *ep) {
+    if (ep->res_type) return EK_GEN;
+    if (ep->out_type == DSCY_OUT_I32) return EK_I32;
+    if (ep->lut) return EK_LUT;
+    if (ep->y_scale != 1.0f || ep->act == DSCY_ACT_GELU) return EK_GEN;
+    return ep->out_type == DSCY_OUT_F32 ? EK_F32 : EK_Q8;
+}
+
+/* The epilogue constants of rows_fast, worked out once per call. */
+typedef struct {
+    __m256 mlo, mhi, alo, ahi, qlo, qhi;
+    __m256i zp, moff;
+    const int32_t *bias;
+    const float *scale, *mscale, *mbias;
+    const uint8_t *lut;
+    int mid, act, u8;
+} ep_consts;
+
+static void ep_consts_init(const dscy_epilogue *ep, ep_consts *k) {
+    k->mid = ep->mid_type != 0; k->act = ep->act; k->u8 = ep->out_type == DSCY_OUT_U8;
+    k->mlo = _mm256_set1_ps(k->mid ? dscy_q8_lo(ep->mid_type, ep->mid_zp) : 0.0f);
+    k->mhi = _mm256_set1_ps(k->mid ? dscy_q8_hi(ep->mid_type, ep->mid_zp) : 0.0f);
+    k->alo = _mm256_set1_ps(ep->act == DSCY_ACT_RELU ? 0.0f : ep->lo);
+    k->ahi = _mm256_set1_ps(ep->hi);
+    int q8 = ep->out_type == DSCY_OUT_U8 || ep->out_type == DSCY_OUT_S8;
+    k->qlo = _mm256_set1_ps(q8 ? dscy_q8_lo(ep->out_type, ep->zero_point) : 0.0f);
+    k->qhi = _mm256_set1_ps(q8 ? dscy_q8_hi(ep->out_type, ep->zero_point) : 0.0f);
+    k->zp = _mm256_set1_epi32(ep->zero_point);
+    k->moff = _mm256_set1_epi32(ep->mid_zp + (ep->mid_type == DSCY_OUT_U8 ? 0 : 128));
+    k->bias = ep->bias; k->scale = ep->scale; k->mscale = ep->mid_scale; k->mbias = ep->mid_bias;
+    k->lut = ep->lut;
+}
+
+/* The epilogue of kind EK on row n's 32 sums: the same arithmetic as stage_row's dscy_ep_*
+ * (bit for bit); 32-bit lanes to dst (int32 / float bits), 8-bit outputs as 32 bytes. */
+static inline __attribute__((always_inline)) void ep_row(const int EK, const ep_consts *k,
+                                                         const int32_t *sums, int n, void *dst) {
+    __m256i b = _mm256_set1_epi32(k->bias[n]);
+    if (EK == EK_I32) {
+        for (int j = 0; j < 4; j++)
+            _mm256_store_si256((__m256i *)dst + j,
+                               _mm256_add_epi32(_mm256_load_si256((const __m256i *)sums + j), b));
+        return;
+    }
+    __m256 s = _mm256_set1_ps(k->scale[n]);
+    __m256i q[4];
+    for (int j = 0; j < 4; j++) {
+        __m256i a = _mm256_load_si256((const __m256i *)sums + j);
+        __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, b)), s);
+        if (EK == EK_LUT) {   /* dscy_ep_lut8 */
+            f = _mm256_min_ps(_mm256_max_ps(f, k->mlo), k->mhi);
+            __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(f), k->moff);
+            __m256i w = _mm256_i32gather_epi32((const int *)k->lut,
+                                               _mm256_add_epi32(_mm256_set1_epi32(n * 256), i), 1);
+            q[j] = k->u8 ? _mm256_and_si256(w, _mm256_set1_epi32(0xff))
+                         : _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24);
+            continue;
+        }
+        if (k->mid) {         /* dscy_ep_pre8 */
+            f = _mm256_min_ps(_mm256_max_ps(f, k->mlo), k->mhi);
+            f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            f = _mm256_mul_ps(f, _mm256_set1_ps(k->mscale[n]));
+            __asm__("" : "+x"(f));   /* no FMA contraction */
+            f = _mm256_add_ps(f, _mm256_set1_ps(k->mbias[n]));
+        }
+        if (k->act == DSCY_ACT_RELU) f = _mm256_max_ps(f, k->alo);   /* dscy_act8 */
+        else if (k->act == DSCY_ACT_CLIP) f = _mm256_min_ps(_mm256_max_ps(f, k->alo), k->ahi);
+        if (EK == EK_F32) { _mm256_store_ps((float *)dst + 8 * j, f); continue; }
+        f = _mm256_min_ps(_mm256_max_ps(f, k->qlo), k->qhi);           /* dscy_ep_q8 */
+        q[j] = _mm256_add_epi32(_mm256_cvtps_epi32(f), k->zp);
+    }
+    if (EK == EK_Q8 || EK == EK_LUT)
+        _mm256_store_si256((__m256i *)dst,
+            pack_bytes32(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]), k->u8));
+}
+/* one out-of-line instance per kind: inlined into the row loop, the epilogue's constants take
+ * registers the block loop needs (gcc then adds register copies to it, 1.2x slower) */
+static __attribute__((noinline)) void ep_row_i32(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_I32, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_f32(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_F32, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_q8(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_Q8, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_lut(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_LUT, k, s, n, d); }
+
+/* Rows [r0, r1) over one full 32-token tile, the epilogue of kind EK specialized, then 8-row
+ * transposed flushes (8-bit outputs staged as bytes). */
+static inline __attribute__((always_inline)) void rows_fast(
+        const int EK, const int bp, const dscy_epilogue *ep, const ep_consts *k,
+        const int16_t *xtile, int m0, const int32_t *row_ptr, const uint16_t *idx,
+        const int8_t *vals, int r0, int r1) {
+    int32_t stage[8 * T32] __attribute__((aligned(32)));
+    uint8_t bst[8 * T32] __attribute__((aligned(32)));
+    int32_t sums[T32] __attribute__((aligned(32)));
+    int bytes = EK == EK_Q8 || EK == EK_LUT;
+    int ns = r0;
+    for (int n = r0; n < r1; n++) {
+        int b0 = row_ptr[n];
+        row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
+        void *dst = bytes ? (void *)(bst + (n - ns) * T32) : (void *)(stage + (n - ns) * T32);
+        if (EK == EK_I32) ep_row_i32(k, sums, n, dst);
+        else if (EK == EK_F32) ep_row_f32(k, sums, n, dst);
+        else if (EK == EK_Q8) ep_row_q8(k, sums, n, dst);
+        else ep_row_lut(k, sums, n, dst);
+        if (n - ns == 7 || n == r1 - 1) {
+            if (bytes) flush_bytes(ep, bst, m0, ns, n - ns + 1);
+            else flush_rows(ep, stage, m0, T32, ns, n - ns + 1);
+            ns = n + 1;
+        }
+    }
+}
+
+/* rows_fast for the runtime kind and block width */
+static void rows_fast_any(int ek, int bp, const dscy_epilogue *ep, const ep_consts *k,
+                          const int16_t *xtile, int m0, const int32_t *row_ptr,
+                          const uint16_t *idx, const int8_t *vals, int r0, int r1) {
+#define DSCY_RF(K) do { if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, row_ptr, idx, vals, r0, r1); \
+                        else rows_fast(K, 1, ep, k, xtile, m0, row_ptr, idx, vals, r0, r1); } while (0)
+    switch (ek) {
+    case EK_I32: DSCY_RF(EK_I32); break;
+    case EK_F32: DSCY_RF(EK_F32); break;
+    case EK_Q8: DSCY_RF(EK_Q8); break;
+    default: DSCY_RF(EK_LUT); break;
+    }
+#undef DSCY_RF
+}
 #endif
 
 static void row_generic(const int16_t *xt, int T, const uint16_t *idx, const int8_t *vals, int nb,
@@ -327,11 +476,22 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
     int n32 = ntiles32(M);
     int32_t acc[T32] __attribute__((aligned(32)));
     int32_t stage[8 * T32] __attribute__((aligned(32)));
+#ifdef __AVX2__
+    int ek = ep_kind(ep);
+    ep_consts kc;
+    if (ek != EK_GEN) ep_consts_init(ep, &kc);
+#endif
     for (int t = t0; t < t1; t++) {
         if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t);
         int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
         int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
         int mt = M - m0 < T ? M - m0 : T;
+#ifdef __AVX2__
+        if (ek != EK_GEN && T == T32 && mt == T32) {
+            rows_fast_any(ek, bp, ep, &kc, xtile, m0, row_ptr, idx, vals, r0, r1);
+            continue;
+        }
+#endif
         int ns = r0;                          /* first row of the current stage */
         for (int n = r0; n < r1; n++) {
             int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
