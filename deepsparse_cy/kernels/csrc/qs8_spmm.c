@@ -307,25 +307,26 @@ static inline __attribute__((always_inline)) void row_kernel(
     for (int j = 0; j < V; j++) _mm256_storeu_si256((__m256i *)(out + 8 * j), acc[j]);
 }
 
-/* The epilogues the full-tile row loop specializes (rows_fast); the rest (a residual, GELU
- * without a table, a y_scale division) take stage_row / flush_rows. */
-enum { EK_GEN = 0, EK_I32, EK_F32, EK_Q8, EK_LUT };
+/* The epilogues the full-tile row loop specializes (rows_fast): int32 sums, float or 8-bit
+ * outputs, a table, or (EK_PRE, with a residual) the part before the residual, flush_rows doing
+ * the rest per token; GELU without a table takes stage_row / flush_rows. */
+enum { EK_GEN = 0, EK_I32, EK_F32, EK_Q8, EK_LUT, EK_PRE };
 static int ep_kind(const dscy_epilogue *ep) {
-    if (ep->res_type) return EK_GEN;
+    if (ep->res_type) return ep->out_type == DSCY_OUT_I32 || ep->lut ? EK_GEN : EK_PRE;
     if (ep->out_type == DSCY_OUT_I32) return EK_I32;
     if (ep->lut) return EK_LUT;
-    if (ep->y_scale != 1.0f || ep->act == DSCY_ACT_GELU) return EK_GEN;
+    if (ep->act == DSCY_ACT_GELU) return EK_GEN;
     return ep->out_type == DSCY_OUT_F32 ? EK_F32 : EK_Q8;
 }
 
 /* The epilogue constants of rows_fast, worked out once per call. */
 typedef struct {
-    __m256 mlo, mhi, alo, ahi, qlo, qhi;
+    __m256 mlo, mhi, alo, ahi, qlo, qhi, ys;
     __m256i zp, moff;
     const int32_t *bias;
     const float *scale, *mscale, *mbias;
     const uint8_t *lut;
-    int mid, act, u8;
+    int mid, act, u8, ydiv;
 } ep_consts;
 
 static void ep_consts_init(const dscy_epilogue *ep, ep_consts *k) {
@@ -334,6 +335,7 @@ static void ep_consts_init(const dscy_epilogue *ep, ep_consts *k) {
     k->mhi = _mm256_set1_ps(k->mid ? dscy_q8_hi(ep->mid_type, ep->mid_zp) : 0.0f);
     k->alo = _mm256_set1_ps(ep->act == DSCY_ACT_RELU ? 0.0f : ep->lo);
     k->ahi = _mm256_set1_ps(ep->hi);
+    k->ydiv = ep->y_scale != 1.0f; k->ys = _mm256_set1_ps(ep->y_scale);
     int q8 = ep->out_type == DSCY_OUT_U8 || ep->out_type == DSCY_OUT_S8;
     k->qlo = _mm256_set1_ps(q8 ? dscy_q8_lo(ep->out_type, ep->zero_point) : 0.0f);
     k->qhi = _mm256_set1_ps(q8 ? dscy_q8_hi(ep->out_type, ep->zero_point) : 0.0f);
@@ -375,8 +377,10 @@ static inline __attribute__((always_inline)) void ep_row(const int EK, const ep_
             __asm__("" : "+x"(f));   /* no FMA contraction */
             f = _mm256_add_ps(f, _mm256_set1_ps(k->mbias[n]));
         }
+        if (EK == EK_PRE) { _mm256_store_ps((float *)dst + 8 * j, f); continue; }
         if (k->act == DSCY_ACT_RELU) f = _mm256_max_ps(f, k->alo);   /* dscy_act8 */
         else if (k->act == DSCY_ACT_CLIP) f = _mm256_min_ps(_mm256_max_ps(f, k->alo), k->ahi);
+        if (k->ydiv) f = _mm256_div_ps(f, k->ys);                     /* dscy_ep_post8 */
         if (EK == EK_F32) { _mm256_store_ps((float *)dst + 8 * j, f); continue; }
         f = _mm256_min_ps(_mm256_max_ps(f, k->qlo), k->qhi);           /* dscy_ep_q8 */
         q[j] = _mm256_add_epi32(_mm256_cvtps_epi32(f), k->zp);
@@ -391,6 +395,7 @@ static __attribute__((noinline)) void ep_row_i32(const ep_consts *k, const int32
 static __attribute__((noinline)) void ep_row_f32(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_F32, k, s, n, d); }
 static __attribute__((noinline)) void ep_row_q8(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_Q8, k, s, n, d); }
 static __attribute__((noinline)) void ep_row_lut(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_LUT, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_pre(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_PRE, k, s, n, d); }
 
 /* Rows [r0, r1) over one full 32-token tile, the epilogue of kind EK specialized, then 8-row
  * transposed flushes (8-bit outputs staged as bytes). */
@@ -410,7 +415,8 @@ static inline __attribute__((always_inline)) void rows_fast(
         if (EK == EK_I32) ep_row_i32(k, sums, n, dst);
         else if (EK == EK_F32) ep_row_f32(k, sums, n, dst);
         else if (EK == EK_Q8) ep_row_q8(k, sums, n, dst);
-        else ep_row_lut(k, sums, n, dst);
+        else if (EK == EK_LUT) ep_row_lut(k, sums, n, dst);
+        else ep_row_pre(k, sums, n, dst);
         if (n - ns == 7 || n == r1 - 1) {
             if (bytes) flush_bytes(ep, bst, m0, ns, n - ns + 1);
             else flush_rows(ep, stage, m0, T32, ns, n - ns + 1);
@@ -429,7 +435,8 @@ static void rows_fast_any(int ek, int bp, const dscy_epilogue *ep, const ep_cons
     case EK_I32: DSCY_RF(EK_I32); break;
     case EK_F32: DSCY_RF(EK_F32); break;
     case EK_Q8: DSCY_RF(EK_Q8); break;
-    default: DSCY_RF(EK_LUT); break;
+    case EK_LUT: DSCY_RF(EK_LUT); break;
+    default: DSCY_RF(EK_PRE); break;
     }
 #undef DSCY_RF
 }
