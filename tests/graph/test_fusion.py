@@ -403,6 +403,35 @@ def test_profile_dense_baseline_excludes_packing_the_dense_twin(rng):
     assert len(calls) == 2 and rec["dense_ms"] < 100
 
 
+def test_profile_times_bound_steps_and_compares_speedup_through_run(rng):
+    """A step a normal run makes as a bound kernel call is timed as that call (bound True);
+    the speedup compares the dense twin with the step's own op.run, both into new arrays."""
+    import time
+    e, op, x = _block4_qgemm(rng)
+    e.run([x])
+    runs, dense = [], []
+    real_run, real_dense = op.run, op.run_dense
+
+    def slow_run(ins, outs):             # only the speedup's op.run call may come here
+        runs.append(outs)
+        time.sleep(0.05)
+        return real_run(ins, outs)
+
+    def counted_dense(ins, outs):
+        dense.append(outs)
+        return real_dense(ins, outs)
+
+    op.run, op.run_dense = slow_run, counted_dense
+    rec = [r for r in e.profile([x], iterations=2) if r["op_type"] == "QGemm"][0]
+    assert rec["bound"] is True
+    assert rec["time_ms"] < 40                       # the bound call, not slow_run
+    # the warm-up run may still call op.run into the step's slots; the profile's own op.run
+    # calls (one per iteration, for the speedup) go into new arrays
+    assert [o for o in runs if o is None] == [None, None] and dense == [None, None, None]
+    assert rec["speedup"] < rec["dense_ms"] / 45     # dense over op.run's >= 50 ms
+    op.run, op.run_dense = real_run, real_dense
+
+
 # --- a small pruned + quantized BERT against onnxruntime ---------------------------------------
 
 def _cmp(a, b):
