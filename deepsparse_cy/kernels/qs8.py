@@ -99,10 +99,20 @@ def format_costs(stats):
     return costs
 
 
+def _pick(costs):
+    """The cheapest format; block4 over unstructured unless unstructured is 10% cheaper: on a
+    4-block pruned weight where quantization rounded a few kept weights to zero, the two cost
+    the same to a few pairs, and the block4 kernel ran 1.1-1.46x faster on BERT-base's layers
+    (and packs 1.5 bytes per nonzero against ~2 for the pairs)."""
+    if "block4" in costs and "unstructured" in costs \
+            and costs["block4"] <= 1.1 * costs["unstructured"]:
+        costs = {k: v for k, v in costs.items() if k != "unstructured"}
+    return min(costs, key=costs.get)
+
+
 def choose_format(w):
     """'dense' | 'block4' | 'unstructured' for weight w [N, K] int8 from its measured pattern."""
-    costs = format_costs(weight_pattern_stats(w))
-    return min(costs, key=costs.get)
+    return _pick(format_costs(weight_pattern_stats(w)))
 
 
 def pack_qs8(w, format="auto"):
@@ -113,7 +123,7 @@ def pack_qs8(w, format="auto"):
     costs = None
     if format == "auto":
         costs = format_costs(stats)
-        format = min(costs, key=costs.get)
+        format = _pick(costs)
     if format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
     rowsum = w.sum(axis=1, dtype=np.int64)

@@ -113,6 +113,13 @@ def test_chooser():
     assert K.choose_format(sparse_weight(rng, n, k, 0.9, "block4")) == "block4"
     assert K.choose_format(sparse_weight(rng, n, k, 0.9, "unstructured")) == "unstructured"
     assert K.choose_format(sparse_weight(rng, n, k, 0.97, "unstructured")) == "unstructured"
+    # a 4-block pruned weight with a few kept weight pairs rounded to zero stays block4
+    w = sparse_weight(rng, n, k, 0.9, "block4")
+    nz = np.argwhere(w != 0)
+    for r, c in nz[rng.choice(len(nz), max(1, len(nz) // 200), replace=False)]:
+        w[r, c & ~1:(c & ~1) + 2] = 0
+    assert K.weight_pattern_stats(w)["pairs"] < 2 * K.weight_pattern_stats(w)["quads"]
+    assert K.choose_format(w) == "block4"
     p = K.pack_qs8(sparse_weight(rng, n, k, 0.95, "block4"))
     assert p.format == "block4" and set(p.costs) == {"dense", "block4", "unstructured"}
     st_ = K.weight_pattern_stats(sparse_weight(rng, n, k, 0.9, "block4"))
