@@ -187,9 +187,11 @@ def test_nhwc_to_nchw(dtype, shape):
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 7, 5), (2, 17, 9, 13), (1, 32, 80, 80), (2, 16, 33, 31),
-                                   (1, 1, 1, 1), (3, 40, 4, 4)], ids=str)
+                                   (1, 1, 1, 1), (3, 40, 4, 4), (2, 3, 70, 90), (1, 5, 64, 65),
+                                   (2, 15, 33, 17)], ids=str)
 def test_nchw_to_nhwc_8(shape):
-    """The planes -> channels-last copy (16 x 16 byte blocks, scalar edges) on ragged shapes."""
+    """The planes -> channels-last copy (16 x 16 byte blocks, scalar edges; fewer than 16
+    planes column by column, in blocks of 4096 over the threads) on ragged shapes."""
     from deepsparse_cy.kernels import _f32_ops
     x = np.random.default_rng(5).integers(0, 256, shape).astype(np.uint8)
     b, c, h, w = shape

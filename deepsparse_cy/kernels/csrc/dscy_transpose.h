@@ -57,6 +57,23 @@ static inline void dscy_transpose_u8(const uint8_t *src, ptrdiff_t lds, uint8_t 
         for (ptrdiff_t c = 0; c < Cn; c++) dst[c * ldd + r] = src[r * lds + c];
 }
 
+/* Few rows (R < 16: an RGB image's 3 planes): columns [c0, c1) of all R rows, each column's R
+ * bytes written together (the 16 x 16 blocks do not apply, and column by column the output is
+ * written in order instead of R interleaved byte streams) */
+static inline void dscy_interleave_u8(const uint8_t *src, ptrdiff_t lds, uint8_t *dst,
+                                      ptrdiff_t R, ptrdiff_t c0, ptrdiff_t c1) {
+    if (R == 3) {
+        const uint8_t *s0 = src, *s1 = src + lds, *s2 = src + 2 * lds;
+        for (ptrdiff_t c = c0; c < c1; c++) {
+            uint8_t *d = dst + c * 3;
+            d[0] = s0[c]; d[1] = s1[c]; d[2] = s2[c];
+        }
+        return;
+    }
+    for (ptrdiff_t c = c0; c < c1; c++)
+        for (ptrdiff_t r = 0; r < R; r++) dst[c * R + r] = src[r * lds + c];
+}
+
 /* the same for 4-byte elements (float32, int32 as their bits) */
 static inline void dscy_transpose_f32(const float *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd,
                                       ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Cn) {
