@@ -283,5 +283,73 @@ static inline __m256i dscy_ep_lanes8(const dscy_epilogue *ep, __m256i acc, __m25
                           ep->res_type ? dscy_res8(ep, ro) : mid_bias);
     return ep->out_type == DSCY_OUT_F32 ? _mm256_castps_si256(f) : dscy_ep_q8(ep, f);
 }
+/* Epilogue kinds a kernel can specialize (constants read once per call, dscy_ek_init, instead
+ * of dscy_ep_lanes8's checks of every field on every 8 lanes): int32 sums; float or 8-bit
+ * output with the mid step, activation and y_scale division; a table; or (PRE, with a residual)
+ * the float before the residual, the caller adding it; GELU without a table: GEN. */
+enum { DSCY_EK_GEN = 0, DSCY_EK_I32, DSCY_EK_F32, DSCY_EK_Q8, DSCY_EK_LUT, DSCY_EK_PRE };
+static inline int dscy_ep_kind(const dscy_epilogue *ep) {
+    if (ep->res_type) return ep->out_type == DSCY_OUT_I32 || ep->lut ? DSCY_EK_GEN : DSCY_EK_PRE;
+    if (ep->out_type == DSCY_OUT_I32) return DSCY_EK_I32;
+    if (ep->lut) return DSCY_EK_LUT;
+    if (ep->act == DSCY_ACT_GELU) return DSCY_EK_GEN;
+    return ep->out_type == DSCY_OUT_F32 ? DSCY_EK_F32 : DSCY_EK_Q8;
+}
+
+typedef struct {
+    __m256 mlo, mhi, alo, ahi, qlo, qhi, ys;
+    __m256i zp, moff;
+    const int32_t *bias;
+    const float *scale, *mscale, *mbias;
+    const uint8_t *lut;
+    int mid, act, u8, ydiv;
+} dscy_ek_consts;
+
+static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
+    k->mid = ep->mid_type != 0; k->act = ep->act; k->u8 = ep->out_type == DSCY_OUT_U8;
+    k->mlo = _mm256_set1_ps(k->mid ? dscy_q8_lo(ep->mid_type, ep->mid_zp) : 0.0f);
+    k->mhi = _mm256_set1_ps(k->mid ? dscy_q8_hi(ep->mid_type, ep->mid_zp) : 0.0f);
+    k->alo = _mm256_set1_ps(ep->act == DSCY_ACT_RELU ? 0.0f : ep->lo);
+    k->ahi = _mm256_set1_ps(ep->hi);
+    k->ydiv = ep->y_scale != 1.0f; k->ys = _mm256_set1_ps(ep->y_scale);
+    int q8 = ep->out_type == DSCY_OUT_U8 || ep->out_type == DSCY_OUT_S8;
+    k->qlo = _mm256_set1_ps(q8 ? dscy_q8_lo(ep->out_type, ep->zero_point) : 0.0f);
+    k->qhi = _mm256_set1_ps(q8 ? dscy_q8_hi(ep->out_type, ep->zero_point) : 0.0f);
+    k->zp = _mm256_set1_epi32(ep->zero_point);
+    k->moff = _mm256_set1_epi32(ep->mid_zp + (ep->mid_type == DSCY_OUT_U8 ? 0 : 128));
+    k->bias = ep->bias; k->scale = ep->scale; k->mscale = ep->mid_scale; k->mbias = ep->mid_bias;
+    k->lut = ep->lut;
+}
+
+/* The epilogue of kind EK on 8 accumulators, bit for bit dscy_ep_lanes8 (without the
+ * residual: PRE returns the float before it): lanes' bias b, scale s, mid scale ms / bias mb
+ * (read only with a mid step) and table offsets row (channel * 256, only for LUT). */
+static inline __attribute__((always_inline)) __m256i dscy_ek8(
+        const int EK, const dscy_ek_consts *k, __m256i acc, __m256i b, __m256 s, __m256 ms,
+        __m256 mb, __m256i row) {
+    if (EK == DSCY_EK_I32) return _mm256_add_epi32(acc, b);
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, b)), s);
+    if (EK == DSCY_EK_LUT) {          /* dscy_ep_lut8 */
+        f = _mm256_min_ps(_mm256_max_ps(f, k->mlo), k->mhi);
+        __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(f), k->moff);
+        __m256i w = _mm256_i32gather_epi32((const int *)k->lut, _mm256_add_epi32(row, i), 1);
+        return k->u8 ? _mm256_and_si256(w, _mm256_set1_epi32(0xff))
+                     : _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24);
+    }
+    if (k->mid) {                     /* dscy_ep_pre8 */
+        f = _mm256_min_ps(_mm256_max_ps(f, k->mlo), k->mhi);
+        f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        f = _mm256_mul_ps(f, ms);
+        __asm__("" : "+x"(f));        /* no FMA contraction */
+        f = _mm256_add_ps(f, mb);
+    }
+    if (EK == DSCY_EK_PRE) return _mm256_castps_si256(f);
+    if (k->act == DSCY_ACT_RELU) f = _mm256_max_ps(f, k->alo);          /* dscy_act8 */
+    else if (k->act == DSCY_ACT_CLIP) f = _mm256_min_ps(_mm256_max_ps(f, k->alo), k->ahi);
+    if (k->ydiv) f = _mm256_div_ps(f, k->ys);                            /* dscy_ep_post8 */
+    if (EK == DSCY_EK_F32) return _mm256_castps_si256(f);
+    f = _mm256_min_ps(_mm256_max_ps(f, k->qlo), k->qhi);                 /* dscy_ep_q8 */
+    return _mm256_add_epi32(_mm256_cvtps_epi32(f), k->zp);
+}
 #endif
 #endif

@@ -50,8 +50,11 @@ static inline __m256 load8_q(const void *p, int x_signed) {
     return _mm256_cvtepi32_ps(x_signed ? _mm256_cvtepi8_epi32(v) : _mm256_cvtepu8_epi32(v));
 }
 
+/* the epilogue kind (dscy_ep_kind) and its constants, worked out once per call */
+typedef struct { int ek; dscy_ek_consts k; } dw_ek;
+
 /* the epilogue of 8 channels n0..n0+7 of output pixel m from their exact float sums */
-static inline void ep_store8(const dscy_epilogue *ep, __m256 accf, int m, int n0) {
+static inline void ep_store8(const dscy_epilogue *ep, const dw_ek *e, __m256 accf, int m, int n0) {
     __m256 ma = _mm256_setzero_ps(), mb = ma;
     if (ep->mid_type) {
         ma = _mm256_loadu_ps(ep->mid_scale + n0);
@@ -59,10 +62,16 @@ static inline void ep_store8(const dscy_epilogue *ep, __m256 accf, int m, int n0
     }
     __m256i row = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
                                    _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792));
-    __m256i v = dscy_ep_lanes8(ep, _mm256_cvtps_epi32(accf),
-                               _mm256_loadu_si256((const __m256i *)(ep->bias + n0)),
-                               _mm256_loadu_ps(ep->scale + n0), ma, mb, row,
-                               (ptrdiff_t)m * ep->ldr + n0);
+    __m256i a = _mm256_cvtps_epi32(accf), b = _mm256_loadu_si256((const __m256i *)(ep->bias + n0));
+    __m256 s = _mm256_loadu_ps(ep->scale + n0);
+    __m256i v;
+    switch (e->ek) {   /* the specialized kinds: no per-lane checks of every epilogue field */
+    case DSCY_EK_I32: v = dscy_ek8(DSCY_EK_I32, &e->k, a, b, s, ma, mb, row); break;
+    case DSCY_EK_F32: v = dscy_ek8(DSCY_EK_F32, &e->k, a, b, s, ma, mb, row); break;
+    case DSCY_EK_Q8: v = dscy_ek8(DSCY_EK_Q8, &e->k, a, b, s, ma, mb, row); break;
+    case DSCY_EK_LUT: v = dscy_ek8(DSCY_EK_LUT, &e->k, a, b, s, ma, mb, row); break;
+    default: v = dscy_ep_lanes8(ep, a, b, s, ma, mb, row, (ptrdiff_t)m * ep->ldr + n0);
+    }
     ptrdiff_t o = (ptrdiff_t)m * ep->ldo + n0;
     if (ep->out_type < DSCY_OUT_U8) {         /* int32 sums or float bits */
         _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o), v);
@@ -79,8 +88,10 @@ static inline void ep_store8(const dscy_epilogue *ep, __m256 accf, int m, int n0
  * zx times each kernel row's weight sum (the interior form's start). */
 static void dw_row(const void *x, int x_signed, int H, int W, int C, float zx, const float *w,
                    const float *zxw, int KH, int KW, int sh, int sw, int dh, int dw, int pt,
-                   int pl, int Wo, int b, int oy, int m, const dscy_epilogue *ep) {
+                   int pl, int Wo, int b, int oy, int m, const dscy_epilogue *ep,
+                   const void *ekx) {
 #ifdef __AVX2__
+    const dw_ek *e = (const dw_ek *)ekx;
     int C8 = C & ~7;
     /* interior pixels: every horizontal tap inside the row */
     int lo = (pl + sw - 1) / sw;
@@ -115,10 +126,10 @@ static void dw_row(const void *x, int x_signed, int H, int W, int C, float zx, c
                             a3 = _mm256_fmadd_ps(load8_q(p + 3 * st, x_signed), wv, a3);
                         }
                     }
-                    ep_store8(ep, a0, m + o, c);
-                    ep_store8(ep, a1, m + o + 1, c);
-                    ep_store8(ep, a2, m + o + 2, c);
-                    ep_store8(ep, a3, m + o + 3, c);
+                    ep_store8(ep, e, a0, m + o, c);
+                    ep_store8(ep, e, a1, m + o + 1, c);
+                    ep_store8(ep, e, a2, m + o + 2, c);
+                    ep_store8(ep, e, a3, m + o + 3, c);
                 }
                 for (; o < hi; o++) {
                     __m256 a0 = init;
@@ -130,7 +141,7 @@ static void dw_row(const void *x, int x_signed, int H, int W, int C, float zx, c
                             a0 = _mm256_fmadd_ps(load8_q(xr + (size_t)(o * sw - pl + j * dw) * C, x_signed),
                                                  _mm256_loadu_ps(w + (i * KW + j) * C + c), a0);
                     }
-                    ep_store8(ep, a0, m + o, c);
+                    ep_store8(ep, e, a0, m + o, c);
                 }
             }
             if (C8 < C)
@@ -155,14 +166,14 @@ static void dw_row(const void *x, int x_signed, int H, int W, int C, float zx, c
                     a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + (i * KW + j) * C + c), a0);
                 }
             }
-            ep_store8(ep, a0, m + ox, c);
+            ep_store8(ep, e, a0, m + ox, c);
         }
         if (C8 < C)
             dw_pixel_scalar(x, x_signed, H, W, C, zx, w, KH, KW, sh, sw, dh, dw, pt, pl, b, oy, ox,
                             C8, ep, m + ox);
     }
 #else
-    (void)zxw;
+    (void)zxw; (void)ekx;
     for (int ox = 0; ox < Wo; ox++)
         dw_pixel_scalar(x, x_signed, H, W, C, zx, w, KH, KW, sh, sw, dh, dw, pt, pl, b, oy, ox, 0,
                         ep, m + ox);
@@ -179,11 +190,19 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
     if (work < 65536.0) nt = 1;
     if (nt > rows) nt = (int)rows;
     if (nt < 1) nt = 1;
+    const void *ekx = NULL;
+#ifdef __AVX2__
+    dw_ek e;
+    e.ek = dscy_ep_kind(ep);
+    if (e.ek != DSCY_EK_GEN && e.ek != DSCY_EK_PRE) dscy_ek_init(ep, &e.k);
+    else e.ek = DSCY_EK_GEN;
+    ekx = &e;
+#endif
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (long r = 0; r < rows; r++) {
         int b = (int)(r / Ho), oy = (int)(r % Ho);
         dw_row(x, x_signed, H, W, C, zx, w, zxw, KH, KW, sh, sw, dh, dw, pt, pl, Wo, b, oy,
-               (int)(r * Wo), ep);
+               (int)(r * Wo), ep, ekx);
     }
     return 0;
 }

@@ -307,115 +307,50 @@ static inline __attribute__((always_inline)) void row_kernel(
     for (int j = 0; j < V; j++) _mm256_storeu_si256((__m256i *)(out + 8 * j), acc[j]);
 }
 
-/* The epilogues the full-tile row loop specializes (rows_fast): int32 sums, float or 8-bit
- * outputs, a table, or (EK_PRE, with a residual) the part before the residual, flush_rows doing
- * the rest per token; GELU without a table takes stage_row / flush_rows. */
-enum { EK_GEN = 0, EK_I32, EK_F32, EK_Q8, EK_LUT, EK_PRE };
-static int ep_kind(const dscy_epilogue *ep) {
-    if (ep->res_type) return ep->out_type == DSCY_OUT_I32 || ep->lut ? EK_GEN : EK_PRE;
-    if (ep->out_type == DSCY_OUT_I32) return EK_I32;
-    if (ep->lut) return EK_LUT;
-    if (ep->act == DSCY_ACT_GELU) return EK_GEN;
-    return ep->out_type == DSCY_OUT_F32 ? EK_F32 : EK_Q8;
-}
-
-/* The epilogue constants of rows_fast, worked out once per call. */
-typedef struct {
-    __m256 mlo, mhi, alo, ahi, qlo, qhi, ys;
-    __m256i zp, moff;
-    const int32_t *bias;
-    const float *scale, *mscale, *mbias;
-    const uint8_t *lut;
-    int mid, act, u8, ydiv;
-} ep_consts;
-
-static void ep_consts_init(const dscy_epilogue *ep, ep_consts *k) {
-    k->mid = ep->mid_type != 0; k->act = ep->act; k->u8 = ep->out_type == DSCY_OUT_U8;
-    k->mlo = _mm256_set1_ps(k->mid ? dscy_q8_lo(ep->mid_type, ep->mid_zp) : 0.0f);
-    k->mhi = _mm256_set1_ps(k->mid ? dscy_q8_hi(ep->mid_type, ep->mid_zp) : 0.0f);
-    k->alo = _mm256_set1_ps(ep->act == DSCY_ACT_RELU ? 0.0f : ep->lo);
-    k->ahi = _mm256_set1_ps(ep->hi);
-    k->ydiv = ep->y_scale != 1.0f; k->ys = _mm256_set1_ps(ep->y_scale);
-    int q8 = ep->out_type == DSCY_OUT_U8 || ep->out_type == DSCY_OUT_S8;
-    k->qlo = _mm256_set1_ps(q8 ? dscy_q8_lo(ep->out_type, ep->zero_point) : 0.0f);
-    k->qhi = _mm256_set1_ps(q8 ? dscy_q8_hi(ep->out_type, ep->zero_point) : 0.0f);
-    k->zp = _mm256_set1_epi32(ep->zero_point);
-    k->moff = _mm256_set1_epi32(ep->mid_zp + (ep->mid_type == DSCY_OUT_U8 ? 0 : 128));
-    k->bias = ep->bias; k->scale = ep->scale; k->mscale = ep->mid_scale; k->mbias = ep->mid_bias;
-    k->lut = ep->lut;
-}
-
-/* The epilogue of kind EK on row n's 32 sums: the same arithmetic as stage_row's dscy_ep_*
- * (bit for bit); 32-bit lanes to dst (int32 / float bits), 8-bit outputs as 32 bytes. */
-static inline __attribute__((always_inline)) void ep_row(const int EK, const ep_consts *k,
+/* The epilogue of kind EK (dscy_ep_kind) on row n's 32 sums: 32-bit lanes to dst (int32 /
+ * float bits / the float before a residual), 8-bit outputs as 32 bytes. */
+static inline __attribute__((always_inline)) void ep_row(const int EK, const dscy_ek_consts *k,
                                                          const int32_t *sums, int n, void *dst) {
     __m256i b = _mm256_set1_epi32(k->bias[n]);
-    if (EK == EK_I32) {
-        for (int j = 0; j < 4; j++)
-            _mm256_store_si256((__m256i *)dst + j,
-                               _mm256_add_epi32(_mm256_load_si256((const __m256i *)sums + j), b));
-        return;
-    }
-    __m256 s = _mm256_set1_ps(k->scale[n]);
-    __m256i q[4];
-    for (int j = 0; j < 4; j++) {
-        __m256i a = _mm256_load_si256((const __m256i *)sums + j);
-        __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, b)), s);
-        if (EK == EK_LUT) {   /* dscy_ep_lut8 */
-            f = _mm256_min_ps(_mm256_max_ps(f, k->mlo), k->mhi);
-            __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(f), k->moff);
-            __m256i w = _mm256_i32gather_epi32((const int *)k->lut,
-                                               _mm256_add_epi32(_mm256_set1_epi32(n * 256), i), 1);
-            q[j] = k->u8 ? _mm256_and_si256(w, _mm256_set1_epi32(0xff))
-                         : _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24);
-            continue;
-        }
-        if (k->mid) {         /* dscy_ep_pre8 */
-            f = _mm256_min_ps(_mm256_max_ps(f, k->mlo), k->mhi);
-            f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            f = _mm256_mul_ps(f, _mm256_set1_ps(k->mscale[n]));
-            __asm__("" : "+x"(f));   /* no FMA contraction */
-            f = _mm256_add_ps(f, _mm256_set1_ps(k->mbias[n]));
-        }
-        if (EK == EK_PRE) { _mm256_store_ps((float *)dst + 8 * j, f); continue; }
-        if (k->act == DSCY_ACT_RELU) f = _mm256_max_ps(f, k->alo);   /* dscy_act8 */
-        else if (k->act == DSCY_ACT_CLIP) f = _mm256_min_ps(_mm256_max_ps(f, k->alo), k->ahi);
-        if (k->ydiv) f = _mm256_div_ps(f, k->ys);                     /* dscy_ep_post8 */
-        if (EK == EK_F32) { _mm256_store_ps((float *)dst + 8 * j, f); continue; }
-        f = _mm256_min_ps(_mm256_max_ps(f, k->qlo), k->qhi);           /* dscy_ep_q8 */
-        q[j] = _mm256_add_epi32(_mm256_cvtps_epi32(f), k->zp);
-    }
-    if (EK == EK_Q8 || EK == EK_LUT)
+    __m256 s = _mm256_set1_ps(EK == DSCY_EK_I32 ? 0.0f : k->scale[n]);
+    __m256 ms = _mm256_set1_ps(k->mid ? k->mscale[n] : 0.0f);
+    __m256 mb = _mm256_set1_ps(k->mid ? k->mbias[n] : 0.0f);
+    __m256i row = _mm256_set1_epi32(n * 256), q[4];
+    for (int j = 0; j < 4; j++)
+        q[j] = dscy_ek8(EK, k, _mm256_load_si256((const __m256i *)sums + j), b, s, ms, mb, row);
+    if (EK == DSCY_EK_Q8 || EK == DSCY_EK_LUT)
         _mm256_store_si256((__m256i *)dst,
             pack_bytes32(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]), k->u8));
+    else
+        for (int j = 0; j < 4; j++) _mm256_store_si256((__m256i *)dst + j, q[j]);
 }
 /* one out-of-line instance per kind: inlined into the row loop, the epilogue's constants take
  * registers the block loop needs (gcc then adds register copies to it, 1.2x slower) */
-static __attribute__((noinline)) void ep_row_i32(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_I32, k, s, n, d); }
-static __attribute__((noinline)) void ep_row_f32(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_F32, k, s, n, d); }
-static __attribute__((noinline)) void ep_row_q8(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_Q8, k, s, n, d); }
-static __attribute__((noinline)) void ep_row_lut(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_LUT, k, s, n, d); }
-static __attribute__((noinline)) void ep_row_pre(const ep_consts *k, const int32_t *s, int n, void *d) { ep_row(EK_PRE, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_i32(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_I32, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_f32(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_F32, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_q8(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_Q8, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_lut(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_LUT, k, s, n, d); }
+static __attribute__((noinline)) void ep_row_pre(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_PRE, k, s, n, d); }
 
 /* Rows [r0, r1) over one full 32-token tile, the epilogue of kind EK specialized, then 8-row
  * transposed flushes (8-bit outputs staged as bytes). */
 static inline __attribute__((always_inline)) void rows_fast(
-        const int EK, const int bp, const dscy_epilogue *ep, const ep_consts *k,
+        const int EK, const int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
         const int16_t *xtile, int m0, const int32_t *row_ptr, const uint16_t *idx,
         const int8_t *vals, int r0, int r1) {
     int32_t stage[8 * T32] __attribute__((aligned(32)));
     uint8_t bst[8 * T32] __attribute__((aligned(32)));
     int32_t sums[T32] __attribute__((aligned(32)));
-    int bytes = EK == EK_Q8 || EK == EK_LUT;
+    int bytes = EK == DSCY_EK_Q8 || EK == DSCY_EK_LUT;
     int ns = r0;
     for (int n = r0; n < r1; n++) {
         int b0 = row_ptr[n];
         row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
         void *dst = bytes ? (void *)(bst + (n - ns) * T32) : (void *)(stage + (n - ns) * T32);
-        if (EK == EK_I32) ep_row_i32(k, sums, n, dst);
-        else if (EK == EK_F32) ep_row_f32(k, sums, n, dst);
-        else if (EK == EK_Q8) ep_row_q8(k, sums, n, dst);
-        else if (EK == EK_LUT) ep_row_lut(k, sums, n, dst);
+        if (EK == DSCY_EK_I32) ep_row_i32(k, sums, n, dst);
+        else if (EK == DSCY_EK_F32) ep_row_f32(k, sums, n, dst);
+        else if (EK == DSCY_EK_Q8) ep_row_q8(k, sums, n, dst);
+        else if (EK == DSCY_EK_LUT) ep_row_lut(k, sums, n, dst);
         else ep_row_pre(k, sums, n, dst);
         if (n - ns == 7 || n == r1 - 1) {
             if (bytes) flush_bytes(ep, bst, m0, ns, n - ns + 1);
@@ -426,17 +361,17 @@ static inline __attribute__((always_inline)) void rows_fast(
 }
 
 /* rows_fast for the runtime kind and block width */
-static void rows_fast_any(int ek, int bp, const dscy_epilogue *ep, const ep_consts *k,
+static void rows_fast_any(int ek, int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
                           const int16_t *xtile, int m0, const int32_t *row_ptr,
                           const uint16_t *idx, const int8_t *vals, int r0, int r1) {
 #define DSCY_RF(K) do { if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, row_ptr, idx, vals, r0, r1); \
                         else rows_fast(K, 1, ep, k, xtile, m0, row_ptr, idx, vals, r0, r1); } while (0)
     switch (ek) {
-    case EK_I32: DSCY_RF(EK_I32); break;
-    case EK_F32: DSCY_RF(EK_F32); break;
-    case EK_Q8: DSCY_RF(EK_Q8); break;
-    case EK_LUT: DSCY_RF(EK_LUT); break;
-    default: DSCY_RF(EK_PRE); break;
+    case DSCY_EK_I32: DSCY_RF(DSCY_EK_I32); break;
+    case DSCY_EK_F32: DSCY_RF(DSCY_EK_F32); break;
+    case DSCY_EK_Q8: DSCY_RF(DSCY_EK_Q8); break;
+    case DSCY_EK_LUT: DSCY_RF(DSCY_EK_LUT); break;
+    default: DSCY_RF(DSCY_EK_PRE); break;
     }
 #undef DSCY_RF
 }
@@ -484,9 +419,9 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
     int32_t acc[T32] __attribute__((aligned(32)));
     int32_t stage[8 * T32] __attribute__((aligned(32)));
 #ifdef __AVX2__
-    int ek = ep_kind(ep);
-    ep_consts kc;
-    if (ek != EK_GEN) ep_consts_init(ep, &kc);
+    int ek = dscy_ep_kind(ep);
+    dscy_ek_consts kc;
+    if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
 #endif
     for (int t = t0; t < t1; t++) {
         if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t);
@@ -494,7 +429,7 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
         int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
         int mt = M - m0 < T ? M - m0 : T;
 #ifdef __AVX2__
-        if (ek != EK_GEN && T == T32 && mt == T32) {
+        if (ek != DSCY_EK_GEN && T == T32 && mt == T32) {
             rows_fast_any(ek, bp, ep, &kc, xtile, m0, row_ptr, idx, vals, r0, r1);
             continue;
         }
