@@ -12,6 +12,9 @@
 #ifdef __AVX2__
 #include <immintrin.h>
 #endif
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 static inline int dscy_nthreads(int want) {
 #ifdef _OPENMP
@@ -47,10 +50,14 @@ static inline int dscy_nthreads(int want) {
         return name##_buf;                                                                \
     }
 
-/* im2col rows m0 .. m0 + n - 1 of a convolution (dscy_conv_geom), row i at dst + i * K */
+/* im2col rows m0 .. m0 + n - 1 of a convolution (dscy_conv_geom), row i at dst + i * K. The
+ * caller leaves 32 writable bytes after the last row: a window of up to 32 bytes (an RGB stem's
+ * 3 x 3 or 7 x 7 row of taps, 9 or 21 bytes) is copied as whole 16-byte vectors (the bytes past
+ * it are rewritten by the next window or lie in that slack), not by a memcpy call each. */
 static inline void dscy_conv_rows(const dscy_conv_geom *g, int m0, int n, uint8_t *dst) {
     int hw = g->Ho * g->Wo, b = m0 / hw, oy = (m0 % hw) / g->Wo, ox = m0 % g->Wo;
     int C = g->C, KWC = g->KW * C;
+    const uint8_t *xend = g->x + (size_t)g->B * g->H * g->W * C;
     for (int i = 0; i < n; i++) {
         uint8_t *d = dst;
         int y0 = oy * g->sh - g->pt, x0 = ox * g->sw - g->pl;
@@ -60,7 +67,19 @@ static inline void dscy_conv_rows(const dscy_conv_geom *g, int m0, int n, uint8_
             int iy = y0 + ky * g->dh;
             if (iy < 0 || iy >= g->H) { memset(d, g->pad, (size_t)KWC); continue; }
             const uint8_t *row = xb + (size_t)iy * g->W * C;
-            if (whole) { memcpy(d, row + (size_t)x0 * C, (size_t)KWC); continue; }
+            if (whole) {
+                const uint8_t *src = row + (size_t)x0 * C;
+#ifdef __SSE2__
+                if (KWC <= 32 && src + 32 <= xend) {   /* never reads past the input */
+                    _mm_storeu_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)src));
+                    if (KWC > 16)
+                        _mm_storeu_si128((__m128i *)(d + 16), _mm_loadu_si128((const __m128i *)(src + 16)));
+                    continue;
+                }
+#endif
+                memcpy(d, src, (size_t)KWC);
+                continue;
+            }
             for (int kx = 0; kx < g->KW; kx++) {
                 int ix = x0 + kx * g->dw;
                 if (ix < 0 || ix >= g->W) memset(d + (size_t)kx * C, g->pad, C);

@@ -12,21 +12,6 @@
 #define KC 256      /* k-pairs per K chunk */
 #define MB 8        /* micro-tiles per work item (48 tokens) */
 
-void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
-                          int16_t *xp, int Mp, int Kp, int nthreads) {
-    int nt = dscy_nthreads(nthreads);
-    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
-    for (int m = 0; m < Mp; m++) {
-        int16_t *d = xp + (ptrdiff_t)m * Kp;
-        if (m >= M) { memset(d, 0, sizeof(int16_t) * Kp); continue; }
-        if (x_signed) { const int8_t *s = (const int8_t *)x + (ptrdiff_t)m * ldx;
-                        for (int k = 0; k < K; k++) d[k] = s[k]; }
-        else { const uint8_t *s = (const uint8_t *)x + (ptrdiff_t)m * ldx;
-               for (int k = 0; k < K; k++) d[k] = s[k]; }
-        for (int k = K; k < Kp; k++) d[k] = 0;
-    }
-}
-
 /* n bytes widened to int16 */
 static inline void widen8(const uint8_t *s, int x_signed, int16_t *d, int n) {
     int k = 0;
@@ -35,9 +20,26 @@ static inline void widen8(const uint8_t *s, int x_signed, int16_t *d, int n) {
         __m128i b = _mm_loadu_si128((const __m128i *)(s + k));
         _mm256_storeu_si256((__m256i *)(d + k), x_signed ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b));
     }
+    if (k < n && n >= 16) {   /* the tail as the last 16 (overlapping what is already written) */
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + n - 16));
+        _mm256_storeu_si256((__m256i *)(d + n - 16), x_signed ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b));
+        return;
+    }
 #endif
     if (x_signed) for (; k < n; k++) d[k] = (int8_t)s[k];
     else for (; k < n; k++) d[k] = s[k];
+}
+
+void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
+                          int16_t *xp, int Mp, int Kp, int nthreads) {
+    int nt = dscy_nthreads(nthreads);
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
+    for (int m = 0; m < Mp; m++) {
+        int16_t *d = xp + (ptrdiff_t)m * Kp;
+        if (m >= M) { memset(d, 0, sizeof(int16_t) * Kp); continue; }
+        widen8((const uint8_t *)x + (ptrdiff_t)m * ldx, x_signed, d, K);
+        for (int k = K; k < Kp; k++) d[k] = 0;
+    }
 }
 
 /* im2col row of output pixel (b, oy, ox) widened to int16 into d[K] (dscy_conv_rows' order) */
@@ -76,14 +78,26 @@ void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp,
         int hw = g->Ho * g->Wo, mm = m0 < M ? m0 : M;
         int b = mm / hw, oy = (mm % hw) / g->Wo, ox = mm % g->Wo;
         /* narrow segments (C < 16, an RGB stem's 3 bytes) would widen element by element: the
-         * row is gathered as bytes first (dscy_conv_rows) and widened in one run */
-        uint8_t rowb[2048];
-        int bytes_first = g->C < 16 && K <= (int)sizeof(rowb);
+         * rows are gathered as bytes first (dscy_conv_rows, 8 rows per call: one row per call
+         * spent three divisions per row finding its pixel) and widened in one run each */
+        uint8_t rowb[8 * 2048 + 32];      /* + dscy_conv_rows' slack */
+        int bytes_first = g->C < 16 && K <= 2048;
         for (int m = m0; m < m1; m++) {
             int16_t *d = xp + (ptrdiff_t)m * Kp;
             if (m >= M) { memset(d, 0, sizeof(int16_t) * Kp); continue; }
-            if (bytes_first) { dscy_conv_rows(g, m, 1, rowb); widen8(rowb, x_signed, d, K); }
-            else conv_row16(g, x_signed, b, oy, ox, d);
+            if (bytes_first) {
+                int nr = m1 - m < 8 ? m1 - m : 8;
+                if (M - m < nr) nr = M - m;
+                dscy_conv_rows(g, m, nr, rowb);
+                for (int i = 0; i < nr; i++) {
+                    int16_t *di = xp + (ptrdiff_t)(m + i) * Kp;
+                    widen8(rowb + (size_t)i * K, x_signed, di, K);
+                    for (int k = K; k < Kp; k++) di[k] = 0;
+                }
+                m += nr - 1;
+                continue;
+            }
+            conv_row16(g, x_signed, b, oy, ox, d);
             for (int k = K; k < Kp; k++) d[k] = 0;
             if (++ox == g->Wo) { ox = 0; if (++oy == g->Ho) { oy = 0; b++; } }
         }
