@@ -104,6 +104,47 @@ void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp,
     }
 }
 
+#ifdef __AVX2__
+/* the table offsets (n0 + lane) * 256 of a tile's 16 channels; lanes past nn read channel n0's */
+static inline void table_rows(int n0, int nn, __m256i *row0, __m256i *row1) {
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i keep0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn), lane);
+    __m256i keep1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn - 8), lane);
+    *row0 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
+                             _mm256_and_si256(_mm256_slli_epi32(lane, 8), keep0));
+    *row1 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
+        _mm256_and_si256(_mm256_slli_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(8)), 8), keep1));
+}
+
+/* One row of a tile's 16 output lanes (v0: channels n0..n0+7, v1: n0+8..n0+15; 32-bit lanes of
+ * out_type, 8-bit ones already saturated so the packs only narrow) at element offset o of out;
+ * only the first nn lanes (a partial last panel). */
+static inline void store_row16(void *out, ptrdiff_t o, __m256i v0, __m256i v1, int nn,
+                               int out_type) {
+    int32_t tmp[NR] __attribute__((aligned(32)));
+    if (out_type < DSCY_OUT_U8) {
+        int32_t *dst = (int32_t *)out + o;     /* float bits or int32: 4 bytes */
+        if (nn == NR) {
+            _mm256_storeu_si256((__m256i *)dst, v0);
+            _mm256_storeu_si256((__m256i *)(dst + 8), v1);
+        } else {
+            _mm256_store_si256((__m256i *)tmp, v0);
+            _mm256_store_si256((__m256i *)(tmp + 8), v1);
+            memcpy(dst, tmp, sizeof(int32_t) * nn);
+        }
+        return;
+    }
+    __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
+    __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+    __m128i bb = out_type == DSCY_OUT_U8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
+    if (nn == NR) _mm_storeu_si128((__m128i *)((uint8_t *)out + o), bb);
+    else {
+        _mm_store_si128((__m128i *)tmp, bb);
+        memcpy((uint8_t *)out + o, tmp, nn);
+    }
+}
+#endif
+
 /* Store one finished micro-tile (rows m0..m0+mr-1, channels n0..n0+15) through the epilogue.
  * c: int32 [MR][NR] accumulators (without bias). A partial panel (N - n0 < 16 channels, the last
  * one of a layer whose N is not a multiple of 16) runs the same vector epilogue on parameters
@@ -135,15 +176,8 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
             m0v = _mm256_loadu_ps(mbias); m1v = _mm256_loadu_ps(mbias + 8);
             ma0 = _mm256_loadu_ps(mscale); ma1 = _mm256_loadu_ps(mscale + 8);
         }
-        /* the channels' table offsets (n0 + lane) * 256; lanes past nn read channel n0's */
-        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        __m256i keep0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn), lane);
-        __m256i keep1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn - 8), lane);
-        __m256i row0 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
-                                        _mm256_and_si256(_mm256_slli_epi32(lane, 8), keep0));
-        __m256i row1 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
-            _mm256_and_si256(_mm256_slli_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(8)), 8),
-                             keep1));
+        __m256i row0, row1;
+        table_rows(n0, nn, &row0, &row1);
         for (int r = 0; r < mr; r++) {
             __m256i a0 = _mm256_loadu_si256((const __m256i *)(c + r * NR));
             __m256i a1 = _mm256_loadu_si256((const __m256i *)(c + r * NR + 8));
@@ -151,28 +185,7 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
             ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
             __m256i v0 = dscy_ep_lanes8(ep, a0, b0, s0, ma0, m0v, row0, ro);
             __m256i v1 = dscy_ep_lanes8(ep, a1, b1, s1, ma1, m1v, row1, ro + 8);
-            int32_t tmp[NR] __attribute__((aligned(32)));
-            if (ep->out_type < DSCY_OUT_U8) {
-                int32_t *dst = (int32_t *)ep->out + o;     /* float bits or int32: 4 bytes */
-                if (nn == NR) {
-                    _mm256_storeu_si256((__m256i *)dst, v0);
-                    _mm256_storeu_si256((__m256i *)(dst + 8), v1);
-                } else {
-                    _mm256_store_si256((__m256i *)tmp, v0);
-                    _mm256_store_si256((__m256i *)(tmp + 8), v1);
-                    memcpy(dst, tmp, sizeof(int32_t) * nn);
-                }
-                continue;
-            }
-            /* lanes are already saturated to the 8-bit range, so the packs only narrow */
-            __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
-            __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
-            __m128i bb = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
-            if (nn == NR) _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), bb);
-            else {
-                _mm_store_si128((__m128i *)tmp, bb);
-                memcpy((uint8_t *)ep->out + o, tmp, nn);
-            }
+            store_row16(ep->out, o, v0, v1, nn, ep->out_type);
         }
         return;
     }
@@ -213,43 +226,13 @@ static inline __attribute__((always_inline)) void store_tile_ek(
         ma0 = _mm256_loadu_ps(mscale); ma1 = _mm256_loadu_ps(mscale + 8);
     }
     __m256i row0 = _mm256_setzero_si256(), row1 = row0;
-    if (EK == DSCY_EK_LUT) {   /* the channels' table offsets; lanes past nn read channel n0's */
-        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        __m256i keep0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn), lane);
-        __m256i keep1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn - 8), lane);
-        row0 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
-                                _mm256_and_si256(_mm256_slli_epi32(lane, 8), keep0));
-        row1 = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
-            _mm256_and_si256(_mm256_slli_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(8)), 8),
-                             keep1));
-    }
+    if (EK == DSCY_EK_LUT) table_rows(n0, nn, &row0, &row1);
     for (int r = 0; r < mr; r++) {
         __m256i v0 = dscy_ek8(EK, k, _mm256_loadu_si256((const __m256i *)(c + r * NR)),
                               b0, s0, ma0, m0v, row0);
         __m256i v1 = dscy_ek8(EK, k, _mm256_loadu_si256((const __m256i *)(c + r * NR + 8)),
                               b1, s1, ma1, m1v, row1);
-        ptrdiff_t o = (ptrdiff_t)(m0 + r) * ep->ldo + n0;
-        int32_t tmp[NR] __attribute__((aligned(32)));
-        if (EK == DSCY_EK_I32 || EK == DSCY_EK_F32) {
-            int32_t *dst = (int32_t *)ep->out + o;
-            if (nn == NR) {
-                _mm256_storeu_si256((__m256i *)dst, v0);
-                _mm256_storeu_si256((__m256i *)(dst + 8), v1);
-            } else {
-                _mm256_store_si256((__m256i *)tmp, v0);
-                _mm256_store_si256((__m256i *)(tmp + 8), v1);
-                memcpy(dst, tmp, sizeof(int32_t) * nn);
-            }
-            continue;
-        }
-        __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
-        __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
-        __m128i bb = k->u8 ? _mm_packus_epi16(lo, hi) : _mm_packs_epi16(lo, hi);
-        if (nn == NR) _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), bb);
-        else {
-            _mm_store_si128((__m128i *)tmp, bb);
-            memcpy((uint8_t *)ep->out + o, tmp, nn);
-        }
+        store_row16(ep->out, (ptrdiff_t)(m0 + r) * ep->ldo + n0, v0, v1, nn, ep->out_type);
     }
 }
 
