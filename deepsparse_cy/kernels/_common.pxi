@@ -22,6 +22,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
         int zero_point
         void *out
         Py_ssize_t ldo
+        Py_ssize_t plane, pbatch
     int DSCY_GEMM_MR, DSCY_GEMM_NR
     ctypedef struct dscy_conv_geom:
         const uint8_t *x
@@ -75,7 +76,14 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
         ep.res_scale = <float>res[3]
     ep.zero_point = zp
     ep.out = _ptr(out)
-    ep.ldo = out.strides[0] // out.itemsize
+    ep.plane = 0
+    ep.pbatch = 0
+    if out.ndim == 3:      # planar [B][N][plane], C-contiguous (the sparse kernel only)
+        ep.plane = out.shape[2]
+        ep.pbatch = out.strides[0] // out.itemsize
+        ep.ldo = 0
+    else:
+        ep.ldo = out.strides[0] // out.itemsize
     return ep
 
 

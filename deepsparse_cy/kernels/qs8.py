@@ -363,16 +363,29 @@ class PreparedQS8(_EpilogueArgs):
                 + (self.b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
                    self.zp, out, int(num_threads or 0)))
 
+    def _planar(self, out, m, n, residual):
+        """out is a planar [B, N, HW] output the sparse kernel writes directly (a conv's NCHW
+        output, no channels-last copy to transpose): C-contiguous, B * HW = M, no residual
+        (with one the kernel would add it element by element)."""
+        return (self.packed.format != "dense" and residual is None and type(out) is np.ndarray
+                and out.ndim == 3 and out.shape[1] == n and out.shape[0] * out.shape[2] == m
+                and out.dtype == self.out_dtype and out.flags.c_contiguous)
+
+    @staticmethod
+    def _rows_out(out, m, n, dtype):
+        return (type(out) is np.ndarray and out.shape == (m, n) and out.dtype == dtype
+                and out.strides[1] == out.itemsize and out.strides[0] % out.itemsize == 0)
+
     def bound(self, x, out, num_threads=None, residual=None):
         """(fn, args) running this call on exactly these x / out (/ residual) arrays
         (engine._run_plan's bound step: the same objects on every run), or None where
-        __call__ takes another path (fresh or converted arrays, empty shapes)."""
+        __call__ takes another path (fresh or converted arrays, empty shapes). out: [M, N]
+        rows, or (sparse formats, no residual) planar [B, N, HW] with B * HW = M."""
         packed = self.packed
         if not (type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == packed.k > 0
                 and x.dtype in (_U8, _S8) and x.flags.c_contiguous and x.shape[0] > 0
-                and packed.n > 0 and type(out) is np.ndarray
-                and out.shape == (x.shape[0], packed.n) and out.dtype == self.out_dtype
-                and out.strides[1] == out.itemsize and out.strides[0] % out.itemsize == 0):
+                and packed.n > 0 and (self._rows_out(out, x.shape[0], packed.n, self.out_dtype)
+                                      or self._planar(out, x.shape[0], packed.n, residual))):
             return None
         res = self._bound_res(residual, x.shape[0], packed.n, out)
         if res is False:
@@ -421,16 +434,14 @@ class PreparedQS8(_EpilogueArgs):
     def conv_bound(self, x, kernel_shape, strides, pads, dilations, out, num_threads=None,
                    residual=None):
         """(fn, args) running conv() on exactly these arrays, or None where conv() would
-        convert or copy one of them."""
+        convert or copy one of them. out as in bound(): [M, N] rows or planar [B, N, HW]."""
         try:
             geom, m = self._conv_geom(x, kernel_shape, strides, pads, dilations)
         except ValueError:
             return None
         n = self.packed.n
-        if m == 0 or n == 0 or not (type(out) is np.ndarray and out.shape == (m, n)
-                                    and out.dtype == self.out_dtype
-                                    and out.strides[1] == out.itemsize
-                                    and out.strides[0] % out.itemsize == 0):
+        if m == 0 or n == 0 or not (self._rows_out(out, m, n, self.out_dtype)
+                                    or self._planar(out, m, n, residual)):
             return None
         res = self._bound_res(residual, m, n, out)
         if res is False:

@@ -35,6 +35,8 @@ def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
     cdef int Mp = (M + MR - 1) // MR * MR
     cdef cnp.ndarray xp = np.empty((Mp, Kp), np.int16)
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
+    if ep.plane:
+        raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
     cdef const void *xptr = _ptr(x)
     cdef Py_ssize_t ldx = x.strides[0]
     cdef int16_t *xpp = <int16_t *>_ptr(xp)
@@ -58,6 +60,8 @@ def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
     cdef int Mp = (M + MR - 1) // MR * MR
     cdef cnp.ndarray xp = np.empty((Mp, Kp), np.int16)
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
+    if ep.plane:
+        raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
     cdef int16_t *xpp = <int16_t *>_ptr(xp)
     cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
     with nogil:
@@ -77,6 +81,8 @@ def dwconv(cnp.ndarray x,          # IN  [B][H][W][C] u8/s8, C-contiguous
            cnp.ndarray out,        # OUT [B*Ho*Wo][>=C], rows of out.strides[0]
            int nthreads):
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
+    if ep.plane:
+        raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
     cdef const void *xptr = _ptr(x)
     cdef const float *wp = <const float *>_ptr(w)
     cdef const float *zp_ = <const float *>_ptr(zxw)

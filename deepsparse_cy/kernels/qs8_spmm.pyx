@@ -23,7 +23,7 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
          int bp, int N,
          cnp.ndarray bias, cnp.ndarray scale,
          int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res, int zp,
-         cnp.ndarray out,          # OUT [M][>=N]
+         cnp.ndarray out,          # OUT [M][>=N], or planar [B][N][HW] (B*HW = M), C-contiguous
          int nthreads):
     cdef int M = x.shape[0], K = x.shape[1]
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)

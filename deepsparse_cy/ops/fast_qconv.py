@@ -646,9 +646,13 @@ class QConv(Op):
             xs = np.empty((b, h, w_, c), x.dtype)
             pre = (_f32_ops.nchw_to_nhwc_8, (x.view(np.uint8), xs.view(np.uint8), nt))
             xn = xs
+        planar = None
         if nhwc_out:
             out2 = o.reshape(m, n)
         else:
+            # the sparse kernel writes the NCHW output's planes itself (PreparedQS8's planar
+            # output); otherwise channels-last scratch and a transpose after the kernel
+            planar = o.reshape(b, n, ho * wo)
             out2 = np.empty((m, n), self.out_dtype)
             v = np.uint8 if out2.itemsize == 1 else np.float32     # int32: its 4 bytes
             post = (_f32_ops.nhwc_to_nchw, (out2.view(v).reshape(b, ho * wo, n),
@@ -662,11 +666,16 @@ class QConv(Op):
                                        None if clip is None else tuple(clip)))
             if prep is None:
                 return None
-            if kxk:          # the kernels gather the im2col rows from xn themselves
-                first = prep.conv_bound(xn, self.kernel_shape, self.strides, pads,
-                                        self.dilations, out2, self.num_threads, residual)
+            def bind(dst):
+                if kxk:      # the kernels gather the im2col rows from xn themselves
+                    return prep.conv_bound(xn, self.kernel_shape, self.strides, pads,
+                                           self.dilations, dst, self.num_threads, residual)
+                return prep.bound(xn.reshape(m, c), dst, self.num_threads, residual)
+            first = bind(planar) if planar is not None else None
+            if first is not None:
+                post = None
             else:
-                first = prep.bound(xn.reshape(m, c), out2, self.num_threads, residual)
+                first = bind(out2)
         if first is None:
             return None
         if not (pre or post):

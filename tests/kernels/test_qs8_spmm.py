@@ -161,3 +161,66 @@ def test_conv_nhwc_against_onnx_reference(isa, cfg, fmt):
     got = K.qs8_conv2d_nhwc(x, packed, cfg["ks"], cfg["s"], cfg["p"], cfg["d"], x_zero_point=xzp,
                             out_dtype=np.int32, isa=isa)
     np.testing.assert_array_equal(got, ref.transpose(0, 2, 3, 1))
+
+
+_PLANAR_KINDS = {   # prepare_qs8_matmul arguments per epilogue kind of the sparse kernel
+    "i32": dict(out_dtype=np.int32, activation=None),
+    "f32_relu": dict(out_dtype=np.float32, activation="relu"),
+    "u8_relu": dict(out_dtype=np.uint8, out_zero_point=17, activation="relu"),
+    "s8_mid_clip": dict(out_dtype=np.int8, out_zero_point=-3, activation="clip", clip=(-1.0, 2.0),
+                        y_scale=0.05, mid=(np.uint8, 5, 0.03, None)),
+    "u8_gelu_table": dict(out_dtype=np.uint8, out_zero_point=4, activation="gelu", y_scale=0.05,
+                          mid=(np.uint8, 120, 0.03, None)),
+    "f32_gelu": dict(out_dtype=np.float32, activation="gelu"),      # the generic epilogue
+}
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("fmt", ["block4", "unstructured"])
+@pytest.mark.parametrize("kind", list(_PLANAR_KINDS))
+@pytest.mark.parametrize("b,hw", [(2, 64), (1, 96), (2, 40), (3, 7)], ids=str)
+def test_spmm_planar_output(isa, fmt, kind, b, hw):
+    """A planar [B, N, HW] output (a conv's NCHW layout, written by the kernel with no
+    channels-last copy) holds exactly the [M, N] output's values: whole 32-token tiles inside
+    one image, tiles across two images, 8-token tails; both thread counts."""
+    rng = np.random.default_rng(31)
+    m, k, n = b * hw, 100, 37
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    p = K.pack_qs8(sparse_weight(rng, n, k, 0.8, fmt), fmt)
+    bias = rng.integers(-3000, 3000, n).astype(np.int32)
+    scale = (rng.random(n) * 3e-3 + 1e-5).astype(np.float32)
+    kw = dict(_PLANAR_KINDS[kind])
+    pr = K.prepare_qs8_matmul(p, bias, scale, x_zero_point=128, isa=isa, **kw)
+    ref = pr(x)
+    for nt in (1, 2):
+        out3 = np.full((b, n, hw), 7, ref.dtype)
+        fn, args = pr.bound(x, out3, num_threads=nt)
+        fn(*args)
+        np.testing.assert_array_equal(out3, ref.reshape(b, hw, n).transpose(0, 2, 1))
+    # a 3 x 3 conv gathering its own rows into the planar output
+    xc = rng.integers(0, 256, (b, 6, 9, 12), dtype=np.uint8)
+    pc = K.pack_qs8(sparse_weight(rng, n, 108, 0.8, fmt), fmt)
+    prc = K.prepare_qs8_matmul(pc, bias, scale, x_zero_point=128, isa=isa, **kw)
+    refc = prc.conv(xc, (3, 3), (1, 1), (1, 1, 1, 1))
+    out3 = np.zeros((b, n, 54), refc.dtype)
+    fn, args = prc.conv_bound(xc, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), out3, 2)
+    fn(*args)
+    np.testing.assert_array_equal(out3, refc.reshape(b, 54, n).transpose(0, 2, 1))
+
+
+def test_spmm_planar_output_refused():
+    """Planar output only where the sparse kernel writes it well: not for the dense kernel
+    (its bound call declines, its module raises), not with a residual, not non-contiguous."""
+    rng = np.random.default_rng(32)
+    x = rng.integers(0, 256, (64, 40), dtype=np.uint8)
+    w = sparse_weight(rng, 24, 40, 0.8, "block4")
+    sc = np.full(24, 1e-3, np.float32)
+    pd = K.prepare_qs8_matmul(K.pack_qs8(w, "dense"), None, sc, np.uint8)
+    assert pd.bound(x, np.zeros((2, 24, 32), np.uint8)) is None
+    with pytest.raises(ValueError, match="planar"):
+        pd._fn(*pd._args(x, np.zeros((2, 24, 32), np.uint8), None, 1))
+    ps = K.prepare_qs8_matmul(K.pack_qs8(w, "block4"), None, sc, np.uint8)
+    res = (np.zeros((64, 24), np.uint8), 0, 1.0)
+    assert ps.bound(x, np.zeros((2, 24, 32), np.uint8), residual=res) is None
+    assert ps.bound(x, np.zeros((2, 32, 24), np.uint8).transpose(0, 2, 1)) is None
+    assert ps.bound(x, np.zeros((2, 24, 32), np.uint8)) is not None

@@ -56,6 +56,10 @@ typedef struct {
     int zero_point;         /* output zero point (U8/S8 out) */
     void *out;              /* [M][ldo] elements of out_type, tokens-major */
     ptrdiff_t ldo;          /* row stride of out, in elements */
+    ptrdiff_t plane;        /* 0: out as above. > 0 (the sparse kernel only): out is planar
+                             * [B][N][plane] (a conv's NCHW output): token m = b * plane + p,
+                             * output n at element b * pbatch + n * plane + p */
+    ptrdiff_t pbatch;
 } dscy_epilogue;
 
 /* A k x k convolution's im2col rows, read straight from its NHWC input by the packers (no

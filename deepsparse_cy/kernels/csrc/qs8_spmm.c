@@ -198,10 +198,31 @@ static void flush_bytes(const dscy_epilogue *ep, const uint8_t *bst, int m0, int
         for (int i = 0; i < nr; i++) o[(ptrdiff_t)t * ldo + i] = bst[i * T32 + t];
 }
 
+/* element (m, n) of a planar output (ep->plane > 0) */
+static inline ptrdiff_t planar_at(const dscy_epilogue *ep, int m, int n) {
+    ptrdiff_t b = m / ep->plane;
+    return b * ep->pbatch + (ptrdiff_t)n * ep->plane + (m - b * ep->plane);
+}
+
 /* Write nr staged rows (outputs n0..n0+nr-1) for tokens m0..m0+mt-1. stage: [8][T32] int32. */
 static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, int mt, int n0, int nr) {
     ptrdiff_t ldo = ep->ldo;
     int bytes = ep->out_type >= DSCY_OUT_U8;
+    if (ep->plane) {   /* planar output, element by element (tiles rows_fast does not take) */
+        for (int i = 0; i < nr; i++)
+            for (int t = 0; t < mt; t++) {
+                int32_t v = stage[i * T32 + t];
+                if (ep->res_type && ep->out_type != DSCY_OUT_I32) {
+                    float f;
+                    memcpy(&f, &v, 4);
+                    v = dscy_ep_post1(ep, f, m0 + t, n0 + i);
+                }
+                ptrdiff_t o = planar_at(ep, m0 + t, n0 + i);
+                if (bytes) ((uint8_t *)ep->out)[o] = (uint8_t)v;
+                else ((int32_t *)ep->out)[o] = v;
+            }
+        return;
+    }
     if (ep->res_type && ep->out_type != DSCY_OUT_I32) {
         /* stage holds pre-epilogue floats: transpose, then residual, activation and output */
 #ifdef __AVX2__
@@ -343,9 +364,28 @@ static inline __attribute__((always_inline)) void rows_fast(
     int32_t sums[T32] __attribute__((aligned(32)));
     int bytes = EK == DSCY_EK_Q8 || EK == DSCY_EK_LUT;
     int ns = r0;
+    /* planar output (the caller checked that the tile lies in one image): each row's 32 tokens
+     * are 32 consecutive elements of its plane, stored as they come, no staging */
+    char *prow = NULL;
+    size_t es = bytes ? 1 : 4;
+    if (ep->plane) prow = (char *)ep->out + (size_t)planar_at(ep, m0, 0) * es;
     for (int n = r0; n < r1; n++) {
         int b0 = row_ptr[n];
         row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
+        if (prow) {
+            void *d = bytes ? (void *)bst : (void *)stage;
+            if (EK == DSCY_EK_I32) ep_row_i32(k, sums, n, d);
+            else if (EK == DSCY_EK_F32) ep_row_f32(k, sums, n, d);
+            else if (EK == DSCY_EK_Q8) ep_row_q8(k, sums, n, d);
+            else if (EK == DSCY_EK_LUT) ep_row_lut(k, sums, n, d);
+            else {   /* with a residual: the float before it, the rest element by element */
+                ep_row_pre(k, sums, n, stage);
+                flush_rows(ep, stage, m0, T32, n, 1);
+                continue;
+            }
+            memcpy(prow + (size_t)n * ep->plane * es, d, T32 * es);
+            continue;
+        }
         void *dst = bytes ? (void *)(bst + (n - ns) * T32) : (void *)(stage + (n - ns) * T32);
         if (EK == DSCY_EK_I32) ep_row_i32(k, sums, n, dst);
         else if (EK == DSCY_EK_F32) ep_row_f32(k, sums, n, dst);
@@ -429,7 +469,8 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
         int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
         int mt = M - m0 < T ? M - m0 : T;
 #ifdef __AVX2__
-        if (ek != DSCY_EK_GEN && T == T32 && mt == T32) {
+        if (ek != DSCY_EK_GEN && T == T32 && mt == T32
+                && (!ep->plane || m0 % ep->plane + T32 <= ep->plane)) {   /* in one image */
             rows_fast_any(ek, bp, ep, &kc, xtile, m0, row_ptr, idx, vals, r0, r1);
             continue;
         }
