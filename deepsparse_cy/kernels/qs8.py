@@ -380,14 +380,20 @@ class PreparedQS8(_EpilogueArgs):
         """(fn, args) running this call on exactly these x / out (/ residual) arrays
         (engine._run_plan's bound step: the same objects on every run), or None where
         __call__ takes another path (fresh or converted arrays, empty shapes). out: [M, N]
-        rows, or (sparse formats, no residual) planar [B, N, HW] with B * HW = M."""
+        rows, or (sparse formats, no residual) planar [B, N, HW] with B * HW = M. x: [M, K]
+        rows, or (sparse formats) planar [B, K, HW], C-contiguous (a 1x1 conv's NCHW input,
+        M = B * HW, read by the kernel's tile packer: no channels-last copy)."""
         packed = self.packed
-        if not (type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == packed.k > 0
-                and x.dtype in (_U8, _S8) and x.flags.c_contiguous and x.shape[0] > 0
-                and packed.n > 0 and (self._rows_out(out, x.shape[0], packed.n, self.out_dtype)
-                                      or self._planar(out, x.shape[0], packed.n, residual))):
+        if not (type(x) is np.ndarray and x.dtype in (_U8, _S8) and x.flags.c_contiguous
+                and packed.n > 0 and x.ndim in (2, 3) and x.shape[1] == packed.k > 0):
             return None
-        res = self._bound_res(residual, x.shape[0], packed.n, out)
+        if x.ndim == 3 and packed.format == "dense":
+            return None
+        m = x.shape[0] * (x.shape[2] if x.ndim == 3 else 1)
+        if m == 0 or not (self._rows_out(out, m, packed.n, self.out_dtype)
+                          or self._planar(out, m, packed.n, residual)):
+            return None
+        res = self._bound_res(residual, m, packed.n, out)
         if res is False:
             return None
         return self._fn, self._args(x, out, res, num_threads)

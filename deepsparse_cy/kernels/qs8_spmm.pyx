@@ -8,6 +8,9 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int dscy_qs8_spmm_x(const void *x, int x_signed, Py_ssize_t ldx, int K, int16_t *xt, int M,
                         int Kp, const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
                         int bp, int N, const dscy_epilogue *ep, int nthreads)
+    int dscy_qs8_spmm_planar(const void *x, int x_signed, Py_ssize_t plane, int K, int M, int Kp,
+                             const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
+                             int bp, int N, const dscy_epilogue *ep, int nthreads)
     int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                            const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
                            int bp, int N, const dscy_epilogue *ep, int nthreads)
@@ -15,7 +18,8 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
 ISA = DSCY_ISA
 
 
-def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
+def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous, or planar [B][K][HW]
+                                   #     C-contiguous (a 1x1 conv's NCHW input, M = B * HW)
          int x_signed, int Kp,
          cnp.ndarray row_ptr,      # IN  int32 [N+1] (in blocks)
          cnp.ndarray idx,          # IN  uint16 [nblocks]
@@ -26,6 +30,10 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
          cnp.ndarray out,          # OUT [M][>=N], or planar [B][N][HW] (B*HW = M), C-contiguous
          int nthreads):
     cdef int M = x.shape[0], K = x.shape[1]
+    cdef Py_ssize_t plane = 0
+    if x.ndim == 3:
+        plane = x.shape[2]
+        M = <int>(x.shape[0] * plane)
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     cdef const void *xptr = _ptr(x)
     cdef Py_ssize_t ldx = x.strides[0]
@@ -36,7 +44,12 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
     with nogil:
         # activation tiles in the calling thread's kept buffer (a fresh 0.2-0.8 MB array per
         # call costs page faults)
-        rc = dscy_qs8_spmm_x(xptr, x_signed, ldx, K, NULL, M, Kp, rp, ip, vp, bp, N, &ep, nthreads)
+        if plane:
+            rc = dscy_qs8_spmm_planar(xptr, x_signed, plane, K, M, Kp, rp, ip, vp, bp, N, &ep,
+                                      nthreads)
+        else:
+            rc = dscy_qs8_spmm_x(xptr, x_signed, ldx, K, NULL, M, Kp, rp, ip, vp, bp, N, &ep,
+                                 nthreads)
     if rc != 0:
         raise MemoryError("qs8 spmm: activation tile buffer allocation failed")
     return out

@@ -640,9 +640,12 @@ class QConv(Op):
         nt = self.num_threads or 1
         kxk = not self.qdw and not self._is_1x1(pads)
         pre = post = None
+        xplanar = None
         if not xn.flags.c_contiguous:
             if self.x_layout != "NCHW" or not x.flags.c_contiguous:
                 return None
+            if not kxk and not self.qdw:   # a 1x1 conv: the sparse kernel packs from the planes
+                xplanar = x.reshape(b, c, h * w_)
             xs = np.empty((b, h, w_, c), x.dtype)
             pre = (_f32_ops.nchw_to_nhwc_8, (x.view(np.uint8), xs.view(np.uint8), nt))
             xn = xs
@@ -666,16 +669,25 @@ class QConv(Op):
                                        None if clip is None else tuple(clip)))
             if prep is None:
                 return None
-            def bind(dst):
+            def bind(src, dst):
                 if kxk:      # the kernels gather the im2col rows from xn themselves
                     return prep.conv_bound(xn, self.kernel_shape, self.strides, pads,
                                            self.dilations, dst, self.num_threads, residual)
-                return prep.bound(xn.reshape(m, c), dst, self.num_threads, residual)
-            first = bind(planar) if planar is not None else None
-            if first is not None:
-                post = None
-            else:
-                first = bind(out2)
+                return prep.bound(src, dst, self.num_threads, residual)
+            # planes in / out where the kernel takes them (sparse formats), then the copies;
+            # xn's rows are the 1x1 conv's input (a k x k conv gathers from xn itself)
+            rows = xn if kxk else xn.reshape(m, c)
+            first = None
+            for src, dst in ((xplanar, planar), (xplanar, out2), (rows, planar), (rows, out2)):
+                if src is None or dst is None:
+                    continue
+                first = bind(src, dst)
+                if first is not None:
+                    if src is xplanar:
+                        pre = None
+                    if dst is planar:
+                        post = None
+                    break
         if first is None:
             return None
         if not (pre or post):

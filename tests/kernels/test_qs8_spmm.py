@@ -181,8 +181,9 @@ _PLANAR_KINDS = {   # prepare_qs8_matmul arguments per epilogue kind of the spar
 @pytest.mark.parametrize("b,hw", [(2, 64), (1, 96), (2, 40), (3, 7)], ids=str)
 def test_spmm_planar_output(isa, fmt, kind, b, hw):
     """A planar [B, N, HW] output (a conv's NCHW layout, written by the kernel with no
-    channels-last copy) holds exactly the [M, N] output's values: whole 32-token tiles inside
-    one image, tiles across two images, 8-token tails; both thread counts."""
+    channels-last copy) holds exactly the [M, N] output's values, and a planar [B, K, HW]
+    input (a 1x1 conv's NCHW input, packed from the planes) gives them too: whole 32-token
+    tiles inside one image, tiles across two images, 8-token tails; both thread counts."""
     rng = np.random.default_rng(31)
     m, k, n = b * hw, 100, 37
     x = rng.integers(0, 256, (m, k), dtype=np.uint8)
@@ -192,11 +193,20 @@ def test_spmm_planar_output(isa, fmt, kind, b, hw):
     kw = dict(_PLANAR_KINDS[kind])
     pr = K.prepare_qs8_matmul(p, bias, scale, x_zero_point=128, isa=isa, **kw)
     ref = pr(x)
+    x3 = np.ascontiguousarray(x.reshape(b, hw, k).transpose(0, 2, 1))   # planar input
     for nt in (1, 2):
         out3 = np.full((b, n, hw), 7, ref.dtype)
         fn, args = pr.bound(x, out3, num_threads=nt)
         fn(*args)
         np.testing.assert_array_equal(out3, ref.reshape(b, hw, n).transpose(0, 2, 1))
+        out3[:] = 7                               # planes in, planes out
+        fn, args = pr.bound(x3, out3, num_threads=nt)
+        fn(*args)
+        np.testing.assert_array_equal(out3, ref.reshape(b, hw, n).transpose(0, 2, 1))
+        out2 = np.full((m, n), 7, ref.dtype)      # planes in, rows out
+        fn, args = pr.bound(x3, out2, num_threads=nt)
+        fn(*args)
+        np.testing.assert_array_equal(out2, ref)
     # a 3 x 3 conv gathering its own rows into the planar output
     xc = rng.integers(0, 256, (b, 6, 9, 12), dtype=np.uint8)
     pc = K.pack_qs8(sparse_weight(rng, n, 108, 0.8, fmt), fmt)
@@ -224,3 +234,7 @@ def test_spmm_planar_output_refused():
     assert ps.bound(x, np.zeros((2, 24, 32), np.uint8), residual=res) is None
     assert ps.bound(x, np.zeros((2, 32, 24), np.uint8).transpose(0, 2, 1)) is None
     assert ps.bound(x, np.zeros((2, 24, 32), np.uint8)) is not None
+    x3 = np.ascontiguousarray(x.reshape(2, 32, 40).transpose(0, 2, 1))
+    assert pd.bound(x3, np.zeros((64, 24), np.uint8)) is None          # dense: rows only
+    assert ps.bound(x3, np.zeros((64, 24), np.uint8)) is not None
+    assert ps.bound(x3.transpose(0, 2, 1), np.zeros((64, 24), np.uint8)) is None

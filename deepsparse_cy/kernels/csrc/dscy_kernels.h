@@ -111,6 +111,10 @@ int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *
 
 /* the same with x the im2col rows of a convolution (g; M = B*Ho*Wo, K = KH*KW*C): each tile's
  * rows are gathered into a small per-thread buffer and packed from there */
+/* the same on a planar x [B][K][plane] (a 1x1 conv's NCHW input, M = B * plane) */
+int dscy_qs8_spmm_planar(const void *x, int x_signed, ptrdiff_t plane, int K, int M, int Kp,
+                         const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                         int N, const dscy_epilogue *ep, int nthreads);
 int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                        const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                        int N, const dscy_epilogue *ep, int nthreads);

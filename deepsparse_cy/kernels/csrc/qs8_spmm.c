@@ -436,10 +436,64 @@ static void row_generic(const int16_t *xt, int T, const uint16_t *idx, const int
 /* the calling thread's gathered im2col rows of one tile (bytes, in floats) */
 DSCY_THREAD_BUFFER(conv_rows_buffer)
 
-/* Pack tile t: from x rows, or (g not NULL) from the convolution's im2col rows gathered into
- * rows (T32 * K bytes of the calling thread). */
+/* Pack tile t of a planar x [B][K][plane] (a 1x1 conv's NCHW input; token m = b * plane + p):
+ * inside one image, k-pair q of the tile is rows 2q and 2q + 1 of the planes at p0.., widened
+ * and interleaved; tokens across images and tails one by one. */
+static void pack_tile_planar(const uint8_t *x, int x_signed, ptrdiff_t plane, int M, int K,
+                             int16_t *xt, int K2, int t) {
+    int T; int16_t *d = xt + tile_off(M, K2, t, &T);
+    int n32 = ntiles32(M);
+    int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+    ptrdiff_t b0 = m0 / plane, p0 = m0 - b0 * plane;
+    if (p0 + T <= plane && m0 + T <= M) {
+        const uint8_t *xb = x + (size_t)b0 * K * plane + p0;
+        for (int q = 0; q < K2; q++) {
+            int16_t *dq = d + (size_t)q * T * 2;
+            const uint8_t *r0 = 2 * q < K ? xb + (size_t)(2 * q) * plane : NULL;
+            const uint8_t *r1 = 2 * q + 1 < K ? xb + (size_t)(2 * q + 1) * plane : NULL;
+#ifdef __AVX2__
+            if (r0 && r1 && T % 16 == 0) {
+                for (int i = 0; i < T; i += 16) {
+                    __m128i a = _mm_loadu_si128((const __m128i *)(r0 + i));
+                    __m128i c = _mm_loadu_si128((const __m128i *)(r1 + i));
+                    __m256i a16 = x_signed ? _mm256_cvtepi8_epi16(a) : _mm256_cvtepu8_epi16(a);
+                    __m256i c16 = x_signed ? _mm256_cvtepi8_epi16(c) : _mm256_cvtepu8_epi16(c);
+                    __m256i lo = _mm256_unpacklo_epi16(a16, c16);   /* tokens 0-3 | 8-11 */
+                    __m256i hi = _mm256_unpackhi_epi16(a16, c16);   /* tokens 4-7 | 12-15 */
+                    _mm256_storeu_si256((__m256i *)(dq + 2 * i), _mm256_permute2x128_si256(lo, hi, 0x20));
+                    _mm256_storeu_si256((__m256i *)(dq + 2 * i + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+                }
+                continue;
+            }
+#endif
+            for (int i = 0; i < T; i++) {
+                dq[2 * i] = (int16_t)(r0 ? (x_signed ? (int8_t)r0[i] : r0[i]) : 0);
+                dq[2 * i + 1] = (int16_t)(r1 ? (x_signed ? (int8_t)r1[i] : r1[i]) : 0);
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < T; i++) {
+        int m = m0 + i;
+        int16_t *dd = d + 2 * i;
+        if (m >= M) {
+            for (int q = 0; q < K2; q++) dd[(size_t)q * T * 2] = dd[(size_t)q * T * 2 + 1] = 0;
+            continue;
+        }
+        ptrdiff_t b = m / plane;
+        const uint8_t *xm = x + (size_t)b * K * plane + (m - b * plane);
+        for (int k = 0; k < 2 * K2; k++) {
+            int v = k < K ? (x_signed ? (int8_t)xm[(size_t)k * plane] : xm[(size_t)k * plane]) : 0;
+            dd[(size_t)(k >> 1) * T * 2 + (k & 1)] = (int16_t)v;
+        }
+    }
+}
+
+/* Pack tile t: from x rows (ldx > 0), a planar x (ldx = -plane), or (g not NULL) from the
+ * convolution's im2col rows gathered into rows (T32 * K bytes of the calling thread). */
 static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x, int x_signed,
                           ptrdiff_t ldx, int M, int K, int16_t *xt, int K2, int t) {
+    if (!g && ldx < 0) { pack_tile_planar((const uint8_t *)x, x_signed, -ldx, M, K, xt, K2, t); return; }
     if (!g) { pack_tile(x, x_signed, ldx, M, K, xt, K2, t, 0); return; }
     int n32 = ntiles32(M), T = t < n32 ? T32 : 8;
     int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
@@ -567,6 +621,13 @@ int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *
                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                     int N, const dscy_epilogue *ep, int nthreads) {
     return spmm_run(NULL, x, x_signed, ldx, K, xt, M, Kp, row_ptr, idx, vals, bp, N, ep, nthreads);
+}
+
+int dscy_qs8_spmm_planar(const void *x, int x_signed, ptrdiff_t plane, int K, int M, int Kp,
+                         const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                         int N, const dscy_epilogue *ep, int nthreads) {
+    return spmm_run(NULL, x, x_signed, -plane, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, ep,
+                    nthreads);
 }
 
 int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
