@@ -143,6 +143,38 @@ static inline void store_row16(void *out, ptrdiff_t o, __m256i v0, __m256i v1, i
         memcpy((uint8_t *)out + o, tmp, nn);
     }
 }
+
+/* A tile's 16 channels' epilogue parameters as vectors (lanes 0-7, 8-15): bias, scale, mid
+ * scale and bias (zero without a mid step) and, with rows, the table offsets; a partial panel's
+ * lanes past nn padded with zeros. */
+typedef struct { __m256i b[2], row[2]; __m256 s[2], ma[2], mb[2]; } tile_par;
+
+static inline void tile_par_load(const dscy_epilogue *ep, int n0, int nn, int rows, tile_par *p) {
+    int32_t pb[NR] __attribute__((aligned(32)));
+    float ps[NR] __attribute__((aligned(32))), pma[NR] __attribute__((aligned(32))),
+          pmb[NR] __attribute__((aligned(32)));
+    const int32_t *bias = ep->bias + n0;
+    const float *scale = ep->scale + n0, *mscale = ep->mid_scale, *mbias = ep->mid_bias;
+    int mid = ep->mid_type != 0;
+    if (mid) { mscale += n0; mbias += n0; }
+    if (nn < NR) {
+        for (int j = 0; j < NR; j++) {
+            pb[j] = j < nn ? bias[j] : 0;
+            ps[j] = j < nn && ep->out_type != DSCY_OUT_I32 ? scale[j] : 0.0f;
+            pma[j] = j < nn && mid ? mscale[j] : 0.0f;
+            pmb[j] = j < nn && mid ? mbias[j] : 0.0f;
+        }
+        bias = pb; scale = ps; mscale = pma; mbias = pmb;
+    }
+    for (int h = 0; h < 2; h++) {
+        p->b[h] = _mm256_loadu_si256((const __m256i *)(bias + 8 * h));
+        p->s[h] = _mm256_loadu_ps(scale + 8 * h);
+        p->ma[h] = mid ? _mm256_loadu_ps(mscale + 8 * h) : _mm256_setzero_ps();
+        p->mb[h] = mid ? _mm256_loadu_ps(mbias + 8 * h) : _mm256_setzero_ps();
+    }
+    if (rows) table_rows(n0, nn, &p->row[0], &p->row[1]);
+    else p->row[0] = p->row[1] = _mm256_setzero_si256();
+}
 #endif
 
 /* Store one finished micro-tile (rows m0..m0+mr-1, channels n0..n0+15) through the epilogue.
@@ -153,38 +185,15 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
     int nn = N - n0 < NR ? N - n0 : NR;
 #ifdef __AVX2__
     if (nn == NR || !ep->res_type) {
-        int32_t pb[NR] __attribute__((aligned(32)));
-        float ps[NR] __attribute__((aligned(32))), pma[NR] __attribute__((aligned(32))),
-              pmb[NR] __attribute__((aligned(32)));
-        const int32_t *bias = ep->bias + n0;
-        const float *scale = ep->scale + n0, *mscale = ep->mid_scale, *mbias = ep->mid_bias;
-        if (mscale) { mscale += n0; mbias += n0; }
-        if (nn < NR) {
-            for (int j = 0; j < NR; j++) {
-                pb[j] = j < nn ? bias[j] : 0;
-                ps[j] = j < nn && ep->out_type != DSCY_OUT_I32 ? scale[j] : 0.0f;
-                pma[j] = j < nn && ep->mid_type ? mscale[j] : 0.0f;
-                pmb[j] = j < nn && ep->mid_type ? mbias[j] : 0.0f;
-            }
-            bias = pb; scale = ps; mscale = pma; mbias = pmb;
-        }
-        __m256i b0 = _mm256_loadu_si256((const __m256i *)bias);
-        __m256i b1 = _mm256_loadu_si256((const __m256i *)(bias + 8));
-        __m256 s0 = _mm256_loadu_ps(scale), s1 = _mm256_loadu_ps(scale + 8);
-        __m256 m0v = _mm256_setzero_ps(), m1v = m0v, ma0 = m0v, ma1 = m0v;
-        if (ep->mid_type) {
-            m0v = _mm256_loadu_ps(mbias); m1v = _mm256_loadu_ps(mbias + 8);
-            ma0 = _mm256_loadu_ps(mscale); ma1 = _mm256_loadu_ps(mscale + 8);
-        }
-        __m256i row0, row1;
-        table_rows(n0, nn, &row0, &row1);
+        tile_par p;
+        tile_par_load(ep, n0, nn, 1, &p);
         for (int r = 0; r < mr; r++) {
             __m256i a0 = _mm256_loadu_si256((const __m256i *)(c + r * NR));
             __m256i a1 = _mm256_loadu_si256((const __m256i *)(c + r * NR + 8));
             ptrdiff_t o = (ptrdiff_t)(m0 + r) * ep->ldo + n0;
             ptrdiff_t ro = (ptrdiff_t)(m0 + r) * ep->ldr + n0;
-            __m256i v0 = dscy_ep_lanes8(ep, a0, b0, s0, ma0, m0v, row0, ro);
-            __m256i v1 = dscy_ep_lanes8(ep, a1, b1, s1, ma1, m1v, row1, ro + 8);
+            __m256i v0 = dscy_ep_lanes8(ep, a0, p.b[0], p.s[0], p.ma[0], p.mb[0], p.row[0], ro);
+            __m256i v1 = dscy_ep_lanes8(ep, a1, p.b[1], p.s[1], p.ma[1], p.mb[1], p.row[1], ro + 8);
             store_row16(ep->out, o, v0, v1, nn, ep->out_type);
         }
         return;
@@ -202,36 +211,13 @@ static inline __attribute__((always_inline)) void store_tile_ek(
         const int EK, const dscy_ek_consts *k, const dscy_epilogue *ep, const int32_t *c, int m0,
         int mr, int n0, int N) {
     int nn = N - n0 < NR ? N - n0 : NR;
-    int32_t pb[NR] __attribute__((aligned(32)));
-    float ps[NR] __attribute__((aligned(32))), pma[NR] __attribute__((aligned(32))),
-          pmb[NR] __attribute__((aligned(32)));
-    const int32_t *bias = k->bias + n0;
-    const float *scale = k->scale + n0, *mscale = k->mscale, *mbias = k->mbias;
-    if (k->mid) { mscale += n0; mbias += n0; }
-    if (nn < NR) {
-        for (int j = 0; j < NR; j++) {
-            pb[j] = j < nn ? bias[j] : 0;
-            ps[j] = j < nn && EK != DSCY_EK_I32 ? scale[j] : 0.0f;
-            pma[j] = j < nn && k->mid ? mscale[j] : 0.0f;
-            pmb[j] = j < nn && k->mid ? mbias[j] : 0.0f;
-        }
-        bias = pb; scale = ps; mscale = pma; mbias = pmb;
-    }
-    __m256i b0 = _mm256_loadu_si256((const __m256i *)bias);
-    __m256i b1 = _mm256_loadu_si256((const __m256i *)(bias + 8));
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, m0v = s0, m1v = s0, ma0 = s0, ma1 = s0;
-    if (EK != DSCY_EK_I32) { s0 = _mm256_loadu_ps(scale); s1 = _mm256_loadu_ps(scale + 8); }
-    if (k->mid) {
-        m0v = _mm256_loadu_ps(mbias); m1v = _mm256_loadu_ps(mbias + 8);
-        ma0 = _mm256_loadu_ps(mscale); ma1 = _mm256_loadu_ps(mscale + 8);
-    }
-    __m256i row0 = _mm256_setzero_si256(), row1 = row0;
-    if (EK == DSCY_EK_LUT) table_rows(n0, nn, &row0, &row1);
+    tile_par p;
+    tile_par_load(ep, n0, nn, EK == DSCY_EK_LUT, &p);
     for (int r = 0; r < mr; r++) {
         __m256i v0 = dscy_ek8(EK, k, _mm256_loadu_si256((const __m256i *)(c + r * NR)),
-                              b0, s0, ma0, m0v, row0);
+                              p.b[0], p.s[0], p.ma[0], p.mb[0], p.row[0]);
         __m256i v1 = dscy_ek8(EK, k, _mm256_loadu_si256((const __m256i *)(c + r * NR + 8)),
-                              b1, s1, ma1, m1v, row1);
+                              p.b[1], p.s[1], p.ma[1], p.mb[1], p.row[1]);
         store_row16(ep->out, (ptrdiff_t)(m0 + r) * ep->ldo + n0, v0, v1, nn, ep->out_type);
     }
 }

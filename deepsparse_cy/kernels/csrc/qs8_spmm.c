@@ -372,26 +372,20 @@ static inline __attribute__((always_inline)) void rows_fast(
     for (int n = r0; n < r1; n++) {
         int b0 = row_ptr[n];
         row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
-        if (prow) {
-            void *d = bytes ? (void *)bst : (void *)stage;
-            if (EK == DSCY_EK_I32) ep_row_i32(k, sums, n, d);
-            else if (EK == DSCY_EK_F32) ep_row_f32(k, sums, n, d);
-            else if (EK == DSCY_EK_Q8) ep_row_q8(k, sums, n, d);
-            else if (EK == DSCY_EK_LUT) ep_row_lut(k, sums, n, d);
-            else {   /* with a residual: the float before it, the rest element by element */
-                ep_row_pre(k, sums, n, stage);
-                flush_rows(ep, stage, m0, T32, n, 1);
-                continue;
-            }
-            memcpy(prow + (size_t)n * ep->plane * es, d, T32 * es);
-            continue;
-        }
-        void *dst = bytes ? (void *)(bst + (n - ns) * T32) : (void *)(stage + (n - ns) * T32);
+        int slot = prow ? 0 : n - ns;     /* planar: every row through the first slot */
+        void *dst = bytes ? (void *)(bst + slot * T32) : (void *)(stage + slot * T32);
         if (EK == DSCY_EK_I32) ep_row_i32(k, sums, n, dst);
         else if (EK == DSCY_EK_F32) ep_row_f32(k, sums, n, dst);
         else if (EK == DSCY_EK_Q8) ep_row_q8(k, sums, n, dst);
         else if (EK == DSCY_EK_LUT) ep_row_lut(k, sums, n, dst);
         else ep_row_pre(k, sums, n, dst);
+        if (prow) {
+            if (EK == DSCY_EK_PRE)   /* with a residual: the rest element by element */
+                flush_rows(ep, stage, m0, T32, n, 1);
+            else
+                memcpy(prow + (size_t)n * ep->plane * es, dst, T32 * es);
+            continue;
+        }
         if (n - ns == 7 || n == r1 - 1) {
             if (bytes) flush_bytes(ep, bst, m0, ns, n - ns + 1);
             else flush_rows(ep, stage, m0, T32, ns, n - ns + 1);
