@@ -260,11 +260,16 @@ def _check_x(x, k, dtypes):
     return x
 
 
+def _rows_out(out, m, n, dtype):
+    """out is [m, n] of dtype with contiguous rows (the kernels' tokens-major output)."""
+    return (out.shape == (m, n) and out.dtype == dtype and out.strides[1] == out.itemsize
+            and out.strides[0] % out.itemsize == 0)
+
+
 def _out(out, m, n, dtype):
     if out is None:
         return np.empty((m, n), dtype)
-    if out.shape != (m, n) or out.dtype != dtype or out.strides[1] != out.itemsize \
-            or out.strides[0] % out.itemsize:
+    if not _rows_out(out, m, n, dtype):
         raise ValueError(f"out must be [{m}, {n}] {dtype} with contiguous rows")
     return out
 
@@ -371,11 +376,6 @@ class PreparedQS8(_EpilogueArgs):
                 and out.ndim == 3 and out.shape[1] == n and out.shape[0] * out.shape[2] == m
                 and out.dtype == self.out_dtype and out.flags.c_contiguous)
 
-    @staticmethod
-    def _rows_out(out, m, n, dtype):
-        return (type(out) is np.ndarray and out.shape == (m, n) and out.dtype == dtype
-                and out.strides[1] == out.itemsize and out.strides[0] % out.itemsize == 0)
-
     def bound(self, x, out, num_threads=None, residual=None):
         """(fn, args) running this call on exactly these x / out (/ residual) arrays
         (engine._run_plan's bound step: the same objects on every run), or None where
@@ -390,8 +390,9 @@ class PreparedQS8(_EpilogueArgs):
         if x.ndim == 3 and packed.format == "dense":
             return None
         m = x.shape[0] * (x.shape[2] if x.ndim == 3 else 1)
-        if m == 0 or not (self._rows_out(out, m, packed.n, self.out_dtype)
-                          or self._planar(out, m, packed.n, residual)):
+        if m == 0 or type(out) is not np.ndarray or not (
+                _rows_out(out, m, packed.n, self.out_dtype)
+                or self._planar(out, m, packed.n, residual)):
             return None
         res = self._bound_res(residual, m, packed.n, out)
         if res is False:
@@ -446,8 +447,8 @@ class PreparedQS8(_EpilogueArgs):
         except ValueError:
             return None
         n = self.packed.n
-        if m == 0 or n == 0 or not (self._rows_out(out, m, n, self.out_dtype)
-                                    or self._planar(out, m, n, residual)):
+        if m == 0 or n == 0 or type(out) is not np.ndarray or not (
+                _rows_out(out, m, n, self.out_dtype) or self._planar(out, m, n, residual)):
             return None
         res = self._bound_res(residual, m, n, out)
         if res is False:
