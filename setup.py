@@ -14,13 +14,17 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# Only levels with their own kernel code are built. No -mavxvnni on avx2: most AVX2 CPUs (this
-# build machine included) lack AVX-VNNI and gcc may emit vpdpbusd from plain C under that flag.
-# An avx512vnni level would go here once it has kernels (and a machine to test them on).
+# Only levels with their own kernel code are built. No -mavxvnni on avx2: most AVX2 CPUs lack
+# AVX-VNNI and gcc may emit vpdpbusd from plain C under that flag. avx512_vnni: the INT8 families
+# only (their u8 x s8 quad paths, csrc `#ifdef __AVX512VNNI__`); the float families stay avx2.
+# 256-bit autovectorization there, as in the avx2 build: zmm only where the intrinsics ask.
 ISA_FLAGS = {
     "generic": [],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512_vnni": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl",
+                    "-mavx512dq", "-mavx512vnni", "-mprefer-vector-width=256"],
 }
+ISA_FAMILIES = {"avx512_vnni": {"qs8_gemm", "qs8_spmm"}}   # levels built for some families only
 
 # Kernel families built once per ISA level: (module base name, source .pyx, extra C sources).
 # Module names are deepsparse_cy.kernels._<name>_<isa>; deepsparse_cy/kernels/__init__.py
@@ -75,6 +79,8 @@ HEADERS = sorted(glob.glob("deepsparse_cy/kernels/csrc/*.h"))
 extensions = [ext(n, s, e, depends=HEADERS) for n, s, e in SINGLE]
 for base, src, extra in PER_ISA:
     for isa, flags in ISA_FLAGS.items():
+        if isa in ISA_FAMILIES and base not in ISA_FAMILIES[isa]:
+            continue
         # One .pyx compiled several times under different module names: Cython needs a distinct
         # source per module, so a tiny generated shim includes the shared source.
         shim_dir = os.path.join("build", "isa_shims")

@@ -4,7 +4,8 @@ Filled once at import: start from 'generic', upgrade after cpuid + xgetbv checks
 DEEPSPARSE_CY_ISA (generic | avx2 | avx512 | avx512_vnni), which can only lower the level.
 Each kernel family is built once per ISA (module ``_<family>_<isa>``); ``KERNELS`` lists every
 build and feeds dispatch, the tests (parametrised over ``runnable_isas()``) and the benchmarks.
-There is no AVX-512 build yet: on an AVX-512 CPU dispatch runs the avx2 builds.
+The INT8 families (qs8_gemm, qs8_spmm) have an avx512_vnni build (u8 x s8 quads with vpdpbusd);
+the float families run their avx2 build on AVX-512 CPUs.
 
 Python API (what the graph layer calls)
 ---------------------------------------
@@ -63,6 +64,7 @@ from . import _cpuid
 
 LEVELS = ["generic", "avx2", "avx512", "avx512_vnni"]
 
+_VNNI = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
 # Every compiled kernel variant: (family, isa build suffix, dispatch level it belongs to,
 # CPU features the build's -m flags require). Dispatch, tests and benchmarks all read this.
 KERNELS = [
@@ -70,13 +72,15 @@ KERNELS = [
     ("qs8_gemm", "avx2", "avx2", ("avx2", "fma", "f16c")),
     ("qs8_spmm", "generic", "generic", ()),
     ("qs8_spmm", "avx2", "avx2", ("avx2", "fma", "f16c")),
+    ("qs8_gemm", "avx512_vnni", "avx512_vnni", _VNNI),
+    ("qs8_spmm", "avx512_vnni", "avx512_vnni", _VNNI),
     ("f32_spmm", "generic", "generic", ()),
     ("f32_spmm", "avx2", "avx2", ("avx2", "fma", "f16c")),
     ("f32_conv", "generic", "generic", ()),
     ("f32_conv", "avx2", "avx2", ("avx2", "fma", "f16c")),
 ]
 FAMILIES = sorted({k[0] for k in KERNELS})
-ISA_BUILDS = ["generic", "avx2"]   # ascending
+ISA_BUILDS = ["generic", "avx2", "avx512_vnni"]   # ascending
 
 
 def cpu_features():
@@ -125,9 +129,11 @@ def missing_features(isa):
     return sorted(x for x in need if not f.get(x))
 
 
-def runnable_isas():
-    """ISA builds this CPU can execute, ascending (tests parametrise over these)."""
-    return [b for b in ISA_BUILDS if not missing_features(b)]
+def runnable_isas(family=None):
+    """ISA builds this CPU can execute, ascending (tests parametrise over these); with a family,
+    only the builds that family has."""
+    have = {b for f, b, _, _ in KERNELS if family is None or f == family}
+    return [b for b in ISA_BUILDS if b in have and not missing_features(b)]
 
 
 def _dispatch():

@@ -10,6 +10,7 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 import deepsparse_cy as ds
+import deepsparse_cy.kernels as K
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -360,7 +361,7 @@ def test_qconv_profile_fields_and_run_dense(rng):
     eng = ds.compile_model(m)
     (node, op), = [(n, o) for n, o in _steps(eng) if n.op_type == "QConv"]
     assert op.kernel_name.startswith(("qs8_gemm", "qs8_spmm"))
-    assert op.kernel_isa in ("avx2", "generic")
+    assert op.kernel_isa in K.runnable_isas("qs8_gemm")
     y = eng.run(feeds)[0]
     assert op.flops == 2 * 10 * 10 * 32 * 16 * 9
     xq = np.clip(np.rint(feeds[0] / np.float32(0.02)) + 118, 0, 255).astype(np.uint8)

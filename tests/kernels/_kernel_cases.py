@@ -6,10 +6,12 @@ import pytest
 import deepsparse_cy.kernels as K
 
 
-def isa_params():
-    """One pytest param per ISA build; builds this CPU cannot run are skipped naming the feature."""
+def isa_params(family=None):
+    """One pytest param per ISA build (of `family`, when given: the float families have no
+    avx512_vnni build); builds this CPU cannot run are skipped naming the feature."""
     out = []
-    for isa in K.ISA_BUILDS:
+    have = {b for f, b, _, _ in K.KERNELS if family is None or f == family}
+    for isa in [b for b in K.ISA_BUILDS if b in have]:
         miss = K.missing_features(isa)
         marks = [pytest.mark.skip(reason=f"CPU lacks {', '.join(miss)} for the {isa} build")] if miss else []
         out.append(pytest.param(isa, marks=marks, id=isa))

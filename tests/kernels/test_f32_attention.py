@@ -33,7 +33,7 @@ CASES = [  # B, S, T, H, D, Dv, mask shape
 ]
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_f32_attention(isa, case):
     B, S, T, H, D, Dv, mshape = case

@@ -112,8 +112,7 @@ def _conv_flag(name, value):
     """Set the f32_conv modules' switch `name` (set_<name> / get_<name>) on every ISA build
     this CPU runs, yield, restore."""
     from deepsparse_cy import kernels as K
-    mods = [K.load("f32_conv", isa) for isa in K.ISA_BUILDS if not K.missing_features(isa)
-            and K.kernel_builds().get("f32_conv") is not None]
+    mods = [K.load("f32_conv", isa) for isa in K.runnable_isas("f32_conv")]
     was = [getattr(m, "get_" + name)() for m in mods]
     for m in mods:
         getattr(m, "set_" + name)(value)
@@ -129,7 +128,7 @@ def conv_wino(request):
     yield from _conv_flag("wino", request.param)
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}c{}m{}_{}x{}_k{}x{}".format(
     c[0], c[1], c[2], c[3], c[4], *c[5]))
 def test_f32_conv_shapes(isa, case, conv_wino):
@@ -154,7 +153,7 @@ STRIDE1_CASES = [
 ]
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @pytest.mark.parametrize("case", STRIDE1_CASES, ids=lambda c: "n{}c{}m{}_{}x{}_k{}x{}".format(
     c[0], c[1], c[2], c[3], c[4], *c[5]))
 def test_f32_conv_stride1(isa, case, conv_wino):
@@ -186,7 +185,7 @@ def test_f32_conv_wino_runs():
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.abs(b).max()))
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @pytest.mark.parametrize("act", sorted(ACT))
 @pytest.mark.parametrize("z", [False, True])
 def test_f32_conv_epilogue(isa, act, z, conv_wino):
@@ -196,7 +195,7 @@ def test_f32_conv_epilogue(isa, act, z, conv_wino):
                nt=nt)
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_f32_conv_random(isa, data, conv_wino):
@@ -236,7 +235,7 @@ def test_f32_conv_argument_errors():
 from deepsparse_cy.kernels.f32conv import PackedGemmF32, f32_gemm  # noqa: E402
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @pytest.mark.parametrize("shape", [(1, 1, 1), (128, 384, 384), (5, 7, 3), (13, 600, 37),
                                    (64, 1536, 40), (7, 300, 8), (70, 33, 129),
                                    (1, 600, 37), (1, 480, 120), (1, 3, 17)],   # T = 1: GEMV
@@ -317,7 +316,7 @@ DW_CASES = [
 ]
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @pytest.mark.parametrize("case", DW_CASES, ids=lambda c: "n{}c{}_{}x{}_k{}x{}_s{}".format(
     c[0], c[1], c[2], c[3], *c[4], c[5][0]))
 def test_f32_dwconv_shapes(isa, case, dw_group):
@@ -327,7 +326,7 @@ def test_f32_dwconv_shapes(isa, case, dw_group):
     _check_dw(rng, isa, N, C, H, W, k, s, p, d, bias=False, nt=1)
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @pytest.mark.parametrize("act", sorted(ACT))
 def test_f32_dwconv_epilogue(isa, act, dw_group):
     rng = np.random.default_rng(len(act))
@@ -336,7 +335,7 @@ def test_f32_dwconv_epilogue(isa, act, dw_group):
                   act=act, nt=nt)
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_f32_dwconv_random(isa, data, dw_group):

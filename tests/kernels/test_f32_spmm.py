@@ -23,7 +23,7 @@ def _check(x, w, isa, act=None, clip=None, nt=None, bias=True):
     assert (np.abs(got - ref) <= tol).all()
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_spmm"))
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.95, 0.99, 1.0])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_f32_spmm(isa, sparsity, shape):
@@ -34,7 +34,7 @@ def test_f32_spmm(isa, sparsity, shape):
     _check(x, w, isa)
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_spmm"))
 @pytest.mark.parametrize("act,clip", [("relu", None), ("clip", (-0.5, 0.7)), ("gelu", None)])
 @pytest.mark.parametrize("nt", [1, 2, 5])
 def test_f32_spmm_act_threads(isa, act, clip, nt):
@@ -52,7 +52,7 @@ def test_hypothesis_f32(m, k, n, sparsity, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = sparse_weight(rng, n, k, sparsity, "unstructured", dtype=np.float32)
-    for isa in K.runnable_isas():
+    for isa in K.runnable_isas("f32_spmm"):
         _check(x, w, isa, bias=bool(seed % 2))
 
 
@@ -64,7 +64,7 @@ def test_f32_bad_args():
         K.pack_f32_sparse(np.ones((3, 4), np.float64))
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_spmm"))
 @pytest.mark.parametrize("shape", [(32, 64, 24), (70, 130, 9), (128, 200, 40)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_f32_spmm_gelu_covers_both_tails(isa, shape):
@@ -79,7 +79,7 @@ def test_f32_spmm_gelu_covers_both_tails(isa, shape):
     _check(x, w, isa, "gelu")
 
 
-@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("isa", isa_params("f32_spmm"))
 @pytest.mark.parametrize("act,clip", [(None, None), ("relu", None), ("clip", (-0.5, 0.7)),
                                       ("gelu", None)])
 @pytest.mark.parametrize("shape", [(33, 769, 19), (70, 1600, 40), (128, 3072, 24)],

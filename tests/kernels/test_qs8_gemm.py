@@ -146,8 +146,10 @@ def test_dispatch_level_subprocess(level):
     assert res.returncode == 0, res.stderr
     isa, builds = res.stdout.split(maxsplit=1)
     assert isa == level
-    expect = "generic" if level == "generic" else "avx2"
-    assert builds.strip() == repr([expect])
+    # the INT8 families have an avx512_vnni build, the float families stop at avx2
+    expect = {"generic": ["generic"], "avx2": ["avx2"], "avx512": ["avx2"],
+              "avx512_vnni": ["avx2", "avx512_vnni"]}[level]
+    assert builds.strip() == repr(expect)
 
 
 def test_invalid_level_env():
@@ -173,4 +175,4 @@ def test_avx2_build_has_no_vnni_or_avx512():
 def test_probe():
     for isa in K.runnable_isas():
         r = K.load("qs8_gemm", isa).probe_peak(1, 100000)
-        assert (r > 0) == (isa == "avx2")
+        assert (r > 0) == (isa != "generic")

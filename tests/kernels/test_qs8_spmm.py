@@ -82,14 +82,17 @@ def test_spmm_token_tiles_per_thread(isa, nt, m):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(m=st.integers(1, 80), k=st.integers(1, 300), n=st.integers(1, 50),
        sparsity=st.floats(0.0, 1.0), pattern=st.sampled_from(["block4", "unstructured"]),
-       seed=st.integers(0, 2**31))
-def test_hypothesis_spmm(m, k, n, sparsity, pattern, seed):
+       xdtype=st.sampled_from([np.uint8, np.int8]), seed=st.integers(0, 2**31))
+def test_hypothesis_spmm(m, k, n, sparsity, pattern, xdtype, seed):
+    """u8 and s8 activations (the avx512_vnni build stores s8 as x + 128 and corrects the bias)."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    info = np.iinfo(xdtype)
+    x = rng.integers(info.min, info.max + 1, (m, k), dtype=xdtype)
     w = sparse_weight(rng, n, k, sparsity, pattern)
+    xzp = int(rng.integers(info.min, info.max + 1))
     for isa in K.runnable_isas():
         for fmt in ("block4", "unstructured"):
-            _check(x, w, fmt, isa, seed=seed)
+            _check(x, w, fmt, isa, xzp=xzp, seed=seed)
 
 
 def test_packed_bytes():
@@ -179,19 +182,23 @@ _PLANAR_KINDS = {   # prepare_qs8_matmul arguments per epilogue kind of the spar
 @pytest.mark.parametrize("fmt", ["block4", "unstructured"])
 @pytest.mark.parametrize("kind", list(_PLANAR_KINDS))
 @pytest.mark.parametrize("b,hw", [(2, 64), (1, 96), (2, 40), (3, 7)], ids=str)
-def test_spmm_planar_output(isa, fmt, kind, b, hw):
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+def test_spmm_planar_output(isa, fmt, kind, b, hw, xdtype):
     """A planar [B, N, HW] output (a conv's NCHW layout, written by the kernel with no
     channels-last copy) holds exactly the [M, N] output's values, and a planar [B, K, HW]
     input (a 1x1 conv's NCHW input, packed from the planes) gives them too: whole 32-token
-    tiles inside one image, tiles across two images, 8-token tails; both thread counts."""
+    tiles inside one image, tiles across two images, 8-token tails; both thread counts; u8 and
+    s8 activations."""
     rng = np.random.default_rng(31)
     m, k, n = b * hw, 100, 37
-    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    info = np.iinfo(xdtype)
+    xzp = 128 if xdtype == np.uint8 else -5
+    x = rng.integers(info.min, info.max + 1, (m, k), dtype=xdtype)
     p = K.pack_qs8(sparse_weight(rng, n, k, 0.8, fmt), fmt)
     bias = rng.integers(-3000, 3000, n).astype(np.int32)
     scale = (rng.random(n) * 3e-3 + 1e-5).astype(np.float32)
     kw = dict(_PLANAR_KINDS[kind])
-    pr = K.prepare_qs8_matmul(p, bias, scale, x_zero_point=128, isa=isa, **kw)
+    pr = K.prepare_qs8_matmul(p, bias, scale, x_zero_point=xzp, isa=isa, **kw)
     ref = pr(x)
     x3 = np.ascontiguousarray(x.reshape(b, hw, k).transpose(0, 2, 1))   # planar input
     for nt in (1, 2):
@@ -208,9 +215,9 @@ def test_spmm_planar_output(isa, fmt, kind, b, hw):
         fn(*args)
         np.testing.assert_array_equal(out2, ref)
     # a 3 x 3 conv gathering its own rows into the planar output
-    xc = rng.integers(0, 256, (b, 6, 9, 12), dtype=np.uint8)
+    xc = rng.integers(info.min, info.max + 1, (b, 6, 9, 12), dtype=xdtype)
     pc = K.pack_qs8(sparse_weight(rng, n, 108, 0.8, fmt), fmt)
-    prc = K.prepare_qs8_matmul(pc, bias, scale, x_zero_point=128, isa=isa, **kw)
+    prc = K.prepare_qs8_matmul(pc, bias, scale, x_zero_point=xzp, isa=isa, **kw)
     refc = prc.conv(xc, (3, 3), (1, 1), (1, 1, 1, 1))
     out3 = np.zeros((b, n, 54), refc.dtype)
     fn, args = prc.conv_bound(xc, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), out3, 2)

@@ -13,6 +13,16 @@
 
 #define T32 DSCY_SPMM_T
 
+/* The avx512_vnni build keeps the tiles as bytes for vpdpbusd (u8 activations x s8 weights, four
+ * k per 32-bit lane): a tile is slots of T tokens x 4 bytes, slot q = k 4q..4q+3 for block4, or
+ * k 2p, 2p+1 and two zero bytes for unstructured pair p (the weights broadcast as 32 bits, a
+ * pair's upper half zero), in the same space the int16 k-pair layout takes. s8 activations are
+ * stored xor 0x80 (x + 128, unsigned); the bias is corrected by -128 * (sum of the row's
+ * weights) once per call. */
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
+#define SPMM_VNNI 1
+#endif
+
 static inline int ntiles32(int M) { return M / T32; }
 static inline int ntiles_all(int M) { int r = M % T32; return M / T32 + (r + 7) / 8; }
 /* int16 offset of tile t and its width */
@@ -57,9 +67,130 @@ static inline void pack8x16(const uint8_t *x, ptrdiff_t ldx, int x_signed, int16
 }
 #endif
 
+#ifdef SPMM_VNNI
+/* first token of tile t */
+static inline int tile_m0(int M, int t) {
+    int n32 = ntiles32(M);
+    return t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+}
+
+/* slot s of token row xm (K bytes, xr = 0x80 for s8): four bytes as one 32-bit lane */
+static inline uint32_t slot_bytes(const uint8_t *xm, int K, int bp, int s, uint8_t xr) {
+    uint32_t v = 0;
+    int sk = bp == 2 ? 4 : 2;
+    for (int j = 0; j < sk; j++) {
+        int k = s * sk + j;
+        if (k < K) v |= (uint32_t)(uint8_t)(xm[k] ^ xr) << (8 * j);
+    }
+    return v;
+}
+
+/* Byte slots of tile t (the avx2 build's pack_tile, for vpdpbusd): groups of 8 real tokens take
+ * 8 slots at a time by an 8x8 transpose of 32-bit lanes, the rest slot by slot. */
+static void pack_tile_q(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xt,
+                        int K2, int t, int mbase, int bp) {
+    int T; uint8_t *d = (uint8_t *)(xt + tile_off(M, K2, t, &T));
+    int m0 = tile_m0(M, t), ns = bp == 2 ? K2 / 2 : K2, sk = bp == 2 ? 4 : 2;
+    uint8_t xr = x_signed ? 0x80 : 0;
+    __m256i flip = _mm256_set1_epi8((char)xr);
+    int sv = K / (8 * sk) * 8, i0 = 0;
+    for (; i0 + 8 <= T && m0 + i0 + 8 <= M && sv > 0; i0 += 8) {
+        const uint8_t *xs = (const uint8_t *)x + (ptrdiff_t)(m0 + i0 - mbase) * ldx;
+        for (int s = 0; s < sv; s += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) {
+                const uint8_t *p = xs + (ptrdiff_t)i * ldx + (size_t)s * sk;
+                __m256i v = bp == 2 ? _mm256_loadu_si256((const __m256i *)p)
+                                    : _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+                r[i] = _mm256_castsi256_ps(_mm256_xor_si256(v, flip));
+            }
+            dscy_tr8x8_ps(r);
+            for (int j = 0; j < 8; j++)
+                _mm256_storeu_ps((float *)(d + ((size_t)(s + j) * T + i0) * 4), r[j]);
+        }
+        for (int i = i0; i < i0 + 8; i++) {
+            const uint8_t *xm = (const uint8_t *)x + (ptrdiff_t)(m0 + i - mbase) * ldx;
+            for (int s = sv; s < ns; s++) {
+                uint32_t v = slot_bytes(xm, K, bp, s, xr);
+                memcpy(d + ((size_t)s * T + i) * 4, &v, 4);
+            }
+        }
+    }
+    for (int i = i0; i < T; i++) {
+        int m = m0 + i;
+        const uint8_t *xm = (const uint8_t *)x + (ptrdiff_t)(m < M ? m - mbase : 0) * ldx;
+        for (int s = 0; s < ns; s++) {
+            uint32_t v = m < M ? slot_bytes(xm, K, bp, s, xr) : 0;
+            memcpy(d + ((size_t)s * T + i) * 4, &v, 4);
+        }
+    }
+}
+
+/* Byte slots of tile t of a planar x [B][K][plane]: inside one image slot s interleaves the
+ * bytes of planes sk*s.. at p0.. (16 tokens per step), across images and tails token by token. */
+static void pack_tile_planar_q(const uint8_t *x, int x_signed, ptrdiff_t plane, int M, int K,
+                               int16_t *xt, int K2, int t, int bp) {
+    int T; uint8_t *d = (uint8_t *)(xt + tile_off(M, K2, t, &T));
+    int m0 = tile_m0(M, t), ns = bp == 2 ? K2 / 2 : K2, sk = bp == 2 ? 4 : 2;
+    uint8_t xr = x_signed ? 0x80 : 0;
+    ptrdiff_t b0 = m0 / plane, p0 = m0 - b0 * plane;
+    if (p0 + T <= plane && m0 + T <= M && T % 16 == 0) {
+        const uint8_t *xb = x + (size_t)b0 * K * plane + p0;
+        __m128i flip = _mm_set1_epi8((char)xr), z = _mm_setzero_si128();
+        for (int s = 0; s < ns; s++) {
+            uint8_t *ds = d + (size_t)s * T * 4;
+            for (int i = 0; i < T; i += 16) {
+                __m128i r[4];
+                for (int j = 0; j < 4; j++) {
+                    int k = s * sk + j;
+                    r[j] = j < sk && k < K
+                        ? _mm_xor_si128(_mm_loadu_si128((const __m128i *)(xb + (size_t)k * plane + i)), flip)
+                        : z;
+                }
+                __m128i lo01 = _mm_unpacklo_epi8(r[0], r[1]), hi01 = _mm_unpackhi_epi8(r[0], r[1]);
+                __m128i lo23 = _mm_unpacklo_epi8(r[2], r[3]), hi23 = _mm_unpackhi_epi8(r[2], r[3]);
+                _mm_storeu_si128((__m128i *)(ds + 4 * i), _mm_unpacklo_epi16(lo01, lo23));
+                _mm_storeu_si128((__m128i *)(ds + 4 * i + 16), _mm_unpackhi_epi16(lo01, lo23));
+                _mm_storeu_si128((__m128i *)(ds + 4 * i + 32), _mm_unpacklo_epi16(hi01, hi23));
+                _mm_storeu_si128((__m128i *)(ds + 4 * i + 48), _mm_unpackhi_epi16(hi01, hi23));
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < T; i++) {
+        int m = m0 + i;
+        ptrdiff_t b = m < M ? m / plane : 0;
+        const uint8_t *xm = x + (size_t)b * K * plane + (m - b * plane);
+        for (int s = 0; s < ns; s++) {
+            uint32_t v = 0;
+            for (int j = 0; j < sk && m < M; j++) {
+                int k = s * sk + j;
+                if (k < K) v |= (uint32_t)(uint8_t)(xm[(size_t)k * plane] ^ xr) << (8 * j);
+            }
+            memcpy(d + ((size_t)s * T + i) * 4, &v, 4);
+        }
+    }
+}
+
+/* sum of n s8 weights */
+static int32_t vals_sum(const int8_t *v, size_t n) {
+    __m512i acc = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(v + i));
+    if (i < n)
+        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8((1ULL << (n - i)) - 1, v + i));
+    return _mm512_reduce_add_epi32(acc);
+}
+#endif
+
 /* Pack tile t of x into xt (layout: dscy_kernels.h); row m of x is at x + (m - mbase) * ldx. */
 static void pack_tile(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xt,
-                      int K2, int t, int mbase) {
+                      int K2, int t, int mbase, int bp) {
+#ifdef SPMM_VNNI
+    pack_tile_q(x, x_signed, ldx, M, K, xt, K2, t, mbase, bp);
+    return;
+#endif
+    (void)bp;
     int T; int16_t *d = xt + tile_off(M, K2, t, &T);
     int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
     int i0 = 0;
@@ -299,6 +430,48 @@ static inline __attribute__((always_inline)) void row_kernel(
         const int16_t *xt, const uint16_t *idx, const int8_t *vals, int nb, const int V, const int bp,
         int32_t *out) {
     const int T = 8 * V;
+#ifdef SPMM_VNNI
+    /* one 32-bit weight broadcast per block; two accumulator sets (even / odd blocks) hide
+     * vpdpbusd's latency */
+    const uint8_t *xb = (const uint8_t *)xt;
+#define DSCY_W32(b) (bp == 2 ? ({ int32_t w_; memcpy(&w_, vals + 4 * (size_t)(b), 4); w_; }) \
+                             : ({ uint16_t w_; memcpy(&w_, vals + 2 * (size_t)(b), 2); (int32_t)w_; }))
+    if (T == 32) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, c0 = a0, c1 = a0;
+        int b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            const uint8_t *x0 = xb + (size_t)idx[b] * 128, *x1 = xb + (size_t)idx[b + 1] * 128;
+            __m512i w0 = _mm512_set1_epi32(DSCY_W32(b)), w1 = _mm512_set1_epi32(DSCY_W32(b + 1));
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(x0), w0);
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(x0 + 64), w0);
+            c0 = _mm512_dpbusd_epi32(c0, _mm512_loadu_si512(x1), w1);
+            c1 = _mm512_dpbusd_epi32(c1, _mm512_loadu_si512(x1 + 64), w1);
+        }
+        if (b < nb) {
+            const uint8_t *x0 = xb + (size_t)idx[b] * 128;
+            __m512i w0 = _mm512_set1_epi32(DSCY_W32(b));
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(x0), w0);
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(x0 + 64), w0);
+        }
+        _mm512_storeu_si512(out, _mm512_add_epi32(a0, c0));
+        _mm512_storeu_si512(out + 16, _mm512_add_epi32(a1, c1));
+    } else {
+        __m256i a0 = _mm256_setzero_si256(), c0 = a0;
+        int b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            a0 = _mm256_dpbusd_epi32(a0, _mm256_loadu_si256((const __m256i *)(xb + (size_t)idx[b] * 32)),
+                                     _mm256_set1_epi32(DSCY_W32(b)));
+            c0 = _mm256_dpbusd_epi32(c0, _mm256_loadu_si256((const __m256i *)(xb + (size_t)idx[b + 1] * 32)),
+                                     _mm256_set1_epi32(DSCY_W32(b + 1)));
+        }
+        if (b < nb)
+            a0 = _mm256_dpbusd_epi32(a0, _mm256_loadu_si256((const __m256i *)(xb + (size_t)idx[b] * 32)),
+                                     _mm256_set1_epi32(DSCY_W32(b)));
+        _mm256_storeu_si256((__m256i *)out, _mm256_add_epi32(a0, c0));
+    }
+#undef DSCY_W32
+    return;
+#endif
     __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                       _mm256_setzero_si256()};
     for (int b = 0; b < nb; b++) {
@@ -434,7 +607,12 @@ DSCY_THREAD_BUFFER(conv_rows_buffer)
  * inside one image, k-pair q of the tile is rows 2q and 2q + 1 of the planes at p0.., widened
  * and interleaved; tokens across images and tails one by one. */
 static void pack_tile_planar(const uint8_t *x, int x_signed, ptrdiff_t plane, int M, int K,
-                             int16_t *xt, int K2, int t) {
+                             int16_t *xt, int K2, int t, int bp) {
+#ifdef SPMM_VNNI
+    pack_tile_planar_q(x, x_signed, plane, M, K, xt, K2, t, bp);
+    return;
+#endif
+    (void)bp;
     int T; int16_t *d = xt + tile_off(M, K2, t, &T);
     int n32 = ntiles32(M);
     int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
@@ -486,14 +664,14 @@ static void pack_tile_planar(const uint8_t *x, int x_signed, ptrdiff_t plane, in
 /* Pack tile t: from x rows (ldx > 0), a planar x (ldx = -plane), or (g not NULL) from the
  * convolution's im2col rows gathered into rows (T32 * K bytes of the calling thread). */
 static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x, int x_signed,
-                          ptrdiff_t ldx, int M, int K, int16_t *xt, int K2, int t) {
-    if (!g && ldx < 0) { pack_tile_planar((const uint8_t *)x, x_signed, -ldx, M, K, xt, K2, t); return; }
-    if (!g) { pack_tile(x, x_signed, ldx, M, K, xt, K2, t, 0); return; }
+                          ptrdiff_t ldx, int M, int K, int16_t *xt, int K2, int t, int bp) {
+    if (!g && ldx < 0) { pack_tile_planar((const uint8_t *)x, x_signed, -ldx, M, K, xt, K2, t, bp); return; }
+    if (!g) { pack_tile(x, x_signed, ldx, M, K, xt, K2, t, 0, bp); return; }
     int n32 = ntiles32(M), T = t < n32 ? T32 : 8;
     int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
     int mt = M - m0 < T ? M - m0 : T;
     dscy_conv_rows(g, m0, mt, rows);
-    pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0);
+    pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0, bp);
 }
 
 /* Rows [r0, r1) over token tiles [t0, t1); with x (not NULL) each tile is first packed into xw,
@@ -512,7 +690,7 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
     if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
 #endif
     for (int t = t0; t < t1; t++) {
-        if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t);
+        if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t, bp);
         int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
         int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
         int mt = M - m0 < T ? M - m0 : T;
@@ -555,6 +733,10 @@ static void row_share(const int32_t *row_ptr, int N, int tid, int TT, int *r0p, 
 
 /* the calling thread's activation tiles, kept between calls (floats) */
 DSCY_THREAD_BUFFER(xt_buffer)
+#ifdef SPMM_VNNI
+/* the calling thread's corrected bias for s8 activations (int32 in floats) */
+DSCY_THREAD_BUFFER(sbias_buffer)
+#endif
 
 /* Pack + multiply in one parallel region. With enough 32-token tiles each thread takes whole
  * tiles (packs them itself and runs every row on them: its activations and its output rows stay
@@ -566,6 +748,20 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                     const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads) {
     int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M), fail = 0;
     int nt = dscy_nthreads(nthreads);
+#ifdef SPMM_VNNI
+    dscy_epilogue ep_s;
+    if (x_signed) {   /* tiles hold x + 128: sum (x + 128) w - 128 sum w */
+        int32_t *cb = (int32_t *)sbias_buffer((size_t)N);
+        if (!cb) return -1;
+        for (int n = 0; n < N; n++) {
+            size_t v0 = (size_t)row_ptr[n] * 2 * bp, v1 = (size_t)row_ptr[n + 1] * 2 * bp;
+            cb[n] = (int32_t)((uint32_t)ep->bias[n] - 128u * (uint32_t)vals_sum(vals + v0, v1 - v0));
+        }
+        ep_s = *ep;
+        ep_s.bias = cb;
+        ep = &ep_s;
+    }
+#endif
     if (!xt) {
         xt = (int16_t *)xt_buffer((dscy_qs8_spmm_xt_size(M, Kp) + 1) / 2);
         if (!xt) return -1;
@@ -600,7 +796,7 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                            ldx, K, xt, g, rows);
             } else {
                 #pragma omp for schedule(static)
-                for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t);
+                for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t, bp);
                 int r0, r1;
                 row_share(row_ptr, N, tid, TT, &r0, &r1);
                 spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, 0, ntl, NULL, 0, 0, 0,
