@@ -79,6 +79,7 @@ def probe_fns(nt=1):
     if "avx2" not in K.runnable_isas():
         return {}
     mod = K.load("qs8_gemm", "avx2")
+    vnni = K.kernel_builds().get("qs8_gemm") == "avx512_vnni"
 
     def make(kind, name):
         def call():
@@ -94,12 +95,23 @@ def probe_fns(nt=1):
             key = f"{name}@{nt}"
             PROBE_BEST[key] = max(PROBE_BEST.get(key, 0.0), sum(rates))
         return call
-    return {"peak_vpmaddubsw_seq": make(0, "peak_vpmaddubsw_seq"),
-            "peak_vpmaddwd_i16": make(1, "peak_vpmaddwd_i16")}
+    fns = {"peak_vpmaddubsw_seq": make(0, "peak_vpmaddubsw_seq"),
+           "peak_vpmaddwd_i16": make(1, "peak_vpmaddwd_i16")}
+    if vnni:     # the dispatched INT8 kernels' own instruction (probe of the avx512_vnni build)
+        mod = K.load("qs8_gemm", "avx512_vnni")
+        fns["peak_vpdpbusd_zmm"] = make(3, "peak_vpdpbusd_zmm")
+    return fns
+
+
+def kernel_peak_name():
+    """The probe of the instruction the dispatched dense INT8 kernel issues."""
+    return ("peak_vpdpbusd_zmm" if K.kernel_builds().get("qs8_gemm") == "avx512_vnni"
+            else "peak_vpmaddwd_i16")
 
 
 PROBE_BEST = {}
-PROBE_MACS = {"peak_vpmaddubsw_seq": PROBE_ITERS * 6 * 32, "peak_vpmaddwd_i16": PROBE_ITERS * 6 * 16}
+PROBE_MACS = {"peak_vpmaddubsw_seq": PROBE_ITERS * 6 * 32, "peak_vpmaddwd_i16": PROBE_ITERS * 6 * 16,
+              "peak_vpdpbusd_zmm": PROBE_ITERS * 12 * 64}
 
 
 def probe_peaks(iters=20_000_000, reps=5):

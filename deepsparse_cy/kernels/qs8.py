@@ -60,6 +60,21 @@ class PackedQS8:
         w[rows, a["idx"].astype(np.int64)] = a["vals"].reshape(-1, bw)
         return w.reshape(n, self.kp)[:, :k]
 
+    def quads(self):
+        """The dense weights as s8 k-quads [Np/16][Kq/4][16][4] (Kq = K rounded up to a multiple
+        of 4), the avx512_vnni GEMM's layout; built from the int16 pairs on first use and kept
+        (counted in nbytes from then on)."""
+        wq = self.arrays.get("wq")
+        if wq is None:
+            wp = self.arrays["wp"]
+            npan, kp = wp.shape[0], self.kp
+            kq = -(-kp // 4) * 4
+            w = np.zeros((npan * GEMM_NR, kq), np.int8)
+            w[:, :kp] = wp.transpose(0, 2, 1, 3).reshape(npan * GEMM_NR, kp)
+            wq = np.ascontiguousarray(w.reshape(npan, GEMM_NR, kq // 4, 4).transpose(0, 2, 1, 3))
+            self.arrays["wq"] = wq
+        return wq
+
     def __repr__(self):
         return (f"PackedQS8({self.format}, n={self.n}, k={self.k}, nnz={self.nnz}, "
                 f"sparsity={self.sparsity:.3f}, nbytes={self.nbytes})")
@@ -334,10 +349,19 @@ class PreparedQS8(_EpilogueArgs):
         self._mid_user = mid
         self.zx = int(x_zero_point)
         a = packed.arrays
+        self._b_s8 = None
         if packed.format == "dense":
             mod = load("qs8_gemm", isa)
             self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
-            self._lead = (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)
+            if getattr(mod, "QUADS", 0):
+                # u8 x s8 quads: s8 x runs as x + 128, its bias carries -128 * sum_k w (int32
+                # wrap-around like the kernel's additions: exact wherever the result fits)
+                wq = packed.quads()
+                self._lead = (wq, n, wq.shape[0] * GEMM_NR, wq.shape[1] * 4)
+                b64 = self.b.astype(np.int64) - 128 * packed.rowsum
+                self._b_s8 = (b64 & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+            else:
+                self._lead = (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)
         else:
             mod = load("qs8_spmm", isa)
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
@@ -364,8 +388,10 @@ class PreparedQS8(_EpilogueArgs):
 
     def _args(self, x, out, res, num_threads):
         """The compiled kernel's argument tuple for checked x [M, K] and out [M, N]."""
-        return ((x, int(x.dtype == _S8)) + self._lead
-                + (self.b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
+        xs = x.dtype == _S8
+        b = self._b_s8 if xs and self._b_s8 is not None else self.b
+        return ((x, int(xs)) + self._lead
+                + (b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
                    self.zp, out, int(num_threads or 0)))
 
     def _planar(self, out, m, n, residual):
@@ -419,8 +445,10 @@ class PreparedQS8(_EpilogueArgs):
         return geom, b * ho * wo
 
     def _conv_args(self, x, geom, out, res, num_threads):
-        return ((x, int(x.dtype == _S8), geom, self.zx & 0xFF) + self._lead
-                + (self.b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
+        xs = x.dtype == _S8
+        b = self._b_s8 if xs and self._b_s8 is not None else self.b
+        return ((x, int(xs), geom, self.zx & 0xFF) + self._lead
+                + (b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
                    self.zp, out, int(num_threads or 0)))
 
     def conv(self, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),

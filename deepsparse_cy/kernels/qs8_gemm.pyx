@@ -10,6 +10,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                        const dscy_epilogue *ep, int nthreads)
     double dscy_probe_peak(int kind, long iters)
+    int DSCY_GEMM_QUADS
     void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
                                  int Kp, int nthreads)
     int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
@@ -20,11 +21,14 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
 ISA = DSCY_ISA
 MR = DSCY_GEMM_MR
 NR = DSCY_GEMM_NR
+# 1: this build multiplies u8 x s8 quads (avx512_vnni): weights s8 [Np/NR][Kp/4][NR][4] (Kp a
+# multiple of 4), and for s8 x the bias must carry -128 * sum_k w (x is stored as x + 128)
+QUADS = DSCY_GEMM_QUADS
 
 
 def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
          int x_signed,
-         cnp.ndarray wp,           # IN  int16 [Np/NR][Kp/2][NR][2]
+         cnp.ndarray wp,           # IN  int16 [Np/NR][Kp/2][NR][2] (QUADS: s8 [Np/NR][Kp/4][NR][4])
          int N, int Np, int Kp,
          cnp.ndarray bias,         # IN  int32 [>=N]
          cnp.ndarray scale,        # IN  float32 [>=N]
@@ -33,7 +37,7 @@ def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
          int nthreads):
     cdef int M = x.shape[0], K = x.shape[1]
     cdef int Mp = (M + MR - 1) // MR * MR
-    cdef cnp.ndarray xp = np.empty((Mp, Kp), np.int16)
+    cdef cnp.ndarray xp = np.empty((Mp, Kp), np.uint8 if QUADS else np.int16)
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     if ep.plane:
         raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
@@ -58,7 +62,7 @@ def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
     cdef dscy_conv_geom g = _geom(x, geom, pad_byte)
     cdef int M = g.B * g.Ho * g.Wo
     cdef int Mp = (M + MR - 1) // MR * MR
-    cdef cnp.ndarray xp = np.empty((Mp, Kp), np.int16)
+    cdef cnp.ndarray xp = np.empty((Mp, Kp), np.uint8 if QUADS else np.int16)
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     if ep.plane:
         raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
@@ -97,7 +101,8 @@ def dwconv(cnp.ndarray x,          # IN  [B][H][W][C] u8/s8, C-contiguous
 
 def probe_peak(int kind, long iters):
     """MACs/s of a register-only loop: 0 vpmaddubsw+vpmaddwd+vpaddd, 1 vpmaddwd+vpaddd (what the
-    AVX2 INT8 kernels use), 2 vfmadd231ps (f32). 0.0 when this build has no AVX2."""
+    AVX2 INT8 kernels use), 2 vfmadd231ps (f32), 3 vpdpbusd on zmm (what the avx512_vnni INT8
+    kernels use; 0.0 in other builds). 0.0 when this build has no AVX2."""
     cdef double r
     with nogil:
         r = dscy_probe_peak(kind, iters)

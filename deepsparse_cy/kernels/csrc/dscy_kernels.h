@@ -72,8 +72,17 @@ typedef struct {
 } dscy_conv_geom;
 
 /* ---- dense INT8 GEMM (qs8_gemm.c) ---- */
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+/* avx512_vnni build: u8 x s8 quads by vpdpbusd. xp holds bytes, micro-tiles of MR tokens
+ * [Mp/MR][Kp/4][MR][4] (Kp = K rounded up to a multiple of 4; s8 x stored xor 0x80, i.e. x + 128:
+ * the caller's bias must carry -128 * sum_k w then), wp s8 [Np/NR][Kp/4][NR][4]. */
+#define DSCY_GEMM_QUADS 1
+#define DSCY_GEMM_MR 16     /* tokens per micro-tile (16 zmm accumulators) */
+#else
+#define DSCY_GEMM_QUADS 0
 #define DSCY_GEMM_MR 6      /* tokens per micro-tile */
-#define DSCY_GEMM_NR 16     /* output channels per micro-tile (two ymm of int32) */
+#endif
+#define DSCY_GEMM_NR 16     /* output channels per micro-tile (two ymm / one zmm of int32) */
 /* x [M][K] u8 (x_signed=0) or s8 -> xp int16 [Mp][Kp], Mp = ceil(M/MR)*MR, Kp = K rounded up to even */
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads);

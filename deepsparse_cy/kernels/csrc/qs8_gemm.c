@@ -30,9 +30,49 @@ static inline void widen8(const uint8_t *s, int x_signed, int16_t *d, int n) {
     else for (; k < n; k++) d[k] = s[k];
 }
 
+#if DSCY_GEMM_QUADS
+/* Rows r0..r0+7 of one 16-token micro-tile in the quad layout ([Kp/4][16 tokens][4 bytes]: a
+ * quad's 16 tokens are one zmm, each token's 4 bytes one broadcast) from nr <= 8 byte rows at
+ * src, ld apart (rows past nr zero); x xor xr (0x80 stores s8 as x + 128). Whole groups of 8
+ * quads by 8x8 transposes of 32-bit lanes, the rest byte by byte. */
+static void tile_rows8(uint8_t *d, int r0, const uint8_t *src, ptrdiff_t ld, int nr, int K,
+                       int Kp, uint8_t xr) {
+    int nq = Kp / 4, qv = nr == 8 ? K / 32 * 8 : 0;
+    __m256i flip = _mm256_set1_epi8((char)xr);
+    for (int q = 0; q < qv; q += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++)
+            r[i] = _mm256_castsi256_ps(_mm256_xor_si256(
+                _mm256_loadu_si256((const __m256i *)(src + (ptrdiff_t)i * ld + 4 * q)), flip));
+        dscy_tr8x8_ps(r);
+        for (int j = 0; j < 8; j++) _mm256_storeu_ps((float *)(d + (size_t)(q + j) * 64 + r0 * 4), r[j]);
+    }
+    for (int i = 0; i < 8; i++)
+        for (int q = qv; q < nq; q++) {
+            uint32_t v = 0;
+            for (int j = 0; j < 4 && i < nr; j++) {
+                int k = 4 * q + j;
+                if (k < K) v |= (uint32_t)(uint8_t)(src[(ptrdiff_t)i * ld + k] ^ xr) << (8 * j);
+            }
+            memcpy(d + (size_t)q * 64 + (r0 + i) * 4, &v, 4);
+        }
+}
+#endif
+
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads) {
     int nt = dscy_nthreads(nthreads);
+#if DSCY_GEMM_QUADS
+    /* xp: micro-tiles of 16 tokens in the quad layout, 8 rows per step */
+    uint8_t xr = x_signed ? 0x80 : 0;
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
+    for (int g8 = 0; g8 < Mp / 8; g8++) {
+        int m = 8 * g8, nr = M - m < 8 ? (M - m > 0 ? M - m : 0) : 8;
+        tile_rows8((uint8_t *)xp + (size_t)(m / MR) * MR * Kp, m % MR,
+                   (const uint8_t *)x + (ptrdiff_t)(nr ? m : 0) * ldx, ldx, nr, K, Kp, xr);
+    }
+    return;
+#endif
     #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
     for (int m = 0; m < Mp; m++) {
         int16_t *d = xp + (ptrdiff_t)m * Kp;
@@ -62,11 +102,54 @@ static inline void conv_row16(const dscy_conv_geom *g, int x_signed, int b, int 
     }
 }
 
+#if DSCY_GEMM_QUADS
+DSCY_THREAD_BUFFER(gather_buffer)   /* the calling thread's gathered conv rows (bytes, in floats) */
+#endif
+
 void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
                              int nthreads) {
     int M = g->B * g->Ho * g->Wo, K = g->KH * g->KW * g->C;
     int nt = dscy_nthreads(nthreads);
     if ((long)M * K <= 65536) nt = 1;
+#if DSCY_GEMM_QUADS
+    /* 8 rows at a time gathered as bytes into the thread's buffer (dscy_conv_rows writes up to
+     * 32 bytes past a row), then transposed into the micro-tile */
+    uint8_t xr = x_signed ? 0x80 : 0;
+    int fail = 0, G = Mp / 8;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, T = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(); T = omp_get_num_threads();
+#endif
+        uint8_t *rowb = (uint8_t *)gather_buffer(((size_t)8 * K + 32 + 3) / 4);
+        if (!rowb) {
+            #pragma omp atomic write
+            fail = 1;
+        }
+        for (int g8 = (int)((long)G * tid / T); rowb && g8 < (int)((long)G * (tid + 1) / T); g8++) {
+            int m = 8 * g8, nr = M - m < 8 ? (M - m > 0 ? M - m : 0) : 8;
+            if (nr) dscy_conv_rows(g, m, nr, rowb);
+            tile_rows8((uint8_t *)xp + (size_t)(m / MR) * MR * Kp, m % MR, rowb, K, nr, K, Kp, xr);
+        }
+    }
+    if (fail)   /* no gather buffer: element by element */
+        for (int m = 0; m < Mp; m++) {
+            uint8_t *d = (uint8_t *)xp + (size_t)(m / MR) * MR * Kp + (m % MR) * 4;
+            int hw = g->Ho * g->Wo, b = m / hw, oy = (m % hw) / g->Wo, ox = m % g->Wo;
+            for (int k = 0; k < Kp; k++) {
+                uint8_t v = 0;
+                if (m < M && k < K) {
+                    int c = k % g->C, kx = (k / g->C) % g->KW, ky = k / (g->C * g->KW);
+                    int iy = oy * g->sh - g->pt + ky * g->dh, ix = ox * g->sw - g->pl + kx * g->dw;
+                    int in = iy >= 0 && iy < g->H && ix >= 0 && ix < g->W;
+                    v = (uint8_t)((in ? g->x[(((size_t)b * g->H + iy) * g->W + ix) * g->C + c] : g->pad) ^ xr);
+                }
+                d[(size_t)(k / 4) * 64 + (k % 4)] = v;
+            }
+        }
+    return;
+#endif
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = 0, T = 1;
@@ -262,6 +345,30 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
     ST(0) ST(1) ST(2) ST(3) ST(4) ST(5)
 #undef ST
 }
+
+#if DSCY_GEMM_QUADS
+/* 16x16 micro-kernel over kc k-quads: x the tile at the chunk's first quad (64 bytes per quad:
+ * 16 tokens x 4 bytes), w the panel's quads at the chunk's first one (64 bytes each: 16 channels
+ * x 4 k); one accumulator zmm per token, every broadcast at a constant offset of one pointer. */
+static inline void ukernel_q(const uint8_t *x, const int8_t *w, int kc, int32_t *c, int first) {
+    __m512i acc[MR];
+    #pragma GCC unroll 16
+    for (int r = 0; r < MR; r++)
+        acc[r] = first ? _mm512_setzero_si512() : _mm512_loadu_si512(c + r * NR);
+    for (int q = 0; q < kc; q++) {
+        __m512i wv = _mm512_loadu_si512(w + (size_t)q * 64);
+        const uint8_t *xq = x + (size_t)q * 64;
+        #pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            int32_t xv;
+            memcpy(&xv, xq + 4 * r, 4);
+            acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(xv), wv);
+        }
+    }
+    #pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) _mm512_storeu_si512(c + r * NR, acc[r]);
+}
+#endif
 #else
 static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, int kc,
                            int32_t *c, int first) {
@@ -290,7 +397,7 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
 
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads) {
-    int K2 = Kp / 2, npanel = Np / NR, mtiles = Mp / MR;
+    int K2 = DSCY_GEMM_QUADS ? Kp / 4 : Kp / 2, npanel = Np / NR, mtiles = Mp / MR;
     int mblocks = (mtiles + MB - 1) / MB;
     long items = (long)npanel * mblocks;
     int nt = dscy_nthreads(nthreads);
@@ -298,7 +405,7 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
     const int32_t *x32 = (const int32_t *)xp;
     /* Item order: panel-major re-reads all activations per panel, fine while they sit in L2;
      * beyond that, M-block-major keeps one block of activations in L2 and streams the weights. */
-    int mb_major = (size_t)Mp * Kp * 2 > (256u << 10);
+    int mb_major = (size_t)Mp * Kp * (DSCY_GEMM_QUADS ? 1 : 2) > (256u << 10);
 #ifdef __AVX2__
     int ek = dscy_ep_kind(ep);
     dscy_ek_consts kc;
@@ -316,6 +423,17 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
             int panel = mb_major ? (int)(it % npanel) : (int)(it / mblocks);
             int mb = mb_major ? (int)(it / npanel) : (int)(it % mblocks);
             int t0 = mb * MB, t1 = t0 + MB < mtiles ? t0 + MB : mtiles;
+#if DSCY_GEMM_QUADS
+            /* quads: K2 counts k-quads here (Kp / 4), KC quads per chunk (16 KiB of weights) */
+            (void)x32;
+            const int8_t *wpan = (const int8_t *)wp + (ptrdiff_t)panel * Kp * NR;
+            for (int q0 = 0; q0 < K2; q0 += KC) {
+                int kc = K2 - q0 < KC ? K2 - q0 : KC;
+                for (int t = t0; t < t1; t++)
+                    ukernel_q((const uint8_t *)xp + (ptrdiff_t)t * MR * Kp + (ptrdiff_t)q0 * 64,
+                              wpan + (ptrdiff_t)q0 * 4 * NR, kc, cbuf[t - t0], q0 == 0);
+            }
+#else
             const int16_t *wpan = wp + (ptrdiff_t)panel * K2 * 2 * NR;
             for (int p0 = 0; p0 < K2; p0 += KC) {
                 int kc = K2 - p0 < KC ? K2 - p0 : KC;
@@ -323,6 +441,7 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
                     ukernel(x32 + (ptrdiff_t)t * MR * K2 + p0, K2, wpan + (ptrdiff_t)p0 * 2 * NR, kc,
                             cbuf[t - t0], p0 == 0);
             }
+#endif
             for (int t = t0; t < t1; t++) {
                 int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
                 if (mr <= 0) continue;
@@ -362,6 +481,21 @@ double dscy_probe_peak(int kind, long iters) {
                 "vpmaddwd %%ymm15, %%ymm14, %%ymm8\n vpaddd %%ymm8, %%ymm9, %%ymm9\n"
                 "vpmaddwd %%ymm15, %%ymm14, %%ymm10\n vpaddd %%ymm10, %%ymm11, %%ymm11\n"
                 ::: "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11");
+    } else if (kind == 3) {
+#if DSCY_GEMM_QUADS
+        /* vpdpbusd on zmm (the avx512_vnni kernels' instruction): 12 independent chains */
+        for (long i = 0; i < iters; i++)
+            __asm__ volatile(
+                "vpdpbusd %%zmm15, %%zmm14, %%zmm0\n vpdpbusd %%zmm15, %%zmm14, %%zmm1\n"
+                "vpdpbusd %%zmm15, %%zmm14, %%zmm2\n vpdpbusd %%zmm15, %%zmm14, %%zmm3\n"
+                "vpdpbusd %%zmm15, %%zmm14, %%zmm4\n vpdpbusd %%zmm15, %%zmm14, %%zmm5\n"
+                "vpdpbusd %%zmm15, %%zmm14, %%zmm6\n vpdpbusd %%zmm15, %%zmm14, %%zmm7\n"
+                "vpdpbusd %%zmm15, %%zmm14, %%zmm8\n vpdpbusd %%zmm15, %%zmm14, %%zmm9\n"
+                "vpdpbusd %%zmm15, %%zmm14, %%zmm10\n vpdpbusd %%zmm15, %%zmm14, %%zmm11\n"
+                ::: "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11");
+#else
+        iters = 0;
+#endif
     } else {
         for (long i = 0; i < iters; i++)
             __asm__ volatile(
@@ -376,7 +510,7 @@ double dscy_probe_peak(int kind, long iters) {
     clock_gettime(CLOCK_MONOTONIC, &b);
     __asm__ volatile("vzeroupper" ::: "memory");
     double t = (b.tv_sec - a.tv_sec) + 1e-9 * (b.tv_nsec - a.tv_nsec);
-    double per_iter = kind == 0 ? 6 * 32 : kind == 1 ? 6 * 16 : 12 * 8;
+    double per_iter = kind == 0 ? 6 * 32 : kind == 1 ? 6 * 16 : kind == 3 ? 12 * 64 : 12 * 8;
     return t > 0 ? iters * per_iter / t : 0.0;
 #else
     (void)kind; (void)iters;
