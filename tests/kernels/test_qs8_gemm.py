@@ -99,13 +99,17 @@ def test_dense_saturation_and_rounding(isa):
 @given(m=st.integers(1, 40), k=st.integers(1, 200), n=st.integers(1, 70),
        fmt=st.sampled_from(["dense", "block4", "unstructured", "auto"]),
        sparsity=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
-       out=st.sampled_from(OUTS), seed=st.integers(0, 2**31))
-def test_hypothesis_all_formats(m, k, n, fmt, sparsity, out, seed):
+       out=st.sampled_from(OUTS), xdtype=st.sampled_from([np.uint8, np.int8]),
+       seed=st.integers(0, 2**31))
+def test_hypothesis_all_formats(m, k, n, fmt, sparsity, out, xdtype, seed):
+    """u8 and s8 activations (the avx512_vnni kernels run s8 as x + 128)."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    info = np.iinfo(xdtype)
+    x = rng.integers(info.min, info.max + 1, (m, k), dtype=xdtype)
     w = sparse_weight(rng, n, k, sparsity, "unstructured")
     for isa in K.runnable_isas():
-        _run(x, w, isa, fmt, out[0], out[1], xzp=int(rng.integers(0, 256)), seed=seed)
+        _run(x, w, isa, fmt, out[0], out[1], xzp=int(rng.integers(info.min, info.max + 1)),
+             seed=seed)
 
 
 def test_empty_dims():
