@@ -318,6 +318,10 @@ static inline int dscy_ep_kind(const dscy_epilogue *ep) {
 typedef struct {
     __m256 mlo, mhi, alo, ahi, qlo, qhi, ys;
     __m256i zp, moff;
+#ifdef __AVX512F__
+    __m512 zmlo, zmhi, zalo, zahi, zqlo, zqhi, zys;     /* the same on 16 lanes (dscy_ek16) */
+    __m512i zzp, zmoff;
+#endif
     const int32_t *bias;
     const float *scale, *mscale, *mbias;
     const uint8_t *lut;
@@ -338,6 +342,17 @@ static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
     k->moff = _mm256_set1_epi32(ep->mid_zp + (ep->mid_type == DSCY_OUT_U8 ? 0 : 128));
     k->bias = ep->bias; k->scale = ep->scale; k->mscale = ep->mid_scale; k->mbias = ep->mid_bias;
     k->lut = ep->lut;
+#ifdef __AVX512F__
+    k->zmlo = _mm512_castps256_ps512(k->mlo); k->zmlo = _mm512_shuffle_f32x4(k->zmlo, k->zmlo, 0);
+    k->zmhi = _mm512_castps256_ps512(k->mhi); k->zmhi = _mm512_shuffle_f32x4(k->zmhi, k->zmhi, 0);
+    k->zalo = _mm512_castps256_ps512(k->alo); k->zalo = _mm512_shuffle_f32x4(k->zalo, k->zalo, 0);
+    k->zahi = _mm512_castps256_ps512(k->ahi); k->zahi = _mm512_shuffle_f32x4(k->zahi, k->zahi, 0);
+    k->zqlo = _mm512_castps256_ps512(k->qlo); k->zqlo = _mm512_shuffle_f32x4(k->zqlo, k->zqlo, 0);
+    k->zqhi = _mm512_castps256_ps512(k->qhi); k->zqhi = _mm512_shuffle_f32x4(k->zqhi, k->zqhi, 0);
+    k->zys = _mm512_castps256_ps512(k->ys); k->zys = _mm512_shuffle_f32x4(k->zys, k->zys, 0);
+    k->zzp = _mm512_castsi256_si512(k->zp); k->zzp = _mm512_shuffle_i32x4(k->zzp, k->zzp, 0);
+    k->zmoff = _mm512_castsi256_si512(k->moff); k->zmoff = _mm512_shuffle_i32x4(k->zmoff, k->zmoff, 0);
+#endif
 }
 
 /* The epilogue of kind EK on 8 accumulators, bit for bit dscy_ep_lanes8 (without the
@@ -370,5 +385,36 @@ static inline __attribute__((always_inline)) __m256i dscy_ek8(
     f = _mm256_min_ps(_mm256_max_ps(f, k->qlo), k->qhi);                 /* dscy_ep_q8 */
     return _mm256_add_epi32(_mm256_cvtps_epi32(f), k->zp);
 }
+
+#ifdef __AVX512F__
+/* dscy_ek8 on 16 lanes (the same operations in the same order: bit for bit) */
+static inline __attribute__((always_inline)) __m512i dscy_ek16(
+        const int EK, const dscy_ek_consts *k, __m512i acc, __m512i b, __m512 s, __m512 ms,
+        __m512 mb, __m512i row) {
+    if (EK == DSCY_EK_I32) return _mm512_add_epi32(acc, b);
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, b)), s);
+    if (EK == DSCY_EK_LUT) {
+        f = _mm512_min_ps(_mm512_max_ps(f, k->zmlo), k->zmhi);
+        __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32(f), k->zmoff);
+        __m512i w = _mm512_i32gather_epi32(_mm512_add_epi32(row, i), (const int *)k->lut, 1);
+        return k->u8 ? _mm512_and_si512(w, _mm512_set1_epi32(0xff))
+                     : _mm512_srai_epi32(_mm512_slli_epi32(w, 24), 24);
+    }
+    if (k->mid) {
+        f = _mm512_min_ps(_mm512_max_ps(f, k->zmlo), k->zmhi);
+        f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        f = _mm512_mul_ps(f, ms);
+        __asm__("" : "+v"(f));        /* no FMA contraction */
+        f = _mm512_add_ps(f, mb);
+    }
+    if (EK == DSCY_EK_PRE) return _mm512_castps_si512(f);
+    if (k->act == DSCY_ACT_RELU) f = _mm512_max_ps(f, k->zalo);
+    else if (k->act == DSCY_ACT_CLIP) f = _mm512_min_ps(_mm512_max_ps(f, k->zalo), k->zahi);
+    if (k->ydiv) f = _mm512_div_ps(f, k->zys);
+    if (EK == DSCY_EK_F32) return _mm512_castps_si512(f);
+    f = _mm512_min_ps(_mm512_max_ps(f, k->zqlo), k->zqhi);
+    return _mm512_add_epi32(_mm512_cvtps_epi32(f), k->zzp);
+}
+#endif
 #endif
 #endif

@@ -505,6 +505,25 @@ static inline __attribute__((always_inline)) void row_kernel(
  * float bits / the float before a residual), 8-bit outputs as 32 bytes. */
 static inline __attribute__((always_inline)) void ep_row(const int EK, const dscy_ek_consts *k,
                                                          const int32_t *sums, int n, void *dst) {
+#ifdef SPMM_VNNI
+    {   /* 16 lanes at a time; 8-bit outputs (already in range) narrowed by vpmovdb */
+        __m512i b = _mm512_set1_epi32(k->bias[n]);
+        __m512 s = _mm512_set1_ps(EK == DSCY_EK_I32 ? 0.0f : k->scale[n]);
+        __m512 ms = _mm512_set1_ps(k->mid ? k->mscale[n] : 0.0f);
+        __m512 mb = _mm512_set1_ps(k->mid ? k->mbias[n] : 0.0f);
+        __m512i row = _mm512_set1_epi32(n * 256);
+        __m512i q0 = dscy_ek16(EK, k, _mm512_loadu_si512(sums), b, s, ms, mb, row);
+        __m512i q1 = dscy_ek16(EK, k, _mm512_loadu_si512(sums + 16), b, s, ms, mb, row);
+        if (EK == DSCY_EK_Q8 || EK == DSCY_EK_LUT) {
+            _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)dst + 1, _mm512_cvtepi32_epi8(q1));
+        } else {
+            _mm512_storeu_si512(dst, q0);
+            _mm512_storeu_si512((int32_t *)dst + 16, q1);
+        }
+        return;
+    }
+#endif
     __m256i b = _mm256_set1_epi32(k->bias[n]);
     __m256 s = _mm256_set1_ps(EK == DSCY_EK_I32 ? 0.0f : k->scale[n]);
     __m256 ms = _mm256_set1_ps(k->mid ? k->mscale[n] : 0.0f);
