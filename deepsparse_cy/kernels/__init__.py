@@ -4,8 +4,8 @@ Filled once at import: start from 'generic', upgrade after cpuid + xgetbv checks
 DEEPSPARSE_CY_ISA (generic | avx2 | avx512 | avx512_vnni), which can only lower the level.
 Each kernel family is built once per ISA (module ``_<family>_<isa>``); ``KERNELS`` lists every
 build and feeds dispatch, the tests (parametrised over ``runnable_isas()``) and the benchmarks.
-The INT8 families (qs8_gemm, qs8_spmm) have an avx512_vnni build (u8 x s8 quads with vpdpbusd);
-the float families run their avx2 build on AVX-512 CPUs.
+The INT8 families (qs8_gemm, qs8_spmm) have an avx512_vnni build (u8 x s8 quads with vpdpbusd),
+and f32_conv one for its zmm attention; f32_spmm runs its avx2 build on AVX-512 CPUs.
 
 Python API (what the graph layer calls)
 ---------------------------------------
@@ -78,6 +78,7 @@ KERNELS = [
     ("f32_spmm", "avx2", "avx2", ("avx2", "fma", "f16c")),
     ("f32_conv", "generic", "generic", ()),
     ("f32_conv", "avx2", "avx2", ("avx2", "fma", "f16c")),
+    ("f32_conv", "avx512_vnni", "avx512_vnni", _VNNI),
 ]
 FAMILIES = sorted({k[0] for k in KERNELS})
 ISA_BUILDS = ["generic", "avx2", "avx512_vnni"]   # ascending

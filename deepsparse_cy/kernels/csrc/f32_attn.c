@@ -27,7 +27,16 @@
 #define ATT_AVX2 0
 #endif
 
+#if defined(__AVX512F__)
+/* avx512 builds: blocks of 12 query rows, each row one zmm per 16 keys / columns, two panels per
+ * step (24 accumulators); the block's queries and probabilities transposed first ([d][12] and
+ * [j][12]) so every broadcast is one pointer plus a constant offset */
+#define ATT_Z 1
+#define QB 12
+#else
+#define ATT_Z 0
 #define QB 6    /* query rows per block */
+#endif
 #define KW 16   /* keys per K panel, output columns per V panel */
 
 DSCY_THREAD_BUFFER(att_buffer)
@@ -181,6 +190,63 @@ static void context(const float *p, int T16, int T, const float *vp, int Dv, flo
 #endif
 }
 
+#if ATT_Z
+/* x[r][0..n) (nr rows ld apart) -> xt[j][QB] (rows past nr zero) */
+static void tr_rows(const float *x, ptrdiff_t ld, int nr, int n, float *xt) {
+    for (int j = 0; j < n; j++)
+        for (int r = 0; r < QB; r++) xt[(size_t)j * QB + r] = r < nr ? x[(size_t)r * ld + j] : 0.0f;
+}
+
+/* acc[r][c] (+)= sum_i a[i][r] * b[i][c]: QB rows of a transposed at at[i][QB], P panels of 16
+ * columns of b at bp + c * pstride, n steps (bp rows 16 floats apart), into out rows
+ * (r < nr) ostride apart (w columns of the last panel valid) */
+static inline __attribute__((always_inline)) void zblock(const float *at, const float *bp,
+        ptrdiff_t pstride, int n, const int P, float *out, ptrdiff_t ostride, int nr, int w) {
+    __m512 acc[2][QB];
+    #pragma GCC unroll 24
+    for (int c = 0; c < P; c++)
+        for (int r = 0; r < QB; r++) acc[c][r] = _mm512_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        __m512 b0 = _mm512_loadu_ps(bp + (size_t)i * KW);
+        __m512 b1 = P > 1 ? _mm512_loadu_ps(bp + pstride + (size_t)i * KW) : b0;
+        const float *ai = at + (size_t)i * QB;
+        #pragma GCC unroll 12
+        for (int r = 0; r < QB; r++) {
+            __m512 a = _mm512_set1_ps(ai[r]);
+            acc[0][r] = _mm512_fmadd_ps(a, b0, acc[0][r]);
+            if (P > 1) acc[1][r] = _mm512_fmadd_ps(a, b1, acc[1][r]);
+        }
+    }
+    #pragma GCC unroll 24
+    for (int c = 0; c < P; c++)
+        for (int r = 0; r < QB; r++) {
+            if (r >= nr) continue;
+            float *o = out + (size_t)r * ostride + c * KW;
+            int wc = c == P - 1 ? w : KW;
+            if (wc >= KW) _mm512_storeu_ps(o, acc[c][r]);
+            else _mm512_mask_storeu_ps(o, (__mmask16)((1u << wc) - 1), acc[c][r]);
+        }
+}
+
+/* scores of a block: qt [D][QB] against the K panels -> s[r][T16] */
+static void scores_z(const float *qt, const float *ktp, int D, int T16, float *s, int nr) {
+    int nb = T16 / KW, jb = 0;
+    for (; jb + 2 <= nb; jb += 2)
+        zblock(qt, ktp + (size_t)jb * D * KW, (ptrdiff_t)D * KW, D, 2, s + jb * KW, T16, nr, KW);
+    if (jb < nb) zblock(qt, ktp + (size_t)jb * D * KW, 0, D, 1, s + jb * KW, T16, nr, KW);
+}
+
+/* context of a block: pt [T][QB] (probabilities) against the V panels -> o rows */
+static void context_z(const float *pt, int T, const float *vp, int Dv, float *o, ptrdiff_t os,
+                      int nr) {
+    int nb = (Dv + KW - 1) / KW, eb = 0;
+    for (; eb + 2 <= nb; eb += 2)
+        zblock(pt, vp + (size_t)eb * T * KW, (ptrdiff_t)T * KW, T, 2, o + eb * KW, os, nr,
+               Dv - (eb + 1) * KW);
+    if (eb < nb) zblock(pt, vp + (size_t)eb * T * KW, 0, T, 1, o + eb * KW, os, nr, Dv - eb * KW);
+}
+#endif
+
 #ifdef __AVX2__
 /* s[0..T) = softmax(s * scale + mask) in three passes with the exp in registers (the shared
  * row body in f32_fused.h makes five scalar-written passes; here it was 30% of the kernel) */
@@ -235,7 +301,8 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
     #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) reduction(|:fail)
     for (long it = 0; it < items; it++) {
         int b = (int)(it / H), h = (int)(it % H);
-        float *ktp = att_buffer((size_t)D * T16 + (size_t)T * Dv16 + (size_t)QB * T16);
+        float *ktp = att_buffer((size_t)D * T16 + (size_t)T * Dv16 + (size_t)QB * T16
+                                + (ATT_Z ? (size_t)QB * (T16 + D) : 0));
         if (!ktp) { fail = 1; continue; }
         float *vp = ktp + (size_t)D * T16, *s = vp + (size_t)T * Dv16;
         pack_k(k + b * kb + h * kh, ks, T, D, ktp);
@@ -245,6 +312,16 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
         const float *mbh = mask ? mask + b * mb + h * mh : NULL;
         for (int i0 = 0; i0 < S; i0 += QB) {
             int nr = S - i0 < QB ? S - i0 : QB;
+#if ATT_Z
+            float *qt = s + (size_t)QB * T16, *pt = qt + (size_t)QB * D;
+            tr_rows(qbh + (size_t)i0 * qs, qs, nr, D, qt);
+            scores_z(qt, ktp, D, T16, s, nr);
+            for (int r = 0; r < nr; r++)
+                softmax_row(s + (size_t)r * T16, mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T, scale);
+            tr_rows(s, T16, nr, T, pt);
+            context_z(pt, T, vp, Dv, obh + (size_t)i0 * os, os, nr);
+            continue;
+#endif
             scores(qbh + (size_t)i0 * qs, qs, nr, ktp, D, T16, s);
             for (int r = 0; r < nr; r++) {
                 const float *mrow = mbh ? mbh + (size_t)(i0 + r) * mq : NULL;
