@@ -536,3 +536,15 @@ def test_bound_quantized_cnn_steps_follow_new_inputs(name, shapes, min_qconv, he
         if not conv_ops._FAST_CONV:             # the OCR head's FP32 ConvTransposes
             heap = [k for k in heap if k not in ("FusedConv", "FusedConvTranspose")]
         assert len(heap) <= heap_max, heap
+
+
+def test_compiled_float_paths_follow_dispatch():
+    """Every SIMD build of f32_conv (avx2, avx512_vnni) turns on the compiled FP32 conv, GEMM and
+    attention paths; only the generic level keeps numpy / BLAS. (An avx512_vnni build once
+    switched them off: BERT-base INT8's attention fell back to BLAS, whose spinning workers
+    slowed every other step 6x; no output changed, so only this check sees it.)"""
+    from deepsparse_cy import kernels as K
+    from deepsparse_cy.ops import conv, fast_fused
+    simd = K.kernel_builds()["f32_conv"] != "generic"
+    assert conv._FAST_CONV == simd and fast_fused._FAST_GEMM == simd
+    assert (fast_fused._ATTN is not None) == simd

@@ -42,7 +42,7 @@ _AVX2 = _ISA in ("avx2", "avx512", "avx512_vnni")   # which build of the compile
 # float32 2-D group-1 convs run on kernels/f32conv.py (implicit im2col GEMM, fused epilogue) when
 # its SIMD build is dispatched; its plain-C build is slower than im2col + BLAS, so the generic
 # level keeps the numpy path below (both are tested against each other)
-_FAST_CONV = _kernel_builds().get("f32_conv") == "avx2"
+_FAST_CONV = _kernel_builds().get("f32_conv") in ("avx2", "avx512_vnni")
 
 
 class ConvCore:

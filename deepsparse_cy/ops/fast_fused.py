@@ -45,7 +45,7 @@ DOMAIN = "com.deepsparse_cy"
 _k.set_avx2(kernels.kernel_isa() != "generic")
 # FusedMatMul with a constant weight runs the compiled GEMM where its SIMD build is dispatched;
 # the generic level keeps BLAS (tests run both)
-_FAST_GEMM = kernels.kernel_builds().get("f32_conv") == "avx2"
+_FAST_GEMM = kernels.kernel_builds().get("f32_conv") in ("avx2", "avx512_vnni")
 # ... and FusedAttention its compiled per-(batch, head) kernel (kernels/csrc/f32_attn.c)
 _ATTN = kernels.load("f32_conv") if _FAST_GEMM else None
 _F32 = np.dtype(np.float32)
