@@ -25,6 +25,26 @@ typedef struct { __m256 v[6][2]; } dscy_acc6x16;
 /* sum over k < kc of a[k][r] * b[k][0..16), b's rows ldb floats apart */
 static inline dscy_acc6x16 dscy_f32_tile6x16(int kc, const float *restrict a,
                                              const float *restrict b, ptrdiff_t ldb) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    /* avx512 builds: one zmm per row (half the FMAs and b loads), the same products summed in
+     * the same k order per lane, so bit for bit the ymm tile; split into halves for the caller */
+    __m512 z0 = _mm512_setzero_ps(), z1 = z0, z2 = z0, z3 = z0, z4 = z0, z5 = z0;
+    for (int k = 0; k < kc; k++) {
+        __m512 bz = _mm512_loadu_ps(b);
+        z0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), bz, z0);
+        z1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1]), bz, z1);
+        z2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2]), bz, z2);
+        z3 = _mm512_fmadd_ps(_mm512_set1_ps(a[3]), bz, z3);
+        z4 = _mm512_fmadd_ps(_mm512_set1_ps(a[4]), bz, z4);
+        z5 = _mm512_fmadd_ps(_mm512_set1_ps(a[5]), bz, z5);
+        a += 6; b += ldb;
+    }
+#define DSCY_HALVES(z) {_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)}
+    dscy_acc6x16 rz = {{DSCY_HALVES(z0), DSCY_HALVES(z1), DSCY_HALVES(z2), DSCY_HALVES(z3),
+                        DSCY_HALVES(z4), DSCY_HALVES(z5)}};
+#undef DSCY_HALVES
+    return rz;
+#endif
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int k = 0; k < kc; k++) {
