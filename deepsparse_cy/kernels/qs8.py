@@ -17,6 +17,14 @@ FORMATS = ("dense", "block4", "unstructured")
 # the dense kernel, from benchmarks/bench_qs8_spmm.py on BERT-base shapes (AVX2, Zen 3).
 COST_EFF = {"dense": 1.0, "block4": 0.55, "unstructured": 0.55}
 COST_ROW = 6.0
+# The avx512_vnni build, in dense vpdpbusd units (16 channels x 4 k for one token): a sparse
+# block (a quad, or a pair in its zero-padded slot: one vpdpbusd per 16 tokens either way) costs
+# about two, an output row about 12 (the epilogue and transposed stores per 32 tokens), from
+# 2-thread timings of 90% block4 / unstructured / dense 768x768, 768x3072, 3072x768 (M = 128) and
+# 64 -> 256 (M = 3136) layers on an AVX-512 VNNI Xeon. Since a nonzero pair lies in a nonzero
+# quad, block4 never needs more blocks than unstructured there: unstructured weights pack as
+# block4 (1.23-1.28x faster than as pairs on BERT-base's shapes at 90%).
+COST_VNNI_BLOCK, COST_VNNI_ROW = 2.0, 12.0
 
 _OUT_CODES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2,
               np.dtype(np.int8): 3}
@@ -102,10 +110,25 @@ def weight_pattern_stats(w):
             "quad_occupancy": nnz / max(4 * quads, 1), "pair_occupancy": nnz / max(2 * pairs, 1)}
 
 
-def format_costs(stats):
-    """Estimated cost per format (dense vpmaddwd units per 8 tokens)."""
+def _cost_isa(isa):
+    if isa is None:
+        from . import kernel_builds
+        isa = kernel_builds().get("qs8_spmm")
+    return isa
+
+
+def format_costs(stats, isa=None):
+    """Estimated cost per format for the kernels of `isa` (default: the dispatched build): dense
+    vpmaddwd units per 8 tokens on avx2 / generic, dense vpdpbusd units on avx512_vnni."""
     n, k = stats["n"], stats["k"]
     np_ = -(-n // GEMM_NR) * GEMM_NR
+    if _cost_isa(isa) == "avx512_vnni":
+        costs = {"dense": float(np_ * (-(-k // 4)))}
+        if -(-k // 4) <= 65536:
+            costs["block4"] = COST_VNNI_BLOCK * stats["quads"] + n * COST_VNNI_ROW
+        if -(-k // 2) <= 65536:
+            costs["unstructured"] = COST_VNNI_BLOCK * stats["pairs"] + n * COST_VNNI_ROW
+        return costs
     costs = {"dense": np_ * (-(-k // 2)) / COST_EFF["dense"]}
     if -(-k // 4) <= 65536:
         costs["block4"] = 2 * stats["quads"] / COST_EFF["block4"] + n * COST_ROW
@@ -125,19 +148,22 @@ def _pick(costs):
     return min(costs, key=costs.get)
 
 
-def choose_format(w):
-    """'dense' | 'block4' | 'unstructured' for weight w [N, K] int8 from its measured pattern."""
-    return _pick(format_costs(weight_pattern_stats(w)))
+def choose_format(w, isa=None):
+    """'dense' | 'block4' | 'unstructured' for weight w [N, K] int8 from its measured pattern,
+    for the kernels of `isa` (default: the dispatched build)."""
+    return _pick(format_costs(weight_pattern_stats(w), isa))
 
 
-def pack_qs8(w, format="auto"):
-    """Pack an int8 weight [N, K] (output channels x input features) once, at compile time."""
+def pack_qs8(w, format="auto", isa=None):
+    """Pack an int8 weight [N, K] (output channels x input features) once, at compile time
+    ('auto': the format choose_format picks for the kernels of `isa`, default the dispatched
+    build)."""
     w = _check_weight(w)
     n, k = w.shape
     stats = weight_pattern_stats(w)
     costs = None
     if format == "auto":
-        costs = format_costs(stats)
+        costs = format_costs(stats, isa)
         format = _pick(costs)
     if format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")

@@ -111,18 +111,26 @@ def test_packed_bytes():
 def test_chooser():
     rng = np.random.default_rng(8)
     n, k = 256, 768
-    assert K.choose_format(sparse_weight(rng, n, k, 0.0, "dense")) == "dense"
-    assert K.choose_format(sparse_weight(rng, n, k, 0.3, "unstructured")) == "dense"
-    assert K.choose_format(sparse_weight(rng, n, k, 0.9, "block4")) == "block4"
-    assert K.choose_format(sparse_weight(rng, n, k, 0.9, "unstructured")) == "unstructured"
-    assert K.choose_format(sparse_weight(rng, n, k, 0.97, "unstructured")) == "unstructured"
+    a = "avx2"                         # the cost model of the 16-bit kernels
+    assert K.choose_format(sparse_weight(rng, n, k, 0.0, "dense"), a) == "dense"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.3, "unstructured"), a) == "dense"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.9, "block4"), a) == "block4"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.9, "unstructured"), a) == "unstructured"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.97, "unstructured"), a) == "unstructured"
+    # vpdpbusd kernels: a pair costs what a quad does, so random patterns pack as block4 too
+    v = "avx512_vnni"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.0, "dense"), v) == "dense"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.5, "unstructured"), v) == "dense"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.9, "block4"), v) == "block4"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.9, "unstructured"), v) == "block4"
+    assert K.choose_format(sparse_weight(rng, n, k, 0.97, "unstructured"), v) == "block4"
     # a 4-block pruned weight with a few kept weight pairs rounded to zero stays block4
     w = sparse_weight(rng, n, k, 0.9, "block4")
     nz = np.argwhere(w != 0)
     for r, c in nz[rng.choice(len(nz), max(1, len(nz) // 200), replace=False)]:
         w[r, c & ~1:(c & ~1) + 2] = 0
     assert K.weight_pattern_stats(w)["pairs"] < 2 * K.weight_pattern_stats(w)["quads"]
-    assert K.choose_format(w) == "block4"
+    assert K.choose_format(w, a) == "block4" and K.choose_format(w, v) == "block4"
     p = K.pack_qs8(sparse_weight(rng, n, k, 0.95, "block4"))
     assert p.format == "block4" and set(p.costs) == {"dense", "block4", "unstructured"}
     st_ = K.weight_pattern_stats(sparse_weight(rng, n, k, 0.9, "block4"))
