@@ -14,7 +14,9 @@ rows contiguous; NHWC for convolutions), outputs are tokens-major ``out[M, N]`` 
 array may be a column slice of a wider C-contiguous buffer: only its row stride matters). Weights
 are ``[N, K]`` (ONNX MatMul weights ``[K, N]`` must be transposed; Conv weights go through
 ``conv_weight_matrix``). Packing happens once at compile time; the kernels repack activations
-per call into the layout they need (int16 k-pairs), which costs O(M*K) against O(M*K*N*density).
+per call into the layout they need (int16 k-pairs; on avx512_vnni bytes in k-quads, s8 stored as
+x + 128 with the bias corrected by -128 * sum_k w), which costs O(M*K) against
+O(M*K*N*density).
 
 ``pack_qs8(w_s8[N, K], format='auto'|'dense'|'block4'|'unstructured') -> PackedQS8``
     ``.format .n .k .nnz .nblocks .nbytes .bytes_per_nnz .rowsum .costs``. 'auto' measures the
@@ -54,7 +56,8 @@ Convolution: ``conv_weight_matrix(w[Cout, Cin, kh, kw]) -> [Cout, kh*kw*Cin]``,
 the GEMM over pixels without a copy; others explicit im2col; pad with the activation zero point;
 ``PreparedQS8.conv`` gathers the rows without a column matrix).
 ``num_threads``: None or 0 = OpenMP default (OMP_NUM_THREADS / threadpoolctl limits apply).
-``isa``: force a build ('generic' | 'avx2') for tests; None = dispatch.
+``isa``: force a build ('generic' | 'avx2' | 'avx512_vnni', where the family has it) for tests;
+None = dispatch.
 Every kernel call releases the GIL.
 """
 import importlib
