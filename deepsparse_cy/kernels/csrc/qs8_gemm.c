@@ -33,29 +33,32 @@ static inline void widen8(const uint8_t *s, int x_signed, int16_t *d, int n) {
 #if DSCY_GEMM_QUADS
 /* Rows r0..r0+7 of one 16-token micro-tile in the quad layout ([Kp/4][16 tokens][4 bytes]: a
  * quad's 16 tokens are one zmm, each token's 4 bytes one broadcast) from nr <= 8 byte rows at
- * src, ld apart (rows past nr zero); x xor xr (0x80 stores s8 as x + 128). Whole groups of 8
- * quads by 8x8 transposes of 32-bit lanes, the rest byte by byte. */
+ * src, ld apart (rows past nr and bytes past K zero); x xor xr (0x80 stores s8 as x + 128).
+ * Groups of 8 quads by 8x8 transposes of 32-bit lanes; the last group's rows are read with
+ * byte masks (nothing past K is touched) and only its quads below Kp / 4 stored. */
 static void tile_rows8(uint8_t *d, int r0, const uint8_t *src, ptrdiff_t ld, int nr, int K,
                        int Kp, uint8_t xr) {
-    int nq = Kp / 4, qv = nr == 8 ? K / 32 * 8 : 0;
-    __m256i flip = _mm256_set1_epi8((char)xr);
-    for (int q = 0; q < qv; q += 8) {
+    int nq = Kp / 4;
+    __m256i flip = _mm256_set1_epi8((char)xr), z = _mm256_setzero_si256();
+    for (int q = 0; q < nq; q += 8) {
+        int left = K - 4 * q;                         /* bytes of each row from 4q on */
+        __mmask32 m = left >= 32 ? 0xFFFFFFFFu : left > 0 ? (__mmask32)((1u << left) - 1) : 0;
         __m256 r[8];
-        for (int i = 0; i < 8; i++)
-            r[i] = _mm256_castsi256_ps(_mm256_xor_si256(
-                _mm256_loadu_si256((const __m256i *)(src + (ptrdiff_t)i * ld + 4 * q)), flip));
-        dscy_tr8x8_ps(r);
-        for (int j = 0; j < 8; j++) _mm256_storeu_ps((float *)(d + (size_t)(q + j) * 64 + r0 * 4), r[j]);
-    }
-    for (int i = 0; i < 8; i++)
-        for (int q = qv; q < nq; q++) {
-            uint32_t v = 0;
-            for (int j = 0; j < 4 && i < nr; j++) {
-                int k = 4 * q + j;
-                if (k < K) v |= (uint32_t)(uint8_t)(src[(ptrdiff_t)i * ld + k] ^ xr) << (8 * j);
+        for (int i = 0; i < 8; i++) {
+            __m256i v = z;
+            if (i < nr) {
+                const uint8_t *p = src + (ptrdiff_t)i * ld + 4 * q;
+                v = m == 0xFFFFFFFFu ? _mm256_loadu_si256((const __m256i *)p)
+                                     : _mm256_maskz_loadu_epi8(m, p);
+                v = _mm256_mask_blend_epi8(m, z, _mm256_xor_si256(v, flip));
             }
-            memcpy(d + (size_t)q * 64 + (r0 + i) * 4, &v, 4);
+            r[i] = _mm256_castsi256_ps(v);
         }
+        dscy_tr8x8_ps(r);
+        int nj = nq - q < 8 ? nq - q : 8;
+        for (int j = 0; j < nj; j++)
+            _mm256_storeu_ps((float *)(d + (size_t)(q + j) * 64 + r0 * 4), r[j]);
+    }
 }
 #endif
 
@@ -296,6 +299,27 @@ static inline __attribute__((always_inline)) void store_tile_ek(
     int nn = N - n0 < NR ? N - n0 : NR;
     tile_par p;
     tile_par_load(ep, n0, nn, EK == DSCY_EK_LUT, &p);
+#if DSCY_GEMM_QUADS
+    {   /* the 16 channels as one zmm per row (dscy_ek16, bit for bit dscy_ek8); 8-bit values
+         * already in range, narrowed by vpmovdb; a partial panel stored under a mask */
+#define Z2I(v) _mm512_inserti64x4(_mm512_castsi256_si512((v)[0]), (v)[1], 1)
+#define Z2F(v) _mm512_insertf32x8(_mm512_castps256_ps512((v)[0]), (v)[1], 1)
+        __m512i zb = Z2I(p.b), zrow = Z2I(p.row);
+        __m512 zs = Z2F(p.s), zma = Z2F(p.ma), zmb = Z2F(p.mb);
+#undef Z2I
+#undef Z2F
+        __mmask16 keep = (__mmask16)(nn == NR ? 0xFFFF : (1u << nn) - 1);
+        for (int r = 0; r < mr; r++) {
+            __m512i v = dscy_ek16(EK, k, _mm512_loadu_si512(c + r * NR), zb, zs, zma, zmb, zrow);
+            ptrdiff_t o = (ptrdiff_t)(m0 + r) * ep->ldo + n0;
+            if (ep->out_type >= DSCY_OUT_U8)
+                _mm_mask_storeu_epi8((uint8_t *)ep->out + o, keep, _mm512_cvtepi32_epi8(v));
+            else
+                _mm512_mask_storeu_epi32((int32_t *)ep->out + o, keep, v);
+        }
+        return;
+    }
+#endif
     for (int r = 0; r < mr; r++) {
         __m256i v0 = dscy_ek8(EK, k, _mm256_loadu_si256((const __m256i *)(c + r * NR)),
                               p.b[0], p.s[0], p.ma[0], p.mb[0], p.row[0]);
