@@ -93,27 +93,39 @@ static void pack_tile_q(const void *x, int x_signed, ptrdiff_t ldx, int M, int K
     int m0 = tile_m0(M, t), ns = bp == 2 ? K2 / 2 : K2, sk = bp == 2 ? 4 : 2;
     uint8_t xr = x_signed ? 0x80 : 0;
     __m256i flip = _mm256_set1_epi8((char)xr);
-    int sv = K / (8 * sk) * 8, i0 = 0;
-    for (; i0 + 8 <= T && m0 + i0 + 8 <= M && sv > 0; i0 += 8) {
+    int i0 = 0;
+    __m256i z = _mm256_setzero_si256();
+    for (; i0 + 8 <= T && m0 + i0 + 8 <= M; i0 += 8) {
         const uint8_t *xs = (const uint8_t *)x + (ptrdiff_t)(m0 + i0 - mbase) * ldx;
-        for (int s = 0; s < sv; s += 8) {
+        for (int s = 0; s < ns; s += 8) {
+            /* 8 slots of each row: 8 * sk bytes from k = s * sk, the last group under a byte
+             * mask (nothing past K is read; the bytes past it zero) */
+            int left = K - s * sk;
             __m256 r[8];
             for (int i = 0; i < 8; i++) {
                 const uint8_t *p = xs + (ptrdiff_t)i * ldx + (size_t)s * sk;
-                __m256i v = bp == 2 ? _mm256_loadu_si256((const __m256i *)p)
-                                    : _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-                r[i] = _mm256_castsi256_ps(_mm256_xor_si256(v, flip));
+                __m256i v;
+                if (bp == 2) {
+                    __mmask32 m = left >= 32 ? 0xFFFFFFFFu : left > 0 ? (__mmask32)((1u << left) - 1) : 0;
+                    v = m == 0xFFFFFFFFu ? _mm256_loadu_si256((const __m256i *)p)
+                                         : _mm256_maskz_loadu_epi8(m, p);
+                    v = _mm256_mask_blend_epi8(m, z, _mm256_xor_si256(v, flip));
+                } else {
+                    __mmask16 m = left >= 16 ? 0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+                    __m128i b = m == 0xFFFF ? _mm_loadu_si128((const __m128i *)p)
+                                            : _mm_maskz_loadu_epi8(m, p);
+                    v = _mm256_cvtepu16_epi32(b);
+                    /* flip the data bytes that exist (k < K; a slot's two padding bytes stay
+                     * zero), as slot_bytes does */
+                    __m256i fl = _mm256_cvtepu16_epi32(_mm_maskz_mov_epi8(m, _mm_set1_epi8((char)xr)));
+                    v = _mm256_xor_si256(v, fl);
+                }
+                r[i] = _mm256_castsi256_ps(v);
             }
             dscy_tr8x8_ps(r);
-            for (int j = 0; j < 8; j++)
+            int nj = ns - s < 8 ? ns - s : 8;
+            for (int j = 0; j < nj; j++)
                 _mm256_storeu_ps((float *)(d + ((size_t)(s + j) * T + i0) * 4), r[j]);
-        }
-        for (int i = i0; i < i0 + 8; i++) {
-            const uint8_t *xm = (const uint8_t *)x + (ptrdiff_t)(m0 + i - mbase) * ldx;
-            for (int s = sv; s < ns; s++) {
-                uint32_t v = slot_bytes(xm, K, bp, s, xr);
-                memcpy(d + ((size_t)s * T + i) * 4, &v, 4);
-            }
         }
     }
     for (int i = i0; i < T; i++) {
