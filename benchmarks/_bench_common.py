@@ -55,14 +55,19 @@ def best_time(fn, reps=30):
     return best
 
 
-def interleaved_best(fns, rounds=40):
+def interleaved_best(fns, rounds=40, warm=()):
     """{name: min seconds}: every fn runs once per round, round-robin, so all of them (and the
-    probe) get the same chance at the quiet moments of a shared machine."""
+    probe) get the same chance at the quiet moments of a shared machine. Names in `warm` get one
+    untimed call right before each timed one: a kernel timed just after the probe's threads
+    otherwise pays the wake-up of its OpenMP workers, which in a model run spin between steps
+    (the 768x768 GEMM read 0.33-0.36 ms after the probe, 0.17 ms in the sparse summary)."""
     for f in fns.values():
         f()
     best = {k: float("inf") for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
+            if k in warm:
+                f()
             t = time.perf_counter()
             f()
             best[k] = min(best[k], time.perf_counter() - t)
