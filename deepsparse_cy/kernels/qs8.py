@@ -375,17 +375,12 @@ class PreparedQS8(_EpilogueArgs):
         self._mid_user = mid
         self.zx = int(x_zero_point)
         a = packed.arrays
-        self._b_s8 = None
         if packed.format == "dense":
             mod = load("qs8_gemm", isa)
             self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
-            if getattr(mod, "QUADS", 0):
-                # u8 x s8 quads: s8 x runs as x + 128, its bias carries -128 * sum_k w (int32
-                # wrap-around like the kernel's additions: exact wherever the result fits)
+            if mod.QUADS:
                 wq = packed.quads()
                 self._lead = (wq, n, wq.shape[0] * GEMM_NR, wq.shape[1] * 4)
-                b64 = self.b.astype(np.int64) - 128 * packed.rowsum
-                self._b_s8 = (b64 & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
             else:
                 self._lead = (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)
         else:
@@ -393,6 +388,12 @@ class PreparedQS8(_EpilogueArgs):
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
             self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"],
                           2 if packed.format == "block4" else 1, n)
+        # u8 x s8 quad builds run s8 x as x + 128: its bias carries -128 * sum_k w (int32
+        # wrap-around like the kernels' additions: exact wherever the result fits)
+        self._b_s8 = None
+        if mod.QUADS:
+            b64 = self.b.astype(np.int64) - 128 * packed.rowsum
+            self._b_s8 = (b64 & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
     def __call__(self, x, out=None, num_threads=None, residual=None):
         packed = self.packed
@@ -412,12 +413,15 @@ class PreparedQS8(_EpilogueArgs):
         self._fn(*self._args(x, out, res, num_threads))
         return out
 
+    def _bias(self, x_signed):
+        """The kernels' int32 bias for u8 (False) or s8 (True) activations."""
+        return self._b_s8 if x_signed and self._b_s8 is not None else self.b
+
     def _args(self, x, out, res, num_threads):
         """The compiled kernel's argument tuple for checked x [M, K] and out [M, N]."""
         xs = x.dtype == _S8
-        b = self._b_s8 if xs and self._b_s8 is not None else self.b
         return ((x, int(xs)) + self._lead
-                + (b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
+                + (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
                    self.zp, out, int(num_threads or 0)))
 
     def _planar(self, out, m, n, residual):
@@ -472,9 +476,8 @@ class PreparedQS8(_EpilogueArgs):
 
     def _conv_args(self, x, geom, out, res, num_threads):
         xs = x.dtype == _S8
-        b = self._b_s8 if xs and self._b_s8 is not None else self.b
         return ((x, int(xs), geom, self.zx & 0xFF) + self._lead
-                + (b, self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
+                + (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
                    self.zp, out, int(num_threads or 0)))
 
     def conv(self, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),

@@ -10,9 +10,9 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                        const dscy_epilogue *ep, int nthreads)
     double dscy_probe_peak(int kind, long iters)
-    int DSCY_GEMM_QUADS
-    void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
-                                 int Kp, int nthreads)
+    int DSCY_QUADS
+    int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
+                                int Kp, int nthreads)
     int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
                         const float *w, const float *zxw, int KH, int KW, int sh, int sw, int dh,
                         int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep,
@@ -23,7 +23,7 @@ MR = DSCY_GEMM_MR
 NR = DSCY_GEMM_NR
 # 1: this build multiplies u8 x s8 quads (avx512_vnni): weights s8 [Np/NR][Kp/4][NR][4] (Kp a
 # multiple of 4), and for s8 x the bias must carry -128 * sum_k w (x is stored as x + 128)
-QUADS = DSCY_GEMM_QUADS
+QUADS = DSCY_QUADS
 
 
 def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
@@ -68,9 +68,13 @@ def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
         raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
     cdef int16_t *xpp = <int16_t *>_ptr(xp)
     cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
+    cdef int rc
     with nogil:
-        dscy_qs8_pack_conv_rows(&g, x_signed, xpp, Mp, Kp, nthreads)
-        dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
+        rc = dscy_qs8_pack_conv_rows(&g, x_signed, xpp, Mp, Kp, nthreads)
+        if rc == 0:
+            dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
+    if rc != 0:
+        raise MemoryError("qs8 gemm: conv row gather buffer allocation failed")
     return out
 
 

@@ -14,8 +14,12 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                            const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
                            int bp, int N, const dscy_epilogue *ep, int nthreads)
+    int DSCY_QUADS
 
 ISA = DSCY_ISA
+# 1: this build multiplies u8 x s8 quads (avx512_vnni) and stores s8 x as x + 128: for s8 x the
+# bias must carry -128 * sum_k w (PreparedQS8 passes it)
+QUADS = DSCY_QUADS
 
 
 def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous, or planar [B][K][HW]

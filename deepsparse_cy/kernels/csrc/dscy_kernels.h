@@ -71,23 +71,30 @@ typedef struct {
     uint8_t pad;
 } dscy_conv_geom;
 
-/* ---- dense INT8 GEMM (qs8_gemm.c) ---- */
+/* DSCY_QUADS: the avx512_vnni build, whose INT8 kernels multiply u8 x s8 quads by vpdpbusd.
+ * They store s8 activations xor 0x80 (x + 128), so for s8 x the caller's bias must carry
+ * -128 * sum_k w (PreparedQS8 passes that bias; the avx2 / generic builds take the plain one). */
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-/* avx512_vnni build: u8 x s8 quads by vpdpbusd. xp holds bytes, micro-tiles of MR tokens
- * [Mp/MR][Kp/4][MR][4] (Kp = K rounded up to a multiple of 4; s8 x stored xor 0x80, i.e. x + 128:
- * the caller's bias must carry -128 * sum_k w then), wp s8 [Np/NR][Kp/4][NR][4]. */
-#define DSCY_GEMM_QUADS 1
+#define DSCY_QUADS 1
+#else
+#define DSCY_QUADS 0
+#endif
+
+/* ---- dense INT8 GEMM (qs8_gemm.c) ---- */
+#if DSCY_QUADS
+/* xp holds bytes, micro-tiles of MR tokens [Mp/MR][Kp/4][MR][4] (Kp = K rounded up to a multiple
+ * of 4), wp s8 [Np/NR][Kp/4][NR][4]. */
 #define DSCY_GEMM_MR 16     /* tokens per micro-tile (16 zmm accumulators) */
 #else
-#define DSCY_GEMM_QUADS 0
 #define DSCY_GEMM_MR 6      /* tokens per micro-tile */
 #endif
 #define DSCY_GEMM_NR 16     /* output channels per micro-tile (two ymm / one zmm of int32) */
 /* x [M][K] u8 (x_signed=0) or s8 -> xp int16 [Mp][Kp], Mp = ceil(M/MR)*MR, Kp = K rounded up to even */
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads);
-/* the same from a convolution's rows (M = B*Ho*Wo, K = KH*KW*C) */
-void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
+/* the same from a convolution's rows (M = B*Ho*Wo, K = KH*KW*C); 0, or -1 when the quads build
+ * could not allocate its per-thread gather buffer */
+int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
                              int Kp, int nthreads);
 /* xp [Mp][Kp] int16, wp int16 [Np/NR][Kp/2][NR][2]; out via epilogue (only M x N written) */
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,

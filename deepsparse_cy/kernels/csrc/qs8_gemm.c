@@ -30,7 +30,7 @@ static inline void widen8(const uint8_t *s, int x_signed, int16_t *d, int n) {
     else for (; k < n; k++) d[k] = s[k];
 }
 
-#if DSCY_GEMM_QUADS
+#if DSCY_QUADS
 /* Rows r0..r0+7 of one 16-token micro-tile in the quad layout ([Kp/4][16 tokens][4 bytes]: a
  * quad's 16 tokens are one zmm, each token's 4 bytes one broadcast) from nr <= 8 byte rows at
  * src, ld apart (rows past nr and bytes past K zero); x xor xr (0x80 stores s8 as x + 128).
@@ -65,7 +65,7 @@ static void tile_rows8(uint8_t *d, int r0, const uint8_t *src, ptrdiff_t ld, int
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads) {
     int nt = dscy_nthreads(nthreads);
-#if DSCY_GEMM_QUADS
+#if DSCY_QUADS
     /* xp: micro-tiles of 16 tokens in the quad layout, 8 rows per step */
     uint8_t xr = x_signed ? 0x80 : 0;
     #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
@@ -105,16 +105,16 @@ static inline void conv_row16(const dscy_conv_geom *g, int x_signed, int b, int 
     }
 }
 
-#if DSCY_GEMM_QUADS
+#if DSCY_QUADS
 DSCY_THREAD_BUFFER(gather_buffer)   /* the calling thread's gathered conv rows (bytes, in floats) */
 #endif
 
-void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
-                             int nthreads) {
+int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp, int Kp,
+                            int nthreads) {
     int M = g->B * g->Ho * g->Wo, K = g->KH * g->KW * g->C;
     int nt = dscy_nthreads(nthreads);
     if ((long)M * K <= 65536) nt = 1;
-#if DSCY_GEMM_QUADS
+#if DSCY_QUADS
     /* 8 rows at a time gathered as bytes into the thread's buffer (dscy_conv_rows writes up to
      * 32 bytes past a row), then transposed into the micro-tile */
     uint8_t xr = x_signed ? 0x80 : 0;
@@ -136,22 +136,7 @@ void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp,
             tile_rows8((uint8_t *)xp + (size_t)(m / MR) * MR * Kp, m % MR, rowb, K, nr, K, Kp, xr);
         }
     }
-    if (fail)   /* no gather buffer: element by element */
-        for (int m = 0; m < Mp; m++) {
-            uint8_t *d = (uint8_t *)xp + (size_t)(m / MR) * MR * Kp + (m % MR) * 4;
-            int hw = g->Ho * g->Wo, b = m / hw, oy = (m % hw) / g->Wo, ox = m % g->Wo;
-            for (int k = 0; k < Kp; k++) {
-                uint8_t v = 0;
-                if (m < M && k < K) {
-                    int c = k % g->C, kx = (k / g->C) % g->KW, ky = k / (g->C * g->KW);
-                    int iy = oy * g->sh - g->pt + ky * g->dh, ix = ox * g->sw - g->pl + kx * g->dw;
-                    int in = iy >= 0 && iy < g->H && ix >= 0 && ix < g->W;
-                    v = (uint8_t)((in ? g->x[(((size_t)b * g->H + iy) * g->W + ix) * g->C + c] : g->pad) ^ xr);
-                }
-                d[(size_t)(k / 4) * 64 + (k % 4)] = v;
-            }
-        }
-    return;
+    return fail ? -1 : 0;
 #endif
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -188,6 +173,7 @@ void dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp,
             if (++ox == g->Wo) { ox = 0; if (++oy == g->Ho) { oy = 0; b++; } }
         }
     }
+    return 0;
 }
 
 #ifdef __AVX2__
@@ -299,7 +285,7 @@ static inline __attribute__((always_inline)) void store_tile_ek(
     int nn = N - n0 < NR ? N - n0 : NR;
     tile_par p;
     tile_par_load(ep, n0, nn, EK == DSCY_EK_LUT, &p);
-#if DSCY_GEMM_QUADS
+#if DSCY_QUADS
     {   /* the 16 channels as one zmm per row (dscy_ek16, bit for bit dscy_ek8); 8-bit values
          * already in range, narrowed by vpmovdb; a partial panel stored under a mask */
 #define Z2I(v) _mm512_inserti64x4(_mm512_castsi256_si512((v)[0]), (v)[1], 1)
@@ -370,7 +356,7 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
 #undef ST
 }
 
-#if DSCY_GEMM_QUADS
+#if DSCY_QUADS
 /* 16x16 micro-kernel over kc k-quads: x the tile at the chunk's first quad (64 bytes per quad:
  * 16 tokens x 4 bytes), w the panel's quads at the chunk's first one (64 bytes each: 16 channels
  * x 4 k); one accumulator zmm per token, every broadcast at a constant offset of one pointer. */
@@ -421,7 +407,7 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
 
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads) {
-    int K2 = DSCY_GEMM_QUADS ? Kp / 4 : Kp / 2, npanel = Np / NR, mtiles = Mp / MR;
+    int K2 = DSCY_QUADS ? Kp / 4 : Kp / 2, npanel = Np / NR, mtiles = Mp / MR;
     int mblocks = (mtiles + MB - 1) / MB;
     long items = (long)npanel * mblocks;
     int nt = dscy_nthreads(nthreads);
@@ -429,7 +415,7 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
     const int32_t *x32 = (const int32_t *)xp;
     /* Item order: panel-major re-reads all activations per panel, fine while they sit in L2;
      * beyond that, M-block-major keeps one block of activations in L2 and streams the weights. */
-    int mb_major = (size_t)Mp * Kp * (DSCY_GEMM_QUADS ? 1 : 2) > (256u << 10);
+    int mb_major = (size_t)Mp * Kp * (DSCY_QUADS ? 1 : 2) > (256u << 10);
 #ifdef __AVX2__
     int ek = dscy_ep_kind(ep);
     dscy_ek_consts kc;
@@ -447,7 +433,7 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
             int panel = mb_major ? (int)(it % npanel) : (int)(it / mblocks);
             int mb = mb_major ? (int)(it / npanel) : (int)(it % mblocks);
             int t0 = mb * MB, t1 = t0 + MB < mtiles ? t0 + MB : mtiles;
-#if DSCY_GEMM_QUADS
+#if DSCY_QUADS
             /* quads: K2 counts k-quads here (Kp / 4), KC quads per chunk (16 KiB of weights) */
             (void)x32;
             const int8_t *wpan = (const int8_t *)wp + (ptrdiff_t)panel * Kp * NR;
@@ -506,7 +492,7 @@ double dscy_probe_peak(int kind, long iters) {
                 "vpmaddwd %%ymm15, %%ymm14, %%ymm10\n vpaddd %%ymm10, %%ymm11, %%ymm11\n"
                 ::: "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11");
     } else if (kind == 3) {
-#if DSCY_GEMM_QUADS
+#if DSCY_QUADS
         /* vpdpbusd on zmm (the avx512_vnni kernels' instruction): 12 independent chains */
         for (long i = 0; i < iters; i++)
             __asm__ volatile(

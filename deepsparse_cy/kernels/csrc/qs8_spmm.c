@@ -17,11 +17,8 @@
  * k per 32-bit lane): a tile is slots of T tokens x 4 bytes, slot q = k 4q..4q+3 for block4, or
  * k 2p, 2p+1 and two zero bytes for unstructured pair p (the weights broadcast as 32 bits, a
  * pair's upper half zero), in the same space the int16 k-pair layout takes. s8 activations are
- * stored xor 0x80 (x + 128, unsigned); the bias is corrected by -128 * (sum of the row's
- * weights) once per call. */
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
-#define SPMM_VNNI 1
-#endif
+ * stored xor 0x80 (x + 128, unsigned): the caller's bias carries -128 * (sum of the row's
+ * weights) then (DSCY_QUADS, dscy_kernels.h). */
 
 static inline int ntiles32(int M) { return M / T32; }
 static inline int ntiles_all(int M) { int r = M % T32; return M / T32 + (r + 7) / 8; }
@@ -31,6 +28,12 @@ static inline size_t tile_off(int M, int K2, int t, int *T) {
     if (t < n32) { *T = T32; return (size_t)t * K2 * T32 * 2; }
     *T = 8;
     return (size_t)n32 * K2 * T32 * 2 + (size_t)(t - n32) * K2 * 8 * 2;
+}
+
+/* first token of tile t */
+static inline int tile_m0(int M, int t) {
+    int n32 = ntiles32(M);
+    return t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
 }
 
 size_t dscy_qs8_spmm_xt_size(int M, int Kp) {
@@ -67,20 +70,16 @@ static inline void pack8x16(const uint8_t *x, ptrdiff_t ldx, int x_signed, int16
 }
 #endif
 
-#ifdef SPMM_VNNI
-/* first token of tile t */
-static inline int tile_m0(int M, int t) {
-    int n32 = ntiles32(M);
-    return t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
-}
-
-/* slot s of token row xm (K bytes, xr = 0x80 for s8): four bytes as one 32-bit lane */
-static inline uint32_t slot_bytes(const uint8_t *xm, int K, int bp, int s, uint8_t xr) {
+#if DSCY_QUADS
+/* slot s of one token (element k at xm[k * ks]: a row, ks = 1, or planes, ks = plane; xr = 0x80
+ * for s8): its bytes as one 32-bit lane, zero past K */
+static inline uint32_t slot_bytes(const uint8_t *xm, ptrdiff_t ks, int K, int bp, int s,
+                                  uint8_t xr) {
     uint32_t v = 0;
     int sk = bp == 2 ? 4 : 2;
     for (int j = 0; j < sk; j++) {
         int k = s * sk + j;
-        if (k < K) v |= (uint32_t)(uint8_t)(xm[k] ^ xr) << (8 * j);
+        if (k < K) v |= (uint32_t)(uint8_t)(xm[(ptrdiff_t)k * ks] ^ xr) << (8 * j);
     }
     return v;
 }
@@ -132,7 +131,7 @@ static void pack_tile_q(const void *x, int x_signed, ptrdiff_t ldx, int M, int K
         int m = m0 + i;
         const uint8_t *xm = (const uint8_t *)x + (ptrdiff_t)(m < M ? m - mbase : 0) * ldx;
         for (int s = 0; s < ns; s++) {
-            uint32_t v = m < M ? slot_bytes(xm, K, bp, s, xr) : 0;
+            uint32_t v = m < M ? slot_bytes(xm, 1, K, bp, s, xr) : 0;
             memcpy(d + ((size_t)s * T + i) * 4, &v, 4);
         }
     }
@@ -174,37 +173,24 @@ static void pack_tile_planar_q(const uint8_t *x, int x_signed, ptrdiff_t plane, 
         ptrdiff_t b = m < M ? m / plane : 0;
         const uint8_t *xm = x + (size_t)b * K * plane + (m - b * plane);
         for (int s = 0; s < ns; s++) {
-            uint32_t v = 0;
-            for (int j = 0; j < sk && m < M; j++) {
-                int k = s * sk + j;
-                if (k < K) v |= (uint32_t)(uint8_t)(xm[(size_t)k * plane] ^ xr) << (8 * j);
-            }
+            uint32_t v = m < M ? slot_bytes(xm, plane, K, bp, s, xr) : 0;
             memcpy(d + ((size_t)s * T + i) * 4, &v, 4);
         }
     }
 }
 
-/* sum of n s8 weights */
-static int32_t vals_sum(const int8_t *v, size_t n) {
-    __m512i acc = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(v + i));
-    if (i < n)
-        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8((1ULL << (n - i)) - 1, v + i));
-    return _mm512_reduce_add_epi32(acc);
-}
 #endif
 
 /* Pack tile t of x into xt (layout: dscy_kernels.h); row m of x is at x + (m - mbase) * ldx. */
 static void pack_tile(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xt,
                       int K2, int t, int mbase, int bp) {
-#ifdef SPMM_VNNI
+#if DSCY_QUADS
     pack_tile_q(x, x_signed, ldx, M, K, xt, K2, t, mbase, bp);
     return;
 #endif
     (void)bp;
     int T; int16_t *d = xt + tile_off(M, K2, t, &T);
-    int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
+    int m0 = tile_m0(M, t);
     int i0 = 0;
 #ifdef __AVX2__
     /* groups of 8 real tokens: the first K/16*16 k by 8x8 transposes, the rest below */
@@ -442,7 +428,7 @@ static inline __attribute__((always_inline)) void row_kernel(
         const int16_t *xt, const uint16_t *idx, const int8_t *vals, int nb, const int V, const int bp,
         int32_t *out) {
     const int T = 8 * V;
-#ifdef SPMM_VNNI
+#if DSCY_QUADS
     /* one 32-bit weight broadcast per block; four accumulator sets (blocks 4i .. 4i + 3): with
      * two, each chain took a vpdpbusd every other block and its latency (~5 cycles) bounded the
      * loop at ~2.5 cycles per block */
@@ -536,7 +522,7 @@ static inline __attribute__((always_inline)) void row_kernel(
  * float bits / the float before a residual), 8-bit outputs as 32 bytes. */
 static inline __attribute__((always_inline)) void ep_row(const int EK, const dscy_ek_consts *k,
                                                          const int32_t *sums, int n, void *dst) {
-#ifdef SPMM_VNNI
+#if DSCY_QUADS
     {   /* 16 lanes at a time; 8-bit outputs (already in range) narrowed by vpmovdb */
         __m512i b = _mm512_set1_epi32(k->bias[n]);
         __m512 s = _mm512_set1_ps(EK == DSCY_EK_I32 ? 0.0f : k->scale[n]);
@@ -658,14 +644,13 @@ DSCY_THREAD_BUFFER(conv_rows_buffer)
  * and interleaved; tokens across images and tails one by one. */
 static void pack_tile_planar(const uint8_t *x, int x_signed, ptrdiff_t plane, int M, int K,
                              int16_t *xt, int K2, int t, int bp) {
-#ifdef SPMM_VNNI
+#if DSCY_QUADS
     pack_tile_planar_q(x, x_signed, plane, M, K, xt, K2, t, bp);
     return;
 #endif
     (void)bp;
     int T; int16_t *d = xt + tile_off(M, K2, t, &T);
-    int n32 = ntiles32(M);
-    int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+    int m0 = tile_m0(M, t);
     ptrdiff_t b0 = m0 / plane, p0 = m0 - b0 * plane;
     if (p0 + T <= plane && m0 + T <= M) {
         const uint8_t *xb = x + (size_t)b0 * K * plane + p0;
@@ -718,7 +703,7 @@ static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x,
     if (!g && ldx < 0) { pack_tile_planar((const uint8_t *)x, x_signed, -ldx, M, K, xt, K2, t, bp); return; }
     if (!g) { pack_tile(x, x_signed, ldx, M, K, xt, K2, t, 0, bp); return; }
     int n32 = ntiles32(M), T = t < n32 ? T32 : 8;
-    int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+    int m0 = tile_m0(M, t);
     int mt = M - m0 < T ? M - m0 : T;
     dscy_conv_rows(g, m0, mt, rows);
     pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0, bp);
@@ -731,7 +716,6 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                        int r0, int r1, int t0, int t1, const void *x, int x_signed,
                        ptrdiff_t ldx, int K, int16_t *xw, const dscy_conv_geom *g,
                        uint8_t *rows) {
-    int n32 = ntiles32(M);
     int32_t acc[T32] __attribute__((aligned(32)));
     int32_t stage[8 * T32] __attribute__((aligned(32)));
 #ifdef __AVX2__
@@ -742,7 +726,7 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
     for (int t = t0; t < t1; t++) {
         if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t, bp);
         int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
-        int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
+        int m0 = tile_m0(M, t);
         int mt = M - m0 < T ? M - m0 : T;
 #ifdef __AVX2__
         if (ek != DSCY_EK_GEN && T == T32 && mt == T32
@@ -783,10 +767,6 @@ static void row_share(const int32_t *row_ptr, int N, int tid, int TT, int *r0p, 
 
 /* the calling thread's activation tiles, kept between calls (floats) */
 DSCY_THREAD_BUFFER(xt_buffer)
-#ifdef SPMM_VNNI
-/* the calling thread's corrected bias for s8 activations (int32 in floats) */
-DSCY_THREAD_BUFFER(sbias_buffer)
-#endif
 
 /* Pack + multiply in one parallel region. With enough 32-token tiles each thread takes whole
  * tiles (packs them itself and runs every row on them: its activations and its output rows stay
@@ -798,20 +778,6 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                     const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads) {
     int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M), fail = 0;
     int nt = dscy_nthreads(nthreads);
-#ifdef SPMM_VNNI
-    dscy_epilogue ep_s;
-    if (x_signed) {   /* tiles hold x + 128: sum (x + 128) w - 128 sum w */
-        int32_t *cb = (int32_t *)sbias_buffer((size_t)N);
-        if (!cb) return -1;
-        for (int n = 0; n < N; n++) {
-            size_t v0 = (size_t)row_ptr[n] * 2 * bp, v1 = (size_t)row_ptr[n + 1] * 2 * bp;
-            cb[n] = (int32_t)((uint32_t)ep->bias[n] - 128u * (uint32_t)vals_sum(vals + v0, v1 - v0));
-        }
-        ep_s = *ep;
-        ep_s.bias = cb;
-        ep = &ep_s;
-    }
-#endif
     if (!xt) {
         xt = (int16_t *)xt_buffer((dscy_qs8_spmm_xt_size(M, Kp) + 1) / 2);
         if (!xt) return -1;
