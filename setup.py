@@ -16,8 +16,8 @@ from setuptools import Extension, setup
 
 # Only levels with their own kernel code are built. No -mavxvnni on avx2: most AVX2 CPUs lack
 # AVX-VNNI and gcc may emit vpdpbusd from plain C under that flag. avx512_vnni: the INT8 families
-# (their u8 x s8 quad paths, csrc `#ifdef __AVX512VNNI__`) and f32_conv (its zmm attention,
-# `#ifdef __AVX512F__`); f32_spmm stays avx2.
+# (their u8 x s8 quad paths, csrc `#ifdef __AVX512VNNI__`), f32_conv (its zmm attention,
+# `#ifdef __AVX512F__`) and f32_spmm (32 tokens per nonzero in two zmm).
 # 256-bit autovectorization there, as in the avx2 build: zmm only where the intrinsics ask.
 ISA_FLAGS = {
     "generic": [],
@@ -25,7 +25,7 @@ ISA_FLAGS = {
     "avx512_vnni": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl",
                     "-mavx512dq", "-mavx512vnni", "-mprefer-vector-width=256"],
 }
-ISA_FAMILIES = {"avx512_vnni": {"qs8_gemm", "qs8_spmm", "f32_conv"}}   # levels built for some families only
+ISA_FAMILIES = {"avx512_vnni": {"qs8_gemm", "qs8_spmm", "f32_conv", "f32_spmm"}}   # levels built for some families only
 
 # Kernel families built once per ISA level: (module base name, source .pyx, extra C sources).
 # Module names are deepsparse_cy.kernels._<name>_<isa>; deepsparse_cy/kernels/__init__.py

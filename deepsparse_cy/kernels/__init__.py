@@ -5,7 +5,8 @@ DEEPSPARSE_CY_ISA (generic | avx2 | avx512 | avx512_vnni), which can only lower 
 Each kernel family is built once per ISA (module ``_<family>_<isa>``); ``KERNELS`` lists every
 build and feeds dispatch, the tests (parametrised over ``runnable_isas()``) and the benchmarks.
 The INT8 families (qs8_gemm, qs8_spmm) have an avx512_vnni build (u8 x s8 quads with vpdpbusd),
-and f32_conv one for its zmm attention; f32_spmm runs its avx2 build on AVX-512 CPUs.
+f32_conv one for its zmm tiles and attention, f32_spmm one that runs 32 tokens per nonzero in
+two zmm.
 
 Python API (what the graph layer calls)
 ---------------------------------------
@@ -79,6 +80,7 @@ KERNELS = [
     ("qs8_spmm", "avx512_vnni", "avx512_vnni", _VNNI),
     ("f32_spmm", "generic", "generic", ()),
     ("f32_spmm", "avx2", "avx2", ("avx2", "fma", "f16c")),
+    ("f32_spmm", "avx512_vnni", "avx512_vnni", _VNNI),
     ("f32_conv", "generic", "generic", ()),
     ("f32_conv", "avx2", "avx2", ("avx2", "fma", "f16c")),
     ("f32_conv", "avx512_vnni", "avx512_vnni", _VNNI),

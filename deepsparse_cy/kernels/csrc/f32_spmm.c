@@ -22,7 +22,24 @@ void dscy_f32_pack_x_tiles(const float *x, ptrdiff_t ldx, int M, int K, float *x
     for (int t = 0; t < ntl; t++) {
         int T; float *d = xt + tile_off(M, K, t, &T);
         int m0 = t < ntiles32(M) ? t * T32 : ntiles32(M) * T32 + (t - ntiles32(M)) * 8;
-        for (int i = 0; i < T; i++) {
+        int i0 = 0;
+#ifdef __AVX2__
+        /* whole groups of 8 tokens: 8x8 transposes, one 32-byte store per k (a token at a time
+         * was K scalar stores T * 4 bytes apart) */
+        for (; i0 + 8 <= T && m0 + i0 + 8 <= M; i0 += 8) {
+            const float *s = x + (ptrdiff_t)(m0 + i0) * ldx;
+            int k = 0;
+            for (; k + 8 <= K; k += 8) {
+                __m256 r[8];
+                for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(s + (ptrdiff_t)j * ldx + k);
+                dscy_tr8x8_ps(r);
+                for (int j = 0; j < 8; j++) _mm256_storeu_ps(d + (size_t)(k + j) * T + i0, r[j]);
+            }
+            for (; k < K; k++)
+                for (int j = 0; j < 8; j++) d[(size_t)k * T + i0 + j] = s[(ptrdiff_t)j * ldx + k];
+        }
+#endif
+        for (int i = i0; i < T; i++) {
             int m = m0 + i;
             if (m >= M) { for (int k = 0; k < K; k++) d[(size_t)k * T + i] = 0.0f; continue; }
             const float *s = x + (ptrdiff_t)m * ldx;
@@ -94,7 +111,7 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
         { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < lo_t) a = c + 1; else b = c; } r0 = a; }
         { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < hi_t) a = c + 1; else b = c; } r1 = a; }
         if (tid == TT - 1) r1 = N;
-        float stage[8 * T32] __attribute__((aligned(32)));
+        float stage[8 * T32] __attribute__((aligned(64)));
         for (int t = 0; t < ntl; t++) {
             int T; const float *xtile = xt + tile_off(M, K, t, &T);
             int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
@@ -112,6 +129,38 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
                 const uint16_t *ix = idx + b0;
                 const float *v = vals + b0;
                 float bn = bias && p == 0 ? bias[n] : 0.0f;
+#if defined(__AVX512F__)
+                if (T == T32) {
+                    /* a nonzero's 32 tokens in two zmm; four accumulator sets (nonzero index
+                     * mod 4) keep 8 FMA chains in flight */
+                    __m512 a0 = _mm512_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
+                    __m512 e0 = a0, e1 = a0, g0 = a0, g1 = a0;
+                    int b = 0;
+                    for (; b + 3 < nb; b += 4) {
+                        const float *x0 = xtile + (size_t)ix[b] * T32, *x1 = xtile + (size_t)ix[b + 1] * T32;
+                        const float *x2 = xtile + (size_t)ix[b + 2] * T32, *x3 = xtile + (size_t)ix[b + 3] * T32;
+                        __m512 w0 = _mm512_set1_ps(v[b]), w1 = _mm512_set1_ps(v[b + 1]);
+                        __m512 w2 = _mm512_set1_ps(v[b + 2]), w3 = _mm512_set1_ps(v[b + 3]);
+                        a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0), a0);
+                        a1 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0 + 16), a1);
+                        c0 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x1), c0);
+                        c1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x1 + 16), c1);
+                        e0 = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x2), e0);
+                        e1 = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x2 + 16), e1);
+                        g0 = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x3), g0);
+                        g1 = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x3 + 16), g1);
+                    }
+                    for (; b < nb; b++) {
+                        const float *x0 = xtile + (size_t)ix[b] * T32;
+                        __m512 w0 = _mm512_set1_ps(v[b]);
+                        a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0), a0);
+                        a1 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0 + 16), a1);
+                    }
+                    __m512 bb = _mm512_set1_ps(bn);
+                    _mm512_store_ps(acc, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, e0), _mm512_add_ps(c0, g0)), bb));
+                    _mm512_store_ps(acc + 16, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a1, e1), _mm512_add_ps(c1, g1)), bb));
+                } else
+#endif
 #ifdef __AVX2__
                 if (T == T32) {
                     /* two accumulator sets (even / odd nonzeros) hide the FMA latency */
