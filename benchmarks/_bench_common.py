@@ -74,6 +74,24 @@ def interleaved_best(fns, rounds=40, warm=()):
     return best
 
 
+def blocked_best(fns, rounds=8, calls=5, pause=0.25):
+    """{name: min seconds} timed in blocks: per round, each fn gets one untimed call and then
+    `calls` timed ones, with `pause` seconds of sleep after every block. For contenders whose
+    worker threads keep spinning after a call: OpenBLAS's spin ~0.1 s (2^28 cycles) and slow
+    whatever runs next (f32_spmm 768x768 read 10-16 ms within 0.1 s of a BLAS call, 0.2 ms
+    alone), which interleaved_best's call-by-call rounds would charge to the sparse kernel."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            f()
+            for _ in range(calls):
+                t = time.perf_counter()
+                f()
+                best[k] = min(best[k], time.perf_counter() - t)
+            time.sleep(pause)
+    return best
+
+
 PROBE_ITERS = 2_000_000
 
 

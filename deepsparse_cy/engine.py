@@ -318,11 +318,15 @@ class Plan:
 
 class _ArenaInstance:
     def __init__(self, plan):
-        self.buf = np.empty(max(plan.arena_bytes, 64), dtype=np.uint8)
+        # the slots sit at 64-byte aligned offsets from a 64-byte aligned start (numpy aligns
+        # to 16 bytes only: a kernel's zmm loads of a slot would straddle cache lines); buf is
+        # the root array of every slot view (_root)
+        self.buf = np.empty(max(plan.arena_bytes, 64) + 64, dtype=np.uint8)
+        base = (-self.buf.ctypes.data) % 64
         views = {}
         for key, (off, shape, dtype) in plan.slots.items():
             n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            views[key] = self.buf[off: off + n].view(dtype).reshape(shape)
+            views[key] = self.buf[base + off: base + off + n].view(dtype).reshape(shape)
         self.step_outs = [[views.get(k) if k is not None else None for k in st[3]]
                           if any(k is not None for k in st[3]) else None for st in plan.steps]
         # per step: None (not tried yet), False (no bound call), or (function, args, checks,

@@ -5,6 +5,7 @@ here and keeps its numpy im2col/BLAS path for everything else."""
 import numpy as np
 
 from . import load
+from ._mem import aligned, aligned_empty
 
 
 def uses_phase_split(packed, stride_w, out_pixels):
@@ -39,8 +40,8 @@ class PackedConvF32:
             raise ValueError(f"conv weight {w.shape} too large for the packed kernel")
         self.isa = isa
         # 3x3 weights go in 4-D: the pack then appends their Winograd transform (AVX2 build)
-        self.wp = load("f32_conv", isa).pack_w(np.ascontiguousarray(
-            w if (self.KH, self.KW) == (3, 3) else w.reshape(self.M, self.K)))
+        self.wp = aligned(load("f32_conv", isa).pack_w(np.ascontiguousarray(
+            w if (self.KH, self.KW) == (3, 3) else w.reshape(self.M, self.K))))
 
     @property
     def nbytes(self):
@@ -106,7 +107,7 @@ def f32_conv2d(x, packed, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), b
         need = mod.xph_size(N, C, H, W, sw)
         if xph is None or xph.dtype != np.float32 or xph.size < need \
                 or not xph.flags.c_contiguous:
-            xph = np.empty(need, np.float32)
+            xph = aligned_empty(need, np.float32)
     else:
         xph = None
     mod.conv2d(x, packed.wp, M, packed.KH, packed.KW, sw, dh, dw, ih0, iw0, b, z,
@@ -153,7 +154,7 @@ class PackedGemmF32:
         if max(self.K, self.N) >= 2 ** 31 // 64:
             raise ValueError(f"gemm weight {w.shape} too large for the packed kernel")
         self.isa = isa
-        self.wp = load("f32_conv", isa).gemm_pack_w(np.ascontiguousarray(w))
+        self.wp = aligned(load("f32_conv", isa).gemm_pack_w(np.ascontiguousarray(w)))
 
     @property
     def nbytes(self):
@@ -188,7 +189,7 @@ def f32_gemm(x, packed, bias=None, activation=0, params=(0.0, 0.0), out=None, nu
     mod = load("f32_conv", packed.isa)
     need = mod.gemm_xpack_size(T, packed.K)
     if xp is None or xp.dtype != np.float32 or xp.size < need:
-        xp = np.empty(max(need, 1), np.float32)
+        xp = aligned_empty(max(need, 1), np.float32)
     mod.gemm(x, packed.wp, N, b, int(activation), float(params[0]), float(params[1]), out, xp,
              0 if num_threads is None else int(num_threads))
     return out

@@ -7,6 +7,7 @@ docstring for the API and the layouts.
 import numpy as np
 
 from . import load
+from ._mem import aligned
 from ._f32_fused import gelu_q8_table
 
 GEMM_NR = 16  # output channels per dense micro-tile (csrc/dscy_kernels.h DSCY_GEMM_NR)
@@ -79,7 +80,7 @@ class PackedQS8:
             kq = -(-kp // 4) * 4
             w = np.zeros((npan * GEMM_NR, kq), np.int8)
             w[:, :kp] = wp.transpose(0, 2, 1, 3).reshape(npan * GEMM_NR, kp)
-            wq = np.ascontiguousarray(w.reshape(npan, GEMM_NR, kq // 4, 4).transpose(0, 2, 1, 3))
+            wq = aligned(w.reshape(npan, GEMM_NR, kq // 4, 4).transpose(0, 2, 1, 3))
             self.arrays["wq"] = wq
         return wq
 
@@ -173,7 +174,7 @@ def pack_qs8(w, format="auto", isa=None):
         w16 = np.zeros((np_, kp), np.int16)
         w16[:n, :k] = w
         # [panel][k-pair][16 channels][2]: one k-pair of 16 channels is two ymm of int16 pairs
-        wp = np.ascontiguousarray(w16.reshape(np_ // GEMM_NR, GEMM_NR, kp // 2, 2).transpose(0, 2, 1, 3))
+        wp = aligned(w16.reshape(np_ // GEMM_NR, GEMM_NR, kp // 2, 2).transpose(0, 2, 1, 3))
         p = PackedQS8("dense", n, k, kp, {"wp": wp}, stats["nnz"], np_ * kp // 2, rowsum, stats)
     else:
         bw = 4 if format == "block4" else 2

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 
 from ..errors import ShapeError
+from ..kernels._mem import aligned_empty, aligned_zeros
 
 
 def norm_attrs(nd, kernel_shape, strides=None, dilations=None, pads=None):
@@ -96,7 +97,7 @@ def scratch(key, shape, dtype, zero=False, init=None):
     dtype = np.dtype(dtype)
     buf = cache.get(key)
     if buf is None or buf.shape != shape or buf.dtype != dtype:
-        buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+        buf = aligned_zeros(shape, dtype) if zero else aligned_empty(shape, dtype)
         if init is not None:
             init(buf)
         cache[key] = buf

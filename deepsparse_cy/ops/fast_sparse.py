@@ -13,6 +13,7 @@ import numpy as np
 from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_ops
+from ..kernels.f32conv import PackedGemmF32, f32_gemm
 from .registry import Op, register
 
 
@@ -36,6 +37,7 @@ class SparseMatMul(Op):
         self.num_threads = int(ctx.num_threads or 0)
         self.kernel_isa = kernels.kernel_builds().get("f32_spmm", kernels.kernel_isa())
         self.flops = None
+        self._dense = None          # run_dense's packed dense twin, made on first use
 
     def _x2(self, x):
         if x.ndim == 0 or x.shape[-1] != self.k:
@@ -60,13 +62,22 @@ class SparseMatMul(Op):
         return [res]
 
     def run_dense(self, inputs, outs):
-        """The same layer with numpy's dense BLAS (the profiler's baseline)."""
+        """The same layer dense, as the engine runs a dense FP32 layer (the profiler's
+        baseline): the compiled f32 GEMM where its SIMD build is dispatched (FusedMatMul's
+        kernel), numpy's BLAS on the generic level. Not BLAS everywhere: OpenBLAS's workers
+        spin for ~0.1 s after a call and slowed the sparse step timed right after it 3-10x."""
         lead, x2 = self._x2(inputs[0])
         res = self._res(outs, lead)
         r2 = res.reshape(x2.shape[0], self.n)
-        np.matmul(x2, self.w_kn, out=r2)
-        if self.bias is not None:
-            r2 += self.bias
+        if kernels.kernel_builds().get("f32_conv") in ("avx2", "avx512_vnni"):
+            if self._dense is None:
+                self._dense = PackedGemmF32(np.ascontiguousarray(self.w_kn, np.float32))
+            f32_gemm(np.ascontiguousarray(x2), self._dense, self.bias, 0, (0.0, 0.0), r2,
+                     self.num_threads)
+        else:
+            np.matmul(x2, self.w_kn, out=r2)
+            if self.bias is not None:
+                r2 += self.bias
         if self.act == "gelu":
             _f32_ops.gelu_erf(r2.reshape(-1), r2.reshape(-1))
         return [res]
