@@ -439,39 +439,44 @@ static inline __attribute__((always_inline)) void row_kernel(
 #define DSCY_W32(b) (bp == 2 ? ({ int32_t w_; memcpy(&w_, vals + 4 * (size_t)(b), 4); w_; }) \
                              : ({ uint16_t w_; memcpy(&w_, vals + 2 * (size_t)(b), 2); (int32_t)w_; }))
     if (T == 32) {
+        /* walked by pointers: with an int block counter gcc spent lea + movslq per block on
+         * the index arithmetic (~11 uops a block, rename-bound near 1.8 cycles); now movzwl +
+         * shl per block, the tile base folded into the loads */
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, c0 = a0, c1 = a0;
         __m512i e0 = a0, e1 = a0, g0 = a0, g1 = a0;
-        int b = 0;
-        for (; b + 4 <= nb; b += 4) {
-            const uint8_t *x0 = xb + (size_t)idx[b] * 128, *x1 = xb + (size_t)idx[b + 1] * 128;
-            const uint8_t *x2 = xb + (size_t)idx[b + 2] * 128, *x3 = xb + (size_t)idx[b + 3] * 128;
-            __m512i w0 = _mm512_set1_epi32(DSCY_W32(b)), w1 = _mm512_set1_epi32(DSCY_W32(b + 1));
-            __m512i w2 = _mm512_set1_epi32(DSCY_W32(b + 2)), w3 = _mm512_set1_epi32(DSCY_W32(b + 3));
-            DSCY_DPB(a0, _mm512_loadu_si512(x0), w0);
-            DSCY_DPB(a1, _mm512_loadu_si512(x0 + 64), w0);
-            DSCY_DPB(c0, _mm512_loadu_si512(x1), w1);
-            DSCY_DPB(c1, _mm512_loadu_si512(x1 + 64), w1);
-            DSCY_DPB(e0, _mm512_loadu_si512(x2), w2);
-            DSCY_DPB(e1, _mm512_loadu_si512(x2 + 64), w2);
-            DSCY_DPB(g0, _mm512_loadu_si512(x3), w3);
-            DSCY_DPB(g1, _mm512_loadu_si512(x3 + 64), w3);
+        const uint16_t *ip = idx, *end4 = idx + (nb & ~3), *end = idx + nb;
+        const int8_t *wv = vals;
+#define DSCY_XB(j) (xb + ((size_t)ip[j] << 7))
+#define DSCY_WB(j) (bp == 2 ? _mm512_set1_epi32(({ int32_t w_; memcpy(&w_, wv + 4 * (j), 4); w_; })) \
+                            : _mm512_set1_epi32(({ uint16_t w_; memcpy(&w_, wv + 2 * (j), 2); (int32_t)w_; })))
+        for (; ip < end4; ip += 4, wv += 8 * bp) {   /* 2 * bp bytes a block */
+            __m512i w0 = DSCY_WB(0), w1 = DSCY_WB(1), w2 = DSCY_WB(2), w3 = DSCY_WB(3);
+            DSCY_DPB(a0, _mm512_loadu_si512(DSCY_XB(0)), w0);
+            DSCY_DPB(a1, _mm512_loadu_si512(DSCY_XB(0) + 64), w0);
+            DSCY_DPB(c0, _mm512_loadu_si512(DSCY_XB(1)), w1);
+            DSCY_DPB(c1, _mm512_loadu_si512(DSCY_XB(1) + 64), w1);
+            DSCY_DPB(e0, _mm512_loadu_si512(DSCY_XB(2)), w2);
+            DSCY_DPB(e1, _mm512_loadu_si512(DSCY_XB(2) + 64), w2);
+            DSCY_DPB(g0, _mm512_loadu_si512(DSCY_XB(3)), w3);
+            DSCY_DPB(g1, _mm512_loadu_si512(DSCY_XB(3) + 64), w3);
         }
         a0 = _mm512_add_epi32(a0, e0); a1 = _mm512_add_epi32(a1, e1);
         c0 = _mm512_add_epi32(c0, g0); c1 = _mm512_add_epi32(c1, g1);
-        for (; b + 2 <= nb; b += 2) {
-            const uint8_t *x0 = xb + (size_t)idx[b] * 128, *x1 = xb + (size_t)idx[b + 1] * 128;
-            __m512i w0 = _mm512_set1_epi32(DSCY_W32(b)), w1 = _mm512_set1_epi32(DSCY_W32(b + 1));
-            DSCY_DPB(a0, _mm512_loadu_si512(x0), w0);
-            DSCY_DPB(a1, _mm512_loadu_si512(x0 + 64), w0);
-            DSCY_DPB(c0, _mm512_loadu_si512(x1), w1);
-            DSCY_DPB(c1, _mm512_loadu_si512(x1 + 64), w1);
+        if (end - ip >= 2) {
+            __m512i w0 = DSCY_WB(0), w1 = DSCY_WB(1);
+            DSCY_DPB(a0, _mm512_loadu_si512(DSCY_XB(0)), w0);
+            DSCY_DPB(a1, _mm512_loadu_si512(DSCY_XB(0) + 64), w0);
+            DSCY_DPB(c0, _mm512_loadu_si512(DSCY_XB(1)), w1);
+            DSCY_DPB(c1, _mm512_loadu_si512(DSCY_XB(1) + 64), w1);
+            ip += 2; wv += 4 * bp;
         }
-        if (b < nb) {
-            const uint8_t *x0 = xb + (size_t)idx[b] * 128;
-            __m512i w0 = _mm512_set1_epi32(DSCY_W32(b));
-            DSCY_DPB(a0, _mm512_loadu_si512(x0), w0);
-            DSCY_DPB(a1, _mm512_loadu_si512(x0 + 64), w0);
+        if (ip < end) {
+            __m512i w0 = DSCY_WB(0);
+            DSCY_DPB(a0, _mm512_loadu_si512(DSCY_XB(0)), w0);
+            DSCY_DPB(a1, _mm512_loadu_si512(DSCY_XB(0) + 64), w0);
         }
+#undef DSCY_XB
+#undef DSCY_WB
         _mm512_storeu_si512(out, _mm512_add_epi32(a0, c0));
         _mm512_storeu_si512(out + 16, _mm512_add_epi32(a1, c1));
     } else {
