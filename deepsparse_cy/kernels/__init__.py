@@ -178,7 +178,8 @@ def load(family, isa=None):
 
 
 from .qs8 import (PackedQS8, choose_format, pack_qs8, prepare_qs8_matmul,  # noqa: E402
-                  qs8_matmul, qs8_matmul_reference, weight_pattern_stats)
+                  qs8_matmul, qs8_matmul_reference, weight_pattern_stats, row_order,
+                  ROW_CHUNK)
 from .f32 import PackedF32, pack_f32_sparse, f32_spmm, f32_spmm_reference  # noqa: E402
 from .conv import (DW_MAX_TAPS, PreparedQDW, conv_weight_matrix, im2col_nhwc, prepare_qs8_dwconv,  # noqa: E402
                    qs8_conv2d_nhwc, qs8_dwconv_reference)

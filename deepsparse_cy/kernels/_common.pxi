@@ -23,6 +23,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
         void *out
         Py_ssize_t ldo
         Py_ssize_t plane, pbatch
+        const int32_t *row_order
     int DSCY_GEMM_MR, DSCY_GEMM_NR
     ctypedef struct dscy_conv_geom:
         const uint8_t *x
@@ -36,6 +37,7 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
                                     float lo, float hi, float y_scale, tuple mid, tuple res,
                                     int zp, cnp.ndarray out):
     cdef dscy_epilogue ep
+    ep.row_order = NULL
     ep.bias = <const int32_t *>_ptr(bias)
     ep.scale = <const float *>_ptr(scale)
     ep.out_type = out_type

@@ -195,6 +195,23 @@ def pack_qs8(w, format="auto", isa=None):
     return p
 
 
+ROW_CHUNK = 64     # dscy_kernels.h DSCY_ROW_CHUNK
+
+
+def row_order(row_ptr):
+    """The sparse kernel's row order: within each aligned chunk of ROW_CHUNK rows, the rows by
+    ascending block count (stable), -1 past N (int32, N rounded up to ROW_CHUNK). The row loop's
+    trip count then changes rarely between consecutive rows; with the natural order's random
+    counts about one branch a row was mispredicted (768x3072, ~20 blocks a row: 1.34x slower
+    than the same blocks sorted). Each chunk's rows are staged and stored in natural order."""
+    row_ptr = np.asarray(row_ptr)
+    n = row_ptr.shape[0] - 1
+    rows = np.arange(n)
+    order = np.full(-(-n // ROW_CHUNK) * ROW_CHUNK, -1, np.int32)
+    order[:n] = np.lexsort((np.diff(row_ptr), rows // ROW_CHUNK))
+    return order
+
+
 def _check_zero_point(zp, dt, what):
     info = np.iinfo(dt)
     if not info.min <= int(zp) <= info.max:
@@ -387,7 +404,7 @@ class PreparedQS8(_EpilogueArgs):
         else:
             mod = load("qs8_spmm", isa)
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
-            self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"],
+            self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"], row_order(a["row_ptr"]),
                           2 if packed.format == "block4" else 1, n)
         # u8 x s8 quad builds run s8 x as x + 128: its bias carries -128 * sum_k w (int32
         # wrap-around like the kernels' additions: exact wherever the result fits)

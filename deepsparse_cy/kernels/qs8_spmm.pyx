@@ -17,6 +17,14 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int DSCY_QUADS
 
 ISA = DSCY_ISA
+
+
+cdef cnp.ndarray _order(object row_order, int N):
+    cdef cnp.ndarray o = <cnp.ndarray?>row_order
+    if o.dtype != np.int32 or o.ndim != 1 or o.shape[0] != (N + 63) // 64 * 64 \
+            or not o.flags.c_contiguous:
+        raise ValueError("row_order must be a contiguous int32 array of N rounded up to 64")
+    return o
 # 1: this build multiplies u8 x s8 quads (avx512_vnni) and stores s8 x as x + 128: for s8 x the
 # bias must carry -128 * sum_k w (PreparedQS8 passes it)
 QUADS = DSCY_QUADS
@@ -28,6 +36,7 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous, or plana
          cnp.ndarray row_ptr,      # IN  int32 [N+1] (in blocks)
          cnp.ndarray idx,          # IN  uint16 [nblocks]
          cnp.ndarray vals,         # IN  int8 [nblocks * 2 * bp]
+         row_order,                # IN  int32 [N rounded up to 64] or None (dscy_epilogue)
          int bp, int N,
          cnp.ndarray bias, cnp.ndarray scale,
          int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res, int zp,
@@ -39,6 +48,8 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous, or plana
         plane = x.shape[2]
         M = <int>(x.shape[0] * plane)
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
+    if row_order is not None:
+        ep.row_order = <const int32_t *>_ptr(_order(row_order, N))
     cdef const void *xptr = _ptr(x)
     cdef Py_ssize_t ldx = x.strides[0]
     cdef int rc
@@ -61,7 +72,7 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous, or plana
 
 def spmm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
               int x_signed, tuple geom, int pad_byte, int Kp,
-              cnp.ndarray row_ptr, cnp.ndarray idx, cnp.ndarray vals, int bp, int N,
+              cnp.ndarray row_ptr, cnp.ndarray idx, cnp.ndarray vals, row_order, int bp, int N,
               cnp.ndarray bias, cnp.ndarray scale,
               int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res,
               int zp, cnp.ndarray out, int nthreads):
@@ -70,6 +81,8 @@ def spmm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
     cdef dscy_conv_geom g = _geom(x, geom, pad_byte)
     cdef int M = g.B * g.Ho * g.Wo, K = g.KH * g.KW * g.C, rc
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
+    if row_order is not None:
+        ep.row_order = <const int32_t *>_ptr(_order(row_order, N))
     cdef const int32_t *rp = <const int32_t *>_ptr(row_ptr)
     cdef const uint16_t *ip = <const uint16_t *>_ptr(idx)
     cdef const int8_t *vp = <const int8_t *>_ptr(vals)

@@ -65,6 +65,46 @@ def test_spmm_threads_skewed_rows(isa, nt):
         _check(x, w, fmt, isa, np.float32, 0, nt=nt)
 
 
+def test_row_order_sorts_each_chunk():
+    """row_order: a permutation of each aligned chunk of ROW_CHUNK rows, ascending block count
+    (stable), -1 past N."""
+    rng = np.random.default_rng(3)
+    for n in (1, 63, 64, 65, 200):
+        counts = rng.integers(0, 9, n)
+        rp = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        o = K.row_order(rp)
+        c = K.ROW_CHUNK
+        assert o.dtype == np.int32 and o.shape == (-(-n // c) * c,)
+        assert (o[n:] == -1).all()
+        for c0 in range(0, n, c):
+            part = o[c0:min(c0 + c, n)]
+            assert sorted(part) == list(range(c0, min(c0 + c, n)))
+            assert (np.diff(counts[part]) >= 0).all()
+            eq = np.diff(counts[part]) == 0
+            assert (np.diff(part)[eq] > 0).all()          # stable
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("nt", [1, 2, 3])
+@pytest.mark.parametrize("m", [32, 128])
+@pytest.mark.parametrize("n", [200, 193])
+def test_spmm_rows_in_chunk_order(isa, nt, m, n):
+    """Rows run in row_order's order across several 64-row chunks, chunks cut by the threads'
+    row ranges (m = 32: one token tile, rows split) or whole (m = 128: tiles split), every
+    output kind, random counts per row (so the order is far from the natural one)."""
+    rng = np.random.default_rng(m + n + nt)
+    k = 96
+    w = sparse_weight(rng, n, k, 0.0, "dense")
+    keep = rng.random((n, k // 4)) < rng.random((n, 1))          # each row its own density
+    w = np.where(np.repeat(keep, 4, axis=1), w, 0).astype(np.int8)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    for fmt in ("block4", "unstructured"):
+        _check(x, w, fmt, isa, np.uint8, 3, xzp=7, nt=nt, seed=n)
+        _check(x, w, fmt, isa, np.float32, 0, act="relu", nt=nt, seed=n)
+        _check(x, w, fmt, isa, np.int32, 0, nt=nt, seed=n)
+        _check(x, w, fmt, isa, np.int8, -5, act="clip", clip=(-1.0, 1.5), nt=nt, seed=n)
+
+
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("nt", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("m", [64, 70, 96, 128, 137, 291])

@@ -60,7 +60,13 @@ typedef struct {
                              * [B][N][plane] (a conv's NCHW output): token m = b * plane + p,
                              * output n at element b * pbatch + n * plane + p */
     ptrdiff_t pbatch;
+    const int32_t *row_order; /* the sparse kernel only: NULL, or [N rounded up to a multiple of
+                             * DSCY_ROW_CHUNK (64)]: the rows of each aligned chunk of 64 in the
+                             * order to run them (by block count: a row loop's trip count then
+                             * rarely changes from one row to the next, where random counts
+                             * cost about a branch miss a row), -1 past N */
 } dscy_epilogue;
+#define DSCY_ROW_CHUNK 64
 
 /* A k x k convolution's im2col rows, read straight from its NHWC input by the packers (no
  * column buffer): row m = output pixel (b, oy, ox) holds, in column order (ky, kx, c), the input

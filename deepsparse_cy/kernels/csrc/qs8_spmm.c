@@ -573,37 +573,46 @@ static inline __attribute__((always_inline)) void rows_fast(
         const int EK, const int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
         const int16_t *xtile, int m0, const int32_t *row_ptr, const uint16_t *idx,
         const int8_t *vals, int r0, int r1) {
-    int32_t stage[8 * T32] __attribute__((aligned(32)));
-    uint8_t bst[8 * T32] __attribute__((aligned(32)));
-    int32_t sums[T32] __attribute__((aligned(32)));
+    int32_t stage[DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
+    uint8_t bst[DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
+    int32_t sums[T32] __attribute__((aligned(64)));
     int bytes = EK == DSCY_EK_Q8 || EK == DSCY_EK_LUT;
-    int ns = r0;
+    const int32_t *order = ep->row_order;
     /* planar output (the caller checked that the tile lies in one image): each row's 32 tokens
      * are 32 consecutive elements of its plane, stored as they come, no staging */
     char *prow = NULL;
     size_t es = bytes ? 1 : 4;
     if (ep->plane) prow = (char *)ep->out + (size_t)planar_at(ep, m0, 0) * es;
-    for (int n = r0; n < r1; n++) {
-        int b0 = row_ptr[n];
-        row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
-        int slot = prow ? 0 : n - ns;     /* planar: every row through the first slot */
-        void *dst = bytes ? (void *)(bst + slot * T32) : (void *)(stage + slot * T32);
-        if (EK == DSCY_EK_I32) ep_row_i32(k, sums, n, dst);
-        else if (EK == DSCY_EK_F32) ep_row_f32(k, sums, n, dst);
-        else if (EK == DSCY_EK_Q8) ep_row_q8(k, sums, n, dst);
-        else if (EK == DSCY_EK_LUT) ep_row_lut(k, sums, n, dst);
-        else ep_row_pre(k, sums, n, dst);
-        if (prow) {
-            if (EK == DSCY_EK_PRE)   /* with a residual: the rest element by element */
-                flush_rows(ep, stage, m0, T32, n, 1);
-            else
-                memcpy(prow + (size_t)n * ep->plane * es, dst, T32 * es);
-            continue;
+    /* rows in chunks of DSCY_ROW_CHUNK (aligned to multiples of it): within a chunk in the
+     * order row_order gives (rows sorted by block count), staged at their own place; the chunk
+     * then goes out in natural order, 8 rows per transposed flush */
+    for (int c0 = r0, c1; c0 < r1; c0 = c1) {
+        int cs = c0 - c0 % DSCY_ROW_CHUNK;
+        c1 = cs + DSCY_ROW_CHUNK < r1 ? cs + DSCY_ROW_CHUNK : r1;
+        for (int j = order ? cs : c0; j < (order ? cs + DSCY_ROW_CHUNK : c1); j++) {
+            int n = order ? order[j] : j;
+            if (n < c0 || n >= c1) continue;     /* a chunk this thread's rows cut */
+            int b0 = row_ptr[n];
+            row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
+            int slot = prow ? 0 : n - c0;     /* planar: every row through the first slot */
+            void *dst = bytes ? (void *)(bst + slot * T32) : (void *)(stage + slot * T32);
+            if (EK == DSCY_EK_I32) ep_row_i32(k, sums, n, dst);
+            else if (EK == DSCY_EK_F32) ep_row_f32(k, sums, n, dst);
+            else if (EK == DSCY_EK_Q8) ep_row_q8(k, sums, n, dst);
+            else if (EK == DSCY_EK_LUT) ep_row_lut(k, sums, n, dst);
+            else ep_row_pre(k, sums, n, dst);
+            if (prow) {
+                if (EK == DSCY_EK_PRE)   /* with a residual: the rest element by element */
+                    flush_rows(ep, stage, m0, T32, n, 1);
+                else
+                    memcpy(prow + (size_t)n * ep->plane * es, dst, T32 * es);
+            }
         }
-        if (n - ns == 7 || n == r1 - 1) {
-            if (bytes) flush_bytes(ep, bst, m0, ns, n - ns + 1);
-            else flush_rows(ep, stage, m0, T32, ns, n - ns + 1);
-            ns = n + 1;
+        if (prow) continue;
+        for (int ns = c0; ns < c1; ns += 8) {
+            int nr = c1 - ns < 8 ? c1 - ns : 8;
+            if (bytes) flush_bytes(ep, bst + (ns - c0) * T32, m0, ns, nr);
+            else flush_rows(ep, stage + (ns - c0) * T32, m0, T32, ns, nr);
         }
     }
 }
