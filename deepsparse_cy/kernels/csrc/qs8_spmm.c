@@ -285,6 +285,25 @@ static inline __m256i pack_bytes32(__m256i a, __m256i c, int u8) {
 }
 #endif
 
+#ifdef __AVX2__
+/* The byte transpose of 8 staged rows of 32 bytes: u[g] / u[4 + g] (g < 4) hold, for tokens
+ * 4g .. 4g + 3 and 16 + 4g .. (lanes), each token's 8 bytes, 32-bit unpacks apart */
+static inline void bytes8_network(const uint8_t *bst, __m256i u[8]) {
+    __m256i r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_load_si256((const __m256i *)(bst + i * T32));
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi8(r[2 * i], r[2 * i + 1]);      /* tok 0-7 | 16-23 */
+        t[2 * i + 1] = _mm256_unpackhi_epi8(r[2 * i], r[2 * i + 1]);  /* tok 8-15 | 24-31 */
+    }
+    for (int h = 0; h < 2; h++) {      /* rows 0-3 and rows 4-7 */
+        u[4 * h + 0] = _mm256_unpacklo_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 0-3 | 16-19 */
+        u[4 * h + 1] = _mm256_unpackhi_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 4-7 | 20-23 */
+        u[4 * h + 2] = _mm256_unpacklo_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 8-11 | 24-27 */
+        u[4 * h + 3] = _mm256_unpackhi_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 12-15 | 28-31 */
+    }
+}
+#endif
+
 /* Write nr rows of 32 staged output bytes (bst[i * T32 + t]: output n0 + i of token m0 + t) to
  * the tokens-major output: 8 rows by unpacks (each token gets its 8 bytes as one 64-bit store),
  * fewer one byte at a time. */
@@ -293,18 +312,8 @@ static void flush_bytes(const dscy_epilogue *ep, const uint8_t *bst, int m0, int
     uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
 #ifdef __AVX2__
     if (nr == 8) {
-        __m256i r[8], t[8], u[8];
-        for (int i = 0; i < 8; i++) r[i] = _mm256_load_si256((const __m256i *)(bst + i * T32));
-        for (int i = 0; i < 4; i++) {
-            t[2 * i] = _mm256_unpacklo_epi8(r[2 * i], r[2 * i + 1]);      /* tok 0-7 | 16-23 */
-            t[2 * i + 1] = _mm256_unpackhi_epi8(r[2 * i], r[2 * i + 1]);  /* tok 8-15 | 24-31 */
-        }
-        for (int h = 0; h < 2; h++) {      /* rows 0-3 and rows 4-7 */
-            u[4 * h + 0] = _mm256_unpacklo_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 0-3 | 16-19 */
-            u[4 * h + 1] = _mm256_unpackhi_epi16(t[4 * h + 0], t[4 * h + 2]);  /* 4-7 | 20-23 */
-            u[4 * h + 2] = _mm256_unpacklo_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 8-11 | 24-27 */
-            u[4 * h + 3] = _mm256_unpackhi_epi16(t[4 * h + 1], t[4 * h + 3]);  /* 12-15 | 28-31 */
-        }
+        __m256i u[8];
+        bytes8_network(bst, u);
         for (int g = 0; g < 4; g++) {      /* token groups 4g..4g+3 and 16+4g.. */
             __m256i lo = _mm256_unpacklo_epi32(u[g], u[4 + g]);   /* 4g, 4g+1 | 16+4g, 17+4g */
             __m256i hi = _mm256_unpackhi_epi32(u[g], u[4 + g]);   /* 4g+2, 4g+3 | ... */
@@ -326,6 +335,35 @@ static void flush_bytes(const dscy_epilogue *ep, const uint8_t *bst, int m0, int
     for (int t = 0; t < T32; t++)
         for (int i = 0; i < nr; i++) o[(ptrdiff_t)t * ldo + i] = bst[i * T32 + t];
 }
+
+#ifdef __AVX2__
+/* 16 staged rows of 32 output bytes (rows n0 .. n0 + 15) to the tokens-major output: each token's
+ * 16 bytes as one store (8 rows at a time gave two 8-byte stores to the same line, apart) */
+static void flush_bytes16(const dscy_epilogue *ep, const uint8_t *bst, int m0, int n0) {
+    ptrdiff_t ldo = ep->ldo;
+    uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
+    __m256i ua[8], ub[8];
+    bytes8_network(bst, ua);
+    bytes8_network(bst + 8 * T32, ub);
+    for (int g = 0; g < 4; g++) {
+        __m256i la = _mm256_unpacklo_epi32(ua[g], ua[4 + g]), ha = _mm256_unpackhi_epi32(ua[g], ua[4 + g]);
+        __m256i lb = _mm256_unpacklo_epi32(ub[g], ub[4 + g]), hb = _mm256_unpackhi_epi32(ub[g], ub[4 + g]);
+        __m128i l0a = _mm256_castsi256_si128(la), l1a = _mm256_extracti128_si256(la, 1);
+        __m128i h0a = _mm256_castsi256_si128(ha), h1a = _mm256_extracti128_si256(ha, 1);
+        __m128i l0b = _mm256_castsi256_si128(lb), l1b = _mm256_extracti128_si256(lb, 1);
+        __m128i h0b = _mm256_castsi256_si128(hb), h1b = _mm256_extracti128_si256(hb, 1);
+        int tk = 4 * g;
+        _mm_storeu_si128((__m128i *)(o + (tk + 0) * ldo), _mm_unpacklo_epi64(l0a, l0b));
+        _mm_storeu_si128((__m128i *)(o + (tk + 1) * ldo), _mm_unpackhi_epi64(l0a, l0b));
+        _mm_storeu_si128((__m128i *)(o + (tk + 2) * ldo), _mm_unpacklo_epi64(h0a, h0b));
+        _mm_storeu_si128((__m128i *)(o + (tk + 3) * ldo), _mm_unpackhi_epi64(h0a, h0b));
+        _mm_storeu_si128((__m128i *)(o + (tk + 16) * ldo), _mm_unpacklo_epi64(l1a, l1b));
+        _mm_storeu_si128((__m128i *)(o + (tk + 17) * ldo), _mm_unpackhi_epi64(l1a, l1b));
+        _mm_storeu_si128((__m128i *)(o + (tk + 18) * ldo), _mm_unpacklo_epi64(h1a, h1b));
+        _mm_storeu_si128((__m128i *)(o + (tk + 19) * ldo), _mm_unpackhi_epi64(h1a, h1b));
+    }
+}
+#endif
 
 /* element (m, n) of a planar output (ep->plane > 0) */
 static inline ptrdiff_t planar_at(const dscy_epilogue *ep, int m, int n) {
@@ -567,6 +605,60 @@ static __attribute__((noinline)) void ep_row_q8(const dscy_ek_consts *k, const i
 static __attribute__((noinline)) void ep_row_lut(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_LUT, k, s, n, d); }
 static __attribute__((noinline)) void ep_row_pre(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_PRE, k, s, n, d); }
 
+#if DSCY_QUADS
+/* 16 staged rows (outputs n0 .. n0 + 15) of a full 32-token tile to the tokens-major output, one
+ * zmm per token (two 8x8 transposes joined: each token's 16 outputs go out as one store).
+ * pre: the stage holds the floats before the residual (kind PRE): residual, activation, y_scale
+ * and output type follow, the same operations in the same order as dscy_ep_post8 + dscy_ep_q8
+ * (bit for bit), with the epilogue's fields read once (through ep, gcc reloaded them after every
+ * byte store, which may alias them). Otherwise the stage holds finished 32-bit outputs. Not for
+ * GELU with a residual (dscy_ep_post8's path). */
+static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n0, int pre) {
+    const int rt = ep->res_type, ot = ep->out_type, act = ep->act, ydiv = ep->y_scale != 1.0f;
+    const int q8 = ot == DSCY_OUT_U8 || ot == DSCY_OUT_S8;
+    const __m512i rzp = _mm512_set1_epi32(ep->res_zp), zp = _mm512_set1_epi32(ep->zero_point);
+    const __m512 rsc = _mm512_set1_ps(ep->res_scale), ys = _mm512_set1_ps(ep->y_scale);
+    const __m512 alo = _mm512_set1_ps(act == DSCY_ACT_RELU ? 0.0f : ep->lo);
+    const __m512 ahi = _mm512_set1_ps(ep->hi);
+    const __m512 qlo = _mm512_set1_ps(q8 ? dscy_q8_lo(ot, ep->zero_point) : 0.0f);
+    const __m512 qhi = _mm512_set1_ps(q8 ? dscy_q8_hi(ot, ep->zero_point) : 0.0f);
+    const char *res = (const char *)ep->res;
+    char *out = (char *)ep->out;
+    const ptrdiff_t ldr = ep->ldr, ldo = ep->ldo;
+    for (int blk = 0; blk < T32 / 8; blk++) {
+        __m256 a[8], b[8];
+        for (int i = 0; i < 8; i++) {
+            a[i] = _mm256_loadu_ps((const float *)(stage + i * T32 + 8 * blk));
+            b[i] = _mm256_loadu_ps((const float *)(stage + (8 + i) * T32 + 8 * blk));
+        }
+        dscy_tr8x8_ps(a);
+        dscy_tr8x8_ps(b);
+        for (int i = 0; i < 8; i++) {
+            ptrdiff_t m = m0 + 8 * blk + i;
+            __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(a[i]), b[i], 1);
+            if (!pre) { _mm512_storeu_ps((float *)out + m * ldo + n0, f); continue; }
+            ptrdiff_t o = m * ldr + n0;
+            __m512 r;
+            if (rt == DSCY_OUT_F32) r = _mm512_loadu_ps((const float *)res + o);
+            else {
+                __m128i by = _mm_loadu_si128((const __m128i *)(res + o));
+                __m512i v = rt == DSCY_OUT_U8 ? _mm512_cvtepu8_epi32(by) : _mm512_cvtepi8_epi32(by);
+                r = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, rzp)), rsc);
+            }
+            __asm__("" : "+v"(r));   /* the residual's own product rounds before the add */
+            f = _mm512_add_ps(f, r);
+            if (act == DSCY_ACT_RELU) f = _mm512_max_ps(f, alo);
+            else if (act == DSCY_ACT_CLIP) f = _mm512_min_ps(_mm512_max_ps(f, alo), ahi);
+            if (ydiv) f = _mm512_div_ps(f, ys);
+            if (ot == DSCY_OUT_F32) { _mm512_storeu_ps((float *)out + m * ldo + n0, f); continue; }
+            f = _mm512_min_ps(_mm512_max_ps(f, qlo), qhi);
+            __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);   /* in range: vpmovdb */
+            _mm_storeu_si128((__m128i *)(out + m * ldo + n0), _mm512_cvtepi32_epi8(q));
+        }
+    }
+}
+#endif
+
 /* Rows [r0, r1) over one full 32-token tile, the epilogue of kind EK specialized, then 8-row
  * transposed flushes (8-bit outputs staged as bytes). */
 static inline __attribute__((always_inline)) void rows_fast(
@@ -609,8 +701,20 @@ static inline __attribute__((always_inline)) void rows_fast(
             }
         }
         if (prow) continue;
-        for (int ns = c0; ns < c1; ns += 8) {
-            int nr = c1 - ns < 8 ? c1 - ns : 8;
+        for (int ns = c0, nr; ns < c1; ns += nr) {
+            nr = c1 - ns < 8 ? c1 - ns : 8;
+#if DSCY_QUADS
+            if (!bytes && c1 - ns >= 16 && (EK != DSCY_EK_PRE || ep->act != DSCY_ACT_GELU)) {
+                flush16(ep, stage + (ns - c0) * T32, m0, ns, EK == DSCY_EK_PRE);
+                nr = 16;
+                continue;
+            }
+#endif
+            if (bytes && c1 - ns >= 16) {
+                flush_bytes16(ep, bst + (ns - c0) * T32, m0, ns);
+                nr = 16;
+                continue;
+            }
             if (bytes) flush_bytes(ep, bst + (ns - c0) * T32, m0, ns, nr);
             else flush_rows(ep, stage + (ns - c0) * T32, m0, T32, ns, nr);
         }
