@@ -2,7 +2,7 @@
 """Sparse FP32 GEMM (unstructured), one build per ISA (module _f32_spmm_<isa>). Called through
 f32.py, which checks the arguments."""
 import numpy as np
-from deepsparse_cy.kernels._mem import aligned_empty
+from deepsparse_cy.kernels._mem import thread_scratch
 include "_common.pxi"
 
 cdef extern from "csrc/dscy_kernels.h" nogil:
@@ -28,7 +28,7 @@ def spmm(cnp.ndarray x,            # IN  float32 [M][K], rows contiguous
          panel_ptr=None,           # IN  int32 [N][P+1] (K > panel_k) or None
          int panel_k=0):
     cdef int M = x.shape[0], K = x.shape[1]
-    cdef cnp.ndarray xt = aligned_empty(dscy_f32_spmm_xt_size(M, K), np.float32)
+    cdef cnp.ndarray xt = thread_scratch(dscy_f32_spmm_xt_size(M, K) * 4, "f32_spmm_xt")
     cdef const float *xp = <const float *>_ptr(x)
     cdef Py_ssize_t ldx = x.strides[0] // 4
     cdef float *xtp = <float *>_ptr(xt)

@@ -2,7 +2,7 @@
 """Dense INT8 GEMM, one build per ISA (module _qs8_gemm_<isa>). Called through qs8.py; arguments
 are checked there (dtypes, contiguity, shapes), not here."""
 import numpy as np
-from deepsparse_cy.kernels._mem import aligned_empty
+from deepsparse_cy.kernels._mem import thread_scratch
 include "_common.pxi"
 
 cdef extern from "csrc/dscy_kernels.h" nogil:
@@ -38,7 +38,7 @@ def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
          int nthreads):
     cdef int M = x.shape[0], K = x.shape[1]
     cdef int Mp = (M + MR - 1) // MR * MR
-    cdef cnp.ndarray xp = aligned_empty((Mp, Kp), np.uint8 if QUADS else np.int16)
+    cdef cnp.ndarray xp = thread_scratch(<size_t>Mp * Kp * (1 if QUADS else 2), "qs8_gemm_xp")
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     if ep.plane:
         raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
@@ -63,7 +63,7 @@ def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
     cdef dscy_conv_geom g = _geom(x, geom, pad_byte)
     cdef int M = g.B * g.Ho * g.Wo
     cdef int Mp = (M + MR - 1) // MR * MR
-    cdef cnp.ndarray xp = aligned_empty((Mp, Kp), np.uint8 if QUADS else np.int16)
+    cdef cnp.ndarray xp = thread_scratch(<size_t>Mp * Kp * (1 if QUADS else 2), "qs8_gemm_xp")
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     if ep.plane:
         raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
