@@ -46,9 +46,10 @@ def test_qs8_residual_epilogue(isa, fmt, rdt, act, clip, out, mid):
 
 
 @pytest.mark.parametrize("isa", isa_params())
-@pytest.mark.parametrize("m", [1, 8, 31, 33, 128, 130])
+@pytest.mark.parametrize("m", [1, 8, 9, 17, 31, 33, 49, 128, 130])
 def test_qs8_residual_token_tails(isa, m):
-    """Token tiles of 32 and 8 and their ragged ends: each residual lands on its own output."""
+    """Token tiles of 32 and 8 and their ragged ends (a tail of more than 8 tokens is a 32-token
+    tile padded with zero tokens): each residual lands on its own output."""
     k, n = 64, 24
     rng = np.random.default_rng(m)
     x = rng.integers(0, 256, (m, k), dtype=np.uint8)

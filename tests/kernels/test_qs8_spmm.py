@@ -86,11 +86,12 @@ def test_row_order_sorts_each_chunk():
 
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("nt", [1, 2, 3])
-@pytest.mark.parametrize("m", [32, 128])
+@pytest.mark.parametrize("m", [32, 49, 128])
 @pytest.mark.parametrize("n", [200, 193])
 def test_spmm_rows_in_chunk_order(isa, nt, m, n):
     """Rows run in row_order's order across several 64-row chunks, chunks cut by the threads'
-    row ranges (m = 32: one token tile, rows split) or whole (m = 128: tiles split), every
+    row ranges (m = 32: one token tile, rows split) or whole (m = 128: tiles split; m = 49: a
+    full tile and a zero-padded one of 17 tokens), every
     output kind, random counts per row (so the order is far from the natural one)."""
     rng = np.random.default_rng(m + n + nt)
     k = 96

@@ -20,8 +20,13 @@
  * stored xor 0x80 (x + 128, unsigned): the caller's bias carries -128 * (sum of the row's
  * weights) then (DSCY_QUADS, dscy_kernels.h). */
 
-static inline int ntiles32(int M) { return M / T32; }
-static inline int ntiles_all(int M) { int r = M % T32; return M / T32 + (r + 7) / 8; }
+/* Tiles: M / 32 of 32 tokens, then the rest: up to 8 tokens as one 8-token tile, more as one
+ * 32-token tile padded with zero tokens (its outputs stored for the real ones only). With 8-token
+ * tiles for every tail (ResNet-50's 7x7 layers, M = 49: one 32 + three 8) each output row paid
+ * its epilogue per tile, on the slow generic path; the padded tile takes the fast one. */
+#define DSCY_TAIL8 8
+static inline int ntiles32(int M) { return M / T32 + (M % T32 > DSCY_TAIL8); }
+static inline int ntiles_all(int M) { return ntiles32(M) + (M % T32 > 0 && M % T32 <= DSCY_TAIL8); }
 /* int16 offset of tile t and its width */
 static inline size_t tile_off(int M, int K2, int t, int *T) {
     int n32 = ntiles32(M);
@@ -307,7 +312,8 @@ static inline void bytes8_network(const uint8_t *bst, __m256i u[8]) {
 /* Write nr rows of 32 staged output bytes (bst[i * T32 + t]: output n0 + i of token m0 + t) to
  * the tokens-major output: 8 rows by unpacks (each token gets its 8 bytes as one 64-bit store),
  * fewer one byte at a time. */
-static void flush_bytes(const dscy_epilogue *ep, const uint8_t *bst, int m0, int n0, int nr) {
+static void flush_bytes(const dscy_epilogue *ep, const uint8_t *bst, int m0, int n0, int nr,
+                        int mt) {
     ptrdiff_t ldo = ep->ldo;
     uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
 #ifdef __AVX2__
@@ -320,26 +326,28 @@ static void flush_bytes(const dscy_epilogue *ep, const uint8_t *bst, int m0, int
             __m128i l0 = _mm256_castsi256_si128(lo), l1 = _mm256_extracti128_si256(lo, 1);
             __m128i h0 = _mm256_castsi256_si128(hi), h1 = _mm256_extracti128_si256(hi, 1);
             int tk = 4 * g;   /* 8-byte stores at any byte offset: movq, no double* (UB) */
-            _mm_storel_epi64((__m128i *)(o + (tk + 0) * ldo), l0);
-            _mm_storel_epi64((__m128i *)(o + (tk + 1) * ldo), _mm_unpackhi_epi64(l0, l0));
-            _mm_storel_epi64((__m128i *)(o + (tk + 2) * ldo), h0);
-            _mm_storel_epi64((__m128i *)(o + (tk + 3) * ldo), _mm_unpackhi_epi64(h0, h0));
-            _mm_storel_epi64((__m128i *)(o + (tk + 16) * ldo), l1);
-            _mm_storel_epi64((__m128i *)(o + (tk + 17) * ldo), _mm_unpackhi_epi64(l1, l1));
-            _mm_storel_epi64((__m128i *)(o + (tk + 18) * ldo), h1);
-            _mm_storel_epi64((__m128i *)(o + (tk + 19) * ldo), _mm_unpackhi_epi64(h1, h1));
+#define DSCY_ST8(j, v) if (tk + (j) < mt) _mm_storel_epi64((__m128i *)(o + (tk + (j)) * ldo), v)
+            DSCY_ST8(0, l0);
+            DSCY_ST8(1, _mm_unpackhi_epi64(l0, l0));
+            DSCY_ST8(2, h0);
+            DSCY_ST8(3, _mm_unpackhi_epi64(h0, h0));
+            DSCY_ST8(16, l1);
+            DSCY_ST8(17, _mm_unpackhi_epi64(l1, l1));
+            DSCY_ST8(18, h1);
+            DSCY_ST8(19, _mm_unpackhi_epi64(h1, h1));
+#undef DSCY_ST8
         }
         return;
     }
 #endif
-    for (int t = 0; t < T32; t++)
+    for (int t = 0; t < mt; t++)
         for (int i = 0; i < nr; i++) o[(ptrdiff_t)t * ldo + i] = bst[i * T32 + t];
 }
 
 #ifdef __AVX2__
 /* 16 staged rows of 32 output bytes (rows n0 .. n0 + 15) to the tokens-major output: each token's
  * 16 bytes as one store (8 rows at a time gave two 8-byte stores to the same line, apart) */
-static void flush_bytes16(const dscy_epilogue *ep, const uint8_t *bst, int m0, int n0) {
+static void flush_bytes16(const dscy_epilogue *ep, const uint8_t *bst, int m0, int n0, int mt) {
     ptrdiff_t ldo = ep->ldo;
     uint8_t *o = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
     __m256i ua[8], ub[8];
@@ -353,14 +361,16 @@ static void flush_bytes16(const dscy_epilogue *ep, const uint8_t *bst, int m0, i
         __m128i l0b = _mm256_castsi256_si128(lb), l1b = _mm256_extracti128_si256(lb, 1);
         __m128i h0b = _mm256_castsi256_si128(hb), h1b = _mm256_extracti128_si256(hb, 1);
         int tk = 4 * g;
-        _mm_storeu_si128((__m128i *)(o + (tk + 0) * ldo), _mm_unpacklo_epi64(l0a, l0b));
-        _mm_storeu_si128((__m128i *)(o + (tk + 1) * ldo), _mm_unpackhi_epi64(l0a, l0b));
-        _mm_storeu_si128((__m128i *)(o + (tk + 2) * ldo), _mm_unpacklo_epi64(h0a, h0b));
-        _mm_storeu_si128((__m128i *)(o + (tk + 3) * ldo), _mm_unpackhi_epi64(h0a, h0b));
-        _mm_storeu_si128((__m128i *)(o + (tk + 16) * ldo), _mm_unpacklo_epi64(l1a, l1b));
-        _mm_storeu_si128((__m128i *)(o + (tk + 17) * ldo), _mm_unpackhi_epi64(l1a, l1b));
-        _mm_storeu_si128((__m128i *)(o + (tk + 18) * ldo), _mm_unpacklo_epi64(h1a, h1b));
-        _mm_storeu_si128((__m128i *)(o + (tk + 19) * ldo), _mm_unpackhi_epi64(h1a, h1b));
+#define DSCY_ST16(j, v) if (tk + (j) < mt) _mm_storeu_si128((__m128i *)(o + (tk + (j)) * ldo), v)
+        DSCY_ST16(0, _mm_unpacklo_epi64(l0a, l0b));
+        DSCY_ST16(1, _mm_unpackhi_epi64(l0a, l0b));
+        DSCY_ST16(2, _mm_unpacklo_epi64(h0a, h0b));
+        DSCY_ST16(3, _mm_unpackhi_epi64(h0a, h0b));
+        DSCY_ST16(16, _mm_unpacklo_epi64(l1a, l1b));
+        DSCY_ST16(17, _mm_unpackhi_epi64(l1a, l1b));
+        DSCY_ST16(18, _mm_unpacklo_epi64(h1a, h1b));
+        DSCY_ST16(19, _mm_unpackhi_epi64(h1a, h1b));
+#undef DSCY_ST16
     }
 }
 #endif
@@ -434,7 +444,7 @@ static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, in
                                                _mm256_loadu_si256((const __m256i *)(q + 24)));
                 _mm256_store_si256((__m256i *)(bst + i * T32), pack_bytes32(a, c, ep->out_type == DSCY_OUT_U8));
             }
-            flush_bytes(ep, bst, m0, n0, 8);
+            flush_bytes(ep, bst, m0, n0, 8, T32);
         } else {
             /* four 8x8 transposes of 32-bit lanes: each token gets one 32-byte store */
             int32_t *o = (int32_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
@@ -613,7 +623,8 @@ static __attribute__((noinline)) void ep_row_pre(const dscy_ek_consts *k, const 
  * (bit for bit), with the epilogue's fields read once (through ep, gcc reloaded them after every
  * byte store, which may alias them). Otherwise the stage holds finished 32-bit outputs. Not for
  * GELU with a residual (dscy_ep_post8's path). */
-static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n0, int pre) {
+static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n0, int pre,
+                    int mt) {
     const int rt = ep->res_type, ot = ep->out_type, act = ep->act, ydiv = ep->y_scale != 1.0f;
     const int q8 = ot == DSCY_OUT_U8 || ot == DSCY_OUT_S8;
     const __m512i rzp = _mm512_set1_epi32(ep->res_zp), zp = _mm512_set1_epi32(ep->zero_point);
@@ -633,7 +644,7 @@ static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n
         }
         dscy_tr8x8_ps(a);
         dscy_tr8x8_ps(b);
-        for (int i = 0; i < 8; i++) {
+        for (int i = 0; i < 8 && 8 * blk + i < mt; i++) {   /* real tokens only */
             ptrdiff_t m = m0 + 8 * blk + i;
             __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(a[i]), b[i], 1);
             if (!pre) { _mm512_storeu_ps((float *)out + m * ldo + n0, f); continue; }
@@ -663,15 +674,16 @@ static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n
  * transposed flushes (8-bit outputs staged as bytes). */
 static inline __attribute__((always_inline)) void rows_fast(
         const int EK, const int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
-        const int16_t *xtile, int m0, const int32_t *row_ptr, const uint16_t *idx,
+        const int16_t *xtile, int m0, int mt, const int32_t *row_ptr, const uint16_t *idx,
         const int8_t *vals, int r0, int r1) {
     int32_t stage[DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
     uint8_t bst[DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
     int32_t sums[T32] __attribute__((aligned(64)));
     int bytes = EK == DSCY_EK_Q8 || EK == DSCY_EK_LUT;
     const int32_t *order = ep->row_order;
-    /* planar output (the caller checked that the tile lies in one image): each row's 32 tokens
-     * are 32 consecutive elements of its plane, stored as they come, no staging */
+    /* planar output (the caller checked that the tile lies in one image): each row's mt tokens
+     * are mt consecutive elements of its plane, stored as they come, no staging. mt < 32: a
+     * zero-padded tail tile, whose padding tokens are computed and never stored */
     char *prow = NULL;
     size_t es = bytes ? 1 : 4;
     if (ep->plane) prow = (char *)ep->out + (size_t)planar_at(ep, m0, 0) * es;
@@ -695,9 +707,9 @@ static inline __attribute__((always_inline)) void rows_fast(
             else ep_row_pre(k, sums, n, dst);
             if (prow) {
                 if (EK == DSCY_EK_PRE)   /* with a residual: the rest element by element */
-                    flush_rows(ep, stage, m0, T32, n, 1);
+                    flush_rows(ep, stage, m0, mt, n, 1);
                 else
-                    memcpy(prow + (size_t)n * ep->plane * es, dst, T32 * es);
+                    memcpy(prow + (size_t)n * ep->plane * es, dst, mt * es);
             }
         }
         if (prow) continue;
@@ -705,28 +717,28 @@ static inline __attribute__((always_inline)) void rows_fast(
             nr = c1 - ns < 8 ? c1 - ns : 8;
 #if DSCY_QUADS
             if (!bytes && c1 - ns >= 16 && (EK != DSCY_EK_PRE || ep->act != DSCY_ACT_GELU)) {
-                flush16(ep, stage + (ns - c0) * T32, m0, ns, EK == DSCY_EK_PRE);
+                flush16(ep, stage + (ns - c0) * T32, m0, ns, EK == DSCY_EK_PRE, mt);
                 nr = 16;
                 continue;
             }
 #endif
             if (bytes && c1 - ns >= 16) {
-                flush_bytes16(ep, bst + (ns - c0) * T32, m0, ns);
+                flush_bytes16(ep, bst + (ns - c0) * T32, m0, ns, mt);
                 nr = 16;
                 continue;
             }
-            if (bytes) flush_bytes(ep, bst + (ns - c0) * T32, m0, ns, nr);
-            else flush_rows(ep, stage + (ns - c0) * T32, m0, T32, ns, nr);
+            if (bytes) flush_bytes(ep, bst + (ns - c0) * T32, m0, ns, nr, mt);
+            else flush_rows(ep, stage + (ns - c0) * T32, m0, mt, ns, nr);
         }
     }
 }
 
 /* rows_fast for the runtime kind and block width */
 static void rows_fast_any(int ek, int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
-                          const int16_t *xtile, int m0, const int32_t *row_ptr,
+                          const int16_t *xtile, int m0, int mt, const int32_t *row_ptr,
                           const uint16_t *idx, const int8_t *vals, int r0, int r1) {
-#define DSCY_RF(K) do { if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, row_ptr, idx, vals, r0, r1); \
-                        else rows_fast(K, 1, ep, k, xtile, m0, row_ptr, idx, vals, r0, r1); } while (0)
+#define DSCY_RF(K) do { if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1); \
+                        else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1); } while (0)
     switch (ek) {
     case DSCY_EK_I32: DSCY_RF(DSCY_EK_I32); break;
     case DSCY_EK_F32: DSCY_RF(DSCY_EK_F32); break;
@@ -847,9 +859,9 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
         int m0 = tile_m0(M, t);
         int mt = M - m0 < T ? M - m0 : T;
 #ifdef __AVX2__
-        if (ek != DSCY_EK_GEN && T == T32 && mt == T32
-                && (!ep->plane || m0 % ep->plane + T32 <= ep->plane)) {   /* in one image */
-            rows_fast_any(ek, bp, ep, &kc, xtile, m0, row_ptr, idx, vals, r0, r1);
+        if (ek != DSCY_EK_GEN && T == T32
+                && (!ep->plane || m0 % ep->plane + mt <= ep->plane)) {   /* in one image */
+            rows_fast_any(ek, bp, ep, &kc, xtile, m0, mt, row_ptr, idx, vals, r0, r1);
             continue;
         }
 #endif
