@@ -573,6 +573,45 @@ static inline __attribute__((always_inline)) void row_kernel(
 
 /* The epilogue of kind EK (dscy_ep_kind) on row n's 32 sums: 32-bit lanes to dst (int32 /
  * float bits / the float before a residual), 8-bit outputs as 32 bytes. */
+#if DSCY_QUADS
+/* One output row over two full 32-token tiles at once (64 tokens): each block's index and weight
+ * broadcast serve four vpdpbusd instead of two, and the row's loop (its branches, its trip-count
+ * miss) is paid once for both tiles. out[0..31]: tile xt0, out[32..63]: tile xt1. */
+static inline __attribute__((always_inline)) void row_kernel2(
+        const int16_t *xt0, const int16_t *xt1, const uint16_t *idx, const int8_t *vals, int nb,
+        const int bp, int32_t *out) {
+    const uint8_t *xa = (const uint8_t *)xt0, *xb = (const uint8_t *)xt1;
+#define DSCY_DPB(acc, x, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w))
+#define DSCY_WB(j) (bp == 2 ? _mm512_set1_epi32(({ int32_t w_; memcpy(&w_, wv + 4 * (j), 4); w_; })) \
+                            : _mm512_set1_epi32(({ uint16_t w_; memcpy(&w_, wv + 2 * (j), 2); (int32_t)w_; })))
+#define DSCY_BLK(A, j, w) do { size_t o_ = (size_t)ip[j] << 7;                                   \
+        DSCY_DPB(A##0, _mm512_loadu_si512(xa + o_), w); DSCY_DPB(A##1, _mm512_loadu_si512(xa + o_ + 64), w); \
+        DSCY_DPB(A##2, _mm512_loadu_si512(xb + o_), w); DSCY_DPB(A##3, _mm512_loadu_si512(xb + o_ + 64), w); } while (0)
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    __m512i c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+    const uint16_t *ip = idx, *end2 = idx + (nb & ~1), *end = idx + nb;
+    const int8_t *wv = vals;
+    /* two accumulator sets of four: each accumulator takes a vpdpbusd every other block, four
+     * vpdpbusd per block, so a chain waits ~8 of them (more than the latency) */
+    for (; ip < end2; ip += 2, wv += 4 * bp) {
+        __m512i w0 = DSCY_WB(0), w1 = DSCY_WB(1);
+        DSCY_BLK(a, 0, w0);
+        DSCY_BLK(c, 1, w1);
+    }
+    if (ip < end) {
+        __m512i w0 = DSCY_WB(0);
+        DSCY_BLK(a, 0, w0);
+    }
+    _mm512_storeu_si512(out, _mm512_add_epi32(a0, c0));
+    _mm512_storeu_si512(out + 16, _mm512_add_epi32(a1, c1));
+    _mm512_storeu_si512(out + 32, _mm512_add_epi32(a2, c2));
+    _mm512_storeu_si512(out + 48, _mm512_add_epi32(a3, c3));
+#undef DSCY_BLK
+#undef DSCY_WB
+#undef DSCY_DPB
+}
+#endif
+
 static inline __attribute__((always_inline)) void ep_row(const int EK, const dscy_ek_consts *k,
                                                          const int32_t *sums, int n, void *dst) {
 #if DSCY_QUADS
@@ -675,10 +714,16 @@ static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n
 static inline __attribute__((always_inline)) void rows_fast(
         const int EK, const int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
         const int16_t *xtile, int m0, int mt, const int32_t *row_ptr, const uint16_t *idx,
-        const int8_t *vals, int r0, int r1) {
-    int32_t stage[DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
-    uint8_t bst[DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
-    int32_t sums[T32] __attribute__((aligned(64)));
+        const int8_t *vals, int r0, int r1, const int NT, const int16_t *xtile1) {
+    /* NT = 2 (quads build, rows output only): tiles xtile and xtile1 (tokens m0 + 32 ..), both
+     * full, in one pass per row (row_kernel2); their stages side by side */
+    int32_t stage[NT * DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
+    uint8_t bst[NT * DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
+    int32_t *const stage_base = stage;
+    uint8_t *const bst_base = bst;
+    const int m0_base = m0;
+    int32_t sums[NT * T32] __attribute__((aligned(64)));
+    const size_t s2 = (size_t)DSCY_ROW_CHUNK * T32;      /* second tile's stage offset */
     int bytes = EK == DSCY_EK_Q8 || EK == DSCY_EK_LUT;
     const int32_t *order = ep->row_order;
     /* planar output (the caller checked that the tile lies in one image): each row's mt tokens
@@ -697,14 +742,23 @@ static inline __attribute__((always_inline)) void rows_fast(
             int n = order ? order[j] : j;
             if (n < c0 || n >= c1) continue;     /* a chunk this thread's rows cut */
             int b0 = row_ptr[n];
+#if DSCY_QUADS
+            if (NT == 2)
+                row_kernel2(xtile, xtile1, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, bp, sums);
+            else
+#endif
             row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
             int slot = prow ? 0 : n - c0;     /* planar: every row through the first slot */
+            for (int h = 0; h < NT; h++) {
+                void *dst = bytes ? (void *)(bst + h * s2 + slot * T32) : (void *)(stage + h * s2 + slot * T32);
+                const int32_t *sh = sums + h * T32;
+                if (EK == DSCY_EK_I32) ep_row_i32(k, sh, n, dst);
+                else if (EK == DSCY_EK_F32) ep_row_f32(k, sh, n, dst);
+                else if (EK == DSCY_EK_Q8) ep_row_q8(k, sh, n, dst);
+                else if (EK == DSCY_EK_LUT) ep_row_lut(k, sh, n, dst);
+                else ep_row_pre(k, sh, n, dst);
+            }
             void *dst = bytes ? (void *)(bst + slot * T32) : (void *)(stage + slot * T32);
-            if (EK == DSCY_EK_I32) ep_row_i32(k, sums, n, dst);
-            else if (EK == DSCY_EK_F32) ep_row_f32(k, sums, n, dst);
-            else if (EK == DSCY_EK_Q8) ep_row_q8(k, sums, n, dst);
-            else if (EK == DSCY_EK_LUT) ep_row_lut(k, sums, n, dst);
-            else ep_row_pre(k, sums, n, dst);
             if (prow) {
                 if (EK == DSCY_EK_PRE)   /* with a residual: the rest element by element */
                     flush_rows(ep, stage, m0, mt, n, 1);
@@ -713,7 +767,11 @@ static inline __attribute__((always_inline)) void rows_fast(
             }
         }
         if (prow) continue;
+        for (int h = 0; h < NT; h++)
         for (int ns = c0, nr; ns < c1; ns += nr) {
+            int32_t *stage = stage_base + h * s2;
+            uint8_t *bst = bst_base + h * s2;
+            int m0 = m0_base + 32 * h;
             nr = c1 - ns < 8 ? c1 - ns : 8;
 #if DSCY_QUADS
             if (!bytes && c1 - ns >= 16 && (EK != DSCY_EK_PRE || ep->act != DSCY_ACT_GELU)) {
@@ -736,9 +794,17 @@ static inline __attribute__((always_inline)) void rows_fast(
 /* rows_fast for the runtime kind and block width */
 static void rows_fast_any(int ek, int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
                           const int16_t *xtile, int m0, int mt, const int32_t *row_ptr,
-                          const uint16_t *idx, const int8_t *vals, int r0, int r1) {
-#define DSCY_RF(K) do { if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1); \
-                        else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1); } while (0)
+                          const uint16_t *idx, const int8_t *vals, int r0, int r1,
+                          const int16_t *xtile1) {
+#if DSCY_QUADS
+#define DSCY_RF(K) do { if (xtile1) { if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 2, xtile1); \
+                                      else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 2, xtile1); } \
+                        else if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL); \
+                        else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL); } while (0)
+#else
+#define DSCY_RF(K) do { (void)xtile1; if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL); \
+                        else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL); } while (0)
+#endif
     switch (ek) {
     case DSCY_EK_I32: DSCY_RF(DSCY_EK_I32); break;
     case DSCY_EK_F32: DSCY_RF(DSCY_EK_F32); break;
@@ -861,7 +927,16 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
 #ifdef __AVX2__
         if (ek != DSCY_EK_GEN && T == T32
                 && (!ep->plane || m0 % ep->plane + mt <= ep->plane)) {   /* in one image */
-            rows_fast_any(ek, bp, ep, &kc, xtile, m0, mt, row_ptr, idx, vals, r0, r1);
+            const int16_t *xtile1 = NULL;
+#if DSCY_QUADS
+            /* two full tiles in one pass (row output only) */
+            if (!ep->plane && mt == T32 && t + 1 < t1 && t + 1 < ntiles32(M) && M - m0 >= 2 * T32) {
+                if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t + 1, bp);
+                int T1; xtile1 = xt + tile_off(M, K2, t + 1, &T1);
+            }
+#endif
+            rows_fast_any(ek, bp, ep, &kc, xtile, m0, mt, row_ptr, idx, vals, r0, r1, xtile1);
+            if (xtile1) t++;
             continue;
         }
 #endif
