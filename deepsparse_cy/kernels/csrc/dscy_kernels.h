@@ -116,8 +116,8 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
                     int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep, int nthreads);
 
 /* ---- sparse INT8 (qs8_spmm.c) ---- */
-#define DSCY_SPMM_T 32      /* tokens per tile (tail tiles use 8) */
-/* x [M][K] -> xt int16 tiles: for each tile of T tokens (T = 32, tail tiles 8), [Kp/2][T][2]
+#define DSCY_SPMM_T 32      /* tokens per tile (a tail of up to 8 tokens: one 8-token tile; more: a zero-padded 32-token tile) */
+/* x [M][K] -> xt int16 tiles: for each tile of T tokens (T = 32, or 8 for a tail of at most 8), [Kp/2][T][2]
  * (two consecutive k of one token side by side). Size: dscy_qs8_spmm_xt_size(M, Kp). */
 size_t dscy_qs8_spmm_xt_size(int M, int Kp);
 /* Row-compressed blocks: row n owns blocks row_ptr[n]..row_ptr[n+1]; block b covers k-pairs

@@ -987,7 +987,7 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
         xt = (int16_t *)xt_buffer((dscy_qs8_spmm_xt_size(M, Kp) + 1) / 2);
         if (!xt) return -1;
     }
-    /* token split: whole 32-token tiles per thread, balanced (the 8-token tail tiles go last) */
+    /* token split: whole 32-token tiles per thread, balanced (an 8-token tail tile goes last) */
     int tok = nt > 1 && n32 >= nt && (n32 % nt == 0 || n32 >= 4 * nt);
     if (!tok && nt > N) nt = N;
     #pragma omp parallel num_threads(nt) if (nt > 1)
