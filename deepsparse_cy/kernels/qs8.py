@@ -69,6 +69,15 @@ class PackedQS8:
         w[rows, a["idx"].astype(np.int64)] = a["vals"].reshape(-1, bw)
         return w.reshape(n, self.kp)[:, :k]
 
+    def row_order(self):
+        """The sparse kernel's row order (row_order(row_ptr)), computed on first use and kept
+        with the packed weight (a PreparedQS8 per call, as qs8_matmul makes, would otherwise
+        sort the rows on every call)."""
+        o = getattr(self, "_row_order", None)
+        if o is None:
+            o = self._row_order = row_order(self.arrays["row_ptr"])
+        return o
+
     def quads(self):
         """The dense weights as s8 k-quads [Np/16][Kq/4][16][4] (Kq = K rounded up to a multiple
         of 4), the avx512_vnni GEMM's layout; built from the int16 pairs on first use and kept
@@ -404,7 +413,7 @@ class PreparedQS8(_EpilogueArgs):
         else:
             mod = load("qs8_spmm", isa)
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
-            self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"], row_order(a["row_ptr"]),
+            self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"], packed.row_order(),
                           2 if packed.format == "block4" else 1, n)
         # u8 x s8 quad builds run s8 x as x + 128: its bias carries -128 * sum_k w (int32
         # wrap-around like the kernels' additions: exact wherever the result fits)
