@@ -15,19 +15,24 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                            const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
                            int bp, int N, const dscy_epilogue *ep, int nthreads)
     int DSCY_QUADS
+    int DSCY_ROW_CHUNK
 
 ISA = DSCY_ISA
-
-
-cdef cnp.ndarray _order(object row_order, int N):
-    cdef cnp.ndarray o = <cnp.ndarray?>row_order
-    if o.dtype != np.int32 or o.ndim != 1 or o.shape[0] != (N + 63) // 64 * 64 \
-            or not o.flags.c_contiguous:
-        raise ValueError("row_order must be a contiguous int32 array of N rounded up to 64")
-    return o
 # 1: this build multiplies u8 x s8 quads (avx512_vnni) and stores s8 x as x + 128: for s8 x the
 # bias must carry -128 * sum_k w (PreparedQS8 passes it)
 QUADS = DSCY_QUADS
+
+
+cdef const int32_t *_order(object row_order, int N) except? NULL:
+    """dscy_epilogue.row_order: NULL for None, else the checked array's data (int32, N rounded
+    up to DSCY_ROW_CHUNK, as qs8.row_order makes it)."""
+    if row_order is None:
+        return NULL
+    cdef cnp.ndarray o = <cnp.ndarray?>row_order
+    if o.dtype != np.int32 or o.ndim != 1 or o.shape[0] != (N + DSCY_ROW_CHUNK - 1) // DSCY_ROW_CHUNK * DSCY_ROW_CHUNK \
+            or not o.flags.c_contiguous:
+        raise ValueError(f"row_order must be a contiguous int32 array of N rounded up to {DSCY_ROW_CHUNK}")
+    return <const int32_t *>_ptr(o)
 
 
 def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous, or planar [B][K][HW]
@@ -48,8 +53,7 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous, or plana
         plane = x.shape[2]
         M = <int>(x.shape[0] * plane)
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
-    if row_order is not None:
-        ep.row_order = <const int32_t *>_ptr(_order(row_order, N))
+    ep.row_order = _order(row_order, N)
     cdef const void *xptr = _ptr(x)
     cdef Py_ssize_t ldx = x.strides[0]
     cdef int rc
@@ -81,8 +85,7 @@ def spmm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
     cdef dscy_conv_geom g = _geom(x, geom, pad_byte)
     cdef int M = g.B * g.Ho * g.Wo, K = g.KH * g.KW * g.C, rc
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
-    if row_order is not None:
-        ep.row_order = <const int32_t *>_ptr(_order(row_order, N))
+    ep.row_order = _order(row_order, N)
     cdef const int32_t *rp = <const int32_t *>_ptr(row_ptr)
     cdef const uint16_t *ip = <const uint16_t *>_ptr(idx)
     cdef const int8_t *vp = <const int8_t *>_ptr(vals)

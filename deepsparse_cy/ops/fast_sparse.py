@@ -14,6 +14,7 @@ from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_ops
 from ..kernels.f32conv import PackedGemmF32, f32_gemm
+from .fast_fused import _FAST_GEMM
 from .registry import Op, register
 
 
@@ -69,11 +70,10 @@ class SparseMatMul(Op):
         lead, x2 = self._x2(inputs[0])
         res = self._res(outs, lead)
         r2 = res.reshape(x2.shape[0], self.n)
-        if kernels.kernel_builds().get("f32_conv") in ("avx2", "avx512_vnni"):
+        if _FAST_GEMM:
             if self._dense is None:
                 self._dense = PackedGemmF32(np.ascontiguousarray(self.w_kn, np.float32))
-            f32_gemm(np.ascontiguousarray(x2), self._dense, self.bias, 0, (0.0, 0.0), r2,
-                     self.num_threads)
+            f32_gemm(x2, self._dense, self.bias, 0, (0.0, 0.0), r2, self.num_threads)
         else:
             np.matmul(x2, self.w_kn, out=r2)
             if self.bias is not None:

@@ -470,6 +470,20 @@ static void flush_rows(const dscy_epilogue *ep, const int32_t *stage, int m0, in
 }
 
 #ifdef __AVX2__
+#if DSCY_QUADS
+/* acc += x (u8) . w (s8) in place: the intrinsic let gcc copy every accumulator to a fresh
+ * register and back around each vpdpbusd in the row loops (two zmm moves per instruction) */
+#define DSCY_DPB(acc, x, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w))
+/* the 32-bit slot vpdpbusd broadcasts for the block at v: block4 its 4 weights, a pair (bp 1)
+ * its 2 weights and two zero bytes */
+static inline int32_t block_w32(const int8_t *v, int bp) {
+    if (bp == 2) { int32_t w; memcpy(&w, v, 4); return w; }
+    uint16_t w; memcpy(&w, v, 2); return w;
+}
+/* the broadcast weights of block j from the row loops' weight pointer wv */
+#define DSCY_WB(j) _mm512_set1_epi32(block_w32(wv + 2 * bp * (j), bp))
+#endif
+
 /* One output row over one token tile of V ymm (T = 8V tokens); bp k-pairs per block. Forced
  * inline so each (V, bp) instance keeps its accumulators in registers. */
 static inline __attribute__((always_inline)) void row_kernel(
@@ -481,11 +495,7 @@ static inline __attribute__((always_inline)) void row_kernel(
      * two, each chain took a vpdpbusd every other block and its latency (~5 cycles) bounded the
      * loop at ~2.5 cycles per block */
     const uint8_t *xb = (const uint8_t *)xt;
-/* acc += x (u8) . w (s8) in place: the intrinsic let gcc copy every accumulator to a fresh
- * register and back around each vpdpbusd in this loop (two zmm moves per instruction) */
-#define DSCY_DPB(acc, x, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w))
-#define DSCY_W32(b) (bp == 2 ? ({ int32_t w_; memcpy(&w_, vals + 4 * (size_t)(b), 4); w_; }) \
-                             : ({ uint16_t w_; memcpy(&w_, vals + 2 * (size_t)(b), 2); (int32_t)w_; }))
+#define DSCY_W32(b) block_w32(vals + 2 * bp * (size_t)(b), bp)
     if (T == 32) {
         /* walked by pointers: with an int block counter gcc spent lea + movslq per block on
          * the index arithmetic (~11 uops a block, rename-bound near 1.8 cycles); now movzwl +
@@ -495,8 +505,6 @@ static inline __attribute__((always_inline)) void row_kernel(
         const uint16_t *ip = idx, *end4 = idx + (nb & ~3), *end = idx + nb;
         const int8_t *wv = vals;
 #define DSCY_XB(j) (xb + ((size_t)ip[j] << 7))
-#define DSCY_WB(j) (bp == 2 ? _mm512_set1_epi32(({ int32_t w_; memcpy(&w_, wv + 4 * (j), 4); w_; })) \
-                            : _mm512_set1_epi32(({ uint16_t w_; memcpy(&w_, wv + 2 * (j), 2); (int32_t)w_; })))
         for (; ip < end4; ip += 4, wv += 8 * bp) {   /* 2 * bp bytes a block */
             __m512i w0 = DSCY_WB(0), w1 = DSCY_WB(1), w2 = DSCY_WB(2), w3 = DSCY_WB(3);
             DSCY_DPB(a0, _mm512_loadu_si512(DSCY_XB(0)), w0);
@@ -524,7 +532,6 @@ static inline __attribute__((always_inline)) void row_kernel(
             DSCY_DPB(a1, _mm512_loadu_si512(DSCY_XB(0) + 64), w0);
         }
 #undef DSCY_XB
-#undef DSCY_WB
         _mm512_storeu_si512(out, _mm512_add_epi32(a0, c0));
         _mm512_storeu_si512(out + 16, _mm512_add_epi32(a1, c1));
     } else {
@@ -539,7 +546,6 @@ static inline __attribute__((always_inline)) void row_kernel(
         _mm256_storeu_si256((__m256i *)out, _mm256_add_epi32(a0, c0));
     }
 #undef DSCY_W32
-#undef DSCY_DPB
     return;
 #endif
     __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
@@ -571,8 +577,6 @@ static inline __attribute__((always_inline)) void row_kernel(
     for (int j = 0; j < V; j++) _mm256_storeu_si256((__m256i *)(out + 8 * j), acc[j]);
 }
 
-/* The epilogue of kind EK (dscy_ep_kind) on row n's 32 sums: 32-bit lanes to dst (int32 /
- * float bits / the float before a residual), 8-bit outputs as 32 bytes. */
 #if DSCY_QUADS
 /* One output row over two full 32-token tiles at once (64 tokens): each block's index and weight
  * broadcast serve four vpdpbusd instead of two, and the row's loop (its branches, its trip-count
@@ -581,9 +585,6 @@ static inline __attribute__((always_inline)) void row_kernel2(
         const int16_t *xt0, const int16_t *xt1, const uint16_t *idx, const int8_t *vals, int nb,
         const int bp, int32_t *out) {
     const uint8_t *xa = (const uint8_t *)xt0, *xb = (const uint8_t *)xt1;
-#define DSCY_DPB(acc, x, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w))
-#define DSCY_WB(j) (bp == 2 ? _mm512_set1_epi32(({ int32_t w_; memcpy(&w_, wv + 4 * (j), 4); w_; })) \
-                            : _mm512_set1_epi32(({ uint16_t w_; memcpy(&w_, wv + 2 * (j), 2); (int32_t)w_; })))
 #define DSCY_BLK(A, j, w) do { size_t o_ = (size_t)ip[j] << 7;                                   \
         DSCY_DPB(A##0, _mm512_loadu_si512(xa + o_), w); DSCY_DPB(A##1, _mm512_loadu_si512(xa + o_ + 64), w); \
         DSCY_DPB(A##2, _mm512_loadu_si512(xb + o_), w); DSCY_DPB(A##3, _mm512_loadu_si512(xb + o_ + 64), w); } while (0)
@@ -607,11 +608,11 @@ static inline __attribute__((always_inline)) void row_kernel2(
     _mm512_storeu_si512(out + 32, _mm512_add_epi32(a2, c2));
     _mm512_storeu_si512(out + 48, _mm512_add_epi32(a3, c3));
 #undef DSCY_BLK
-#undef DSCY_WB
-#undef DSCY_DPB
 }
 #endif
 
+/* The epilogue of kind EK (dscy_ep_kind) on row n's 32 sums: 32-bit lanes to dst (int32 /
+ * float bits / the float before a residual), 8-bit outputs as 32 bytes. */
 static inline __attribute__((always_inline)) void ep_row(const int EK, const dscy_ek_consts *k,
                                                          const int32_t *sums, int n, void *dst) {
 #if DSCY_QUADS
@@ -655,8 +656,9 @@ static __attribute__((noinline)) void ep_row_lut(const dscy_ek_consts *k, const 
 static __attribute__((noinline)) void ep_row_pre(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_PRE, k, s, n, d); }
 
 #if DSCY_QUADS
-/* 16 staged rows (outputs n0 .. n0 + 15) of a full 32-token tile to the tokens-major output, one
- * zmm per token (two 8x8 transposes joined: each token's 16 outputs go out as one store).
+/* 16 staged rows (outputs n0 .. n0 + 15) of a 32-token tile (its first mt tokens real) to the
+ * tokens-major output, one zmm per token (two 8x8 transposes joined: each token's 16 outputs go
+ * out as one store).
  * pre: the stage holds the floats before the residual (kind PRE): residual, activation, y_scale
  * and output type follow, the same operations in the same order as dscy_ep_post8 + dscy_ep_q8
  * (bit for bit), with the epilogue's fields read once (through ep, gcc reloaded them after every
@@ -929,8 +931,9 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                 && (!ep->plane || m0 % ep->plane + mt <= ep->plane)) {   /* in one image */
             const int16_t *xtile1 = NULL;
 #if DSCY_QUADS
-            /* two full tiles in one pass (row output only) */
-            if (!ep->plane && mt == T32 && t + 1 < t1 && t + 1 < ntiles32(M) && M - m0 >= 2 * T32) {
+            /* two full tiles in one pass (row output only): M - m0 >= 64 makes tile t and
+             * tile t + 1 (tokens m0 + 32 ..) both full 32-token tiles */
+            if (!ep->plane && t + 1 < t1 && M - m0 >= 2 * T32) {
                 if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t + 1, bp);
                 int T1; xtile1 = xt + tile_off(M, K2, t + 1, &T1);
             }
