@@ -25,7 +25,28 @@ ISA_FLAGS = {
     "avx512_vnni": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl",
                     "-mavx512dq", "-mavx512vnni", "-mprefer-vector-width=256"],
 }
-ISA_FAMILIES = {"avx512_vnni": {"qs8_gemm", "qs8_spmm", "f32_conv", "f32_spmm"}}   # levels built for some families only
+# amx: the dense INT8 GEMM on AMX tiles (Sapphire Rapids and later), when the compiler knows the
+# flags (gcc >= 11, clang >= 12); dispatch also wants the CPU's AMX and the kernel's permission.
+AMX_FLAGS = ISA_FLAGS["avx512_vnni"] + ["-mamx-tile", "-mamx-int8"]
+
+
+def _compiler_accepts(flags):
+    import subprocess
+    import sysconfig
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+    try:
+        r = subprocess.run(cc + list(flags) + ["-x", "c", "-c", "-o", os.devnull, "-"],
+                           input=b"#include <immintrin.h>\nvoid f(void){_tile_release();}\n",
+                           capture_output=True, timeout=60)
+        return r.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+if _compiler_accepts(AMX_FLAGS):
+    ISA_FLAGS["amx"] = AMX_FLAGS
+ISA_FAMILIES = {"avx512_vnni": {"qs8_gemm", "qs8_spmm", "f32_conv", "f32_spmm"},   # levels built for
+                "amx": {"qs8_gemm"}}                                          # some families only
 
 # Kernel families built once per ISA level: (module base name, source .pyx, extra C sources).
 # Module names are deepsparse_cy.kernels._<name>_<isa>; deepsparse_cy/kernels/__init__.py

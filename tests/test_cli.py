@@ -68,10 +68,12 @@ def test_check_hardware_text_and_json(capsys):
     assert h["kernel_isa"] == ds.kernel_isa()
     assert h["features"]["avx2"] == ds.cpu_features()["avx2"]
     assert h["logical_cores"] == os.cpu_count()
-    vnni = ds.kernel_isa() == "avx512_vnni"
+    vnni = ds.kernel_isa() in ("avx512_vnni", "amx")
     assert h["int8"] == ("native" if vnni else "emulated")
     if ds.kernel_isa() == "avx2":
         assert "vpmaddwd" in h["int8_detail"]
+    if ds.kernel_isa() == "amx":
+        assert "AMX" in h["int8_detail"] and "tdpbusd" in h["int8_detail"]
 
 
 # -- benchmark ---------------------------------------------------------------------------------

@@ -228,7 +228,7 @@ def test_external_data_outside_folder_refused(tmp_path, loc):
 def test_cpu_features_and_isa():
     f = ds.cpu_features()
     assert isinstance(f, dict) and "avx2" in f and "avx512f" in f
-    assert ds.kernel_isa() in ("generic", "avx2", "avx512", "avx512_vnni")
+    assert ds.kernel_isa() in ("generic", "avx2", "avx512", "avx512_vnni", "amx")
 
 
 def test_node_errors_name_the_node():

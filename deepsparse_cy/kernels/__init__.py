@@ -1,12 +1,14 @@
 """Compiled kernels and the one place that decides which ISA build runs.
 
 Filled once at import: start from 'generic', upgrade after cpuid + xgetbv checks, then cap by
-DEEPSPARSE_CY_ISA (generic | avx2 | avx512 | avx512_vnni), which can only lower the level.
+DEEPSPARSE_CY_ISA (generic | avx2 | avx512 | avx512_vnni | amx), which can only lower the level.
 Each kernel family is built once per ISA (module ``_<family>_<isa>``); ``KERNELS`` lists every
 build and feeds dispatch, the tests (parametrised over ``runnable_isas()``) and the benchmarks.
 The INT8 families (qs8_gemm, qs8_spmm) have an avx512_vnni build (u8 x s8 quads with vpdpbusd),
 f32_conv one for its zmm tiles and attention, f32_spmm one that runs 32 tokens per nonzero in
-two zmm.
+two zmm. qs8_gemm has an amx build too: the same quads and epilogue on AMX tiles (tdpbusd), run
+where the CPU has AMX-INT8 and Linux grants the process the tile state; a build the compiler
+could not make (no -mamx-int8) is simply absent and dispatch passes over it.
 
 Python API (what the graph layer calls)
 ---------------------------------------
@@ -57,16 +59,17 @@ Convolution: ``conv_weight_matrix(w[Cout, Cin, kh, kw]) -> [Cout, kh*kw*Cin]``,
 the GEMM over pixels without a copy; others explicit im2col; pad with the activation zero point;
 ``PreparedQS8.conv`` gathers the rows without a column matrix).
 ``num_threads``: None or 0 = OpenMP default (OMP_NUM_THREADS / threadpoolctl limits apply).
-``isa``: force a build ('generic' | 'avx2' | 'avx512_vnni', where the family has it) for tests;
+``isa``: force a build ('generic' | 'avx2' | 'avx512_vnni' | 'amx', where the family has it) for tests;
 None = dispatch.
 Every kernel call releases the GIL.
 """
 import importlib
+import importlib.util
 import os
 
 from . import _cpuid
 
-LEVELS = ["generic", "avx2", "avx512", "avx512_vnni"]
+LEVELS = ["generic", "avx2", "avx512", "avx512_vnni", "amx"]
 
 _VNNI = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
 # Every compiled kernel variant: (family, isa build suffix, dispatch level it belongs to,
@@ -84,9 +87,16 @@ KERNELS = [
     ("f32_conv", "generic", "generic", ()),
     ("f32_conv", "avx2", "avx2", ("avx2", "fma", "f16c")),
     ("f32_conv", "avx512_vnni", "avx512_vnni", _VNNI),
+    ("qs8_gemm", "amx", "amx", _VNNI + ("amx_tile", "amx_int8", "os_amx")),
 ]
 FAMILIES = sorted({k[0] for k in KERNELS})
-ISA_BUILDS = ["generic", "avx2", "avx512_vnni"]   # ascending
+ISA_BUILDS = ["generic", "avx2", "avx512_vnni", "amx"]   # ascending
+
+
+def _built(family, isa):
+    """Whether the module of this build was compiled (the amx one needs a compiler that knows
+    -mamx-int8)."""
+    return importlib.util.find_spec(f"{__name__}._{family}_{isa}") is not None
 
 
 def cpu_features():
@@ -99,6 +109,9 @@ def cpu_brand():
 
 
 def _detect_level(f):
+    if all(f.get(x) for x in _VNNI + ("amx_tile", "amx_int8", "os_amx")) \
+            and _built("qs8_gemm", "amx"):
+        return "amx"
     if f.get("avx512f") and f.get("avx512bw") and f.get("avx512vl") and f.get("avx512_vnni"):
         return "avx512_vnni"
     if f.get("avx512f") and f.get("avx512bw") and f.get("avx512vl"):
@@ -124,15 +137,19 @@ ISA, HW_ISA = _choose()
 
 
 def kernel_isa():
-    """The kernel level dispatch chose: 'avx512_vnni' | 'avx512' | 'avx2' | 'generic'."""
+    """The kernel level dispatch chose: 'amx' | 'avx512_vnni' | 'avx512' | 'avx2' | 'generic'."""
     return ISA
 
 
 def missing_features(isa):
-    """CPU features an ISA build needs that this machine lacks ([] = runnable)."""
+    """CPU features an ISA build needs that this machine lacks ([] = runnable); a build the
+    compiler could not make reports 'not built'."""
     f = cpu_features()
     need = {feat for _, b, _, feats in KERNELS if b == isa for feat in feats}
-    return sorted(x for x in need if not f.get(x))
+    miss = sorted(x for x in need if not f.get(x))
+    if not miss and not all(_built(fam, b) for fam, b, _, _ in KERNELS if b == isa):
+        miss = ["not built"]
+    return miss
 
 
 def runnable_isas(family=None):
@@ -163,8 +180,14 @@ def kernel_builds():
 
 
 def load(family, isa=None):
-    """The compiled module of `family` for build `isa` (None = the dispatched one)."""
+    """The compiled module of `family` for build `isa` (None = the dispatched one). A build
+    name the family lacks but another family has (only qs8_gemm has 'amx') stands for that
+    level: the family's highest build below it, as dispatch at that level would run."""
     isa = DISPATCH[family] if isa is None else isa
+    builds = {k[1] for k in KERNELS if k[0] == family}
+    if isa not in builds and isa in ISA_BUILDS and family in FAMILIES:
+        isa = max((b for b in builds if ISA_BUILDS.index(b) < ISA_BUILDS.index(isa)),
+                  key=ISA_BUILDS.index)
     key = (family, isa)
     mod = _modules.get(key)
     if mod is None:

@@ -16,7 +16,17 @@ cdef extern from *:
         return ((unsigned long long)edx << 32) | eax;
     }
     static int dscy_is_x86(void) { return 1; }
+    #if defined(__linux__)
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    /* Linux >= 5.16 gives a process the AMX tile data state (XTILEDATA, feature 18) only when it
+     * asks (ARCH_REQ_XCOMP_PERM = 0x1023); granted once, for every thread; idempotent. */
+    static int dscy_amx_permit(void) { return syscall(SYS_arch_prctl, 0x1023, 18) == 0; }
     #else
+    static int dscy_amx_permit(void) { return 0; }
+    #endif
+    #else
+    static int dscy_amx_permit(void) { return 0; }
     static int dscy_cpuid(unsigned leaf, unsigned sub, unsigned *r) { r[0]=r[1]=r[2]=r[3]=0; return 0; }
     static unsigned long long dscy_xgetbv(void) { return 0; }
     static int dscy_is_x86(void) { return 0; }
@@ -25,6 +35,7 @@ cdef extern from *:
     int dscy_cpuid(unsigned leaf, unsigned sub, unsigned *r)
     unsigned long long dscy_xgetbv()
     int dscy_is_x86()
+    int dscy_amx_permit()
 
 
 def cpuid(unsigned leaf, unsigned sub=0):
@@ -70,6 +81,10 @@ def features():
     f["avx512_bf16"] = bool(eax71 & (1 << 5)) and os_avx512
     f["avx_vnni"] = bool(eax71 & (1 << 4)) and os_avx
     f["amx_int8"] = bool(edx7 & (1 << 25))
+    f["amx_tile"] = bool(edx7 & (1 << 24))
+    # tile config + data state enabled in XCR0 (bits 17, 18) and granted to this process
+    f["os_amx"] = bool(f["amx_tile"] and osxsave and (xcr0 & 0x60000) == 0x60000
+                       and dscy_amx_permit())
     f["os_avx"] = bool(os_avx)
     f["os_avx512"] = bool(os_avx512)
     return f

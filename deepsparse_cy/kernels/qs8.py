@@ -78,19 +78,21 @@ class PackedQS8:
             o = self._row_order = row_order(self.arrays["row_ptr"])
         return o
 
-    def quads(self):
+    def quads(self, multiple=4):
         """The dense weights as s8 k-quads [Np/16][Kq/4][16][4] (Kq = K rounded up to a multiple
-        of 4), the avx512_vnni GEMM's layout; built from the int16 pairs on first use and kept
-        (counted in nbytes from then on)."""
-        wq = self.arrays.get("wq")
+        of `multiple`: 4 for the avx512_vnni GEMM, 64 for the amx one); built from the int16
+        pairs on first use and kept (counted in nbytes from then on; one array when both
+        roundings agree)."""
+        kq = -(-self.kp // multiple) * multiple
+        key = "wq" if kq == -(-self.kp // 4) * 4 else f"wq{multiple}"
+        wq = self.arrays.get(key)
         if wq is None:
             wp = self.arrays["wp"]
             npan, kp = wp.shape[0], self.kp
-            kq = -(-kp // 4) * 4
             w = np.zeros((npan * GEMM_NR, kq), np.int8)
             w[:, :kp] = wp.transpose(0, 2, 1, 3).reshape(npan * GEMM_NR, kp)
             wq = aligned(w.reshape(npan, GEMM_NR, kq // 4, 4).transpose(0, 2, 1, 3))
-            self.arrays["wq"] = wq
+            self.arrays[key] = wq
         return wq
 
     def __repr__(self):
@@ -406,7 +408,7 @@ class PreparedQS8(_EpilogueArgs):
             mod = load("qs8_gemm", isa)
             self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
             if mod.QUADS:
-                wq = packed.quads()
+                wq = packed.quads(mod.KP_MULTIPLE)
                 self._lead = (wq, n, wq.shape[0] * GEMM_NR, wq.shape[1] * 4)
             else:
                 self._lead = (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)

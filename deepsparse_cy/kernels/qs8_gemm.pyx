@@ -12,6 +12,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                        const dscy_epilogue *ep, int nthreads)
     double dscy_probe_peak(int kind, long iters)
     int DSCY_QUADS
+    int DSCY_AMX
     int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
                                 int Kp, int nthreads)
     int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
@@ -25,6 +26,9 @@ NR = DSCY_GEMM_NR
 # 1: this build multiplies u8 x s8 quads (avx512_vnni): weights s8 [Np/NR][Kp/4][NR][4] (Kp a
 # multiple of 4), and for s8 x the bias must carry -128 * sum_k w (x is stored as x + 128)
 QUADS = DSCY_QUADS
+# 1: the amx build: the quad weights with Kp a multiple of 64 (16 quads, one tile's rows)
+AMX = DSCY_AMX
+KP_MULTIPLE = 64 if AMX else 4 if QUADS else 2
 
 
 def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
@@ -107,7 +111,8 @@ def dwconv(cnp.ndarray x,          # IN  [B][H][W][C] u8/s8, C-contiguous
 def probe_peak(int kind, long iters):
     """MACs/s of a register-only loop: 0 vpmaddubsw+vpmaddwd+vpaddd, 1 vpmaddwd+vpaddd (what the
     AVX2 INT8 kernels use), 2 vfmadd231ps (f32), 3 vpdpbusd on zmm (what the avx512_vnni INT8
-    kernels use; 0.0 in other builds). 0.0 when this build has no AVX2."""
+    kernels use; 0.0 in other builds), 4 tdpbusd on AMX tiles (the amx build's; 0.0 in other
+    builds). 0.0 when this build has no AVX2."""
     cdef double r
     with nogil:
         r = dscy_probe_peak(kind, iters)

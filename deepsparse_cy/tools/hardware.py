@@ -15,7 +15,8 @@ FLAGS = [
     ("avx512dq", "AVX-512 DQ"), ("avx512cd", "AVX-512 CD"), ("avx512bw", "AVX-512 BW"),
     ("avx512vl", "AVX-512 VL"), ("avx512_vnni", "AVX-512 VNNI (vpdpbusd zmm)"),
     ("avx512_vbmi", "AVX-512 VBMI"), ("avx512_bf16", "AVX-512 BF16"),
-    ("avx_vnni", "AVX-VNNI (vpdpbusd ymm)"), ("amx_int8", "AMX INT8"),
+    ("avx_vnni", "AVX-VNNI (vpdpbusd ymm)"), ("amx_int8", "AMX INT8"), ("amx_tile", "AMX TILE"),
+    ("os_amx", "OS grants AMX tile state (arch_prctl)"),
     ("os_avx", "OS saves ymm state (XCR0)"), ("os_avx512", "OS saves zmm state (XCR0)"),
 ]
 
@@ -72,6 +73,9 @@ def _caches():
 
 def int8_mode(features, isa):
     """('native' | 'emulated', how) for the INT8 dot products of the chosen kernel level."""
+    if isa == "amx":
+        return "native", ("native AMX + VNNI: dense INT8 GEMMs on AMX tiles (tdpbusd, 16x16x64 "
+                          "MACs per instruction), sparse ones with vpdpbusd on zmm")
     if isa == "avx512_vnni":
         return "native", "native VNNI: vpdpbusd on zmm registers (64 u8 x s8 MACs per instruction)"
     if isa in ("avx2", "avx512"):

@@ -43,6 +43,46 @@ def test_dense_shapes_outputs(isa, shape, out):
     _run(x, w, isa, "dense", out[0], out[1], xzp=int(rng.integers(0, 256)))
 
 
+# The amx build's blocking: 16-token tiles in pairs, items of 8 tiles (128 tokens), panels of
+# 16 channels in pairs, K in chunks of 192 quads (768 bytes) with partial sums parked between
+# chunks, Kp rounded up to 64. Shapes on and across each of those edges.
+AMX_EDGES = [(1, 768, 16), (15, 64, 17), (16, 65, 32), (17, 700, 48), (33, 769, 33), (31, 1000, 50),
+             (129, 3072, 40), (130, 1536, 16), (300, 800, 31), (257, 147, 64), (2, 4608, 3)]
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("shape", AMX_EDGES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+def test_dense_tile_edges(isa, shape, xdtype):
+    m, k, n = shape
+    rng = np.random.default_rng(m * 7 + k * 3 + n)
+    info = np.iinfo(xdtype)
+    x = rng.integers(info.min, info.max + 1, (m, k), dtype=xdtype)
+    w = sparse_weight(rng, n, k, 0.0, "dense")
+    for od, zp in [(np.int32, 0), (np.uint8, 77), (np.float32, 0)]:
+        _run(x, w, isa, "dense", od, zp, xzp=int(rng.integers(info.min, info.max + 1)), nt=2)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+def test_dense_conv_rows_tile_edges(isa, xdtype):
+    """Rows gathered by the kernel (PreparedQS8.conv) = the GEMM on im2col's columns, on convs
+    whose K and pixel counts cross the amx build's tile, chunk and item edges."""
+    rng = np.random.default_rng(41)
+    info = np.iinfo(xdtype)
+    for (b, h, w_, c, n, ks, st_, pads) in [(1, 15, 14, 64, 40, (3, 3), (1, 1), (1, 1, 1, 1)),
+                                            (2, 23, 19, 3, 20, (7, 7), (2, 2), (3, 3, 3, 3)),
+                                            (1, 9, 9, 100, 17, (3, 3), (2, 2), (1, 1, 1, 1))]:
+        x = rng.integers(info.min, info.max + 1, (b, h, w_, c), dtype=xdtype)
+        wt = sparse_weight(rng, n, ks[0] * ks[1] * c, 0.0, "dense")
+        sc = (rng.random(n) * 1e-3 + 1e-5).astype(np.float32)
+        xzp = int(rng.integers(info.min, info.max + 1))
+        pr = K.prepare_qs8_matmul(K.pack_qs8(wt, "dense"), None, sc, np.uint8, 5, xzp, isa=isa)
+        got = pr.conv(x, ks, st_, pads)
+        cols = K.im2col_nhwc(x, ks, st_, pads, (1, 1), xzp)
+        np.testing.assert_array_equal(got, K.qs8_matmul_reference(cols, wt, None, sc, np.uint8, 5, xzp))
+
+
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("act,clip", [(None, None), ("relu", None), ("clip", (-3.0, 6.0))])
 @pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
@@ -150,9 +190,10 @@ def test_dispatch_level_subprocess(level):
     assert res.returncode == 0, res.stderr
     isa, builds = res.stdout.split(maxsplit=1)
     assert isa == level
-    # every family has an avx512_vnni build (the level "avx512" alone has none: it runs avx2)
+    # every family has an avx512_vnni build (the level "avx512" alone has none: it runs avx2);
+    # at amx the dense INT8 GEMM runs its amx build, the others stay at avx512_vnni
     expect = {"generic": ["generic"], "avx2": ["avx2"], "avx512": ["avx2"],
-              "avx512_vnni": ["avx512_vnni"]}[level]
+              "avx512_vnni": ["avx512_vnni"], "amx": ["amx", "avx512_vnni"]}[level]
     assert builds.strip() == repr(expect)
 
 

@@ -95,6 +95,18 @@ typedef struct {
 #define DSCY_GEMM_MR 6      /* tokens per micro-tile */
 #endif
 #define DSCY_GEMM_NR 16     /* output channels per micro-tile (two ymm / one zmm of int32) */
+/* DSCY_AMX: the amx build of qs8_gemm (the avx512_vnni flags plus -mamx-tile -mamx-int8): the
+ * same u8 x s8 products (s8 x stored xor 0x80, the same bias) on AMX tiles. There Kp is a
+ * multiple of 64 (a tile row), xp holds the rows as tiles [Mp/16][Kp/64][16][64] (each A tile
+ * 1 KiB in one piece; zero past K and past M) and wp the quads [Np/NR][Kp/4][NR][4] of the
+ * other quad build (a panel's 16 quads are one B tile). The
+ * process must have asked the kernel for the tile state (dscy_amx_request). */
+#if DSCY_QUADS && defined(__AMX_TILE__) && defined(__AMX_INT8__)
+#define DSCY_AMX 1
+#else
+#define DSCY_AMX 0
+#endif
+int dscy_amx_request(void);
 /* x [M][K] u8 (x_signed=0) or s8 -> xp int16 [Mp][Kp], Mp = ceil(M/MR)*MR, Kp = K rounded up to even */
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads);

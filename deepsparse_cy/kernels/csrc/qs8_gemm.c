@@ -6,6 +6,10 @@
  * reuse it; partial sums of a K-chunked item live in a small stack buffer. */
 #include <time.h>
 #include "dscy_common.h"
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define MR DSCY_GEMM_MR
 #define NR DSCY_GEMM_NR
@@ -62,9 +66,45 @@ static void tile_rows8(uint8_t *d, int r0, const uint8_t *src, ptrdiff_t ld, int
 }
 #endif
 
+#if DSCY_AMX
+/* One AMX activation row: K bytes of src xor xr, zero up to Kp (a multiple of 64). */
+static inline void amx_row(uint8_t *d, const uint8_t *src, int K, int Kp, uint8_t xr) {
+    /* d: the row's first 64-byte segment; segments 1024 bytes apart (16 rows of a tile) */
+    __m512i flip = _mm512_set1_epi8((char)xr);
+    for (int k = 0; k < Kp; k += 64) {
+        int left = K - k;
+        __mmask64 m = left >= 64 ? ~(__mmask64)0 : left > 0 ? (((__mmask64)1 << left) - 1) : 0;
+        __m512i v = _mm512_maskz_loadu_epi8(m, src + k);
+        _mm512_store_si512((void *)(d + (size_t)k * 16), _mm512_maskz_mov_epi8(m, _mm512_xor_si512(v, flip)));
+    }
+}
+#endif
+
+int dscy_amx_request(void) {
+#if DSCY_AMX && defined(__linux__)
+    /* Linux hands out the 8 KiB tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM,
+     * feature 18 = XTILEDATA, kernel >= 5.16); without it the first tile instruction faults */
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    return 0;
+#endif
+}
+
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads) {
     int nt = dscy_nthreads(nthreads);
+#if DSCY_AMX
+    {   /* plain rows, Kp a multiple of 64 */
+        uint8_t xr = x_signed ? 0x80 : 0;
+        #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
+        for (int m = 0; m < Mp; m++) {
+            uint8_t *d = (uint8_t *)xp + (size_t)(m / 16) * 16 * Kp + (m % 16) * 64;
+            if (m < M) amx_row(d, (const uint8_t *)x + (ptrdiff_t)m * ldx, K, Kp, xr);
+            else amx_row(d, (const uint8_t *)x, 0, Kp, 0);
+        }
+        return;
+    }
+#endif
 #if DSCY_QUADS
     /* xp: micro-tiles of 16 tokens in the quad layout, 8 rows per step */
     uint8_t xr = x_signed ? 0x80 : 0;
@@ -114,6 +154,34 @@ int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, 
     int M = g->B * g->Ho * g->Wo, K = g->KH * g->KW * g->C;
     int nt = dscy_nthreads(nthreads);
     if ((long)M * K <= 65536) nt = 1;
+#if DSCY_AMX
+    {   /* 8 rows at a time gathered into the thread's buffer, then copied as plain rows */
+        uint8_t xr = x_signed ? 0x80 : 0;
+        int fail = 0, G = Mp / 8;
+        #pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            int tid = 0, T = 1;
+#ifdef _OPENMP
+            tid = omp_get_thread_num(); T = omp_get_num_threads();
+#endif
+            uint8_t *rowb = (uint8_t *)gather_buffer(((size_t)8 * K + 32 + 3) / 4);
+            if (!rowb) {
+                #pragma omp atomic write
+                fail = 1;
+            }
+            for (int g8 = (int)((long)G * tid / T); rowb && g8 < (int)((long)G * (tid + 1) / T); g8++) {
+                int m = 8 * g8, nr = M - m < 8 ? (M - m > 0 ? M - m : 0) : 8;
+                if (nr) dscy_conv_rows(g, m, nr, rowb);
+                for (int i = 0; i < 8; i++) {
+                    uint8_t *d = (uint8_t *)xp + (size_t)((m + i) / 16) * 16 * Kp + ((m + i) % 16) * 64;
+                    if (i < nr) amx_row(d, rowb + (size_t)i * K, K, Kp, xr);
+                    else amx_row(d, rowb, 0, Kp, 0);
+                }
+            }
+        }
+        return fail ? -1 : 0;
+    }
+#endif
 #if DSCY_QUADS
     /* 8 rows at a time gathered as bytes into the thread's buffer (dscy_conv_rows writes up to
      * 32 bytes past a row), then transposed into the micro-tile */
@@ -405,8 +473,96 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
 }
 #endif
 
+#if DSCY_AMX
+typedef struct { uint8_t palette, start_row, rsv[14]; uint16_t colsb[16]; uint8_t rows[16]; }
+    amx_cfg;
+
+#define AMX_KC 192   /* k-quads per K chunk: a panel pair's 2 x 192 x 64 B = 24 KiB stay in L1 */
+#define AMX_MB 8     /* 16-token tiles per work item */
+
+/* Tiles 0-3: the int32 accumulators of 2 token tiles x 2 panels (16 x 16 each), 4-5: 16 tokens
+ * x 64 bytes of activations, 6-7: 16 quads x 16 channels x 4 bytes of a panel (its packed
+ * layout as it is). Work items: (panel pair, up to AMX_MB token tiles); over K in chunks of
+ * AMX_KC quads, the item's partial sums parked in cbuf between chunks; then the same epilogue
+ * as the vpdpbusd kernel, tile by tile. */
+static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp, int N, int Np,
+                     const dscy_epilogue *ep, int nthreads) {
+    int Kq = Kp / 4, npanel = Np / NR, npair = (npanel + 1) / 2, mtiles = Mp / MR;
+    int mblocks = (mtiles + AMX_MB - 1) / AMX_MB;
+    long items = (long)npair * mblocks;
+    int nt = dscy_nthreads(nthreads);
+    if (nt > items) nt = (int)items;
+    int mb_major = (size_t)Mp * Kp > (512u << 10);
+    int ek = dscy_ep_kind(ep);
+    dscy_ek_consts kc;
+    if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, T = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(); T = omp_get_num_threads();
+#endif
+        amx_cfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.palette = 1;
+        for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+        _tile_loadconfig(&cfg);
+        long i0 = items * tid / T, i1 = items * (tid + 1) / T;
+        int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
+        for (long it = i0; it < i1; it++) {
+            int pair = mb_major ? (int)(it % npair) : (int)(it / mblocks);
+            int mb = mb_major ? (int)(it / npair) : (int)(it % mblocks);
+            int p0 = 2 * pair, n2 = p0 + 1 < npanel;
+            int t0 = mb * AMX_MB, t1 = t0 + AMX_MB < mtiles ? t0 + AMX_MB : mtiles;
+            const int8_t *w0 = wp + (size_t)p0 * Kp * NR, *w1 = w0 + (size_t)Kp * NR;
+            for (int q0 = 0; q0 < Kq; q0 += AMX_KC) {
+                int q1 = q0 + AMX_KC < Kq ? q0 + AMX_KC : Kq;
+                for (int t = t0; t < t1; t += 2) {
+                    int m2 = t + 1 < t1;
+                    int32_t *c00 = cbuf[t - t0][0], *c01 = cbuf[t - t0][1];
+                    int32_t *c10 = cbuf[t + 1 - t0][0], *c11 = cbuf[t + 1 - t0][1];
+                    if (q0 == 0) {
+                        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+                    } else {
+                        _tile_loadd(0, c00, 64);
+                        if (n2) _tile_loadd(1, c01, 64);
+                        if (m2) { _tile_loadd(2, c10, 64); if (n2) _tile_loadd(3, c11, 64); }
+                    }
+                    const uint8_t *a = xp + (size_t)t * MR * Kp;
+                    for (int q = q0; q < q1; q += 16) {
+                        _tile_loadd(4, a + 64 * q, 64);
+                        _tile_loadd(6, w0 + (size_t)q * 64, 64);
+                        _tile_dpbusd(0, 4, 6);
+                        if (n2) { _tile_loadd(7, w1 + (size_t)q * 64, 64); _tile_dpbusd(1, 4, 7); }
+                        if (m2) {
+                            _tile_loadd(5, a + (size_t)MR * Kp + 64 * q, 64);
+                            _tile_dpbusd(2, 5, 6);
+                            if (n2) _tile_dpbusd(3, 5, 7);
+                        }
+                    }
+                    _tile_stored(0, c00, 64);
+                    if (n2) _tile_stored(1, c01, 64);
+                    if (m2) { _tile_stored(2, c10, 64); if (n2) _tile_stored(3, c11, 64); }
+                }
+            }
+            for (int t = t0; t < t1; t++) {
+                int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
+                if (mr <= 0) continue;
+                for (int h = 0; h < 1 + n2; h++)
+                    store_tile_any(ek, &kc, ep, cbuf[t - t0][h], m0, mr, (p0 + h) * NR, N);
+            }
+        }
+        _tile_release();
+    }
+}
+#endif
+
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads) {
+#if DSCY_AMX
+    amx_gemm((const uint8_t *)xp, M, Mp, Kp, (const int8_t *)wp, N, Np, ep, nthreads);
+    return;
+#endif
     int K2 = DSCY_QUADS ? Kp / 4 : Kp / 2, npanel = Np / NR, mtiles = Mp / MR;
     int mblocks = (mtiles + MB - 1) / MB;
     long items = (long)npanel * mblocks;
@@ -506,6 +662,25 @@ double dscy_probe_peak(int kind, long iters) {
 #else
         iters = 0;
 #endif
+    } else if (kind == 4) {
+#if DSCY_AMX
+        /* tdpbusd on AMX tiles (the amx build's instruction): 4 independent accumulators */
+        static const uint8_t a[2][16 * 64] __attribute__((aligned(64)));
+        amx_cfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.palette = 1;
+        for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+        _tile_loadconfig(&cfg);
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        _tile_loadd(4, a[0], 64); _tile_loadd(5, a[1], 64);
+        _tile_loadd(6, a[0], 64); _tile_loadd(7, a[1], 64);
+        for (long i = 0; i < iters; i++) {
+            _tile_dpbusd(0, 4, 6); _tile_dpbusd(1, 4, 7); _tile_dpbusd(2, 5, 6); _tile_dpbusd(3, 5, 7);
+        }
+        _tile_release();
+#else
+        iters = 0;
+#endif
     } else {
         for (long i = 0; i < iters; i++)
             __asm__ volatile(
@@ -520,7 +695,8 @@ double dscy_probe_peak(int kind, long iters) {
     clock_gettime(CLOCK_MONOTONIC, &b);
     __asm__ volatile("vzeroupper" ::: "memory");
     double t = (b.tv_sec - a.tv_sec) + 1e-9 * (b.tv_nsec - a.tv_nsec);
-    double per_iter = kind == 0 ? 6 * 32 : kind == 1 ? 6 * 16 : kind == 3 ? 12 * 64 : 12 * 8;
+    double per_iter = kind == 0 ? 6 * 32 : kind == 1 ? 6 * 16 : kind == 3 ? 12 * 64
+                    : kind == 4 ? 4 * 16 * 16 * 64 : 12 * 8;
     return t > 0 ? iters * per_iter / t : 0.0;
 #else
     (void)kind; (void)iters;
