@@ -26,6 +26,11 @@ COST_ROW = 6.0
 # quad, block4 never needs more blocks than unstructured there: unstructured weights pack as
 # block4 (1.23-1.28x faster than as pairs on BERT-base's shapes at 90%).
 COST_VNNI_BLOCK, COST_VNNI_ROW = 2.0, 12.0
+# The amx build of the dense GEMM does in one unit of time what the vpdpbusd one does in 2.4:
+# where 80% block4 broke even with it and 90% block4 ran 1.5-1.8x faster (both threads, the
+# same shapes, benchmarks/bench_qs8_spmm.py summary on the AMX Xeon), (sparse cost) x (dense
+# speedup) = np * K / 4 / gain gave 2.2-2.6.
+COST_AMX_GAIN = 2.4
 
 _OUT_CODES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2,
               np.dtype(np.int8): 3}
@@ -123,19 +128,26 @@ def weight_pattern_stats(w):
 
 
 def _cost_isa(isa):
+    """(sparse build, dense build) whose costs the chooser weighs: those dispatch runs, or
+    those of level `isa`."""
+    from . import kernel_builds
     if isa is None:
-        from . import kernel_builds
-        isa = kernel_builds().get("qs8_spmm")
-    return isa
+        b = kernel_builds()
+        return b.get("qs8_spmm"), b.get("qs8_gemm")
+    if isa == "amx":
+        return "avx512_vnni", "amx"
+    return isa, isa
 
 
 def format_costs(stats, isa=None):
     """Estimated cost per format for the kernels of `isa` (default: the dispatched build): dense
-    vpmaddwd units per 8 tokens on avx2 / generic, dense vpdpbusd units on avx512_vnni."""
+    vpmaddwd units per 8 tokens on avx2 / generic, dense vpdpbusd units on avx512_vnni (and on
+    amx, whose dense GEMM costs 1 / COST_AMX_GAIN of those)."""
     n, k = stats["n"], stats["k"]
     np_ = -(-n // GEMM_NR) * GEMM_NR
-    if _cost_isa(isa) == "avx512_vnni":
-        costs = {"dense": float(np_ * (-(-k // 4)))}
+    sparse_isa, dense_isa = _cost_isa(isa)
+    if sparse_isa == "avx512_vnni":
+        costs = {"dense": np_ * (-(-k // 4)) / (COST_AMX_GAIN if dense_isa == "amx" else 1.0)}
         if -(-k // 4) <= 65536:
             costs["block4"] = COST_VNNI_BLOCK * stats["quads"] + n * COST_VNNI_ROW
         if -(-k // 2) <= 65536:
