@@ -26,11 +26,14 @@ COST_ROW = 6.0
 # quad, block4 never needs more blocks than unstructured there: unstructured weights pack as
 # block4 (1.23-1.28x faster than as pairs on BERT-base's shapes at 90%).
 COST_VNNI_BLOCK, COST_VNNI_ROW = 2.0, 12.0
-# The amx build of the dense GEMM does in one unit of time what the vpdpbusd one does in 2.4:
-# where 80% block4 broke even with it and 90% block4 ran 1.5-1.8x faster (both threads, the
-# same shapes, benchmarks/bench_qs8_spmm.py summary on the AMX Xeon), (sparse cost) x (dense
-# speedup) = np * K / 4 / gain gave 2.2-2.6.
-COST_AMX_GAIN = 2.4
+# The amx build of the dense GEMM: its tiles do the multiplies COST_AMX_GAIN times faster than
+# the vpdpbusd GEMM, and its epilogue costs what the sparse kernel's does per output row (16
+# tokens through the same flush: COST_VNNI_ROW). Fitted to 90% block4 against amx dense, both
+# threads, on BERT-base's (M = 128) and ResNet-50's layer shapes (M = 3136 ... 49) on the AMX
+# Xeon: sparse / dense 0.54-0.68 at M = 128 (gain 2.6-3.1 with the row cost), 0.65-0.88 on the
+# conv shapes; without the row term the model sent ResNet-50's K = 64 layers to the dense
+# GEMM, where they ran 1.25x slower. Break-even near 18% quad occupancy (~82% block4).
+COST_AMX_GAIN = 2.8
 
 _OUT_CODES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2,
               np.dtype(np.int8): 3}
@@ -147,7 +150,9 @@ def format_costs(stats, isa=None):
     np_ = -(-n // GEMM_NR) * GEMM_NR
     sparse_isa, dense_isa = _cost_isa(isa)
     if sparse_isa == "avx512_vnni":
-        costs = {"dense": np_ * (-(-k // 4)) / (COST_AMX_GAIN if dense_isa == "amx" else 1.0)}
+        costs = {"dense": float(np_ * (-(-k // 4)))}
+        if dense_isa == "amx":
+            costs["dense"] = costs["dense"] / COST_AMX_GAIN + n * COST_VNNI_ROW
         if -(-k // 4) <= 65536:
             costs["block4"] = COST_VNNI_BLOCK * stats["quads"] + n * COST_VNNI_ROW
         if -(-k // 2) <= 65536:
