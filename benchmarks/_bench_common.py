@@ -101,15 +101,15 @@ def probe_fns(nt=1):
     clock) and records the summed per-thread MACs/s, best over calls, in PROBE_BEST[f"{name}@{nt}"]."""
     if "avx2" not in K.runnable_isas():
         return {}
-    mod = K.load("qs8_gemm", "avx2")
-    vnni = K.kernel_builds().get("qs8_gemm") == "avx512_vnni"
+    avx2 = K.load("qs8_gemm", "avx2")
+    gemm = K.kernel_builds().get("qs8_gemm")
 
-    def make(kind, name):
+    def make(kind, name, mod=avx2, iters=PROBE_ITERS):
         def call():
             rates = [0.0] * nt
 
             def one(i):
-                rates[i] = mod.probe_peak(kind, PROBE_ITERS)     # nogil: the threads overlap
+                rates[i] = mod.probe_peak(kind, iters)     # nogil: the threads overlap
             threads = [threading.Thread(target=one, args=(i,)) for i in range(nt)]
             for t in threads:
                 t.start()
@@ -120,21 +120,25 @@ def probe_fns(nt=1):
         return call
     fns = {"peak_vpmaddubsw_seq": make(0, "peak_vpmaddubsw_seq"),
            "peak_vpmaddwd_i16": make(1, "peak_vpmaddwd_i16")}
-    if vnni:     # the dispatched INT8 kernels' own instruction (probe of the avx512_vnni build)
-        mod = K.load("qs8_gemm", "avx512_vnni")
-        fns["peak_vpdpbusd_zmm"] = make(3, "peak_vpdpbusd_zmm")
+    if gemm in ("avx512_vnni", "amx"):   # the INT8 kernels' own instructions: vpdpbusd (the
+        # sparse kernel's, and the dense one's on avx512_vnni) and on amx the tiles' tdpbusd
+        fns["peak_vpdpbusd_zmm"] = make(3, "peak_vpdpbusd_zmm", K.load("qs8_gemm", "avx512_vnni"))
+    if gemm == "amx":      # 65536 MACs an iteration: 1/12 the iterations, a similar time
+        fns["peak_tdpbusd_amx"] = make(4, "peak_tdpbusd_amx", K.load("qs8_gemm", "amx"),
+                                       PROBE_ITERS // 12)
     return fns
 
 
 def kernel_peak_name():
     """The probe of the instruction the dispatched dense INT8 kernel issues."""
-    return ("peak_vpdpbusd_zmm" if K.kernel_builds().get("qs8_gemm") == "avx512_vnni"
-            else "peak_vpmaddwd_i16")
+    return {"amx": "peak_tdpbusd_amx", "avx512_vnni": "peak_vpdpbusd_zmm"}.get(
+        K.kernel_builds().get("qs8_gemm"), "peak_vpmaddwd_i16")
 
 
 PROBE_BEST = {}
 PROBE_MACS = {"peak_vpmaddubsw_seq": PROBE_ITERS * 6 * 32, "peak_vpmaddwd_i16": PROBE_ITERS * 6 * 16,
-              "peak_vpdpbusd_zmm": PROBE_ITERS * 12 * 64}
+              "peak_vpdpbusd_zmm": PROBE_ITERS * 12 * 64,
+              "peak_tdpbusd_amx": PROBE_ITERS // 12 * 4 * 16 * 16 * 64}
 
 
 def probe_peaks(iters=20_000_000, reps=5):
