@@ -33,9 +33,11 @@
  * [j][12]) so every broadcast is one pointer plus a constant offset */
 #define ATT_Z 1
 #define QB 12
+#define QT 16   /* row stride of the transposed blocks: QB rows padded to two 8-row groups */
 #else
 #define ATT_Z 0
 #define QB 6    /* query rows per block */
+#define QT QB   /* (the transposed blocks are the avx512 build's) */
 #endif
 #define KW 16   /* keys per K panel, output columns per V panel */
 
@@ -191,13 +193,25 @@ static void context(const float *p, int T16, int T, const float *vp, int Dv, flo
 }
 
 #if ATT_Z
-/* x[r][0..n) (nr rows ld apart) -> xt[j][QB] (rows past nr zero) */
+/* x[r][0..n) (nr <= QB rows ld apart) -> xt[j][QT] (rows past nr zero): 8 x 8 transposes of
+ * two row groups (element by element, as it first was, this was a fifth of BERT-base's
+ * attention: 2300 scalar moves a block) */
 static void tr_rows(const float *x, ptrdiff_t ld, int nr, int n, float *xt) {
-    for (int j = 0; j < n; j++)
-        for (int r = 0; r < QB; r++) xt[(size_t)j * QB + r] = r < nr ? x[(size_t)r * ld + j] : 0.0f;
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int g = 0; g < QT / 8; g++) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = 8 * g + i < nr ? _mm256_loadu_ps(x + (size_t)(8 * g + i) * ld + j)
+                                      : _mm256_setzero_ps();
+            dscy_tr8x8_ps(r);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(xt + (size_t)(j + i) * QT + 8 * g, r[i]);
+        }
+    for (; j < n; j++)
+        for (int r = 0; r < QT; r++) xt[(size_t)j * QT + r] = r < nr ? x[(size_t)r * ld + j] : 0.0f;
 }
 
-/* acc[r][c] (+)= sum_i a[i][r] * b[i][c]: QB rows of a transposed at at[i][QB], P panels of 16
+/* acc[r][c] (+)= sum_i a[i][r] * b[i][c]: QB rows of a transposed at at[i][QT], P panels of 16
  * columns of b at bp + c * pstride, n steps (bp rows 16 floats apart), into out rows
  * (r < nr) ostride apart (w columns of the last panel valid) */
 static inline __attribute__((always_inline)) void zblock(const float *at, const float *bp,
@@ -209,7 +223,7 @@ static inline __attribute__((always_inline)) void zblock(const float *at, const 
     for (int i = 0; i < n; i++) {
         __m512 b0 = _mm512_loadu_ps(bp + (size_t)i * KW);
         __m512 b1 = P > 1 ? _mm512_loadu_ps(bp + pstride + (size_t)i * KW) : b0;
-        const float *ai = at + (size_t)i * QB;
+        const float *ai = at + (size_t)i * QT;
         #pragma GCC unroll 12
         for (int r = 0; r < QB; r++) {
             __m512 a = _mm512_set1_ps(ai[r]);
@@ -228,7 +242,7 @@ static inline __attribute__((always_inline)) void zblock(const float *at, const 
         }
 }
 
-/* scores of a block: qt [D][QB] against the K panels -> s[r][T16] */
+/* scores of a block: qt [D][QT] against the K panels -> s[r][T16] */
 static void scores_z(const float *qt, const float *ktp, int D, int T16, float *s, int nr) {
     int nb = T16 / KW, jb = 0;
     for (; jb + 2 <= nb; jb += 2)
@@ -236,7 +250,7 @@ static void scores_z(const float *qt, const float *ktp, int D, int T16, float *s
     if (jb < nb) zblock(qt, ktp + (size_t)jb * D * KW, 0, D, 1, s + jb * KW, T16, nr, KW);
 }
 
-/* context of a block: pt [T][QB] (probabilities) against the V panels -> o rows */
+/* context of a block: pt [T][QT] (probabilities) against the V panels -> o rows */
 static void context_z(const float *pt, int T, const float *vp, int Dv, float *o, ptrdiff_t os,
                       int nr) {
     int nb = (Dv + KW - 1) / KW, eb = 0;
@@ -286,6 +300,59 @@ static void softmax_row(float *s, const float *mask, int T, float scale) {
 }
 #endif
 
+#if ATT_Z
+/* dscy_exp8 on 16 lanes, lane for lane the same operations (the avx512 build's softmax) */
+static inline __m512 exp16(__m512 x) {
+    const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-87.3365447505531f);
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    __m512 fl = _mm512_roundscale_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
+                                                     _mm512_set1_ps(0.5f)),
+                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(fl, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(fl, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_add_ps(_mm512_fmadd_ps(y, r2, r), _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fl),
+                                                   _mm512_set1_epi32(127)), 23);
+    __m512 res = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    res = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), res,
+                               _mm512_set1_ps(__builtin_inff()));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), res, _mm512_setzero_ps());
+}
+
+/* softmax_row on zmm: the same passes and sums (8-lane partial sums folded as the ymm row
+ * does: lanes j and j + 8 first), T a multiple of 16 on the vector path */
+static void softmax_row16(float *s, const float *mask, int T, float scale) {
+    if (T & 15) { softmax_row(s, mask, T, scale); return; }
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 mx = _mm512_set1_ps(-__builtin_inff());
+    for (int j = 0; j < T; j += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(s + j), sc);
+        if (mask) v = _mm512_add_ps(v, _mm512_loadu_ps(mask + j));
+        _mm512_storeu_ps(s + j, v);
+        mx = _mm512_max_ps(mx, v);
+    }
+    float m = _mm512_reduce_max_ps(mx);
+    __m512 mv = _mm512_set1_ps(m), sum = _mm512_setzero_ps();
+    for (int j = 0; j < T; j += 16) {
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+        _mm512_storeu_ps(s + j, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    float t8[8];
+    _mm256_storeu_ps(t8, _mm256_add_ps(_mm512_castps512_ps256(sum), _mm512_extractf32x8_ps(sum, 1)));
+    float tot = ((t8[0] + t8[1]) + (t8[2] + t8[3])) + ((t8[4] + t8[5]) + (t8[6] + t8[7]));
+    __m512 iv = _mm512_set1_ps(1.0f / tot);
+    for (int j = 0; j < T; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), iv));
+}
+#endif
+
 int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
                        const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
                        const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
@@ -302,7 +369,7 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
     for (long it = 0; it < items; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         float *ktp = att_buffer((size_t)D * T16 + (size_t)T * Dv16 + (size_t)QB * T16
-                                + (ATT_Z ? (size_t)QB * (T16 + D) : 0));
+                                + (ATT_Z ? (size_t)QT * (T16 + D) : 0));
         if (!ktp) { fail = 1; continue; }
         float *vp = ktp + (size_t)D * T16, *s = vp + (size_t)T * Dv16;
         pack_k(k + b * kb + h * kh, ks, T, D, ktp);
@@ -313,11 +380,11 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
         for (int i0 = 0; i0 < S; i0 += QB) {
             int nr = S - i0 < QB ? S - i0 : QB;
 #if ATT_Z
-            float *qt = s + (size_t)QB * T16, *pt = qt + (size_t)QB * D;
+            float *qt = s + (size_t)QB * T16, *pt = qt + (size_t)QT * D;
             tr_rows(qbh + (size_t)i0 * qs, qs, nr, D, qt);
             scores_z(qt, ktp, D, T16, s, nr);
             for (int r = 0; r < nr; r++)
-                softmax_row(s + (size_t)r * T16, mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T, scale);
+                softmax_row16(s + (size_t)r * T16, mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T, scale);
             tr_rows(s, T16, nr, T, pt);
             context_z(pt, T, vp, Dv, obh + (size_t)i0 * os, os, nr);
             continue;
