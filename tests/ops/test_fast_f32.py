@@ -82,6 +82,33 @@ def test_quantize_matches_reference_exactly(zdt, seed, q_avx2):
     np.testing.assert_array_equal(y, quant.quantize(x, np.array(s), np.array(z)))
 
 
+@pytest.mark.parametrize("zdt", [np.uint8, np.int8])
+def test_quantize_at_and_beside_every_tie_matches_the_division(zdt, q_avx2):
+    """The AVX2 quantizer multiplies by 1 / scale and divides only near a half-integer: at the
+    ties, one and two ulps either side of them (where x * (1 / s) and x / s can round apart),
+    across scales including ones whose reciprocal is inexact or not a normal float."""
+    from deepsparse_cy.ops import quant
+    rng = np.random.default_rng(11)
+    fn = _f32_ops.quantize_u8 if zdt == np.uint8 else _f32_ops.quantize_s8
+    scales = [np.float32(v) for v in rng.uniform(1e-4, 3, 40)] + [
+        np.float32(0.1), np.float32(1 / 3), np.float32(7e-3), np.float32(1e-30), np.float32(3e30),
+        np.float32(2.0 ** -126), np.float32(1.0)]
+    for s in scales:
+        k = np.arange(-300, 300, dtype=np.float32) + np.float32(0.5)
+        t = (k * s).astype(np.float32)
+        x = [t]
+        for d in (1, 2):
+            up, dn = t, t
+            for _ in range(d):
+                up, dn = np.nextafter(up, np.float32(np.inf)), np.nextafter(dn, np.float32(-np.inf))
+            x += [up, dn]
+        x = np.concatenate(x + [(rng.standard_normal(1000) * 200 * s).astype(np.float32)])
+        z = zdt(rng.integers(0, 256) if zdt == np.uint8 else rng.integers(-128, 128))
+        y = np.empty(x.size, zdt)
+        fn(x, y, float(s), int(z), 1)
+        np.testing.assert_array_equal(y, quant.quantize(x, np.array(s), np.array(z)), err_msg=str(s))
+
+
 def test_quantize_nan_saturates_low_like_onnxruntime(q_avx2):
     # 40 copies: the first 32 go through the 32-wide vector step, the rest the scalar tail
     x = np.tile(np.array([np.nan, 0, np.inf, -np.inf], np.float32), 10)

@@ -161,12 +161,34 @@ static inline void dscy_quantize_s8(const float *restrict x, signed char *restri
  * clamp, NaN -> lo, round half to even (vroundps), + zero point and saturation; 32 values per
  * step narrowed with pack instructions (the scalar loops stay scalar: gcc does not vectorise the
  * float -> int -> byte chain). The tail runs through the scalar copies. */
+/* x / scale as x * (1 / scale) where that rounds the same: the product is within ~2 ulp of
+ * the quotient, so it rounds (half to even) to the same integer unless it lies within 2^-10 of
+ * a half-integer (for |q| <= 512, where 2 ulp < 2^-12; beyond that both saturate alike), and
+ * then the 8 lanes are divided after all. iv = 0 (a scale whose reciprocal is not a normal
+ * float) always divides. The division was half of a LayerNorm + QuantizeLinear row. */
 __attribute__((target("avx2,fma")))
-static inline __m256i dscy_q8_block(const float *x, __m256 sc, __m256 lo, __m256 hi, __m256 zpv,
-                                    __m256 qlo, __m256 qhi) {
+static inline __m256 dscy_q8_div(__m256 x, __m256 sc, __m256 iv) {
+    if (_mm256_movemask_ps(_mm256_cmp_ps(iv, _mm256_setzero_ps(), _CMP_EQ_OQ)))
+        return _mm256_div_ps(x, sc);
+    __m256 v = _mm256_mul_ps(x, iv);
+    __m256 f = _mm256_sub_ps(_mm256_sub_ps(v, _mm256_floor_ps(v)), _mm256_set1_ps(0.5f));
+    __m256 nf = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), f);          /* |frac - 0.5| */
+    if (_mm256_movemask_ps(_mm256_cmp_ps(nf, _mm256_set1_ps(0x1p-10f), _CMP_LT_OQ)))
+        return _mm256_div_ps(x, sc);
+    return v;
+}
+
+/* 1 / scale when x * (1 / scale) may stand for x / scale (dscy_q8_div), else 0 */
+static inline float dscy_q8_inv(float scale) {
+    return scale >= 0x1p-100f && scale <= 0x1p100f ? 1.0f / scale : 0.0f;
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256i dscy_q8_block(const float *x, __m256 sc, __m256 iv, __m256 lo, __m256 hi,
+                                    __m256 zpv, __m256 qlo, __m256 qhi) {
     __m256i r[4];
     for (int k = 0; k < 4; k++) {
-        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + 8 * k), sc);
+        __m256 v = dscy_q8_div(_mm256_loadu_ps(x + 8 * k), sc, iv);
         __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
         v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);       /* NaN handled by the blend below */
         v = _mm256_blendv_ps(v, lo, nan);
@@ -186,7 +208,7 @@ __attribute__((target("avx2,fma")))
 static void dscy_quantize_u8_avx2(const float *restrict x, unsigned char *restrict y, long n,
                                   float scale, float zp) {
     const __m256 sc = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-zp - 1.0f),
-                 hi = _mm256_set1_ps(255.0f - zp + 1.0f);
+                 hi = _mm256_set1_ps(255.0f - zp + 1.0f), iv = _mm256_set1_ps(dscy_q8_inv(scale));
     /* saturate to 0..255 shifted down to -128..127 (so the signed packs keep every value),
      * then flip the top bit back */
     const __m256 zps = _mm256_set1_ps(zp - 128.0f), qlo = _mm256_set1_ps(-128.0f),
@@ -194,7 +216,7 @@ static void dscy_quantize_u8_avx2(const float *restrict x, unsigned char *restri
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     long i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m256i q = dscy_q8_block(x + i, sc, lo, hi, zps, qlo, qhi);
+        __m256i q = dscy_q8_block(x + i, sc, iv, lo, hi, zps, qlo, qhi);
         _mm256_storeu_si256((__m256i *)(y + i), _mm256_xor_si256(q, flip));
     }
     dscy_quantize_u8(x + i, y + i, n - i, scale, zp);
@@ -205,10 +227,11 @@ static void dscy_quantize_s8_avx2(const float *restrict x, signed char *restrict
                                   float scale, float zp) {
     const __m256 sc = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-128.0f - zp - 1.0f),
                  hi = _mm256_set1_ps(127.0f - zp + 1.0f), zpv = _mm256_set1_ps(zp),
-                 qlo = _mm256_set1_ps(-128.0f), qhi = _mm256_set1_ps(127.0f);
+                 qlo = _mm256_set1_ps(-128.0f), qhi = _mm256_set1_ps(127.0f),
+                 iv = _mm256_set1_ps(dscy_q8_inv(scale));
     long i = 0;
     for (; i + 32 <= n; i += 32)
-        _mm256_storeu_si256((__m256i *)(y + i), dscy_q8_block(x + i, sc, lo, hi, zpv, qlo, qhi));
+        _mm256_storeu_si256((__m256i *)(y + i), dscy_q8_block(x + i, sc, iv, lo, hi, zpv, qlo, qhi));
     dscy_quantize_s8(x + i, y + i, n - i, scale, zp);
 }
 #else
