@@ -21,9 +21,9 @@ def test_qs8_spmm(benchmark, shape, fmt, sparsity):
     benchmark(K.qs8_matmul, x, p, None, s, np.uint8, 0, num_threads=nthreads())
 
 
-def _prepared_call(x, p, s, nt):
+def _prepared_call(x, p, s, nt, isa=None):
     """The call a compiled model makes: the layer prepared once, its output preallocated."""
-    pr = K.prepare_qs8_matmul(p, None, s, np.uint8, 0)
+    pr = K.prepare_qs8_matmul(p, None, s, np.uint8, 0, isa=isa)
     out = np.empty((x.shape[0], p.n), np.uint8)
     return lambda: pr(x, out=out, num_threads=nt)
 
@@ -31,15 +31,21 @@ def _prepared_call(x, p, s, nt):
 def test_qs8_spmm_summary(benchmark):
     """Speedups over dense INT8, timed interleaved in the same run (prepared calls into a fixed
     output, as a compiled model runs them); packed bytes; auto's choice, and where it differs
-    from the pattern's own format (avx512_vnni packs random patterns as block4) its speedup."""
+    from the pattern's own format (avx512_vnni packs random patterns as block4) its speedup.
+    Where dispatch runs the amx dense GEMM, the speedups are over it, and a second figure in
+    [] over the vpdpbusd dense GEMM (the sparse kernel's own instruction)."""
     nt = nthreads()
-    lines = [f"threads {nt}; kernels {K.kernel_builds()['qs8_spmm']}; speedup = dense INT8 time "
-             f"/ sparse time"]
+    amx = K.kernel_builds().get("qs8_gemm") == "amx"
+    lines = [f"threads {nt}; kernels {K.kernel_builds()['qs8_spmm']}, dense "
+             f"{K.kernel_builds()['qs8_gemm']}; speedup = dense INT8 time / sparse time"
+             + (" [over the avx512_vnni dense GEMM]" if amx else "")]
     for (k, n), sid in zip(SHAPES, SHAPE_IDS):
         x = activations(k)
         s = np.full(n, 1e-3, np.float32)
         pd = K.pack_qs8(weights(k, n, 0.0, "dense"), "dense")
         fns = {"dense": _prepared_call(x, pd, s, nt)}
+        if amx:
+            fns["dense_vec"] = _prepared_call(x, pd, s, nt, "avx512_vnni")
         info = {}
         for fmt, sp in CASES:
             w = weights(k, n, sp, fmt)
@@ -53,10 +59,12 @@ def test_qs8_spmm_summary(benchmark):
         # times the dense kernel: otherwise the dense layer's 0.6-2.4 MB of weights come back
         # from L3 after the other cases' calls while the sparse ones (1/10 of that) stay in L2
         best = interleaved_best(fns, warm=set(fns))
-        parts = [f"{sid}: dense {best['dense'] * 1e3:.3f} ms"]
+        parts = [f"{sid}: dense {best['dense'] * 1e3:.3f} ms"
+                 + (f" [vpdpbusd dense {best['dense_vec'] * 1e3:.3f} ms]" if amx else "")]
         for fmt, sp in CASES:
             auto = info[(fmt, sp)][1]
-            parts.append(f"{fmt}@{sp}: {best['dense'] / best[(fmt, sp)]:.2f}x "
+            vec = f" [{best['dense_vec'] / best[(fmt, sp)]:.2f}x]" if amx else ""
+            parts.append(f"{fmt}@{sp}: {best['dense'] / best[(fmt, sp)]:.2f}x{vec} "
                          f"({info[(fmt, sp)][0]:.2f} B/nnz, auto->{auto}"
                          + (f" {best['dense'] / best[(fmt, sp, 'auto')]:.2f}x)"
                             if (fmt, sp, "auto") in best else ")"))
