@@ -100,13 +100,13 @@ typedef struct {
  * multiple of 64 (a tile row), xp holds the rows as tiles [Mp/16][Kp/64][16][64] (each A tile
  * 1 KiB in one piece; zero past K and past M) and wp the quads [Np/NR][Kp/4][NR][4] of the
  * other quad build (a panel's 16 quads are one B tile). The
- * process must have asked the kernel for the tile state (dscy_amx_request). */
+ * process must have asked Linux for the tile state (arch_prctl ARCH_REQ_XCOMP_PERM: _cpuid's
+ * features() does, and dispatch takes the amx build only when it was granted). */
 #if DSCY_QUADS && defined(__AMX_TILE__) && defined(__AMX_INT8__)
 #define DSCY_AMX 1
 #else
 #define DSCY_AMX 0
 #endif
-int dscy_amx_request(void);
 /* x [M][K] u8 (x_signed=0) or s8 -> xp int16 [Mp][Kp], Mp = ceil(M/MR)*MR, Kp = K rounded up to even */
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads);
