@@ -141,37 +141,10 @@ int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, 
     int M = g->B * g->Ho * g->Wo, K = g->KH * g->KW * g->C;
     int nt = dscy_nthreads(nthreads);
     if ((long)M * K <= 65536) nt = 1;
-#if DSCY_AMX
-    {   /* 8 rows at a time gathered into the thread's buffer, then copied as plain rows */
-        uint8_t xr = x_signed ? 0x80 : 0;
-        int fail = 0, G = Mp / 8;
-        #pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-            int tid = 0, T = 1;
-#ifdef _OPENMP
-            tid = omp_get_thread_num(); T = omp_get_num_threads();
-#endif
-            uint8_t *rowb = (uint8_t *)gather_buffer(((size_t)8 * K + 32 + 3) / 4);
-            if (!rowb) {
-                #pragma omp atomic write
-                fail = 1;
-            }
-            for (int g8 = (int)((long)G * tid / T); rowb && g8 < (int)((long)G * (tid + 1) / T); g8++) {
-                int m = 8 * g8, nr = M - m < 8 ? (M - m > 0 ? M - m : 0) : 8;
-                if (nr) dscy_conv_rows(g, m, nr, rowb);
-                for (int i = 0; i < 8; i++) {
-                    uint8_t *d = (uint8_t *)xp + (size_t)((m + i) / 16) * 16 * Kp + ((m + i) % 16) * 64;
-                    if (i < nr) amx_row(d, rowb + (size_t)i * K, K, Kp, xr);
-                    else amx_row(d, rowb, 0, Kp, 0);
-                }
-            }
-        }
-        return fail ? -1 : 0;
-    }
-#endif
 #if DSCY_QUADS
     /* 8 rows at a time gathered as bytes into the thread's buffer (dscy_conv_rows writes up to
-     * 32 bytes past a row), then transposed into the micro-tile */
+     * 32 bytes past a row), then transposed into the micro-tile (amx build: copied as rows of
+     * the 1 KiB tiles) */
     uint8_t xr = x_signed ? 0x80 : 0;
     int fail = 0, G = Mp / 8;
     #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -188,7 +161,15 @@ int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, 
         for (int g8 = (int)((long)G * tid / T); rowb && g8 < (int)((long)G * (tid + 1) / T); g8++) {
             int m = 8 * g8, nr = M - m < 8 ? (M - m > 0 ? M - m : 0) : 8;
             if (nr) dscy_conv_rows(g, m, nr, rowb);
+#if DSCY_AMX
+            for (int i = 0; i < 8; i++) {
+                uint8_t *d = (uint8_t *)xp + (size_t)((m + i) / 16) * 16 * Kp + ((m + i) % 16) * 64;
+                if (i < nr) amx_row(d, rowb + (size_t)i * K, K, Kp, xr);
+                else amx_row(d, rowb, 0, Kp, 0);
+            }
+#else
             tile_rows8((uint8_t *)xp + (size_t)(m / MR) * MR * Kp, m % MR, rowb, K, nr, K, Kp, xr);
+#endif
         }
     }
     return fail ? -1 : 0;
