@@ -72,6 +72,7 @@ from . import _cpuid
 LEVELS = ["generic", "avx2", "avx512", "avx512_vnni", "amx"]
 
 _VNNI = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
+_AMX = _VNNI + ("amx_tile", "amx_int8", "os_amx")
 # Every compiled kernel variant: (family, isa build suffix, dispatch level it belongs to,
 # CPU features the build's -m flags require). Dispatch, tests and benchmarks all read this.
 KERNELS = [
@@ -87,7 +88,7 @@ KERNELS = [
     ("f32_conv", "generic", "generic", ()),
     ("f32_conv", "avx2", "avx2", ("avx2", "fma", "f16c")),
     ("f32_conv", "avx512_vnni", "avx512_vnni", _VNNI),
-    ("qs8_gemm", "amx", "amx", _VNNI + ("amx_tile", "amx_int8", "os_amx")),
+    ("qs8_gemm", "amx", "amx", _AMX),
 ]
 FAMILIES = sorted({k[0] for k in KERNELS})
 ISA_BUILDS = ["generic", "avx2", "avx512_vnni", "amx"]   # ascending
@@ -109,8 +110,7 @@ def cpu_brand():
 
 
 def _detect_level(f):
-    if all(f.get(x) for x in _VNNI + ("amx_tile", "amx_int8", "os_amx")) \
-            and _built("qs8_gemm", "amx"):
+    if all(f.get(x) for x in _AMX) and _built("qs8_gemm", "amx"):
         return "amx"
     if f.get("avx512f") and f.get("avx512bw") and f.get("avx512vl") and f.get("avx512_vnni"):
         return "avx512_vnni"
@@ -179,15 +179,21 @@ def kernel_builds():
     return dict(DISPATCH)
 
 
-def load(family, isa=None):
-    """The compiled module of `family` for build `isa` (None = the dispatched one). A build
-    name the family lacks but another family has (only qs8_gemm has 'amx') stands for that
-    level: the family's highest build below it, as dispatch at that level would run."""
-    isa = DISPATCH[family] if isa is None else isa
+def _build_for(family, isa):
+    """The build of `family` that build name `isa` stands for: `isa` itself where the family
+    has it, else (a build another family has: only qs8_gemm has 'amx') the family's highest
+    build below it, as dispatch at that level runs; other names come back unchanged."""
     builds = {k[1] for k in KERNELS if k[0] == family}
-    if isa not in builds and isa in ISA_BUILDS and family in FAMILIES:
-        isa = max((b for b in builds if ISA_BUILDS.index(b) < ISA_BUILDS.index(isa)),
-                  key=ISA_BUILDS.index)
+    if isa in builds or isa not in ISA_BUILDS or family not in FAMILIES:
+        return isa
+    return max((b for b in builds if ISA_BUILDS.index(b) < ISA_BUILDS.index(isa)),
+               key=ISA_BUILDS.index)
+
+
+def load(family, isa=None):
+    """The compiled module of `family` for build `isa` (None = the dispatched one; a build the
+    family lacks stands for its highest build below, _build_for)."""
+    isa = DISPATCH[family] if isa is None else _build_for(family, isa)
     key = (family, isa)
     mod = _modules.get(key)
     if mod is None:

@@ -133,13 +133,11 @@ def weight_pattern_stats(w):
 def _cost_isa(isa):
     """(sparse build, dense build) whose costs the chooser weighs: those dispatch runs, or
     those of level `isa`."""
-    from . import kernel_builds
+    from . import _build_for, kernel_builds
     if isa is None:
         b = kernel_builds()
         return b.get("qs8_spmm"), b.get("qs8_gemm")
-    if isa == "amx":
-        return "avx512_vnni", "amx"
-    return isa, isa
+    return _build_for("qs8_spmm", isa), _build_for("qs8_gemm", isa)
 
 
 def format_costs(stats, isa=None):

@@ -365,8 +365,8 @@ def test_sparse_f32_matmul_gelu_fused(rng, monkeypatch):
 
 @pytest.fixture
 def vnni_costs(monkeypatch):
-    """The format chooser as without AMX: on the amx build the dense GEMM is 2.4x faster and
-    small layers like these (K = 96..128) pack dense; these tests are about the sparse kernel
+    """The format chooser as without AMX: the amx build's dense GEMM is weighed
+    COST_AMX_GAIN times faster and small layers like these (K = 96..128) pack dense; these tests are about the sparse kernel
     inside a graph (the dense path has its own)."""
     monkeypatch.setattr(ds.kernels.qs8, "COST_AMX_GAIN", 1.0)
 

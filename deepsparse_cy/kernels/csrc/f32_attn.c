@@ -301,33 +301,9 @@ static void softmax_row(float *s, const float *mask, int T, float scale) {
 #endif
 
 #if ATT_Z
-/* dscy_exp8 on 16 lanes, lane for lane the same operations (the avx512 build's softmax) */
-static inline __m512 exp16(__m512 x) {
-    const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-87.3365447505531f);
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    __m512 fl = _mm512_roundscale_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
-                                                     _mm512_set1_ps(0.5f)),
-                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(fl, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(fl, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 r2 = _mm512_mul_ps(r, r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_add_ps(_mm512_fmadd_ps(y, r2, r), _mm512_set1_ps(1.0f));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fl),
-                                                   _mm512_set1_epi32(127)), 23);
-    __m512 res = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
-    res = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), res,
-                               _mm512_set1_ps(__builtin_inff()));
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), res, _mm512_setzero_ps());
-}
-
-/* softmax_row on zmm: the same passes and sums (8-lane partial sums folded as the ymm row
- * does: lanes j and j + 8 first), T a multiple of 16 on the vector path */
+/* softmax_row on zmm: the same passes and exp (dscy_exp16), the sum over 16 lane partial sums
+ * (lanes j and j + 8 added first, then as the ymm row folds its 8), T a multiple of 16 on the
+ * vector path */
 static void softmax_row16(float *s, const float *mask, int T, float scale) {
     if (T & 15) { softmax_row(s, mask, T, scale); return; }
     const __m512 sc = _mm512_set1_ps(scale);
@@ -341,7 +317,7 @@ static void softmax_row16(float *s, const float *mask, int T, float scale) {
     float m = _mm512_reduce_max_ps(mx);
     __m512 mv = _mm512_set1_ps(m), sum = _mm512_setzero_ps();
     for (int j = 0; j < T; j += 16) {
-        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+        __m512 e = dscy_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
         _mm512_storeu_ps(s + j, e);
         sum = _mm512_add_ps(sum, e);
     }

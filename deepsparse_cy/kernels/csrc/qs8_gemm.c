@@ -445,6 +445,15 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
 typedef struct { uint8_t palette, start_row, rsv[14]; uint16_t colsb[16]; uint8_t rows[16]; }
     amx_cfg;
 
+/* The calling thread's tile configuration: tiles 0-7 all 16 rows x 64 bytes (palette 1) */
+static void amx_config(void) {
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    _tile_loadconfig(&cfg);
+}
+
 #define AMX_KC 192   /* k-quads per K chunk: a panel pair's 2 x 192 x 64 B = 24 KiB stay in L1 */
 #define AMX_MB 8     /* 16-token tiles per work item */
 
@@ -470,11 +479,7 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
 #ifdef _OPENMP
         tid = omp_get_thread_num(); T = omp_get_num_threads();
 #endif
-        amx_cfg cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.palette = 1;
-        for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
-        _tile_loadconfig(&cfg);
+        amx_config();
         long i0 = items * tid / T, i1 = items * (tid + 1) / T;
         int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
         for (long it = i0; it < i1; it++) {
@@ -636,11 +641,7 @@ double dscy_probe_peak(int kind, long iters) {
          * nonzero bytes (the tile unit ran all-zero tiles up to ~2x faster) */
         uint8_t a[2][16 * 64] __attribute__((aligned(64)));
         for (int i = 0; i < 2 * 16 * 64; i++) a[i / 1024][i % 1024] = (uint8_t)(i * 37 + 11);
-        amx_cfg cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.palette = 1;
-        for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
-        _tile_loadconfig(&cfg);
+        amx_config();
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         _tile_loadd(4, a[0], 64); _tile_loadd(5, a[1], 64);
         _tile_loadd(6, a[0], 64); _tile_loadd(7, a[1], 64);
