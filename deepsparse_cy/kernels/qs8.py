@@ -275,6 +275,33 @@ def _mid_args(n, mid):
     return (_OUT_CODES[dt], int(zp), sc, b)
 
 
+def mid_q8_table(mid, act, lo, hi, y_scale, out_dtype, out_zero_point):
+    """The table epilogue (dscy_kernels.h, lut) of a mid step followed by no activation, ReLU or
+    Clip [lo, hi] (act code 0 / 1 / 2) and an 8-bit output: for channel n and each mid value q
+    the output of f = (q - mid zero point) * scale[n] + bias[n], the activation, f / y_scale
+    (y_scale != 1), rounded half to even, + out_zero_point, saturated; in float32 steps, the
+    kernels' arithmetic (_epilogue_reference). mid: _mid_args's (code, zp, scale [n], bias [n]).
+    Returns uint8 [n * 256 + 4] (an int8 output as its bytes)."""
+    code, mzp, msc, mb = mid[:4]
+    mt = np.dtype(_U8) if code == _OUT_CODES[_U8] else np.dtype(_S8)
+    q = np.arange(256, dtype=np.int32) + np.iinfo(mt).min
+    f = (q - int(mzp)).astype(np.float32)[:, None] * msc[None, :]
+    f = f + mb[None, :]
+    if act == 1:
+        f = np.maximum(f, np.float32(0))
+    elif act == 2:
+        f = np.minimum(np.maximum(f, np.float32(lo)), np.float32(hi))
+    elif act != 0:
+        raise ValueError("mid_q8_table: activation must be none, relu or clip")
+    if np.float32(y_scale) != 1:
+        f = f / np.float32(y_scale)
+    info = np.iinfo(np.dtype(out_dtype))
+    v = np.clip(np.rint(f.astype(np.float64)) + int(out_zero_point), info.min, info.max)
+    out = np.zeros(f.shape[1] * 256 + 4, np.uint8)
+    out[:f.shape[1] * 256] = v.astype(np.int64).T.reshape(-1).astype(np.int8 if info.min < 0 else np.uint8).view(np.uint8)
+    return out
+
+
 def _table_reference(q1, mdt, table, out_dtype):
     """The table epilogue on mid values q1 [M, N] (int): table[n, q1 - type min] as out_dtype."""
     t = np.broadcast_to(np.asarray(table, np.uint8), (q1.shape[1], 256))
@@ -432,6 +459,15 @@ class PreparedQS8(_EpilogueArgs):
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
             self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"], packed.row_order(),
                           2 if packed.format == "block4" else 1, n)
+        # a mid step with ReLU / Clip / nothing before an 8-bit output on the sparse kernel's
+        # VBMI table epilogue: its output as a table of (channel, mid value), used by the calls
+        # without a residual (three byte permutes per 64 outputs instead of ~15 vector
+        # operations per 16; ResNet-50's conv1 / conv2 layers, where the epilogue was half the
+        # time). Without VBMI a table goes through gathers, slower than the arithmetic.
+        # (built on the first call without a residual: a layer with one never needs it)
+        self._mid_lut = None
+        self._lut_ok = packed.format != "dense" and self.mid is not None and not self.table \
+            and self.act in (0, 1, 2) and self.out_dtype in (_U8, _S8) and mod.vbmi()
         # u8 x s8 quad builds run s8 x as x + 128: its bias carries -128 * sum_k w (int32
         # wrap-around like the kernels' additions: exact wherever the result fits)
         self._b_s8 = None
@@ -457,6 +493,15 @@ class PreparedQS8(_EpilogueArgs):
         self._fn(*self._args(x, out, res, num_threads))
         return out
 
+    def _mid_for(self, res):
+        """The kernels' mid tuple for a call with (res) or without a residual (None)."""
+        if res is not None or not self._lut_ok:
+            return self.mid
+        if self._mid_lut is None:
+            self._mid_lut = self.mid + (mid_q8_table(self.mid, self.act, self.lo, self.hi,
+                                                     self.ys, self.out_dtype, self.zp),)
+        return self._mid_lut
+
     def _bias(self, x_signed):
         """The kernels' int32 bias for u8 (False) or s8 (True) activations."""
         return self._b_s8 if x_signed and self._b_s8 is not None else self.b
@@ -465,7 +510,8 @@ class PreparedQS8(_EpilogueArgs):
         """The compiled kernel's argument tuple for checked x [M, K] and out [M, N]."""
         xs = x.dtype == _S8
         return ((x, int(xs)) + self._lead
-                + (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
+                + (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys,
+                   self._mid_for(res), res,
                    self.zp, out, int(num_threads or 0)))
 
     def _planar(self, out, m, n, residual):
@@ -521,7 +567,8 @@ class PreparedQS8(_EpilogueArgs):
     def _conv_args(self, x, geom, out, res, num_threads):
         xs = x.dtype == _S8
         return ((x, int(xs), geom, self.zx & 0xFF) + self._lead
-                + (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys, self.mid, res,
+                + (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys,
+                   self._mid_for(res), res,
                    self.zp, out, int(num_threads or 0)))
 
     def conv(self, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),

@@ -14,6 +14,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                            const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
                            int bp, int N, const dscy_epilogue *ep, int nthreads)
+    int dscy_qs8_spmm_vbmi(int off)
     int DSCY_QUADS
     int DSCY_ROW_CHUNK
 
@@ -21,6 +22,12 @@ ISA = DSCY_ISA
 # 1: this build multiplies u8 x s8 quads (avx512_vnni) and stores s8 x as x + 128: for s8 x the
 # bias must carry -128 * sum_k w (PreparedQS8 passes it)
 QUADS = DSCY_QUADS
+
+
+def vbmi(off=None):
+    """True when the table epilogue runs on AVX-512 VBMI byte permutes (this build and CPU);
+    off=True first turns them off (the gather path then runs: tests), off=False back on."""
+    return bool(dscy_qs8_spmm_vbmi(-1 if off is None else int(bool(off))))
 
 
 cdef const int32_t *_order(object row_order, int N) except? NULL:

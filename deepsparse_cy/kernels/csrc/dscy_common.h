@@ -6,6 +6,9 @@
 #include <string.h>
 #include "dscy_kernels.h"
 #include "dscy_fastmath.h"
+/* set (tests): the kernels take their non-VBMI paths on a CPU with VBMI too (one definition
+ * per module, merged by the linker) */
+__attribute__((weak)) int dscy_vbmi_off = 0;
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -326,7 +329,9 @@ typedef struct {
     const float *scale, *mscale, *mbias;
     const uint8_t *lut;
     int mid, act, u8, ydiv;
+    int vbmi;        /* the CPU has AVX-512 VBMI (byte permutes) and dscy_vbmi_off is 0 */
 } dscy_ek_consts;
+
 
 static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
     k->mid = ep->mid_type != 0; k->act = ep->act; k->u8 = ep->out_type == DSCY_OUT_U8;
@@ -342,7 +347,9 @@ static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
     k->moff = _mm256_set1_epi32(ep->mid_zp + (ep->mid_type == DSCY_OUT_U8 ? 0 : 128));
     k->bias = ep->bias; k->scale = ep->scale; k->mscale = ep->mid_scale; k->mbias = ep->mid_bias;
     k->lut = ep->lut;
+    k->vbmi = 0;
 #ifdef __AVX512F__
+    k->vbmi = !dscy_vbmi_off && __builtin_cpu_supports("avx512vbmi");
     k->zmlo = _mm512_castps256_ps512(k->mlo); k->zmlo = _mm512_shuffle_f32x4(k->zmlo, k->zmlo, 0);
     k->zmhi = _mm512_castps256_ps512(k->mhi); k->zmhi = _mm512_shuffle_f32x4(k->zmhi, k->zmhi, 0);
     k->zalo = _mm512_castps256_ps512(k->alo); k->zalo = _mm512_shuffle_f32x4(k->zalo, k->zalo, 0);

@@ -149,6 +149,9 @@ int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *
 int dscy_qs8_spmm_planar(const void *x, int x_signed, ptrdiff_t plane, int K, int M, int Kp,
                          const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                          int N, const dscy_epilogue *ep, int nthreads);
+/* The sparse kernel's table epilogue runs on VBMI byte permutes: 1 when it does (the avx512_vnni
+ * build on a CPU with AVX-512 VBMI); off >= 0 first turns them off (1) or back on (0). */
+int dscy_qs8_spmm_vbmi(int off);
 int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                        const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                        int N, const dscy_epilogue *ep, int nthreads);
