@@ -35,6 +35,13 @@ static inline size_t tile_off(int M, int K2, int t, int *T) {
     return (size_t)n32 * K2 * T32 * 2 + (size_t)(t - n32) * K2 * 8 * 2;
 }
 
+/* where tile t is packed: its place in the whole-M layout (at < 0), or at (int16 units: a
+ * thread's own one- or two-tile buffer) */
+static inline size_t tile_at(int M, int K2, int t, int *T, ptrdiff_t at) {
+    size_t o = tile_off(M, K2, t, T);
+    return at < 0 ? o : (size_t)at;
+}
+
 /* first token of tile t */
 static inline int tile_m0(int M, int t) {
     int n32 = ntiles32(M);
@@ -92,8 +99,8 @@ static inline uint32_t slot_bytes(const uint8_t *xm, ptrdiff_t ks, int K, int bp
 /* Byte slots of tile t (the avx2 build's pack_tile, for vpdpbusd): groups of 8 real tokens take
  * 8 slots at a time by an 8x8 transpose of 32-bit lanes, the rest slot by slot. */
 static void pack_tile_q(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xt,
-                        int K2, int t, int mbase, int bp) {
-    int T; uint8_t *d = (uint8_t *)(xt + tile_off(M, K2, t, &T));
+                        int K2, int t, int mbase, int bp, ptrdiff_t at) {
+    int T; uint8_t *d = (uint8_t *)(xt + tile_at(M, K2, t, &T, at));
     int m0 = tile_m0(M, t), ns = bp == 2 ? K2 / 2 : K2, sk = bp == 2 ? 4 : 2;
     uint8_t xr = x_signed ? 0x80 : 0;
     __m256i flip = _mm256_set1_epi8((char)xr);
@@ -106,6 +113,11 @@ static void pack_tile_q(const void *x, int x_signed, ptrdiff_t ldx, int M, int K
              * mask (nothing past K is read; the bytes past it zero) */
             int left = K - s * sk;
             __m256 r[8];
+            if (bp == 2 && left >= 32)      /* whole slots: plain loads (the flip: s8 only) */
+                for (int i = 0; i < 8; i++)
+                    r[i] = _mm256_castsi256_ps(_mm256_xor_si256(
+                        _mm256_loadu_si256((const __m256i *)(xs + (ptrdiff_t)i * ldx + (size_t)s * sk)), flip));
+            else
             for (int i = 0; i < 8; i++) {
                 const uint8_t *p = xs + (ptrdiff_t)i * ldx + (size_t)s * sk;
                 __m256i v;
@@ -145,8 +157,8 @@ static void pack_tile_q(const void *x, int x_signed, ptrdiff_t ldx, int M, int K
 /* Byte slots of tile t of a planar x [B][K][plane]: inside one image slot s interleaves the
  * bytes of planes sk*s.. at p0.. (16 tokens per step), across images and tails token by token. */
 static void pack_tile_planar_q(const uint8_t *x, int x_signed, ptrdiff_t plane, int M, int K,
-                               int16_t *xt, int K2, int t, int bp) {
-    int T; uint8_t *d = (uint8_t *)(xt + tile_off(M, K2, t, &T));
+                               int16_t *xt, int K2, int t, int bp, ptrdiff_t at) {
+    int T; uint8_t *d = (uint8_t *)(xt + tile_at(M, K2, t, &T, at));
     int m0 = tile_m0(M, t), ns = bp == 2 ? K2 / 2 : K2, sk = bp == 2 ? 4 : 2;
     uint8_t xr = x_signed ? 0x80 : 0;
     ptrdiff_t b0 = m0 / plane, p0 = m0 - b0 * plane;
@@ -188,13 +200,13 @@ static void pack_tile_planar_q(const uint8_t *x, int x_signed, ptrdiff_t plane, 
 
 /* Pack tile t of x into xt (layout: dscy_kernels.h); row m of x is at x + (m - mbase) * ldx. */
 static void pack_tile(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xt,
-                      int K2, int t, int mbase, int bp) {
+                      int K2, int t, int mbase, int bp, ptrdiff_t at) {
 #if DSCY_QUADS
-    pack_tile_q(x, x_signed, ldx, M, K, xt, K2, t, mbase, bp);
+    pack_tile_q(x, x_signed, ldx, M, K, xt, K2, t, mbase, bp, at);
     return;
 #endif
     (void)bp;
-    int T; int16_t *d = xt + tile_off(M, K2, t, &T);
+    int T; int16_t *d = xt + tile_at(M, K2, t, &T, at);
     int m0 = tile_m0(M, t);
     int i0 = 0;
 #ifdef __AVX2__
@@ -889,13 +901,13 @@ DSCY_THREAD_BUFFER(conv_rows_buffer)
  * inside one image, k-pair q of the tile is rows 2q and 2q + 1 of the planes at p0.., widened
  * and interleaved; tokens across images and tails one by one. */
 static void pack_tile_planar(const uint8_t *x, int x_signed, ptrdiff_t plane, int M, int K,
-                             int16_t *xt, int K2, int t, int bp) {
+                             int16_t *xt, int K2, int t, int bp, ptrdiff_t at) {
 #if DSCY_QUADS
-    pack_tile_planar_q(x, x_signed, plane, M, K, xt, K2, t, bp);
+    pack_tile_planar_q(x, x_signed, plane, M, K, xt, K2, t, bp, at);
     return;
 #endif
     (void)bp;
-    int T; int16_t *d = xt + tile_off(M, K2, t, &T);
+    int T; int16_t *d = xt + tile_at(M, K2, t, &T, at);
     int m0 = tile_m0(M, t);
     ptrdiff_t b0 = m0 / plane, p0 = m0 - b0 * plane;
     if (p0 + T <= plane && m0 + T <= M) {
@@ -945,18 +957,22 @@ static void pack_tile_planar(const uint8_t *x, int x_signed, ptrdiff_t plane, in
 /* Pack tile t: from x rows (ldx > 0), a planar x (ldx = -plane), or (g not NULL) from the
  * convolution's im2col rows gathered into rows (T32 * K bytes of the calling thread). */
 static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x, int x_signed,
-                          ptrdiff_t ldx, int M, int K, int16_t *xt, int K2, int t, int bp) {
-    if (!g && ldx < 0) { pack_tile_planar((const uint8_t *)x, x_signed, -ldx, M, K, xt, K2, t, bp); return; }
-    if (!g) { pack_tile(x, x_signed, ldx, M, K, xt, K2, t, 0, bp); return; }
+                          ptrdiff_t ldx, int M, int K, int16_t *xt, int K2, int t, int bp,
+                          ptrdiff_t at) {
+    if (!g && ldx < 0) { pack_tile_planar((const uint8_t *)x, x_signed, -ldx, M, K, xt, K2, t, bp, at); return; }
+    if (!g) { pack_tile(x, x_signed, ldx, M, K, xt, K2, t, 0, bp, at); return; }
     int n32 = ntiles32(M), T = t < n32 ? T32 : 8;
     int m0 = tile_m0(M, t);
     int mt = M - m0 < T ? M - m0 : T;
     dscy_conv_rows(g, m0, mt, rows);
-    pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0, bp);
+    pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0, bp, at);
 }
 
-/* Rows [r0, r1) over token tiles [t0, t1); with x (not NULL) each tile is first packed into xw,
- * the writable xt (from g's gathered rows when g is not NULL). */
+/* Rows [r0, r1) over token tiles [t0, t1) of the packed xt; with x (not NULL) each tile (or
+ * pair of tiles) is first packed into xw, the thread's own buffer of two tiles (from g's
+ * gathered rows when g is not NULL), and read there: the whole-M layout would be written for
+ * tiles read once, and for ResNet-50's conv layers (M x K up to 1.8 MB a call) its write-backs
+ * cost about as much as the multiply. */
 static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                        const uint16_t *idx, const int8_t *vals, int bp, const dscy_epilogue *ep,
                        int r0, int r1, int t0, int t1, const void *x, int x_signed,
@@ -970,8 +986,8 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
     if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
 #endif
     for (int t = t0; t < t1; t++) {
-        if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t, bp);
-        int T; const int16_t *xtile = xt + tile_off(M, K2, t, &T);
+        if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t, bp, 0);
+        int T; const int16_t *xtile = x ? xw + tile_at(M, K2, t, &T, 0) : xt + tile_off(M, K2, t, &T);
         int m0 = tile_m0(M, t);
         int mt = M - m0 < T ? M - m0 : T;
 #ifdef __AVX2__
@@ -982,8 +998,9 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
             /* two full tiles in one pass (row output only): M - m0 >= 64 makes tile t and
              * tile t + 1 (tokens m0 + 32 ..) both full 32-token tiles */
             if (!ep->plane && t + 1 < t1 && M - m0 >= 2 * T32) {
-                if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t + 1, bp);
-                int T1; xtile1 = xt + tile_off(M, K2, t + 1, &T1);
+                const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;   /* a 32-token tile, int16 */
+                if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t + 1, bp, tsz);
+                int T1; xtile1 = x ? xw + tile_at(M, K2, t + 1, &T1, tsz) : xt + tile_off(M, K2, t + 1, &T1);
             }
 #endif
             rows_fast_any(ek, bp, ep, &kc, xtile, m0, mt, row_ptr, idx, vals, r0, r1, xtile1);
@@ -1023,6 +1040,8 @@ static void row_share(const int32_t *row_ptr, int N, int tid, int TT, int *r0p, 
 
 /* the calling thread's activation tiles, kept between calls (floats) */
 DSCY_THREAD_BUFFER(xt_buffer)
+/* the calling thread's own two packed tiles (spmm_range with x) */
+DSCY_THREAD_BUFFER(xt_own_buffer)
 
 /* Pack + multiply in one parallel region. With enough 32-token tiles each thread takes whole
  * tiles (packs them itself and runs every row on them: its activations and its output rows stay
@@ -1034,13 +1053,14 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                     const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads) {
     int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M), fail = 0;
     int nt = dscy_nthreads(nthreads);
-    if (!xt) {
+    /* token split: whole 32-token tiles per thread, balanced (an 8-token tail tile goes last);
+     * one thread runs that way too (it packs each tile into its own buffer as it goes) */
+    int tok = nt == 1 || (n32 >= nt && (n32 % nt == 0 || n32 >= 4 * nt));
+    if (!tok && nt > N) nt = N;
+    if (!tok && !xt) {
         xt = (int16_t *)xt_buffer((dscy_qs8_spmm_xt_size(M, Kp) + 1) / 2);
         if (!xt) return -1;
     }
-    /* token split: whole 32-token tiles per thread, balanced (an 8-token tail tile goes last) */
-    int tok = nt > 1 && n32 >= nt && (n32 % nt == 0 || n32 >= 4 * nt);
-    if (!tok && nt > N) nt = N;
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = 0, TT = 1;
@@ -1048,9 +1068,17 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
         tid = omp_get_thread_num(); TT = omp_get_num_threads();
 #endif
         uint8_t *rows = NULL;
+        int16_t *own = NULL;
         if (g) {
             rows = (uint8_t *)conv_rows_buffer(((size_t)T32 * K + 3) / 4 + 16);
             if (!rows) {
+                #pragma omp atomic write
+                fail = 1;
+            }
+        }
+        if (tok) {
+            own = (int16_t *)xt_own_buffer((size_t)2 * K2 * T32);    /* two tiles, in floats */
+            if (!own) {
                 #pragma omp atomic write
                 fail = 1;
             }
@@ -1064,11 +1092,11 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                 int t0 = u0 <= (long)n32 * 4 ? (int)((u0 + 3) / 4) : n32 + (int)(u0 - (long)n32 * 4);
                 int t1 = u1 <= (long)n32 * 4 ? (int)((u1 + 3) / 4) : n32 + (int)(u1 - (long)n32 * 4);
                 if (tid == TT - 1) t1 = ntl;
-                spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x, x_signed,
-                           ldx, K, xt, g, rows);
+                spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x, x_signed,
+                           ldx, K, own, g, rows);
             } else {
                 #pragma omp for schedule(static)
-                for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t, bp);
+                for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t, bp, -1);
                 int r0, r1;
                 row_share(row_ptr, N, tid, TT, &r0, &r1);
                 spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, 0, ntl, NULL, 0, 0, 0,
