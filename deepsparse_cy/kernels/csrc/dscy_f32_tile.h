@@ -64,6 +64,40 @@ static inline dscy_acc6x16 dscy_f32_tile6x16(int kc, const float *restrict a,
     return r;
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#define DSCY_F32_TILE2 1
+/* Two 6 x 16 tiles of one panel a over the strips b0 and b1 at once (avx512 builds): 12 zmm
+ * accumulators. The single tile's six chains wait on the FMA latency (6 FMAs per 4 cycles at
+ * best, of 8 the two FMA ports could start); twelve keep both ports busy, and each broadcast
+ * serves two FMAs. Per lane the same products in the same k order: bit for bit two
+ * dscy_f32_tile6x16 calls. */
+static inline void dscy_f32_tile6x32(int kc, const float *restrict a, const float *restrict b0,
+                                     const float *restrict b1, ptrdiff_t ldb, dscy_acc6x16 *r0,
+                                     dscy_acc6x16 *r1) {
+    __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0;
+    __m512 y0 = x0, y1 = x0, y2 = x0, y3 = x0, y4 = x0, y5 = x0;
+    for (int k = 0; k < kc; k++) {
+        __m512 p = _mm512_loadu_ps(b0), q = _mm512_loadu_ps(b1), w;
+        w = _mm512_set1_ps(a[0]); x0 = _mm512_fmadd_ps(w, p, x0); y0 = _mm512_fmadd_ps(w, q, y0);
+        w = _mm512_set1_ps(a[1]); x1 = _mm512_fmadd_ps(w, p, x1); y1 = _mm512_fmadd_ps(w, q, y1);
+        w = _mm512_set1_ps(a[2]); x2 = _mm512_fmadd_ps(w, p, x2); y2 = _mm512_fmadd_ps(w, q, y2);
+        w = _mm512_set1_ps(a[3]); x3 = _mm512_fmadd_ps(w, p, x3); y3 = _mm512_fmadd_ps(w, q, y3);
+        w = _mm512_set1_ps(a[4]); x4 = _mm512_fmadd_ps(w, p, x4); y4 = _mm512_fmadd_ps(w, q, y4);
+        w = _mm512_set1_ps(a[5]); x5 = _mm512_fmadd_ps(w, p, x5); y5 = _mm512_fmadd_ps(w, q, y5);
+        a += 6; b0 += ldb; b1 += ldb;
+    }
+#define DSCY_HALVES(z) {_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)}
+    dscy_acc6x16 t0 = {{DSCY_HALVES(x0), DSCY_HALVES(x1), DSCY_HALVES(x2), DSCY_HALVES(x3),
+                        DSCY_HALVES(x4), DSCY_HALVES(x5)}};
+    dscy_acc6x16 t1 = {{DSCY_HALVES(y0), DSCY_HALVES(y1), DSCY_HALVES(y2), DSCY_HALVES(y3),
+                        DSCY_HALVES(y4), DSCY_HALVES(y5)}};
+#undef DSCY_HALVES
+    *r0 = t0; *r1 = t1;
+}
+#else
+#define DSCY_F32_TILE2 0
+#endif
+
 /* The activations the conv and Winograd tiles apply in registers (f32_fused.h's formulas;
  * lo, hi: Clip's bounds or HardSigmoid's alpha, beta); other codes pass v through. */
 static inline __m256 dscy_f32_act8(int act, float lo, float hi, __m256 v) {

@@ -422,6 +422,36 @@ static inline void store_partial(const float *t, int ts, float *c, ptrdiff_t ldc
 
 /* One 6 x 16 tile over kc: c (rows mr <= 6, columns nr <= 16, row stride ldc) gets
  * acc + (first ? bias : c). */
+#ifdef __AVX2__
+/* the epilogue of a full-width tile (nr = 16) from its accumulators */
+static inline void tile_store_full(__m256 (*acc)[2], float *c, ptrdiff_t ldc, int mr, int first,
+                                   const float *bias, const tile_ep *e) {
+    for (int r = 0; r < mr; r++) {
+        float br = bias ? bias[r] : 0.0f;
+        const float *zr = e->z ? e->z + r * ldc : NULL;
+        ep8_store(e, acc[r][0], c + r * ldc, zr, e->cb, 8, first, br);
+        ep8_store(e, acc[r][1], c + r * ldc + 8, zr ? zr + 8 : NULL,
+                  e->cb ? e->cb + 8 : NULL, 8, first, br);
+    }
+}
+#endif
+
+#if DSCY_F32_TILE2
+/* Two full-width tiles of one panel: strips b and b + bstride, output columns c and c + 16
+ * (z and cb likewise), as two tile() calls compute them. */
+static inline void tile2(int kc, const float *restrict a, const float *restrict b,
+                         size_t bstride, float *c, ptrdiff_t ldc, int mr, int first,
+                         const float *bias, const tile_ep *e) {
+    dscy_acc6x16 t0, t1;
+    dscy_f32_tile6x32(kc, a, b, b + bstride, NR, &t0, &t1);
+    tile_store_full(t0.v, c, ldc, mr, first, bias, e);
+    tile_ep e1 = *e;
+    if (e1.z) e1.z += NR;
+    if (e1.cb) e1.cb += NR;
+    tile_store_full(t1.v, c + NR, ldc, mr, first, bias, &e1);
+}
+#endif
+
 static inline void tile(int kc, const float *restrict a, const float *restrict b, float *c,
                         ptrdiff_t ldc, int mr, int nr, int first, const float *bias,
                         const tile_ep *e) {
@@ -641,6 +671,19 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
                 for (int st = s0; st < s1; st++) {
                     int p = st * NR, nr = P - p < NR ? P - p : NR;
                     const float *bs = bp + (size_t)(st - s0) * SSTRIDE(kc);
+#if DSCY_F32_TILE2
+                    if (st + 1 < s1 && P - p >= 2 * NR) {     /* two full strips */
+                        for (int g = g0; g < g1; g++) {
+                            int m = g * MR, mr = M - m < MR ? M - m : MR;
+                            te.z = last && z ? zn + (size_t)m * P + p : NULL;
+                            tile2(kc, wp + ((size_t)g * K + k0) * MR, bs, SSTRIDE(kc),
+                                  on + (size_t)m * P + p, P, mr, k0 == 0, bias ? bias + m : NULL,
+                                  &te);
+                        }
+                        st++;
+                        continue;
+                    }
+#endif
                     for (int g = g0; g < g1; g++) {
                         int m = g * MR, mr = M - m < MR ? M - m : MR;
                         te.z = last && z ? zn + (size_t)m * P + p : NULL;
@@ -782,6 +825,17 @@ int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, 
                     int p = st * NR, nr = N - p < NR ? N - p : NR;
                     const float *bs = wp + ((size_t)kb * nstrips + st) * kcb * NR;
                     te.cb = k0 == 0 && bias ? bias + p : NULL;
+#if DSCY_F32_TILE2
+                    if (st + 1 < s1 && N - p >= 2 * NR) {     /* two full strips */
+                        for (int g = g0; g < g1; g++) {
+                            int m = g * MR, mr = T - m < MR ? T - m : MR;
+                            tile2(kc, xp + ((size_t)g * K + k0) * MR, bs, (size_t)kcb * NR,
+                                  out + (size_t)m * ldo + p, ldo, mr, k0 == 0, NULL, &te);
+                        }
+                        st++;
+                        continue;
+                    }
+#endif
                     for (int g = g0; g < g1; g++) {
                         int m = g * MR, mr = T - m < MR ? T - m : MR;
                         const float *a = xp + ((size_t)g * K + k0) * MR;

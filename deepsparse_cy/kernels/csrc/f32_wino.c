@@ -91,6 +91,21 @@ static inline void wtile(int kc, const float *restrict a, const float *restrict 
     }
 }
 
+#if DSCY_F32_TILE2
+/* wtile on strips b and b + WNR (columns c and c + WNR) at once */
+static inline void wtile2(int kc, const float *restrict a, const float *restrict b, ptrdiff_t ldb,
+                          float *restrict c, ptrdiff_t ldc) {
+    dscy_acc6x16 t0, t1;
+    dscy_f32_tile6x32(kc, a, b, b + WNR, ldb, &t0, &t1);
+    for (int r = 0; r < WMR; r++, c += ldc) {
+        _mm256_storeu_ps(c, t0.v[r][0]);
+        _mm256_storeu_ps(c + 8, t0.v[r][1]);
+        _mm256_storeu_ps(c + WNR, t1.v[r][0]);
+        _mm256_storeu_ps(c + WNR + 8, t1.v[r][1]);
+    }
+}
+#endif
+
 DSCY_THREAD_BUFFER(wino_buffer)
 
 /* Tiles per item: a multiple of 16 (whole strips) keeping V (16 x C x tiles floats) within
@@ -218,9 +233,19 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
         const float *zn = z ? z + (size_t)n * M * P : NULL;
         for (int g = 0; g < npanels; g++) {
             for (int xi = 0; xi < 16; xi++)
-                for (int s = 0; s < nst; s++)
+                for (int s = 0; s < nst; s++) {
+#if DSCY_F32_TILE2
+                    if (s + 1 < nst) {     /* two strips per pass (dscy_f32_tile6x32) */
+                        wtile2(C, u + ((size_t)xi * npanels + g) * C * WMR,
+                               V + (size_t)xi * xstep + s * WNR, TBS,
+                               mb + (size_t)xi * WMR * TBS + s * WNR, TBS);
+                        s++;
+                        continue;
+                    }
+#endif
                     wtile(C, u + ((size_t)xi * npanels + g) * C * WMR, V + (size_t)xi * xstep + s * WNR,
                           TBS, mb + (size_t)xi * WMR * TBS + s * WNR, TBS);
+                }
             int mr = M - g * WMR < WMR ? M - g * WMR : WMR;
             int ract = reg ? act : 0;
             for (int r = 0; r < mr; r++) {
