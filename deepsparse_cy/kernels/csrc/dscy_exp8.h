@@ -36,9 +36,9 @@ static inline __m256 dscy_exp8(__m256 x) {
     return _mm256_blendv_ps(res, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
 }
 #ifdef __AVX512F__
-/* dscy_exp8 on 16 lanes, lane for lane the same operations (the attention softmax of the
- * avx512 build) */
-static inline __m512 dscy_exp16(__m512 x) {
+/* dscy_exp8_clamped on 16 lanes, lane for lane the same operations (the attention softmax and
+ * the conv tiles' SiLU of the avx512 build) */
+static inline __m512 dscy_exp16_clamped(__m512 x) {
     const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-87.3365447505531f);
     __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
     __m512 fl = _mm512_roundscale_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
@@ -56,7 +56,13 @@ static inline __m512 dscy_exp16(__m512 x) {
     y = _mm512_add_ps(_mm512_fmadd_ps(y, r2, r), _mm512_set1_ps(1.0f));
     __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fl),
                                                    _mm512_set1_epi32(127)), 23);
-    __m512 res = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+/* dscy_exp8 on 16 lanes: dscy_exp8_clamped's lanes and its out-of-range results */
+static inline __m512 dscy_exp16(__m512 x) {
+    const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-87.3365447505531f);
+    __m512 res = dscy_exp16_clamped(x);
     res = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), res,
                                _mm512_set1_ps(__builtin_inff()));
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), res, _mm512_setzero_ps());

@@ -71,9 +71,10 @@ static inline dscy_acc6x16 dscy_f32_tile6x16(int kc, const float *restrict a,
  * best, of 8 the two FMA ports could start); twelve keep both ports busy, and each broadcast
  * serves two FMAs. Per lane the same products in the same k order: bit for bit two
  * dscy_f32_tile6x16 calls. */
+typedef struct { __m512 v[6]; } dscy_acc6x16z;     /* one zmm per row */
 static inline void dscy_f32_tile6x32(int kc, const float *restrict a, const float *restrict b0,
-                                     const float *restrict b1, ptrdiff_t ldb, dscy_acc6x16 *r0,
-                                     dscy_acc6x16 *r1) {
+                                     const float *restrict b1, ptrdiff_t ldb, dscy_acc6x16z *r0,
+                                     dscy_acc6x16z *r1) {
     __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0;
     __m512 y0 = x0, y1 = x0, y2 = x0, y3 = x0, y4 = x0, y5 = x0;
     for (int k = 0; k < kc; k++) {
@@ -87,12 +88,39 @@ static inline void dscy_f32_tile6x32(int kc, const float *restrict a, const floa
         a += 6; b0 += ldb; b1 += ldb;
     }
 #define DSCY_HALVES(z) {_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)}
-    dscy_acc6x16 t0 = {{DSCY_HALVES(x0), DSCY_HALVES(x1), DSCY_HALVES(x2), DSCY_HALVES(x3),
-                        DSCY_HALVES(x4), DSCY_HALVES(x5)}};
-    dscy_acc6x16 t1 = {{DSCY_HALVES(y0), DSCY_HALVES(y1), DSCY_HALVES(y2), DSCY_HALVES(y3),
-                        DSCY_HALVES(y4), DSCY_HALVES(y5)}};
-#undef DSCY_HALVES
-    *r0 = t0; *r1 = t1;
+    r0->v[0] = x0; r0->v[1] = x1; r0->v[2] = x2; r0->v[3] = x3; r0->v[4] = x4; r0->v[5] = x5;
+    r1->v[0] = y0; r1->v[1] = y1; r1->v[2] = y2; r1->v[3] = y3; r1->v[4] = y4; r1->v[5] = y5;
+}
+
+/* dscy_f32_act8 on 16 lanes, lane for lane the same operations (the reciprocal of SiLU by two
+ * ymm vrcpps: vrcp14ps approximates differently) */
+static inline __m512 dscy_f32_act16(int act, float lo, float hi, __m512 v) {
+    switch (act) {
+    case DSCY_F_RELU:
+        return _mm512_max_ps(v, _mm512_setzero_ps());
+    case DSCY_F_CLIP:
+        return _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), v));
+    case DSCY_F_SILU: {
+        __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f),
+                                 dscy_exp16_clamped(_mm512_sub_ps(_mm512_setzero_ps(), v)));
+        __m512 r = _mm512_insertf32x8(
+            _mm512_castps256_ps512(_mm256_rcp_ps(_mm512_castps512_ps256(d))),
+            _mm256_rcp_ps(_mm512_extractf32x8_ps(d, 1)), 1);
+        r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+        return _mm512_mul_ps(v, r);
+    }
+    case DSCY_F_HARDSWISH: {
+        __m512 h = _mm512_fmadd_ps(v, _mm512_set1_ps(1.0f / 6.0f), _mm512_set1_ps(0.5f));
+        h = _mm512_min_ps(_mm512_max_ps(h, _mm512_setzero_ps()), _mm512_set1_ps(1.0f));
+        return _mm512_mul_ps(v, h);
+    }
+    case DSCY_F_HARDSIGMOID: {
+        __m512 h = _mm512_fmadd_ps(v, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        return _mm512_min_ps(_mm512_max_ps(h, _mm512_setzero_ps()), _mm512_set1_ps(1.0f));
+    }
+    default:
+        return v;
+    }
 }
 #else
 #define DSCY_F32_TILE2 0

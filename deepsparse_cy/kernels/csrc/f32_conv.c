@@ -437,18 +437,40 @@ static inline void tile_store_full(__m256 (*acc)[2], float *c, ptrdiff_t ldc, in
 #endif
 
 #if DSCY_F32_TILE2
+/* ep8_store on 16 lanes (the same operations: dscy_f32_act16) */
+static inline void ep16_store(const tile_ep *e, __m512 acc, float *c, const float *zr,
+                              const float *cb, int first, float br) {
+    __m512 init;
+    if (first) {
+        init = _mm512_set1_ps(br);
+        if (cb) init = _mm512_add_ps(init, _mm512_loadu_ps(cb));
+    } else init = _mm512_loadu_ps(c);
+    __m512 v = _mm512_add_ps(acc, init);
+    if (zr) v = _mm512_add_ps(v, _mm512_loadu_ps(zr));
+    if (e->act) v = dscy_f32_act16(e->act, e->lo, e->hi, v);
+    _mm512_storeu_ps(c, v);
+}
+
+/* tile_store_full from one zmm per row */
+static inline void tile_store_full16(const __m512 *acc, float *c, ptrdiff_t ldc, int mr,
+                                     int first, const float *bias, const tile_ep *e) {
+    for (int r = 0; r < mr; r++)
+        ep16_store(e, acc[r], c + r * ldc, e->z ? e->z + r * ldc : NULL, e->cb, first,
+                   bias ? bias[r] : 0.0f);
+}
+
 /* Two full-width tiles of one panel: strips b and b + bstride, output columns c and c + 16
  * (z and cb likewise), as two tile() calls compute them. */
 static inline void tile2(int kc, const float *restrict a, const float *restrict b,
                          size_t bstride, float *c, ptrdiff_t ldc, int mr, int first,
                          const float *bias, const tile_ep *e) {
-    dscy_acc6x16 t0, t1;
+    dscy_acc6x16z t0, t1;
     dscy_f32_tile6x32(kc, a, b, b + bstride, NR, &t0, &t1);
-    tile_store_full(t0.v, c, ldc, mr, first, bias, e);
+    tile_store_full16(t0.v, c, ldc, mr, first, bias, e);
     tile_ep e1 = *e;
     if (e1.z) e1.z += NR;
     if (e1.cb) e1.cb += NR;
-    tile_store_full(t1.v, c + NR, ldc, mr, first, bias, &e1);
+    tile_store_full16(t1.v, c + NR, ldc, mr, first, bias, &e1);
 }
 #endif
 
@@ -458,6 +480,15 @@ static inline void tile(int kc, const float *restrict a, const float *restrict b
 #ifdef __AVX2__
     dscy_acc6x16 t6 = dscy_f32_tile6x16(kc, a, b, NR);
     __m256 (*acc)[2] = t6.v;
+#if DSCY_F32_TILE2
+    if (nr == NR) {      /* the halves back as one zmm per row (the compiler drops the split) */
+        __m512 z[MR];
+        for (int r = 0; r < MR; r++)
+            z[r] = _mm512_insertf32x8(_mm512_castps256_ps512(acc[r][0]), acc[r][1], 1);
+        tile_store_full16(z, c, ldc, mr, first, bias, e);
+        return;
+    }
+#endif
     if (nr == NR) {
         for (int r = 0; r < mr; r++) {
             float br = bias ? bias[r] : 0.0f;

@@ -95,13 +95,11 @@ static inline void wtile(int kc, const float *restrict a, const float *restrict 
 /* wtile on strips b and b + WNR (columns c and c + WNR) at once */
 static inline void wtile2(int kc, const float *restrict a, const float *restrict b, ptrdiff_t ldb,
                           float *restrict c, ptrdiff_t ldc) {
-    dscy_acc6x16 t0, t1;
+    dscy_acc6x16z t0, t1;
     dscy_f32_tile6x32(kc, a, b, b + WNR, ldb, &t0, &t1);
     for (int r = 0; r < WMR; r++, c += ldc) {
-        _mm256_storeu_ps(c, t0.v[r][0]);
-        _mm256_storeu_ps(c + 8, t0.v[r][1]);
-        _mm256_storeu_ps(c + WNR, t1.v[r][0]);
-        _mm256_storeu_ps(c + WNR + 8, t1.v[r][1]);
+        _mm512_storeu_ps(c, t0.v[r]);
+        _mm512_storeu_ps(c + WNR, t1.v[r]);
     }
 }
 #endif
