@@ -63,3 +63,38 @@ def test_f32_attention(isa, case):
     K.load("f32_conv", isa).attention(q, k, v, mb, scale, big[..., 1:Dv + 1], 1)
     np.testing.assert_allclose(big[..., 1:Dv + 1], exp, rtol=2e-5, atol=2e-5)
     assert np.isnan(big[..., 0]).all() and np.isnan(big[..., -1]).all()
+
+
+def _denormal_product():
+    """A float32 product in the subnormal range, computed by numpy on the calling thread: 0
+    if the thread's MXCSR flushes to zero."""
+    return float(np.float32(1e-38) * np.float32(np.float32(0.25) + np.float32(0.0) * np.float32(1.0)))
+
+
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
+@pytest.mark.parametrize("nt", [1, 2])
+def test_f32_attention_wide_scores(isa, nt):
+    """Scores spanning hundreds within a row, as a trained model's attention has them (here by
+    a mask of -90 ... -300 on most keys, added exactly): most probabilities fall below FLT_MIN.
+    The kernel runs with denormals flushed (they made every FMA of P.V a microcode assist) and
+    must still match the float64 reference, and leave the calling thread's floating-point mode
+    as it found it (numpy's subnormal products stay subnormal afterwards)."""
+    B, S, T, H, D = 1, 40, 96, 3, 64
+    rng = np.random.default_rng(42)
+    q = rng.standard_normal((B, S, H, D)).astype(np.float32)
+    k = rng.standard_normal((B, T, H, D)).astype(np.float32)
+    v = rng.standard_normal((B, T, H, D)).astype(np.float32)
+    mask = np.where(rng.random((B, H, S, T)) < 0.7, -rng.uniform(90, 300, (B, H, S, T)),
+                    0.0).astype(np.float32)
+    mask[..., 0] = 0.0
+    scale = 1 / np.sqrt(D)
+    s = np.einsum("bshd,bthd->bhst", q.astype(np.float64), k) * scale + mask
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    assert ((p > 0) & (p < np.finfo(np.float32).tiny)).mean() > 0.2   # below FLT_MIN
+    before = _denormal_product()
+    assert before != 0.0
+    out = np.full((B, S, H, D), np.nan, np.float32)
+    K.load("f32_conv", isa).attention(q, k, v, mask, scale, out, nt)
+    np.testing.assert_allclose(out, ref_attention(q, k, v, mask, scale), rtol=2e-5, atol=2e-5)
+    assert _denormal_product() == before
