@@ -49,6 +49,13 @@ def set_avx2(bint on):
     _avx2 = 1 if on else 0
 
 
+def set_avx512(bint on):
+    """Also the AVX-512 quantizer in LayerNorm + QuantizeLinear (only when the CPU has AVX-512
+    F/BW/VL/DQ); False goes back to the AVX2 copies."""
+    global _avx2
+    _avx2 = 2 if on else 1
+
+
 def avx2_enabled():
     return bool(_avx2)
 

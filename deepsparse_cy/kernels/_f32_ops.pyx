@@ -45,6 +45,13 @@ def set_avx2(bint on):
     _q_avx2 = 1 if on else 0
 
 
+def set_avx512(bint on):
+    """Run the AVX-512 copies of the quantizers (True only when the CPU has AVX-512
+    F/BW/VL/DQ); False goes back to the AVX2 copies."""
+    global _q_avx2
+    _q_avx2 = 2 if on else 1
+
+
 cdef void _chunked(int op, const float *x, void *y, Py_ssize_t n, int nt, float a,
                    float b) noexcept nogil:
     """y[i] = op(x[i]) over CHUNK-sized blocks split across nt threads; a, b: op parameters

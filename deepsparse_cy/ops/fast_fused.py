@@ -43,6 +43,8 @@ from .registry import Op, register
 
 DOMAIN = "com.deepsparse_cy"
 _k.set_avx2(kernels.kernel_isa() != "generic")
+if kernels.kernel_isa() in ("avx512_vnni", "amx"):   # levels that need AVX-512 F/BW/VL/DQ
+    _k.set_avx512(True)                              # LayerNorm + quantize's AVX-512 quantizer
 # FusedMatMul with a constant weight runs the compiled GEMM where its SIMD build is dispatched;
 # the generic level keeps BLAS (tests run both)
 _FAST_GEMM = kernels.kernel_builds().get("f32_conv") in ("avx2", "avx512_vnni")

@@ -52,16 +52,22 @@ def test_softmax_masked_rows():
     assert np.isnan(y[1]).all()   # the ONNX spec's NaN for an all -inf row
 
 
-_Q_AVX2 = [False] + ([True] if kernels.kernel_isa() != "generic" else [])
+_AVX512 = kernels.kernel_isa() in ("avx512_vnni", "amx")
+_Q_LEVELS = ["scalar"] + (["avx2"] if kernels.kernel_isa() != "generic" else []) + \
+    (["avx512"] if _AVX512 else [])
 
 
-@pytest.fixture(params=_Q_AVX2, ids=lambda v: "avx2" if v else "scalar")
+@pytest.fixture(params=_Q_LEVELS)
 def q_avx2(request):
-    """Run a test with the scalar and (where the CPU has it) the AVX2 quantizer copies."""
-    was = kernels.kernel_isa() != "generic"
-    _f32_ops.set_avx2(request.param)
+    """Run a test with the scalar and (where the dispatch level has them) the AVX2 and AVX-512
+    quantizer copies; the import-time choice is restored after."""
+    _f32_ops.set_avx2(request.param != "scalar")
+    if request.param == "avx512":
+        _f32_ops.set_avx512(True)
     yield request.param
-    _f32_ops.set_avx2(was)
+    _f32_ops.set_avx2(kernels.kernel_isa() != "generic")
+    if _AVX512:
+        _f32_ops.set_avx512(True)
 
 
 @pytest.mark.parametrize("zdt", [np.uint8, np.int8])
@@ -84,9 +90,10 @@ def test_quantize_matches_reference_exactly(zdt, seed, q_avx2):
 
 @pytest.mark.parametrize("zdt", [np.uint8, np.int8])
 def test_quantize_at_and_beside_every_tie_matches_the_division(zdt, q_avx2):
-    """The AVX2 quantizer multiplies by 1 / scale and divides only near a half-integer: at the
-    ties, one and two ulps either side of them (where x * (1 / s) and x / s can round apart),
-    across scales including ones whose reciprocal is inexact or not a normal float."""
+    """The AVX2 and AVX-512 quantizers multiply by 1 / scale and divide only near a
+    half-integer: at the ties, one and two ulps either side of them (where x * (1 / s) and
+    x / s can round apart), across scales including ones whose reciprocal is inexact or not a
+    normal float."""
     from deepsparse_cy.ops import quant
     rng = np.random.default_rng(11)
     fn = _f32_ops.quantize_u8 if zdt == np.uint8 else _f32_ops.quantize_s8

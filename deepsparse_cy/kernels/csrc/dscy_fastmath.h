@@ -234,14 +234,76 @@ static void dscy_quantize_s8_avx2(const float *restrict x, signed char *restrict
         _mm256_storeu_si256((__m256i *)(y + i), dscy_q8_block(x + i, sc, iv, lo, hi, zpv, qlo, qhi));
     dscy_quantize_s8(x + i, y + i, n - i, scale, zp);
 }
+
+/* AVX-512 copies (level 2: the CPU has AVX-512 F/BW/VL/DQ), bit-identical to the scalar
+ * quantizers: x * (1/scale) where that rounds as x / scale, else the division (16 lanes at a
+ * time, dscy_q8_div's test), the same clamps, NaN -> lo, round half to even and saturation; 16
+ * values per step narrowed by vpmovdb (in range already). Half the AVX2 copy's time on
+ * BERT-base's 128 x 768 rows: it ran at 3x a plain numpy multiply. */
+#define DSCY_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+DSCY_TARGET_AVX512
+static inline __m128i dscy_q8_16(const float *x, __m512 sc, __m512 iv, int divide, __m512 lo,
+                                 __m512 hi, __m512 zpv, __m512 qlo, __m512 qhi) {
+    __m512 xv = _mm512_loadu_ps(x), v;
+    if (divide) v = _mm512_div_ps(xv, sc);
+    else {
+        v = _mm512_mul_ps(xv, iv);
+        __m512 f = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
+                                 _mm512_set1_ps(0.5f));
+        if (_mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p-10f), _CMP_LT_OQ))
+            v = _mm512_div_ps(xv, sc);
+    }
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    v = _mm512_mask_blend_ps(nan, v, lo);
+    v = _mm512_add_ps(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zpv);
+    v = _mm512_min_ps(_mm512_max_ps(v, qlo), qhi);
+    return _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+}
+
+DSCY_TARGET_AVX512
+static void dscy_quantize_u8_avx512(const float *restrict x, unsigned char *restrict y, long n,
+                                    float scale, float zp) {
+    const float ivs = dscy_q8_inv(scale);
+    const __m512 sc = _mm512_set1_ps(scale), iv = _mm512_set1_ps(ivs),
+                 lo = _mm512_set1_ps(-zp - 1.0f), hi = _mm512_set1_ps(255.0f - zp + 1.0f),
+                 zpv = _mm512_set1_ps(zp), qlo = _mm512_setzero_ps(), qhi = _mm512_set1_ps(255.0f);
+    const int divide = ivs == 0.0f;
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128((__m128i *)(y + i), dscy_q8_16(x + i, sc, iv, divide, lo, hi, zpv, qlo, qhi));
+    dscy_quantize_u8(x + i, y + i, n - i, scale, zp);
+}
+
+DSCY_TARGET_AVX512
+static void dscy_quantize_s8_avx512(const float *restrict x, signed char *restrict y, long n,
+                                    float scale, float zp) {
+    const float ivs = dscy_q8_inv(scale);
+    const __m512 sc = _mm512_set1_ps(scale), iv = _mm512_set1_ps(ivs),
+                 lo = _mm512_set1_ps(-128.0f - zp - 1.0f), hi = _mm512_set1_ps(127.0f - zp + 1.0f),
+                 zpv = _mm512_set1_ps(zp), qlo = _mm512_set1_ps(-128.0f), qhi = _mm512_set1_ps(127.0f);
+    const int divide = ivs == 0.0f;
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128((__m128i *)(y + i), dscy_q8_16(x + i, sc, iv, divide, lo, hi, zpv, qlo, qhi));
+    dscy_quantize_s8(x + i, y + i, n - i, scale, zp);
+}
 #else
 #define dscy_quantize_u8_avx2 dscy_quantize_u8
 #define dscy_quantize_s8_avx2 dscy_quantize_s8
+#define dscy_quantize_u8_avx512 dscy_quantize_u8
+#define dscy_quantize_s8_avx512 dscy_quantize_s8
 #endif
 
-/* QuantizeLinear of n floats into u8 (sgn 0) or s8, the AVX2 copy when avx2 */
+/* QuantizeLinear of n floats into u8 (sgn 0) or s8: level 0 the scalar loops, 1 the AVX2 copy,
+ * 2 the AVX-512 copy (all bit-identical) */
 static inline void dscy_quantize8(int avx2, int sgn, const float *x, void *y, long n, float scale,
                                   float zp) {
+    if (avx2 >= 2) {
+        if (sgn) dscy_quantize_s8_avx512(x, (signed char *)y, n, scale, zp);
+        else dscy_quantize_u8_avx512(x, (unsigned char *)y, n, scale, zp);
+        return;
+    }
     if (sgn) {
         if (avx2) dscy_quantize_s8_avx2(x, (signed char *)y, n, scale, zp);
         else dscy_quantize_s8(x, (signed char *)y, n, scale, zp);
