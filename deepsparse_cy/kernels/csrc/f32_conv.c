@@ -420,8 +420,6 @@ static inline void store_partial(const float *t, int ts, float *c, ptrdiff_t ldc
     }
 }
 
-/* One 6 x 16 tile over kc: c (rows mr <= 6, columns nr <= 16, row stride ldc) gets
- * acc + (first ? bias : c). */
 #ifdef __AVX2__
 /* the epilogue of a full-width tile (nr = 16) from its accumulators */
 static inline void tile_store_full(__m256 (*acc)[2], float *c, ptrdiff_t ldc, int mr, int first,
@@ -474,6 +472,8 @@ static inline void tile2(int kc, const float *restrict a, const float *restrict 
 }
 #endif
 
+/* One 6 x 16 tile over kc: c (rows mr <= 6, columns nr <= 16, row stride ldc) gets
+ * acc + (first ? bias : c). */
 static inline void tile(int kc, const float *restrict a, const float *restrict b, float *c,
                         ptrdiff_t ldc, int mr, int nr, int first, const float *bias,
                         const tile_ep *e) {
@@ -490,13 +490,7 @@ static inline void tile(int kc, const float *restrict a, const float *restrict b
     }
 #endif
     if (nr == NR) {
-        for (int r = 0; r < mr; r++) {
-            float br = bias ? bias[r] : 0.0f;
-            const float *zr = e->z ? e->z + r * ldc : NULL;
-            ep8_store(e, acc[r][0], c + r * ldc, zr, e->cb, 8, first, br);
-            ep8_store(e, acc[r][1], c + r * ldc + 8, zr ? zr + 8 : NULL,
-                      e->cb ? e->cb + 8 : NULL, 8, first, br);
-        }
+        tile_store_full(acc, c, ldc, mr, first, bias, e);
         return;
     }
     float t[MR][NR];
