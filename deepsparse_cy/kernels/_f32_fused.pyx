@@ -217,10 +217,7 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
             # the QuantizeLinear and DequantizeLinear ops' own row functions
             dscy_quantize8(av, q_signed, y, qr, n, scale, zp)
             if dq_out:
-                if q_signed:
-                    dscy_dequant_row_s8(<signed char *>qr, y, n, zp, scale, NULL)
-                else:
-                    dscy_dequant_row_u8(qr, y, n, zp, scale, NULL)
+                dscy_dequant_row(av, q_signed, qr, y, n, zp, scale, NULL)
 
 
 def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)

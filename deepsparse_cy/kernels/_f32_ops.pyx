@@ -335,12 +335,12 @@ def dequantize_rows(q,                       # IN  uint8 or int8 [rows, n], C-co
         qs = q
         with nogil:
             for r in prange(rows, num_threads=nt, schedule="static"):
-                dscy_dequant_row_s8(&qs[r, 0], &out[r, 0], n, zero_point, scale, bp)
+                dscy_dequant_row(_q_avx2, 1, &qs[r, 0], &out[r, 0], n, zero_point, scale, bp)
     else:
         qu = q
         with nogil:
             for r in prange(rows, num_threads=nt, schedule="static"):
-                dscy_dequant_row_u8(&qu[r, 0], &out[r, 0], n, zero_point, scale, bp)
+                dscy_dequant_row(_q_avx2, 0, &qu[r, 0], &out[r, 0], n, zero_point, scale, bp)
     return out
 
 

@@ -16,6 +16,8 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
     void dscy_clip_array(const float *x, float *y, long n, float lo, float hi)
     void dscy_quantize8(int avx2, int sgn, const float *x, void *y, long n, float scale,
                         float zp)
+    void dscy_dequant_row(int level, int sgn, const void *q, float *y, long n, float zp,
+                          float scale, const float *bias)
     void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp, float scale,
                              const float *bias)
     void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp, float scale,

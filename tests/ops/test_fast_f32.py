@@ -171,8 +171,9 @@ def test_depthwise_kernel_both_builds(avx2, C, H, W, s, d, N):
 
 @pytest.mark.parametrize("dt", [np.uint8, np.int8])
 @pytest.mark.parametrize("bias", [False, True])
-def test_dequantize_rows_bit_equal_to_numpy(dt, bias):
-    # the compiled (q - zp) * s (+ b) must round exactly as numpy's float32 passes do
+def test_dequantize_rows_bit_equal_to_numpy(dt, bias, q_avx2):
+    # the compiled (q - zp) * s (+ b) must round exactly as numpy's float32 passes do, in every
+    # copy (scalar, and the AVX-512 rows with their masked tail: no FMA contraction there)
     rng = np.random.default_rng(int(bias) + (dt == np.int8) * 2)
     info = np.iinfo(dt)
     q = rng.integers(info.min, info.max + 1, (37, 101)).astype(dt)

@@ -333,6 +333,41 @@ static inline void dscy_quantize8(int avx2, int sgn, const float *x, void *y, lo
 DSCY_DEQUANT_ROW(dscy_dequant_row_u8, unsigned char)
 DSCY_DEQUANT_ROW(dscy_dequant_row_s8, signed char)
 
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+/* the same rows 16 values a step (AVX-512 F/BW/VL/DQ, level 2), the same two roundings per
+ * value: bit-identical; the generic module's gcc vectorised the loops at SSE2 width */
+#define DSCY_DEQUANT_ROW16(name, T, widen)                                                 \
+    DSCY_TARGET_AVX512 static void name(const T *q, float *y, long n, float zp, float scale, \
+                                        const float *bias) {                               \
+        const __m512 z = _mm512_set1_ps(zp), sc = _mm512_set1_ps(scale);                   \
+        for (long j = 0; j < n; j += 16) {   /* the tail under a lane mask */               \
+            __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1); \
+            __m512 v = _mm512_cvtepi32_ps(widen(_mm_maskz_loadu_epi8(m, q + j)));          \
+            v = _mm512_mul_ps(_mm512_sub_ps(v, z), sc);                                    \
+            __asm__("" : "+v"(v));   /* the product rounds before the bias (no FMA) */      \
+            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));            \
+            _mm512_mask_storeu_ps(y + j, m, v);                                            \
+        }                                                                                  \
+    }
+DSCY_DEQUANT_ROW16(dscy_dequant_row_u8_avx512, unsigned char, _mm512_cvtepu8_epi32)
+DSCY_DEQUANT_ROW16(dscy_dequant_row_s8_avx512, signed char, _mm512_cvtepi8_epi32)
+#else
+#define dscy_dequant_row_u8_avx512 dscy_dequant_row_u8
+#define dscy_dequant_row_s8_avx512 dscy_dequant_row_s8
+#endif
+
+/* DequantizeLinear rows at a quantizer level (dscy_quantize8's: 2 the AVX-512 copies) */
+static inline void dscy_dequant_row(int level, int sgn, const void *q, float *y, long n, float zp,
+                                    float scale, const float *bias) {
+    if (sgn) {
+        if (level >= 2) dscy_dequant_row_s8_avx512((const signed char *)q, y, n, zp, scale, bias);
+        else dscy_dequant_row_s8((const signed char *)q, y, n, zp, scale, bias);
+    } else {
+        if (level >= 2) dscy_dequant_row_u8_avx512((const unsigned char *)q, y, n, zp, scale, bias);
+        else dscy_dequant_row_u8((const unsigned char *)q, y, n, zp, scale, bias);
+    }
+}
+
 /* y = min(max(x, lo), hi); NaN stays NaN (both comparisons are false for it), as ONNX Clip. */
 static inline void dscy_clip_array(const float *restrict x, float *restrict y, long n,
                                    float lo, float hi) {
