@@ -171,13 +171,14 @@ def test_depthwise_kernel_both_builds(avx2, C, H, W, s, d, N):
 
 @pytest.mark.parametrize("dt", [np.uint8, np.int8])
 @pytest.mark.parametrize("bias", [False, True])
-def test_dequantize_rows_bit_equal_to_numpy(dt, bias, q_avx2):
+@pytest.mark.parametrize("n", [1, 15, 17, 33, 37, 101])
+def test_dequantize_rows_bit_equal_to_numpy(dt, bias, n, q_avx2):
     # the compiled (q - zp) * s (+ b) must round exactly as numpy's float32 passes do, in every
     # copy (scalar, and the AVX-512 rows with their masked tail: no FMA contraction there)
-    rng = np.random.default_rng(int(bias) + (dt == np.int8) * 2)
+    rng = np.random.default_rng(int(bias) + (dt == np.int8) * 2 + 4 * n)
     info = np.iinfo(dt)
-    q = rng.integers(info.min, info.max + 1, (37, 101)).astype(dt)
-    b = rng.standard_normal(101).astype(np.float32) if bias else None
+    q = rng.integers(info.min, info.max + 1, (37, n)).astype(dt)
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
     for zp in (0, int(info.min), int(info.max), 7):
         for s in (np.float32(0.0123), np.float32(3.7), np.float32(1e-7)):
             out = np.empty(q.shape, np.float32)
