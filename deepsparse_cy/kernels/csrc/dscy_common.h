@@ -9,6 +9,15 @@
 /* set (tests): the kernels take their non-VBMI paths on a CPU with VBMI too (one definition
  * per module, merged by the linker) */
 __attribute__((weak)) int dscy_vbmi_off = 0;
+/* whether the avx512 builds' VBMI paths run: the CPU has AVX-512 VBMI and the tests did not
+ * turn them off (0 in other builds) */
+static inline int dscy_vbmi_on(void) {
+#if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    return !dscy_vbmi_off && __builtin_cpu_supports("avx512vbmi");
+#else
+    return 0;
+#endif
+}
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -332,7 +341,6 @@ typedef struct {
     int vbmi;        /* the CPU has AVX-512 VBMI (byte permutes) and dscy_vbmi_off is 0 */
 } dscy_ek_consts;
 
-
 static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
     k->mid = ep->mid_type != 0; k->act = ep->act; k->u8 = ep->out_type == DSCY_OUT_U8;
     k->mlo = _mm256_set1_ps(k->mid ? dscy_q8_lo(ep->mid_type, ep->mid_zp) : 0.0f);
@@ -347,9 +355,8 @@ static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
     k->moff = _mm256_set1_epi32(ep->mid_zp + (ep->mid_type == DSCY_OUT_U8 ? 0 : 128));
     k->bias = ep->bias; k->scale = ep->scale; k->mscale = ep->mid_scale; k->mbias = ep->mid_bias;
     k->lut = ep->lut;
-    k->vbmi = 0;
+    k->vbmi = dscy_vbmi_on();
 #ifdef __AVX512F__
-    k->vbmi = !dscy_vbmi_off && __builtin_cpu_supports("avx512vbmi");
     k->zmlo = _mm512_castps256_ps512(k->mlo); k->zmlo = _mm512_shuffle_f32x4(k->zmlo, k->zmlo, 0);
     k->zmhi = _mm512_castps256_ps512(k->mhi); k->zmhi = _mm512_shuffle_f32x4(k->zmhi, k->zmhi, 0);
     k->zalo = _mm512_castps256_ps512(k->alo); k->zalo = _mm512_shuffle_f32x4(k->zalo, k->zalo, 0);
@@ -394,6 +401,13 @@ static inline __attribute__((always_inline)) __m256i dscy_ek8(
 }
 
 #ifdef __AVX512F__
+/* The table index of 16 lanes (f = (acc + bias) * scale): the mid value minus its type's
+ * minimum, 0 .. 255 (dscy_ek16's LUT kind, and the sparse kernel's VBMI table rows) */
+static inline __m512i dscy_lut_index16(const dscy_ek_consts *k, __m512 f) {
+    f = _mm512_min_ps(_mm512_max_ps(f, k->zmlo), k->zmhi);
+    return _mm512_add_epi32(_mm512_cvtps_epi32(f), k->zmoff);
+}
+
 /* dscy_ek8 on 16 lanes (the same operations in the same order: bit for bit) */
 static inline __attribute__((always_inline)) __m512i dscy_ek16(
         const int EK, const dscy_ek_consts *k, __m512i acc, __m512i b, __m512 s, __m512 ms,
@@ -401,8 +415,7 @@ static inline __attribute__((always_inline)) __m512i dscy_ek16(
     if (EK == DSCY_EK_I32) return _mm512_add_epi32(acc, b);
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, b)), s);
     if (EK == DSCY_EK_LUT) {
-        f = _mm512_min_ps(_mm512_max_ps(f, k->zmlo), k->zmhi);
-        __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32(f), k->zmoff);
+        __m512i i = dscy_lut_index16(k, f);
         __m512i w = _mm512_i32gather_epi32(_mm512_add_epi32(row, i), (const int *)k->lut, 1);
         return k->u8 ? _mm512_and_si512(w, _mm512_set1_epi32(0xff))
                      : _mm512_srai_epi32(_mm512_slli_epi32(w, 24), 24);

@@ -87,7 +87,6 @@ static inline void dscy_f32_tile6x32(int kc, const float *restrict a, const floa
         w = _mm512_set1_ps(a[5]); x5 = _mm512_fmadd_ps(w, p, x5); y5 = _mm512_fmadd_ps(w, q, y5);
         a += 6; b0 += ldb; b1 += ldb;
     }
-#define DSCY_HALVES(z) {_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)}
     r0->v[0] = x0; r0->v[1] = x1; r0->v[2] = x2; r0->v[3] = x3; r0->v[4] = x4; r0->v[5] = x5;
     r1->v[0] = y0; r1->v[1] = y1; r1->v[2] = y2; r1->v[3] = y3; r1->v[4] = y4; r1->v[5] = y5;
 }

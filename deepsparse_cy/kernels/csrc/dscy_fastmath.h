@@ -241,18 +241,22 @@ static void dscy_quantize_s8_avx2(const float *restrict x, signed char *restrict
  * values per step narrowed by vpmovdb (in range already). Half the AVX2 copy's time on
  * BERT-base's 128 x 768 rows: it ran at 3x a plain numpy multiply. */
 #define DSCY_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+/* dscy_q8_div on 16 lanes (the same test; divide: iv = 0, hoisted by the caller) */
+DSCY_TARGET_AVX512
+static inline __m512 dscy_q8_div16(__m512 x, __m512 sc, __m512 iv, int divide) {
+    if (divide) return _mm512_div_ps(x, sc);
+    __m512 v = _mm512_mul_ps(x, iv);
+    __m512 f = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
+                             _mm512_set1_ps(0.5f));
+    if (_mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p-10f), _CMP_LT_OQ))
+        return _mm512_div_ps(x, sc);
+    return v;
+}
+
 DSCY_TARGET_AVX512
 static inline __m128i dscy_q8_16(const float *x, __m512 sc, __m512 iv, int divide, __m512 lo,
                                  __m512 hi, __m512 zpv, __m512 qlo, __m512 qhi) {
-    __m512 xv = _mm512_loadu_ps(x), v;
-    if (divide) v = _mm512_div_ps(xv, sc);
-    else {
-        v = _mm512_mul_ps(xv, iv);
-        __m512 f = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
-                                 _mm512_set1_ps(0.5f));
-        if (_mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p-10f), _CMP_LT_OQ))
-            v = _mm512_div_ps(xv, sc);
-    }
+    __m512 v = dscy_q8_div16(_mm512_loadu_ps(x), sc, iv, divide);
     __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     v = _mm512_mask_blend_ps(nan, v, lo);

@@ -681,11 +681,9 @@ static __attribute__((noinline, target("avx512vbmi"))) void ep_rows_lut_vbmi(
     const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
     const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
     __m512i c[4];
-    for (int j = 0; j < 2 * NT; j++) {      /* dscy_ek16's LUT index, lanes 16j .. 16j + 15 */
-        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(sums + 16 * j), b)), s);
-        f = _mm512_min_ps(_mm512_max_ps(f, k->zmlo), k->zmhi);
-        c[j] = _mm512_add_epi32(_mm512_cvtps_epi32(f), k->zmoff);      /* 0 .. 255 */
-    }
+    for (int j = 0; j < 2 * NT; j++)        /* lanes 16j .. 16j + 15 */
+        c[j] = dscy_lut_index16(k, _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(sums + 16 * j), b)), s));
     if (NT == 1) c[2] = c[3] = _mm512_setzero_si512();
     /* in-range values: the packs do not saturate; per 128-bit lane L they leave dwords
      * (c0, c1, c2, c3 tokens 4L .. 4L + 3), which the dword permute puts back in token order */
@@ -805,11 +803,9 @@ static inline __attribute__((always_inline)) void rows_fast(
             row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
             int slot = prow ? 0 : n - c0;     /* planar: every row through the first slot */
 #if DSCY_QUADS
-            if (EK == DSCY_EK_LUT && k->vbmi) {
+            if (EK == DSCY_EK_LUT && k->vbmi)
                 ep_rows_lut_vbmi(k, sums, n, bst + slot * T32, s2, NT);
-                if (prow) memcpy(prow + (size_t)n * ep->plane, bst, mt);
-                continue;
-            }
+            else
 #endif
             for (int h = 0; h < NT; h++) {
                 void *dst = bytes ? (void *)(bst + h * s2 + slot * T32) : (void *)(stage + h * s2 + slot * T32);
@@ -1128,9 +1124,5 @@ int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int 
 
 int dscy_qs8_spmm_vbmi(int off) {
     if (off >= 0) dscy_vbmi_off = off;
-#if DSCY_QUADS
-    return !dscy_vbmi_off && __builtin_cpu_supports("avx512vbmi");
-#else
-    return 0;
-#endif
+    return DSCY_QUADS && dscy_vbmi_on();
 }
