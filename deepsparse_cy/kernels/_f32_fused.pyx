@@ -36,10 +36,6 @@ ACTIVATIONS = {"": DSCY_F_NONE, "Relu": DSCY_F_RELU, "Clip": DSCY_F_CLIP, "Gelu"
                "HardSigmoid": DSCY_F_HARDSIGMOID, "LeakyRelu": DSCY_F_LEAKYRELU,
                "Sigmoid": DSCY_F_SIGMOID}
 
-DEF SMALL = 131072    # a second thread from 128K elements: with the FP32 GEMM, conv and attention
-                      # on this package's kernels a model's ops no longer follow a BLAS call
-                      # whose spinning workers hold the other core (the reason this was 1M)
-
 cdef int _avx2 = 0
 
 
@@ -64,12 +60,6 @@ include "_fastmath.pxi"
 
 cdef extern from "csrc/dscy_pool.h" nogil:
     float dscy_plane_mean(const float *x, long n)   # GlobalAveragePool's row mean
-
-
-cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
-    if n < SMALL or num_threads < 1:
-        return 1
-    return dscy_cap_threads(num_threads)   # never above threadpoolctl's / OMP's limit
 
 
 def bias_act_inplace(float[:, ::1] y,           # IN/OUT [rows, n]

@@ -18,17 +18,7 @@ include "_fastmath.pxi"
 cdef extern from "<math.h>" nogil:
     float logf(float)
 
-DEF SMALL = 131072    # a second thread from 128K elements, as _f32_fused.pyx (this was 512K while
-                      # a model's ops followed BLAS calls whose spinning workers held the other
-                      # core): the 150528- and 307200-element input quantizations of ResNet-50 and
-                      # YOLOv8n at 320 take 0.77x and 0.57x the time on two threads
 DEF CHUNK = 16384
-
-
-cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
-    if n < SMALL or num_threads < 1:
-        return 1
-    return dscy_cap_threads(num_threads)
 
 
 # element-wise kernels run through one chunked OpenMP driver

@@ -18,7 +18,17 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
                         float zp)
     void dscy_dequant_row(int level, int sgn, const void *q, float *y, long n, float zp,
                           float scale, const float *bias)
-    void dscy_dequant_row_u8(const unsigned char *q, float *y, long n, float zp, float scale,
-                             const float *bias)
-    void dscy_dequant_row_s8(const signed char *q, float *y, long n, float zp, float scale,
-                             const float *bias)
+
+
+# The element-wise and row kernels of _f32_ops and _f32_fused take a second thread from 128K
+# elements: with the FP32 GEMM, conv and attention on this package's kernels a model's ops no
+# longer follow a BLAS call whose spinning workers hold the other core (the reason this was 1M,
+# then 512K in _f32_ops); ResNet-50's and YOLOv8n's input quantizations (150528 and 307200
+# elements) take 0.77x and 0.57x the time on two threads.
+DEF SMALL = 131072
+
+
+cdef inline int _nt(Py_ssize_t n, int num_threads) noexcept nogil:
+    if n < SMALL or num_threads < 1:
+        return 1
+    return dscy_cap_threads(num_threads)   # never above threadpoolctl's / OMP's limit

@@ -279,24 +279,18 @@ def mid_q8_table(mid, act, lo, hi, y_scale, out_dtype, out_zero_point):
     """The table epilogue (dscy_kernels.h, lut) of a mid step followed by no activation, ReLU or
     Clip [lo, hi] (act code 0 / 1 / 2) and an 8-bit output: for channel n and each mid value q
     the output of f = (q - mid zero point) * scale[n] + bias[n], the activation, f / y_scale
-    (y_scale != 1), rounded half to even, + out_zero_point, saturated; in float32 steps, the
-    kernels' arithmetic (_epilogue_reference). mid: _mid_args's (code, zp, scale [n], bias [n]).
+    (y_scale != 1), rounded half to even, + out_zero_point, saturated: _epilogue_reference's
+    steps from the mid value on. mid: _mid_args's (code, zp, scale [n], bias [n]).
     Returns uint8 [n * 256 + 4] (an int8 output as its bytes)."""
+    if act not in (0, 1, 2):
+        raise ValueError("mid_q8_table: activation must be none, relu or clip")
     code, mzp, msc, mb = mid[:4]
     mt = np.dtype(_U8) if code == _OUT_CODES[_U8] else np.dtype(_S8)
-    q = np.arange(256, dtype=np.int32) + np.iinfo(mt).min
-    f = (q - int(mzp)).astype(np.float32)[:, None] * msc[None, :]
-    f = f + mb[None, :]
-    if act == 1:
-        f = np.maximum(f, np.float32(0))
-    elif act == 2:
-        f = np.minimum(np.maximum(f, np.float32(lo)), np.float32(hi))
-    elif act != 0:
-        raise ValueError("mid_q8_table: activation must be none, relu or clip")
-    if np.float32(y_scale) != 1:
-        f = f / np.float32(y_scale)
+    q1 = np.arange(256, dtype=np.int64)[:, None] + np.iinfo(mt).min     # [256, 1]: every value
+    f = _mid_dequant(q1, mzp, msc, mb)                                  # [256, n]
+    v = _after_mid(f, None, (None, "relu", "clip")[act], (lo, hi), y_scale, out_dtype,
+                   out_zero_point)
     info = np.iinfo(np.dtype(out_dtype))
-    v = np.clip(np.rint(f.astype(np.float64)) + int(out_zero_point), info.min, info.max)
     out = np.zeros(f.shape[1] * 256 + 4, np.uint8)
     out[:f.shape[1] * 256] = v.astype(np.int64).T.reshape(-1).astype(np.int8 if info.min < 0 else np.uint8).view(np.uint8)
     return out
@@ -656,9 +650,23 @@ def _epilogue_reference(acc, bias, scale, out_dtype, out_zero_point, activation,
         q1 = np.clip(np.rint(f.astype(np.float64)) + int(mzp), mi.min, mi.max)
         if len(mid) > 4 and mid[4] is not None:
             return _table_reference(q1, mdt, mid[4], out_dtype)
-        f = (q1 - int(mzp)).astype(np.float32) * np.asarray(msc, np.float32).reshape(1, -1)
-        if mb is not None:
-            f = f + np.asarray(mb, np.float32).reshape(1, -1)
+        f = _mid_dequant(q1, mzp, msc, mb)
+    return _after_mid(f, residual, activation, clip, y_scale, out_dtype, out_zero_point)
+
+
+def _mid_dequant(q1, mzp, msc, mb):
+    """The mid step's float value of mid values q1 [M, N] (or [M, 1], broadcast over channels):
+    (q1 - zero point) * scale [+ bias] per channel, float32 steps."""
+    f = (q1 - int(mzp)).astype(np.float32) * np.asarray(msc, np.float32).reshape(1, -1)
+    if mb is not None:
+        f = f + np.asarray(mb, np.float32).reshape(1, -1)
+    return f
+
+
+def _after_mid(f, residual, activation, clip, y_scale, out_dtype, out_zero_point):
+    """_epilogue_reference from the float value on: residual, activation, y_scale division and
+    the output quantization (float32 f [M, N])."""
+    out_dtype = np.dtype(out_dtype)
     if residual is not None:
         r, rzp, rsc = residual
         r = np.asarray(r)
