@@ -17,6 +17,9 @@ cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act, float p0, float p1)
     void dscy_layernorm(int avx2, const float *x, const float *skip, float *y, long n,
                         const float *g, const float *b, float eps)
+    int dscy_layernorm_zq(int level, const float *x, const float *skip, float *y, long n,
+                          const float *g, const float *b, float eps, void *q, int q_signed,
+                          float scale, float zp, int dq_out)
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
@@ -46,10 +49,24 @@ def set_avx2(bint on):
 
 
 def set_avx512(bint on):
-    """Also the AVX-512 quantizer in LayerNorm + QuantizeLinear (only when the CPU has AVX-512
-    F/BW/VL/DQ); False goes back to the AVX2 copies."""
+    """Also the AVX-512 LayerNorm row (rows of a multiple of 32, with its quantize / dequantize
+    in the same pass) and quantizer (only when the CPU has AVX-512 F/BW/VL/DQ); False goes back
+    to the AVX2 copies."""
     global _avx2
     _avx2 = 2 if on else 1
+
+
+def level():
+    """The copies in use: 0 baseline, 1 AVX2+FMA, 2 also AVX-512 (tests restore it with
+    set_level after forcing another)."""
+    return _avx2
+
+
+def set_level(int lv):
+    global _avx2
+    if lv not in (0, 1, 2):
+        raise ValueError(f"level {lv}: 0, 1 or 2")
+    _avx2 = lv
 
 
 def avx2_enabled():
@@ -202,6 +219,10 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
         for r in prange(rows, num_threads=_nt(4 * rows * n, num_threads), schedule="static"):
             y = &dq[r, 0]
             qr = &q[r, 0]
+            # level 2: the row's last pass quantizes and dequantizes in registers
+            if dscy_layernorm_zq(av, &x[r, 0], sk + r * n if sk != NULL else NULL, y, n,
+                                 &gamma[0], b, eps, qr, q_signed, scale, zp, dq_out):
+                continue
             dscy_layernorm(av, &x[r, 0], sk + r * n if sk != NULL else NULL, y, n,
                            &gamma[0], b, eps)
             # the QuantizeLinear and DequantizeLinear ops' own row functions

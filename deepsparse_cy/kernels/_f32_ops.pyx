@@ -45,6 +45,19 @@ def set_avx512(bint on):
     _q_avx2 = 2 if on else 1
 
 
+def level():
+    """The copies in use: 0 baseline, 1 AVX2+FMA, 2 also AVX-512 (tests restore it with
+    set_level after forcing another)."""
+    return _q_avx2
+
+
+def set_level(int lv):
+    global _q_avx2
+    if lv not in (0, 1, 2):
+        raise ValueError(f"level {lv}: 0, 1 or 2")
+    _q_avx2 = lv
+
+
 cdef void _chunked(int op, const float *x, void *y, Py_ssize_t n, int nt, float a,
                    float b) noexcept nogil:
     """y[i] = op(x[i]) over CHUNK-sized blocks split across nt threads; a, b: op parameters

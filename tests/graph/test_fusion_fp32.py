@@ -353,14 +353,17 @@ def test_conv_output_read_twice_not_fused(monkeypatch):
 
 # --- kernels against numpy ------------------------------------------------------------------
 
-@pytest.mark.parametrize("avx2", [False, True])
+@pytest.mark.parametrize("avx2", [0, 1, 2], ids=["baseline", "avx2", "avx512"])
 def test_kernels_both_copies(avx2):
     from deepsparse_cy.kernels import cpu_features
-    if avx2 and not (cpu_features().get("avx2") and cpu_features().get("fma")):
+    f = cpu_features()
+    if avx2 and not (f.get("avx2") and f.get("fma")):
         pytest.skip("no AVX2+FMA")
+    if avx2 == 2 and not all(f.get(k) for k in ("avx512f", "avx512bw", "avx512vl", "avx512dq")):
+        pytest.skip("no AVX-512 F/BW/VL/DQ")
     rng = np.random.default_rng(7)
-    was = _f32_fused.avx2_enabled()
-    _f32_fused.set_avx2(avx2)
+    was = _f32_fused.level()
+    _f32_fused.set_level(avx2)
     try:
         y = 4 * _rand(rng, 37, 203)
         b = _rand(rng, 203)
@@ -392,7 +395,7 @@ def test_kernels_both_copies(avx2):
         e = np.exp(t - t.max(-1, keepdims=True))
         np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
     finally:
-        _f32_fused.set_avx2(was)
+        _f32_fused.set_level(was)
 
 
 def test_bert_tiny_fused_vs_onnxruntime(monkeypatch):
@@ -494,7 +497,7 @@ def test_squeeze_excite_kernel_both_copies(avx2):
     if avx2 and not (cpu_features().get("avx2") and cpu_features().get("fma")):
         pytest.skip("no AVX2+FMA")
     rng = np.random.default_rng(15)
-    was = _f32_fused.avx2_enabled()
+    was = _f32_fused.level()
     _f32_fused.set_avx2(avx2)
     acts = _f32_fused.ACTIVATIONS
     try:
@@ -524,7 +527,7 @@ def test_squeeze_excite_kernel_both_copies(avx2):
             _f32_fused.squeeze_excite(x, np.ascontiguousarray(w1.T), b2, 0, 0, 0,
                                       np.ascontiguousarray(w2.T), b2, 0, 0, 0, out, 1)
     finally:
-        _f32_fused.set_avx2(was)
+        _f32_fused.set_level(was)
 
 
 # --- ConvTranspose + activation -------------------------------------------------------------

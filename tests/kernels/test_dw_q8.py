@@ -49,13 +49,13 @@ def test_dw_conv_nhwc_q8_exact(avx2, signed, case):
     w[0, :] = -128
     ref = _ref(x, zx, w, kh, kw, sh, sw, dh, dw, pads)
     out = np.full(ref.shape, np.nan, np.float32)
-    was = _f32_fused.avx2_enabled()
+    was = _f32_fused.level()
     _f32_fused.set_avx2(avx2)
     try:
         _f32_fused.dw_conv_nhwc_q8(x.view(np.uint8), signed, float(zx), w, kh, kw, sh, sw, dh, dw,
                                    pads[0], pads[1], out, 2)
     finally:
-        _f32_fused.set_avx2(was)
+        _f32_fused.set_level(was)
     np.testing.assert_array_equal(out.astype(np.int64), ref)
     assert np.all(out == np.round(out))
 

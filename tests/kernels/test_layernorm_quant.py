@@ -1,29 +1,46 @@
 """The LayerNorm + QuantizeLinear + DequantizeLinear row pass (_f32_fused.layernorm_quant, behind
-the fused quantized LayerNorm) on both the baseline and the AVX2+FMA copy: bit-identical to the
+the fused quantized LayerNorm) on the baseline, the AVX2+FMA and the AVX-512 copy (rows of a
+multiple of 32 there: one pass normalises, quantizes and dequantizes): bit-identical to the
 separate LayerNorm kernel followed by the QuantizeLinear and DequantizeLinear ops' row functions,
-and within one quantization step of a float64 numpy LayerNorm."""
+and within one quantization step of a float64 numpy LayerNorm. The AVX-512 LayerNorm row is also
+bit-identical to the AVX2 one."""
 import numpy as np
 import pytest
 
 from deepsparse_cy.kernels import _f32_fused, _f32_ops, cpu_features
 
 
-@pytest.mark.parametrize("avx2", [False, True], ids=["baseline", "avx2"])
+def _has_avx512():
+    f = cpu_features()
+    return all(f.get(k) for k in ("avx512f", "avx512bw", "avx512vl", "avx512dq"))
+
+
+def _set_level(level):
+    """0 baseline, 1 AVX2+FMA, 2 AVX-512 in both modules"""
+    _f32_fused.set_level(level)
+    _f32_ops.set_level(level)
+
+
+_ROWS = [(1, 8, False, True), (37, 100, True, True), (130, 768, True, False), (5, 33, False, False),
+         (3, 32, True, True), (9, 384, False, True), (4, 96, False, False)]
+
+
+@pytest.mark.parametrize("avx2", [0, 1, 2], ids=["baseline", "avx2", "avx512"])
 @pytest.mark.parametrize("dt,zp", [(np.uint8, 131), (np.int8, -7)])
-@pytest.mark.parametrize("rows,n,skip,beta", [(1, 8, False, True), (37, 100, True, True),
-                                              (130, 768, True, False), (5, 33, False, False)])
+@pytest.mark.parametrize("rows,n,skip,beta", _ROWS)
 def test_layernorm_quant_matches_separate_passes(avx2, dt, zp, rows, n, skip, beta):
     if avx2 and not (cpu_features().get("avx2") and cpu_features().get("fma")):
         pytest.skip("no AVX2+FMA")
+    if avx2 == 2 and not _has_avx512():
+        pytest.skip("no AVX-512 F/BW/VL/DQ")
     rng = np.random.default_rng(rows * n)
     x = (2 + 3 * rng.standard_normal((rows, n))).astype(np.float32)
     r = rng.standard_normal((rows, n)).astype(np.float32) if skip else None
     g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
     b = (0.1 * rng.standard_normal(n)).astype(np.float32) if beta else None
     scale = float(np.float32(0.021))
-    was = _f32_fused.avx2_enabled()      # both modules follow kernels.kernel_isa() together
-    _f32_fused.set_avx2(avx2)
-    _f32_ops.set_avx2(avx2)
+    was = (_f32_fused.level(), _f32_ops.level())   # restored after
+    _set_level(avx2)
     try:
         q = np.empty((rows, n), dt)
         dq = np.empty((rows, n), np.float32)
@@ -37,8 +54,8 @@ def test_layernorm_quant_matches_separate_passes(avx2, dt, zp, rows, n, skip, be
         dq_ref = np.empty((rows, n), np.float32)
         _f32_ops.dequantize_rows(q_ref, float(zp), scale, None, dq_ref, 1)
     finally:
-        _f32_fused.set_avx2(was)
-        _f32_ops.set_avx2(was)
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(dq, dq_ref)
     t = x.astype(np.float64) + (r if skip else 0)
@@ -46,3 +63,29 @@ def test_layernorm_quant_matches_separate_passes(avx2, dt, zp, rows, n, skip, be
     info = np.iinfo(dt)
     exact = np.clip(np.rint(ln / scale) + zp, info.min, info.max)
     assert np.abs(q.astype(np.int64) - exact).max() <= 1
+
+
+@pytest.mark.parametrize("skip,beta", [(False, False), (True, True), (True, False)])
+@pytest.mark.parametrize("n", [32, 64, 384, 768, 1024])
+def test_layernorm_avx512_row_matches_avx2(n, skip, beta):
+    """The AVX-512 row (its two zmm sums per pass standing for the AVX2 row's four ymm sums)
+    gives the AVX2 row's bits, on rows wide enough to cancel (mean 1e3, spread 1) where another
+    summation order would round differently."""
+    if not _has_avx512():
+        pytest.skip("no AVX-512 F/BW/VL/DQ")
+    rng = np.random.default_rng(n)
+    x = (1e3 + rng.standard_normal((33, n))).astype(np.float32)
+    r = rng.standard_normal((33, n)).astype(np.float32) if skip else None
+    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n)).astype(np.float32) if beta else None
+    was = (_f32_fused.level(), _f32_ops.level())
+    try:
+        out = {}
+        for lv in (1, 2):
+            _set_level(lv)
+            out[lv] = np.empty((33, n), np.float32)
+            _f32_fused.layernorm(x, r, g, b, 1e-5, out[lv], 2)
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
+    np.testing.assert_array_equal(out[1], out[2])

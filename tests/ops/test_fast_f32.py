@@ -285,12 +285,12 @@ def test_softmax_axis_middle(shape, avx2):
     x = (np.random.default_rng(shape[1]).standard_normal(shape) * 5).astype(np.float32)
     x[0, 0, 0] = -np.inf          # a -inf logit gets probability 0
     y = np.empty_like(x)
-    was = _f32_fused.avx2_enabled()
+    was = _f32_fused.level()
     _f32_fused.set_avx2(avx2)
     try:
         _f32_fused.softmax_axis(x, y, 2)
     finally:
-        _f32_fused.set_avx2(was)
+        _f32_fused.set_level(was)
     x64 = x.astype(np.float64)
     if shape[1] == 1:
         x64[0, 0, 0] = 0.0        # a lone -inf column is NaN in both; compare the rest

@@ -253,15 +253,23 @@ static inline __m512 dscy_q8_div16(__m512 x, __m512 sc, __m512 iv, int divide) {
     return v;
 }
 
+/* the quantized values of x (16 lanes) as exact integers in float (the quantizers' steps up to
+ * the conversion: LayerNorm's fused row dequantizes these without going through the bytes) */
 DSCY_TARGET_AVX512
-static inline __m128i dscy_q8_16(const float *x, __m512 sc, __m512 iv, int divide, __m512 lo,
+static inline __m512 dscy_q8_16f(__m512 x, __m512 sc, __m512 iv, int divide, __m512 lo,
                                  __m512 hi, __m512 zpv, __m512 qlo, __m512 qhi) {
-    __m512 v = dscy_q8_div16(_mm512_loadu_ps(x), sc, iv, divide);
+    __m512 v = dscy_q8_div16(x, sc, iv, divide);
     __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     v = _mm512_mask_blend_ps(nan, v, lo);
     v = _mm512_add_ps(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zpv);
-    v = _mm512_min_ps(_mm512_max_ps(v, qlo), qhi);
+    return _mm512_min_ps(_mm512_max_ps(v, qlo), qhi);
+}
+
+DSCY_TARGET_AVX512
+static inline __m128i dscy_q8_16(const float *x, __m512 sc, __m512 iv, int divide, __m512 lo,
+                                 __m512 hi, __m512 zpv, __m512 qlo, __m512 qhi) {
+    __m512 v = dscy_q8_16f(_mm512_loadu_ps(x), sc, iv, divide, lo, hi, zpv, qlo, qhi);
     return _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
 }
 

@@ -305,12 +305,98 @@ DSCY_TARGET_AVX2 static void dscy_layernorm_avx2v(const float *restrict x,
     for (; i < n; i++) y[i] = b ? (t[i] - mean) * inv * g[i] + b[i] : (t[i] - mean) * inv * g[i];
 }
 #define DSCY_LAYERNORM_AVX2 dscy_layernorm_avx2v
+
+/* The LayerNorm row on zmm (level 2, n a multiple of 32), optionally with the QuantizeLinear
+ * (q not NULL) and DequantizeLinear (dq_out) of the row in the same last pass: each 16 values
+ * are normalised, quantized and dequantized in registers, where the separate passes wrote y,
+ * read it to quantize, and read the bytes back to dequantize (six passes over the row and two
+ * calls per row become three passes). Bit-identical to dscy_layernorm_avx2v followed by
+ * dscy_quantize8 / dscy_dequant_row at level 2: the two zmm sums per pass hold lanes of the
+ * four ymm sums (z0 = a0 | a1, z1 = a2 | a3) and are folded in the same order; the element
+ * steps are the same operations. With q and without dq_out, y is scratch (x + skip). */
+DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const float *restrict skip,
+                                                float *restrict y, long n,
+                                                const float *restrict g, const float *restrict b,
+                                                float eps, void *q, int q_signed, float scale,
+                                                float zp, int dq_out) {
+    const float *t = x;
+    long i;
+    if (skip) {
+        for (i = 0; i < n; i += 16)
+            _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(skip + i)));
+        t = y;
+    }
+    float s8[8];
+    __m512 z0 = _mm512_setzero_ps(), z1 = z0;
+    for (i = 0; i < n; i += 32) {
+        z0 = _mm512_add_ps(z0, _mm512_loadu_ps(t + i));
+        z1 = _mm512_add_ps(z1, _mm512_loadu_ps(t + i + 16));
+    }
+    /* (a0 + a1) + (a2 + a3) */
+    _mm256_storeu_ps(s8, _mm256_add_ps(
+        _mm256_add_ps(_mm512_castps512_ps256(z0), _mm512_extractf32x8_ps(z0, 1)),
+        _mm256_add_ps(_mm512_castps512_ps256(z1), _mm512_extractf32x8_ps(z1, 1))));
+    float mean = (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])))
+                 / (float)n;
+    const __m512 mv = _mm512_set1_ps(mean);
+    z0 = z1 = _mm512_setzero_ps();
+    for (i = 0; i < n; i += 32) {
+        __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(t + i), mv);
+        __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(t + i + 16), mv);
+        z0 = _mm512_fmadd_ps(d0, d0, z0);
+        z1 = _mm512_fmadd_ps(d1, d1, z1);
+    }
+    _mm256_storeu_ps(s8, _mm256_add_ps(
+        _mm256_add_ps(_mm512_castps512_ps256(z0), _mm512_extractf32x8_ps(z0, 1)),
+        _mm256_add_ps(_mm512_castps512_ps256(z1), _mm512_extractf32x8_ps(z1, 1))));
+    float var = (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])))
+                / (float)n;
+    const __m512 iv = _mm512_set1_ps(1.0f / sqrtf(var + eps));
+    /* the quantizer's constants (dscy_quantize_u8_avx512 / _s8_avx512) */
+    const float ivs = dscy_q8_inv(scale);
+    const int divide = ivs == 0.0f;
+    const float top = q_signed ? 127.0f : 255.0f, bot = q_signed ? -128.0f : 0.0f;
+    const __m512 qs = _mm512_set1_ps(scale), qiv = _mm512_set1_ps(ivs), zpv = _mm512_set1_ps(zp),
+                 lo = _mm512_set1_ps(bot - zp - 1.0f), hi = _mm512_set1_ps(top - zp + 1.0f),
+                 qlo = _mm512_set1_ps(bot), qhi = _mm512_set1_ps(top);
+    unsigned char *qb = (unsigned char *)q;
+    for (i = 0; i < n; i += 16) {
+        __m512 u = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(t + i), mv), iv);
+        __m512 r = b ? _mm512_fmadd_ps(u, _mm512_loadu_ps(g + i), _mm512_loadu_ps(b + i))
+                     : _mm512_mul_ps(u, _mm512_loadu_ps(g + i));
+        if (!qb) { _mm512_storeu_ps(y + i, r); continue; }
+        __m512 v = dscy_q8_16f(r, qs, qiv, divide, lo, hi, zpv, qlo, qhi);
+        _mm_storeu_si128((__m128i *)(qb + i), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v)));
+        if (dq_out) {                 /* dscy_dequant_row's (q - zp) * scale */
+            v = _mm512_mul_ps(_mm512_sub_ps(v, zpv), qs);
+            _mm512_storeu_ps(y + i, v);
+        }
+    }
+}
 #else
 #define DSCY_LAYERNORM_AVX2 dscy_layernorm_generic   /* no AVX2 build here: never selected */
+#define DSCY_NO_LAYERNORM_Z 1
 #endif
+
+/* dscy_layernorm_z where the level (2) and the row length (a multiple of 32) allow: returns 1
+ * when it ran the row, 0 when the caller runs the separate passes */
+static inline int dscy_layernorm_zq(int level, const float *x, const float *skip, float *y,
+                                    long n, const float *g, const float *b, float eps, void *q,
+                                    int q_signed, float scale, float zp, int dq_out) {
+#ifndef DSCY_NO_LAYERNORM_Z
+    if (level >= 2 && n % 32 == 0) {
+        dscy_layernorm_z(x, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out);
+        return 1;
+    }
+#endif
+    (void)level; (void)x; (void)skip; (void)y; (void)n; (void)g; (void)b; (void)eps; (void)q;
+    (void)q_signed; (void)scale; (void)zp; (void)dq_out;
+    return 0;
+}
 
 static inline void dscy_layernorm(int avx2, const float *x, const float *skip, float *y, long n,
                                   const float *g, const float *b, float eps) {
+    if (dscy_layernorm_zq(avx2, x, skip, y, n, g, b, eps, NULL, 0, 1.0f, 0.0f, 0)) return;
     if (avx2) DSCY_LAYERNORM_AVX2(x, skip, y, n, g, b, eps);
     else dscy_layernorm_generic(x, skip, y, n, g, b, eps);
 }
