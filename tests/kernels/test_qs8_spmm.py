@@ -120,6 +120,26 @@ def test_spmm_token_tiles_per_thread(isa, nt, m):
         _check(x, w, fmt, isa, np.float32, 0, act="relu", nt=nt, seed=m)
 
 
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("nt", [2, 3])
+@pytest.mark.parametrize("m", [64, 128, 160, 201, 330])
+def test_spmm_claimed_groups_and_row_chunks(isa, nt, m):
+    """The token split's dynamic claims: groups of tiles (pairs of full tiles, a padded tile,
+    8-token tails) times row chunks of 64 rows (few groups: up to ~8 claims a thread, so one
+    group's rows run on several threads, each packing the group), rows of very different
+    densities, every output kind, bit-exact whoever takes which chunk."""
+    rng = np.random.default_rng(m * 7 + nt)
+    k, n = 72, 650
+    w = sparse_weight(rng, n, k, 0.0, "dense")
+    keep = rng.random((n, k // 4)) < rng.random((n, 1)) ** 2
+    w = np.where(np.repeat(keep, 4, axis=1), w, 0).astype(np.int8)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    for fmt in ("block4", "unstructured"):
+        _check(x, w, fmt, isa, np.uint8, 3, xzp=9, nt=nt, seed=m)
+        _check(x, w, fmt, isa, np.float32, 0, act="relu", nt=nt, seed=m)
+        _check(x, w, fmt, isa, np.int32, 0, nt=nt, seed=m)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(m=st.integers(1, 80), k=st.integers(1, 300), n=st.integers(1, 50),
        sparsity=st.floats(0.0, 1.0), pattern=st.sampled_from(["block4", "unstructured"]),

@@ -40,6 +40,27 @@ static inline int dscy_nthreads(int want) {
 #endif
 }
 
+/* Work items [0, items) claimed by T threads, each first from its own static share (in order:
+ * the locality schedule(static) gives), then from the other shares (their next items, through
+ * the same counters). With a static split a call waits for its slowest thread, and cores are
+ * not equally fast: a shared VM's vCPU slowed by its host (this project's machines: one vCPU
+ * 1.6x slower than the other for minutes), an efficiency core beside a performance core.
+ * next[T] (shared; dscy_claims_init before the parallel region, T the threads asked for: a
+ * share whose thread was not granted is claimed by the others); *k (the thread's own, 0 at
+ * first) counts the shares it has finished. Returns the next item, or -1 when none is left. */
+static inline void dscy_claims_init(long *next, long items, int T) {
+    for (int r = 0; r < T; r++) next[r] = items * r / T;
+}
+static inline long dscy_claim(long *next, long items, int T, int tid, int *k) {
+    while (*k < T) {
+        int r = (tid + *k) % T;
+        long it = __atomic_fetch_add(&next[r], 1, __ATOMIC_RELAXED);
+        if (it < items * (r + 1) / T) return it;
+        (*k)++;
+    }
+    return -1;
+}
+
 /* DSCY_THREAD_BUFFER(name) defines `float *name(size_t n)`: a 64-byte aligned scratch of at
  * least n floats owned by the calling thread, grown on demand and kept (OpenMP threads persist,
  * so a kernel allocates once per thread, not per call). NULL when allocation fails. */

@@ -99,19 +99,21 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
     int ntl = ntiles_all(M), n32 = ntiles32(M);
     int nt = dscy_nthreads(nthreads);
     if (nt > N) nt = N;
-    long total = row_ptr[N];
+    /* rows in chunks of 64 claimed by the threads (dscy_claim: each its own share first, then
+     * helping the others), so a slower core does not hold up the call */
+    long units = (N + 63) / 64;
+    if (nt > units) nt = (int)units;
+    long next[nt];
+    dscy_claims_init(next, units, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int tid = 0, TT = 1;
+        int tid = 0, k = 0;
 #ifdef _OPENMP
-        tid = omp_get_thread_num(); TT = omp_get_num_threads();
+        tid = omp_get_thread_num();
 #endif
-        long tot = total + N, lo_t = tot * tid / TT, hi_t = tot * (tid + 1) / TT;
-        int r0, r1;
-        { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < lo_t) a = c + 1; else b = c; } r0 = a; }
-        { int a = 0, b = N; while (a < b) { int c = (a + b) / 2; if ((long)row_ptr[c] + c < hi_t) a = c + 1; else b = c; } r1 = a; }
-        if (tid == TT - 1) r1 = N;
         float stage[8 * T32] __attribute__((aligned(64)));
+        for (long u; (u = dscy_claim(next, units, nt, tid, &k)) >= 0; ) {
+        int r0 = (int)u * 64, r1 = r0 + 64 < N ? r0 + 64 : N;
         for (int t = 0; t < ntl; t++) {
             int T; const float *xtile = xt + tile_off(M, K, t, &T);
             int m0 = t < n32 ? t * T32 : n32 * T32 + (t - n32) * 8;
@@ -222,6 +224,7 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
                 }
             }
             }
+        }
         }
     }
 }

@@ -198,7 +198,9 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
     else e.ek = DSCY_EK_GEN;
     ekx = &e;
 #endif
-    #pragma omp parallel for num_threads(nt) schedule(static)
+    /* guided: large claims first (neighbouring rows share input rows), then smaller ones, so
+     * a slower core does not hold up the call */
+    #pragma omp parallel for num_threads(nt) schedule(guided)
     for (long r = 0; r < rows; r++) {
         int b = (int)(r / Ho), oy = (int)(r % Ho);
         dw_row(x, x_signed, H, W, C, zx, w, zxw, KH, KW, sh, sw, dh, dw, pt, pl, Wo, b, oy,

@@ -473,16 +473,17 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
     int ek = dscy_ep_kind(ep);
     dscy_ek_consts kc;
     if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
+    long next[nt];
+    dscy_claims_init(next, items, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int tid = 0, T = 1;
+        int tid = 0, k = 0;      /* nt shares: any share without its thread is claimed by others */
 #ifdef _OPENMP
-        tid = omp_get_thread_num(); T = omp_get_num_threads();
+        tid = omp_get_thread_num();
 #endif
         amx_config();
-        long i0 = items * tid / T, i1 = items * (tid + 1) / T;
         int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
-        for (long it = i0; it < i1; it++) {
+        for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
             int pair = mb_major ? (int)(it % npair) : (int)(it / mblocks);
             int mb = mb_major ? (int)(it / npair) : (int)(it % mblocks);
             int p0 = 2 * pair, n2 = p0 + 1 < npanel;
@@ -550,15 +551,16 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
     dscy_ek_consts kc;
     if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
 #endif
+    long next[nt];
+    dscy_claims_init(next, items, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int tid = 0, T = 1;
+        int tid = 0, k = 0;      /* nt shares: any share without its thread is claimed by others */
 #ifdef _OPENMP
-        tid = omp_get_thread_num(); T = omp_get_num_threads();
+        tid = omp_get_thread_num();
 #endif
-        long i0 = items * tid / T, i1 = items * (tid + 1) / T;
         int32_t cbuf[MB][MR * NR] __attribute__((aligned(64)));
-        for (long it = i0; it < i1; it++) {
+        for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
             int panel = mb_major ? (int)(it % npanel) : (int)(it / mblocks);
             int mb = mb_major ? (int)(it / npanel) : (int)(it % mblocks);
             int t0 = mb * MB, t1 = t0 + MB < mtiles ? t0 + MB : mtiles;

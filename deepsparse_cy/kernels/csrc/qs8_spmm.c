@@ -973,7 +973,10 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                        const uint16_t *idx, const int8_t *vals, int bp, const dscy_epilogue *ep,
                        int r0, int r1, int t0, int t1, const void *x, int x_signed,
                        ptrdiff_t ldx, int K, int16_t *xw, const dscy_conv_geom *g,
-                       uint8_t *rows) {
+                       uint8_t *rows, int pre) {
+    /* pre: xw already holds tiles t0 .. t1 - 1 (at most two) at (t - t0) * tsz, packed by the
+     * caller for several row ranges (spmm_run's dynamic schedule) */
+    const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;   /* a 32-token tile, int16 */
     int32_t acc[T32] __attribute__((aligned(32)));
     int32_t stage[8 * T32] __attribute__((aligned(32)));
 #ifdef __AVX2__
@@ -982,8 +985,9 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
     if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
 #endif
     for (int t = t0; t < t1; t++) {
-        if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t, bp, 0);
-        int T; const int16_t *xtile = x ? xw + tile_at(M, K2, t, &T, 0) : xt + tile_off(M, K2, t, &T);
+        ptrdiff_t base = pre ? (t - t0) * tsz : 0;
+        if (x && !pre) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t, bp, 0);
+        int T; const int16_t *xtile = x ? xw + tile_at(M, K2, t, &T, base) : xt + tile_off(M, K2, t, &T);
         int m0 = tile_m0(M, t);
         int mt = M - m0 < T ? M - m0 : T;
 #ifdef __AVX2__
@@ -994,9 +998,8 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
             /* two full tiles in one pass (row output only): M - m0 >= 64 makes tile t and
              * tile t + 1 (tokens m0 + 32 ..) both full 32-token tiles */
             if (!ep->plane && t + 1 < t1 && M - m0 >= 2 * T32) {
-                const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;   /* a 32-token tile, int16 */
-                if (x) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t + 1, bp, tsz);
-                int T1; xtile1 = x ? xw + tile_at(M, K2, t + 1, &T1, tsz) : xt + tile_off(M, K2, t + 1, &T1);
+                if (x && !pre) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t + 1, bp, tsz);
+                int T1; xtile1 = x ? xw + tile_at(M, K2, t + 1, &T1, base + tsz) : xt + tile_off(M, K2, t + 1, &T1);
             }
 #endif
             rows_fast_any(ek, bp, ep, &kc, xtile, m0, mt, row_ptr, idx, vals, r0, r1, xtile1);
@@ -1034,6 +1037,48 @@ static void row_share(const int32_t *row_ptr, int N, int tid, int TT, int *r0p, 
     *r0p = r0; *r1p = r1;
 }
 
+/* tiles [*ta, *tb) of group gi (np pairs of full tiles first, then the rest one by one) */
+static inline void group_tiles(int M, int gi, int *ta, int *tb) {
+    int np = (M / T32) / 2;
+    if (gi < np) { *ta = 2 * gi; *tb = 2 * gi + 2; }
+    else { *ta = 2 * np + (gi - np); *tb = *ta + 1; }
+}
+
+/* The token split on TT > 1 threads, claimed dynamically: a thread whose core runs slower (a
+ * shared VM's vCPU, an efficiency core) must not hold up the call with half the work, as a
+ * static split did (the two vCPUs of this project's machines were measured 1.6x apart for
+ * minutes at a time). Work items are (group of tiles, chunk c of C row chunks), counted out by
+ * one atomic counter per group. Thread tid first takes its own share of groups (what the static
+ * split gave it: each group packed once, by its owner, into the thread's two-tile buffer), then
+ * claims what is left of the other threads' groups from the far end, packing a group it joins
+ * (one extra pack per group stolen). */
+static void spmm_steal(const dscy_conv_geom *g, const void *x, int x_signed, ptrdiff_t ldx,
+                       int K, int M, int K2, const int32_t *row_ptr, const uint16_t *idx,
+                       const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int16_t *own,
+                       uint8_t *rows, int *cnt, int ng, int C, int tid, int TT) {
+    const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;
+    int h0 = (int)((long)ng * tid / TT), h1 = (int)((long)ng * (tid + 1) / TT), cur = -1;
+    int units = (N + DSCY_ROW_CHUNK - 1) / DSCY_ROW_CHUNK;
+    for (int s = 0; s < ng; s++) {
+        int k = s - (h1 - h0);        /* home groups in order, then the others from the far end */
+        int gi = k < 0 ? h0 + s : (k < h0 ? h0 - 1 - k : ng - 1 - (k - h0));
+        int ta, tb, c;
+        group_tiles(M, gi, &ta, &tb);
+        while ((c = __atomic_fetch_add(&cnt[gi], 1, __ATOMIC_RELAXED)) < C) {
+            if (cur != gi) {
+                for (int t = ta; t < tb; t++)
+                    pack_tile_src(g, rows, x, x_signed, ldx, M, K, own, K2, t, bp, (t - ta) * tsz);
+                cur = gi;
+            }
+            int r0 = (int)((long)units * c / C) * DSCY_ROW_CHUNK;
+            int r1 = (int)((long)units * (c + 1) / C) * DSCY_ROW_CHUNK;
+            if (r1 > N) r1 = N;
+            spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, ta, tb, x, x_signed, ldx,
+                       K, own, g, rows, 1);
+        }
+    }
+}
+
 /* the calling thread's activation tiles, kept between calls (floats) */
 DSCY_THREAD_BUFFER(xt_buffer)
 /* the calling thread's own two packed tiles (spmm_range with x) */
@@ -1056,6 +1101,18 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
     if (!tok && !xt) {
         xt = (int16_t *)xt_buffer((dscy_qs8_spmm_xt_size(M, Kp) + 1) / 2);
         if (!xt) return -1;
+    }
+    /* token split on several threads: groups of tiles (pairs of full tiles, then single ones)
+     * times row chunks, one claim counter per group (spmm_steal) */
+    int ng = 0, C = 1, cnt_stack[256], *cnt = cnt_stack;
+    if (tok && nt > 1) {
+        int np = (M / T32) / 2;                 /* pairs of full 32-token tiles */
+        ng = np + (ntl - 2 * np);
+        int units = (N + DSCY_ROW_CHUNK - 1) / DSCY_ROW_CHUNK;
+        if (ng < 4 * nt) C = (8 * nt + ng - 1) / ng;   /* ~8 claims a thread at least */
+        if (C > units) C = units;
+        if (ng > 256 && !(cnt = (int *)malloc(sizeof(int) * (size_t)ng))) return -1;
+        for (int i = 0; i < ng; i++) cnt[i] = 0;
     }
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -1088,18 +1145,23 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                 int t0 = u0 <= (long)n32 * 4 ? (int)((u0 + 3) / 4) : n32 + (int)(u0 - (long)n32 * 4);
                 int t1 = u1 <= (long)n32 * 4 ? (int)((u1 + 3) / 4) : n32 + (int)(u1 - (long)n32 * 4);
                 if (tid == TT - 1) t1 = ntl;
-                spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x, x_signed,
-                           ldx, K, own, g, rows);
+                if (TT == 1)
+                    spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x,
+                               x_signed, ldx, K, own, g, rows, 0);
+                else
+                    spmm_steal(g, x, x_signed, ldx, K, M, K2, row_ptr, idx, vals, bp, N, ep,
+                               own, rows, cnt, ng, C, tid, TT);
             } else {
                 #pragma omp for schedule(static)
                 for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t, bp, -1);
                 int r0, r1;
                 row_share(row_ptr, N, tid, TT, &r0, &r1);
                 spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, 0, ntl, NULL, 0, 0, 0,
-                           NULL, NULL, NULL);
+                           NULL, NULL, NULL, 0);
             }
         }
     }
+    if (cnt != cnt_stack) free(cnt);
     return fail ? -1 : 0;
 }
 
