@@ -853,6 +853,37 @@ def _conv_activation(v, y, opset):
     return None
 
 
+def _fuse_attention_quant(v):
+    """FusedAttention [-> Reshape] -> QuantizeLinear (per tensor) ==> FusedAttention with a
+    quantized output [-> Reshape of the bytes]: a quantized transformer's attention output feeds
+    only the next int8 layer; each context row is quantized as it is written (the QuantizeLinear
+    op's own row function) instead of the float output going through memory and a pass of its
+    own."""
+    count = 0
+    for fa in list(v.g.nodes) + list(v.added):
+        if id(fa) in v.removed or fa.op_type != "FusedAttention" or fa.domain != DOMAIN \
+                or "q_scale" in fa.attrs:
+            continue
+        x = fa.outputs[0]
+        r = v.sole(x, "Reshape")
+        q = v.sole(r.outputs[0] if r is not None else x, "QuantizeLinear")
+        qp = _q_params(v, q) if q is not None else None
+        if qp is None or not qp[0] > 0:
+            continue
+        attrs = dict(fa.attrs)
+        attrs.update(q_scale=qp[0], q_zero_point=qp[1], q_dtype=qp[2].name)
+        if r is None:
+            v.replace([fa, q], Node("FusedAttention", DOMAIN, list(fa.inputs), [q.outputs[0]],
+                                    attrs, fa.name, fa.index))
+        else:
+            v.replace([fa], Node("FusedAttention", DOMAIN, list(fa.inputs), [x], attrs, fa.name,
+                                 fa.index))
+            v.replace([r, q], Node("Reshape", r.domain, list(r.inputs), [q.outputs[0]],
+                                   dict(r.attrs), r.name, r.index))
+        count += 1
+    return count
+
+
 def _fuse_conv_f32(v, opset):
     """Conv(const f32 W) [-> Add(residual)] [-> Relu | Clip | HardSwish | SiLU (Sigmoid * x) |
     HardSigmoid * x | LeakyRelu | HardSigmoid | Sigmoid] ==> FusedConv (epilogue in place)."""
@@ -980,6 +1011,7 @@ def fuse(graph, opsets, exact=None):
         count += _fuse_layernorm(v)
         count += _fuse_layernorm_quant(v)
         count += _fuse_attention(v, opset)
+        count += _fuse_attention_quant(v)
         count += _fuse_conv_f32(v, opset)
         count += _fuse_squeeze_excite(v)
         count += _fuse_conv_transpose_act(v, opset)

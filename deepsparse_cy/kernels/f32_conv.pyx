@@ -42,6 +42,13 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                            const float *mask, Py_ssize_t mb, Py_ssize_t mh, Py_ssize_t mq,
                            float *o, Py_ssize_t ob, Py_ssize_t os, Py_ssize_t oh,
                            int B, int H, int S, int T, int D, int Dv, float scale, int nthreads)
+    int dscy_f32_attention_q(const float *q, Py_ssize_t qb, Py_ssize_t qs, Py_ssize_t qh,
+                             const float *k, Py_ssize_t kb, Py_ssize_t ks, Py_ssize_t kh,
+                             const float *v, Py_ssize_t vb, Py_ssize_t vs, Py_ssize_t vh,
+                             const float *mask, Py_ssize_t mb, Py_ssize_t mh, Py_ssize_t mq,
+                             void *oq, Py_ssize_t ob, Py_ssize_t os, Py_ssize_t oh,
+                             int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
+                             int q_signed, float q_scale, float q_zp)
 
 ISA = DSCY_ISA
 
@@ -52,9 +59,11 @@ def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis c
               mask,                 # IN  float32 [B, H, S, T] broadcast view (keys contiguous) or None
               float scale,
               cnp.ndarray out,      # OUT float32 [B, S, H, Dv] view, last axis contiguous
-              int nthreads):
+              int nthreads,
+              quant=None):          # (scale, zero point): out is uint8 / int8, QuantizeLinear'd
     """out = softmax(scale * q k^T + mask) v per (batch, head) (csrc/f32_attn.c); the caller
-    (ops/fast_fused.py) checks shapes and layouts (S, T >= 1)."""
+    (ops/fast_fused.py) checks shapes and layouts (S, T >= 1). With quant, out (uint8 or int8)
+    gets QuantizeLinear(that, *quant), the op's own row function on each row while in cache."""
     cdef int B = q.shape[0], S = q.shape[1], H = q.shape[2], D = q.shape[3]
     cdef int T = k.shape[1], Dv = v.shape[3]
     cdef const float *mp = NULL
@@ -68,16 +77,33 @@ def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis c
     cdef const float *qp = <const float *>_ptr(q)
     cdef const float *kp = <const float *>_ptr(k)
     cdef const float *vp = <const float *>_ptr(v)
-    cdef float *op = <float *>_ptr(out)
+    cdef void *op = _ptr(out)
     cdef Py_ssize_t qb = q.strides[0] // 4, qs = q.strides[1] // 4, qh = q.strides[2] // 4
     cdef Py_ssize_t kb = k.strides[0] // 4, ks = k.strides[1] // 4, kh = k.strides[2] // 4
     cdef Py_ssize_t vb = v.strides[0] // 4, vs = v.strides[1] // 4, vh = v.strides[2] // 4
-    cdef Py_ssize_t ob = out.strides[0] // 4, os_ = out.strides[1] // 4, oh = out.strides[2] // 4
+    cdef Py_ssize_t es = out.itemsize
+    cdef Py_ssize_t ob = out.strides[0] // es, os_ = out.strides[1] // es, oh = out.strides[2] // es
+    cdef int q_signed = 0
+    cdef float q_scale = 1.0, q_zp = 0.0
+    cdef bint qmode = quant is not None
     if B == 0 or H == 0 or S == 0 or T == 0:
         raise ValueError("attention kernel needs at least one query and one key")
+    if quant is not None:
+        if out.dtype not in (np.uint8, np.int8) or out.strides[3] != 1:
+            raise ValueError("a quantized attention output is uint8 / int8, last axis contiguous")
+        q_signed = out.dtype == np.int8
+        q_scale, q_zp = quant[0], quant[1]
+    elif out.dtype != np.float32:
+        raise ValueError("attention output must be float32 without quant")
     with nogil:
-        rc = dscy_f32_attention(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh, mq,
-                                op, ob, os_, oh, B, H, S, T, D, Dv, scale, nthreads)
+        if not qmode:
+            rc = dscy_f32_attention(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh,
+                                    mq, <float *>op, ob, os_, oh, B, H, S, T, D, Dv, scale,
+                                    nthreads)
+        else:
+            rc = dscy_f32_attention_q(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh,
+                                      mq, op, ob, os_, oh, B, H, S, T, D, Dv, scale, nthreads,
+                                      q_signed, q_scale, q_zp)
     if rc != 0:
         raise MemoryError("f32 attention: could not allocate its scratch")
     return out

@@ -35,6 +35,7 @@ import numpy as np
 from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_fused as _k
+from ..kernels import _f32_ops
 from ..kernels.f32conv import PackedGemmF32, f32_gemm, gemm_xpack_size
 from . import conv as _conv
 from . import elementwise as _ew
@@ -337,6 +338,25 @@ class FusedAttention(Op):
         self.scale = float(node.attrs.get("scale", 1.0))
         if _ATTN is not None:
             self.kernel_name = "f32_attention"
+        # a quantized output (graph/fusion.py _fuse_attention_quant): QuantizeLinear(scale, zp)
+        # of the context rows, to q_dtype, as they are written
+        self.q = None
+        if "q_scale" in node.attrs:
+            self.q = (float(np.float32(node.attrs["q_scale"])), int(node.attrs["q_zero_point"]),
+                      np.dtype(node.attrs["q_dtype"]))
+        self.out_dtype = self.q[2] if self.q is not None else _F32
+
+    def _quant_out(self, y, shape, outs):
+        """The float context y quantized into the quantized output (the QuantizeLinear op's
+        kernel)."""
+        scale, zp, dt = self.q
+        o = outs[0] if outs else None
+        if o is None or o.dtype != dt or o.shape != shape or not o.flags.c_contiguous:
+            o = np.empty(shape, dt)
+        y = np.ascontiguousarray(y, _F32)
+        fn = _f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8
+        fn(y.reshape(-1), o.reshape(-1), scale, zp, self.nt)
+        return o
 
     def run(self, inputs, outs):
         q, k, v = inputs[0], inputs[1], inputs[2]
@@ -362,7 +382,15 @@ class FusedAttention(Op):
                 mb = np.broadcast_to(np.asarray(mask, _F32), (B, H, S, T))
                 if (T > 1 and mb.strides[3] != 4) or any(st % 4 for st in mb.strides):
                     mb = np.ascontiguousarray(mb)
-            y = _out((B, S, H, vv.shape[3]), outs[0] if outs else None)
+            oshape = (B, S, H, vv.shape[3])
+            if self.q is not None:
+                o = outs[0] if outs else None
+                if o is None or o.dtype != self.out_dtype or o.shape != oshape \
+                        or not o.flags.c_contiguous:
+                    o = np.empty(oshape, self.out_dtype)
+                _ATTN.attention(q, k, v, mb, self.scale, o, self.nt, self.q[:2])
+                return [o]
+            y = _out(oshape, outs[0] if outs else None)
             _ATTN.attention(q, k, v, mb, self.scale, y, self.nt)
             return [y]
         # one per-thread score buffer shared by every attention layer (they run one at a time)
@@ -375,8 +403,10 @@ class FusedAttention(Op):
                 mb = np.ascontiguousarray(mb)
         _k.scale_mask_softmax(sc, mb, self.scale, self.nt)
         oshape = (B, S, H, vv.shape[3])
-        y = _out(oshape, outs[0] if outs else None)
+        y = _out(oshape, outs[0] if outs else None) if self.q is None else np.empty(oshape, _F32)
         np.matmul(sc, vv, out=y.transpose(0, 2, 1, 3))
+        if self.q is not None:
+            return [self._quant_out(y, oshape, outs)]
         return [y]
 
 
@@ -397,7 +427,7 @@ class FusedAttention(Op):
                 or v.shape[2] != H or v.shape[1] != T or k.shape[3] != q.shape[3] \
                 or any(a.strides[3] != 4 and a.shape[3] != 1 for a in (q, k, v)) \
                 or any(st % 4 for a in (q, k, v) for st in a.strides) \
-                or y.dtype != _F32 or y.shape != (B, S, H, v.shape[3]) \
+                or y.dtype != self.out_dtype or y.shape != (B, S, H, v.shape[3]) \
                 or any(np.may_share_memory(y, a) for a in (q, k, v)):
             return None
         mb = None
@@ -411,6 +441,10 @@ class FusedAttention(Op):
             if (T > 1 and mb.strides[3] != 4) or any(st % 4 for st in mb.strides) \
                     or np.may_share_memory(y, mask):
                 return None
+        if self.q is not None:
+            if y.strides[3] != 1:
+                return None
+            return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt, self.q[:2])
         return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt)
 
 @register("FusedConv", since=1, domain=DOMAIN)

@@ -290,6 +290,49 @@ def test_attention_transpose_shared_stays(monkeypatch):
     assert _ops(e)["Transpose"] == 1
 
 
+@pytest.mark.parametrize("dt,zp", [(np.uint8, 121), (np.int8, -9)])
+@pytest.mark.parametrize("reshape", [True, False])
+@pytest.mark.parametrize("fast", [True, False], ids=["kernel", "blas"])
+def test_attention_quantized_output(dt, zp, reshape, fast, monkeypatch):
+    """FusedAttention [-> Reshape] -> QuantizeLinear: the quantize goes into the attention (no
+    QuantizeLinear left), and its bytes are the QuantizeLinear op's bytes of the float
+    attention (the same graph without the QuantizeLinear, quantized by the op's kernel), on
+    the compiled kernel and on the BLAS path; within one step of onnxruntime."""
+    import deepsparse_cy.ops.fast_fused as ff
+    from deepsparse_cy.kernels import _f32_ops
+    if not fast:
+        monkeypatch.setattr(ff, "_ATTN", None)
+    elif ff._ATTN is None:
+        pytest.skip("no compiled attention kernel at this level")
+    heads, hd = 3, 20
+    mf = _attention_model(heads, hd)
+    if not reshape:                 # the 4-D context is the output: FusedAttention -> Q
+        mf.graph.node.pop()
+        mf.graph.output[0].name = "ct"
+    y = mf.graph.output[0].name
+    scale = np.float32(0.013)
+    mq = _model(list(mf.graph.node) + [helper.make_node("QuantizeLinear", [y, "oqs", "oqz"], ["yq"])],
+                list(mf.graph.input), [helper.make_tensor_value_info("yq", TP.UINT8 if dt == np.uint8 else TP.INT8, None)],
+                list(mf.graph.initializer) + [_init("oqs", scale), _init("oqz", np.array(zp, dt))])
+    eq, ef = ds.compile_model(mq), ds.compile_model(mf)
+    ops = _ops(eq)
+    assert ops["FusedAttention"] == 1 and ops["QuantizeLinear"] == 0, ops
+    assert ops["Reshape"] == _ops(ef)["Reshape"]          # the output Reshape kept, of bytes
+    sess = ort.InferenceSession(mq.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    for feeds in _attention_feeds(rng, heads, hd, [(1, 7), (3, 33), (2, 128)]):
+        xs = [feeds[k] for k in eq.input_names]
+        got = eq.run(xs)[0]
+        f = ef.run(xs)[0]
+        ref = np.empty(f.shape, dt)
+        (_f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8)(
+            np.ascontiguousarray(f).reshape(-1), ref.reshape(-1), float(scale), zp, 1)
+        assert got.dtype == dt and got.shape == ref.shape
+        np.testing.assert_array_equal(got, ref)
+        r = sess.run(None, feeds)[0]
+        assert np.abs(got.astype(np.int32) - r.astype(np.int32)).max() <= 1
+
+
 # --- Conv + activation ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("act", ["Relu", "Clip6", "HardSwish", "SiLU", "HardSigmoidMul",

@@ -65,6 +65,41 @@ def test_f32_attention(isa, case):
     assert np.isnan(big[..., 0]).all() and np.isnan(big[..., -1]).all()
 
 
+@pytest.mark.parametrize("isa", isa_params("f32_conv"))
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("dt,zp", [(np.uint8, 130), (np.int8, 3)])
+def test_f32_attention_quantized_output(isa, case, dt, zp):
+    """quant=(scale, zp): the bytes QuantizeLinear (the op's kernel) makes of the float output,
+    into a strided byte view (the output's last axis inside a wider row), on 1 and 2 threads;
+    values around half-steps and beyond both saturation ends."""
+    from deepsparse_cy.kernels import _f32_ops
+    B, S, T, H, D, Dv, mshape = case
+    rng = np.random.default_rng(S * 11 + T)
+    q = (3 * rng.standard_normal((B, S, H, D))).astype(np.float32)
+    k = rng.standard_normal((B, T, H, D)).astype(np.float32)
+    v = (40 * rng.standard_normal((B, T, H, Dv))).astype(np.float32)
+    mb = None
+    if mshape is not None:
+        mb = np.broadcast_to(np.where(rng.random(mshape) < 0.2, -10000.0, 0.0).astype(np.float32),
+                             (B, H, S, T))
+    m = K.load("f32_conv", isa)
+    f = np.empty((B, S, H, Dv), np.float32)
+    m.attention(q, k, v, mb, 0.3, f, 2)
+    scale = float(np.float32(0.17))
+    ref = np.empty(f.shape, dt)
+    (_f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8)(
+        f.reshape(-1), ref.reshape(-1), scale, zp, 1)
+    info = np.iinfo(dt)
+    assert (ref == info.min).any() or (ref == info.max).any() or f.size < 64
+    for nt in (1, 2):
+        big = np.full((B, S, H, Dv + 3), 77, dt)
+        m.attention(q, k, v, mb, 0.3, big[..., 2:Dv + 2], nt, (scale, float(zp)))
+        np.testing.assert_array_equal(big[..., 2:Dv + 2], ref)
+        assert (big[..., :2] == 77).all() and (big[..., -1] == 77).all()
+    with pytest.raises(ValueError):
+        m.attention(q, k, v, mb, 0.3, np.empty((B, S, H, Dv), np.float32), 1, (scale, float(zp)))
+
+
 def _denormal_product():
     """A float32 product in the subnormal range, computed by numpy on the calling thread: 0
     if the thread's MXCSR flushes to zero."""

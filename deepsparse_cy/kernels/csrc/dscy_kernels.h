@@ -219,6 +219,15 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
                        const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
                        float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
                        int B, int H, int S, int T, int D, int Dv, float scale, int nthreads);
+/* the same with the output quantized as QuantizeLinear(scale, zp) does, to u8 (s8: q_signed)
+ * bytes at oq, strides in bytes */
+int dscy_f32_attention_q(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
+                         const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
+                         const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
+                         const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
+                         void *oq, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
+                         int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
+                         int q_signed, float q_scale, float q_zp);
 
 /* ---- probes (qs8_gemm.c) ---- */
 /* MACs per second of a register-only loop of `kind`: 0 vpmaddubsw+vpmaddwd(ones)+vpaddd,

@@ -332,12 +332,26 @@ static void softmax_row16(float *s, const float *mask, int T, float scale) {
 }
 #endif
 
-int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
-                       const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
-                       const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
-                       const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
-                       float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
-                       int B, int H, int S, int T, int D, int Dv, float scale, int nthreads) {
+/* the quantizer copy this build's QuantizeLinear op runs on this CPU (all copies give the same
+ * bytes; the avx512 build runs only where AVX-512 F/BW/VL/DQ are) */
+#if defined(__AVX512F__)
+#define ATT_QLEVEL 2
+#elif defined(__AVX2__)
+#define ATT_QLEVEL 1
+#else
+#define ATT_QLEVEL 0
+#endif
+
+/* o (floats), or with oq not NULL the output quantized (QuantizeLinear by q_scale / q_zp to u8,
+ * or s8 with q_signed) at oq with the same strides (in bytes): each block's context rows go to
+ * the thread's scratch and are quantized from there while in L1 */
+static int attention_run(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
+                         const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
+                         const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
+                         const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
+                         float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
+                         int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
+                         uint8_t *oq, int q_signed, float q_scale, float q_zp) {
     int T16 = (T + KW - 1) / KW * KW, Dv16 = (Dv + KW - 1) / KW * KW;
     long items = (long)B * H;
     int nt = dscy_nthreads(nthreads);
@@ -362,16 +376,20 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
     for (long it = 0; it < items; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         float *ktp = att_buffer((size_t)D * T16 + (size_t)T * Dv16 + (size_t)QB * T16
-                                + (ATT_Z ? (size_t)QT * (T16 + D) : 0));
+                                + (ATT_Z ? (size_t)QT * (T16 + D) : 0) + (size_t)QB * Dv16);
         if (!ktp) { fail = 1; continue; }
         float *vp = ktp + (size_t)D * T16, *s = vp + (size_t)T * Dv16;
         pack_k(k + b * kb + h * kh, ks, T, D, ktp);
         pack_v(v + b * vb + h * vh, vs, T, Dv, vp);
         const float *qbh = q + b * qb + h * qh;
-        float *obh = o + b * ob + h * oh;
+        float *cq = s + (size_t)QB * T16 + (ATT_Z ? (size_t)QT * (T16 + D) : 0);
+        /* the block's context rows: the output, or (quantized output) the scratch cq */
+        float *obh = oq ? cq : o + b * ob + h * oh;
+        ptrdiff_t ostr = oq ? Dv : os;
         const float *mbh = mask ? mask + b * mb + h * mh : NULL;
         for (int i0 = 0; i0 < S; i0 += QB) {
             int nr = S - i0 < QB ? S - i0 : QB;
+            float *ob0 = oq ? cq : obh + (size_t)i0 * os;
 #if ATT_Z
             float *qt = s + (size_t)QB * T16, *pt = qt + (size_t)QT * D;
             tr_rows(qbh + (size_t)i0 * qs, qs, nr, D, qt);
@@ -379,9 +397,8 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
             for (int r = 0; r < nr; r++)
                 softmax_row16(s + (size_t)r * T16, mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T, scale);
             tr_rows(s, T16, nr, T, pt);
-            context_z(pt, T, vp, Dv, obh + (size_t)i0 * os, os, nr);
-            continue;
-#endif
+            context_z(pt, T, vp, Dv, ob0, ostr, nr);
+#else
             scores(qbh + (size_t)i0 * qs, qs, nr, ktp, D, T16, s);
             for (int r = 0; r < nr; r++) {
                 const float *mrow = mbh ? mbh + (size_t)(i0 + r) * mq : NULL;
@@ -391,7 +408,19 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
                 dscy_scale_mask_softmax(ATT_AVX2, s + (size_t)r * T16, mrow, T, scale);
 #endif
             }
-            context(s, T16, T, vp, Dv, obh + (size_t)i0 * os, os, nr);
+            context(s, T16, T, vp, Dv, ob0, ostr, nr);
+#endif
+            if (oq) {        /* the QuantizeLinear op's own row function, under its MXCSR */
+#ifdef __SSE__
+                _mm_setcsr(csr);
+#endif
+                for (int r = 0; r < nr; r++)
+                    dscy_quantize8(ATT_QLEVEL, q_signed, cq + (size_t)r * Dv,
+                                   oq + b * ob + h * oh + (size_t)(i0 + r) * os, Dv, q_scale, q_zp);
+#ifdef __SSE__
+                _mm_setcsr(csr | 0x8040);
+#endif
+            }
         }
     }
 #ifdef __SSE__
@@ -399,4 +428,26 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
 #endif
     }
     return fail ? -1 : 0;
+}
+
+int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
+                       const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
+                       const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
+                       const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
+                       float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
+                       int B, int H, int S, int T, int D, int Dv, float scale, int nthreads) {
+    return attention_run(q, qb, qs, qh, k, kb, ks, kh, v, vb, vs, vh, mask, mb, mh, mq,
+                         o, ob, os, oh, B, H, S, T, D, Dv, scale, nthreads, NULL, 0, 1.0f, 0.0f);
+}
+
+int dscy_f32_attention_q(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
+                         const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
+                         const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
+                         const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
+                         void *oq, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
+                         int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
+                         int q_signed, float q_scale, float q_zp) {
+    return attention_run(q, qb, qs, qh, k, kb, ks, kh, v, vb, vs, vh, mask, mb, mh, mq,
+                         NULL, ob, os, oh, B, H, S, T, D, Dv, scale, nthreads, (uint8_t *)oq,
+                         q_signed, q_scale, q_zp);
 }
