@@ -758,8 +758,9 @@ static inline __attribute__((always_inline)) void rows_fast(
         const int EK, const int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
         const int16_t *xtile, int m0, int mt, const int32_t *row_ptr, const uint16_t *idx,
         const int8_t *vals, int r0, int r1, const int NT, const int16_t *xtile1) {
-    /* NT = 2 (quads build, rows output only): tiles xtile and xtile1 (tokens m0 + 32 ..), both
-     * full, in one pass per row (row_kernel2); their stages side by side */
+    /* NT = 2 (quads build; rows output, or planar with both tiles in one image): tiles xtile
+     * and xtile1 (tokens m0 + 32 ..), both full, in one pass per row (row_kernel2); their
+     * stages side by side */
     int32_t stage[NT * DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
     uint8_t bst[NT * DSCY_ROW_CHUNK * T32] __attribute__((aligned(64)));
     int32_t *const stage_base = stage;
@@ -816,13 +817,14 @@ static inline __attribute__((always_inline)) void rows_fast(
                 else if (EK == DSCY_EK_LUT) ep_row_lut(k, sh, n, dst);
                 else ep_row_pre(k, sh, n, dst);
             }
-            void *dst = bytes ? (void *)(bst + slot * T32) : (void *)(stage + slot * T32);
-            if (prow) {
-                if (EK == DSCY_EK_PRE)   /* with a residual: the rest element by element */
-                    flush_rows(ep, stage, m0, mt, n, 1);
-                else
-                    memcpy(prow + (size_t)n * ep->plane * es, dst, mt * es);
-            }
+            if (prow)                    /* tile h: tokens m0 + 32h .., in the same image */
+                for (int h = 0; h < NT; h++) {
+                    if (EK == DSCY_EK_PRE)   /* with a residual: the rest element by element */
+                        flush_rows(ep, stage + h * s2, m0 + T32 * h, mt, n, 1);
+                    else
+                        memcpy(prow + ((size_t)n * ep->plane + T32 * h) * es,
+                               bytes ? (void *)(bst + h * s2) : (void *)(stage + h * s2), mt * es);
+                }
         }
         if (prow) continue;
         for (int h = 0; h < NT; h++)
@@ -995,9 +997,10 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                 && (!ep->plane || m0 % ep->plane + mt <= ep->plane)) {   /* in one image */
             const int16_t *xtile1 = NULL;
 #if DSCY_QUADS
-            /* two full tiles in one pass (row output only): M - m0 >= 64 makes tile t and
-             * tile t + 1 (tokens m0 + 32 ..) both full 32-token tiles */
-            if (!ep->plane && t + 1 < t1 && M - m0 >= 2 * T32) {
+            /* two full tiles in one pass: M - m0 >= 64 makes tile t and tile t + 1 (tokens
+             * m0 + 32 ..) both full 32-token tiles (planar output: both in one image) */
+            if (t + 1 < t1 && M - m0 >= 2 * T32
+                    && (!ep->plane || m0 % ep->plane + 2 * T32 <= ep->plane)) {
                 if (x && !pre) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t + 1, bp, tsz);
                 int T1; xtile1 = x ? xw + tile_at(M, K2, t + 1, &T1, base + tsz) : xt + tile_off(M, K2, t + 1, &T1);
             }
