@@ -706,7 +706,18 @@ static __attribute__((noinline, target("avx512vbmi"))) void ep_rows_lut_vbmi(
  * byte store, which may alias them). Otherwise the stage holds finished 32-bit outputs. Not for
  * GELU with a residual (dscy_ep_post8's path). */
 static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n0, int pre,
-                    int mt) {
+                    int mt, const dscy_ek_consts *kf) {
+    /* kf (kind F32, not pre): the stage holds the raw sums; the epilogue runs here on each
+     * token's 16 channels with the channels' constants as vectors (dscy_ek16 lane for lane, as
+     * ep_row with them broadcast: the same bits), where ep_row was a call, four broadcasts and
+     * a copy per row */
+    __m512i kb = _mm512_setzero_si512();
+    __m512 ks = _mm512_setzero_ps(), kms = ks, kmb = ks;
+    if (kf) {
+        kb = _mm512_loadu_si512(kf->bias + n0);
+        ks = _mm512_loadu_ps(kf->scale + n0);
+        if (kf->mid) { kms = _mm512_loadu_ps(kf->mscale + n0); kmb = _mm512_loadu_ps(kf->mbias + n0); }
+    }
     const int rt = ep->res_type, ot = ep->out_type, act = ep->act, ydiv = ep->y_scale != 1.0f;
     const int q8 = ot == DSCY_OUT_U8 || ot == DSCY_OUT_S8;
     const __m512i rzp = _mm512_set1_epi32(ep->res_zp), zp = _mm512_set1_epi32(ep->zero_point);
@@ -729,6 +740,8 @@ static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n
         for (int i = 0; i < 8 && 8 * blk + i < mt; i++) {   /* real tokens only */
             ptrdiff_t m = m0 + 8 * blk + i;
             __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(a[i]), b[i], 1);
+            if (kf) f = _mm512_castsi512_ps(dscy_ek16(DSCY_EK_F32, kf, _mm512_castps_si512(f), kb, ks,
+                                                      kms, kmb, _mm512_setzero_si512()));
             if (!pre) { _mm512_storeu_ps((float *)out + m * ldo + n0, f); continue; }
             ptrdiff_t o = m * ldr + n0;
             __m512 r;
@@ -770,6 +783,9 @@ static inline __attribute__((always_inline)) void rows_fast(
     const size_t s2 = (size_t)DSCY_ROW_CHUNK * T32;      /* second tile's stage offset */
     int bytes = EK == DSCY_EK_Q8 || EK == DSCY_EK_LUT;
     const int32_t *order = ep->row_order;
+    /* F32 rows output: the epilogue deferred to the transposing flush (flush16's kf; rows
+     * outside a 16-row group get ep_row in place before theirs) */
+    const int dfe = DSCY_QUADS && EK == DSCY_EK_F32 && !ep->plane;
     /* planar output (the caller checked that the tile lies in one image): each row's mt tokens
      * are mt consecutive elements of its plane, stored as they come, no staging. mt < 32: a
      * zero-padded tail tile, whose padding tokens are computed and never stored */
@@ -804,6 +820,15 @@ static inline __attribute__((always_inline)) void rows_fast(
             row_kernel(xtile, idx + b0, vals + (size_t)b0 * 2 * bp, row_ptr[n + 1] - b0, 4, bp, sums);
             int slot = prow ? 0 : n - c0;     /* planar: every row through the first slot */
 #if DSCY_QUADS
+            if (dfe) {                        /* raw sums staged; the epilogue in the flush */
+                for (int h = 0; h < NT; h++) {
+                    _mm512_store_si512(stage + h * s2 + slot * T32, _mm512_load_si512(sums + h * T32));
+                    _mm512_store_si512(stage + h * s2 + slot * T32 + 16, _mm512_load_si512(sums + h * T32 + 16));
+                }
+                continue;
+            }
+#endif
+#if DSCY_QUADS
             if (EK == DSCY_EK_LUT && k->vbmi)
                 ep_rows_lut_vbmi(k, sums, n, bst + slot * T32, s2, NT);
             else
@@ -835,10 +860,13 @@ static inline __attribute__((always_inline)) void rows_fast(
             nr = c1 - ns < 8 ? c1 - ns : 8;
 #if DSCY_QUADS
             if (!bytes && c1 - ns >= 16 && (EK != DSCY_EK_PRE || ep->act != DSCY_ACT_GELU)) {
-                flush16(ep, stage + (ns - c0) * T32, m0, ns, EK == DSCY_EK_PRE, mt);
+                flush16(ep, stage + (ns - c0) * T32, m0, ns, EK == DSCY_EK_PRE, mt, dfe ? k : NULL);
                 nr = 16;
                 continue;
             }
+            if (dfe)                          /* finish the raw sums of these rows in place */
+                for (int r = ns; r < ns + nr; r++)
+                    ep_row_f32(k, stage + (r - c0) * T32, r, stage + (r - c0) * T32);
 #endif
             if (bytes && c1 - ns >= 16) {
                 flush_bytes16(ep, bst + (ns - c0) * T32, m0, ns, mt);
