@@ -645,6 +645,48 @@ def _fuse_dq_tables(v):
     return count
 
 
+def _fuse_table_split(v, opset):
+    """QTable -> Split ==> QTable with the Split's outputs (ops/fast_quant.py): each part is
+    looked up from its own range of the 8-bit input straight into its output, where the full
+    float tensor was written and then copied part by part (a quantized YOLO's C2f blocks split
+    the x * Sigmoid(x) of their first conv; part 0 then goes into the Concat's slot in place).
+    The split sizes must be constants (the `split` input, or the attribute before opset 13),
+    or absent (equal parts)."""
+    count = 0
+    for i, (qt, olds) in enumerate(list(v.absorbed_by)):
+        if qt.op_type != "QTable" or id(qt) in v.removed or "split_axis" in qt.attrs:
+            continue
+        sp = v.sole(qt.outputs[0], "Split")
+        if sp is None or not all(sp.outputs):
+            continue
+        if opset >= 13:
+            if len(sp.inputs) > 1 and sp.inputs[1]:
+                c = v.const(sp.inputs[1])
+                if c is None:
+                    continue
+                split = [int(t) for t in np.asarray(c).reshape(-1)]
+            else:
+                split = None
+        else:
+            if len(sp.inputs) > 1 and sp.inputs[1]:
+                continue
+            split = sp.attrs.get("split")
+            split = [int(t) for t in split] if split is not None else None
+        if split is not None and len(split) != len(sp.outputs):
+            continue
+        attrs = dict(qt.attrs)
+        attrs.update(split_axis=int(sp.attrs.get("axis", 0)),
+                     split_sizes=split if split is not None else [],
+                     num_outputs=int(sp.attrs.get("num_outputs", len(sp.outputs))))
+        new = Node("QTable", DOMAIN, list(qt.inputs), list(sp.outputs), attrs, qt.name, qt.index)
+        v.replace([qt, sp], new)
+        for j, (node, olds2) in enumerate(v.absorbed_by):
+            if node is qt:
+                v.absorbed_by[j] = (new, olds2 + [sp])
+        count += 1
+    return count
+
+
 def fuse_qconv(graph, opsets, exact=None):
     """Rewrite quantized convolutions into QConv nodes; returns the number of rewrites."""
     exact = _exact_default() if exact is None else exact
@@ -655,6 +697,7 @@ def fuse_qconv(graph, opsets, exact=None):
         count += _fuse_table_tails(v, [n for n in v.added if n.op_type == "QConv"])
         count += _fuse_qconv_maxpool(v, [n for n in v.added if n.op_type == "QConv"])
     count += _fuse_dq_tables(v)
+    count += _fuse_table_split(v, opsets.get("", opsets.get("ai.onnx", 13)))
     if count:
         _mark_nhwc(v, [n for n in v.added if id(n) not in v.removed
                        and n.op_type in ("QConv", "QMaxPool")])

@@ -25,11 +25,15 @@ error is at most half an accumulator unit, sx * sw / 2, far below the output qua
 """
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_ops
+from . import tensor as _tensor
 from .registry import Op, register
 
 _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
@@ -267,12 +271,50 @@ class QTable(Op):
             raise ShapeError(f"QTable needs a float32 [256] table, got {list(t.shape)}")
         self.table = np.ascontiguousarray(t)
         self.nt = _threads(ctx) or 1
+        # with a Split fused in (graph/fusion_conv.py _fuse_table_split): its axis, sizes
+        # (None: equal parts) and number of outputs
+        self.split = None
+        if "split_axis" in node.attrs:
+            sizes = node.attrs.get("split_sizes")
+            self.split = (int(node.attrs["split_axis"]),
+                          [int(t) for t in sizes] if sizes is not None and len(sizes) else None,
+                          int(node.attrs.get("num_outputs", len(node.outputs))))
+
+    def _parts(self, x):
+        """(axis, [(start, stop)] along it) of the fused Split on x."""
+        axis, sizes, n = self.split
+        axis = _tensor._axis(axis, x.ndim)
+        sizes = _tensor._split_sizes(x.shape[axis], sizes, n)
+        b = list(itertools.accumulate(sizes, initial=0))
+        return axis, list(zip(b[:-1], b[1:]))
+
+    def _run_split(self, x, outs):
+        axis, parts = self._parts(x)
+        xc = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+        outer = math.prod(xc.shape[:axis])
+        inner = math.prod(xc.shape[axis + 1:])
+        x3 = xc.reshape(outer, xc.shape[axis], inner).view(np.uint8)
+        res = []
+        for i, (a, b) in enumerate(parts):
+            shape = xc.shape[:axis] + (b - a,) + xc.shape[axis + 1:]
+            o = outs[i] if outs and i < len(outs) else None
+            if o is None or o.shape != shape or o.dtype != np.float32 or not o.flags.c_contiguous:
+                o = np.empty(shape, np.float32)
+            o3 = o.reshape(outer, b - a, inner)
+            for p in range(outer):           # one contiguous range of x per part and image
+                if b > a and inner:
+                    _f32_ops.lut8_f32(x3[p, a:b].reshape(-1), x.dtype == np.int8, self.table,
+                                      o3[p].reshape(-1), self.nt)
+            res.append(o)
+        return res
 
     def run(self, inputs, outs):
         x = inputs[0]
         if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8):
             raise ShapeError(f"QTable: input must be uint8 or int8, got "
                              f"{getattr(x, 'dtype', type(x))}")
+        if self.split is not None:
+            return self._run_split(x, outs)
         o = outs[0] if outs else None
         if o is None or o.shape != x.shape or o.dtype != np.float32 or not o.flags.c_contiguous:
             o = np.empty(x.shape, np.float32)
@@ -284,9 +326,42 @@ class QTable(Op):
     def bind(self, inputs, outs):
         x = inputs[0]
         o = outs[0] if outs else None
+        if self.split is not None:
+            return self._bind_split(x, outs)
         if o is None or not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) \
                 or not x.flags.c_contiguous or o.shape != x.shape or o.dtype != np.float32 \
                 or not o.flags.c_contiguous or x.size == 0:
             return None
         return _f32_ops.lut8_f32, (x.reshape(-1).view(np.uint8), x.dtype == np.int8, self.table,
                                    o.reshape(-1), self.nt)
+
+    def _bind_split(self, x, outs):
+        """The fused Split's bound call: one table pass per part and outer index (a contiguous
+        range of x each: one per part for a channel split of one image) into its slot; not
+        for more than 8 outer indices (a split of a late axis: the run path's loop)."""
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) or x.size == 0 \
+                or not x.flags.c_contiguous or not outs or any(o is None for o in outs):
+            return None
+        axis, parts = self._parts(x)
+        outer = math.prod(x.shape[:axis])
+        if outer > 8 or len(parts) != len(outs):
+            return None
+        inner = math.prod(x.shape[axis + 1:])
+        x3 = x.reshape(outer, x.shape[axis] * inner).view(np.uint8)
+        calls = []
+        for (a, b), o in zip(parts, outs):
+            shape = x.shape[:axis] + (b - a,) + x.shape[axis + 1:]
+            if o.shape != shape or o.dtype != np.float32 or not o.flags.c_contiguous \
+                    or np.may_share_memory(o, x):
+                return None
+            o2 = o.reshape(outer, (b - a) * inner)
+            for p in range(outer):
+                if b > a and inner:
+                    calls.append((x3[p, a * inner:b * inner], x.dtype == np.int8, self.table,
+                                  o2[p], self.nt))
+        fn = _f32_ops.lut8_f32
+
+        def run_parts():
+            for c in calls:
+                fn(*c)
+        return run_parts, ()

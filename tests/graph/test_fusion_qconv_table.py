@@ -165,6 +165,75 @@ def test_dq_silu_to_float_becomes_one_table(rng, monkeypatch, x_dtype):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("opset,axis,split", [
+    (13, 1, [3, 5]), (13, 1, None), (11, 1, [6, 2]), (11, 2, None), (13, -1, [2, 5]),
+    (18, 1, "num3"), (13, 3, [7])], ids=str)
+def test_table_split_fused(rng, monkeypatch, opset, axis, split):
+    """QTable -> Split ==> one QTable writing each part from its own range of the bytes: the
+    parts are exactly the unsplit table's values split in numpy (the same graph without the
+    Split), for one image (the bound call, each part one range) and two (the run path); the
+    first part read in place by a Concat too. Split sizes as input (opset 13), attribute
+    (opset 11), absent (equal parts) and num_outputs with an uneven last part (opset 18)."""
+    inits = [_init("s", np.float32(0.05)), _init("z", np.uint8(110))]
+    nouts = 3 if split == "num3" else (len(split) if split else 2)
+    names = [f"y{i}" for i in range(nouts)]
+    sp_in, sp_kw = ["a"], dict(axis=axis)
+    if split == "num3":
+        sp_kw["num_outputs"] = 3
+    elif split is not None and opset >= 13:
+        inits.append(_init("sizes", np.array(split, np.int64)))
+        sp_in.append("sizes")
+    elif split is not None:
+        sp_kw["split"] = split
+    # x float -> QuantizeLinear: the bytes an arena value (a graph input's would not bind)
+    nodes = [mk("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             mk("DequantizeLinear", ["xq", "s", "z"], ["d"]), mk("Sigmoid", ["d"], ["sg"]),
+             mk("Mul", ["d", "sg"], ["a"])]
+    xshape = ["b", 8, 6, 7]
+    # the reference: the same table, its whole tensor (read by an Identity: a Split-free QTable)
+    m_full = helper.make_model(helper.make_graph(
+        nodes + [mk("Identity", ["a"], ["af"])], "g",
+        [helper.make_tensor_value_info("x", TP.FLOAT, xshape)],
+        [helper.make_tensor_value_info("af", TP.FLOAT, None)], list(inits)),
+        opset_imports=[helper.make_opsetid("", opset)])
+    nodes = nodes + [mk("Split", sp_in, names, **sp_kw),
+                     mk("Concat", [names[0], names[-1]], ["cat"], axis=axis)]
+    m = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, xshape)],
+        [helper.make_tensor_value_info(n, TP.FLOAT, None) for n in names[1:] + ["cat"]],
+        list(inits)), opset_imports=[helper.make_opsetid("", opset)])
+    eng, full = ds.compile_model(m), ds.compile_model(m_full)
+    kinds = collections.Counter(n.op_type for n, _ in _steps(eng))
+    assert kinds["QTable"] == 1 and kinds["Split"] == 0, kinds
+    assert collections.Counter(n.op_type for n, _ in _steps(full))["QTable"] == 1
+    ort_ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for b in (1, 2, 1):
+        x = (rng.integers(0, 256, (b, 8, 6, 7)).astype(np.float32) - 110) * np.float32(0.05)
+        a = full.run([x])[0]
+        ax = axis % 4
+        if split == "num3":
+            size = -(-a.shape[ax] // 3)
+            bounds = [size, 2 * size]
+        elif split is None:
+            bounds = [a.shape[ax] // nouts * i for i in range(1, nouts)]
+        else:
+            bounds = list(np.cumsum(split)[:-1])
+        parts = np.split(a, bounds, axis=ax)
+        for _ in range(2):                     # the second run: the bound call (one image)
+            got = eng.run([x])
+        if b == 1 and axis % 4 <= 2:           # up to 8 outer indices: bound
+            plan = eng._plans[eng._key([x])]
+            inst = plan.acquire()
+            plan.release(inst)
+            assert any(b_ and st[0].op_type == "QTable" for b_, st in zip(inst.bound, plan.steps))
+            for g_, r in zip(got[:-1], parts[1:]):
+                np.testing.assert_array_equal(g_, r)
+            np.testing.assert_array_equal(got[-1], np.concatenate([parts[0], parts[-1]], axis=ax))
+        o = ort_ref.run(None, {"x": x})
+        for g_, r in zip(got, o):
+            np.testing.assert_allclose(g_, r, rtol=1e-6, atol=1e-6 * float(np.abs(r).max()))
+
+
 def test_dq_chain_read_midway_is_left_alone(rng):
     """The Sigmoid's value also read by another node: no table."""
     inits = [_init("s", np.float32(0.07)), _init("z", np.uint8(100))]
