@@ -332,15 +332,24 @@ static void softmax_row16(float *s, const float *mask, int T, float scale) {
 }
 #endif
 
-/* the quantizer copy this build's QuantizeLinear op runs on this CPU (all copies give the same
- * bytes; the avx512 build runs only where AVX-512 F/BW/VL/DQ are) */
+/* QuantizeLinear's row function in the copy of this build's level (all copies give the same
+ * bytes; the avx512 build runs only where AVX-512 F/BW/VL/DQ are). Named directly, not through
+ * dscy_quantize8's level switch: a build must not hold the copies of levels above its own (at
+ * -O1, the sanitizer build, the switch's other branches were emitted: zmm code in the generic
+ * module, which tests/kernels/test_build_isa.py refuses). */
+static inline void att_quantize(int sgn, const float *x, uint8_t *y, long n, float scale,
+                                float zp) {
 #if defined(__AVX512F__)
-#define ATT_QLEVEL 2
+    if (sgn) dscy_quantize_s8_avx512(x, (signed char *)y, n, scale, zp);
+    else dscy_quantize_u8_avx512(x, y, n, scale, zp);
 #elif defined(__AVX2__)
-#define ATT_QLEVEL 1
+    if (sgn) dscy_quantize_s8_avx2(x, (signed char *)y, n, scale, zp);
+    else dscy_quantize_u8_avx2(x, y, n, scale, zp);
 #else
-#define ATT_QLEVEL 0
+    if (sgn) dscy_quantize_s8(x, (signed char *)y, n, scale, zp);
+    else dscy_quantize_u8(x, y, n, scale, zp);
 #endif
+}
 
 /* o (floats), or with oq not NULL the output quantized (QuantizeLinear by q_scale / q_zp to u8,
  * or s8 with q_signed) at oq with the same strides (in bytes): each block's context rows go to
@@ -415,8 +424,8 @@ static int attention_run(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t q
                 _mm_setcsr(csr);
 #endif
                 for (int r = 0; r < nr; r++)
-                    dscy_quantize8(ATT_QLEVEL, q_signed, cq + (size_t)r * Dv,
-                                   oq + b * ob + h * oh + (size_t)(i0 + r) * os, Dv, q_scale, q_zp);
+                    att_quantize(q_signed, cq + (size_t)r * Dv,
+                                 oq + b * ob + h * oh + (size_t)(i0 + r) * os, Dv, q_scale, q_zp);
 #ifdef __SSE__
                 _mm_setcsr(csr | 0x8040);
 #endif
