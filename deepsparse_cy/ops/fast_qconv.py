@@ -56,7 +56,12 @@ from .pool import _Geom, pool_geometry_attrs
 from .registry import Op, register
 from .tensor import _nothing
 
-TUNE_MIN = 1 << 16        # columns (M*K bytes) below which the first-run timing is not worth it
+# columns (M*K bytes) below which the first-run timing is not worth it. 64 KiB left the small
+# maps of a 128x128 YOLOv8n (4x4 and 8x8, M = 16..64) on the sparse kernel, whose 32-token tile
+# is half padding at M = 16, where the amx GEMM's 16-token tiles took 0.65-0.8x the time:
+# at 4 KiB, YOLOv8n block4 INT8 at 128 ran 1.09-1.20x, MBv3 OCR at 48x320 1.07-1.10x, YOLOv8n
+# at 320 1.00x (whole models, alternating rounds in two processes)
+TUNE_MIN = 1 << 12
 _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
                  "unstructured": "qs8_spmm_unstructured"}
 
