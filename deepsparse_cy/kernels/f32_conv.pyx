@@ -40,15 +40,9 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                            const float *k, Py_ssize_t kb, Py_ssize_t ks, Py_ssize_t kh,
                            const float *v, Py_ssize_t vb, Py_ssize_t vs, Py_ssize_t vh,
                            const float *mask, Py_ssize_t mb, Py_ssize_t mh, Py_ssize_t mq,
-                           float *o, Py_ssize_t ob, Py_ssize_t os, Py_ssize_t oh,
-                           int B, int H, int S, int T, int D, int Dv, float scale, int nthreads)
-    int dscy_f32_attention_q(const float *q, Py_ssize_t qb, Py_ssize_t qs, Py_ssize_t qh,
-                             const float *k, Py_ssize_t kb, Py_ssize_t ks, Py_ssize_t kh,
-                             const float *v, Py_ssize_t vb, Py_ssize_t vs, Py_ssize_t vh,
-                             const float *mask, Py_ssize_t mb, Py_ssize_t mh, Py_ssize_t mq,
-                             void *oq, Py_ssize_t ob, Py_ssize_t os, Py_ssize_t oh,
-                             int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
-                             int q_signed, float q_scale, float q_zp)
+                           void *out, Py_ssize_t ob, Py_ssize_t os, Py_ssize_t oh,
+                           int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
+                           int q_out, int q_signed, float q_scale, float q_zp)
 
 ISA = DSCY_ISA
 
@@ -96,14 +90,9 @@ def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis c
     elif out.dtype != np.float32:
         raise ValueError("attention output must be float32 without quant")
     with nogil:
-        if not qmode:
-            rc = dscy_f32_attention(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh,
-                                    mq, <float *>op, ob, os_, oh, B, H, S, T, D, Dv, scale,
-                                    nthreads)
-        else:
-            rc = dscy_f32_attention_q(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh,
-                                      mq, op, ob, os_, oh, B, H, S, T, D, Dv, scale, nthreads,
-                                      q_signed, q_scale, q_zp)
+        rc = dscy_f32_attention(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh, mq,
+                                op, ob, os_, oh, B, H, S, T, D, Dv, scale, nthreads, qmode,
+                                q_signed, q_scale, q_zp)
     if rc != 0:
         raise MemoryError("f32 attention: could not allocate its scratch")
     return out

@@ -212,22 +212,15 @@ int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, 
                   const float *bias, int act, float p0, float p1, float *out, ptrdiff_t ldo,
                   float *xp, int nthreads);
 
-/* ---- FP32 attention per (batch, head) (f32_attn.c); strides in floats ---- */
+/* ---- FP32 attention per (batch, head) (f32_attn.c); strides in elements of each array: out
+ * float32, or with q_out bytes QuantizeLinear(scale, zp) makes of it (u8, s8 with q_signed) ---- */
 int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
                        const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
                        const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
                        const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
-                       float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
-                       int B, int H, int S, int T, int D, int Dv, float scale, int nthreads);
-/* the same with the output quantized as QuantizeLinear(scale, zp) does, to u8 (s8: q_signed)
- * bytes at oq, strides in bytes */
-int dscy_f32_attention_q(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
-                         const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
-                         const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
-                         const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
-                         void *oq, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
-                         int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
-                         int q_signed, float q_scale, float q_zp);
+                       void *out, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
+                       int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
+                       int q_out, int q_signed, float q_scale, float q_zp);
 
 /* ---- probes (qs8_gemm.c) ---- */
 /* MACs per second of a register-only loop of `kind`: 0 vpmaddubsw+vpmaddwd(ones)+vpaddd,

@@ -351,16 +351,18 @@ static inline void att_quantize(int sgn, const float *x, uint8_t *y, long n, flo
 #endif
 }
 
-/* o (floats), or with oq not NULL the output quantized (QuantizeLinear by q_scale / q_zp to u8,
- * or s8 with q_signed) at oq with the same strides (in bytes): each block's context rows go to
+/* o (floats, q_out 0), or (q_out 1) the output quantized (QuantizeLinear by q_scale / q_zp to
+ * u8, or s8 with q_signed) at o with the same strides in bytes: each block's context rows go to
  * the thread's scratch and are quantized from there while in L1 */
-static int attention_run(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
-                         const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
-                         const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
-                         const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
-                         float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
-                         int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
-                         uint8_t *oq, int q_signed, float q_scale, float q_zp) {
+int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
+                       const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
+                       const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
+                       const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
+                       void *out, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
+                       int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
+                       int q_out, int q_signed, float q_scale, float q_zp) {
+    float *o = q_out ? NULL : (float *)out;
+    uint8_t *oq = q_out ? (uint8_t *)out : NULL;
     int T16 = (T + KW - 1) / KW * KW, Dv16 = (Dv + KW - 1) / KW * KW;
     long items = (long)B * H;
     int nt = dscy_nthreads(nthreads);
@@ -437,26 +439,4 @@ static int attention_run(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t q
 #endif
     }
     return fail ? -1 : 0;
-}
-
-int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
-                       const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
-                       const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
-                       const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
-                       float *o, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
-                       int B, int H, int S, int T, int D, int Dv, float scale, int nthreads) {
-    return attention_run(q, qb, qs, qh, k, kb, ks, kh, v, vb, vs, vh, mask, mb, mh, mq,
-                         o, ob, os, oh, B, H, S, T, D, Dv, scale, nthreads, NULL, 0, 1.0f, 0.0f);
-}
-
-int dscy_f32_attention_q(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
-                         const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
-                         const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
-                         const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
-                         void *oq, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
-                         int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
-                         int q_signed, float q_scale, float q_zp) {
-    return attention_run(q, qb, qs, qh, k, kb, ks, kh, v, vb, vs, vh, mask, mb, mh, mq,
-                         NULL, ob, os, oh, B, H, S, T, D, Dv, scale, nthreads, (uint8_t *)oq,
-                         q_signed, q_scale, q_zp);
 }

@@ -98,7 +98,6 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
     if (!panel_ptr) npan = 1;
     int ntl = ntiles_all(M), n32 = ntiles32(M);
     int nt = dscy_nthreads(nthreads);
-    if (nt > N) nt = N;
     /* rows in chunks of 64 claimed by the threads (dscy_claim: each its own share first, then
      * helping the others), so a slower core does not hold up the call */
     long units = (N + 63) / 64;

@@ -786,6 +786,7 @@ static inline __attribute__((always_inline)) void rows_fast(
     /* F32 rows output: the epilogue deferred to the transposing flush (flush16's kf; rows
      * outside a 16-row group get ep_row in place before theirs) */
     const int dfe = DSCY_QUADS && EK == DSCY_EK_F32 && !ep->plane;
+    (void)dfe;                                     /* read only in the quads build */
     /* planar output (the caller checked that the tile lies in one image): each row's mt tokens
      * are mt consecutive elements of its plane, stored as they come, no staging. mt < 32: a
      * zero-padded tail tile, whose padding tokens are computed and never stored */
@@ -1075,38 +1076,32 @@ static inline void group_tiles(int M, int gi, int *ta, int *tb) {
     else { *ta = 2 * np + (gi - np); *tb = *ta + 1; }
 }
 
-/* The token split on TT > 1 threads, claimed dynamically: a thread whose core runs slower (a
- * shared VM's vCPU, an efficiency core) must not hold up the call with half the work, as a
- * static split did (the two vCPUs of this project's machines were measured 1.6x apart for
- * minutes at a time). Work items are (group of tiles, chunk c of C row chunks), counted out by
- * one atomic counter per group. Thread tid first takes its own share of groups (what the static
- * split gave it: each group packed once, by its owner, into the thread's two-tile buffer), then
- * claims what is left of the other threads' groups from the far end, packing a group it joins
- * (one extra pack per group stolen). */
-static void spmm_steal(const dscy_conv_geom *g, const void *x, int x_signed, ptrdiff_t ldx,
-                       int K, int M, int K2, const int32_t *row_ptr, const uint16_t *idx,
-                       const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int16_t *own,
-                       uint8_t *rows, int *cnt, int ng, int C, int tid, int TT) {
+/* The token split on several threads, claimed dynamically (dscy_claim: each thread its own
+ * share first, then helping with the others'), so a slower core does not hold up the call (the
+ * two vCPUs of this project's machines were measured 1.6x apart for minutes at a time). Items
+ * are (group of tiles, chunk c of C row chunks), group-major: a share covers whole groups where
+ * it can, each packed once by its owner into the thread's two-tile buffer; a thread that joins
+ * another group packs it too. */
+static void spmm_claimed(const dscy_conv_geom *g, const void *x, int x_signed, ptrdiff_t ldx,
+                         int K, int M, int K2, const int32_t *row_ptr, const uint16_t *idx,
+                         const int8_t *vals, int bp, int N, const dscy_epilogue *ep,
+                         int16_t *own, uint8_t *rows, long *next, int ng, int C, int nt,
+                         int tid) {
     const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;
-    int h0 = (int)((long)ng * tid / TT), h1 = (int)((long)ng * (tid + 1) / TT), cur = -1;
-    int units = (N + DSCY_ROW_CHUNK - 1) / DSCY_ROW_CHUNK;
-    for (int s = 0; s < ng; s++) {
-        int k = s - (h1 - h0);        /* home groups in order, then the others from the far end */
-        int gi = k < 0 ? h0 + s : (k < h0 ? h0 - 1 - k : ng - 1 - (k - h0));
-        int ta, tb, c;
-        group_tiles(M, gi, &ta, &tb);
-        while ((c = __atomic_fetch_add(&cnt[gi], 1, __ATOMIC_RELAXED)) < C) {
-            if (cur != gi) {
-                for (int t = ta; t < tb; t++)
-                    pack_tile_src(g, rows, x, x_signed, ldx, M, K, own, K2, t, bp, (t - ta) * tsz);
-                cur = gi;
-            }
-            int r0 = (int)((long)units * c / C) * DSCY_ROW_CHUNK;
-            int r1 = (int)((long)units * (c + 1) / C) * DSCY_ROW_CHUNK;
-            if (r1 > N) r1 = N;
-            spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, ta, tb, x, x_signed, ldx,
-                       K, own, g, rows, 1);
+    int units = (N + DSCY_ROW_CHUNK - 1) / DSCY_ROW_CHUNK, cur = -1, k = 0, ta = 0, tb = 0;
+    for (long it; (it = dscy_claim(next, (long)ng * C, nt, tid, &k)) >= 0; ) {
+        int gi = (int)(it / C), c = (int)(it % C);
+        if (cur != gi) {
+            group_tiles(M, gi, &ta, &tb);
+            for (int t = ta; t < tb; t++)
+                pack_tile_src(g, rows, x, x_signed, ldx, M, K, own, K2, t, bp, (t - ta) * tsz);
+            cur = gi;
         }
+        int r0 = (int)((long)units * c / C) * DSCY_ROW_CHUNK;
+        int r1 = (int)((long)units * (c + 1) / C) * DSCY_ROW_CHUNK;
+        if (r1 > N) r1 = N;
+        spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, ta, tb, x, x_signed, ldx,
+                   K, own, g, rows, 1);
     }
 }
 
@@ -1134,16 +1129,16 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
         if (!xt) return -1;
     }
     /* token split on several threads: groups of tiles (pairs of full tiles, then single ones)
-     * times row chunks, one claim counter per group (spmm_steal) */
-    int ng = 0, C = 1, cnt_stack[256], *cnt = cnt_stack;
+     * times row chunks, claimed (spmm_claimed) */
+    int ng = 0, C = 1;
+    long next[nt];
     if (tok && nt > 1) {
         int np = (M / T32) / 2;                 /* pairs of full 32-token tiles */
         ng = np + (ntl - 2 * np);
         int units = (N + DSCY_ROW_CHUNK - 1) / DSCY_ROW_CHUNK;
         if (ng < 4 * nt) C = (8 * nt + ng - 1) / ng;   /* ~8 claims a thread at least */
         if (C > units) C = units;
-        if (ng > 256 && !(cnt = (int *)malloc(sizeof(int) * (size_t)ng))) return -1;
-        for (int i = 0; i < ng; i++) cnt[i] = 0;
+        dscy_claims_init(next, (long)ng * C, nt);
     }
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -1180,8 +1175,8 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                     spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x,
                                x_signed, ldx, K, own, g, rows, 0);
                 else
-                    spmm_steal(g, x, x_signed, ldx, K, M, K2, row_ptr, idx, vals, bp, N, ep,
-                               own, rows, cnt, ng, C, tid, TT);
+                    spmm_claimed(g, x, x_signed, ldx, K, M, K2, row_ptr, idx, vals, bp, N, ep,
+                                 own, rows, next, ng, C, nt, tid);
             } else {
                 #pragma omp for schedule(static)
                 for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t, bp, -1);
@@ -1192,7 +1187,6 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
             }
         }
     }
-    if (cnt != cnt_stack) free(cnt);
     return fail ? -1 : 0;
 }
 
