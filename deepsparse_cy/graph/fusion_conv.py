@@ -680,9 +680,7 @@ def _fuse_table_split(v, opset):
                      num_outputs=int(sp.attrs.get("num_outputs", len(sp.outputs))))
         new = Node("QTable", DOMAIN, list(qt.inputs), list(sp.outputs), attrs, qt.name, qt.index)
         v.replace([qt, sp], new)
-        for j, (node, olds2) in enumerate(v.absorbed_by):
-            if node is qt:
-                v.absorbed_by[j] = (new, olds2 + [sp])
+        v.absorbed_by[i] = (new, olds + [sp])     # in place: the list's order is kept
         count += 1
     return count
 

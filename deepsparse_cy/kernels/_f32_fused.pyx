@@ -4,8 +4,9 @@ place on a GEMM / conv output, LayerNorm rows (optionally with the residual add)
 scale + mask + softmax step of attention over [batch, heads, queries, keys] scores.
 
 Row-parallel with OpenMP (one thread below ~32K elements: waking a thread costs more). The C
-bodies (csrc/f32_fused.h) exist as a baseline and an AVX2+FMA copy; `set_avx2` picks one
-(ops/fast_fused.py sets it from kernels.kernel_isa()).
+bodies (csrc/f32_fused.h) exist as a baseline and an AVX2+FMA copy (LayerNorm rows and the
+quantizers also an AVX-512 one); `set_avx2` / `set_avx512` (_fastmath.pxi) pick them
+(ops/fast_fused.py sets them from kernels.kernel_isa()).
 """
 from cython.parallel cimport prange
 from libc.math cimport erf, fabs, isfinite, rint, sqrt
@@ -39,41 +40,12 @@ ACTIVATIONS = {"": DSCY_F_NONE, "Relu": DSCY_F_RELU, "Clip": DSCY_F_CLIP, "Gelu"
                "HardSigmoid": DSCY_F_HARDSIGMOID, "LeakyRelu": DSCY_F_LEAKYRELU,
                "Sigmoid": DSCY_F_SIGMOID}
 
-cdef int _avx2 = 0
-
-
-def set_avx2(bint on):
-    """Use the AVX2+FMA copies of the kernels (only when the CPU has them)."""
-    global _avx2
-    _avx2 = 1 if on else 0
-
-
-def set_avx512(bint on):
-    """Also the AVX-512 LayerNorm row (rows of a multiple of 32, with its quantize / dequantize
-    in the same pass) and quantizer (only when the CPU has AVX-512 F/BW/VL/DQ); False goes back
-    to the AVX2 copies."""
-    global _avx2
-    _avx2 = 2 if on else 1
-
-
-def level():
-    """The copies in use: 0 baseline, 1 AVX2+FMA, 2 also AVX-512 (tests restore it with
-    set_level after forcing another)."""
-    return _avx2
-
-
-def set_level(int lv):
-    global _avx2
-    if lv not in (0, 1, 2):
-        raise ValueError(f"level {lv}: 0, 1 or 2")
-    _avx2 = lv
+include "_fastmath.pxi"
 
 
 def avx2_enabled():
-    return bool(_avx2)
+    return bool(_level)
 
-
-include "_fastmath.pxi"
 
 cdef extern from "csrc/dscy_pool.h" nogil:
     float dscy_plane_mean(const float *x, long n)   # GlobalAveragePool's row mean
@@ -85,7 +57,7 @@ def bias_act_inplace(float[:, ::1] y,           # IN/OUT [rows, n]
     """y = act(y + bias) row by row, bias along the last axis (act codes: ACTIVATIONS)."""
     cdef Py_ssize_t r, rows = y.shape[0], n = y.shape[1]
     cdef const float *b = NULL
-    cdef int av = _avx2
+    cdef int av = _level
     if rows == 0 or n == 0:
         return
     if bias is not None:
@@ -118,7 +90,7 @@ def layernorm(const float[:, ::1] x,      # IN  [rows, n]
     cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
     cdef const float *sk = NULL
     cdef const float *b = NULL
-    cdef int av = _avx2
+    cdef int av = _level
     if rows == 0 or n == 0:
         return
     if gamma.shape[0] != n or (beta is not None and beta.shape[0] != n):
@@ -144,7 +116,7 @@ def scale_mask_softmax(float[:, :, :, ::1] s,           # IN/OUT [B, H, S, T] sc
     """s = softmax(s * scale + mask) over the last axis, in place."""
     cdef Py_ssize_t B = s.shape[0], H = s.shape[1], S = s.shape[2], T = s.shape[3]
     cdef Py_ssize_t rows = B * H * S, r, bi, hi, qi
-    cdef int av = _avx2
+    cdef int av = _level
     cdef bint has_mask = mask is not None
     if rows == 0 or T == 0:
         return
@@ -170,7 +142,7 @@ def softmax_axis(const float[:, :, ::1] x,  # IN  [outer, n, inner]
     """Softmax over the middle axis (a non-trailing Softmax axis): work items are (outer index,
     block of 256 columns), so one image's slice is split over the threads too."""
     cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], it, o, jb
-    cdef int av = _avx2
+    cdef int av = _level
     if out.shape[0] != outer or out.shape[1] != n or out.shape[2] != inner:
         raise ValueError("softmax_axis: output shape mismatch")
     if outer == 0 or n == 0 or inner == 0:
@@ -200,7 +172,7 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
     cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
     cdef const float *sk = NULL
     cdef const float *b = NULL
-    cdef int av = _avx2
+    cdef int av = _level
     cdef float *y
     cdef unsigned char *qr
     if rows == 0 or n == 0:
@@ -241,7 +213,7 @@ def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8
     csrc/f32_fused.h dscy_dw_nhwc_q8_body); rows of the output in parallel."""
     cdef Py_ssize_t B = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], r
-    cdef int av = _avx2
+    cdef int av = _level
     if out.shape[0] != B or out.shape[3] != C or w.shape[0] != kh * kw or w.shape[1] != C:
         raise ValueError("depthwise shapes do not match")
     if B == 0 or Ho == 0 or Wo == 0 or C == 0:
@@ -268,7 +240,7 @@ def squeeze_excite(const float[:, :, ::1] x,   # IN  [N, C, HW]
     The means and the scaling split the rows over the threads; the gate runs on one."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], R = w1t.shape[1]
     cdef Py_ssize_t rows = N * C, t, n, r0, r1
-    cdef int av = _avx2, nt
+    cdef int av = _level, nt
     cdef const float *pb1 = NULL
     cdef const float *pb2 = NULL
     if w1t.shape[0] != C or w2t.shape[1] != C or w2t.shape[0] != R:

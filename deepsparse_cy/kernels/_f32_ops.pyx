@@ -29,35 +29,6 @@ DEF OP_QU8 = 3
 DEF OP_QS8 = 4
 
 
-cdef int _q_avx2 = 0
-
-
-def set_avx2(bint on):
-    """Run the AVX2 copies of the quantizers (pass True only when the CPU has AVX2+FMA)."""
-    global _q_avx2
-    _q_avx2 = 1 if on else 0
-
-
-def set_avx512(bint on):
-    """Run the AVX-512 copies of the quantizers (True only when the CPU has AVX-512
-    F/BW/VL/DQ); False goes back to the AVX2 copies."""
-    global _q_avx2
-    _q_avx2 = 2 if on else 1
-
-
-def level():
-    """The copies in use: 0 baseline, 1 AVX2+FMA, 2 also AVX-512 (tests restore it with
-    set_level after forcing another)."""
-    return _q_avx2
-
-
-def set_level(int lv):
-    global _q_avx2
-    if lv not in (0, 1, 2):
-        raise ValueError(f"level {lv}: 0, 1 or 2")
-    _q_avx2 = lv
-
-
 cdef void _chunked(int op, const float *x, void *y, Py_ssize_t n, int nt, float a,
                    float b) noexcept nogil:
     """y[i] = op(x[i]) over CHUNK-sized blocks split across nt threads; a, b: op parameters
@@ -73,7 +44,7 @@ cdef void _chunked(int op, const float *x, void *y, Py_ssize_t n, int nt, float 
         elif op == OP_CLIP:
             dscy_clip_array(x + lo, <float *>y + lo, hi - lo, a, b)
         else:     # OP_QU8 / OP_QS8, one byte per element
-            dscy_quantize8(_q_avx2, op == OP_QS8, x + lo, <unsigned char *>y + lo, hi - lo, a, b)
+            dscy_quantize8(_level, op == OP_QS8, x + lo, <unsigned char *>y + lo, hi - lo, a, b)
 
 
 def erf(const float[::1] x,  # IN
@@ -338,12 +309,12 @@ def dequantize_rows(q,                       # IN  uint8 or int8 [rows, n], C-co
         qs = q
         with nogil:
             for r in prange(rows, num_threads=nt, schedule="static"):
-                dscy_dequant_row(_q_avx2, 1, &qs[r, 0], &out[r, 0], n, zero_point, scale, bp)
+                dscy_dequant_row(_level, 1, &qs[r, 0], &out[r, 0], n, zero_point, scale, bp)
     else:
         qu = q
         with nogil:
             for r in prange(rows, num_threads=nt, schedule="static"):
-                dscy_dequant_row(_q_avx2, 0, &qu[r, 0], &out[r, 0], n, zero_point, scale, bp)
+                dscy_dequant_row(_level, 0, &qu[r, 0], &out[r, 0], n, zero_point, scale, bp)
     return out
 
 

@@ -1,6 +1,39 @@
 # Cython declarations of csrc/dscy_fastmath.h, included by _f32_ops.pyx and _f32_fused.pyx
 # (each module uses part of them; one list so the two cannot drift apart).
 
+
+# The copies a module's kernels run (each including module has its own): 0 baseline, 1 AVX2+FMA,
+# 2 also AVX-512 (the quantizers and dequantizer, LayerNorm rows of a multiple of 32).
+# ops/fast_f32.py and ops/fast_fused.py set it from kernels.kernel_isa().
+cdef int _level = 0
+
+
+def set_avx2(bint on):
+    """Run the AVX2+FMA copies of this module's kernels (only when the CPU has them); False:
+    the baseline copies."""
+    global _level
+    _level = 1 if on else 0
+
+
+def set_avx512(bint on):
+    """Also the AVX-512 copies (only when the CPU has AVX-512 F/BW/VL/DQ); False goes back to
+    the AVX2 copies."""
+    global _level
+    _level = 2 if on else 1
+
+
+def level():
+    """The copies in use: 0 baseline, 1 AVX2+FMA, 2 also AVX-512 (tests restore it with
+    set_level after forcing another)."""
+    return _level
+
+
+def set_level(int lv):
+    global _level
+    if lv not in (0, 1, 2):
+        raise ValueError(f"level {lv}: 0, 1 or 2")
+    _level = lv
+
 cdef extern from "csrc/dscy_fastmath.h" nogil:
     int dscy_cap_threads(int want)
     void dscy_erf_array(const float *x, float *y, long n)

@@ -346,13 +346,18 @@ class FusedAttention(Op):
                       np.dtype(node.attrs["q_dtype"]))
         self.out_dtype = self.q[2] if self.q is not None else _F32
 
+    def _qout(self, shape, outs):
+        """The quantized output: the given one where it fits, else a new array."""
+        o = outs[0] if outs else None
+        if o is None or o.dtype != self.out_dtype or o.shape != shape or not o.flags.c_contiguous:
+            o = np.empty(shape, self.out_dtype)
+        return o
+
     def _quant_out(self, y, shape, outs):
         """The float context y quantized into the quantized output (the QuantizeLinear op's
         kernel)."""
         scale, zp, dt = self.q
-        o = outs[0] if outs else None
-        if o is None or o.dtype != dt or o.shape != shape or not o.flags.c_contiguous:
-            o = np.empty(shape, dt)
+        o = self._qout(shape, outs)
         y = np.ascontiguousarray(y, _F32)
         fn = _f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8
         fn(y.reshape(-1), o.reshape(-1), scale, zp, self.nt)
@@ -384,10 +389,7 @@ class FusedAttention(Op):
                     mb = np.ascontiguousarray(mb)
             oshape = (B, S, H, vv.shape[3])
             if self.q is not None:
-                o = outs[0] if outs else None
-                if o is None or o.dtype != self.out_dtype or o.shape != oshape \
-                        or not o.flags.c_contiguous:
-                    o = np.empty(oshape, self.out_dtype)
+                o = self._qout(oshape, outs)
                 _ATTN.attention(q, k, v, mb, self.scale, o, self.nt, self.q[:2])
                 return [o]
             y = _out(oshape, outs[0] if outs else None)

@@ -288,25 +288,33 @@ class QTable(Op):
         b = list(itertools.accumulate(sizes, initial=0))
         return axis, list(zip(b[:-1], b[1:]))
 
-    def _run_split(self, x, outs):
+    def _split_calls(self, x, outs, bind):
+        """(lut8_f32 argument tuples, part outputs) of the fused Split on C-contiguous x: one
+        call per part and outer index, each a contiguous range of x (one per part for a channel
+        split of one image). Outputs are the given ones where they fit, else new arrays; with
+        bind they must fit (in their own memory) and there may be at most 8 outer indices (a
+        split of a late axis: the run path's loop), else None."""
         axis, parts = self._parts(x)
-        xc = x if x.flags.c_contiguous else np.ascontiguousarray(x)
-        outer = math.prod(xc.shape[:axis])
-        inner = math.prod(xc.shape[axis + 1:])
-        x3 = xc.reshape(outer, xc.shape[axis], inner).view(np.uint8)
-        res = []
+        outer = math.prod(x.shape[:axis])
+        inner = math.prod(x.shape[axis + 1:])
+        if bind and (outer > 8 or len(parts) != len(outs)):
+            return None
+        x2 = x.reshape(outer, x.shape[axis] * inner).view(np.uint8)
+        calls, res = [], []
         for i, (a, b) in enumerate(parts):
-            shape = xc.shape[:axis] + (b - a,) + xc.shape[axis + 1:]
+            shape = x.shape[:axis] + (b - a,) + x.shape[axis + 1:]
             o = outs[i] if outs and i < len(outs) else None
-            if o is None or o.shape != shape or o.dtype != np.float32 or not o.flags.c_contiguous:
+            if o is None or o.shape != shape or o.dtype != np.float32 \
+                    or not o.flags.c_contiguous or (bind and np.may_share_memory(o, x)):
+                if bind:
+                    return None
                 o = np.empty(shape, np.float32)
-            o3 = o.reshape(outer, b - a, inner)
-            for p in range(outer):           # one contiguous range of x per part and image
-                if b > a and inner:
-                    _f32_ops.lut8_f32(x3[p, a:b].reshape(-1), x.dtype == np.int8, self.table,
-                                      o3[p].reshape(-1), self.nt)
+            o2 = o.reshape(outer, (b - a) * inner)
+            if b > a and inner:
+                calls += [(x2[p, a * inner:b * inner], x.dtype == np.int8, self.table, o2[p],
+                           self.nt) for p in range(outer)]
             res.append(o)
-        return res
+        return calls, res
 
     def run(self, inputs, outs):
         x = inputs[0]
@@ -314,7 +322,11 @@ class QTable(Op):
             raise ShapeError(f"QTable: input must be uint8 or int8, got "
                              f"{getattr(x, 'dtype', type(x))}")
         if self.split is not None:
-            return self._run_split(x, outs)
+            calls, res = self._split_calls(x if x.flags.c_contiguous else np.ascontiguousarray(x),
+                                           outs, False)
+            for c in calls:
+                _f32_ops.lut8_f32(*c)
+            return res
         o = outs[0] if outs else None
         if o is None or o.shape != x.shape or o.dtype != np.float32 or not o.flags.c_contiguous:
             o = np.empty(x.shape, np.float32)
@@ -336,30 +348,14 @@ class QTable(Op):
                                    o.reshape(-1), self.nt)
 
     def _bind_split(self, x, outs):
-        """The fused Split's bound call: one table pass per part and outer index (a contiguous
-        range of x each: one per part for a channel split of one image) into its slot; not
-        for more than 8 outer indices (a split of a late axis: the run path's loop)."""
+        """The fused Split's bound call: _split_calls' passes into the slots."""
         if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) or x.size == 0 \
                 or not x.flags.c_contiguous or not outs or any(o is None for o in outs):
             return None
-        axis, parts = self._parts(x)
-        outer = math.prod(x.shape[:axis])
-        if outer > 8 or len(parts) != len(outs):
+        r = self._split_calls(x, outs, True)
+        if r is None:
             return None
-        inner = math.prod(x.shape[axis + 1:])
-        x3 = x.reshape(outer, x.shape[axis] * inner).view(np.uint8)
-        calls = []
-        for (a, b), o in zip(parts, outs):
-            shape = x.shape[:axis] + (b - a,) + x.shape[axis + 1:]
-            if o.shape != shape or o.dtype != np.float32 or not o.flags.c_contiguous \
-                    or np.may_share_memory(o, x):
-                return None
-            o2 = o.reshape(outer, (b - a) * inner)
-            for p in range(outer):
-                if b > a and inner:
-                    calls.append((x3[p, a * inner:b * inner], x.dtype == np.int8, self.table,
-                                  o2[p], self.nt))
-        fn = _f32_ops.lut8_f32
+        calls, fn = r[0], _f32_ops.lut8_f32
 
         def run_parts():
             for c in calls:
