@@ -331,13 +331,17 @@ static inline __attribute__((always_inline)) void store_tile_ek(
 #undef Z2I
 #undef Z2F
         __mmask16 keep = (__mmask16)(nn == NR ? 0xFFFF : (1u << nn) - 1);
+        /* the constants and output pointer in locals: the stores through the output pointer
+         * could alias *k / *ep, which made the compiler reload every field on every row */
+        const dscy_ek_consts kl = *k;
+        const ptrdiff_t ldo = ep->ldo;
+        const int q8 = ep->out_type >= DSCY_OUT_U8;
+        uint8_t *ob = (uint8_t *)ep->out + ((ptrdiff_t)m0 * ldo + n0) * (q8 ? 1 : 4);
+        const ptrdiff_t ldb = ldo * (q8 ? 1 : 4);
         for (int r = 0; r < mr; r++) {
-            __m512i v = dscy_ek16(EK, k, _mm512_loadu_si512(c + r * NR), zb, zs, zma, zmb, zrow);
-            ptrdiff_t o = (ptrdiff_t)(m0 + r) * ep->ldo + n0;
-            if (ep->out_type >= DSCY_OUT_U8)
-                _mm_mask_storeu_epi8((uint8_t *)ep->out + o, keep, _mm512_cvtepi32_epi8(v));
-            else
-                _mm512_mask_storeu_epi32((int32_t *)ep->out + o, keep, v);
+            __m512i v = dscy_ek16(EK, &kl, _mm512_loadu_si512(c + r * NR), zb, zs, zma, zmb, zrow);
+            if (q8) _mm_mask_storeu_epi8(ob + r * ldb, keep, _mm512_cvtepi32_epi8(v));
+            else _mm512_mask_storeu_epi32(ob + r * ldb, keep, v);
         }
         return;
     }
