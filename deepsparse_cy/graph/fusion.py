@@ -884,6 +884,43 @@ def _fuse_attention_quant(v):
     return count
 
 
+def _group_qgemm(v):
+    """2-4 QGemm layers reading the same activations, each with a constant int8 weight of the
+    same shape (N a multiple of 32) and a float output without activation - a transformer's Q,
+    K and V projections - ==> one QGemmGroup with their outputs (attrs: each part's QGemm attrs
+    and name). ops/fast_quant.py runs the group as one dense GEMM over the concatenated weights
+    when every part's weight goes dense, else its parts one after another as before."""
+    if os.environ.get("DEEPSPARSE_CY_NO_QGEMM_GROUP", "") in ("1", "true"):
+        return 0
+    groups = {}
+    for n in list(v.g.nodes) + list(v.added):
+        if id(n) in v.removed or n.op_type != "QGemm" or n.domain != DOMAIN \
+                or len(n.inputs) != 2 or not n.inputs[0] or len(n.outputs) != 1 \
+                or not n.outputs[0] or v.const(n.inputs[0]) is not None:
+            continue
+        a = n.attrs
+        if a.get("mode", "float") not in ("float", "requant_dq") or a.get("activation"):
+            continue
+        w = v.const(n.inputs[1])
+        if w is None or w.dtype != np.int8 or w.ndim != 2 or w.shape[1] % 32:
+            continue
+        key = (n.inputs[0], w.shape, int(a.get("x_zero_point", 0)))
+        groups.setdefault(key, []).append(n)
+    count = 0
+    for (x, _, _), nodes in groups.items():
+        nodes.sort(key=lambda n: n.index)
+        for i in range(0, len(nodes), 4):
+            g = nodes[i:i + 4]
+            if len(g) < 2:
+                continue
+            v.replace(g, Node("QGemmGroup", DOMAIN, [x] + [n.inputs[1] for n in g],
+                              [n.outputs[0] for n in g],
+                              {"parts": [dict(n.attrs) for n in g],
+                               "part_names": [n.name for n in g]}, g[0].name, g[0].index))
+            count += 1
+    return count
+
+
 def _fuse_conv_f32(v, opset):
     """Conv(const f32 W) [-> Add(residual)] [-> Relu | Clip | HardSwish | SiLU (Sigmoid * x) |
     HardSigmoid * x | LeakyRelu | HardSigmoid | Sigmoid] ==> FusedConv (epilogue in place)."""
@@ -1015,6 +1052,7 @@ def fuse(graph, opsets, exact=None):
         count += _fuse_conv_f32(v, opset)
         count += _fuse_squeeze_excite(v)
         count += _fuse_conv_transpose_act(v, opset)
+    count += _group_qgemm(v)
     from .fusion_conv import fuse_qconv; count += fuse_qconv(graph, opsets, exact)  # noqa: E702
     if count:
         v.commit()

@@ -10,6 +10,9 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                               int16_t *xp, int Mp, int Kp, int nthreads)
     void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                        const dscy_epilogue *ep, int nthreads)
+    int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N,
+                            int Np, const dscy_epilogue *ep, int nep, int seg, int nthreads)
+    int DSCY_GEMM_PARTS_MAX
     double dscy_probe_peak(int kind, long iters)
     int DSCY_QUADS
     int DSCY_AMX
@@ -54,6 +57,50 @@ def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
         dscy_qs8_pack_x_rows(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, nthreads)
         dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
     return out
+
+
+PARTS_MAX = DSCY_GEMM_PARTS_MAX
+if PARTS_MAX != 4:
+    raise ImportError("qs8_gemm: gemm_parts' epilogue array is sized for DSCY_GEMM_PARTS_MAX 4")
+
+
+def gemm_parts(cnp.ndarray x,      # IN  [M][K] u8/s8, rows contiguous
+               int x_signed,
+               cnp.ndarray wp,     # IN  the parts' weights concatenated along N, packed as gemm()'s
+               int N, int Np, int Kp,
+               list parts,         # IN  per part: (bias, scale, out_type, act, lo, hi, y_scale,
+                                   #     mid, res, zp, out [M][>=seg]); seg = N / len(parts)
+               int nthreads):
+    """gemm() over len(parts) (<= PARTS_MAX) equal column ranges of one concatenated weight, each
+    range through its own epilogue into its own output: sibling layers reading the same x packed
+    once and multiplied in one pool of work items. seg = N / parts must be a multiple of 32."""
+    cdef int nep = len(parts)
+    if nep < 1 or nep > DSCY_GEMM_PARTS_MAX or N % nep or (N // nep) % 32:
+        raise ValueError(f"gemm_parts: {nep} parts of N={N} (at most {DSCY_GEMM_PARTS_MAX}, "
+                         "each a multiple of 32 columns)")
+    cdef int seg = N // nep
+    cdef int M = x.shape[0], K = x.shape[1]
+    cdef int Mp = (M + MR - 1) // MR * MR
+    cdef dscy_epilogue eps[4]        # DSCY_GEMM_PARTS_MAX (checked at import)
+    cdef int e
+    for e in range(nep):
+        b, sc, ot, act, lo, hi, ys, mid, res, zp, out = parts[e]
+        if out.shape[0] != M or out.shape[1] < seg:
+            raise ValueError(f"gemm_parts: part {e} output {out.shape} for M={M}, {seg} columns")
+        eps[e] = _epilogue(b, sc, ot, act, lo, hi, ys, mid, res, zp, out)
+        if eps[e].plane:
+            raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
+    cdef cnp.ndarray xp = thread_scratch(<size_t>Mp * Kp * (1 if QUADS else 2), "qs8_gemm_xp")
+    cdef const void *xptr = _ptr(x)
+    cdef Py_ssize_t ldx = x.strides[0]
+    cdef int16_t *xpp = <int16_t *>_ptr(xp)
+    cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
+    cdef int rc
+    with nogil:
+        dscy_qs8_pack_x_rows(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, nthreads)
+        rc = dscy_qs8_gemm_parts(xpp, M, Mp, Kp, wpp, N, Np, eps, nep, seg, nthreads)
+    if rc:
+        raise ValueError(f"gemm_parts: the kernel refused {nep} parts of {seg} columns (N={N})")
 
 
 def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous

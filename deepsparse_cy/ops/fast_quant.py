@@ -34,6 +34,7 @@ from .. import kernels
 from ..errors import ShapeError
 from ..kernels import _f32_ops
 from . import tensor as _tensor
+from ..graph.ir import Node
 from .registry import Op, register
 
 _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
@@ -134,32 +135,37 @@ class QGemm(Op):
             return np.empty(lead + (self.n,), self.out_dtype)
         return o
 
+    def _kernel_kwargs(self):
+        """prepare_qs8_matmul's keyword arguments for this layer's epilogue."""
+        kw = dict(bias=self.bias_i32, x_zero_point=self.zx)
+        mode = self.mode
+        if mode == "int32":
+            kw["out_dtype"] = np.int32
+        elif self.float_bias is not None:
+            kw.update(scale=self.scale, out_dtype=np.float32)
+        elif mode == "float":
+            kw.update(scale=self.scale, out_dtype=np.float32, activation=self.act)
+        elif self.final is not None:
+            fs, fzp, fdt = self.final
+            kw.update(scale=self.scale, out_dtype=fdt, out_zero_point=fzp, activation="gelu",
+                      y_scale=fs, mid=(self.y_dtype, self.y_zp, self.y_scale, self.post_bias))
+        elif mode == "requant_dq":
+            # the u8 round trip and the dequantize (+ post_bias) in the epilogue: the
+            # kernel's mid step is (q - zy) * sy + post_bias, dequantize_rows' arithmetic
+            kw.update(scale=self.scale, out_dtype=np.float32,
+                      mid=(self.y_dtype, self.y_zp, self.y_scale, self.post_bias))
+        else:
+            kw.update(scale=self.scale, out_dtype=self.y_dtype, out_zero_point=self.y_zp,
+                      activation=self.act, y_scale=self.y_scale if self.act else 1.0)
+        return kw
+
     def _kernel(self, packed):
         """The layer's kernel call with its epilogue prepared once per packed weight (the
         sparse one, or the dense twin the profiler times)."""
         p = self._prepared.get(id(packed))
         if p is None:
-            kw = dict(bias=self.bias_i32, x_zero_point=self.zx)
-            mode = self.mode
-            if mode == "int32":
-                kw["out_dtype"] = np.int32
-            elif self.float_bias is not None:
-                kw.update(scale=self.scale, out_dtype=np.float32)
-            elif mode == "float":
-                kw.update(scale=self.scale, out_dtype=np.float32, activation=self.act)
-            elif self.final is not None:
-                fs, fzp, fdt = self.final
-                kw.update(scale=self.scale, out_dtype=fdt, out_zero_point=fzp, activation="gelu",
-                          y_scale=fs, mid=(self.y_dtype, self.y_zp, self.y_scale, self.post_bias))
-            elif mode == "requant_dq":
-                # the u8 round trip and the dequantize (+ post_bias) in the epilogue: the
-                # kernel's mid step is (q - zy) * sy + post_bias, dequantize_rows' arithmetic
-                kw.update(scale=self.scale, out_dtype=np.float32,
-                          mid=(self.y_dtype, self.y_zp, self.y_scale, self.post_bias))
-            else:
-                kw.update(scale=self.scale, out_dtype=self.y_dtype, out_zero_point=self.y_zp,
-                          activation=self.act, y_scale=self.y_scale if self.act else 1.0)
-            p = self._prepared[id(packed)] = kernels.prepare_qs8_matmul(packed, **kw)
+            p = self._prepared[id(packed)] = kernels.prepare_qs8_matmul(packed,
+                                                                        **self._kernel_kwargs())
         return p
 
     def _run(self, packed, x, outs):
@@ -252,6 +258,100 @@ class QGemm(Op):
             self._dense = (self.packed if self.packed.format == "dense"
                            else kernels.pack_qs8(self.w_nk, "dense"))
         return self._run(self._dense, inputs[0], outs)
+
+
+@register("QGemmGroup", since=1, domain="com.deepsparse_cy")
+class QGemmGroup(Op):
+    """QGemmGroup (domain com.deepsparse_cy, graph/fusion.py _group_qgemm): 2-4 QGemm layers
+    reading the same x (inputs: x, then each part's int8 weight; outputs: each part's; attrs
+    parts: each part's QGemm attributes). Where every part's weight goes dense and its result is
+    one kernel call into a float output, the parts run as one dense GEMM over their concatenated
+    weights, each through its own epilogue (kernels.prepare_qs8_parts: x packed once, one pool of
+    work items; outputs equal to the separate layers' bit for bit). Otherwise the parts run one
+    after another as the QGemm layers they were."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        from .registry import OpContext
+        attrs = node.attrs["parts"]
+        names = node.attrs.get("part_names") or [node.name] * len(attrs)
+        if len(attrs) != len(node.outputs) or len(node.inputs) != len(attrs) + 1:
+            raise ShapeError("QGemmGroup: one weight input and one output per part")
+        parts = []
+        for i, (a, o) in enumerate(zip(attrs, node.outputs)):
+            sub = Node("QGemm", node.domain, [node.inputs[0], node.inputs[1 + i]], [o], dict(a),
+                       names[i], node.index)
+            parts.append(QGemm(sub, OpContext(sub, ctx.opset, {1: ctx.const(1 + i)}, None,
+                                              ctx.num_threads)))
+        self.k, self.n = parts[0].k, parts[0].n
+        self.num_threads = _threads(ctx)
+        self.flops = None
+        self.fused = None
+        if all(p.packed.format == "dense" and p.float_bias is None and not p.act
+               and p.mode in ("float", "requant_dq") and (p.k, p.n) == (self.k, self.n)
+               and p.zx == parts[0].zx for p in parts) and self.n % 32 == 0:
+            self.fused = kernels.prepare_qs8_parts([p.w_nk for p in parts],
+                                                   [p._kernel_kwargs() for p in parts])
+            self.parts = None        # (their packed copies are not kept)
+            self.kernel_name = "qs8_gemm"
+            self.kernel_isa = kernels.kernel_builds().get("qs8_gemm", kernels.kernel_isa())
+        else:
+            self.parts = parts
+            self.kernel_name = "+".join(p.kernel_name for p in parts)
+            self.kernel_isa = parts[0].kernel_isa
+
+    @property
+    def weight_format(self):
+        return "dense" if self.fused is not None else "+".join(p.weight_format for p in self.parts)
+
+    def _x2(self, x):
+        if x.ndim == 0 or x.shape[-1] != self.k:
+            raise ShapeError(f"QGemmGroup: input {list(x.shape)} does not end in K={self.k}")
+        x2 = x.reshape(-1, self.k)
+        self.flops = 2 * x2.shape[0] * self.k * self.n * len(self.node.outputs)
+        return x.shape[:-1], x2
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        if self.fused is None:
+            res = []
+            for i, p in enumerate(self.parts):
+                o = outs[i] if outs is not None and i < len(outs) else None
+                res += p.run([x, None], [o] if o is not None else None)
+            self.flops = sum(p.flops or 0 for p in self.parts) or None
+            return res
+        lead, x2 = self._x2(x)
+        m = x2.shape[0]
+        res = []
+        for i in range(len(self.node.outputs)):
+            o = outs[i] if outs is not None and i < len(outs) else None
+            if o is None or o.dtype != np.float32 or not o.flags.c_contiguous \
+                    or o.shape != lead + (self.n,) or np.may_share_memory(o, x):
+                o = np.empty(lead + (self.n,), np.float32)
+            res.append(o)
+        self.fused(x2, [r.reshape(m, self.n) for r in res], self.num_threads)
+        return res
+
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the fused kernel (or the parts' bound calls in turn) on
+        the same x / output objects."""
+        x = inputs[0]
+        if not outs or any(o is None for o in outs) or not isinstance(x, np.ndarray) \
+                or x.ndim == 0 or x.shape[-1] != self.k or not x.flags.c_contiguous:
+            return None
+        if self.fused is None:
+            calls = [p.bind([x, None], [o]) for p, o in zip(self.parts, outs)]
+            if any(c is None for c in calls):
+                return None
+
+            def run_parts(calls=tuple(calls)):
+                for f, a in calls:
+                    f(*a)
+            return run_parts, ()
+        lead, x2 = self._x2(x)
+        if any(o.shape != lead + (self.n,) or not o.flags.c_contiguous for o in outs):
+            return None
+        return self.fused.bound(x2, [o.reshape(-1, self.n) for o in outs], self.num_threads)
 
 
 @register("QTable", since=1, domain="com.deepsparse_cy")

@@ -459,6 +459,59 @@ def tiny_bert_q():
     return q, zoo.example_inputs(q, batch=1, seq=128, seed=3)
 
 
+@pytest.fixture(scope="module")
+def tiny_bert_q_dense():
+    from deepsparse_cy import zoo
+    from deepsparse_cy.zoo.bert import BERT_TINY, build_bert
+    q = zoo.quantize_model(build_bert(BERT_TINY, name="bert-tiny"), seq=128, per_channel=True)
+    return q, zoo.example_inputs(q, batch=1, seq=128, seed=3)
+
+
+@pytest.mark.parametrize("which", ["dense", "block4"])
+def test_qgemm_group_equals_separate_layers(which, tiny_bert_q, tiny_bert_q_dense, monkeypatch):
+    """Q, K and V read the same activations: one QGemmGroup per encoder layer. Dense weights run
+    as one GEMM over the concatenated weights; block4-sparse ones as their layers one after
+    another. Either way the outputs equal the ungrouped graph's bit for bit, and agree with
+    onnxruntime."""
+    q, feeds = tiny_bert_q_dense if which == "dense" else tiny_bert_q
+    e = ds.compile_model(q)
+    x = [feeds[nm] for nm in e.input_names]
+    groups = [op for n, op in e._program.steps if n.op_type == "QGemmGroup"]
+    assert len(groups) == 2 and all(len(g.node.outputs) == 3 for g in groups)
+    if which == "dense":
+        assert all(g.fused is not None and g.kernel_name == "qs8_gemm" for g in groups)
+    else:
+        assert all(g.fused is None and "qs8_spmm_block4" in g.kernel_name for g in groups)
+    got = [e.run(x) for _ in range(2)]          # the second run: the bound calls
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_QGEMM_GROUP", "1")
+    e2 = ds.compile_model(q)
+    assert "QGemmGroup" not in _ops(e2) and _ops(e2)["QGemm"] == 12
+    ref = e2.run(x)
+    for run in got:
+        for g, r in zip(run, ref):
+            np.testing.assert_array_equal(g, r)
+    for g, r in zip(got[-1], _ort_plain(q, feeds)):
+        cos, rel = _cmp(g, r)
+        assert cos >= 0.995 and rel <= 0.10, (cos, rel)
+    rec = [r for r in e.profile(x, iterations=1, dense_baseline=False)
+           if r["op_type"] == "QGemmGroup"][0]
+    g = groups[0]
+    assert rec["kernel"] == g.kernel_name and rec["flops"] == 2 * 128 * g.k * g.n * 3
+
+
+def _qgemm_layer_kernels(e):
+    """The kernel of every int8 weight layer: each QGemm, and each part of a QGemmGroup (its
+    fused dense kernel once per part; unfused parts' kernels joined by '+')."""
+    kinds = []
+    for n, op in e._program.steps:
+        if n.op_type == "QGemm":
+            kinds.append(op.kernel_name)
+        elif n.op_type == "QGemmGroup":
+            names = op.kernel_name.split("+")
+            kinds += names if len(names) == len(n.outputs) else names * len(n.outputs)
+    return kinds
+
+
 @pytest.mark.parametrize("ort_level", ["disable_all", "enable_all"])
 def test_tiny_bert_block4_quant_vs_onnxruntime(tiny_bert_q, ort_level, vnni_costs):
     q, feeds = tiny_bert_q
@@ -466,9 +519,11 @@ def test_tiny_bert_block4_quant_vs_onnxruntime(tiny_bert_q, ort_level, vnni_cost
     ops = _ops(e)
     # every weight MatMul (6 per layer) runs on the int8 kernels, attention MatMuls stay float
     # (the FP32 attention fusion runs the two attention MatMuls of a layer as one FusedAttention)
-    assert ops["QGemm"] == 12 and ops["MatMul"] + 2 * ops["FusedAttention"] == 4
-    kinds = collections.Counter(op.kernel_name for n, op in e._program.steps if n.op_type == "QGemm")
-    assert kinds["qs8_spmm_block4"] >= 10
+    # (Q, K and V read the same activations: a QGemmGroup of three layers per encoder layer)
+    kinds = _qgemm_layer_kernels(e)
+    assert len(kinds) == 12 and ops["MatMul"] + 2 * ops["FusedAttention"] == 4
+    assert ops.get("QGemmGroup", 0) == 2
+    assert collections.Counter(kinds)["qs8_spmm_block4"] >= 10
     so = ort.SessionOptions()
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if ort_level == "disable_all"
                                    else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)

@@ -117,6 +117,11 @@ int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, 
 /* xp [Mp][Kp] int16, wp int16 [Np/NR][Kp/2][NR][2]; out via epilogue (only M x N written) */
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads);
+/* dscy_qs8_gemm over nep (<= DSCY_GEMM_PARTS_MAX) parts of seg output columns, each with its
+ * own epilogue and output (ep[nep]; N = nep * seg, seg a multiple of 32; nep 1: seg = N). 0, or -1 for another split */
+#define DSCY_GEMM_PARTS_MAX 4
+int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N,
+                        int Np, const dscy_epilogue *ep, int nep, int seg, int nthreads);
 
 /* ---- depthwise INT8 conv (qs8_dw.c, in the qs8_gemm module) ---- */
 /* x [B][H][W][C] u8 (x_signed 0) or s8; w float [KH*KW][C] (the s8 weights); zxw float [KH][C]

@@ -467,16 +467,19 @@ static void amx_config(void) {
  * AMX_KC quads, the item's partial sums parked in cbuf between chunks; then the same epilogue
  * as the vpdpbusd kernel, tile by tile. */
 static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp, int N, int Np,
-                     const dscy_epilogue *ep, int nthreads) {
+                     const dscy_epilogue *ep, int nep, int seg, int nthreads) {
     int Kq = Kp / 4, npanel = Np / NR, npair = (npanel + 1) / 2, mtiles = Mp / MR;
     int mblocks = (mtiles + AMX_MB - 1) / AMX_MB;
     long items = (long)npair * mblocks;
     int nt = dscy_nthreads(nthreads);
     if (nt > items) nt = (int)items;
     int mb_major = (size_t)Mp * Kp > (512u << 10);
-    int ek = dscy_ep_kind(ep);
-    dscy_ek_consts kc;
-    if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
+    int ek[DSCY_GEMM_PARTS_MAX];
+    dscy_ek_consts kc[DSCY_GEMM_PARTS_MAX];
+    for (int e = 0; e < nep; e++) {
+        ek[e] = dscy_ep_kind(&ep[e]);
+        if (ek[e] != DSCY_EK_GEN) dscy_ek_init(&ep[e], &kc[e]);
+    }
     long next[nt];
     dscy_claims_init(next, items, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -526,8 +529,11 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
             for (int t = t0; t < t1; t++) {
                 int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
                 if (mr <= 0) continue;
-                for (int h = 0; h < 1 + n2; h++)
-                    store_tile_any(ek, &kc, ep, cbuf[t - t0][h], m0, mr, (p0 + h) * NR, N);
+                for (int h = 0; h < 1 + n2; h++) {
+                    int n0 = (p0 + h) * NR, e = n0 / seg;     /* the part holding the panel */
+                    store_tile_any(ek[e], &kc[e], &ep[e], cbuf[t - t0][h], m0, mr, n0 - e * seg,
+                                   e == nep - 1 ? N - e * seg : seg);
+                }
             }
         }
         _tile_release();
@@ -537,9 +543,22 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
 
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads) {
+    (void)dscy_qs8_gemm_parts(xp, M, Mp, Kp, wp, N, Np, ep, 1, N, nthreads);
+}
+
+/* nep parts of seg output columns each (N = nep * seg, seg a multiple of 2 * NR so no item's
+ * panel pair straddles two parts; nep 1: seg = N): panel n0 goes through ep[n0 / seg] at column
+ * n0 % seg of that part's output. Sibling layers reading the same activations (a transformer's
+ * Q, K, V projections) run as one GEMM over their concatenated weights: one packing of x, one
+ * pool of items for the threads. */
+int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N,
+                        int Np, const dscy_epilogue *ep, int nep, int seg, int nthreads) {
+    if (nep < 1 || nep > DSCY_GEMM_PARTS_MAX || (nep == 1 && seg != N)
+            || (nep > 1 && (seg <= 0 || seg % (2 * NR) || (long)nep * seg != N)))
+        return -1;
 #if DSCY_AMX
-    amx_gemm((const uint8_t *)xp, M, Mp, Kp, (const int8_t *)wp, N, Np, ep, nthreads);
-    return;
+    amx_gemm((const uint8_t *)xp, M, Mp, Kp, (const int8_t *)wp, N, Np, ep, nep, seg, nthreads);
+    return 0;
 #endif
     int K2 = DSCY_QUADS ? Kp / 4 : Kp / 2, npanel = Np / NR, mtiles = Mp / MR;
     int mblocks = (mtiles + MB - 1) / MB;
@@ -551,9 +570,12 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
      * beyond that, M-block-major keeps one block of activations in L2 and streams the weights. */
     int mb_major = (size_t)Mp * Kp * (DSCY_QUADS ? 1 : 2) > (256u << 10);
 #ifdef __AVX2__
-    int ek = dscy_ep_kind(ep);
-    dscy_ek_consts kc;
-    if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
+    int ek[DSCY_GEMM_PARTS_MAX];
+    dscy_ek_consts kc[DSCY_GEMM_PARTS_MAX];
+    for (int e = 0; e < nep; e++) {
+        ek[e] = dscy_ep_kind(&ep[e]);
+        if (ek[e] != DSCY_EK_GEN) dscy_ek_init(&ep[e], &kc[e]);
+    }
 #endif
     long next[nt];
     dscy_claims_init(next, items, nt);
@@ -590,14 +612,16 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
             for (int t = t0; t < t1; t++) {
                 int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
                 if (mr <= 0) continue;
+                int n0 = panel * NR, e = n0 / seg, ne = e == nep - 1 ? N - e * seg : seg;
 #ifdef __AVX2__
-                store_tile_any(ek, &kc, ep, cbuf[t - t0], m0, mr, panel * NR, N);
+                store_tile_any(ek[e], &kc[e], &ep[e], cbuf[t - t0], m0, mr, n0 - e * seg, ne);
 #else
-                store_tile(ep, cbuf[t - t0], m0, mr, panel * NR, N);
+                store_tile(&ep[e], cbuf[t - t0], m0, mr, n0 - e * seg, ne);
 #endif
             }
         }
     }
+    return 0;
 }
 
 double dscy_probe_peak(int kind, long iters) {
