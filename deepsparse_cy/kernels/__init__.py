@@ -47,10 +47,10 @@ O(M*K*N*density).
     num_threads=, residual=)``, and ``p.conv(x[B, H, W, C], kernel_shape, strides, pads,
     dilations, out=...)``: the same layer on a convolution's im2col rows, gathered by the kernels
     from NHWC x (padding x_zero_point), bit-identical to ``p(im2col_nhwc(...))``.
-``prepare_qs8_parts([w_s8[n, K], ...], [epilogue kwargs, ...]) -> PreparedQS8Parts``: 2-4
-    sibling layers reading the same x as one dense GEMM over their concatenated weights, each
-    part with its own epilogue and output (``p(x, outs=, num_threads=)`` -> list); bit-identical
-    to each layer's own ``prepare_qs8_matmul`` call.
+``prepare_qs8_parts([w_s8[n, K], ...], [epilogue kwargs, ...], format=) -> PreparedQS8Parts``:
+    2-4 sibling layers reading the same x as one GEMM over their stacked weights (dense, block4
+    or unstructured), each part with its own epilogue and output (``p(x, outs=, num_threads=)``
+    -> list); bit-identical to each layer's own ``prepare_qs8_matmul`` call in that format.
 ``prepare_qs8_dwconv(w_s8[C, kh, kw], bias, scale, ...) -> PreparedQDW``: depthwise conv of NHWC
     u8 / s8 x (channel multiplier 1, kh*kw <= 256) with the same epilogue;
     ``qs8_dwconv_reference`` is its numpy twin.

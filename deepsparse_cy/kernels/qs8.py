@@ -603,38 +603,49 @@ _U8, _S8 = np.dtype(np.uint8), np.dtype(np.int8)
 
 class PreparedQS8Parts:
     """Sibling layers that read the same x (a transformer's Q, K and V projections) as one
-    dense INT8 GEMM over their weights concatenated along N, each part through its own epilogue
-    into its own output: x is packed once and the threads share one pool of work items (three
-    768 x 768 calls took 1.2-1.5x the time of one 768 x 2304, M = 128). Build it with
-    prepare_qs8_parts; call as p(x, outs=None, num_threads=None) -> list of outputs.
+    INT8 GEMM over their weights stacked along N, each part through its own epilogue into its
+    own output: x is packed once and the threads share one pool of work items (three 768 x 768
+    calls took 1.2-1.5x the time of one 768 x 2304 dense, 1.1-1.3x block4 90%, M = 128). Build
+    it with prepare_qs8_parts; call as p(x, outs=None, num_threads=None) -> list of outputs.
 
-    w_parts: int8 [n, K] weights (the same n and K, n a multiple of 32, at most PARTS_MAX of
-    them); epilogues: one dict per part of prepare_qs8_matmul's keyword arguments (bias, scale,
+    w_parts: int8 [n, K] weights (the same n and K, at most PARTS_MAX of them; n a multiple of
+    32 for the dense GEMM, of 64 for the sparse formats, whose row order works in chunks of 64);
+    epilogues: one dict per part of prepare_qs8_matmul's keyword arguments (bias, scale,
     out_dtype, out_zero_point, x_zero_point - the same for all -, activation, clip, y_scale,
-    mid). Each part's outputs equal prepare_qs8_matmul on its own weight, bit for bit."""
+    mid); format: "dense", "block4" or "unstructured" (the stacked weight's). Each part's
+    outputs equal prepare_qs8_matmul on its own weight in that format, bit for bit."""
 
-    def __init__(self, w_parts, epilogues, isa=None):
-        mod = load("qs8_gemm", isa)
+    def __init__(self, w_parts, epilogues, isa=None, format="dense"):
+        if format not in FORMATS:
+            raise ValueError(f"prepare_qs8_parts: format must be one of {FORMATS}, got {format!r}")
+        mod = load("qs8_gemm" if format == "dense" else "qs8_spmm", isa)
         ws = [np.asarray(w) for w in w_parts]
         if not 1 <= len(ws) <= mod.PARTS_MAX or len(epilogues) != len(ws):
             raise ValueError(f"prepare_qs8_parts: 1..{mod.PARTS_MAX} parts, one epilogue each")
         n, k = ws[0].shape if ws[0].ndim == 2 else (0, 0)
-        if any(w.dtype != np.int8 or w.shape != (n, k) for w in ws) or n % 32 or n == 0 or k == 0:
+        mult = 32 if format == "dense" else ROW_CHUNK
+        if any(w.dtype != np.int8 or w.shape != (n, k) for w in ws) or n % mult or n == 0 \
+                or k == 0:
             raise ValueError("prepare_qs8_parts: int8 [n, K] weights of one shape, n a nonzero "
-                             "multiple of 32")
+                             f"multiple of {mult}")
         zxs = {int(e.get("x_zero_point", 0)) for e in epilogues}
         if len(zxs) != 1:
             raise ValueError("prepare_qs8_parts: the parts read one x: one x_zero_point")
         self.zx = zxs.pop()
         self.k, self.n, self.nparts = k, n, len(ws)
-        self.packed = packed = pack_qs8(np.concatenate(ws), "dense", isa=isa)
+        self.packed = packed = pack_qs8(np.concatenate(ws), format, isa=isa)
         a = packed.arrays
-        if mod.QUADS:
+        if format != "dense":
+            self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"], packed.row_order(),
+                          2 if format == "block4" else 1, n * len(ws))
+            self._fn = mod.spmm_parts
+        elif mod.QUADS:
             wq = packed.quads(mod.KP_MULTIPLE)
             self._lead = (wq, n * len(ws), wq.shape[0] * GEMM_NR, wq.shape[1] * 4)
+            self._fn = mod.gemm_parts
         else:
             self._lead = (a["wp"], n * len(ws), a["wp"].shape[0] * GEMM_NR, packed.kp)
-        self._fn = mod.gemm_parts
+            self._fn = mod.gemm_parts
         self.parts = []
         for i, kw in enumerate(epilogues):
             kw = dict(kw)
@@ -693,9 +704,9 @@ class PreparedQS8Parts:
         return self._fn, self._args(x, outs, num_threads)
 
 
-def prepare_qs8_parts(w_parts, epilogues, isa=None):
-    """A PreparedQS8Parts: sibling dense layers reading the same x as one GEMM (see the class)."""
-    return PreparedQS8Parts(w_parts, epilogues, isa)
+def prepare_qs8_parts(w_parts, epilogues, isa=None, format="dense"):
+    """A PreparedQS8Parts: sibling layers reading the same x as one GEMM (see the class)."""
+    return PreparedQS8Parts(w_parts, epilogues, isa, format)
 
 
 def prepare_qs8_matmul(packed, bias=None, scale=None, out_dtype=np.float32, out_zero_point=0,

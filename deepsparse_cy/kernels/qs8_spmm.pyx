@@ -14,6 +14,11 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                            const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
                            int bp, int N, const dscy_epilogue *ep, int nthreads)
+    int dscy_qs8_spmm_parts(const void *x, int x_signed, Py_ssize_t ldx, int K, int M, int Kp,
+                            const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals,
+                            int bp, int N, const dscy_epilogue *eps, int nep, int seg,
+                            int nthreads)
+    int DSCY_SPMM_PARTS_MAX
     int dscy_qs8_spmm_vbmi(int off)
     int DSCY_QUADS
     int DSCY_ROW_CHUNK
@@ -79,6 +84,52 @@ def spmm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous, or plana
     if rc != 0:
         raise MemoryError("qs8 spmm: activation tile buffer allocation failed")
     return out
+
+
+PARTS_MAX = DSCY_SPMM_PARTS_MAX
+if PARTS_MAX != 4:
+    raise ImportError("qs8_spmm: spmm_parts' epilogue array is sized for DSCY_SPMM_PARTS_MAX 4")
+
+
+def spmm_parts(cnp.ndarray x,      # IN  [M][K] u8/s8, rows contiguous
+               int x_signed, int Kp,
+               cnp.ndarray row_ptr, cnp.ndarray idx, cnp.ndarray vals,   # the stacked parts' rows
+               row_order,          # IN  int32 [N rounded up to 64] or None
+               int bp, int N,
+               list parts,         # IN  per part: (bias, scale, out_type, act, lo, hi, y_scale,
+                                   #     mid, res (None), zp, out [M][>=seg]); seg = N / parts
+               int nthreads):
+    """spmm() over len(parts) (<= PARTS_MAX) equal ranges of the stacked rows (output channels),
+    each through its own epilogue into its own output: sibling layers reading the same x in one
+    call. seg = N / parts must be a multiple of 64 (the row order's chunk)."""
+    cdef int nep = len(parts)
+    if nep < 1 or nep > DSCY_SPMM_PARTS_MAX or N % nep or (N // nep) % DSCY_ROW_CHUNK:
+        raise ValueError(f"spmm_parts: {nep} parts of N={N} (at most {DSCY_SPMM_PARTS_MAX}, "
+                         f"each a multiple of {DSCY_ROW_CHUNK} rows)")
+    cdef int seg = N // nep
+    cdef int M = x.shape[0], K = x.shape[1], e, rc
+    cdef dscy_epilogue eps[4]        # DSCY_SPMM_PARTS_MAX (checked at import)
+    cdef const int32_t *order = _order(row_order, N)
+    for e in range(nep):
+        b, sc, ot, act, lo, hi, ys, mid, res, zp, out = parts[e]
+        if res is not None:
+            raise ValueError("spmm_parts: no residual")
+        if out.ndim != 2 or out.shape[0] != M or out.shape[1] < seg:
+            raise ValueError(f"spmm_parts: part {e} output {out.shape} for M={M}, {seg} columns")
+        eps[e] = _epilogue(b, sc, ot, act, lo, hi, ys, mid, None, zp, out)
+        eps[e].row_order = order
+    cdef const void *xptr = _ptr(x)
+    cdef Py_ssize_t ldx = x.strides[0]
+    cdef const int32_t *rp = <const int32_t *>_ptr(row_ptr)
+    cdef const uint16_t *ip = <const uint16_t *>_ptr(idx)
+    cdef const int8_t *vp = <const int8_t *>_ptr(vals)
+    with nogil:
+        rc = dscy_qs8_spmm_parts(xptr, x_signed, ldx, K, M, Kp, rp, ip, vp, bp, N, eps, nep, seg,
+                                 nthreads)
+    if rc == -1:
+        raise MemoryError("qs8 spmm: activation tile buffer allocation failed")
+    if rc:
+        raise ValueError(f"spmm_parts: the kernel refused {nep} parts of {seg} rows (N={N})")
 
 
 def spmm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous

@@ -264,11 +264,12 @@ class QGemm(Op):
 class QGemmGroup(Op):
     """QGemmGroup (domain com.deepsparse_cy, graph/fusion.py _group_qgemm): 2-4 QGemm layers
     reading the same x (inputs: x, then each part's int8 weight; outputs: each part's; attrs
-    parts: each part's QGemm attributes). Where every part's weight goes dense and its result is
-    one kernel call into a float output, the parts run as one dense GEMM over their concatenated
-    weights, each through its own epilogue (kernels.prepare_qs8_parts: x packed once, one pool of
-    work items; outputs equal to the separate layers' bit for bit). Otherwise the parts run one
-    after another as the QGemm layers they were."""
+    parts: each part's QGemm attributes). Where every part's weight goes to the same format
+    (dense, or block4 / unstructured with N a multiple of 64) and its result is one kernel call
+    into a float output, the parts run as one GEMM over their stacked weights, each through its
+    own epilogue (kernels.prepare_qs8_parts: x packed once, one pool of work items; outputs
+    equal to the separate layers' bit for bit). Otherwise the parts run one after another as
+    the QGemm layers they were."""
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -287,14 +288,18 @@ class QGemmGroup(Op):
         self.num_threads = _threads(ctx)
         self.flops = None
         self.fused = None
-        if all(p.packed.format == "dense" and p.float_bias is None and not p.act
+        fmt = parts[0].packed.format
+        if all(p.packed.format == fmt and p.float_bias is None and not p.act
                and p.mode in ("float", "requant_dq") and (p.k, p.n) == (self.k, self.n)
-               and p.zx == parts[0].zx for p in parts) and self.n % 32 == 0:
+               and p.zx == parts[0].zx for p in parts) \
+                and self.n % (32 if fmt == "dense" else kernels.ROW_CHUNK) == 0:
             self.fused = kernels.prepare_qs8_parts([p.w_nk for p in parts],
-                                                   [p._kernel_kwargs() for p in parts])
+                                                   [p._kernel_kwargs() for p in parts],
+                                                   format=fmt)
             self.parts = None        # (their packed copies are not kept)
-            self.kernel_name = "qs8_gemm"
-            self.kernel_isa = kernels.kernel_builds().get("qs8_gemm", kernels.kernel_isa())
+            self.kernel_name = _KERNEL_NAMES[fmt]
+            fam = "qs8_gemm" if fmt == "dense" else "qs8_spmm"
+            self.kernel_isa = kernels.kernel_builds().get(fam, kernels.kernel_isa())
         else:
             self.parts = parts
             self.kernel_name = "+".join(p.kernel_name for p in parts)
@@ -302,7 +307,8 @@ class QGemmGroup(Op):
 
     @property
     def weight_format(self):
-        return "dense" if self.fused is not None else "+".join(p.weight_format for p in self.parts)
+        return (self.fused.packed.format if self.fused is not None
+                else "+".join(p.weight_format for p in self.parts))
 
     def _x2(self, x):
         if x.ndim == 0 or x.shape[-1] != self.k:

@@ -469,23 +469,32 @@ def tiny_bert_q_dense():
 
 @pytest.mark.parametrize("which", ["dense", "block4"])
 def test_qgemm_group_equals_separate_layers(which, tiny_bert_q, tiny_bert_q_dense, monkeypatch):
-    """Q, K and V read the same activations: one QGemmGroup per encoder layer. Dense weights run
-    as one GEMM over the concatenated weights; block4-sparse ones as their layers one after
-    another. Either way the outputs equal the ungrouped graph's bit for bit, and agree with
-    onnxruntime."""
+    """Q, K and V read the same activations: one QGemmGroup per encoder layer, run as one GEMM
+    over the stacked weights where the three go to one format (dense, or block4 90% here), else
+    as the three layers in turn. Either way the outputs equal the ungrouped graph's bit for bit,
+    and agree with onnxruntime."""
     q, feeds = tiny_bert_q_dense if which == "dense" else tiny_bert_q
     e = ds.compile_model(q)
     x = [feeds[nm] for nm in e.input_names]
     groups = [op for n, op in e._program.steps if n.op_type == "QGemmGroup"]
     assert len(groups) == 2 and all(len(g.node.outputs) == 3 for g in groups)
-    if which == "dense":
-        assert all(g.fused is not None and g.kernel_name == "qs8_gemm" for g in groups)
-    else:
-        assert all(g.fused is None and "qs8_spmm_block4" in g.kernel_name for g in groups)
     got = [e.run(x) for _ in range(2)]          # the second run: the bound calls
     monkeypatch.setenv("DEEPSPARSE_CY_NO_QGEMM_GROUP", "1")
     e2 = ds.compile_model(q)
     assert "QGemmGroup" not in _ops(e2) and _ops(e2)["QGemm"] == 12
+    # the separate layers' formats decide: one format for all three -> one call
+    fmts = [op.weight_format for n, op in e2._program.steps if n.op_type == "QGemm"]
+    for i, g in enumerate(groups):
+        layer = fmts[6 * i:6 * i + 3]
+        if len(set(layer)) == 1:
+            assert g.fused is not None and g.weight_format == layer[0]
+            assert g.kernel_name == {"dense": "qs8_gemm", "block4": "qs8_spmm_block4"}[layer[0]]
+        else:
+            assert g.fused is None and g.weight_format == "+".join(layer)
+    if which == "dense":
+        assert all(g.fused is not None and g.kernel_name == "qs8_gemm" for g in groups)
+    else:
+        assert any(g.fused is not None and g.kernel_name == "qs8_spmm_block4" for g in groups)
     ref = e2.run(x)
     for run in got:
         for g, r in zip(run, ref):

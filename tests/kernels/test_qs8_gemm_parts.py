@@ -1,12 +1,12 @@
-"""Sibling layers as one dense INT8 GEMM (prepare_qs8_parts: concatenated weights, one epilogue
-and output per part) against each part run alone and against the plain numpy reference,
-bit-exact, at every ISA build this CPU runs."""
+"""Sibling layers as one INT8 GEMM (prepare_qs8_parts: stacked weights, one epilogue and output
+per part; dense, block4 and unstructured) against each part run alone and against the plain
+numpy reference, bit-exact, at every ISA build this CPU runs."""
 import numpy as np
 import pytest
 
 import deepsparse_cy.kernels as K
 from deepsparse_cy.kernels import qs8
-from _kernel_cases import isa_params
+from _kernel_cases import isa_params, sparse_weight
 
 
 def _epilogues(rng, n, parts, zx):
@@ -68,6 +68,40 @@ def test_parts_equal_each_layer_alone(isa, m, k, n, parts, xdtype):
         np.testing.assert_array_equal(o, g)
 
 
+@pytest.mark.parametrize("isa", isa_params("qs8_spmm"))
+@pytest.mark.parametrize("fmt", ["block4", "unstructured"])
+@pytest.mark.parametrize("m", [1, 37, 64, 128, 200])
+@pytest.mark.parametrize("k,n,parts", [(8, 64, 2), (100, 64, 3), (384, 128, 4), (64, 64, 1)])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_sparse_parts_equal_each_layer_alone(isa, fmt, m, k, n, parts, nt):
+    """The sparse kernel's parts: the stacked rows of each part (a multiple of 64, the row
+    order's chunk) through that part's epilogue, on both thread splits (tokens: M >= 64 on two
+    threads; rows: fewer tokens)."""
+    rng = np.random.default_rng(m * 1000 + k * 7 + n + parts + nt)
+    ws = [sparse_weight(rng, n, k, 0.85, fmt) for _ in range(parts)]
+    xdtype = np.uint8 if m % 2 else np.int8
+    info = np.iinfo(xdtype)
+    zx = int(rng.integers(0, 256)) if xdtype == np.uint8 else int(rng.integers(-128, 128))
+    x = rng.integers(info.min, info.max + 1, (m, k)).astype(xdtype)
+    eps = _epilogues(rng, n, parts, zx)
+    pp = K.prepare_qs8_parts(ws, eps, isa=isa, format=fmt)
+    assert pp.packed.format == fmt
+    got = pp(x, num_threads=nt)
+    for i, (w, e) in enumerate(zip(ws, eps)):
+        alone = K.prepare_qs8_matmul(K.pack_qs8(w, fmt, isa=isa), isa=isa, **e)(x, num_threads=nt)
+        np.testing.assert_array_equal(got[i], alone, err_msg=f"part {i}")
+        if e.get("activation") != "gelu":
+            kw = {a: e[a] for a in ("bias", "scale", "out_dtype", "activation", "mid") if a in e}
+            ref = K.qs8_matmul_reference(x, w, out_zero_point=e.get("out_zero_point", 0),
+                                         x_zero_point=zx, **kw)
+            np.testing.assert_array_equal(got[i], ref, err_msg=f"part {i} vs reference")
+    outs = [np.full_like(g, 7) for g in got]
+    f, args = pp.bound(x, outs, nt)
+    f(*args)
+    for o, g in zip(outs, got):
+        np.testing.assert_array_equal(o, g)
+
+
 @pytest.mark.parametrize("isa", isa_params())
 def test_parts_output_rows_strided(isa):
     """Each part's output may be a column block of a wider array (rows further apart)."""
@@ -90,6 +124,10 @@ def test_parts_refused():
     e = dict(scale=np.ones(32, np.float32))
     with pytest.raises(ValueError, match="multiple of 32"):
         K.prepare_qs8_parts([w[:16], w[:16]], [e, e])
+    with pytest.raises(ValueError, match="multiple of 64"):
+        K.prepare_qs8_parts([w, w], [e, e], format="block4")
+    with pytest.raises(ValueError, match="format"):
+        K.prepare_qs8_parts([w, w], [e, e], format="csr")
     with pytest.raises(ValueError, match="one shape"):
         K.prepare_qs8_parts([w, w[:, :8]], [e, e])
     with pytest.raises(ValueError, match="parts"):
@@ -113,3 +151,10 @@ def test_parts_refused():
     args[6] = args[6][:1] * 3          # three parts of 64 / 3 columns
     with pytest.raises(ValueError, match="parts"):
         mod.gemm_parts(*args)
+    w64 = rng.integers(-5, 5, (64, 16)).astype(np.int8)
+    e64 = dict(scale=np.ones(64, np.float32))
+    sp = K.prepare_qs8_parts([w64, w64], [e64, e64], format="block4")
+    args = list(sp._args(x, [np.empty((4, 64), np.float32)] * 2, 1))
+    args[9] = args[9][:1] * 4          # four parts of 32 rows: not whole row-order chunks
+    with pytest.raises(ValueError, match="parts"):
+        K.load("qs8_spmm").spmm_parts(*args)

@@ -147,6 +147,13 @@ size_t dscy_qs8_spmm_xt_size(int M, int Kp);
 int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                     int N, const dscy_epilogue *ep, int nthreads);
+/* dscy_qs8_spmm_x over nep (<= DSCY_SPMM_PARTS_MAX) parts of seg output rows each (seg a
+ * multiple of DSCY_ROW_CHUNK, N = nep * seg), each with its own epilogue (arrays from its own
+ * row 0) and output; 0, -1 (buffer allocation) or -2 (a split or epilogue it cannot run) */
+#define DSCY_SPMM_PARTS_MAX 4
+int dscy_qs8_spmm_parts(const void *x, int x_signed, ptrdiff_t ldx, int K, int M, int Kp,
+                        const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                        int N, const dscy_epilogue *eps, int nep, int seg, int nthreads);
 
 /* the same with x the im2col rows of a convolution (g; M = B*Ho*Wo, K = KH*KW*C): each tile's
  * rows are gathered into a small per-thread buffer and packed from there */

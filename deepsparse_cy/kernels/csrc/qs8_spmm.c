@@ -1001,7 +1001,8 @@ static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x,
  * tiles read once, and for ResNet-50's conv layers (M x K up to 1.8 MB a call) its write-backs
  * cost about as much as the multiply. */
 static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
-                       const uint16_t *idx, const int8_t *vals, int bp, const dscy_epilogue *ep,
+                       const uint16_t *idx, const int8_t *vals, int bp,
+                       const dscy_epilogue *eps, int nep, int seg,
                        int r0, int r1, int t0, int t1, const void *x, int x_signed,
                        ptrdiff_t ldx, int K, int16_t *xw, const dscy_conv_geom *g,
                        uint8_t *rows, int pre) {
@@ -1010,11 +1011,21 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
     const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;   /* a 32-token tile, int16 */
     int32_t acc[T32] __attribute__((aligned(32)));
     int32_t stage[8 * T32] __attribute__((aligned(32)));
+    /* parts (dscy_qs8_spmm_parts): rows [e * seg, (e + 1) * seg) go through eps[e] (its arrays
+     * and output indexed by the row itself); one part: seg = N */
+    int ea = r0 / seg, eb = (r1 - 1) / seg;
+    if (eb >= nep) eb = nep - 1;
 #ifdef __AVX2__
-    int ek = dscy_ep_kind(ep);
-    dscy_ek_consts kc;
-    if (ek != DSCY_EK_GEN) dscy_ek_init(ep, &kc);
+    int ek[DSCY_SPMM_PARTS_MAX], fast = 1;
+    dscy_ek_consts kc[DSCY_SPMM_PARTS_MAX];
+    for (int e = ea; e <= eb; e++) {
+        ek[e] = dscy_ep_kind(&eps[e]);
+        if (ek[e] != DSCY_EK_GEN) dscy_ek_init(&eps[e], &kc[e]);
+        else fast = 0;
+    }
 #endif
+    const ptrdiff_t plane = eps[0].plane;    /* (parts: rows outputs only) */
+    (void)plane;
     for (int t = t0; t < t1; t++) {
         ptrdiff_t base = pre ? (t - t0) * tsz : 0;
         if (x && !pre) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t, bp, 0);
@@ -1022,25 +1033,33 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
         int m0 = tile_m0(M, t);
         int mt = M - m0 < T ? M - m0 : T;
 #ifdef __AVX2__
-        if (ek != DSCY_EK_GEN && T == T32
-                && (!ep->plane || m0 % ep->plane + mt <= ep->plane)) {   /* in one image */
+        if (fast && T == T32 && (!plane || m0 % plane + mt <= plane)) {   /* in one image */
             const int16_t *xtile1 = NULL;
 #if DSCY_QUADS
             /* two full tiles in one pass: M - m0 >= 64 makes tile t and tile t + 1 (tokens
              * m0 + 32 ..) both full 32-token tiles (planar output: both in one image) */
             if (t + 1 < t1 && M - m0 >= 2 * T32
-                    && (!ep->plane || m0 % ep->plane + 2 * T32 <= ep->plane)) {
+                    && (!plane || m0 % plane + 2 * T32 <= plane)) {
                 if (x && !pre) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xw, K2, t + 1, bp, tsz);
                 int T1; xtile1 = x ? xw + tile_at(M, K2, t + 1, &T1, base + tsz) : xt + tile_off(M, K2, t + 1, &T1);
             }
 #endif
-            rows_fast_any(ek, bp, ep, &kc, xtile, m0, mt, row_ptr, idx, vals, r0, r1, xtile1);
+            for (int e = ea; e <= eb; e++) {
+                int a = e * seg > r0 ? e * seg : r0, b = (e + 1) * seg < r1 ? (e + 1) * seg : r1;
+                if (e == nep - 1) b = r1;
+                rows_fast_any(ek[e], bp, &eps[e], &kc[e], xtile, m0, mt, row_ptr, idx, vals, a, b,
+                              xtile1);
+            }
             if (xtile1) t++;
             continue;
         }
 #endif
-        int ns = r0;                          /* first row of the current stage */
-        for (int n = r0; n < r1; n++) {
+        for (int e = ea; e <= eb; e++) {
+        const dscy_epilogue *ep = &eps[e];
+        int a = e * seg > r0 ? e * seg : r0, b = (e + 1) * seg < r1 ? (e + 1) * seg : r1;
+        if (e == nep - 1) b = r1;
+        int ns = a;                           /* first row of the current stage */
+        for (int n = a; n < b; n++) {
             int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
             const uint16_t *ix = idx + b0;
             const int8_t *v = vals + (size_t)b0 * 2 * bp;
@@ -1053,7 +1072,8 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
             row_generic(xtile, T, ix, v, nb, bp, acc);
 #endif
             stage_row(ep, acc, m0, mt, n, stage + (n - ns) * T32);
-            if (n - ns == 7 || n == r1 - 1) { flush_rows(ep, stage, m0, mt, ns, n - ns + 1); ns = n + 1; }
+            if (n - ns == 7 || n == b - 1) { flush_rows(ep, stage, m0, mt, ns, n - ns + 1); ns = n + 1; }
+        }
         }
     }
 }
@@ -1084,8 +1104,8 @@ static inline void group_tiles(int M, int gi, int *ta, int *tb) {
  * another group packs it too. */
 static void spmm_claimed(const dscy_conv_geom *g, const void *x, int x_signed, ptrdiff_t ldx,
                          int K, int M, int K2, const int32_t *row_ptr, const uint16_t *idx,
-                         const int8_t *vals, int bp, int N, const dscy_epilogue *ep,
-                         int16_t *own, uint8_t *rows, long *next, int ng, int C, int nt,
+                         const int8_t *vals, int bp, int N, const dscy_epilogue *eps, int nep,
+                         int seg, int16_t *own, uint8_t *rows, long *next, int ng, int C, int nt,
                          int tid) {
     const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;
     int units = (N + DSCY_ROW_CHUNK - 1) / DSCY_ROW_CHUNK, cur = -1, k = 0, ta = 0, tb = 0;
@@ -1100,8 +1120,9 @@ static void spmm_claimed(const dscy_conv_geom *g, const void *x, int x_signed, p
         int r0 = (int)((long)units * c / C) * DSCY_ROW_CHUNK;
         int r1 = (int)((long)units * (c + 1) / C) * DSCY_ROW_CHUNK;
         if (r1 > N) r1 = N;
-        spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, ta, tb, x, x_signed, ldx,
-                   K, own, g, rows, 1);
+        if (r0 < r1)
+            spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, eps, nep, seg, r0, r1, ta, tb, x,
+                       x_signed, ldx, K, own, g, rows, 1);
     }
 }
 
@@ -1117,7 +1138,8 @@ DSCY_THREAD_BUFFER(xt_own_buffer)
  * calling thread's own buffer. Returns 0, or -1 when that buffer could not be allocated. */
 static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdiff_t ldx, int K,
                     int16_t *xt, int M, int Kp, const int32_t *row_ptr, const uint16_t *idx,
-                    const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nthreads) {
+                    const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nep, int seg,
+                    int nthreads) {
     int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M), fail = 0;
     int nt = dscy_nthreads(nthreads);
     /* token split: whole 32-token tiles per thread, balanced (an 8-token tail tile goes last);
@@ -1172,18 +1194,19 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                 int t1 = u1 <= (long)n32 * 4 ? (int)((u1 + 3) / 4) : n32 + (int)(u1 - (long)n32 * 4);
                 if (tid == TT - 1) t1 = ntl;
                 if (TT == 1)
-                    spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, 0, N, t0, t1, x,
-                               x_signed, ldx, K, own, g, rows, 0);
+                    spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, nep, seg, 0, N, t0, t1,
+                               x, x_signed, ldx, K, own, g, rows, 0);
                 else
                     spmm_claimed(g, x, x_signed, ldx, K, M, K2, row_ptr, idx, vals, bp, N, ep,
-                                 own, rows, next, ng, C, nt, tid);
+                                 nep, seg, own, rows, next, ng, C, nt, tid);
             } else {
                 #pragma omp for schedule(static)
                 for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t, bp, -1);
                 int r0, r1;
                 row_share(row_ptr, N, tid, TT, &r0, &r1);
-                spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, r0, r1, 0, ntl, NULL, 0, 0, 0,
-                           NULL, NULL, NULL, 0);
+                if (r0 < r1)
+                    spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, nep, seg, r0, r1, 0, ntl,
+                               NULL, 0, 0, 0, NULL, NULL, NULL, 0);
             }
         }
     }
@@ -1193,20 +1216,52 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
 int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                     int N, const dscy_epilogue *ep, int nthreads) {
-    return spmm_run(NULL, x, x_signed, ldx, K, xt, M, Kp, row_ptr, idx, vals, bp, N, ep, nthreads);
+    return spmm_run(NULL, x, x_signed, ldx, K, xt, M, Kp, row_ptr, idx, vals, bp, N, ep, 1, N,
+                    nthreads);
+}
+
+/* dscy_qs8_spmm_x over nep parts of seg rows (output channels) each, every part with its own
+ * epilogue and output (eps[e]: its own arrays, indexed from 0; rows outputs, no residual); seg
+ * a multiple of DSCY_ROW_CHUNK, so the row order's chunks never mix parts. Sibling layers
+ * reading the same x (a transformer's Q, K, V) as one call over their stacked sparse rows.
+ * Returns 0, -1 (tile buffer allocation), or -2 for a split or epilogue it cannot run. */
+int dscy_qs8_spmm_parts(const void *x, int x_signed, ptrdiff_t ldx, int K, int M, int Kp,
+                        const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
+                        int N, const dscy_epilogue *eps, int nep, int seg, int nthreads) {
+    if (nep < 1 || nep > DSCY_SPMM_PARTS_MAX || seg <= 0 || seg % DSCY_ROW_CHUNK
+            || (long)nep * seg != N)
+        return -2;
+    /* each part's arrays and output shifted back by its first row, so the kernel indexes them
+     * with the stacked row number (the part's own row + e * seg) */
+    dscy_epilogue sh[DSCY_SPMM_PARTS_MAX];
+    for (int e = 0; e < nep; e++) {
+        const dscy_epilogue *p = &eps[e];
+        if (p->plane || p->res_type || p->row_order != eps[0].row_order) return -2;
+        ptrdiff_t off = (ptrdiff_t)e * seg;
+        size_t es = p->out_type >= DSCY_OUT_U8 ? 1 : 4;
+        sh[e] = *p;
+        sh[e].bias = p->bias - off;
+        sh[e].scale = p->scale - off;
+        if (p->mid_type) { sh[e].mid_scale = p->mid_scale - off; sh[e].mid_bias = p->mid_bias - off; }
+        if (p->lut) sh[e].lut = p->lut - off * 256;
+        sh[e].out = (char *)p->out - off * (ptrdiff_t)es;
+    }
+    return spmm_run(NULL, x, x_signed, ldx, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, sh, nep,
+                    seg, nthreads);
 }
 
 int dscy_qs8_spmm_planar(const void *x, int x_signed, ptrdiff_t plane, int K, int M, int Kp,
                          const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                          int N, const dscy_epilogue *ep, int nthreads) {
     return spmm_run(NULL, x, x_signed, -plane, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, ep,
-                    nthreads);
+                    1, N, nthreads);
 }
 
 int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                        const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                        int N, const dscy_epilogue *ep, int nthreads) {
-    return spmm_run(g, g->x, x_signed, 0, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, ep, nthreads);
+    return spmm_run(g, g->x, x_signed, 0, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, ep, 1, N,
+                    nthreads);
 }
 
 int dscy_qs8_spmm_vbmi(int off) {
