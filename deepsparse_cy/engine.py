@@ -869,6 +869,11 @@ class Engine:
                     if isinstance(c, np.ndarray) and c.ndim >= 2:
                         w = c
                         break
+            if node.op_type == "QGemmGroup" and w is not None:
+                # its parts' weights side by side ([K, N] each): the shape and sparsity of all
+                ws = [self._program.consts.get(x) for x in node.inputs[1:]]
+                if all(isinstance(c, np.ndarray) and c.shape == w.shape for c in ws):
+                    w = np.concatenate(ws, axis=1)
             rec = {"index": i, "name": node.name, "op_type": node.op_type,
                    "kernel": getattr(op, "kernel_name", "numpy"),
                    "isa": getattr(op, "kernel_isa", None) or ("numpy" if not hasattr(op, "kernel_name")

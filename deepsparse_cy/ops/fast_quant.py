@@ -287,15 +287,14 @@ class QGemmGroup(Op):
         self.k, self.n = parts[0].k, parts[0].n
         self.num_threads = _threads(ctx)
         self.flops = None
-        self.fused = None
+        self.fused = self._dense = None
         fmt = parts[0].packed.format
         if all(p.packed.format == fmt and p.float_bias is None and not p.act
                and p.mode in ("float", "requant_dq") and (p.k, p.n) == (self.k, self.n)
                and p.zx == parts[0].zx for p in parts) \
                 and self.n % (32 if fmt == "dense" else kernels.ROW_CHUNK) == 0:
-            self.fused = kernels.prepare_qs8_parts([p.w_nk for p in parts],
-                                                   [p._kernel_kwargs() for p in parts],
-                                                   format=fmt)
+            self._kw = [p._kernel_kwargs() for p in parts]
+            self.fused = kernels.prepare_qs8_parts([p.w_nk for p in parts], self._kw, format=fmt)
             self.parts = None        # (their packed copies are not kept)
             self.kernel_name = _KERNEL_NAMES[fmt]
             fam = "qs8_gemm" if fmt == "dense" else "qs8_spmm"
@@ -337,6 +336,24 @@ class QGemmGroup(Op):
             res.append(o)
         self.fused(x2, [r.reshape(m, self.n) for r in res], self.num_threads)
         return res
+
+    def run_dense(self, inputs, outs):
+        """The same layers on the dense int8 GEMM (the profiler's baseline): the stacked weight
+        unpacked and run as dense parts, or each unfused part's own dense twin."""
+        if self.fused is None:
+            res = []
+            for p in self.parts:
+                res += p.run_dense([inputs[0], None], None)
+            return res
+        if self._dense is None:
+            if self.fused.packed.format == "dense":
+                self._dense = self.fused
+            else:
+                w = self.fused.packed.unpack()
+                self._dense = kernels.prepare_qs8_parts(np.split(w, len(self._kw)), self._kw,
+                                                        format="dense")
+        lead, x2 = self._x2(inputs[0])
+        return [o.reshape(lead + (self.n,)) for o in self._dense(x2, None, self.num_threads)]
 
     def bind(self, inputs, outs):
         """engine._run_plan's bound call: the fused kernel (or the parts' bound calls in turn) on

@@ -502,10 +502,15 @@ def test_qgemm_group_equals_separate_layers(which, tiny_bert_q, tiny_bert_q_dens
     for g, r in zip(got[-1], _ort_plain(q, feeds)):
         cos, rel = _cmp(g, r)
         assert cos >= 0.995 and rel <= 0.10, (cos, rel)
-    rec = [r for r in e.profile(x, iterations=1, dense_baseline=False)
-           if r["op_type"] == "QGemmGroup"][0]
+    rec = [r for r in e.profile(x, iterations=1) if r["op_type"] == "QGemmGroup"][0]
     g = groups[0]
     assert rec["kernel"] == g.kernel_name and rec["flops"] == 2 * 128 * g.k * g.n * 3
+    assert rec["weight_shape"] == [g.k, 3 * g.n] and rec["dense_ms"] > 0
+    # the profiler's dense twin computes the same outputs
+    xq = np.random.default_rng(0).integers(0, 256, (1, 128, g.k), dtype=np.uint8)
+    for grp in groups:
+        for a, b in zip(grp.run([xq], None), grp.run_dense([xq], None)):
+            np.testing.assert_array_equal(a, b)
 
 
 def _qgemm_layer_kernels(e):
