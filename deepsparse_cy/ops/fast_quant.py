@@ -35,7 +35,7 @@ from ..errors import ShapeError
 from ..kernels import _f32_ops
 from . import tensor as _tensor
 from ..graph.ir import Node
-from .registry import Op, register
+from .registry import Op, OpContext, register
 
 _KERNEL_NAMES = {"dense": "qs8_gemm", "block4": "qs8_spmm_block4",
                  "unstructured": "qs8_spmm_unstructured"}
@@ -273,7 +273,6 @@ class QGemmGroup(Op):
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        from .registry import OpContext
         attrs = node.attrs["parts"]
         names = node.attrs.get("part_names") or [node.name] * len(attrs)
         if len(attrs) != len(node.outputs) or len(node.inputs) != len(attrs) + 1:
