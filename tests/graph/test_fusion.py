@@ -513,6 +513,27 @@ def test_qgemm_group_equals_separate_layers(which, tiny_bert_q, tiny_bert_q_dens
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("which", ["dense", "block4"])
+def test_qgemm_group_dynamic_shapes(which, tiny_bert_q, tiny_bert_q_dense, monkeypatch):
+    """One compiled engine, several input shapes (plans per shape; batch 2 makes M = 2 * seq,
+    seq 7 an M below one 16-token tile): the grouped layers give the ungrouped graph's outputs
+    bit for bit at each."""
+    from deepsparse_cy import zoo
+    q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
+    e = ds.compile_model(q)
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_QGEMM_GROUP", "1")
+    e2 = ds.compile_model(q)
+    assert "QGemmGroup" in _ops(e) and "QGemmGroup" not in _ops(e2)
+    for batch, seq in [(1, 64), (2, 128), (1, 7), (3, 33), (1, 64)]:
+        feeds = zoo.example_inputs(q, batch=batch, seq=seq, seed=batch * 100 + seq)
+        x = [feeds[nm] for nm in e.input_names]
+        for _ in range(2):                      # the second run on the bound plan
+            got = e.run(x)
+        for g, r in zip(got, e2.run(x)):
+            assert g.shape[:2] == (batch, seq)
+            np.testing.assert_array_equal(g, r)
+
+
 def _qgemm_layer_kernels(e):
     """The kernel of every int8 weight layer: each QGemm, and each part of a QGemmGroup (its
     fused dense kernel once per part; unfused parts' kernels joined by '+')."""
