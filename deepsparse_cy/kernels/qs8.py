@@ -380,6 +380,30 @@ def _out(out, m, n, dtype):
     return out
 
 
+def _kernel_lead(packed, isa):
+    """(kernel module, the leading weight arguments of its calls) for a packed weight: the
+    dense GEMM's (weights, N, Np, Kp) or the sparse kernel's (Kp, row_ptr, idx, vals, row
+    order, block width, N)."""
+    n, a = packed.n, packed.arrays
+    if packed.format != "dense":
+        return load("qs8_spmm", isa), (packed.kp, a["row_ptr"], a["idx"], a["vals"],
+                                       packed.row_order(), 2 if packed.format == "block4" else 1,
+                                       n)
+    mod = load("qs8_gemm", isa)
+    if mod.QUADS:
+        wq = packed.quads(mod.KP_MULTIPLE)
+        return mod, (wq, n, wq.shape[0] * GEMM_NR, wq.shape[1] * 4)
+    return mod, (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)
+
+
+def _bias_s8(b, rowsum):
+    """The int32 bias for s8 x on the u8 x s8 quad builds, which run s8 x as x + 128: b -
+    128 * sum_k w (int32 wrap-around like the kernels' additions: exact wherever the result
+    fits)."""
+    b64 = b.astype(np.int64) - 128 * np.asarray(rowsum, np.int64)
+    return (b64 & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+
+
 class _EpilogueArgs:
     """The kernels' epilogue arguments worked out once (PreparedQS8, PreparedQDW): bias with
     the zero-point fold, scale, activation, output type and zero point, mid step and its table
@@ -439,20 +463,11 @@ class PreparedQS8(_EpilogueArgs):
                                clip)
         self._mid_user = mid
         self.zx = int(x_zero_point)
-        a = packed.arrays
+        mod, self._lead = _kernel_lead(packed, isa)
         if packed.format == "dense":
-            mod = load("qs8_gemm", isa)
             self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
-            if mod.QUADS:
-                wq = packed.quads(mod.KP_MULTIPLE)
-                self._lead = (wq, n, wq.shape[0] * GEMM_NR, wq.shape[1] * 4)
-            else:
-                self._lead = (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)
         else:
-            mod = load("qs8_spmm", isa)
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
-            self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"], packed.row_order(),
-                          2 if packed.format == "block4" else 1, n)
         # a mid step with ReLU / Clip / nothing before an 8-bit output on the sparse kernel's
         # VBMI table epilogue: its output as a table of (channel, mid value), used by the calls
         # without a residual (three byte permutes per 64 outputs instead of ~15 vector
@@ -462,12 +477,7 @@ class PreparedQS8(_EpilogueArgs):
         self._mid_lut = None
         self._lut_ok = packed.format != "dense" and self.mid is not None and not self.table \
             and self.act in (0, 1, 2) and self.out_dtype in (_U8, _S8) and mod.vbmi()
-        # u8 x s8 quad builds run s8 x as x + 128: its bias carries -128 * sum_k w (int32
-        # wrap-around like the kernels' additions: exact wherever the result fits)
-        self._b_s8 = None
-        if mod.QUADS:
-            b64 = self.b.astype(np.int64) - 128 * packed.rowsum
-            self._b_s8 = (b64 & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        self._b_s8 = _bias_s8(self.b, packed.rowsum) if mod.QUADS else None
 
     def __call__(self, x, out=None, num_threads=None, residual=None):
         packed = self.packed
@@ -634,18 +644,8 @@ class PreparedQS8Parts:
         self.zx = zxs.pop()
         self.k, self.n, self.nparts = k, n, len(ws)
         self.packed = packed = pack_qs8(np.concatenate(ws), format, isa=isa)
-        a = packed.arrays
-        if format != "dense":
-            self._lead = (packed.kp, a["row_ptr"], a["idx"], a["vals"], packed.row_order(),
-                          2 if format == "block4" else 1, n * len(ws))
-            self._fn = mod.spmm_parts
-        elif mod.QUADS:
-            wq = packed.quads(mod.KP_MULTIPLE)
-            self._lead = (wq, n * len(ws), wq.shape[0] * GEMM_NR, wq.shape[1] * 4)
-            self._fn = mod.gemm_parts
-        else:
-            self._lead = (a["wp"], n * len(ws), a["wp"].shape[0] * GEMM_NR, packed.kp)
-            self._fn = mod.gemm_parts
+        _, self._lead = _kernel_lead(packed, isa)
+        self._fn = mod.gemm_parts if format == "dense" else mod.spmm_parts
         self.parts = []
         for i, kw in enumerate(epilogues):
             kw = dict(kw)
@@ -654,11 +654,8 @@ class PreparedQS8Parts:
                               kw.get("out_dtype", np.float32), kw.get("out_zero_point", 0),
                               self.zx, rowsum, kw.get("activation"), kw.get("clip"),
                               kw.get("y_scale", 1.0), kw.get("mid"))
-            b_s8 = None
-            if mod.QUADS:        # s8 x runs as x + 128 (PreparedQS8's fold)
-                b64 = e.b.astype(np.int64) - 128 * rowsum
-                b_s8 = (b64 & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
-            self.parts.append((e, _OUT_CODES[e.out_dtype], b_s8))
+            self.parts.append((e, _OUT_CODES[e.out_dtype],
+                               _bias_s8(e.b, rowsum) if mod.QUADS else None))
 
     def _args(self, x, outs, num_threads):
         xs = x.dtype == _S8

@@ -390,6 +390,19 @@ static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
 #endif
 }
 
+/* The kinds of eps[e0..e1] into ek[] and the constants of those a kernel specializes into kc[]
+ * (the parts GEMMs: one epilogue per part); 1 when none of them is GEN */
+static inline int dscy_ek_init_parts(const dscy_epilogue *eps, int e0, int e1, int *ek,
+                                     dscy_ek_consts *kc) {
+    int all = 1;
+    for (int e = e0; e <= e1; e++) {
+        ek[e] = dscy_ep_kind(&eps[e]);
+        if (ek[e] != DSCY_EK_GEN) dscy_ek_init(&eps[e], &kc[e]);
+        else all = 0;
+    }
+    return all;
+}
+
 /* The epilogue of kind EK on 8 accumulators, bit for bit dscy_ep_lanes8 (without the
  * residual: PRE returns the float before it): lanes' bias b, scale s, mid scale ms / bias mb
  * (read only with a mid step) and table offsets row (channel * 256, only for LUT). */

@@ -476,10 +476,7 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
     int mb_major = (size_t)Mp * Kp > (512u << 10);
     int ek[DSCY_GEMM_PARTS_MAX];
     dscy_ek_consts kc[DSCY_GEMM_PARTS_MAX];
-    for (int e = 0; e < nep; e++) {
-        ek[e] = dscy_ep_kind(&ep[e]);
-        if (ek[e] != DSCY_EK_GEN) dscy_ek_init(&ep[e], &kc[e]);
-    }
+    (void)dscy_ek_init_parts(ep, 0, nep - 1, ek, kc);
     long next[nt];
     dscy_claims_init(next, items, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -532,7 +529,7 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
                 for (int h = 0; h < 1 + n2; h++) {
                     int n0 = (p0 + h) * NR, e = n0 / seg;     /* the part holding the panel */
                     store_tile_any(ek[e], &kc[e], &ep[e], cbuf[t - t0][h], m0, mr, n0 - e * seg,
-                                   e == nep - 1 ? N - e * seg : seg);
+                                   seg);
                 }
             }
         }
@@ -547,8 +544,8 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
 }
 
 /* nep parts of seg output columns each (N = nep * seg, seg a multiple of 2 * NR so no item's
- * panel pair straddles two parts; nep 1: seg = N): panel n0 goes through ep[n0 / seg] at column
- * n0 % seg of that part's output. Sibling layers reading the same activations (a transformer's
+ * panel pair straddles two parts; nep 1: seg = N, so every part is seg wide): panel n0 goes
+ * through ep[n0 / seg] at column n0 % seg of that part's output. Sibling layers reading the same activations (a transformer's
  * Q, K, V projections) run as one GEMM over their concatenated weights: one packing of x, one
  * pool of items for the threads. */
 int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N,
@@ -572,10 +569,7 @@ int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t 
 #ifdef __AVX2__
     int ek[DSCY_GEMM_PARTS_MAX];
     dscy_ek_consts kc[DSCY_GEMM_PARTS_MAX];
-    for (int e = 0; e < nep; e++) {
-        ek[e] = dscy_ep_kind(&ep[e]);
-        if (ek[e] != DSCY_EK_GEN) dscy_ek_init(&ep[e], &kc[e]);
-    }
+    (void)dscy_ek_init_parts(ep, 0, nep - 1, ek, kc);
 #endif
     long next[nt];
     dscy_claims_init(next, items, nt);
@@ -612,11 +606,11 @@ int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t 
             for (int t = t0; t < t1; t++) {
                 int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
                 if (mr <= 0) continue;
-                int n0 = panel * NR, e = n0 / seg, ne = e == nep - 1 ? N - e * seg : seg;
+                int n0 = panel * NR, e = n0 / seg;       /* the part holding the panel */
 #ifdef __AVX2__
-                store_tile_any(ek[e], &kc[e], &ep[e], cbuf[t - t0], m0, mr, n0 - e * seg, ne);
+                store_tile_any(ek[e], &kc[e], &ep[e], cbuf[t - t0], m0, mr, n0 - e * seg, seg);
 #else
-                store_tile(&ep[e], cbuf[t - t0], m0, mr, n0 - e * seg, ne);
+                store_tile(&ep[e], cbuf[t - t0], m0, mr, n0 - e * seg, seg);
 #endif
             }
         }

@@ -995,6 +995,12 @@ static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x,
     pack_tile(rows, x_signed, K, M, K, xt, K2, t, m0, bp, at);
 }
 
+/* rows [*a, *b) of part e (rows [e * seg, (e + 1) * seg)) within [r0, r1) */
+static inline void part_rows(int e, int seg, int r0, int r1, int *a, int *b) {
+    *a = e * seg > r0 ? e * seg : r0;
+    *b = (e + 1) * seg < r1 ? (e + 1) * seg : r1;
+}
+
 /* Rows [r0, r1) over token tiles [t0, t1) of the packed xt; with x (not NULL) each tile (or
  * pair of tiles) is first packed into xw, the thread's own buffer of two tiles (from g's
  * gathered rows when g is not NULL), and read there: the whole-M layout would be written for
@@ -1002,7 +1008,7 @@ static void pack_tile_src(const dscy_conv_geom *g, uint8_t *rows, const void *x,
  * cost about as much as the multiply. */
 static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                        const uint16_t *idx, const int8_t *vals, int bp,
-                       const dscy_epilogue *eps, int nep, int seg,
+                       const dscy_epilogue *eps, int seg,
                        int r0, int r1, int t0, int t1, const void *x, int x_signed,
                        ptrdiff_t ldx, int K, int16_t *xw, const dscy_conv_geom *g,
                        uint8_t *rows, int pre) {
@@ -1012,17 +1018,13 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
     int32_t acc[T32] __attribute__((aligned(32)));
     int32_t stage[8 * T32] __attribute__((aligned(32)));
     /* parts (dscy_qs8_spmm_parts): rows [e * seg, (e + 1) * seg) go through eps[e] (its arrays
-     * and output indexed by the row itself); one part: seg = N */
+     * and output indexed by the row itself); one part: seg = N. ea..eb: the parts r0..r1 meet
+     * (r1 <= N = nep * seg); part e's rows here: [max(r0, e * seg), min(r1, (e + 1) * seg)) */
     int ea = r0 / seg, eb = (r1 - 1) / seg;
-    if (eb >= nep) eb = nep - 1;
 #ifdef __AVX2__
-    int ek[DSCY_SPMM_PARTS_MAX], fast = 1;
+    int ek[DSCY_SPMM_PARTS_MAX];
     dscy_ek_consts kc[DSCY_SPMM_PARTS_MAX];
-    for (int e = ea; e <= eb; e++) {
-        ek[e] = dscy_ep_kind(&eps[e]);
-        if (ek[e] != DSCY_EK_GEN) dscy_ek_init(&eps[e], &kc[e]);
-        else fast = 0;
-    }
+    int fast = dscy_ek_init_parts(eps, ea, eb, ek, kc);
 #endif
     const ptrdiff_t plane = eps[0].plane;    /* (parts: rows outputs only) */
     (void)plane;
@@ -1045,8 +1047,8 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
             }
 #endif
             for (int e = ea; e <= eb; e++) {
-                int a = e * seg > r0 ? e * seg : r0, b = (e + 1) * seg < r1 ? (e + 1) * seg : r1;
-                if (e == nep - 1) b = r1;
+                int a, b;
+                part_rows(e, seg, r0, r1, &a, &b);
                 rows_fast_any(ek[e], bp, &eps[e], &kc[e], xtile, m0, mt, row_ptr, idx, vals, a, b,
                               xtile1);
             }
@@ -1055,25 +1057,28 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
         }
 #endif
         for (int e = ea; e <= eb; e++) {
-        const dscy_epilogue *ep = &eps[e];
-        int a = e * seg > r0 ? e * seg : r0, b = (e + 1) * seg < r1 ? (e + 1) * seg : r1;
-        if (e == nep - 1) b = r1;
-        int ns = a;                           /* first row of the current stage */
-        for (int n = a; n < b; n++) {
-            int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
-            const uint16_t *ix = idx + b0;
-            const int8_t *v = vals + (size_t)b0 * 2 * bp;
+            const dscy_epilogue *ep = &eps[e];
+            int a, b;
+            part_rows(e, seg, r0, r1, &a, &b);
+            int ns = a;                       /* first row of the current stage */
+            for (int n = a; n < b; n++) {
+                int b0 = row_ptr[n], nb = row_ptr[n + 1] - b0;
+                const uint16_t *ix = idx + b0;
+                const int8_t *v = vals + (size_t)b0 * 2 * bp;
 #ifdef __AVX2__
-            if (T == T32) { if (bp == 2) row_kernel(xtile, ix, v, nb, 4, 2, acc);
-                            else row_kernel(xtile, ix, v, nb, 4, 1, acc); }
-            else { if (bp == 2) row_kernel(xtile, ix, v, nb, 1, 2, acc);
-                   else row_kernel(xtile, ix, v, nb, 1, 1, acc); }
+                if (T == T32) { if (bp == 2) row_kernel(xtile, ix, v, nb, 4, 2, acc);
+                                else row_kernel(xtile, ix, v, nb, 4, 1, acc); }
+                else { if (bp == 2) row_kernel(xtile, ix, v, nb, 1, 2, acc);
+                       else row_kernel(xtile, ix, v, nb, 1, 1, acc); }
 #else
-            row_generic(xtile, T, ix, v, nb, bp, acc);
+                row_generic(xtile, T, ix, v, nb, bp, acc);
 #endif
-            stage_row(ep, acc, m0, mt, n, stage + (n - ns) * T32);
-            if (n - ns == 7 || n == b - 1) { flush_rows(ep, stage, m0, mt, ns, n - ns + 1); ns = n + 1; }
-        }
+                stage_row(ep, acc, m0, mt, n, stage + (n - ns) * T32);
+                if (n - ns == 7 || n == b - 1) {
+                    flush_rows(ep, stage, m0, mt, ns, n - ns + 1);
+                    ns = n + 1;
+                }
+            }
         }
     }
 }
@@ -1104,8 +1109,8 @@ static inline void group_tiles(int M, int gi, int *ta, int *tb) {
  * another group packs it too. */
 static void spmm_claimed(const dscy_conv_geom *g, const void *x, int x_signed, ptrdiff_t ldx,
                          int K, int M, int K2, const int32_t *row_ptr, const uint16_t *idx,
-                         const int8_t *vals, int bp, int N, const dscy_epilogue *eps, int nep,
-                         int seg, int16_t *own, uint8_t *rows, long *next, int ng, int C, int nt,
+                         const int8_t *vals, int bp, int N, const dscy_epilogue *eps, int seg,
+                         int16_t *own, uint8_t *rows, long *next, int ng, int C, int nt,
                          int tid) {
     const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;
     int units = (N + DSCY_ROW_CHUNK - 1) / DSCY_ROW_CHUNK, cur = -1, k = 0, ta = 0, tb = 0;
@@ -1121,7 +1126,7 @@ static void spmm_claimed(const dscy_conv_geom *g, const void *x, int x_signed, p
         int r1 = (int)((long)units * (c + 1) / C) * DSCY_ROW_CHUNK;
         if (r1 > N) r1 = N;
         if (r0 < r1)
-            spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, eps, nep, seg, r0, r1, ta, tb, x,
+            spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, eps, seg, r0, r1, ta, tb, x,
                        x_signed, ldx, K, own, g, rows, 1);
     }
 }
@@ -1138,7 +1143,7 @@ DSCY_THREAD_BUFFER(xt_own_buffer)
  * calling thread's own buffer. Returns 0, or -1 when that buffer could not be allocated. */
 static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdiff_t ldx, int K,
                     int16_t *xt, int M, int Kp, const int32_t *row_ptr, const uint16_t *idx,
-                    const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int nep, int seg,
+                    const int8_t *vals, int bp, int N, const dscy_epilogue *ep, int seg,
                     int nthreads) {
     int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M), fail = 0;
     int nt = dscy_nthreads(nthreads);
@@ -1194,18 +1199,18 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                 int t1 = u1 <= (long)n32 * 4 ? (int)((u1 + 3) / 4) : n32 + (int)(u1 - (long)n32 * 4);
                 if (tid == TT - 1) t1 = ntl;
                 if (TT == 1)
-                    spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, nep, seg, 0, N, t0, t1,
+                    spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, seg, 0, N, t0, t1,
                                x, x_signed, ldx, K, own, g, rows, 0);
                 else
                     spmm_claimed(g, x, x_signed, ldx, K, M, K2, row_ptr, idx, vals, bp, N, ep,
-                                 nep, seg, own, rows, next, ng, C, nt, tid);
+                                 seg, own, rows, next, ng, C, nt, tid);
             } else {
                 #pragma omp for schedule(static)
                 for (int t = 0; t < ntl; t++) pack_tile_src(g, rows, x, x_signed, ldx, M, K, xt, K2, t, bp, -1);
                 int r0, r1;
                 row_share(row_ptr, N, tid, TT, &r0, &r1);
                 if (r0 < r1)
-                    spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, nep, seg, r0, r1, 0, ntl,
+                    spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, seg, r0, r1, 0, ntl,
                                NULL, 0, 0, 0, NULL, NULL, NULL, 0);
             }
         }
@@ -1216,7 +1221,7 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
 int dscy_qs8_spmm_x(const void *x, int x_signed, ptrdiff_t ldx, int K, int16_t *xt, int M, int Kp,
                     const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                     int N, const dscy_epilogue *ep, int nthreads) {
-    return spmm_run(NULL, x, x_signed, ldx, K, xt, M, Kp, row_ptr, idx, vals, bp, N, ep, 1, N,
+    return spmm_run(NULL, x, x_signed, ldx, K, xt, M, Kp, row_ptr, idx, vals, bp, N, ep, N,
                     nthreads);
 }
 
@@ -1246,21 +1251,21 @@ int dscy_qs8_spmm_parts(const void *x, int x_signed, ptrdiff_t ldx, int K, int M
         if (p->lut) sh[e].lut = p->lut - off * 256;
         sh[e].out = (char *)p->out - off * (ptrdiff_t)es;
     }
-    return spmm_run(NULL, x, x_signed, ldx, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, sh, nep,
-                    seg, nthreads);
+    return spmm_run(NULL, x, x_signed, ldx, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, sh, seg,
+                    nthreads);
 }
 
 int dscy_qs8_spmm_planar(const void *x, int x_signed, ptrdiff_t plane, int K, int M, int Kp,
                          const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                          int N, const dscy_epilogue *ep, int nthreads) {
     return spmm_run(NULL, x, x_signed, -plane, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, ep,
-                    1, N, nthreads);
+                    N, nthreads);
 }
 
 int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                        const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                        int N, const dscy_epilogue *ep, int nthreads) {
-    return spmm_run(g, g->x, x_signed, 0, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, ep, 1, N,
+    return spmm_run(g, g->x, x_signed, 0, K, NULL, M, Kp, row_ptr, idx, vals, bp, N, ep, N,
                     nthreads);
 }
 
