@@ -675,6 +675,14 @@ class Engine:
             if all(o in known for o in node.outputs if o) and any(o for o in node.outputs):
                 continue
             steps.append((node, op))
+        # steps whose results nothing reads once this shape's folds are done: a quantized
+        # YOLO's DequantizeLinear of its input fed only Shape (folded here), and ran per call
+        needed, live = set(graph_outputs), []
+        for node, op in reversed(steps):
+            if any(o in needed for o in node.outputs if o):
+                live.append((node, op))
+                needed.update(node_reads(node))
+        steps = live[::-1]
         last = {}
         first = {}
         for i, (node, _) in enumerate(steps):
