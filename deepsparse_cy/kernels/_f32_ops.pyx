@@ -8,6 +8,7 @@ found its second core held by OpenBLAS's spinning workers.)
 """
 from cython.parallel cimport prange, threadid
 cimport numpy as cnp
+import numpy as np
 from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
@@ -510,6 +511,81 @@ cdef void _lut8_run(const unsigned char *x, unsigned char flip, const float *tab
         out[i + 3] = table[x[i + 3] ^ flip]
     for i in range(n4, n):
         out[i] = table[x[i] ^ flip]
+
+
+cdef void _lut8_8_run(const unsigned char *x, unsigned char flip, const unsigned char *t,
+                      unsigned char *y, Py_ssize_t n, int vb) noexcept nogil:
+    if vb:
+        dscy_lut8_8_vbmi(x, flip, t, y, n)
+    else:
+        dscy_lut8_8(x, flip, t, y, n)
+
+
+def lut8_8(const unsigned char[::1] x,        # IN  8-bit values (int8 as their bytes)
+           bint x_signed,
+           const unsigned char[::1] table,    # IN  [256] bytes: the result of q - (type min)
+           unsigned char[::1] out,            # OUT (int8 as its bytes)
+           int num_threads=1):
+    """out[i] = table[x[i] - type min] for 8-bit results (ops/fast_quant.QTable's quantized
+    outputs: a QuantizeLinear folded into the table); the VBMI copy where set_vbmi is on."""
+    cdef Py_ssize_t n = x.shape[0], t, lo, hi
+    cdef unsigned char flip = 0x80 if x_signed else 0
+    if out.shape[0] != n or table.shape[0] != 256:
+        raise ValueError("lut8_8: out must match x and the table have 256 values")
+    if n == 0:
+        return
+    cdef const unsigned char *xp = &x[0]
+    cdef const unsigned char *tp = &table[0]
+    cdef unsigned char *op = &out[0]
+    cdef int nt = _nt_copy(n, num_threads), vb = _vbmi
+    with nogil:
+        if nt <= 1:
+            _lut8_8_run(xp, flip, tp, op, n, vb)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                lo = n * t // nt
+                hi = n * (t + 1) // nt
+                _lut8_8_run(xp + lo, flip, tp, op + lo, hi - lo, vb)
+
+
+def qadd8(const unsigned char[::1] a,        # IN  8-bit values (int8 as their bytes)
+          bint a_signed,
+          const unsigned char[::1] b,        # IN  the same length
+          bint b_signed,
+          const float[::1] ta,               # IN  [256] float32: a's value per byte - type min
+          const float[::1] tb,               # IN  [256] float32: b's
+          out,                               # OUT float32, or uint8 / int8 (quantized)
+          float scale=1.0, float zero_point=0.0, int num_threads=1):
+    """out = ta[a] + tb[b] (float32 out), or QuantizeLinear(that, scale, zero_point) into an
+    8-bit out (ops/fast_quant.QAdd): the float32 sum as the graph's Add makes it, then the
+    QuantizeLinear kernel's own quantizer (bit-identical to the op)."""
+    cdef Py_ssize_t n = a.shape[0], t, lo, hi
+    cdef cnp.ndarray o = out
+    if b.shape[0] != n or ta.shape[0] != 256 or tb.shape[0] != 256 or o.ndim != 1 \
+            or o.shape[0] != n or not o.flags.c_contiguous \
+            or o.dtype not in (np.float32, np.uint8, np.int8):
+        raise ValueError("qadd8: a, b and out of one length, float32 / uint8 / int8 out, "
+                         "tables of 256 values")
+    if n == 0:
+        return
+    cdef int ykind = 0 if o.dtype == np.float32 else (2 if o.dtype == np.int8 else 1)
+    cdef Py_ssize_t es = o.itemsize
+    cdef unsigned char fa = 0x80 if a_signed else 0, fb = 0x80 if b_signed else 0
+    cdef const unsigned char *ap = &a[0]
+    cdef const unsigned char *bp = &b[0]
+    cdef const float *tap = &ta[0]
+    cdef const float *tbp = &tb[0]
+    cdef char *yp = <char *>cnp.PyArray_DATA(o)
+    cdef int nt = _nt(n, num_threads), lv = _level
+    with nogil:
+        if nt <= 1:
+            dscy_qadd8(ap, fa, bp, fb, tap, tbp, yp, ykind, scale, zero_point, n, lv)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                lo = n * t // nt
+                hi = n * (t + 1) // nt
+                dscy_qadd8(ap + lo, fa, bp + lo, fb, tap, tbp, yp + lo * es, ykind, scale,
+                           zero_point, hi - lo, lv)
 
 
 def lut8_f32(const unsigned char[::1] x,   # IN  8-bit values (int8 as their bytes)

@@ -22,6 +22,19 @@ def set_avx512(bint on):
     _level = 2 if on else 1
 
 
+cdef int _vbmi = 0
+
+
+def set_vbmi(bint on):
+    """Run the AVX-512 VBMI copy of the 8-bit table lookup (only when the CPU has VBMI)."""
+    global _vbmi
+    _vbmi = 1 if on else 0
+
+
+def vbmi():
+    return bool(_vbmi)
+
+
 def level():
     """The copies in use: 0 baseline, 1 AVX2+FMA, 2 also AVX-512 (tests restore it with
     set_level after forcing another)."""
@@ -51,6 +64,13 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
                         float zp)
     void dscy_dequant_row(int level, int sgn, const void *q, float *y, long n, float zp,
                           float scale, const float *bias)
+    void dscy_lut8_8(const unsigned char *x, unsigned char flip, const unsigned char *t,
+                     unsigned char *y, long n)
+    void dscy_lut8_8_vbmi(const unsigned char *x, unsigned char flip, const unsigned char *t,
+                          unsigned char *y, long n)
+    void dscy_qadd8(const unsigned char *a, unsigned char fa, const unsigned char *b,
+                    unsigned char fb, const float *ta, const float *tb, void *y, int ykind,
+                    float scale, float zp, long n, int level)
 
 
 # The element-wise and row kernels of _f32_ops and _f32_fused take a second thread from 128K

@@ -15,6 +15,9 @@ from ..kernels import kernel_isa as _kernel_isa
 _f32_ops.set_avx2(_kernel_isa() != "generic")   # AVX2 quantizers (bit-identical to the scalar)
 if _kernel_isa() in ("avx512_vnni", "amx"):      # levels that need AVX-512 F/BW/VL/DQ
     _f32_ops.set_avx512(True)                    # the AVX-512 quantizers (bit-identical too)
+    # the 8-bit table lookups of QTable (64 bytes per step by byte permutes)
+    from ..kernels import cpu_features as _cpu_features
+    _f32_ops.set_vbmi(bool(_cpu_features().get("avx512_vbmi")))
 from . import elementwise as _ew
 from . import quant as _quant
 from . import softmax as _sm

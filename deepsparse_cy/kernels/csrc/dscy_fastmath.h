@@ -502,6 +502,80 @@ static void dscy_dw_plane_avx2 DSCY_DW_PLANE_ARGS {
 #define dscy_dw_plane_avx2 dscy_dw_plane_generic
 #endif
 
+/* 8-bit tables (ops/fast_quant.QTable, QAdd): y[i] = t[x[i] ^ flip], flip 0x80 for int8 x (the
+ * table indexed by the value minus the type's minimum). The VBMI copy looks 64 bytes up per
+ * step with two 128-byte permutes and a blend on the index's top bit. */
+static inline void dscy_lut8_8(const uint8_t *restrict x, uint8_t flip, const uint8_t *restrict t,
+                               uint8_t *restrict y, long n) {
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint8_t a = t[x[i] ^ flip], b = t[x[i + 1] ^ flip], c = t[x[i + 2] ^ flip],
+                d = t[x[i + 3] ^ flip];
+        y[i] = a; y[i + 1] = b; y[i + 2] = c; y[i + 3] = d;
+    }
+    for (; i < n; i++) y[i] = t[x[i] ^ flip];
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+__attribute__((target("avx512f,avx512bw,avx512vbmi")))
+static void dscy_lut8_8_vbmi(const uint8_t *restrict x, uint8_t flip, const uint8_t *restrict t,
+                             uint8_t *restrict y, long n) {
+    const __m512i t0 = _mm512_loadu_si512((const void *)t),
+                  t1 = _mm512_loadu_si512((const void *)(t + 64)),
+                  t2 = _mm512_loadu_si512((const void *)(t + 128)),
+                  t3 = _mm512_loadu_si512((const void *)(t + 192)),
+                  fl = _mm512_set1_epi8((char)flip);
+    for (long i = 0; i < n; i += 64) {   /* the tail under a byte mask */
+        __mmask64 m = n - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n - i)) - 1);
+        __m512i v = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, x + i), fl);
+        __m512i lo = _mm512_permutex2var_epi8(t0, v, t1), hi = _mm512_permutex2var_epi8(t2, v, t3);
+        _mm512_mask_storeu_epi8(y + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
+    }
+}
+#else
+#define dscy_lut8_8_vbmi dscy_lut8_8
+#endif
+
+/* y = QuantizeLinear(ta[a ^ fa] + tb[b ^ fb]) (ykind 1: u8, 2: s8; the quantizer copies of level
+ * `level`, dscy_quantize8), or the float sums (ykind 0): an Add of two tabled 8-bit values (a
+ * DequantizeLinear, or a QTable's float table) and the QuantizeLinear after it, one float32
+ * add per value as the graph's Add makes it. */
+static inline void dscy_qadd8_sums(const uint8_t *a, uint8_t fa, const uint8_t *b, uint8_t fb,
+                                   const float *ta, const float *tb, float *d, long m) {
+    for (long j = 0; j < m; j++) d[j] = ta[a[j] ^ fa] + tb[b[j] ^ fb];
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+/* the sums 16 at a time by two gathers from the L1-resident tables (level 2) */
+DSCY_TARGET_AVX512
+static void dscy_qadd8_sums_avx512(const uint8_t *a, uint8_t fa, const uint8_t *b, uint8_t fb,
+                                   const float *ta, const float *tb, float *d, long m) {
+    const __m512i xa = _mm512_set1_epi32(fa), xb = _mm512_set1_epi32(fb);
+    for (long j = 0; j < m; j += 16) {   /* the tail under a lane mask */
+        __mmask16 k = m - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (m - j)) - 1);
+        __m512i ia = _mm512_xor_si512(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, a + j)), xa);
+        __m512i ib = _mm512_xor_si512(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, b + j)), xb);
+        __m512 va = _mm512_i32gather_ps(ia, ta, 4), vb = _mm512_i32gather_ps(ib, tb, 4);
+        _mm512_mask_storeu_ps(d + j, k, _mm512_add_ps(va, vb));
+    }
+}
+#else
+#define dscy_qadd8_sums_avx512 dscy_qadd8_sums
+#endif
+
+static inline void dscy_qadd8(const uint8_t *a, uint8_t fa, const uint8_t *b, uint8_t fb,
+                              const float *ta, const float *tb, void *y, int ykind, float scale,
+                              float zp, long n, int level) {
+    float buf[512];
+    for (long i = 0; i < n; i += 512) {
+        long m = n - i < 512 ? n - i : 512;
+        float *d = ykind == 0 ? (float *)y + i : buf;
+        if (level >= 2) dscy_qadd8_sums_avx512(a + i, fa, b + i, fb, ta, tb, d, m);
+        else dscy_qadd8_sums(a + i, fa, b + i, fb, ta, tb, d, m);
+        if (ykind) dscy_quantize8(level, ykind == 2, buf, (uint8_t *)y + i, m, scale, zp);
+    }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
