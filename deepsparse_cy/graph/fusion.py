@@ -1057,4 +1057,8 @@ def fuse(graph, opsets, exact=None):
     if count:
         v.commit()
         opsets.setdefault(DOMAIN, 1)
-    return count
+    from .fusion_q8 import fuse_q8_flow
+    q8 = fuse_q8_flow(graph)          # on the committed graph: QTables, QConvs' 8-bit outputs
+    if q8:
+        opsets.setdefault(DOMAIN, 1)
+    return count + q8

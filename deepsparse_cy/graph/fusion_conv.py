@@ -514,6 +514,17 @@ def _table_chain(v, y, to_q=True):
     return nodes, q
 
 
+def quantize_values(g, qp):
+    """QuantizeLinear(g, scale, zero point) of float32 values g as the kernel makes it
+    (dscy_fastmath.h): the float32 quotient rounded half to even, + zero point, saturated to
+    qp's dtype, NaN to the type's minimum. qp: _q_params' (scale, zero point, dtype)."""
+    oi = np.iinfo(qp[2])
+    with np.errstate(all="ignore"):
+        t = np.rint(np.divide(np.asarray(g, np.float32), np.float32(qp[0]),
+                              dtype=np.float32).astype(np.float64))
+    return np.where(np.isnan(t), oi.min, np.clip(t + qp[1], oi.min, oi.max)).astype(qp[2])
+
+
 def _table_eval(v, y, nodes, x):
     """The chain's float32 result on x (the values of y), with the engine's elementwise ops."""
     env = {y: x}
@@ -591,18 +602,14 @@ def _fuse_table_tails(v, qconvs):
         g = _table_eval(v, y, chain, f)
         if g is None or g.shape != f.shape:
             continue
-        oi = np.iinfo(qp[2])
-        with np.errstate(all="ignore"):
-            t = np.rint(np.divide(g, np.float32(qp[0]), dtype=np.float32).astype(np.float64))
-        # NaN saturates to the type's minimum, as the QuantizeLinear kernel (dscy_fastmath.h)
-        t = np.where(np.isnan(t), oi.min, np.clip(t + qp[1], oi.min, oi.max)).astype(np.int64)
+        t = quantize_values(g, qp).view(np.uint8)
         attrs = dict(a)
         if "mid_scale" not in attrs:
             attrs.update(mid_scale=float(np.float32(a["y_scale"])), mid_zero_point=mzp,
                          mid_dtype=mdt.name, post_scale=np.ones(n, np.float32),
                          post_bias=np.zeros(n, np.float32))
         attrs.update(mode="requant", y_scale=qp[0], y_zero_point=qp[1], y_dtype=qp[2].name,
-                     table=(t & 0xFF).astype(np.uint8))
+                     table=t)
         for k in ("activation", "clip_min", "clip_max"):
             attrs.pop(k, None)
         new = Node("QConv", DOMAIN, list(nd.inputs), [q.outputs[0]], attrs, nd.name, nd.index)

@@ -379,12 +379,16 @@ class QGemmGroup(Op):
 @register("QTable", since=1, domain="com.deepsparse_cy")
 class QTable(Op):
     """QTable (domain com.deepsparse_cy): y = table[x - type min], an elementwise function of
-    8-bit values to float32 (attr table, float32 [256]). graph/fusion_conv.py makes it from a
+    8-bit values (attr table, float32 [256]). graph/fusion_conv.py makes it from a
     per-tensor DequantizeLinear and the elementwise float ops after it (x * Sigmoid(x) and the
     like), evaluating them on the 256 possible values with the same float32 ops: one pass over
-    the tensor instead of one per op, and the same values."""
+    the tensor instead of one per op, and the same values.
 
-    kernel_name = "lut8_f32"
+    With a Split fused in (attrs split_axis / split_sizes / num_outputs) output i is part i of
+    the split. graph/fusion_q8.py gives outputs tables of their own (attr tables: one [256]
+    array per output, float32, uint8 or int8: a QuantizeLinear folded into the table gives 8-bit
+    values) and parts (attr parts: the split part each output reads; several outputs may read
+    one part)."""
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -392,15 +396,35 @@ class QTable(Op):
         if t.shape != (256,):
             raise ShapeError(f"QTable needs a float32 [256] table, got {list(t.shape)}")
         self.table = np.ascontiguousarray(t)
+        n_out = len(node.outputs)
+        tables = node.attrs.get("tables")
+        tables = [self.table] * n_out if tables is None else list(tables)
+        if len(tables) != n_out:
+            raise ShapeError(f"QTable: {len(tables)} tables for {n_out} outputs")
+        self.tables = []
+        for t in tables:
+            t = np.ascontiguousarray(np.asarray(t).reshape(-1))
+            if t.shape != (256,) or t.dtype not in (np.float32, np.uint8, np.int8):
+                raise ShapeError(f"QTable: each table must be [256] float32 / uint8 / int8, got "
+                                 f"{list(t.shape)} {t.dtype}")
+            self.tables.append(t)
+        self.kernel_name = "lut8_f32" if all(t.dtype == np.float32 for t in self.tables) \
+            else "lut8"
         self.nt = _threads(ctx) or 1
         # with a Split fused in (graph/fusion_conv.py _fuse_table_split): its axis, sizes
-        # (None: equal parts) and number of outputs
+        # (None: equal parts) and number of parts
         self.split = None
         if "split_axis" in node.attrs:
             sizes = node.attrs.get("split_sizes")
             self.split = (int(node.attrs["split_axis"]),
                           [int(t) for t in sizes] if sizes is not None and len(sizes) else None,
-                          int(node.attrs.get("num_outputs", len(node.outputs))))
+                          int(node.attrs.get("num_outputs", n_out)))
+        parts = node.attrs.get("parts")
+        self.parts = [int(p) for p in parts] if parts is not None else (
+            list(range(n_out)) if self.split is not None else [0] * n_out)
+        n_parts = self.split[2] if self.split is not None else 1
+        if len(self.parts) != n_out or any(not 0 <= p < n_parts for p in self.parts):
+            raise ShapeError(f"QTable: parts {self.parts} for {n_out} outputs of {n_parts} parts")
 
     def _parts(self, x):
         """(axis, [(start, stop)] along it) of the fused Split on x."""
@@ -410,31 +434,48 @@ class QTable(Op):
         b = list(itertools.accumulate(sizes, initial=0))
         return axis, list(zip(b[:-1], b[1:]))
 
-    def _split_calls(self, x, outs, bind):
-        """(lut8_f32 argument tuples, part outputs) of the fused Split on C-contiguous x: one
-        call per part and outer index, each a contiguous range of x (one per part for a channel
-        split of one image). Outputs are the given ones where they fit, else new arrays; with
-        bind they must fit (in their own memory) and there may be at most 8 outer indices (a
-        split of a late axis: the run path's loop), else None."""
-        axis, parts = self._parts(x)
-        outer = math.prod(x.shape[:axis])
-        inner = math.prod(x.shape[axis + 1:])
-        if bind and (outer > 8 or len(parts) != len(outs)):
+    def _calls(self, x, outs, bind):
+        """([(kernel, argument tuple)], outputs) on C-contiguous x: per output, one call per
+        outer index of its part (one call for a channel split of one image, or without a
+        split), float32 tables through lut8_f32, 8-bit ones through lut8_8. Outputs are the
+        given ones where they fit, else new arrays; with bind they must fit (in their own
+        memory) and there may be at most 8 outer indices (a split of a late axis: the run
+        path's loop), else None."""
+        if self.split is None:
+            outer, inner, parts = 1, x.size, [(0, 1)]
+
+            def shape_of(a, b):
+                return x.shape
+        else:
+            axis, parts = self._parts(x)
+            outer = math.prod(x.shape[:axis])
+            inner = math.prod(x.shape[axis + 1:])
+
+            def shape_of(a, b):
+                return x.shape[:axis] + (b - a,) + x.shape[axis + 1:]
+        if bind and outer > 8:
             return None
-        x2 = x.reshape(outer, x.shape[axis] * inner).view(np.uint8)
+        x2 = x.reshape(outer, -1).view(np.uint8) if outer else None
+        signed = x.dtype == np.int8
         calls, res = [], []
-        for i, (a, b) in enumerate(parts):
-            shape = x.shape[:axis] + (b - a,) + x.shape[axis + 1:]
+        for i, (t, p) in enumerate(zip(self.tables, self.parts)):
+            a, b = parts[p]
+            shape = shape_of(a, b)
             o = outs[i] if outs and i < len(outs) else None
-            if o is None or o.shape != shape or o.dtype != np.float32 \
+            if o is None or o.shape != shape or o.dtype != t.dtype \
                     or not o.flags.c_contiguous or (bind and np.may_share_memory(o, x)):
                 if bind:
                     return None
-                o = np.empty(shape, np.float32)
-            o2 = o.reshape(outer, (b - a) * inner)
-            if b > a and inner:
-                calls += [(x2[p, a * inner:b * inner], x.dtype == np.int8, self.table, o2[p],
-                           self.nt) for p in range(outer)]
+                o = np.empty(shape, t.dtype)
+            if b > a and inner and outer:
+                o2 = o.reshape(outer, -1)
+                if t.dtype == np.float32:
+                    calls += [(_f32_ops.lut8_f32, (x2[q, a * inner:b * inner], signed, t, o2[q],
+                                                   self.nt)) for q in range(outer)]
+                else:
+                    calls += [(_f32_ops.lut8_8, (x2[q, a * inner:b * inner], signed,
+                                                 t.view(np.uint8), o2[q].view(np.uint8),
+                                                 self.nt)) for q in range(outer)]
             res.append(o)
         return calls, res
 
@@ -443,43 +484,98 @@ class QTable(Op):
         if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8):
             raise ShapeError(f"QTable: input must be uint8 or int8, got "
                              f"{getattr(x, 'dtype', type(x))}")
-        if self.split is not None:
-            calls, res = self._split_calls(x if x.flags.c_contiguous else np.ascontiguousarray(x),
-                                           outs, False)
-            for c in calls:
-                _f32_ops.lut8_f32(*c)
-            return res
-        o = outs[0] if outs else None
-        if o is None or o.shape != x.shape or o.dtype != np.float32 or not o.flags.c_contiguous:
-            o = np.empty(x.shape, np.float32)
-        xc = x if x.flags.c_contiguous else np.ascontiguousarray(x)
-        _f32_ops.lut8_f32(xc.reshape(-1).view(np.uint8), x.dtype == np.int8, self.table,
-                          o.reshape(-1), self.nt)
-        return [o]
+        calls, res = self._calls(x if x.flags.c_contiguous else np.ascontiguousarray(x),
+                                 outs, False)
+        for fn, a in calls:
+            fn(*a)
+        return res
 
     def bind(self, inputs, outs):
         x = inputs[0]
-        o = outs[0] if outs else None
-        if self.split is not None:
-            return self._bind_split(x, outs)
-        if o is None or not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) \
-                or not x.flags.c_contiguous or o.shape != x.shape or o.dtype != np.float32 \
-                or not o.flags.c_contiguous or x.size == 0:
-            return None
-        return _f32_ops.lut8_f32, (x.reshape(-1).view(np.uint8), x.dtype == np.int8, self.table,
-                                   o.reshape(-1), self.nt)
-
-    def _bind_split(self, x, outs):
-        """The fused Split's bound call: _split_calls' passes into the slots."""
         if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) or x.size == 0 \
                 or not x.flags.c_contiguous or not outs or any(o is None for o in outs):
             return None
-        r = self._split_calls(x, outs, True)
-        if r is None:
+        r = self._calls(x, outs, True)
+        if r is None or not r[0]:
             return None
-        calls, fn = r[0], _f32_ops.lut8_f32
+        calls = r[0]
+        if len(calls) == 1:
+            return calls[0]
 
         def run_parts():
-            for c in calls:
-                fn(*c)
+            for fn, a in calls:
+                fn(*a)
         return run_parts, ()
+
+
+def _index8(x):
+    """The table index of 8-bit x: its value minus the type's minimum."""
+    return x.view(np.uint8) ^ np.uint8(0x80) if x.dtype == np.int8 else x
+
+
+@register("QAdd", since=1, domain="com.deepsparse_cy")
+class QAdd(Op):
+    """QAdd (domain com.deepsparse_cy): y = ta[a - type min] + tb[b - type min] in float32,
+    then QuantizeLinear(y_scale, y_zero_point) to y_dtype when those attrs are set (else the
+    float32 sum). graph/fusion_q8.py makes it from an Add of two values that are tables of
+    8-bit tensors (a DequantizeLinear, or a QTable's float output) and the QuantizeLinear
+    after it: the same float32 add and the QuantizeLinear kernel's quantizer, so the same bytes,
+    without the float tensors. Inputs of different shapes broadcast (through numpy)."""
+
+    kernel_name = "qadd8"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        self.ta = np.ascontiguousarray(np.asarray(a["ta"], np.float32).reshape(-1))
+        self.tb = np.ascontiguousarray(np.asarray(a["tb"], np.float32).reshape(-1))
+        if self.ta.shape != (256,) or self.tb.shape != (256,):
+            raise ShapeError("QAdd needs two float32 [256] tables")
+        self.q = None
+        if a.get("y_scale") is not None:
+            self.q = (np.float32(a["y_scale"]), int(a.get("y_zero_point", 0)),
+                      np.dtype(a.get("y_dtype", "uint8")))
+            if self.q[2] not in (np.uint8, np.int8) or not self.q[0] > 0:
+                raise ShapeError(f"QAdd: output must be uint8 / int8 with a positive scale, got "
+                                 f"{self.q}")
+        self.out_dtype = self.q[2] if self.q else np.dtype(np.float32)
+        self.nt = _threads(ctx) or 1
+
+    def _check(self, a, b):
+        for x in (a, b):
+            if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8):
+                raise ShapeError(f"QAdd: inputs must be uint8 or int8, got "
+                                 f"{getattr(x, 'dtype', type(x))}")
+
+    def _args(self, a, b, o):
+        return (a.reshape(-1).view(np.uint8), a.dtype == np.int8, b.reshape(-1).view(np.uint8),
+                b.dtype == np.int8, self.ta, self.tb, o.reshape(-1),
+                self.q[0] if self.q else 1.0, self.q[1] if self.q else 0, self.nt)
+
+    def run(self, inputs, outs):
+        a, b = inputs[0], inputs[1]
+        self._check(a, b)
+        o = outs[0] if outs else None
+        if a.shape == b.shape:
+            if o is None or o.shape != a.shape or o.dtype != self.out_dtype \
+                    or not o.flags.c_contiguous:
+                o = np.empty(a.shape, self.out_dtype)
+            _f32_ops.qadd8(*self._args(np.ascontiguousarray(a), np.ascontiguousarray(b), o))
+            return [o]
+        f = np.add(self.ta[_index8(a)], self.tb[_index8(b)], dtype=np.float32)
+        if self.q is None:
+            return [f]
+        y = np.empty(f.shape, self.out_dtype)
+        fn = _f32_ops.quantize_u8 if self.out_dtype == np.uint8 else _f32_ops.quantize_s8
+        fn(np.ascontiguousarray(f).reshape(-1), y.reshape(-1), self.q[0], self.q[1], self.nt)
+        return [y]
+
+    def bind(self, inputs, outs):
+        a, b = inputs[0], inputs[1]
+        o = outs[0] if outs else None
+        if o is None or not all(isinstance(x, np.ndarray) and x.dtype in (np.uint8, np.int8)
+                                and x.flags.c_contiguous for x in (a, b)) \
+                or a.shape != b.shape or o.shape != a.shape or o.dtype != self.out_dtype \
+                or not o.flags.c_contiguous or a.size == 0:
+            return None
+        return _f32_ops.qadd8, self._args(a, b, o)
