@@ -18,6 +18,8 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int DSCY_AMX
     int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
                                 int Kp, int nthreads)
+    int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp, int N,
+                          int Np, int Kp, const dscy_epilogue *ep, int nthreads)
     int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
                         const float *w, const float *zxw, int KH, int KW, int sh, int sw, int dh,
                         int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep,
@@ -110,21 +112,28 @@ def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
               int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res,
               int zp, cnp.ndarray out, int nthreads):
     """gemm() on a convolution's im2col rows (geom: KH, KW, sh, sw, dh, dw, pt, pl, Ho, Wo),
-    gathered straight into the int16 rows."""
+    gathered straight into the int16 rows (the amx build: each work item's rows into its own
+    tiles, dscy_qs8_conv_amx)."""
     cdef dscy_conv_geom g = _geom(x, geom, pad_byte)
     cdef int M = g.B * g.Ho * g.Wo
     cdef int Mp = (M + MR - 1) // MR * MR
-    cdef cnp.ndarray xp = thread_scratch(<size_t>Mp * Kp * (1 if QUADS else 2), "qs8_gemm_xp")
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     if ep.plane:
         raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
-    cdef int16_t *xpp = <int16_t *>_ptr(xp)
     cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
     cdef int rc
-    with nogil:
-        rc = dscy_qs8_pack_conv_rows(&g, x_signed, xpp, Mp, Kp, nthreads)
-        if rc == 0:
-            dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
+    cdef cnp.ndarray xp
+    cdef int16_t *xpp
+    if DSCY_AMX:
+        with nogil:
+            rc = dscy_qs8_conv_amx(&g, x_signed, wpp, N, Np, Kp, &ep, nthreads)
+    else:
+        xp = thread_scratch(<size_t>Mp * Kp * (1 if QUADS else 2), "qs8_gemm_xp")
+        xpp = <int16_t *>_ptr(xp)
+        with nogil:
+            rc = dscy_qs8_pack_conv_rows(&g, x_signed, xpp, Mp, Kp, nthreads)
+            if rc == 0:
+                dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
     if rc != 0:
         raise MemoryError("qs8 gemm: conv row gather buffer allocation failed")
     return out

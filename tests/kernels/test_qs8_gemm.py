@@ -67,20 +67,29 @@ def test_dense_tile_edges(isa, shape, xdtype):
 @pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
 def test_dense_conv_rows_tile_edges(isa, xdtype):
     """Rows gathered by the kernel (PreparedQS8.conv) = the GEMM on im2col's columns, on convs
-    whose K and pixel counts cross the amx build's tile, chunk and item edges."""
+    whose K and pixel counts cross the amx build's tile, chunk and item edges; the amx build
+    gathers each item's block of token tiles itself (dscy_qs8_conv_amx): blocks of 2-8 tiles by
+    K, several blocks per thread, the panel pairs split into groups on small maps (7 tiles, 4
+    pairs), an odd last panel, K over one chunk (1152 bytes), one and two threads."""
     rng = np.random.default_rng(41)
     info = np.iinfo(xdtype)
     for (b, h, w_, c, n, ks, st_, pads) in [(1, 15, 14, 64, 40, (3, 3), (1, 1), (1, 1, 1, 1)),
                                             (2, 23, 19, 3, 20, (7, 7), (2, 2), (3, 3, 3, 3)),
-                                            (1, 9, 9, 100, 17, (3, 3), (2, 2), (1, 1, 1, 1))]:
+                                            (1, 9, 9, 100, 17, (3, 3), (2, 2), (1, 1, 1, 1)),
+                                            (1, 40, 41, 16, 16, (3, 3), (1, 1), (1, 1, 1, 1)),
+                                            (1, 10, 10, 128, 128, (3, 3), (1, 1), (1, 1, 1, 1)),
+                                            (2, 10, 10, 128, 48, (3, 3), (1, 1), (0, 0, 0, 0)),
+                                            (1, 64, 64, 3, 16, (3, 3), (2, 2), (1, 1, 1, 1)),
+                                            (3, 5, 3, 32, 64, (1, 3), (1, 1), (0, 1, 0, 1))]:
         x = rng.integers(info.min, info.max + 1, (b, h, w_, c), dtype=xdtype)
         wt = sparse_weight(rng, n, ks[0] * ks[1] * c, 0.0, "dense")
         sc = (rng.random(n) * 1e-3 + 1e-5).astype(np.float32)
         xzp = int(rng.integers(info.min, info.max + 1))
         pr = K.prepare_qs8_matmul(K.pack_qs8(wt, "dense"), None, sc, np.uint8, 5, xzp, isa=isa)
-        got = pr.conv(x, ks, st_, pads)
         cols = K.im2col_nhwc(x, ks, st_, pads, (1, 1), xzp)
-        np.testing.assert_array_equal(got, K.qs8_matmul_reference(cols, wt, None, sc, np.uint8, 5, xzp))
+        ref = K.qs8_matmul_reference(cols, wt, None, sc, np.uint8, 5, xzp)
+        for nt in (1, 2):
+            np.testing.assert_array_equal(pr.conv(x, ks, st_, pads, num_threads=nt), ref)
 
 
 @pytest.mark.parametrize("isa", isa_params())

@@ -112,6 +112,10 @@ void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int
                           int16_t *xp, int Mp, int Kp, int nthreads);
 /* the same from a convolution's rows (M = B*Ho*Wo, K = KH*KW*C); 0, or -1 when the quads build
  * could not allocate its per-thread gather buffer */
+/* amx build: a convolution gathering each work item's im2col rows into its own tiles
+ * (qs8_gemm.c); -1 on a failed scratch allocation, -2 in the other builds */
+int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp, int N, int Np,
+                      int Kp, const dscy_epilogue *ep, int nthreads);
 int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
                              int Kp, int nthreads);
 /* xp [Mp][Kp] int16, wp int16 [Np/NR][Kp/2][NR][2]; out via epilogue (only M x N written) */

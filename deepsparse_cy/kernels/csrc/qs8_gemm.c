@@ -461,11 +461,61 @@ static void amx_config(void) {
 #define AMX_KC 192   /* k-quads per K chunk: a panel pair's 2 x 192 x 64 B = 24 KiB stay in L1 */
 #define AMX_MB 8     /* 16-token tiles per work item */
 
-/* Tiles 0-3: the int32 accumulators of 2 token tiles x 2 panels (16 x 16 each), 4-5: 16 tokens
- * x 64 bytes of activations, 6-7: 16 quads x 16 channels x 4 bytes of a panel (its packed
- * layout as it is). Work items: (panel pair, up to AMX_MB token tiles); over K in chunks of
- * AMX_KC quads, the item's partial sums parked in cbuf between chunks; then the same epilogue
- * as the vpdpbusd kernel, tile by tile. */
+/* One work item's multiplies: ntl token tiles of activations a (tile i at a + i * MR * Kp)
+ * against the panel pair at w0 / w1 (w1 only with n2), over K in chunks of AMX_KC quads, the
+ * partial sums parked in cbuf between chunks. Tiles 0-3: the int32 accumulators of 2 token
+ * tiles x 2 panels (16 x 16 each), 4-5: 16 tokens x 64 bytes of activations, 6-7: 16 quads x 16
+ * channels x 4 bytes of a panel (its packed layout as it is). */
+static inline __attribute__((always_inline)) void amx_item(const uint8_t *a, int ntl, int Kq,
+        int Kp, const int8_t *w0, const int8_t *w1, int n2, int32_t cbuf[AMX_MB][2][MR * NR]) {
+    for (int q0 = 0; q0 < Kq; q0 += AMX_KC) {
+        int q1 = q0 + AMX_KC < Kq ? q0 + AMX_KC : Kq;
+        for (int t = 0; t < ntl; t += 2) {
+            int m2 = t + 1 < ntl;
+            int32_t *c00 = cbuf[t][0], *c01 = cbuf[t][1];
+            int32_t *c10 = m2 ? cbuf[t + 1][0] : c00, *c11 = m2 ? cbuf[t + 1][1] : c01;
+            if (q0 == 0) {
+                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            } else {
+                _tile_loadd(0, c00, 64);
+                if (n2) _tile_loadd(1, c01, 64);
+                if (m2) { _tile_loadd(2, c10, 64); if (n2) _tile_loadd(3, c11, 64); }
+            }
+            const uint8_t *at = a + (size_t)t * MR * Kp;
+            for (int q = q0; q < q1; q += 16) {
+                _tile_loadd(4, at + 64 * q, 64);
+                _tile_loadd(6, w0 + (size_t)q * 64, 64);
+                _tile_dpbusd(0, 4, 6);
+                if (n2) { _tile_loadd(7, w1 + (size_t)q * 64, 64); _tile_dpbusd(1, 4, 7); }
+                if (m2) {
+                    _tile_loadd(5, at + (size_t)MR * Kp + 64 * q, 64);
+                    _tile_dpbusd(2, 5, 6);
+                    if (n2) _tile_dpbusd(3, 5, 7);
+                }
+            }
+            _tile_stored(0, c00, 64);
+            if (n2) _tile_stored(1, c01, 64);
+            if (m2) { _tile_stored(2, c10, 64); if (n2) _tile_stored(3, c11, 64); }
+        }
+    }
+}
+
+/* The item's epilogue, tile by tile: token tiles t0..t1 of panel pair p0 from cbuf. */
+static inline void amx_item_store(const int *ek, const dscy_ek_consts *kc,
+                                  const dscy_epilogue *ep, int seg, int32_t cbuf[AMX_MB][2][MR * NR],
+                                  int t0, int t1, int M, int p0, int n2) {
+    for (int t = t0; t < t1; t++) {
+        int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
+        if (mr <= 0) continue;
+        for (int h = 0; h < 1 + n2; h++) {
+            int n0 = (p0 + h) * NR, e = n0 / seg;     /* the part holding the panel */
+            store_tile_any(ek[e], &kc[e], &ep[e], cbuf[t - t0][h], m0, mr, n0 - e * seg, seg);
+        }
+    }
+}
+
+/* Work items: (panel pair, up to AMX_MB token tiles), each multiplied by amx_item; then the
+ * same epilogue as the vpdpbusd kernel, tile by tile. */
 static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp, int N, int Np,
                      const dscy_epilogue *ep, int nep, int seg, int nthreads) {
     int Kq = Kp / 4, npanel = Np / NR, npair = (npanel + 1) / 2, mtiles = Mp / MR;
@@ -493,48 +543,90 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
             int p0 = 2 * pair, n2 = p0 + 1 < npanel;
             int t0 = mb * AMX_MB, t1 = t0 + AMX_MB < mtiles ? t0 + AMX_MB : mtiles;
             const int8_t *w0 = wp + (size_t)p0 * Kp * NR, *w1 = w0 + (size_t)Kp * NR;
-            for (int q0 = 0; q0 < Kq; q0 += AMX_KC) {
-                int q1 = q0 + AMX_KC < Kq ? q0 + AMX_KC : Kq;
-                for (int t = t0; t < t1; t += 2) {
-                    int m2 = t + 1 < t1;
-                    int32_t *c00 = cbuf[t - t0][0], *c01 = cbuf[t - t0][1];
-                    int32_t *c10 = m2 ? cbuf[t + 1 - t0][0] : c00, *c11 = m2 ? cbuf[t + 1 - t0][1] : c01;
-                    if (q0 == 0) {
-                        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-                    } else {
-                        _tile_loadd(0, c00, 64);
-                        if (n2) _tile_loadd(1, c01, 64);
-                        if (m2) { _tile_loadd(2, c10, 64); if (n2) _tile_loadd(3, c11, 64); }
-                    }
-                    const uint8_t *a = xp + (size_t)t * MR * Kp;
-                    for (int q = q0; q < q1; q += 16) {
-                        _tile_loadd(4, a + 64 * q, 64);
-                        _tile_loadd(6, w0 + (size_t)q * 64, 64);
-                        _tile_dpbusd(0, 4, 6);
-                        if (n2) { _tile_loadd(7, w1 + (size_t)q * 64, 64); _tile_dpbusd(1, 4, 7); }
-                        if (m2) {
-                            _tile_loadd(5, a + (size_t)MR * Kp + 64 * q, 64);
-                            _tile_dpbusd(2, 5, 6);
-                            if (n2) _tile_dpbusd(3, 5, 7);
-                        }
-                    }
-                    _tile_stored(0, c00, 64);
-                    if (n2) _tile_stored(1, c01, 64);
-                    if (m2) { _tile_stored(2, c10, 64); if (n2) _tile_stored(3, c11, 64); }
-                }
-            }
-            for (int t = t0; t < t1; t++) {
-                int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
-                if (mr <= 0) continue;
-                for (int h = 0; h < 1 + n2; h++) {
-                    int n0 = (p0 + h) * NR, e = n0 / seg;     /* the part holding the panel */
-                    store_tile_any(ek[e], &kc[e], &ep[e], cbuf[t - t0][h], m0, mr, n0 - e * seg,
-                                   seg);
-                }
-            }
+            amx_item(xp + (size_t)t0 * MR * Kp, t1 - t0, Kq, Kp, w0, w1, n2, cbuf);
+            amx_item_store(ek, kc, ep, seg, cbuf, t0, t1, M, p0, n2);
         }
         _tile_release();
     }
+}
+
+DSCY_THREAD_BUFFER(amx_conv_buffer)  /* the calling thread's block of conv rows as AMX tiles */
+
+/* A convolution on AMX without its whole im2col matrix: each work item gathers the im2col rows
+ * of its own block of token tiles (dscy_conv_rows) into the thread's tiles (at most ~96 KiB, so
+ * they stay in L1 / L2 while its panel pairs multiply them) and runs them through amx_item and
+ * the epilogue. Packing all rows first wrote Mp x Kp bytes (4.9 MB for a YOLOv8n 16 x 16 x 3 x 3
+ * layer at 320 x 320, 2.5x its L2) that the multiplies then read back. Items: (token block,
+ * group of panel pairs); the pairs are split into groups only when there are fewer blocks than
+ * twice the threads (a small feature map), each such item gathering its block itself. */
+int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16, int N, int Np,
+                      int Kp, const dscy_epilogue *ep, int nthreads) {
+    const int8_t *wp = (const int8_t *)wp16;
+    int K = g->KH * g->KW * g->C, M = g->B * g->Ho * g->Wo;
+    int Kq = Kp / 4, npanel = Np / NR, npair = (npanel + 1) / 2, mtiles = (M + MR - 1) / MR;
+    int mbt = (96 << 10) / (MR * Kp);
+    mbt = mbt < 2 ? 2 : mbt > AMX_MB ? AMX_MB : mbt;
+    int mblocks = (mtiles + mbt - 1) / mbt;
+    int nt = dscy_nthreads(nthreads);
+    int npg = 1;
+    if (mblocks < 2 * nt) {
+        npg = (2 * nt + mblocks - 1) / mblocks;
+        if (npg > npair) npg = npair;
+    }
+    long items = (long)mblocks * npg;
+    if (items < 1) return 0;
+    if (nt > items) nt = (int)items;
+    int ek[1];
+    dscy_ek_consts kc[1];
+    (void)dscy_ek_init_parts(ep, 0, 0, ek, kc);
+    uint8_t xr = x_signed ? 0x80 : 0;
+    long next[nt];
+    dscy_claims_init(next, items, nt);
+    int fail = 0;
+    #pragma omp parallel num_threads(nt) if (nt > 1) reduction(|:fail)
+    {
+        int tid = 0, k = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        /* the block's tiles, then the 8 gathered rows (+ dscy_conv_rows' 32 bytes of slack) */
+        uint8_t *xb = (uint8_t *)amx_conv_buffer(((size_t)mbt * MR * Kp + (size_t)8 * K + 32 + 3) / 4);
+        if (!xb) fail = 1;
+        else {
+            uint8_t *rowb = xb + (size_t)mbt * MR * Kp;
+            amx_config();
+            int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
+            for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
+                int mb = (int)(it / npg), pg = (int)(it % npg);
+                int t0 = mb * mbt, t1 = t0 + mbt < mtiles ? t0 + mbt : mtiles;
+                int r0 = t0 * MR;
+                for (int m = r0; m < t1 * MR; m += 8) {
+                    int nr = M - m < 8 ? (M - m > 0 ? M - m : 0) : 8;
+                    if (nr) dscy_conv_rows(g, m, nr, rowb);
+                    for (int i = 0; i < 8; i++) {
+                        uint8_t *d = xb + (size_t)((m - r0 + i) / MR) * MR * Kp + ((m + i) % MR) * 64;
+                        if (i < nr) amx_row(d, rowb + (size_t)i * K, K, Kp, xr);
+                        else amx_row(d, rowb, 0, Kp, 0);
+                    }
+                }
+                int pa = (int)((long)pg * npair / npg), pb = (int)((long)(pg + 1) * npair / npg);
+                for (int pair = pa; pair < pb; pair++) {
+                    int p0 = 2 * pair, n2 = p0 + 1 < npanel;
+                    const int8_t *w0 = wp + (size_t)p0 * Kp * NR, *w1 = w0 + (size_t)Kp * NR;
+                    amx_item(xb, t1 - t0, Kq, Kp, w0, w1, n2, cbuf);
+                    amx_item_store(ek, kc, ep, N, cbuf, t0, t1, M, p0, n2);
+                }
+            }
+            _tile_release();
+        }
+    }
+    return fail ? -1 : 0;
+}
+#else
+int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16, int N, int Np,
+                      int Kp, const dscy_epilogue *ep, int nthreads) {
+    (void)g; (void)x_signed; (void)wp16; (void)N; (void)Np; (void)Kp; (void)ep; (void)nthreads;
+    return -2;                        /* not an amx build: pack the rows, then dscy_qs8_gemm */
 }
 #endif
 
