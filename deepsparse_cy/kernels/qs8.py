@@ -4,6 +4,8 @@ qs8_matmul, which runs the dispatched dense or sparse kernel with the fused epil
 Packing is ISA-independent numpy (done once per layer at compile time); see the package
 docstring for the API and the layouts.
 """
+import os
+
 import numpy as np
 
 from . import load
@@ -396,6 +398,29 @@ def _kernel_lead(packed, isa):
     return mod, (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)
 
 
+def _direct_pays(wo):
+    """Does gemm_conv_direct pay at output width wo? Its tiles are 16 pixels of one output row,
+    so a row of wo pixels computes ceil(wo / 16) * 16: at 20 x 20 (12 of 32 rows wasted) a
+    128 x 128 x 3 x 3 layer took 1.15-1.25x the im2col kernel's time, at 56 x 56 (8 of 64) 0.7-0.9x,
+    at 80 x 80 and 160 x 160 (none) 0.25-0.6x."""
+    t = -(-wo // 16) * 16
+    return (t - wo) <= 0.15 * t
+
+
+def _direct_weights(w, kh, kw, c, np_):
+    """(wd, nch) for gemm_conv_direct: weight w [N, kh*kw*c] (im2col order ky, kx, c) per kernel
+    row ky and 64-byte chunk j of its kw * c window as [kh][nch][Np/16 panels][16 quads][16
+    channels][4 bytes], the AMX weight tile of that chunk and panel; bytes past the window (and
+    channels past N) zero."""
+    n = w.shape[0]
+    win = kw * c
+    nch = -(-win // 64)
+    w3 = np.zeros((np_, kh, nch * 64), np.int8)
+    w3[:n, :, :win] = w.reshape(n, kh, win)
+    wd = w3.reshape(np_ // 16, 16, kh, nch, 16, 4).transpose(2, 3, 0, 4, 1, 5)
+    return np.ascontiguousarray(wd), nch
+
+
 def _bias_s8(b, rowsum):
     """The int32 bias for s8 x on the u8 x s8 quad builds, which run s8 x as x + 128: b -
     128 * sum_k w (int32 wrap-around like the kernels' additions: exact wherever the result
@@ -468,6 +493,12 @@ class PreparedQS8(_EpilogueArgs):
             self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
         else:
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
+        # the amx build's convolutions without im2col rows (gemm_conv_direct): the weight per
+        # (kh, kw, C) laid out on first use
+        self._direct_ok = packed.format == "dense" and bool(getattr(mod, "AMX", 0)) \
+            and os.environ.get("DEEPSPARSE_CY_NO_DIRECT_CONV", "") not in ("1", "true")
+        self._direct_fn = getattr(mod, "gemm_conv_direct", None)
+        self._direct_w = {}
         # a mid step with ReLU / Clip / nothing before an 8-bit output on the sparse kernel's
         # VBMI table epilogue: its output as a table of (channel, mid value), used by the calls
         # without a residual (three byte permutes per 64 outputs instead of ~15 vector
@@ -568,12 +599,21 @@ class PreparedQS8(_EpilogueArgs):
                 int(dilations[1]), int(pads[0]), int(pads[1]), int(ho), int(wo))
         return geom, b * ho * wo
 
-    def _conv_args(self, x, geom, out, res, num_threads):
+    def _conv_call(self, x, geom, out, res, num_threads):
+        """(kernel, arguments) of a convolution: the amx build's direct conv where it applies
+        (dense weight, dilation 1 along W), else the kernels gathering im2col rows."""
         xs = x.dtype == _S8
-        return ((x, int(xs), geom, self.zx & 0xFF) + self._lead
-                + (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys,
-                   self._mid_for(res), res,
-                   self.zp, out, int(num_threads or 0)))
+        tail = (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys,
+                self._mid_for(res), res, self.zp, out, int(num_threads or 0))
+        if self._direct_ok and geom[5] == 1 and _direct_pays(geom[9]):
+            key = (geom[0], geom[1], x.shape[3])
+            d = self._direct_w.get(key)
+            if d is None:
+                d = self._direct_w[key] = _direct_weights(self.packed.unpack(), geom[0],
+                                                          geom[1], x.shape[3], self._lead[2])
+            return self._direct_fn, (x, int(xs), geom, self.zx & 0xFF) + d \
+                + self._lead[1:3] + tail
+        return self._conv_fn, (x, int(xs), geom, self.zx & 0xFF) + self._lead + tail
 
     def conv(self, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
              out=None, num_threads=None, residual=None):
@@ -587,7 +627,8 @@ class PreparedQS8(_EpilogueArgs):
             return out
         self._check_res(residual)
         res = _res_args(residual, m, n, out) if residual is not None else None
-        self._conv_fn(*self._conv_args(x, geom, out, res, num_threads))
+        fn, args = self._conv_call(x, geom, out, res, num_threads)
+        fn(*args)
         return out
 
     def conv_bound(self, x, kernel_shape, strides, pads, dilations, out, num_threads=None,
@@ -605,7 +646,7 @@ class PreparedQS8(_EpilogueArgs):
         res = self._bound_res(residual, m, n, out)
         if res is False:
             return None
-        return self._conv_fn, self._conv_args(x, geom, out, res, num_threads)
+        return self._conv_call(x, geom, out, res, num_threads)
 
 
 _U8, _S8 = np.dtype(np.uint8), np.dtype(np.int8)

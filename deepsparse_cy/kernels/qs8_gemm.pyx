@@ -20,6 +20,10 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                                 int Kp, int nthreads)
     int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp, int N,
                           int Np, int Kp, const dscy_epilogue *ep, int nthreads)
+    int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpad,
+                                 long xpad_len, const int8_t *wd, int nch, int N, int Np,
+                                 const dscy_epilogue *ep, int nthreads)
+    long dscy_conv_direct_width(int Wo, int sw, int C, int nch)
     int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
                         const float *w, const float *zxw, int KH, int KW, int sh, int sw, int dh,
                         int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep,
@@ -136,6 +140,36 @@ def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
                 dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
     if rc != 0:
         raise MemoryError("qs8 gemm: conv row gather buffer allocation failed")
+    return out
+
+
+def gemm_conv_direct(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
+                     int x_signed, tuple geom, int pad_byte,
+                     cnp.ndarray wd,            # IN  int8 [KH][nch][Np/16][16][16][4]
+                     int nch, int N, int Np,
+                     cnp.ndarray bias, cnp.ndarray scale,
+                     int out_type, int act, float lo, float hi, float y_scale, tuple mid,
+                     tuple res, int zp, cnp.ndarray out, int nthreads):
+    """gemm_conv() without im2col rows (the amx build only, dilation 1 along W): x copied once
+    into a padded buffer, the activation tiles loaded from it with overlapping rows
+    (dscy_qs8_conv_amx_direct); wd the weight per (ky, 64-byte chunk of the KW * C window,
+    panel), zero past the window (qs8.py _direct_weights)."""
+    if not DSCY_AMX:
+        raise ValueError("gemm_conv_direct: the amx build's kernel")
+    cdef dscy_conv_geom g = _geom(x, geom, pad_byte)
+    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
+    if ep.plane:
+        raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
+    cdef long hp = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    cdef long n_pad = g.B * hp * dscy_conv_direct_width(g.Wo, g.sw, g.C, nch) * g.C
+    cdef cnp.ndarray xpad = thread_scratch(<size_t>n_pad, "qs8_conv_pad")
+    cdef uint8_t *xpp = <uint8_t *>_ptr(xpad)
+    cdef const int8_t *wdp = <const int8_t *>_ptr(wd)
+    cdef int rc
+    with nogil:
+        rc = dscy_qs8_conv_amx_direct(&g, x_signed, xpp, n_pad, wdp, nch, N, Np, &ep, nthreads)
+    if rc != 0:
+        raise ValueError("gemm_conv_direct: the kernel refused the geometry")
     return out
 
 

@@ -116,6 +116,18 @@ void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int
  * (qs8_gemm.c); -1 on a failed scratch allocation, -2 in the other builds */
 int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp, int N, int Np,
                       int Kp, const dscy_epilogue *ep, int nthreads);
+/* amx build: a k x k convolution read straight from a padded copy of x by overlapping tile
+ * rows (qs8_gemm.c); xpad: dscy_conv_direct_width(Wo, sw, C, nch) * C bytes per padded row,
+ * B * ((Ho - 1) * sh + (KH - 1) * dh + 1) rows. -1 when xpad is short or dw != 1, -2 in the
+ * other builds. */
+int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpad, long xpad_len,
+                             const int8_t *wd, int nch, int N, int Np, const dscy_epilogue *ep,
+                             int nthreads);
+/* pixels per padded row of dscy_qs8_conv_amx_direct's copy: the last 16-pixel tile's last row
+ * starts at pixel (ceil(Wo / 16) * 16 - 1) * sw and reads nch * 64 bytes */
+static inline long dscy_conv_direct_width(int Wo, int sw, int C, int nch) {
+    return (long)(((Wo + 15) / 16) * 16 - 1) * sw + ((long)nch * 64 + C - 1) / C + 1;
+}
 int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
                              int Kp, int nthreads);
 /* xp [Mp][Kp] int16, wp int16 [Np/NR][Kp/2][NR][2]; out via epilogue (only M x N written) */

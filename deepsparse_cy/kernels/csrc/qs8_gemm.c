@@ -622,11 +622,109 @@ int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16
     }
     return fail ? -1 : 0;
 }
+
+/* A k x k convolution (no dilation along W) on AMX with no im2col rows at all: x is copied once
+ * into a padded NHWC buffer (zero-point bytes around it, xor xr), and the activation tile of 16
+ * consecutive output pixels of one output row, for kernel row ky and 64-byte chunk j of its
+ * KW * C window, is loaded straight from that buffer with a row stride of sw * C bytes: the
+ * tile's rows overlap (pixel x's window starts sw * C bytes after pixel x - 1's). Bytes of a
+ * chunk past the window (the next pixels' channels) meet zero weights: wd is the weight laid out
+ * per (ky, chunk, panel) as 16 quads x 16 channels x 4 bytes (qs8.py _direct_weights), nch
+ * chunks of 64 bytes per kernel row. Items: (image row, pair of 16-pixel tiles), each through
+ * every panel pair and the usual epilogue (store_tile_any) on its tiles' output rows. */
+int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpad, long xpad_len,
+                             const int8_t *wd, int nch, int N, int Np, const dscy_epilogue *ep,
+                             int nthreads) {
+    int B = g->B, H = g->H, W = g->W, C = g->C, KH = g->KH, sh = g->sh, sw = g->sw,
+        dh = g->dh, Ho = g->Ho, Wo = g->Wo;
+    int nxt = (Wo + MR - 1) / MR, nxp = (nxt + 1) / 2;
+    int Hp = (Ho - 1) * sh + (KH - 1) * dh + 1;
+    long Wpa = dscy_conv_direct_width(Wo, sw, C, nch);
+    if (g->dw != 1 || (long)B * Hp * Wpa * C > xpad_len) return -1;
+    int npanel = Np / NR, npair = (npanel + 1) / 2;
+    uint8_t xr = x_signed ? 0x80 : 0, padb = (uint8_t)(g->pad ^ xr);
+    long rows = (long)B * Hp, items = (long)B * Ho * nxp;
+    int nt = dscy_nthreads(nthreads);
+    if (items < 1) return 0;
+    /* the padded copy: image row r - pt (columns u - pl) where inside, else the pad byte */
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * Wpa * C > 65536)
+    for (long r = 0; r < rows; r++) {
+        int b = (int)(r / Hp), iy = (int)(r % Hp) - g->pt;
+        uint8_t *d = xpad + (size_t)r * Wpa * C;
+        if (iy < 0 || iy >= H) { memset(d, padb, (size_t)Wpa * C); continue; }
+        const uint8_t *src = g->x + ((size_t)b * H + iy) * W * C;
+        long u0 = g->pl < Wpa ? g->pl : Wpa, u1 = g->pl + W < Wpa ? g->pl + W : Wpa;
+        memset(d, padb, (size_t)u0 * C);
+        if (xr) for (long i = 0; i < (u1 - u0) * C; i++) d[u0 * C + i] = src[i] ^ xr;
+        else memcpy(d + u0 * C, src, (size_t)(u1 - u0) * C);
+        memset(d + u1 * C, padb, (size_t)(Wpa - u1) * C);
+    }
+    int ek[1];
+    dscy_ek_consts kc[1];
+    (void)dscy_ek_init_parts(ep, 0, 0, ek, kc);
+    if (nt > items) nt = (int)items;
+    long next[nt];
+    dscy_claims_init(next, items, nt);
+    size_t tstride = (size_t)sw * C;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, k = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        amx_config();
+        int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
+        for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
+            int xp = (int)(it % nxp), oy = (int)((it / nxp) % Ho), b = (int)(it / ((long)nxp * Ho));
+            int x0 = 2 * xp * MR, m2 = x0 + MR < Wo;
+            const uint8_t *base = xpad + ((size_t)b * Hp + (size_t)oy * sh) * Wpa * C
+                                  + (size_t)x0 * sw * C;
+            for (int pair = 0; pair < npair; pair++) {
+                int p0 = 2 * pair, n2 = p0 + 1 < npanel;
+                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+                for (int ky = 0; ky < KH; ky++) {
+                    const uint8_t *a = base + (size_t)ky * dh * Wpa * C;
+                    const int8_t *wk = wd + (size_t)ky * nch * npanel * 1024;
+                    for (int j = 0; j < nch; j++) {
+                        const int8_t *w0 = wk + ((size_t)j * npanel + p0) * 1024;
+                        _tile_loadd(4, a + 64 * j, tstride);
+                        _tile_loadd(6, w0, 64);
+                        _tile_dpbusd(0, 4, 6);
+                        if (n2) { _tile_loadd(7, w0 + 1024, 64); _tile_dpbusd(1, 4, 7); }
+                        if (m2) {
+                            _tile_loadd(5, a + MR * tstride + 64 * j, tstride);
+                            _tile_dpbusd(2, 5, 6);
+                            if (n2) _tile_dpbusd(3, 5, 7);
+                        }
+                    }
+                }
+                _tile_stored(0, cbuf[0][0], 64);
+                if (n2) _tile_stored(1, cbuf[0][1], 64);
+                if (m2) { _tile_stored(2, cbuf[1][0], 64); if (n2) _tile_stored(3, cbuf[1][1], 64); }
+                for (int h = 0; h < 1 + m2; h++) {
+                    int xs = x0 + h * MR, mr = Wo - xs < MR ? Wo - xs : MR;
+                    int m0 = ((int)b * Ho + oy) * Wo + xs;
+                    for (int q = 0; q < 1 + n2; q++)
+                        store_tile_any(ek[0], &kc[0], ep, cbuf[h][q], m0, mr, (p0 + q) * NR, N);
+                }
+            }
+        }
+        _tile_release();
+    }
+    return 0;
+}
 #else
 int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16, int N, int Np,
                       int Kp, const dscy_epilogue *ep, int nthreads) {
     (void)g; (void)x_signed; (void)wp16; (void)N; (void)Np; (void)Kp; (void)ep; (void)nthreads;
     return -2;                        /* not an amx build: pack the rows, then dscy_qs8_gemm */
+}
+int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpad, long xpad_len,
+                             const int8_t *wd, int nch, int N, int Np, const dscy_epilogue *ep,
+                             int nthreads) {
+    (void)g; (void)x_signed; (void)xpad; (void)xpad_len; (void)wd; (void)nch; (void)N; (void)Np;
+    (void)ep; (void)nthreads;
+    return -2;
 }
 #endif
 
