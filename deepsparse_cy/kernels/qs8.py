@@ -398,11 +398,15 @@ def _kernel_lead(packed, isa):
     return mod, (a["wp"], n, a["wp"].shape[0] * GEMM_NR, packed.kp)
 
 
-def _direct_pays(wo):
-    """Does gemm_conv_direct pay at output width wo? Its tiles are 16 pixels of one output row,
-    so a row of wo pixels computes ceil(wo / 16) * 16: at 20 x 20 (12 of 32 rows wasted) a
-    128 x 128 x 3 x 3 layer took 1.15-1.25x the im2col kernel's time, at 56 x 56 (8 of 64) 0.7-0.9x,
-    at 80 x 80 and 160 x 160 (none) 0.25-0.6x."""
+def _direct_pays(geom):
+    """Does gemm_conv_direct pay on this geometry (qs8_gemm_pyx _geom's tuple)? Stride 1: its
+    tiles run across the padded rows, wasting kw - 1 pixels a row. Other strides: tiles of 16
+    pixels of one output row, so a row of wo pixels computes ceil(wo / 16) * 16: at 20 x 20 (12
+    of 32 rows wasted) a 128 x 128 x 3 x 3 layer took 1.15-1.25x the im2col kernel's time, at 56
+    x 56 (8 of 64) 0.7-0.9x, at 80 x 80 and 160 x 160 (none) 0.25-0.6x."""
+    if geom[2] == 1 and geom[3] == 1:
+        return True
+    wo = geom[9]
     t = -(-wo // 16) * 16
     return (t - wo) <= 0.15 * t
 
@@ -605,7 +609,7 @@ class PreparedQS8(_EpilogueArgs):
         xs = x.dtype == _S8
         tail = (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys,
                 self._mid_for(res), res, self.zp, out, int(num_threads or 0))
-        if self._direct_ok and geom[5] == 1 and _direct_pays(geom[9]):
+        if self._direct_ok and geom[5] == 1 and _direct_pays(geom):
             key = (geom[0], geom[1], x.shape[3])
             d = self._direct_w.get(key)
             if d is None:

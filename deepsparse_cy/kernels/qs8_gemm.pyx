@@ -23,7 +23,8 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
     int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpad,
                                  long xpad_len, const int8_t *wd, int nch, int N, int Np,
                                  const dscy_epilogue *ep, int nthreads)
-    long dscy_conv_direct_width(int Wo, int sw, int C, int nch)
+    long dscy_conv_direct_len(int B, int Ho, int Wo, int KH, int KW, int sh, int sw, int dh,
+                              int C, int nch)
     int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
                         const float *w, const float *zxw, int KH, int KW, int sh, int sw, int dh,
                         int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep,
@@ -160,8 +161,8 @@ def gemm_conv_direct(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
     cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
     if ep.plane:
         raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
-    cdef long hp = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    cdef long n_pad = g.B * hp * dscy_conv_direct_width(g.Wo, g.sw, g.C, nch) * g.C
+    cdef long n_pad = dscy_conv_direct_len(g.B, g.Ho, g.Wo, g.KH, g.KW, g.sh, g.sw, g.dh, g.C,
+                                           nch)
     cdef cnp.ndarray xpad = thread_scratch(<size_t>n_pad, "qs8_conv_pad")
     cdef uint8_t *xpp = <uint8_t *>_ptr(xpad)
     cdef const int8_t *wdp = <const int8_t *>_ptr(wd)

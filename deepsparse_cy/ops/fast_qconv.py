@@ -337,8 +337,8 @@ class QConv(Op):
             xs = xn if self.group == 1 else xn[..., g * self.cin_g:(g + 1) * self.cin_g]
             if self._is_1x1(pads):
                 cols = np.ascontiguousarray(xs).reshape(-1, self.cin_g)
-            elif self.group > 1 or (packs is self.packs and not self._tuned[g]):
-                cols = self._im2col(xs, pads)     # (the first run's timing: on real columns)
+            elif self.group > 1:
+                cols = self._im2col(xs, pads)
             else:
                 cols = None                       # the kernels gather the rows themselves
             sl = slice(g * self.cout_g, (g + 1) * self.cout_g)
@@ -350,7 +350,8 @@ class QConv(Op):
             if packs is self.packs and not self._tuned[g]:
                 # timed with the layer's whole epilogue (mid step, residual): with a residual
                 # the sparse kernel's transposed flush costs more than the dense tile's
-                p = self._tune(g, cols, dict(kw, residual=residual, **extra))
+                p = self._tune(g, cols, dict(kw, residual=residual, **extra),
+                               None if cols is not None else (self._nhwc_rows(xs), pads))
             # the epilogue (bias with the zero-point fold, scale, output type) prepared once
             # per packed weight and kernel arguments
             key = (id(p), g, odt, zp, act, None if clip is None else tuple(clip))
@@ -382,14 +383,22 @@ class QConv(Op):
             r = np.ascontiguousarray(r)
         return (r.reshape(b * ho * wo, n), zp, sc)
 
-    def _tune(self, g, cols, kw):
-        """First run: time the chosen sparse format against the dense kernel on the real
-        columns and keep the faster (the chooser's cost model counts weight work only; on conv
-        shapes the per-call activation repack over M*K can dominate). Results are bit-identical
-        whichever format runs."""
+    def _tune(self, g, cols, kw, conv=None):
+        """First run: time the chosen sparse format against the dense kernel as the layer will
+        run (on the real columns, or with conv = (NHWC rows, pads) the k x k conv path, where
+        the amx build's dense conv reads no im2col rows at all) and keep the faster (the
+        chooser's cost model counts weight work only; on conv shapes the per-call activation
+        repack over M*K can dominate). Results are bit-identical whichever format runs."""
         with self._tune_lock:
             p = self.packs[g]
-            if self._tuned[g] or p.format == "dense" or cols.shape[0] * cols.shape[1] < TUNE_MIN:
+            if conv is not None:
+                xr, pads = conv
+                ho, wo = conv_output_hw(xr.shape[1], xr.shape[2], self.kernel_shape,
+                                        self.strides, pads, self.dilations)
+                mk = xr.shape[0] * ho * wo * p.k
+            else:
+                mk = cols.shape[0] * cols.shape[1]
+            if self._tuned[g] or p.format == "dense" or mk < TUNE_MIN:
                 self._tuned[g] = True
                 return p
             d = kernels.pack_qs8(p.unpack(), "dense")
@@ -405,7 +414,11 @@ class QConv(Op):
                 for rnd in range(rounds):
                     for name in ("sparse", "dense"):
                         t0 = time.perf_counter()
-                        runs[name](cols, **call)
+                        if conv is None:
+                            runs[name](cols, **call)
+                        else:
+                            runs[name].conv(conv[0], self.kernel_shape, self.strides, conv[1],
+                                            self.dilations, **call)
                         if rnd:
                             ts[name] = min(ts.get(name, np.inf), time.perf_counter() - t0)
                 return ts

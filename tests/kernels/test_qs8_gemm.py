@@ -92,6 +92,41 @@ def test_dense_conv_rows_tile_edges(isa, xdtype):
             np.testing.assert_array_equal(pr.conv(x, ks, st_, pads, num_threads=nt), ref)
 
 
+DIRECT = [(1, 40, 41, 16, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+          (1, 64, 64, 3, 16, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),     # an RGB stem
+          (2, 10, 10, 128, 48, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),
+          (2, 20, 20, 128, 130, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # K over one chunk
+          (1, 9, 8, 7, 20, (3, 3), (1, 1), (2, 1, 0, 2), (2, 1)),       # dilation along H
+          (3, 1, 1, 16, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),      # 1 x 1 maps
+          (1, 5, 5, 64, 17, (1, 7), (1, 1), (0, 3, 0, 3), (1, 1)),
+          (1, 33, 64, 24, 40, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1))]
+
+
+@pytest.mark.skipif(K.HW_ISA != "amx", reason="no AMX (or no amx build)")
+@pytest.mark.parametrize("case", DIRECT, ids=lambda c: "x".join(map(str, c[:5])) + f"_s{c[6][0]}")
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+def test_direct_conv_amx(case, xdtype):
+    """The amx build's direct conv (gemm_conv_direct: activation tiles loaded from a padded
+    copy with overlapping rows, flat runs across rows at stride 1, tiles of one output row
+    otherwise) is the path taken, and bit-exact against the GEMM on im2col's columns: batches,
+    1 x 1 maps, stride 2, dilation along H, windows over several 64-byte chunks, N not a
+    multiple of 32, int32 / float / u8 outputs, one and two threads."""
+    b, h, w_, c, n, ks, st_, pads, dil = case
+    rng = np.random.default_rng(b * 100 + h + c + n)
+    info = np.iinfo(xdtype)
+    x = rng.integers(info.min, info.max + 1, (b, h, w_, c), dtype=xdtype)
+    wt = sparse_weight(rng, n, ks[0] * ks[1] * c, 0.0, "dense")
+    sc = (rng.random(n) * 1e-3 + 1e-5).astype(np.float32)
+    xzp = int(rng.integers(info.min, info.max + 1))
+    cols = K.im2col_nhwc(x, ks, st_, pads, dil, xzp)
+    for od, zp in [(np.int32, 0), (np.float32, 0), (np.uint8, 77)]:
+        pr = K.prepare_qs8_matmul(K.pack_qs8(wt, "dense"), None, sc, od, zp, xzp, isa="amx")
+        ref = K.qs8_matmul_reference(cols, wt, None, sc, od, zp, xzp)
+        for nt in (1, 2):
+            np.testing.assert_array_equal(pr.conv(x, ks, st_, pads, dil, num_threads=nt), ref)
+        assert list(pr._direct_w) == [(ks[0], ks[1], c)]
+
+
 @pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("act,clip", [(None, None), ("relu", None), ("clip", (-3.0, 6.0))])
 @pytest.mark.parametrize("xdtype", [np.uint8, np.int8])

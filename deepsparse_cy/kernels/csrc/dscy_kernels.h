@@ -117,16 +117,26 @@ void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int
 int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp, int N, int Np,
                       int Kp, const dscy_epilogue *ep, int nthreads);
 /* amx build: a k x k convolution read straight from a padded copy of x by overlapping tile
- * rows (qs8_gemm.c); xpad: dscy_conv_direct_width(Wo, sw, C, nch) * C bytes per padded row,
- * B * ((Ho - 1) * sh + (KH - 1) * dh + 1) rows. -1 when xpad is short or dw != 1, -2 in the
- * other builds. */
+ * rows (qs8_gemm.c); xpad: dscy_conv_direct_len(...) bytes. -1 when xpad is short or dw != 1,
+ * -2 in the other builds. */
 int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpad, long xpad_len,
                              const int8_t *wd, int nch, int N, int Np, const dscy_epilogue *ep,
                              int nthreads);
-/* pixels per padded row of dscy_qs8_conv_amx_direct's copy: the last 16-pixel tile's last row
- * starts at pixel (ceil(Wo / 16) * 16 - 1) * sw and reads nch * 64 bytes */
-static inline long dscy_conv_direct_width(int Wo, int sw, int C, int nch) {
+/* The padded copy of dscy_qs8_conv_amx_direct: pixels per row, and bytes in all. Stride 1
+ * (sh = sw = 1): rows of exactly the padded width Wo + KW - 1, read as one flat run of virtual
+ * pixels (the tiles run on across row ends), plus a last tile's overrun; other strides: rows
+ * wide enough for the last 16-pixel tile of an output row to read its nch * 64 bytes. */
+static inline int dscy_conv_direct_flat(int sh, int sw) { return sh == 1 && sw == 1; }
+static inline long dscy_conv_direct_width(int Wo, int KW, int sh, int sw, int C, int nch) {
+    if (dscy_conv_direct_flat(sh, sw)) return (long)Wo + KW - 1;
     return (long)(((Wo + 15) / 16) * 16 - 1) * sw + ((long)nch * 64 + C - 1) / C + 1;
+}
+static inline long dscy_conv_direct_len(int B, int Ho, int Wo, int KH, int KW, int sh, int sw,
+                                        int dh, int C, int nch) {
+    long hp = (long)(Ho - 1) * sh + (long)(KH - 1) * dh + 1;
+    long n = (long)B * hp * dscy_conv_direct_width(Wo, KW, sh, sw, C, nch);
+    if (dscy_conv_direct_flat(sh, sw)) n += 16 + ((long)nch * 64 + C - 1) / C + 1;
+    return n * C;
 }
 int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
                              int Kp, int nthreads);

@@ -624,29 +624,38 @@ int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16
 }
 
 /* A k x k convolution (no dilation along W) on AMX with no im2col rows at all: x is copied once
- * into a padded NHWC buffer (zero-point bytes around it, xor xr), and the activation tile of 16
- * consecutive output pixels of one output row, for kernel row ky and 64-byte chunk j of its
- * KW * C window, is loaded straight from that buffer with a row stride of sw * C bytes: the
- * tile's rows overlap (pixel x's window starts sw * C bytes after pixel x - 1's). Bytes of a
- * chunk past the window (the next pixels' channels) meet zero weights: wd is the weight laid out
- * per (ky, chunk, panel) as 16 quads x 16 channels x 4 bytes (qs8.py _direct_weights), nch
- * chunks of 64 bytes per kernel row. Items: (image row, pair of 16-pixel tiles), each through
- * every panel pair and the usual epilogue (store_tile_any) on its tiles' output rows. */
+ * into a padded NHWC buffer (zero-point bytes around it, xor xr), and an activation tile of 16
+ * output pixels, for kernel row ky and 64-byte chunk j of its KW * C window, is loaded straight
+ * from that buffer with a row stride of sw * C bytes: the tile's rows overlap (pixel x's window
+ * starts sw * C bytes after pixel x - 1's). Bytes of a chunk past the window (the next pixels'
+ * channels) meet zero weights: wd is the weight laid out per (ky, chunk, panel) as 16 quads x 16
+ * channels x 4 bytes (qs8.py _direct_weights), nch chunks of 64 bytes per kernel row.
+ * Stride 1: the padded rows are exactly Wo + KW - 1 pixels wide and the tiles run over them as
+ * one flat run of virtual pixels v = oy * Wpa + ox of each image (ox >= Wo: computed, not
+ * stored), so a small map wastes KW - 1 pixels a row, not the rest of a 16-pixel tile. Other
+ * strides: tiles of one output row each. Items: pairs of tiles, each through every panel pair
+ * and the usual epilogue (store_tile_any) on its tiles' valid output rows. */
 int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpad, long xpad_len,
                              const int8_t *wd, int nch, int N, int Np, const dscy_epilogue *ep,
                              int nthreads) {
-    int B = g->B, H = g->H, W = g->W, C = g->C, KH = g->KH, sh = g->sh, sw = g->sw,
+    int B = g->B, H = g->H, W = g->W, C = g->C, KH = g->KH, KW = g->KW, sh = g->sh, sw = g->sw,
         dh = g->dh, Ho = g->Ho, Wo = g->Wo;
-    int nxt = (Wo + MR - 1) / MR, nxp = (nxt + 1) / 2;
+    int flat = dscy_conv_direct_flat(sh, sw);
     int Hp = (Ho - 1) * sh + (KH - 1) * dh + 1;
-    long Wpa = dscy_conv_direct_width(Wo, sw, C, nch);
-    if (g->dw != 1 || (long)B * Hp * Wpa * C > xpad_len) return -1;
+    long Wpa = dscy_conv_direct_width(Wo, KW, sh, sw, C, nch);
+    if (g->dw != 1 || dscy_conv_direct_len(B, Ho, Wo, KH, KW, sh, sw, dh, C, nch) > xpad_len)
+        return -1;
+    /* tiles per image: of the flat run (its last valid pixel (Ho - 1) * Wpa + Wo - 1), or per row */
+    long ntile = flat ? ((long)(Ho - 1) * Wpa + Wo + MR - 1) / MR : (long)Ho * ((Wo + MR - 1) / MR);
+    int nxt = (Wo + MR - 1) / MR;                  /* (per-row tiling) tiles per output row */
+    long npr = flat ? (ntile + 1) / 2 : (long)Ho * ((nxt + 1) / 2);   /* tile pairs per image */
     int npanel = Np / NR, npair = (npanel + 1) / 2;
     uint8_t xr = x_signed ? 0x80 : 0, padb = (uint8_t)(g->pad ^ xr);
-    long rows = (long)B * Hp, items = (long)B * Ho * nxp;
+    long rows = (long)B * Hp, items = (long)B * npr;
     int nt = dscy_nthreads(nthreads);
     if (items < 1) return 0;
-    /* the padded copy: image row r - pt (columns u - pl) where inside, else the pad byte */
+    /* the padded copy: image row r - pt (columns u - pl) where inside, else the pad byte; then
+     * (stride 1) the last tile's overrun, also the pad byte */
     #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * Wpa * C > 65536)
     for (long r = 0; r < rows; r++) {
         int b = (int)(r / Hp), iy = (int)(r % Hp) - g->pt;
@@ -659,13 +668,17 @@ int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpa
         else memcpy(d + u0 * C, src, (size_t)(u1 - u0) * C);
         memset(d + u1 * C, padb, (size_t)(Wpa - u1) * C);
     }
+    {
+        long used = rows * Wpa * C;
+        if (xpad_len > used) memset(xpad + used, padb, (size_t)(xpad_len - used));
+    }
     int ek[1];
     dscy_ek_consts kc[1];
     (void)dscy_ek_init_parts(ep, 0, 0, ek, kc);
     if (nt > items) nt = (int)items;
     long next[nt];
     dscy_claims_init(next, items, nt);
-    size_t tstride = (size_t)sw * C;
+    size_t tstride = (size_t)sw * C, rowb = (size_t)Wpa * C;
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = 0, k = 0;
@@ -673,17 +686,29 @@ int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpa
         tid = omp_get_thread_num();
 #endif
         amx_config();
-        int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
+        int32_t cbuf[2][2][MR * NR] __attribute__((aligned(64)));
         for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
-            int xp = (int)(it % nxp), oy = (int)((it / nxp) % Ho), b = (int)(it / ((long)nxp * Ho));
-            int x0 = 2 * xp * MR, m2 = x0 + MR < Wo;
-            const uint8_t *base = xpad + ((size_t)b * Hp + (size_t)oy * sh) * Wpa * C
-                                  + (size_t)x0 * sw * C;
+            int b = (int)(it / npr);
+            long ip = it % npr;
+            const uint8_t *base;
+            long v0 = 0;                         /* flat: the first tile's first virtual pixel */
+            int oy = 0, x0 = 0, m2;
+            if (flat) {
+                v0 = 2 * ip * MR;
+                m2 = 2 * ip + 1 < ntile;
+                base = xpad + (size_t)b * Hp * rowb + (size_t)v0 * C;
+            } else {
+                int nxp = (nxt + 1) / 2;
+                oy = (int)(ip / nxp);
+                x0 = (int)(ip % nxp) * 2 * MR;
+                m2 = x0 + MR < Wo;
+                base = xpad + ((size_t)b * Hp + (size_t)oy * sh) * rowb + (size_t)x0 * tstride;
+            }
             for (int pair = 0; pair < npair; pair++) {
                 int p0 = 2 * pair, n2 = p0 + 1 < npanel;
                 _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
                 for (int ky = 0; ky < KH; ky++) {
-                    const uint8_t *a = base + (size_t)ky * dh * Wpa * C;
+                    const uint8_t *a = base + (size_t)ky * dh * rowb;
                     const int8_t *wk = wd + (size_t)ky * nch * npanel * 1024;
                     for (int j = 0; j < nch; j++) {
                         const int8_t *w0 = wk + ((size_t)j * npanel + p0) * 1024;
@@ -702,10 +727,27 @@ int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpa
                 if (n2) _tile_stored(1, cbuf[0][1], 64);
                 if (m2) { _tile_stored(2, cbuf[1][0], 64); if (n2) _tile_stored(3, cbuf[1][1], 64); }
                 for (int h = 0; h < 1 + m2; h++) {
-                    int xs = x0 + h * MR, mr = Wo - xs < MR ? Wo - xs : MR;
-                    int m0 = ((int)b * Ho + oy) * Wo + xs;
-                    for (int q = 0; q < 1 + n2; q++)
-                        store_tile_any(ek[0], &kc[0], ep, cbuf[h][q], m0, mr, (p0 + q) * NR, N);
+                    if (!flat) {
+                        int xs = x0 + h * MR, mr = Wo - xs < MR ? Wo - xs : MR;
+                        int m0 = (b * Ho + oy) * Wo + xs;
+                        for (int q = 0; q < 1 + n2; q++)
+                            store_tile_any(ek[0], &kc[0], ep, cbuf[h][q], m0, mr, (p0 + q) * NR, N);
+                        continue;
+                    }
+                    /* the tile's virtual pixels, by runs within one output row */
+                    long vt = v0 + (long)h * MR;
+                    for (int r = 0; r < MR; ) {
+                        long v = vt + r;
+                        int y = (int)(v / Wpa), x = (int)(v % Wpa);
+                        if (y >= Ho) break;
+                        if (x >= Wo) { r += (int)(Wpa - x); continue; }
+                        int len = Wo - x < MR - r ? Wo - x : MR - r;
+                        int m0 = (b * Ho + y) * Wo + x;
+                        for (int q = 0; q < 1 + n2; q++)
+                            store_tile_any(ek[0], &kc[0], ep, cbuf[h][q] + (size_t)r * NR, m0, len,
+                                           (p0 + q) * NR, N);
+                        r += len;
+                    }
                 }
             }
         }
