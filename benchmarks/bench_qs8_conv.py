@@ -9,6 +9,8 @@ tests/kernels/test_qs8_dwconv.py.
 * depthwise convs: the compiled kernel with the fused epilogue (PreparedQDW) over float32 sums
   (_f32_fused.dw_conv_nhwc_q8) with the requantization in numpy, the path QConv took before;
 * layout copies: the blocked transposes over numpy's transposed copy.
+* amx dense k x k convs: the direct conv (tiles loaded from a padded copy of x, no im2col rows)
+  over the kernel gathering im2col rows per work item.
 The summaries print old time / new time (above 1: the new path is faster)."""
 import numpy as np
 
@@ -60,6 +62,46 @@ def test_qs8_conv_gathered_rows_summary(benchmark):
                                  num_threads=nt)})
         lines.append(f"{name} ({fmt}): im2col + kernel {best['im2col'] * 1e3:.3f} ms, gathered "
                      f"{best['gathered'] * 1e3:.3f} ms, {best['im2col'] / best['gathered']:.2f}x")
+        benchmark.extra_info[name] = lines[-1]
+    print("\n" + "\n".join(lines))
+
+
+# (name, C in, N out, H, W, k, stride): dense k x k convs for the amx build's direct conv
+DIRECT = [("resnet50_stem_7x7s2", 3, 64, 224, 224, 7, 2),
+          ("yolov8n320_stem_3x3s2", 3, 16, 320, 320, 3, 2),
+          ("yolov8n640_c2f_160x160", 16, 16, 160, 160, 3, 1),
+          ("yolov8n320_c2f_80x80", 32, 32, 80, 80, 3, 1),
+          ("resnet50_l1_56x56", 64, 64, 56, 56, 3, 1),
+          ("yolov8n320_20x20", 128, 128, 20, 20, 3, 1),
+          ("yolov8n320_10x10", 128, 128, 10, 10, 3, 1)]
+
+
+def test_qs8_conv_direct_summary(benchmark):
+    """The amx build's dense conv reading its tiles from a padded copy of x (gemm_conv_direct)
+    over the same kernel gathering im2col rows into per-item tiles (dscy_qs8_conv_amx)."""
+    if K.kernel_builds().get("qs8_gemm") != "amx":
+        print("\nno amx build of qs8_gemm on this machine: skipped")
+        return
+    nt = nthreads()
+    rng = np.random.default_rng(1)
+    lines = [f"threads {nt}; speedup = gathered-rows time / direct time (best of interleaved "
+             f"blocks), dense weights"]
+    for name, c, n, h, w, k, s in DIRECT:
+        x = rng.integers(0, 256, (1, h, w, c)).astype(np.uint8)
+        packed = K.pack_qs8(_weight(rng, n, k * k * c, "dense"), "dense")
+        kw = dict(scale=np.full(n, 1e-3, np.float32), out_dtype=np.uint8, x_zero_point=3)
+        direct, rows = K.prepare_qs8_matmul(packed, **kw), K.prepare_qs8_matmul(packed, **kw)
+        rows._direct_ok = False
+        pads = (k // 2,) * 4
+        a = direct.conv(x, (k, k), (s, s), pads, num_threads=nt)
+        assert direct._direct_w and np.array_equal(a, rows.conv(x, (k, k), (s, s), pads,
+                                                                num_threads=nt))
+        out = np.empty_like(a)
+        best = interleaved_best({
+            "direct": lambda: direct.conv(x, (k, k), (s, s), pads, out=out, num_threads=nt),
+            "rows": lambda: rows.conv(x, (k, k), (s, s), pads, out=out, num_threads=nt)})
+        lines.append(f"{name}: gathered rows {best['rows'] * 1e3:.3f} ms, direct "
+                     f"{best['direct'] * 1e3:.3f} ms, {best['rows'] / best['direct']:.2f}x")
         benchmark.extra_info[name] = lines[-1]
     print("\n" + "\n".join(lines))
 
