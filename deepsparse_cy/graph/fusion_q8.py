@@ -13,6 +13,7 @@ the engine's float32 ops and quantizer, the Add in float32 as the graph makes it
     QTable(QTable's 8-bit output)             ==> more outputs of the first (composed tables)
     Add(T1(a), T2(b)) -> QuantizeLinear       ==> QAdd(a, b) (T: a DequantizeLinear, or a
                                                   QTable's float output without a split)
+    QConv(requant) -> DequantizeLinear        ==> QConv(float out through its mid step)
 
 (QuantizeLinear per tensor, constant scale / zero point.) The Concat's 8-bit inputs are then
 written in place into its output (engine._plan_inplace_concat), so a C2f block's join copies
@@ -231,12 +232,41 @@ def _prune_outputs(v):
                                        [parts[i] for i in keep]))
 
 
+def _fold_dq_into_qconv(v):
+    """QConv(requant, nothing after its quantization) -> DequantizeLinear (the same parameters,
+    its only reader) ==> QConv writing float32 through its mid step: the kernel quantizes to
+    those parameters and dequantizes in its epilogue, (q - zp) * scale in float32 as the
+    DequantizeLinear computes it (a YOLO head's box / class convs before their float Concat)."""
+    count = 0
+    for c in _alive(v):
+        a = c.attrs
+        if c.op_type != "QConv" or c.domain != DOMAIN or a.get("mode") != "requant" \
+                or "mid_scale" in a or a.get("table") is not None or a.get("activation") \
+                or len([x for x in c.inputs if x]) > 2 or int(a.get("group", 1)) != 1:
+            continue
+        dq = v.sole(c.outputs[0], "DequantizeLinear")
+        qp = _q_params(v, dq) if dq is not None else None
+        if qp is None or (np.float32(qp[0]), qp[1], qp[2]) != (
+                np.float32(a["y_scale"]), int(a.get("y_zero_point", 0)),
+                np.dtype(a.get("y_dtype", "uint8"))):
+            continue
+        n = int(v.const(c.inputs[1]).shape[0])
+        attrs = {k: val for k, val in a.items() if k not in ("y_scale", "y_zero_point", "y_dtype")}
+        attrs.update(mode="float", mid_scale=float(np.float32(qp[0])), mid_zero_point=qp[1],
+                     mid_dtype=qp[2].name, post_scale=np.ones(n, np.float32),
+                     post_bias=np.zeros(n, np.float32))
+        v.replace([c, dq], Node("QConv", DOMAIN, list(c.inputs), [dq.outputs[0]], attrs, c.name,
+                                c.index))
+        count += 1
+    return count
+
+
 def fuse_q8_flow(graph):
     """The rewrites of the module docstring on `graph`; returns their number."""
     if not _enabled():
         return 0
     v = _View(graph)
-    count = _push_q_through_concat(v)
+    count = _fold_dq_into_qconv(v) + _push_q_through_concat(v)
     changed = True
     while changed:
         changed = False

@@ -174,3 +174,42 @@ def test_quantized_yolo_outputs_unchanged(monkeypatch, shape):
     kinds = collections.Counter(n.op_type for n, _ in steps)
     ref_kinds = collections.Counter(n.op_type for n, _ in _steps(ref))
     assert kinds["QAdd"] >= 6 and kinds["Add"] < ref_kinds["Add"], (kinds, ref_kinds)
+
+
+@pytest.mark.parametrize("k,stride,x_dtype", [(3, 1, "u8"), (1, 1, "s8"), (3, 2, "u8")])
+def test_qconv_dequantized_output_in_kernel(rng, monkeypatch, k, stride, x_dtype):
+    """QDQ Conv -> QuantizeLinear -> DequantizeLinear into a float reader (a YOLO head's box and
+    class convs before their Concat): one QConv writing float through its mid step, no
+    DequantizeLinear step; the floats are the graph's bit for bit and onnxruntime's up to one
+    output step (its rounding ties)."""
+    s8 = x_dtype == "s8"
+    c, n = 8, 24
+    wq = rng.integers(-127, 128, (n, c, k, k)).astype(np.int8)
+    inits = [_init("sx", np.float32(0.02)), _init("zx", np.int8(-9) if s8 else np.uint8(118)),
+             _init("wq", wq), _init("sw", rng.uniform(0.002, 0.01, n).astype(np.float32)),
+             _init("zw", np.zeros(n, np.int8)), _init("b", rng.standard_normal(n).astype(np.float32)),
+             _init("sy", np.float32(0.07)), _init("zy", np.uint8(128))]
+    nodes = [mk("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             mk("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             mk("DequantizeLinear", ["wq", "sw", "zw"], ["wd"], axis=0),
+             mk("Conv", ["xd", "wd", "b"], ["cv"], kernel_shape=[k, k], strides=[stride] * 2,
+                pads=[k // 2] * 4),
+             mk("QuantizeLinear", ["cv", "sy", "zy"], ["cq"]),
+             mk("DequantizeLinear", ["cq", "sy", "zy"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [1, c, 9, 11])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    eng = ds.compile_model(m)
+    kinds = collections.Counter(n_.op_type for n_, _ in _steps(eng))
+    assert kinds["QConv"] == 1 and "DequantizeLinear" not in kinds, kinds
+    with monkeypatch.context() as mp:
+        mp.setenv("DEEPSPARSE_CY_NO_Q8_FLOW", "1")
+        ref = ds.compile_model(m)
+    assert "DequantizeLinear" in collections.Counter(n_.op_type for n_, _ in _steps(ref))
+    x = rng.standard_normal((1, c, 9, 11)).astype(np.float32)
+    for _ in range(2):
+        got = eng.run([x])[0]
+        np.testing.assert_array_equal(got, ref.run([x])[0])
+    o = _ort_plain(m, {"x": x})[0]
+    d = np.abs(got - o) / np.float32(0.07)
+    assert d.max() <= 1.0 + 1e-3 and (d < 1e-3).mean() > 0.97, (d.max(), (d < 1e-3).mean())
