@@ -509,7 +509,7 @@ def test_bound_quantized_cnn_steps_follow_new_inputs(name, shapes, min_qconv, he
     """Quantized CNNs: after a plan's first run their QConv steps (1x1 on the input slot,
     k x k through the per-thread im2col buffer, residuals in the kernel, compiled depthwise
     convs, NCHW inputs and outputs through the binding's scratch) and the QTable /
-    DequantizeLinear steps are bound calls; outputs stay bit-identical to the heap-mode run for
+    8-bit table / QAdd steps are bound calls; outputs stay bit-identical to the heap-mode run for
     new images, another batch and back."""
     from deepsparse_cy import zoo
     m = zoo.get_model(name)
@@ -528,8 +528,9 @@ def test_bound_quantized_cnn_steps_follow_new_inputs(name, shapes, min_qconv, he
     if "mobilenet" in name or "ocr" in name:
         assert any(getattr(op, "qdw", False) for op in bound)        # depthwise convs
     kinds = {plan.steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
-    if "yolo" in name:                          # C2f's SiLU tables, DequantizeLinear
-        assert {"QTable", "DequantizeLinear"} <= kinds, kinds
+    if "yolo" in name:        # C2f's SiLU tables and 8-bit joins (graph/fusion_q8.py); the
+        assert {"QTable", "QAdd"} <= kinds, kinds          # head's dequantizations are in its
+        assert "DequantizeLinear" not in {st[0].op_type for st in plan.steps}   # QConvs now
     if "ocr" in name:                           # the squeeze-excite blocks' float steps
         assert {"GlobalAveragePool", "HardSwish", "QTable"} <= kinds, kinds
     if heap_max is not None:
