@@ -508,8 +508,8 @@ def test_bound_transformer_steps_follow_new_inputs(name, expected):
 def test_bound_quantized_cnn_steps_follow_new_inputs(name, shapes, min_qconv, heap_max):
     """Quantized CNNs: after a plan's first run their QConv steps (1x1 on the input slot,
     k x k through the per-thread im2col buffer, residuals in the kernel, compiled depthwise
-    convs, NCHW inputs and outputs through the binding's scratch) and the QTable /
-    8-bit table / QAdd steps are bound calls; outputs stay bit-identical to the heap-mode run for
+    convs, NCHW inputs and outputs through the binding's scratch) and the QTable / QAdd
+    steps are bound calls; outputs stay bit-identical to the heap-mode run for
     new images, another batch and back."""
     from deepsparse_cy import zoo
     m = zoo.get_model(name)
