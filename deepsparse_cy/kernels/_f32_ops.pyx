@@ -576,7 +576,10 @@ def qadd8(const unsigned char[::1] a,        # IN  8-bit values (int8 as their b
     cdef const float *tap = &ta[0]
     cdef const float *tbp = &tb[0]
     cdef char *yp = <char *>cnp.PyArray_DATA(o)
-    cdef int nt = _nt(n, num_threads), lv = _level
+    # two gathers and a quantizer per 16 values (~1 ns a value on one core): a second thread
+    # pays from 32K values, not from the memory-bound passes' 128K
+    cdef int nt = 1 if n < 32768 or num_threads < 2 else dscy_cap_threads(num_threads)
+    cdef int lv = _level
     with nogil:
         if nt <= 1:
             dscy_qadd8(ap, fa, bp, fb, tap, tbp, yp, ykind, scale, zero_point, n, lv)
@@ -586,6 +589,48 @@ def qadd8(const unsigned char[::1] a,        # IN  8-bit values (int8 as their b
                 hi = n * (t + 1) // nt
                 dscy_qadd8(ap + lo, fa, bp + lo, fb, tap, tbp, yp + lo * es, ykind, scale,
                            zero_point, hi - lo, lv)
+
+
+cdef void _qadd8_t2_run(const unsigned char *a, unsigned char fa, const unsigned char *b,
+                       unsigned char fb, const unsigned char *t2, unsigned char *y, Py_ssize_t n,
+                       int lv) noexcept nogil:
+    if lv >= 2:
+        dscy_qadd8_t2_avx512(a, fa, b, fb, t2, y, n)
+    else:
+        dscy_qadd8_t2(a, fa, b, fb, t2, y, n)
+
+
+def qadd8_t2(const unsigned char[::1] a,     # IN  8-bit values (int8 as their bytes)
+             bint a_signed,
+             const unsigned char[::1] b,     # IN  the same length
+             bint b_signed,
+             const unsigned char[::1] t2,    # IN  >= 65539 bytes: the result of (a, b) at
+                                             #     (a - type min) * 256 + (b - type min)
+             unsigned char[::1] out,         # OUT (int8 as its bytes)
+             int num_threads=1):
+    """out = t2[a, b]: ops/fast_quant.QAdd's quantized sums looked up from a table of both
+    indices (built with the engine's float32 add and quantizer), one gather per 16 values on
+    the AVX-512 level."""
+    cdef Py_ssize_t n = a.shape[0], t, lo, hi
+    if b.shape[0] != n or out.shape[0] != n or t2.shape[0] < 65539:
+        raise ValueError("qadd8_t2: a, b and out of one length, a table of 65536 (+3) bytes")
+    if n == 0:
+        return
+    cdef unsigned char fa = 0x80 if a_signed else 0, fb = 0x80 if b_signed else 0
+    cdef const unsigned char *ap = &a[0]
+    cdef const unsigned char *bp = &b[0]
+    cdef const unsigned char *tp = &t2[0]
+    cdef unsigned char *yp = &out[0]
+    cdef int nt = 1 if n < 65536 or num_threads < 2 else dscy_cap_threads(num_threads)
+    cdef int lv = _level
+    with nogil:
+        if nt <= 1:
+            _qadd8_t2_run(ap, fa, bp, fb, tp, yp, n, lv)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                lo = n * t // nt
+                hi = n * (t + 1) // nt
+                _qadd8_t2_run(ap + lo, fa, bp + lo, fb, tp, yp + lo, hi - lo, lv)
 
 
 def lut8_f32(const unsigned char[::1] x,   # IN  8-bit values (int8 as their bytes)

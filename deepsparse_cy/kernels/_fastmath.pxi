@@ -68,6 +68,10 @@ cdef extern from "csrc/dscy_fastmath.h" nogil:
                      unsigned char *y, long n)
     void dscy_lut8_8_vbmi(const unsigned char *x, unsigned char flip, const unsigned char *t,
                           unsigned char *y, long n)
+    void dscy_qadd8_t2(const unsigned char *a, unsigned char fa, const unsigned char *b,
+                       unsigned char fb, const unsigned char *t2, unsigned char *y, long n)
+    void dscy_qadd8_t2_avx512(const unsigned char *a, unsigned char fa, const unsigned char *b,
+                              unsigned char fb, const unsigned char *t2, unsigned char *y, long n)
     void dscy_qadd8(const unsigned char *a, unsigned char fa, const unsigned char *b,
                     unsigned char fb, const float *ta, const float *tb, void *y, int ykind,
                     float scale, float zp, long n, int level)

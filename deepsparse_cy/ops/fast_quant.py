@@ -540,6 +540,17 @@ class QAdd(Op):
                                  f"{self.q}")
         self.out_dtype = self.q[2] if self.q else np.dtype(np.float32)
         self.nt = _threads(ctx) or 1
+        # quantized sums on the AVX-512 level: one byte table of both indices (64 KiB), one
+        # gather per 16 values (0.3 ns a value against 1.4 for two float gathers and the
+        # quantizer); the same bytes, built with the same float32 add and quantizer
+        self.t2 = None
+        if self.q is not None and _f32_ops.level() >= 2:
+            from ..graph.fusion_conv import quantize_values
+            t2 = np.zeros(65536 + 3, np.uint8)
+            with np.errstate(all="ignore"):
+                f = np.add(self.ta[:, None], self.tb[None, :], dtype=np.float32)
+            t2[:65536] = quantize_values(f, self.q).view(np.uint8).reshape(-1)
+            self.t2 = t2
 
     def _check(self, a, b):
         for x in (a, b):
@@ -547,10 +558,16 @@ class QAdd(Op):
                 raise ShapeError(f"QAdd: inputs must be uint8 or int8, got "
                                  f"{getattr(x, 'dtype', type(x))}")
 
-    def _args(self, a, b, o):
-        return (a.reshape(-1).view(np.uint8), a.dtype == np.int8, b.reshape(-1).view(np.uint8),
-                b.dtype == np.int8, self.ta, self.tb, o.reshape(-1),
-                self.q[0] if self.q else 1.0, self.q[1] if self.q else 0, self.nt)
+    def _call(self, a, b, o):
+        """(kernel, arguments) on same-shaped C-contiguous a, b and out."""
+        if self.t2 is not None:
+            return _f32_ops.qadd8_t2, (a.reshape(-1).view(np.uint8), a.dtype == np.int8,
+                                       b.reshape(-1).view(np.uint8), b.dtype == np.int8, self.t2,
+                                       o.reshape(-1).view(np.uint8), self.nt)
+        return _f32_ops.qadd8, (a.reshape(-1).view(np.uint8), a.dtype == np.int8,
+                                b.reshape(-1).view(np.uint8), b.dtype == np.int8, self.ta,
+                                self.tb, o.reshape(-1), self.q[0] if self.q else 1.0,
+                                self.q[1] if self.q else 0, self.nt)
 
     def run(self, inputs, outs):
         a, b = inputs[0], inputs[1]
@@ -560,7 +577,8 @@ class QAdd(Op):
             if o is None or o.shape != a.shape or o.dtype != self.out_dtype \
                     or not o.flags.c_contiguous:
                 o = np.empty(a.shape, self.out_dtype)
-            _f32_ops.qadd8(*self._args(np.ascontiguousarray(a), np.ascontiguousarray(b), o))
+            fn, args = self._call(np.ascontiguousarray(a), np.ascontiguousarray(b), o)
+            fn(*args)
             return [o]
         f = np.add(self.ta[_index8(a)], self.tb[_index8(b)], dtype=np.float32)
         if self.q is None:
@@ -578,4 +596,4 @@ class QAdd(Op):
                 or a.shape != b.shape or o.shape != a.shape or o.dtype != self.out_dtype \
                 or not o.flags.c_contiguous or a.size == 0:
             return None
-        return _f32_ops.qadd8, self._args(a, b, o)
+        return self._call(a, b, o)

@@ -85,3 +85,32 @@ def test_qadd8_rejects_mismatched_arguments():
         _f32_ops.qadd8(a, False, a, False, t[:255], t, np.empty(10, np.uint8))
     with pytest.raises(ValueError):
         _f32_ops.lut8_8(a, False, np.zeros(255, np.uint8), np.empty(10, np.uint8))
+
+
+@pytest.mark.parametrize("level", [0, 2], ids=["baseline", "avx512"])
+@pytest.mark.parametrize("n", _LENS)
+@pytest.mark.parametrize("signs", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_qadd8_t2_matches_numpy(level, n, signs, nt):
+    """QAdd's two-index byte table: out = t2[(a - min) * 256 + (b - min)] (the AVX-512 copy
+    gathers dwords at byte offsets and keeps the low byte; a table's last 3 bytes are slack)."""
+    if level == 2 and not _has("avx512f", "avx512bw", "avx512vl", "avx512dq"):
+        pytest.skip("no AVX-512 F/BW/VL/DQ")
+    rng = np.random.default_rng(n + 11 * level)
+    a = rng.integers(0, 256, n).astype(np.uint8)
+    b = rng.integers(0, 256, n).astype(np.uint8)
+    a[:2], b[:2] = [255, 0][:n], [255, 0][:n]
+    t2 = rng.integers(0, 256, 65539).astype(np.uint8)
+    y = np.full(n + 5, 9, np.uint8)
+    was = _f32_ops.level()
+    _f32_ops.set_level(level)
+    try:
+        _f32_ops.qadd8_t2(a, signs[0], b, signs[1], t2, y[:n], nt)
+    finally:
+        _f32_ops.set_level(was)
+    ia = (a ^ np.uint8(0x80) if signs[0] else a).astype(np.int64)
+    ib = (b ^ np.uint8(0x80) if signs[1] else b).astype(np.int64)
+    np.testing.assert_array_equal(y[:n], t2[ia * 256 + ib])
+    assert (y[n:] == 9).all()
+    with pytest.raises(ValueError):
+        _f32_ops.qadd8_t2(a, False, b, False, t2[:65536], y[:n])

@@ -563,6 +563,41 @@ static void dscy_qadd8_sums_avx512(const uint8_t *a, uint8_t fa, const uint8_t *
 #define dscy_qadd8_sums_avx512 dscy_qadd8_sums
 #endif
 
+/* y = t2[(a ^ fa) * 256 + (b ^ fb)]: QAdd's quantized sums as one byte table of the two indices
+ * (t2: 65536 bytes + 3 of slack, read as dwords by the AVX-512 copy's gathers) */
+static inline void dscy_qadd8_t2(const uint8_t *restrict a, uint8_t fa, const uint8_t *restrict b,
+                                 uint8_t fb, const uint8_t *restrict t2, uint8_t *restrict y,
+                                 long n) {
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint8_t r0 = t2[((unsigned)(a[i] ^ fa) << 8) | (uint8_t)(b[i] ^ fb)];
+        uint8_t r1 = t2[((unsigned)(a[i + 1] ^ fa) << 8) | (uint8_t)(b[i + 1] ^ fb)];
+        uint8_t r2 = t2[((unsigned)(a[i + 2] ^ fa) << 8) | (uint8_t)(b[i + 2] ^ fb)];
+        uint8_t r3 = t2[((unsigned)(a[i + 3] ^ fa) << 8) | (uint8_t)(b[i + 3] ^ fb)];
+        y[i] = r0; y[i + 1] = r1; y[i + 2] = r2; y[i + 3] = r3;
+    }
+    for (; i < n; i++) y[i] = t2[((unsigned)(a[i] ^ fa) << 8) | (uint8_t)(b[i] ^ fb)];
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+DSCY_TARGET_AVX512
+static void dscy_qadd8_t2_avx512(const uint8_t *restrict a, uint8_t fa, const uint8_t *restrict b,
+                                 uint8_t fb, const uint8_t *restrict t2, uint8_t *restrict y,
+                                 long n) {
+    const __m512i xa = _mm512_set1_epi32(fa), xb = _mm512_set1_epi32(fb);
+    for (long j = 0; j < n; j += 16) {   /* the tail under a lane mask */
+        __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        __m512i ia = _mm512_xor_si512(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, a + j)), xa);
+        __m512i ib = _mm512_xor_si512(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, b + j)), xb);
+        __m512i idx = _mm512_or_si512(_mm512_slli_epi32(ia, 8), ib);
+        __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, idx, (const void *)t2, 1);
+        _mm_mask_storeu_epi8(y + j, k, _mm512_cvtepi32_epi8(v));
+    }
+}
+#else
+#define dscy_qadd8_t2_avx512 dscy_qadd8_t2
+#endif
+
 static inline void dscy_qadd8(const uint8_t *a, uint8_t fa, const uint8_t *b, uint8_t fb,
                               const float *ta, const float *tb, void *y, int ykind, float scale,
                               float zp, long n, int level) {
