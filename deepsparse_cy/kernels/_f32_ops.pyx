@@ -166,6 +166,8 @@ cdef extern from "csrc/dscy_pool.h" nogil:
     long dscy_maxpool2d_tmp(int W, int Wo, int kw, int dw, int pl)
     void dscy_maxpool2d_plane(const float *x, int H, int W, float *y, int Ho, int Wo, int kh,
                               int kw, int sh, int sw, int dh, int dw, int pt, int pl, float *tmp)
+    void dscy_maxpool2d_plane_w16(const float *x, int H, int W, float *y, int Ho, int Wo,
+                                  int kh, int kw, int sh, int dh, int pt, int pl)
     void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw)
     void dscy_maxpool_nhwc8_px(const unsigned char *x, int x_signed, int H, int W, int C,
                                int iy0, int ix0, int kh, int kw, int dh, int dw,
@@ -271,6 +273,14 @@ def maxpool2d(const float[:, :, ::1] x,     # IN  [N*C, H, W]
     cdef int nt = 1
     if NC * Ho * Wo * kh * kw >= 1048576 and num_threads > 1:
         nt = dscy_cap_threads(num_threads)
+    if _level >= 2 and sw == 1 and dw == 1 and 0 < W <= 16 and Wo <= 16 and H > 0 \
+            and pl + kw <= 32:
+        # rows of at most 16 pixels: one zmm each (the same taps in the same order)
+        with nogil:
+            for p in prange(NC, num_threads=nt, schedule="static"):
+                dscy_maxpool2d_plane_w16(&x[p, 0, 0], H, W, &y[p, 0, 0], Ho, Wo, kh, kw, sh, dh,
+                                         pt, pl)
+        return
     import numpy as np
     cdef float[:, ::1] tmp = np.empty((max(nt, 1), max(W, 1) if sw != 1 else
                                        dscy_maxpool2d_tmp(W, Wo, kw, dw, pl)), np.float32)
