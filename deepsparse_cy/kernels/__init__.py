@@ -46,7 +46,9 @@ O(M*K*N*density).
 ``prepare_qs8_matmul(packed, ...) -> PreparedQS8``: the epilogue worked out once; ``p(x, out=,
     num_threads=, residual=)``, and ``p.conv(x[B, H, W, C], kernel_shape, strides, pads,
     dilations, out=...)``: the same layer on a convolution's im2col rows, gathered by the kernels
-    from NHWC x (padding x_zero_point), bit-identical to ``p(im2col_nhwc(...))``.
+    from NHWC x (padding x_zero_point), bit-identical to ``p(im2col_nhwc(...))``. On the amx
+    build a dense weight's conv (dilation 1 along W) reads no im2col rows: its activation tiles
+    come from a padded copy of x with overlapping rows (``qs8_gemm.gemm_conv_direct``).
 ``prepare_qs8_parts([w_s8[n, K], ...], [epilogue kwargs, ...], format=) -> PreparedQS8Parts``:
     2-4 sibling layers reading the same x as one GEMM over their stacked weights (dense, block4
     or unstructured), each part with its own epilogue and output (``p(x, outs=, num_threads=)``
@@ -62,6 +64,10 @@ Convolution: ``conv_weight_matrix(w[Cout, Cin, kh, kw]) -> [Cout, kh*kw*Cin]``,
 ``qs8_conv2d_nhwc(x_nhwc, packed, kernel_shape, ...) -> [B, Ho, Wo, Cout]`` (1x1 stride 1 is
 the GEMM over pixels without a copy; others explicit im2col; pad with the activation zero point;
 ``PreparedQS8.conv`` gathers the rows without a column matrix).
+8-bit tables (``_f32_ops``, ops/fast_quant.QTable / QAdd): ``lut8_f32`` / ``lut8_8(x, x_signed,
+table[256], out)`` (VBMI byte permutes where ``set_vbmi``), ``qadd8(a, a_signed, b, b_signed,
+ta[256], tb[256], out, scale, zero_point)`` = QuantizeLinear(ta[a] + tb[b]) (or the float sums),
+``qadd8_t2(a, .., b, .., t2[65536 + 3], out)`` = t2[a * 256 + b] (indices: value - type min).
 ``num_threads``: None or 0 = OpenMP default (OMP_NUM_THREADS / threadpoolctl limits apply).
 ``isa``: force a build ('generic' | 'avx2' | 'avx512_vnni' | 'amx', where the family has it) for tests;
 None = dispatch.
