@@ -531,33 +531,6 @@ cdef void _lut8_8_run(const unsigned char *x, unsigned char flip, const unsigned
         dscy_lut8_8(x, flip, t, y, n)
 
 
-def lut8_8(const unsigned char[::1] x,        # IN  8-bit values (int8 as their bytes)
-           bint x_signed,
-           const unsigned char[::1] table,    # IN  [256] bytes: the result of q - (type min)
-           unsigned char[::1] out,            # OUT (int8 as its bytes)
-           int num_threads=1):
-    """out[i] = table[x[i] - type min] for 8-bit results (ops/fast_quant.QTable's quantized
-    outputs: a QuantizeLinear folded into the table); the VBMI copy where set_vbmi is on."""
-    cdef Py_ssize_t n = x.shape[0], t, lo, hi
-    cdef unsigned char flip = 0x80 if x_signed else 0
-    if out.shape[0] != n or table.shape[0] != 256:
-        raise ValueError("lut8_8: out must match x and the table have 256 values")
-    if n == 0:
-        return
-    cdef const unsigned char *xp = &x[0]
-    cdef const unsigned char *tp = &table[0]
-    cdef unsigned char *op = &out[0]
-    cdef int nt = _nt_copy(n, num_threads), vb = _vbmi
-    with nogil:
-        if nt <= 1:
-            _lut8_8_run(xp, flip, tp, op, n, vb)
-        else:
-            for t in prange(nt, num_threads=nt, schedule="static"):
-                lo = n * t // nt
-                hi = n * (t + 1) // nt
-                _lut8_8_run(xp + lo, flip, tp, op + lo, hi - lo, vb)
-
-
 def qadd8(const unsigned char[::1] a,        # IN  8-bit values (int8 as their bytes)
           bint a_signed,
           const unsigned char[::1] b,        # IN  the same length
@@ -643,28 +616,41 @@ def qadd8_t2(const unsigned char[::1] a,     # IN  8-bit values (int8 as their b
                 _qadd8_t2_run(ap + lo, fa, bp + lo, fb, tp, yp + lo, hi - lo, lv)
 
 
-def lut8_f32(const unsigned char[::1] x,   # IN  8-bit values (int8 as their bytes)
-             bint x_signed,
-             const float[::1] table,        # IN  [256]: the value of q - (type min)
-             float[::1] out,                # OUT
-             int num_threads=1):
-    """out[i] = table[x[i] - type min]: an elementwise function of 8-bit values (a
-    DequantizeLinear and the float ops after it, ops/fast_quant.QTable) in one pass."""
+def lut8(const unsigned char[::1] x,   # IN  8-bit values (int8 as their bytes)
+         bint x_signed,
+         const _elem_t[::1] table,        # IN  [256]: the result of q - (type min), float32 or
+                                          #     bytes (an 8-bit result, int8 as its bytes)
+         _elem_t[::1] out,                # OUT the table's type
+         int num_threads=1):
+    """out[i] = table[x[i] - type min]: an elementwise function of 8-bit values in one pass
+    (ops/fast_quant.QTable: a DequantizeLinear and the float ops after it, and with 8-bit
+    tables the QuantizeLinear after them too; those run on the VBMI copy where set_vbmi is
+    on). lut8_f32 and lut8_8 are this function."""
     cdef Py_ssize_t n = x.shape[0], t, lo, hi
     cdef unsigned char flip = 0x80 if x_signed else 0
     if out.shape[0] != n or table.shape[0] != 256:
-        raise ValueError("lut8_f32: out must match x and the table have 256 values")
+        raise ValueError("lut8: out must match x and the table have 256 values")
     if n == 0:
         return
     cdef const unsigned char *xp = &x[0]
-    cdef const float *tp = &table[0]
-    cdef float *op = &out[0]
-    cdef int nt = _nt_copy(n, num_threads)
+    cdef const _elem_t *tp = &table[0]
+    cdef _elem_t *op = &out[0]
+    cdef int nt = _nt_copy(n, num_threads), vb = _vbmi
     with nogil:
         if nt <= 1:
-            _lut8_run(xp, flip, tp, op, n)
+            if _elem_t is float:
+                _lut8_run(xp, flip, tp, op, n)
+            else:
+                _lut8_8_run(xp, flip, tp, op, n, vb)
         else:
             for t in prange(nt, num_threads=nt, schedule="static"):
                 lo = n * t // nt
                 hi = n * (t + 1) // nt
-                _lut8_run(xp + lo, flip, tp, op + lo, hi - lo)
+                if _elem_t is float:
+                    _lut8_run(xp + lo, flip, tp, op + lo, hi - lo)
+                else:
+                    _lut8_8_run(xp + lo, flip, tp, op + lo, hi - lo, vb)
+
+
+lut8_f32 = lut8
+lut8_8 = lut8
