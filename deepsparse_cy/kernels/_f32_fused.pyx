@@ -11,6 +11,7 @@ quantizers also an AVX-512 one); `set_avx2` / `set_avx512` (_fastmath.pxi) pick 
 from cython.parallel cimport prange
 from libc.math cimport erf, fabs, isfinite, rint, sqrt
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -67,6 +68,25 @@ def bias_act_inplace(float[:, ::1] y,           # IN/OUT [rows, n]
     with nogil:
         for r in prange(rows, num_threads=_nt(rows * n, num_threads), schedule="static"):
             dscy_bias_act(av, &y[r, 0], b, n, act, p0, p1)
+
+
+def act_rows(const float[:, ::1] x,           # IN  [rows, n]
+             float[:, ::1] y,                 # OUT [rows, n]: x itself, or not overlapping it
+             int act=0, float p0=0, float p1=0, int num_threads=1):
+    """y = act(x) row by row: each row copied into y and activated there while in cache (one
+    pass over memory where a copy and then bias_act_inplace made two)."""
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
+    cdef int av = _level
+    if y.shape[0] != rows or y.shape[1] != n:
+        raise ValueError("act_rows: y must have x's shape")
+    if rows == 0 or n == 0:
+        return
+    cdef bint same = &x[0, 0] == &y[0, 0]
+    with nogil:
+        for r in prange(rows, num_threads=_nt(rows * n, num_threads), schedule="static"):
+            if not same:
+                memcpy(&y[r, 0], &x[r, 0], n * sizeof(float))
+            dscy_bias_act(av, &y[r, 0], NULL, n, act, p0, p1)
 
 
 def bias_add_inplace(float[:, ::1] y, const float[::1] bias, int num_threads=1):

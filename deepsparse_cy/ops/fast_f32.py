@@ -94,6 +94,28 @@ class _SoftmaxBase(Op):
         _f32_ops.softmax_rows(x.reshape(-1, n), y.reshape(-1, n), self.nt, self.log)
         return [y]
 
+    def bind(self, inputs, outs):
+        """The bound call on float32 C-contiguous x into its own slot: the compiled
+        middle-axis or trailing-axis kernel run() would pick (a detector's DFL softmax over the
+        bins axis ran through run() on every call)."""
+        x = inputs[0]
+        y = outs[0] if outs else None
+        if y is None or not isinstance(x, np.ndarray) or x.dtype != np.float32 \
+                or y.dtype != np.float32 or y.shape != x.shape or not x.flags.c_contiguous \
+                or not y.flags.c_contiguous or x.size == 0 or np.may_share_memory(x, y):
+            return None
+        nd = x.ndim
+        a = self.axis + nd if self.axis < 0 else self.axis
+        if not 0 <= a < nd:
+            return None
+        if a == nd - 1 or self.legacy:
+            n = x.shape[-1] if not self.legacy else math.prod(x.shape[a:])
+            return _f32_ops.softmax_rows, (x.reshape(-1, n), y.reshape(-1, n), self.nt, self.log)
+        if self.log:
+            return None
+        shp = (math.prod(x.shape[:a]), x.shape[a], math.prod(x.shape[a + 1:]))
+        return _f32_fused.softmax_axis, (x.reshape(shp), y.reshape(shp), self.nt)
+
 
 @register("Softmax", since=1)
 class Softmax_1(_SoftmaxBase):

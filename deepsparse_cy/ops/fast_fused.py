@@ -90,6 +90,22 @@ def _act_inplace(y, code, p, nt):
     return y
 
 
+def _act_rows(x, y, code, p, nt):
+    """y = act(x) for C-contiguous float32 x / y of one shape (y may be x), in rows as
+    _act_inplace takes them: each row copied and activated while in cache."""
+    if y.size == 0:
+        return y
+    n = y.shape[-1] if y.ndim else 1
+    if y.ndim < 2 or n < 256:
+        n = y.size
+        for c in (4096, 2048, 1024, 512, 256):
+            if y.size % c == 0:
+                n = c
+                break
+    _k.act_rows(x.reshape(-1, n), y.reshape(-1, n), code, p[0], p[1], nt)
+    return y
+
+
 def _out(shape, out):
     if out is not None and out.dtype == _F32 and out.shape == tuple(shape) \
             and out.flags.c_contiguous:
@@ -117,8 +133,21 @@ class _UnaryAct(Op):
         if x.dtype != _F32:
             return [self._fallback(x, out)]
         y = _out(x.shape, out)
+        if x.flags.c_contiguous and (y is x or not np.may_share_memory(x, y)):
+            return [_act_rows(x, y, _k.ACTIVATIONS[self.act], (0.0, 0.0), self.nt)]
         np.copyto(y, x)
         return [_act_inplace(y, _k.ACTIVATIONS[self.act], (0.0, 0.0), self.nt)]
+
+    def bind(self, inputs, outs):
+        """The bound call on float32 C-contiguous x into its own output slot (a detector
+        head's Sigmoid over its class scores ran through run() on every call)."""
+        x = inputs[0]
+        y = outs[0] if outs else None
+        if y is None or not isinstance(x, np.ndarray) or x.dtype != _F32 or y.dtype != _F32 \
+                or y.shape != x.shape or not x.flags.c_contiguous or not y.flags.c_contiguous \
+                or x.size == 0 or (y is not x and np.may_share_memory(x, y)):
+            return None
+        return _act_rows, (x, y, _k.ACTIVATIONS[self.act], (0.0, 0.0), self.nt)
 
 
 @register("Gelu", since=1, domain=DOMAIN)

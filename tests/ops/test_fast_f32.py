@@ -297,3 +297,37 @@ def test_softmax_axis_middle(shape, avx2):
         y[0, 0, 0] = 1.0
     e = np.exp(x64 - x64.max(1, keepdims=True))
     np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("axis", [1, -1, 2])
+def test_sigmoid_softmax_bound_in_plans(axis):
+    """Sigmoid and (Log)Softmax steps bind in a plan (a YOLO head's class Sigmoid and DFL
+    softmax ran through op.run on every call): bound after the first run, and the bound calls
+    give numpy's values for new inputs (Sigmoid out of place in one pass, act_rows)."""
+    from onnx import TensorProto as TP
+    from onnx import helper
+
+    import deepsparse_cy as ds
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),     # an arena value, not the feed
+             helper.make_node("Sigmoid", ["r"], ["s"]),
+             helper.make_node("Softmax", ["r"], ["sm"], axis=axis),
+             helper.make_node("LogSoftmax", ["r"], ["lsm"], axis=axis),
+             helper.make_node("Add", ["s", "sm"], ["a"]), helper.make_node("Add", ["a", "lsm"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [2, 16, 4, 300])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    e = ds.compile_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    rng = np.random.default_rng(axis + 5)
+    for i in range(3):
+        x = rng.standard_normal((2, 16, 4, 300)).astype(np.float32) * 4
+        y = e.run([x])[0]
+        r = np.maximum(x, 0).astype(np.float64)
+        sm = np.exp(r - r.max(axis, keepdims=True))
+        sm /= sm.sum(axis, keepdims=True)
+        ref = 1 / (1 + np.exp(-r)) + sm + np.log(sm)
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    plan = next(iter(e._plans.values()))
+    inst = plan.acquire()
+    plan.release(inst)
+    bound = {st[0].op_type for b, st in zip(inst.bound, plan.steps) if b}
+    assert {"Sigmoid", "Softmax"} <= bound, bound
+    assert "LogSoftmax" in bound or axis % 4 != 3, bound
