@@ -75,33 +75,33 @@ def _act(node, attr="activation"):
     return _k.ACTIVATIONS[a], a, p
 
 
-def _act_inplace(y, code, p, nt):
-    """act on a C-contiguous float32 array in place, in rows of ~4K elements."""
-    if code == 0 or y.size == 0:
-        return y
+def _row_len(y):
+    """The row length the activation kernels take a C-contiguous array in: its last axis when
+    that has 256+ values, else ~4K-value chunks (a divisor of its size)."""
     n = y.shape[-1] if y.ndim else 1
     if y.ndim < 2 or n < 256:
         n = y.size
         for c in (4096, 2048, 1024, 512, 256):
             if y.size % c == 0:
-                n = c
-                break
+                return c
+    return n
+
+
+def _act_inplace(y, code, p, nt):
+    """act on a C-contiguous float32 array in place, in rows of _row_len."""
+    if code == 0 or y.size == 0:
+        return y
+    n = _row_len(y)
     _k.bias_act_inplace(y.reshape(-1, n), None, code, p[0], p[1], nt)
     return y
 
 
 def _act_rows(x, y, code, p, nt):
-    """y = act(x) for C-contiguous float32 x / y of one shape (y may be x), in rows as
-    _act_inplace takes them: each row copied and activated while in cache."""
+    """y = act(x) for C-contiguous float32 x / y of one shape (y may be x), in rows of
+    _row_len: each row copied and activated while in cache."""
     if y.size == 0:
         return y
-    n = y.shape[-1] if y.ndim else 1
-    if y.ndim < 2 or n < 256:
-        n = y.size
-        for c in (4096, 2048, 1024, 512, 256):
-            if y.size % c == 0:
-                n = c
-                break
+    n = _row_len(y)
     _k.act_rows(x.reshape(-1, n), y.reshape(-1, n), code, p[0], p[1], nt)
     return y
 
