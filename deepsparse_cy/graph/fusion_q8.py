@@ -27,6 +27,7 @@ import numpy as np
 
 from .fusion import DOMAIN, _q_params, _View
 from .fusion_conv import _live_nodes, quantize_values
+from ..ops.fast_quant import _index8
 from .ir import Node
 
 
@@ -60,11 +61,6 @@ def _dq_table(qp):
     info = np.iinfo(qp[2])
     q = np.arange(info.min, info.max + 1, dtype=np.int64).astype(np.float32)
     return ((q - np.float32(qp[1])) * np.float32(qp[0])).astype(np.float32)
-
-
-def _index(t):
-    """8-bit table values as indices into a table of their type (value - type min)."""
-    return t.view(np.uint8) ^ np.uint8(0x80) if t.dtype == np.int8 else t.view(np.uint8)
 
 
 def _table_node(old, outputs, tables, parts):
@@ -209,7 +205,7 @@ def _compose(v, t2):
     if src.dtype == np.float32:
         return False
     outs2, tables2, _ = _tables_of(t2)
-    idx = _index(src)
+    idx = _index8(src)      # 8-bit table values as indices into the next table
     for o, t in zip(outs2, tables2):
         outs1.append(o)
         tables1.append(np.ascontiguousarray(np.asarray(t)[idx]))

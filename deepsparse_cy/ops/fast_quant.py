@@ -437,7 +437,7 @@ class QTable(Op):
     def _calls(self, x, outs, bind):
         """([(kernel, argument tuple)], outputs) on C-contiguous x: per output, one call per
         outer index of its part (one call for a channel split of one image, or without a
-        split), float32 tables through lut8_f32, 8-bit ones through lut8_8. Outputs are the
+        split), through lut8 (float32 tables, or 8-bit ones as bytes). Outputs are the
         given ones where they fit, else new arrays; with bind they must fit (in their own
         memory) and there may be at most 8 outer indices (a split of a late axis: the run
         path's loop), else None."""
@@ -468,14 +468,11 @@ class QTable(Op):
                     return None
                 o = np.empty(shape, t.dtype)
             if b > a and inner and outer:
-                o2 = o.reshape(outer, -1)
-                if t.dtype == np.float32:
-                    calls += [(_f32_ops.lut8_f32, (x2[q, a * inner:b * inner], signed, t, o2[q],
-                                                   self.nt)) for q in range(outer)]
-                else:
-                    calls += [(_f32_ops.lut8_8, (x2[q, a * inner:b * inner], signed,
-                                                 t.view(np.uint8), o2[q].view(np.uint8),
-                                                 self.nt)) for q in range(outer)]
+                # lut8 on float32 tables, or on 8-bit ones as their bytes
+                tv, o2 = (t, o.reshape(outer, -1)) if t.dtype == np.float32 else \
+                    (t.view(np.uint8), o.reshape(outer, -1).view(np.uint8))
+                calls += [(_f32_ops.lut8, (x2[q, a * inner:b * inner], signed, tv, o2[q],
+                                           self.nt)) for q in range(outer)]
             res.append(o)
         return calls, res
 
