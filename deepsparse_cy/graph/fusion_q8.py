@@ -81,10 +81,14 @@ def _tables_of(t):
     return outs, tables, parts
 
 
+def _qtable(n):
+    return n.op_type == "QTable" and n.domain == DOMAIN
+
+
 def _is_table(v, name):
+    """The live QTable making value `name`, or None."""
     n = v.producer.get(name)
-    return n if n is not None and id(n) not in v.removed and n.op_type == "QTable" \
-        and n.domain == DOMAIN else None
+    return n if n is not None and id(n) not in v.removed and _qtable(n) else None
 
 
 def _foldable(v, x):
@@ -92,7 +96,7 @@ def _foldable(v, x):
     p = v.producer.get(x)
     if p is None or id(p) in v.removed:
         return False
-    if p.op_type == "QTable" and p.domain == DOMAIN or _onnx(p, "DequantizeLinear"):
+    if _qtable(p) or (_onnx(p, "DequantizeLinear") and _tabled(v, x) is not None):
         return True
     return _onnx(p, "Add") and len(p.inputs) == 2 \
         and all(_tabled(v, t) is not None for t in p.inputs)
@@ -131,7 +135,7 @@ def _tabled(v, name):
     if _onnx(p, "DequantizeLinear") and v.const(p.inputs[0]) is None:
         qp = _q_params(v, p)
         return (p.inputs[0], _dq_table(qp)) if qp is not None else None
-    if p.op_type == "QTable" and p.domain == DOMAIN and "split_axis" not in p.attrs:
+    if _qtable(p) and "split_axis" not in p.attrs:
         outs, tables, _ = _tables_of(p)
         t = np.asarray(tables[outs.index(name)])
         if t.dtype == np.float32:
@@ -149,13 +153,13 @@ def _fold_q(v, q):
     p = v.producer.get(x)
     if p is None or id(p) in v.removed:
         return False
-    if p.op_type == "QTable" and p.domain == DOMAIN:
+    if _qtable(p):
         outs, tables, parts = _tables_of(p)
         i = outs.index(x)
         if np.asarray(tables[i]).dtype != np.float32:
             return False
         tq = quantize_values(tables[i], qp)
-        if x not in v.outputs and [id(c) for c in _readers(v, x)] == [id(q)]:
+        if v.sole(x) is q:                 # q its only reader: the output becomes q's
             outs[i], tables[i] = y, tq
         else:
             outs, tables, parts = outs + [y], tables + [tq], parts + [parts[i]]
@@ -179,8 +183,7 @@ def _fold_q(v, q):
                             {"table": table, "tables": [quantize_values(table, qp)]},
                             q.name, q.index))
         return True
-    if _onnx(p, "Add") and len(p.inputs) == 2 and x not in v.outputs \
-            and [id(c) for c in _readers(v, x)] == [id(q)]:
+    if _onnx(p, "Add") and len(p.inputs) == 2 and v.sole(x) is q:
         ta, tb = _tabled(v, p.inputs[0]), _tabled(v, p.inputs[1])
         if ta is None or tb is None:
             return False
@@ -218,7 +221,7 @@ def _prune_outputs(v):
     """QTable outputs nothing live reads any more (a float output whose readers were folded)."""
     live = _live_nodes(v)
     for t in _alive(v):
-        if t.op_type != "QTable" or t.domain != DOMAIN or id(t) not in live:
+        if not _qtable(t) or id(t) not in live:
             continue
         outs, tables, parts = _tables_of(t)
         keep = [i for i, o in enumerate(outs) if o in v.outputs or any(
@@ -270,7 +273,7 @@ def fuse_q8_flow(graph):
             if id(n) in v.removed:
                 continue
             if (_onnx(n, "QuantizeLinear") and _fold_q(v, n)) \
-                    or (n.op_type == "QTable" and n.domain == DOMAIN and _compose(v, n)):
+                    or (_qtable(n) and _compose(v, n)):
                 changed = True
                 count += 1
     if count:
