@@ -94,8 +94,8 @@ def test_qs8_conv_direct_summary(benchmark):
         rows._direct_ok = False
         pads = (k // 2,) * 4
         a = direct.conv(x, (k, k), (s, s), pads, num_threads=nt)
-        assert direct._direct_w and np.array_equal(a, rows.conv(x, (k, k), (s, s), pads,
-                                                                num_threads=nt))
+        assert f"wd{k}x{k}x{c}" in packed.arrays and np.array_equal(
+            a, rows.conv(x, (k, k), (s, s), pads, num_threads=nt))
         out = np.empty_like(a)
         best = interleaved_best({
             "direct": lambda: direct.conv(x, (k, k), (s, s), pads, out=out, num_threads=nt),

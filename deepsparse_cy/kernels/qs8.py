@@ -105,6 +105,25 @@ class PackedQS8:
             self.arrays[key] = wq
         return wq
 
+    def direct(self, kh, kw, c):
+        """(wd, nch) for the amx build's gemm_conv_direct on a dense weight whose K is a kh x kw
+        x c window (im2col order ky, kx, c): per kernel row ky and 64-byte chunk j of its kw * c
+        window, [kh][nch][Np/16 panels][16 quads][16 channels][4 bytes], the AMX weight tile of
+        that chunk and panel; bytes past the window (and channels past N) zero. Built on first
+        use and kept like quads() (counted in nbytes), so every PreparedQS8 of this weight
+        shares it."""
+        key = f"wd{kh}x{kw}x{c}"
+        win = kw * c
+        nch = -(-win // 64)
+        wd = self.arrays.get(key)
+        if wd is None:
+            np_ = self.arrays["wp"].shape[0] * GEMM_NR
+            w3 = np.zeros((np_, kh, nch * 64), np.int8)
+            w3[:self.n, :, :win] = self.unpack().reshape(self.n, kh, win)
+            wd = self.arrays[key] = aligned(
+                w3.reshape(np_ // 16, 16, kh, nch, 16, 4).transpose(2, 3, 0, 4, 1, 5))
+        return wd, nch
+
     def __repr__(self):
         return (f"PackedQS8({self.format}, n={self.n}, k={self.k}, nnz={self.nnz}, "
                 f"sparsity={self.sparsity:.3f}, nbytes={self.nbytes})")
@@ -399,7 +418,7 @@ def _kernel_lead(packed, isa):
 
 
 def _direct_pays(geom):
-    """Does gemm_conv_direct pay on this geometry (qs8_gemm_pyx _geom's tuple)? Stride 1: its
+    """Does gemm_conv_direct pay on this geometry (_conv_geom's tuple)? Stride 1: its
     tiles run across the padded rows, wasting kw - 1 pixels a row. Other strides: tiles of 16
     pixels of one output row, so a row of wo pixels computes ceil(wo / 16) * 16: at 20 x 20 (12
     of 32 rows wasted) a 128 x 128 x 3 x 3 layer took 1.15-1.25x the im2col kernel's time, at 56
@@ -409,20 +428,6 @@ def _direct_pays(geom):
     wo = geom[9]
     t = -(-wo // 16) * 16
     return (t - wo) <= 0.15 * t
-
-
-def _direct_weights(w, kh, kw, c, np_):
-    """(wd, nch) for gemm_conv_direct: weight w [N, kh*kw*c] (im2col order ky, kx, c) per kernel
-    row ky and 64-byte chunk j of its kw * c window as [kh][nch][Np/16 panels][16 quads][16
-    channels][4 bytes], the AMX weight tile of that chunk and panel; bytes past the window (and
-    channels past N) zero."""
-    n = w.shape[0]
-    win = kw * c
-    nch = -(-win // 64)
-    w3 = np.zeros((np_, kh, nch * 64), np.int8)
-    w3[:n, :, :win] = w.reshape(n, kh, win)
-    wd = w3.reshape(np_ // 16, 16, kh, nch, 16, 4).transpose(2, 3, 0, 4, 1, 5)
-    return np.ascontiguousarray(wd), nch
 
 
 def _bias_s8(b, rowsum):
@@ -497,12 +502,11 @@ class PreparedQS8(_EpilogueArgs):
             self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
         else:
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
-        # the amx build's convolutions without im2col rows (gemm_conv_direct): the weight per
-        # (kh, kw, C) laid out on first use
+        # the amx build's convolutions without im2col rows (gemm_conv_direct; the weight's
+        # layout per (kh, kw, C) from packed.direct)
         self._direct_ok = packed.format == "dense" and bool(getattr(mod, "AMX", 0)) \
             and os.environ.get("DEEPSPARSE_CY_NO_DIRECT_CONV", "") not in ("1", "true")
         self._direct_fn = getattr(mod, "gemm_conv_direct", None)
-        self._direct_w = {}
         # a mid step with ReLU / Clip / nothing before an 8-bit output on the sparse kernel's
         # VBMI table epilogue: its output as a table of (channel, mid value), used by the calls
         # without a residual (three byte permutes per 64 outputs instead of ~15 vector
@@ -610,11 +614,7 @@ class PreparedQS8(_EpilogueArgs):
         tail = (self._bias(xs), self.s, self.code, self.act, self.lo, self.hi, self.ys,
                 self._mid_for(res), res, self.zp, out, int(num_threads or 0))
         if self._direct_ok and geom[5] == 1 and _direct_pays(geom):
-            key = (geom[0], geom[1], x.shape[3])
-            d = self._direct_w.get(key)
-            if d is None:
-                d = self._direct_w[key] = _direct_weights(self.packed.unpack(), geom[0],
-                                                          geom[1], x.shape[3], self._lead[2])
+            d = self.packed.direct(geom[0], geom[1], x.shape[3])
             return self._direct_fn, (x, int(xs), geom, self.zx & 0xFF) + d \
                 + self._lead[1:3] + tail
         return self._conv_fn, (x, int(xs), geom, self.zx & 0xFF) + self._lead + tail

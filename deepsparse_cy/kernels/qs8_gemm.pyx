@@ -154,7 +154,7 @@ def gemm_conv_direct(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous
     """gemm_conv() without im2col rows (the amx build only, dilation 1 along W): x copied once
     into a padded buffer, the activation tiles loaded from it with overlapping rows
     (dscy_qs8_conv_amx_direct); wd the weight per (ky, 64-byte chunk of the KW * C window,
-    panel), zero past the window (qs8.py _direct_weights)."""
+    panel), zero past the window (qs8.py PackedQS8.direct)."""
     if not DSCY_AMX:
         raise ValueError("gemm_conv_direct: the amx build's kernel")
     cdef dscy_conv_geom g = _geom(x, geom, pad_byte)

@@ -120,11 +120,13 @@ def test_direct_conv_amx(case, xdtype):
     xzp = int(rng.integers(info.min, info.max + 1))
     cols = K.im2col_nhwc(x, ks, st_, pads, dil, xzp)
     for od, zp in [(np.int32, 0), (np.float32, 0), (np.uint8, 77)]:
-        pr = K.prepare_qs8_matmul(K.pack_qs8(wt, "dense"), None, sc, od, zp, xzp, isa="amx")
+        packed = K.pack_qs8(wt, "dense")
+        pr = K.prepare_qs8_matmul(packed, None, sc, od, zp, xzp, isa="amx")
         ref = K.qs8_matmul_reference(cols, wt, None, sc, od, zp, xzp)
         for nt in (1, 2):
             np.testing.assert_array_equal(pr.conv(x, ks, st_, pads, dil, num_threads=nt), ref)
-        assert list(pr._direct_w) == [(ks[0], ks[1], c)]
+        # the direct path ran: its weight layout was made (PackedQS8.direct), and only it
+        assert [k for k in packed.arrays if k.startswith("wd")] == [f"wd{ks[0]}x{ks[1]}x{c}"]
 
 
 @pytest.mark.parametrize("isa", isa_params())

@@ -629,7 +629,7 @@ int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16
  * from that buffer with a row stride of sw * C bytes: the tile's rows overlap (pixel x's window
  * starts sw * C bytes after pixel x - 1's). Bytes of a chunk past the window (the next pixels'
  * channels) meet zero weights: wd is the weight laid out per (ky, chunk, panel) as 16 quads x 16
- * channels x 4 bytes (qs8.py _direct_weights), nch chunks of 64 bytes per kernel row.
+ * channels x 4 bytes (qs8.py PackedQS8.direct), nch chunks of 64 bytes per kernel row.
  * Stride 1: the padded rows are exactly Wo + KW - 1 pixels wide and the tiles run over them as
  * one flat run of virtual pixels v = oy * Wpa + ox of each image (ox >= Wo: computed, not
  * stored), so a small map wastes KW - 1 pixels a row, not the rest of a 16-pixel tile. Other
