@@ -1,0 +1,86 @@
+"""Sigmoid, SiLU and GELU rows (csrc/f32_fused.h dscy_bias_act: the baseline copy, 8 lanes at
+the AVX2 level, 16 at the AVX-512 one) against float64 references and against each other:
+ragged row lengths (vector tails), a bias, special values (NaN, +-inf, beyond exp's range)."""
+import math
+
+import numpy as np
+import pytest
+
+from deepsparse_cy import kernels
+from deepsparse_cy.kernels import _f32_fused
+
+LEVELS = [0] + ([1] if kernels.kernel_isa() != "generic" else []) + \
+    ([2] if kernels.kernel_isa() in ("avx512_vnni", "amx") else [])
+ACTS = {"Sigmoid": _f32_fused.ACTIVATIONS["Sigmoid"], "SiLU": _f32_fused.ACTIVATIONS["SiLU"],
+        "Gelu": _f32_fused.ACTIVATIONS["Gelu"]}
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 100.0, -100.0, 0.0, 88.0, -88.0, 87.5, -87.5,
+                    1e-30, -1e-30, 4.0 * math.sqrt(2), -6.0], np.float32)
+
+
+def _reference(name, x):
+    x = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if name == "Sigmoid":
+            return 1.0 / (1.0 + np.exp(-x))
+        if name == "SiLU":
+            return x / (1.0 + np.exp(-x))
+        return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+@pytest.fixture(params=LEVELS, ids=lambda lv: ["baseline", "avx2", "avx512"][lv])
+def level(request):
+    was = _f32_fused.level()
+    _f32_fused.set_level(request.param)
+    yield request.param
+    _f32_fused.set_level(was)
+
+
+@pytest.mark.parametrize("name", list(ACTS))
+@pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 33, 2100])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_act_rows_match_float64(level, name, n, with_bias):
+    rng = np.random.default_rng(n * 3 + with_bias)
+    x = (rng.standard_normal((5, n)) * 6).astype(np.float32)
+    x[0, :min(n, SPECIAL.size)] = SPECIAL[:n]
+    b = (rng.standard_normal(n) * 2).astype(np.float32) if with_bias else None
+    y = x.copy()
+    _f32_fused.bias_act_inplace(y, b, ACTS[name], 0.0, 0.0, 2)
+    t = x + b if with_bias else x
+    ref = _reference(name, t)
+    fin = np.isfinite(ref)
+    # a few float32 ulps of the value (the polynomial and the float32 input of exp / erf),
+    # plus an absolute floor: GELU far below 0 (its float32 form rounds 1 + erf to 0 there),
+    # and the sigmoid / SiLU values below ~1e-30 (flushed or subnormal)
+    np.testing.assert_allclose(y[fin], ref[fin], rtol=4e-7, atol=1e-6 if name == "Gelu" else 1e-30)
+    assert np.array_equal(np.isnan(y), np.isnan(ref)), "NaN where the reference has one, only there"
+    assert np.array_equal(y[~fin & ~np.isnan(ref)], ref[~fin & ~np.isnan(ref)])
+
+
+@pytest.mark.parametrize("name", list(ACTS))
+def test_act_levels_agree(name):
+    """The vector rows against the baseline copy on the same data: the same values at +-inf /
+    NaN inputs and wherever the baseline's is not finite, the rest within 2 ulps (and the absolute floors above: 1 + erf
+    near 0 is one float32 rounding of erf near -1); act_rows (out of place) as in place."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((40, 333)) * 10).astype(np.float32)
+    x[0, :SPECIAL.size] = SPECIAL
+    was = _f32_fused.level()
+    outs = {}
+    try:
+        for lv in LEVELS:
+            _f32_fused.set_level(lv)
+            y = np.empty_like(x)
+            _f32_fused.act_rows(x, y, ACTS[name], 0.0, 0.0, 2)
+            z = x.copy()
+            _f32_fused.bias_act_inplace(z, None, ACTS[name], 0.0, 0.0, 1)
+            np.testing.assert_array_equal(y, z)
+            outs[lv] = y
+    finally:
+        _f32_fused.set_level(was)
+    base = outs[0]
+    for lv, y in outs.items():
+        special = ~np.isfinite(base) | ~np.isfinite(x)
+        np.testing.assert_array_equal(y[special], base[special], err_msg=f"level {lv}")
+        ulp = np.spacing(np.abs(base[~special]).astype(np.float32))
+        floor = 1e-6 if name == "Gelu" else 1e-30
+        assert (np.abs(y[~special] - base[~special]) <= 2 * ulp + floor).all(), f"level {lv}"
