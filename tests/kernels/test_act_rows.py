@@ -84,3 +84,29 @@ def test_act_levels_agree(name):
         ulp = np.spacing(np.abs(base[~special]).astype(np.float32))
         floor = 1e-6 if name == "Gelu" else 1e-30
         assert (np.abs(y[~special] - base[~special]) <= 2 * ulp + floor).all(), f"level {lv}"
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 8400), (2, 5, 37), (1, 3, 15), (3, 1, 17), (1, 700, 33)])
+def test_softmax_axis_levels(level, shape):
+    """Softmax over a middle axis (its exp pass on 8 / 16 lanes at levels 1 / 2, the tail of a
+    256-column block in the scalar form): float64 reference; a -inf logit gives an exact 0,
+    logits far below their column's maximum (beyond exp's range) too."""
+    rng = np.random.default_rng(shape[2])
+    x = (rng.standard_normal(shape) * 8).astype(np.float32)
+    x[0, 0, : shape[2] // 2] = -np.inf
+    if shape[1] > 1:
+        x[0, 1, :3] = -200.0
+        x[0, 0, :3] = 0.0
+    y = np.empty_like(x)
+    _f32_fused.softmax_axis(x, y, 2)
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        e = np.exp(x64 - x64.max(1, keepdims=True))
+        ref = e / e.sum(1, keepdims=True)
+    fin = np.isfinite(ref)
+    # e^t of a float32 t carries |t| * 2^-24 of relative error (2e-6 at t = -30)
+    np.testing.assert_allclose(y[fin], ref[fin], rtol=1e-5, atol=1e-30)
+    assert np.array_equal(np.isnan(y), np.isnan(ref))
+    assert (y[np.isneginf(x) & fin] == 0).all()
+    if shape[1] > 1:
+        assert (y[0, 1, :3] == 0).all()

@@ -231,11 +231,7 @@ static inline void dscy_dw_nhwc_q8(int avx2, const void *x, int x_signed, long H
                                  oy, Wo, out);
 }
 
-static inline void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner,
-                                    long j0, long jn) {
-    if (avx2) dscy_softmax_mid_avx2(x, y, n, inner, j0, jn);
-    else dscy_softmax_mid_generic(x, y, n, inner, j0, jn);
-}
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define DSCY_HAVE_ACT_V 1
 #include <immintrin.h>
@@ -305,6 +301,20 @@ static inline void dscy_softmax_mid(int avx2, const float *x, float *y, long n, 
             ST(y + i, v);                                                                     \
         }                                                                                     \
         return i;                                                                             \
+    }                                                                                         \
+    /* o[j] = e^(r[j] - m[j]), s[j] += o[j] (softmax over a middle axis: dscy_vexpf's values,  \
+     * 0 below exp's range: a masked -inf stays an exact 0); whole vectors of W, returns how   \
+     * many elements it did */                                                                \
+    static inline long dscy_exps_##W(const float *r, const float *m, float *o, float *s,      \
+                                     long jn) {                                              \
+        long j = 0;                                                                           \
+        for (; j + W <= jn; j += W) {                                                         \
+            V t = ADD(LD(r + j), MUL(LD(m + j), SET1(-1.0f)));                                \
+            V e = ZERO_BELOW(dscy_vexpc_##W(t), t, SET1(-87.3365447505531f));                 \
+            ST(o + j, e);                                                                     \
+            ST(s + j, ADD(LD(s + j), e));                                                     \
+        }                                                                                     \
+        return j;                                                                             \
     }
 
 /* r where v >= lo (or NaN), else 0 */
@@ -327,6 +337,43 @@ DSCY_ACT_V_BODY(16, __m512, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _
 #pragma GCC pop_options
 #define DSCY_ACT_VECTOR(act) ((act) == DSCY_F_SIGMOID || (act) == DSCY_F_SILU || (act) == DSCY_F_GELU)
 #endif
+
+#ifdef DSCY_HAVE_ACT_V
+/* dscy_softmax_mid_body with its exp pass on 8 / 16 lanes (level 1 / 2): that pass, gcc's
+ * vectorisation of dscy_vexpf, was most of a YOLOv8n DFL Softmax (16 bins x 4 x 2100) */
+DSCY_TARGET_AVX2 static void dscy_softmax_mid_v(int level, const float *restrict x,
+                                                float *restrict y, long n, long inner, long j0,
+                                                long jn) {
+    float m[256], s[256];
+    const float *xb = x + j0;
+    float *yb = y + j0;
+    for (long j = 0; j < jn; j++) { m[j] = xb[j]; s[j] = 0.0f; }
+    for (long i = 1; i < n; i++) {
+        const float *r = xb + i * inner;
+        for (long j = 0; j < jn; j++) m[j] = r[j] > m[j] ? r[j] : m[j];
+    }
+    for (long i = 0; i < n; i++) {
+        const float *r = xb + i * inner;
+        float *o = yb + i * inner;
+        long j = level >= 2 ? dscy_exps_16(r, m, o, s, jn) : dscy_exps_8(r, m, o, s, jn);
+        for (; j < jn; j++) { float e = dscy_vexpf(r[j] - m[j]); o[j] = e; s[j] += e; }
+    }
+    for (long j = 0; j < jn; j++) s[j] = 1.0f / s[j];
+    for (long i = 0; i < n; i++) {
+        float *o = yb + i * inner;
+        for (long j = 0; j < jn; j++) o[j] *= s[j];
+    }
+}
+#endif
+
+static inline void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner,
+                                    long j0, long jn) {
+#ifdef DSCY_HAVE_ACT_V
+    if (avx2) { dscy_softmax_mid_v(avx2, x, y, n, inner, j0, jn); return; }
+#endif
+    if (avx2) dscy_softmax_mid_avx2(x, y, n, inner, j0, jn);
+    else dscy_softmax_mid_generic(x, y, n, inner, j0, jn);
+}
 
 /* avx2: 0 the baseline copy, 1 the AVX2 one, 2 (AVX-512 level) the AVX2 one with Sigmoid / SiLU
  * / GELU on 16 lanes. The vector rows leave a tail of < 8 / 16 elements to the body's copy. */
