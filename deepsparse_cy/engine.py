@@ -298,6 +298,7 @@ class Plan:
 
     def __init__(self, program, steps, consts, slots, arena_bytes, report):
         self.aliases = set()            # outputs kept as views of their input's slot
+        self.split_views = frozenset()  # Split outputs kept as pieces of their input's slot
         self.program = program
         self.steps = steps              # list of (node, op, reads, slot_keys, frees)
         self.consts = consts            # name -> value known for these shapes
@@ -561,7 +562,7 @@ class Engine:
                     raise _wrap_node_error(node, e) from e
                 if b is None:
                     bound[i] = self._bind(node, op, reads, ins, outs, res, buf, plan.consts,
-                                          aliases)
+                                          aliases, plan.split_views)
                 if outs is None:
                     outs = _NO_SLOTS
                 for name, r, slot in zip(node.outputs, res, outs):
@@ -588,7 +589,7 @@ class Engine:
             plan.release(inst)
 
     @staticmethod
-    def _bind(node, op, reads, ins, outs, res, buf, consts, aliases=()):
+    def _bind(node, op, reads, ins, outs, res, buf, consts, aliases=(), split_views=()):
         """The step's bound call after its first run on an arena instance (see _run_plan), or
         False: only where every output went into its slot and every non-constant input is an
         arena array (a feed or a detached value is a new object on each run). A planned view
@@ -609,6 +610,13 @@ class Engine:
                     or _root(r) is not buf or not np.may_share_memory(r, ins[0]):
                 return False          # the data input only: a computed shape may change
             return (_no_call, (), tuple(checks), ((node.outputs[0], r),))
+        if outs is not None and node.outputs and all(o in split_views for o in node.outputs) \
+                and len(res) == len(outs) and all(r is o for r, o in zip(res, outs)) \
+                and ins and isinstance(ins[0], np.ndarray) and _root(ins[0]) is buf \
+                and all(np.may_share_memory(o, ins[0]) for o in outs):
+            # an in-place Split (_plan_inplace_split): its outputs are views of its input's
+            # slot, already holding their values once the input is written
+            return (_no_call, (), tuple(checks), tuple(zip(node.outputs, outs)))
         if outs is None or len(res) != len(outs) or any(r is not o for r, o in zip(res, outs)) \
                 or any(o is None for name, o in zip(node.outputs, outs) if name):
             return False
@@ -709,6 +717,9 @@ class Engine:
                 last[root] = max(last.get(root, first[root]), end)
         placed_in = self._plan_inplace_concat(steps, shapes, first, last, graph_outputs, feeds,
                                               values_known, aliases)
+        split_views = self._plan_inplace_split(steps, shapes, first, graph_outputs, feeds,
+                                               values_known, aliases, placed_in)
+        placed_in.update(split_views)
         children = {}
         for x, (root, _) in placed_in.items():
             children.setdefault(root, []).append(x)
@@ -758,6 +769,7 @@ class Engine:
                   "memory_planner": self.memory_planner}
         plan = Plan(prog, plan_steps, consts, slots, int(total), report)
         plan.aliases = aliases
+        plan.split_views = frozenset(split_views)
         return self._collect_outputs(dict(zip(self.output_names, outs)), feeds), plan
 
     def _plan_inplace_concat(self, steps, shapes, first, last, graph_outputs, feeds,
@@ -806,6 +818,52 @@ class Engine:
                 placed[x] = (o, b)
             roots.add(o)
         return placed
+
+    def _plan_inplace_split(self, steps, shapes, first, graph_outputs, feeds, values_known,
+                            aliases, placed):
+        """{output: (Split input, byte offset)} for Splits whose outputs are contiguous pieces
+        of their input (only size-1 axes before the split axis: a batch-1 channel split, a
+        detector head's box / class split), kept as views of the input's slot: the Split then
+        copies nothing (its step binds to no call, engine._run_plan) and the input's slot lives
+        as long as its pieces are read. Only for planned values: the input not a graph output,
+        feed, folded value, view or a value placed in (or holding values placed by) an in-place
+        Concat; the outputs not graph outputs nor placed themselves."""
+        if not self.memory_planner or os.environ.get("DEEPSPARSE_CY_NO_INPLACE_SPLIT", "") \
+                in ("1", "true"):
+            return {}
+        roots = {root for root, _ in placed.values()}
+        views = {}
+        for node, _ in steps:
+            if node.op_type != "Split" or node.domain not in ("", "ai.onnx") or not node.inputs:
+                continue
+            x, outs = node.inputs[0], list(node.outputs)
+            if not x or x not in shapes or x not in first or x in graph_outputs or x in feeds \
+                    or x in values_known or x in aliases or x in placed or x in roots \
+                    or x in views:
+                continue
+            xshape, xdt = shapes[x]
+            rank = len(xshape)
+            if xdt == object or rank == 0 or not outs or not all(outs) \
+                    or len(set(outs)) != len(outs):
+                continue
+            axis = int(node.attrs.get("axis", 0))
+            axis = axis + rank if axis < 0 else axis
+            if not 0 <= axis < rank or int(np.prod(xshape[:axis], dtype=np.int64)) != 1:
+                continue
+            ok, off, offs = True, 0, []
+            for o in outs:
+                if o not in shapes or o in graph_outputs or o in placed or o in aliases \
+                        or o in roots or o in views or shapes[o][1] != xdt \
+                        or len(shapes[o][0]) != rank:
+                    ok = False
+                    break
+                offs.append(off)
+                off += int(np.prod(shapes[o][0], dtype=np.int64)) * xdt.itemsize
+            if not ok or off != int(np.prod(xshape, dtype=np.int64)) * xdt.itemsize:
+                continue
+            for o, b in zip(outs, offs):
+                views[o] = (x, b)
+        return views
 
     def profile(self, inputs, iterations=5, warmup=1, dense_baseline=True):
         """Per-node timing on `inputs`: list of dicts in execution order.

@@ -447,6 +447,64 @@ def test_inplace_concat_matches_heap_and_onnxruntime(monkeypatch):
         np.testing.assert_array_equal(g, h)
 
 
+def _head_split_model():
+    """A detector head's split: conv -> Reshape [N, 16, HW] -> Concat with a second map along
+    the anchors axis -> Split along channels (box 6 / classes 10) -> box through Relu, classes
+    through Sigmoid, the box half read again at the end (after other values took memory); a
+    second Split of a graph output (never in place) and one in halves along the last axis
+    (batch 1, but 16 rows before it: each part is not one piece, copies)."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array((rng.standard_normal((16, 3, 1, 1)) * 0.5).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([0, 16, -1], np.int64), "shp"),
+             numpy_helper.from_array(np.array([6, 10], np.int64), "sp")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Reshape", ["c", "shp"], ["r"]),
+             helper.make_node("Neg", ["r"], ["r2"]),
+             helper.make_node("Concat", ["r", "r2"], ["cat"], axis=2),
+             helper.make_node("Split", ["cat", "sp"], ["box", "cls"], axis=1),
+             helper.make_node("Relu", ["box"], ["b1"]),
+             helper.make_node("Sigmoid", ["cls"], ["s1"]),
+             helper.make_node("Abs", ["s1"], ["s2"]),
+             helper.make_node("Concat", ["b1", "s2"], ["head"], axis=1),
+             helper.make_node("Split", ["head", "sp"], ["h0", "h1"], axis=1),
+             helper.make_node("Split", ["cat"], ["t0", "t1"], axis=2),
+             helper.make_node("Mul", ["box", "b1"], ["late"])]
+    outs = ["head", "h1", "late", "t1"]
+    g = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info(o, TP.FLOAT, None) for o in outs], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_inplace_split_matches_heap_and_onnxruntime(monkeypatch):
+    """Batch 1: a Split along channels of a planned value keeps its parts as pieces of the
+    input's slot (no copy; the step binds to no call); the Split of a graph output, the one along
+    the last axis, batch 2 and DEEPSPARSE_CY_NO_INPLACE_SPLIT=1 copy. All bit-identical to
+    the heap-mode run and equal to onnxruntime, over repeated runs with new values."""
+    from deepsparse_cy.engine import _no_call
+    m = _head_split_model()
+    e = _runs_match_heap_and_onnxruntime(m, [(1, 3, 4, 6)] * 3 + [(2, 3, 5, 3), (1, 3, 4, 6)],
+                                         seed=5, rtol=1e-5)
+    plan = e._plans[e._key([np.zeros((1, 3, 4, 6), np.float32)])]
+    assert plan.split_views == {"box", "cls"}, plan.split_views
+    cat = plan.slots["cat"]
+    assert plan.slots["box"][0] == cat[0] and plan.slots["cls"][0] == cat[0] + 6 * 48 * 4
+    inst = plan._pool[0]
+    bound = {plan.steps[i][0].name or plan.steps[i][0].outputs[0]: b
+             for i, b in enumerate(inst.bound)}
+    split_steps = [i for i, st in enumerate(plan.steps) if st[0].op_type == "Split"]
+    kinds = [inst.bound[i][0] is _no_call for i in split_steps if inst.bound[i]]
+    assert kinds.count(True) == 1, (kinds, bound)       # only the channel split of "cat"
+    plan2 = e._plans[e._key([np.zeros((2, 3, 5, 3), np.float32)])]
+    assert not plan2.split_views
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_INPLACE_SPLIT", "1")
+    e2 = ds.compile_model(m)
+    x = np.random.default_rng(6).standard_normal((1, 3, 4, 6)).astype(np.float32)
+    for _ in range(2):
+        for g, h in zip(e2.run([x]), e.run([x])):
+            np.testing.assert_array_equal(g, h)
+    assert not e2._plans[e2._key([x])].split_views
+
+
 def test_concat_in_place_function():
     from deepsparse_cy.ops.tensor import Concat
     out = np.zeros((1, 7, 3), np.float32)

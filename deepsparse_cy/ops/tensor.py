@@ -285,6 +285,10 @@ def _split(x, axis, split, n, outs=None):
             continue
         shape = x.shape[:axis] + (e - b,) + x.shape[axis + 1:]
         o = outs[i] if outs and i < len(outs) else None
+        if o is not None and outer == 1 and o.shape == shape and o.dtype == x.dtype \
+                and o.flags.c_contiguous and o.ctypes.data == x.ctypes.data + b * inner:
+            res.append(o)      # the part is this piece of x (the engine's in-place Split)
+            continue
         if o is None or o.shape != shape or o.dtype != x.dtype or not o.flags.c_contiguous \
                 or np.may_share_memory(o, x):
             o = np.empty(shape, x.dtype)
