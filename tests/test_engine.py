@@ -505,6 +505,38 @@ def test_inplace_split_matches_heap_and_onnxruntime(monkeypatch):
     assert not e2._plans[e2._key([x])].split_views
 
 
+def test_transpose_and_div_bind_and_follow_new_inputs():
+    """Transpose (its view of the input slot made once, copied on each run) and Div bind in a
+    plan, and give numpy's values for new inputs and for another shape (a new plan); integer
+    Div truncates toward zero there too."""
+    inits = [numpy_helper.from_array(np.array([2.5], np.float32), "c"),
+             numpy_helper.from_array(np.array([-3], np.int64), "k")]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Div", ["t", "c"], ["d"]),
+             helper.make_node("Cast", ["x"], ["xi"], to=TP.INT64),
+             helper.make_node("Abs", ["xi"], ["ai"]),
+             helper.make_node("Div", ["ai", "k"], ["di"]),
+             helper.make_node("Exp", ["d"], ["y"])]
+    g = helper.make_graph(nodes, "td", [helper.make_tensor_value_info("x", TP.FLOAT, [1, 4, "S", 3])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None),
+                           helper.make_tensor_value_info("di", TP.INT64, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    e = ds.compile_model(m)
+    rng = np.random.default_rng(2)
+    for s_ in (5, 5, 5, 7, 5):
+        x = (rng.standard_normal((1, 4, s_, 3)) * 10).astype(np.float32)
+        y, di = e.run([x])
+        ref = np.exp(np.maximum(x, 0).transpose(0, 2, 1, 3) / np.float32(2.5))
+        np.testing.assert_allclose(y, ref, rtol=1e-6)
+        ai = np.abs(x.astype(np.int64))
+        np.testing.assert_array_equal(di, -(ai // 3))
+    plan = e._plans[e._key([np.zeros((1, 4, 5, 3), np.float32)])]
+    inst = plan._pool[0]
+    kinds = [plan.steps[i][0].op_type for i, b in enumerate(inst.bound) if b]
+    assert kinds.count("Transpose") == 1 and kinds.count("Div") == 2, kinds
+
+
 def test_concat_in_place_function():
     from deepsparse_cy.ops.tensor import Concat
     out = np.zeros((1, 7, 3), np.float32)

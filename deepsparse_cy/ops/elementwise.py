@@ -129,6 +129,9 @@ def Div(a, b, *, out=None):
     return _div(a, b, out)
 
 
+Div.bind_out = True             # _div(a, b, out) always fills out, integer division included
+
+
 def _pow(a, b):
     _guard(a, b)
     if a.dtype == b.dtype and a.dtype.kind == "f":

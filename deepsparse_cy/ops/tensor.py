@@ -137,6 +137,22 @@ def Transpose(x, *, perm=None, out=None):
     return np.ascontiguousarray(t) if t.ndim else t.copy()
 
 
+def _transpose_bind(inputs, out, perm=None):
+    """registry.FunctionOp.bind's call for Transpose: the transposed view of the (same) input
+    array made once, copied into the output slot on each run (a detector head's DFL
+    Transpose)."""
+    x = inputs[0] if inputs else None
+    if type(x) is not np.ndarray or x.dtype == object or type(out) is not np.ndarray:
+        return None
+    t = np.transpose(x, perm)
+    if t.shape != out.shape or t.dtype != out.dtype or np.may_share_memory(t, out):
+        return None
+    return functools.partial(np.copyto, out, t), ()
+
+
+Transpose.bind = _transpose_bind
+
+
 def _concat_placement(xs, axis, out):
     """With only size-1 axes before `axis` the output's memory is the inputs' memories one
     after the other; inputs that the engine's planner placed there already (their data at their
