@@ -8,6 +8,7 @@ rewrites keep them 8-bit, each giving the same bytes as the graph (the tables ar
 the engine's float32 ops and quantizer, the Add in float32 as the graph makes it)::
 
     Concat(x1..xn) -> QuantizeLinear          ==> Concat(QuantizeLinear(x1) .. (xn))
+    Resize(nearest, x) -> QuantizeLinear      ==> Resize(QuantizeLinear(x)) (8-bit resize)
     QTable output -> QuantizeLinear           ==> a QTable output with the quantized table
     DequantizeLinear(a) -> QuantizeLinear     ==> a (the same parameters), else QTable(a)
     QTable(QTable's 8-bit output)             ==> more outputs of the first (composed tables)
@@ -122,6 +123,34 @@ def _push_q_through_concat(v):
                                dict(q.attrs), f"{q.name}_{len(made)}", q.index))
         v.replace([c, q], Node("Concat", "", [made[x] for x in c.inputs], [q.outputs[0]],
                                dict(c.attrs), c.name, c.index))
+        count += 1
+    return count
+
+
+def _push_q_through_resize(v):
+    """Resize(nearest) -> QuantizeLinear (its only reader) ==> QuantizeLinear -> Resize of the
+    8-bit tensor: nearest resizing copies input values, so it commutes with the elementwise
+    quantizer (same bytes); the quantizer then runs on the smaller input (a quarter of it at a
+    2x upsample), the resize moves bytes (ops/resize.py's 8-bit planes), and the quantizer
+    may fold into the input's producer (_fold_q). Not tf_crop_and_resize (its extrapolated
+    pixels are a value the input does not hold)."""
+    count = 0
+    for r in _alive(v):
+        a = r.attrs
+        if not _onnx(r, "Resize") or not r.inputs or not r.inputs[0] or not r.outputs \
+                or not r.outputs[0] or a.get("mode", "nearest") != "nearest" \
+                or a.get("coordinate_transformation_mode") == "tf_crop_and_resize" \
+                or r.outputs[0] in v.outputs:
+            continue
+        q = v.sole(r.outputs[0], "QuantizeLinear")
+        if q is None or _q_params(v, q) is None:
+            continue
+        x = r.inputs[0]
+        xq = _fresh(v, f"{x}_q8")
+        v.replace([], Node("QuantizeLinear", "", [x] + list(q.inputs[1:]), [xq],
+                           dict(q.attrs), q.name, q.index))
+        v.replace([r, q], Node("Resize", r.domain, [xq] + list(r.inputs[1:]), [q.outputs[0]],
+                               dict(a), r.name, r.index))
         count += 1
     return count
 
@@ -266,6 +295,7 @@ def fuse_q8_flow(graph):
         return 0
     v = _View(graph)
     count = _fold_dq_into_qconv(v) + _push_q_through_concat(v)
+    count += _push_q_through_resize(v)     # (after: a Concat's QuantizeLinears are its inputs')
     changed = True
     while changed:
         changed = False

@@ -175,6 +175,10 @@ cdef extern from "csrc/dscy_pool.h" nogil:
     void dscy_gather_plane(const float *x, int W, const int32_t *hi, int Ho, const int32_t *wi,
                            int Wo, float *y)
     void dscy_d2s_plane(const float *cols, int k0, int k1, int S0, int S1, float *y)
+    void dscy_upsample_plane8(const unsigned char *x, int H, int W, unsigned char *y, int kh,
+                              int kw)
+    void dscy_gather_plane8(const unsigned char *x, int W, const int32_t *hi, int Ho,
+                            const int32_t *wi, int Wo, unsigned char *y)
     float dscy_plane_mean(const float *x, long n)
     void dscy_copy_blocks(char *dst, Py_ssize_t dst_stride, const char *src,
                           Py_ssize_t src_stride, long outer, size_t nbytes)
@@ -187,6 +191,14 @@ cdef inline int _nt_copy(Py_ssize_t n, int num_threads) noexcept nogil:
     return dscy_cap_threads(num_threads)
 
 
+cdef inline int _nt_rows(Py_ssize_t rows, Py_ssize_t n, int num_threads) noexcept nogil:
+    # upsampling small planes is bound by its per-row work (an expanded row and kh - 1 copies
+    # of it: ~20 ns a row of a 20 x 20 map), not by memory: a second thread pays from ~1K rows
+    if num_threads >= 2 and rows >= 1024:
+        return dscy_cap_threads(num_threads)
+    return _nt_copy(n, num_threads)
+
+
 def upsample_nearest(const float[:, :, ::1] x,   # IN  [N*C, H, W]
                      float[:, :, ::1] y,         # OUT [N*C, H*kh, W*kw]
                      int kh, int kw, int num_threads=1):
@@ -197,7 +209,7 @@ def upsample_nearest(const float[:, :, ::1] x,   # IN  [N*C, H, W]
         raise ValueError("upsample_nearest: output shape mismatch")
     if NC == 0 or H == 0 or W == 0:
         return
-    cdef int nt = _nt_copy(y.shape[0] * y.shape[1] * y.shape[2], num_threads)
+    cdef int nt = _nt_rows(NC * H, y.shape[0] * y.shape[1] * y.shape[2], num_threads)
     with nogil:
         for p in prange(NC, num_threads=nt, schedule="static"):
             dscy_upsample_plane(&x[p, 0, 0], H, W, &y[p, 0, 0], kh, kw)
@@ -225,6 +237,46 @@ def resize_nearest(const float[:, :, ::1] x,     # IN  [N*C, H, W]
     with nogil:
         for p in prange(NC, num_threads=nt, schedule="static"):
             dscy_gather_plane(&x[p, 0, 0], W, &hi[0], Ho, &wi[0], Wo, &y[p, 0, 0])
+
+
+def upsample_nearest_8(const unsigned char[:, :, ::1] x,   # IN  [N*C, H, W] u8 (s8: its view)
+                       unsigned char[:, :, ::1] y,         # OUT [N*C, H*kh, W*kw]
+                       int kh, int kw, int num_threads=1):
+    """upsample_nearest on bytes."""
+    cdef Py_ssize_t p, NC = x.shape[0]
+    cdef int H = x.shape[1], W = x.shape[2]
+    if y.shape[0] != NC or y.shape[1] != H * kh or y.shape[2] != W * kw:
+        raise ValueError("upsample_nearest_8: output shape mismatch")
+    if NC == 0 or H == 0 or W == 0:
+        return
+    cdef int nt = _nt_rows(NC * H, y.shape[0] * y.shape[1] * y.shape[2] // 4, num_threads)
+    with nogil:
+        for p in prange(NC, num_threads=nt, schedule="static"):
+            dscy_upsample_plane8(&x[p, 0, 0], H, W, &y[p, 0, 0], kh, kw)
+
+
+def resize_nearest_8(const unsigned char[:, :, ::1] x,   # IN  [N*C, H, W] u8 (s8: its view)
+                     const int32_t[::1] hi,              # IN  [Ho]
+                     const int32_t[::1] wi,              # IN  [Wo]
+                     unsigned char[:, :, ::1] y,         # OUT [N*C, Ho, Wo]
+                     int num_threads=1):
+    """resize_nearest on bytes."""
+    cdef Py_ssize_t p, NC = x.shape[0]
+    cdef int H = x.shape[1], W = x.shape[2], Ho = hi.shape[0], Wo = wi.shape[0], j
+    if y.shape[0] != NC or y.shape[1] != Ho or y.shape[2] != Wo:
+        raise ValueError("resize_nearest_8: output shape mismatch")
+    for j in range(Ho):
+        if hi[j] < 0 or hi[j] >= H:
+            raise ValueError("resize_nearest_8: row index out of range")
+    for j in range(Wo):
+        if wi[j] < 0 or wi[j] >= W:
+            raise ValueError("resize_nearest_8: column index out of range")
+    if NC == 0 or Ho == 0 or Wo == 0:
+        return
+    cdef int nt = _nt_copy(NC * Ho * Wo // 4, num_threads)
+    with nogil:
+        for p in prange(NC, num_threads=nt, schedule="static"):
+            dscy_gather_plane8(&x[p, 0, 0], W, &hi[0], Ho, &wi[0], Wo, &y[p, 0, 0])
 
 
 def depth_to_space(const float[:, :, ::1] cols,  # IN  [N*M, k0*k1, S0*S1]

@@ -301,14 +301,33 @@ def Resize(x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
                    float(extrapolation_value), ax)
 
 
+_PLANNED_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.int8))
+
+
+def _planes(x, out):
+    """x, out as [N*C, H, W] planes (8-bit: their uint8 views) for the compiled kernels."""
+    if x.dtype != np.float32:
+        x, out = x.view(np.uint8), out.view(np.uint8)
+    return (x.reshape(-1, x.shape[2], x.shape[3]),
+            out.reshape(-1, out.shape[2], out.shape[3]))
+
+
+def _kernels(dt):
+    """(integer-factor upsampling, index-table resize) for float32 or 8-bit planes."""
+    if dt == np.float32:
+        return _f32_ops.upsample_nearest, _f32_ops.resize_nearest
+    return _f32_ops.upsample_nearest_8, _f32_ops.resize_nearest_8
+
+
 def _values_key(arrays):
     """roi / scales / sizes by value (a few bytes each), for the per-geometry plan cache."""
     return tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes()) for v in arrays)
 
 
 class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
-    """Resize (opset 11+) planned once per input geometry: a float32 NCHW nearest resize (the
-    upsampling of detector and OCR necks) is one compiled pass into the output's arena slot,
+    """Resize (opset 11+) planned once per input geometry: a float32 or 8-bit NCHW nearest resize
+    (the upsampling of detector and OCR necks; 8-bit where graph/fusion_q8.py moved the
+    QuantizeLinear after it before it) is one compiled pass into the output's arena slot,
     from the per-axis index tables of the spec's formulas (_axis_table, as the general path
     uses); integer repeats take the broadcast-copy kernel. Anything else runs `Resize`. Before,
     each call re-derived the geometry in Python (~25 us) and a non-integer scale ran two numpy
@@ -323,7 +342,7 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
 
     def run(self, inputs, outs):
         x = inputs[0]
-        if not (self._nearest and isinstance(x, np.ndarray) and x.dtype == np.float32
+        if not (self._nearest and isinstance(x, np.ndarray) and x.dtype in _PLANNED_DTYPES
                 and x.ndim == 4 and x.size):
             return super().run(inputs, outs)
         key = (x.shape,) + _values_key(inputs[1:self.n_declared])
@@ -337,15 +356,15 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
             return super().run(inputs, outs)
         oshape, hi, wi, kh, kw = plan
         out = outs[0] if outs else None
-        if out is None or out.dtype != np.float32 or out.shape != oshape \
+        if out is None or out.dtype != x.dtype or out.shape != oshape \
                 or not out.flags.c_contiguous or np.may_share_memory(out, x):
-            out = np.empty(oshape, np.float32)
-        x3 = np.ascontiguousarray(x).reshape(-1, x.shape[2], x.shape[3])
-        y3 = out.reshape(-1, oshape[2], oshape[3])
+            out = np.empty(oshape, x.dtype)
+        x3, y3 = _planes(np.ascontiguousarray(x), out)
+        up, rs = _kernels(x.dtype)
         if kh:
-            _f32_ops.upsample_nearest(x3, y3, kh, kw, self.nt)
+            up(x3, y3, kh, kw, self.nt)
         else:
-            _f32_ops.resize_nearest(x3, hi, wi, y3, self.nt)
+            rs(x3, hi, wi, y3, self.nt)
         return [out]
 
     def bind(self, inputs, outs):
@@ -353,19 +372,19 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
         x = inputs[0]
         out = outs[0] if outs else None
         if out is None or not (self._nearest and isinstance(x, np.ndarray)
-                               and x.dtype == np.float32 and x.ndim == 4 and x.size
+                               and x.dtype in _PLANNED_DTYPES and x.ndim == 4 and x.size
                                and x.flags.c_contiguous):
             return None
         key = (x.shape,) + _values_key(inputs[1:self.n_declared])
         plan = self._plans.get(key)
-        if not plan or out.dtype != np.float32 or out.shape != plan[0] \
+        if not plan or out.dtype != x.dtype or out.shape != plan[0] \
                 or not out.flags.c_contiguous or np.may_share_memory(out, x):
             return None
         oshape, hi, wi, kh, kw = plan
-        x3 = x.reshape(-1, x.shape[2], x.shape[3])
-        y3 = out.reshape(-1, oshape[2], oshape[3])
+        x3, y3 = _planes(x, out)
         params = tuple(inputs[1:self.n_declared])
-        nt, up, rs = self.nt, _f32_ops.upsample_nearest, _f32_ops.resize_nearest
+        nt = self.nt
+        up, rs = _kernels(x.dtype)
         ins, outs = list(inputs), list(outs)
 
         def call():

@@ -213,3 +213,54 @@ def test_qconv_dequantized_output_in_kernel(rng, monkeypatch, k, stride, x_dtype
     o = _ort_plain(m, {"x": x})[0]
     d = np.abs(got - o) / np.float32(0.07)
     assert d.max() <= 1.0 + 1e-3 and (d < 1e-3).mean() > 0.97, (d.max(), (d < 1e-3).mean())
+
+
+@pytest.mark.parametrize("ctm,scales", [("asymmetric", [1, 1, 2, 2]), ("half_pixel", [1, 1, 2, 3]),
+                                        ("pytorch_half_pixel", [1, 1, 1.5, 0.75]),
+                                        ("align_corners", [1, 1, 3, 2])])
+@pytest.mark.parametrize("x_dtype", ["u8", "s8"])
+def test_resize_quantized_before_it(rng, monkeypatch, ctm, scales, x_dtype):
+    """x * Sigmoid(x) of an 8-bit map -> Resize(nearest) -> QuantizeLinear (a quantized YOLO
+    neck's upsampling before its Concat): the QuantizeLinear moves before the Resize and folds
+    into the table, the Resize moves bytes (integer factors and index tables), a second reader
+    of the float map keeps it. The bytes: the same engine's with the rewrites off, and
+    onnxruntime's up to rounding ties of the float map's quantization."""
+    s8 = x_dtype == "s8"
+    zt = (lambda v: np.int8(v - 128)) if s8 else np.uint8
+    t = TP.INT8 if s8 else TP.UINT8
+    inits = [_init("s0", np.float32(0.05)), _init("z0", zt(110)),
+             _init("s1", np.float32(0.03)), _init("z1", zt(20)),
+             _init("roi", np.zeros(0, np.float32)),
+             _init("sc", np.asarray(scales, np.float32))]
+    nodes = [mk("DequantizeLinear", ["xq", "s0", "z0"], ["d"]), mk("Sigmoid", ["d"], ["sg"]),
+             mk("Mul", ["d", "sg"], ["a"]),
+             mk("Resize", ["a", "roi", "sc"], ["r"], mode="nearest",
+                coordinate_transformation_mode=ctm),
+             mk("QuantizeLinear", ["r", "s1", "z1"], ["y"]), mk("Relu", ["a"], ["other"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("xq", t, [1, 6, "h", "w"])],
+                          [helper.make_tensor_value_info("y", t, None),
+                           helper.make_tensor_value_info("other", TP.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    eng = ds.compile_model(m)
+    with monkeypatch.context() as mp:
+        mp.setenv("DEEPSPARSE_CY_NO_Q8_FLOW", "1")
+        ref_eng = ds.compile_model(m)
+    steps = _steps(eng)
+    kinds = collections.Counter(n.op_type for n, _ in steps)
+    assert "QuantizeLinear" not in kinds and kinds["Resize"] == 1, kinds
+    info = np.iinfo(np.int8 if s8 else np.uint8)
+    for h, w in ((5, 7), (4, 4), (5, 7)):
+        xq = rng.integers(info.min, info.max + 1, (1, 6, h, w)).astype(info.dtype)
+        for _ in range(2):                    # the second run: the bound calls
+            got = eng.run([xq])
+            for a, r in zip(got, ref_eng.run([xq])):
+                assert a.dtype == r.dtype and a.shape == r.shape
+                np.testing.assert_array_equal(a, r)
+        o = _ort_plain(m, {"xq": xq})
+        assert got[0].shape == o[0].shape
+        d = np.abs(got[0].astype(np.int32) - o[0].astype(np.int32))
+        assert d.max() <= 1 and (d == 0).mean() > 0.97, (d.max(), (d == 0).mean())
+    rs = [op for n, op in steps if n.op_type == "Resize"][0]
+    inst_dtypes = {p.dtype for p in (eng.run([xq])[0],)}
+    assert inst_dtypes == {info.dtype}
+    assert rs._plans, "the planned (compiled) resize ran"

@@ -40,3 +40,25 @@ def test_maxpool_w16_matches_scalar(seed):
             _f32_ops.set_level(was)
         np.testing.assert_array_equal(got[1], got[0])
         done += 1
+
+
+@pytest.mark.parametrize("kh,kw", [(2, 2), (1, 2), (2, 1), (3, 2), (2, 3), (1, 1)])
+@pytest.mark.parametrize("h,w", [(20, 20), (1, 37), (10, 16), (3, 33)])
+def test_upsample_and_resize_nearest_8bit(kh, kw, h, w):
+    """The byte planes of the 8-bit nearest Resize (upsampling by integer factors, index-table
+    resize) against numpy, 1 and 2 threads, s8 through its uint8 view."""
+    from deepsparse_cy.kernels import _f32_ops
+    rng = np.random.default_rng(h * 7 + w + kh)
+    x = rng.integers(0, 256, (130, h, w)).astype(np.uint8)
+    ref = np.repeat(np.repeat(x, kh, 1), kw, 2)
+    for nt in (1, 2):
+        y = np.full((130, h * kh, w * kw), 7, np.uint8)
+        _f32_ops.upsample_nearest_8(x, y, kh, kw, nt)
+        np.testing.assert_array_equal(y, ref)
+        hi = (np.arange(h * kh) * 5 // 7 % h).astype(np.int32)
+        wi = (np.arange(w * kw)[::-1] % w).astype(np.int32)
+        z = np.empty((130, len(hi), len(wi)), np.uint8)
+        _f32_ops.resize_nearest_8(x.view(np.int8).view(np.uint8), hi, wi, z, nt)
+        np.testing.assert_array_equal(z, x[:, hi][:, :, wi])
+    with pytest.raises(ValueError):
+        _f32_ops.resize_nearest_8(x, np.array([h], np.int32), wi, np.empty((130, 1, len(wi)), np.uint8))

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 #include <stddef.h>
+#include <stdint.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -219,6 +220,47 @@ static void dscy_gather_plane(const float *x, int W, const int32_t *hi, int Ho,
         float *d = y + (long)i * Wo;
         if (i && hi[i] == hi[i - 1]) { memcpy(d, d - Wo, sizeof(float) * Wo); continue; }
         const float *s = x + (long)hi[i] * W;
+        for (int j = 0; j < Wo; j++) d[j] = s[wi[j]];
+    }
+}
+
+/* dscy_upsample_plane and dscy_gather_plane on bytes (u8 / s8 planes: a quantized detector
+ * neck's nearest upsampling after its QuantizeLinear moved before it, graph/fusion_q8.py) */
+static void dscy_upsample_plane8(const uint8_t *x, int H, int W, uint8_t *y, int kh, int kw) {
+    long Wo = (long)W * kw;
+    for (int h = 0; h < H; h++) {
+        const uint8_t *s = x + (long)h * W;
+        uint8_t *d = y + (long)h * kh * Wo;
+        if (kw == 1) memcpy(d, s, (size_t)W);
+        else if (kw == 2) {
+            /* 16 bytes -> 32, each twice (byte unpacks); at kh 2 straight into both rows: the
+             * rows are short (20-80 bytes), a memcpy call per row was most of the time */
+            uint8_t *d2 = kh == 2 ? d + Wo : d;
+            int w = 0;
+#if defined(__SSE2__)
+            for (; w + 16 <= W; w += 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(s + w));
+                __m128i lo = _mm_unpacklo_epi8(v, v), hi = _mm_unpackhi_epi8(v, v);
+                _mm_storeu_si128((__m128i *)(d + 2 * w), lo);
+                _mm_storeu_si128((__m128i *)(d + 2 * w + 16), hi);
+                _mm_storeu_si128((__m128i *)(d2 + 2 * w), lo);
+                _mm_storeu_si128((__m128i *)(d2 + 2 * w + 16), hi);
+            }
+#endif
+            for (; w < W; w++) { d[2 * w] = d[2 * w + 1] = d2[2 * w] = d2[2 * w + 1] = s[w]; }
+            if (kh == 2) continue;
+        }
+        else for (int w = 0; w < W; w++) for (int j = 0; j < kw; j++) d[(long)w * kw + j] = s[w];
+        for (int i = 1; i < kh; i++) memcpy(d + i * Wo, d, (size_t)Wo);
+    }
+}
+
+static void dscy_gather_plane8(const uint8_t *x, int W, const int32_t *hi, int Ho,
+                               const int32_t *wi, int Wo, uint8_t *y) {
+    for (int i = 0; i < Ho; i++) {
+        uint8_t *d = y + (long)i * Wo;
+        if (i && hi[i] == hi[i - 1]) { memcpy(d, d - Wo, (size_t)Wo); continue; }
+        const uint8_t *s = x + (long)hi[i] * W;
         for (int j = 0; j < Wo; j++) d[j] = s[wi[j]];
     }
 }
