@@ -1147,6 +1147,12 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                     int nthreads) {
     int K2 = Kp / 2, ntl = ntiles_all(M), n32 = ntiles32(M), fail = 0;
     int nt = dscy_nthreads(nthreads);
+    /* small work on one thread: a second one costs its wake-up and the split's barrier and
+     * claims (~4-6 us on this machine), more than it saves on one token tile or a few hundred
+     * stored blocks x tiles (a YOLOv8n's 4x4 to 16x16 maps at a 128 input: 39 such convs
+     * took 445 us on one thread, 524 on two) */
+    long work = (long)row_ptr[N] * ntl;
+    if (nt > 1 && (ntl == 1 || work < 768 || (ntl == 2 && work < 4096))) nt = 1;
     /* token split: whole 32-token tiles per thread, balanced (an 8-token tail tile goes last);
      * one thread runs that way too (it packs each tile into its own buffer as it goes) */
     int tok = nt == 1 || (n32 >= nt && (n32 % nt == 0 || n32 >= 4 * nt));
