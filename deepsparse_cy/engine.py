@@ -86,6 +86,19 @@ _NO_SLOTS = itertools.repeat(None)  # zip() partner for steps without planned sl
 _VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 
 
+def _piece_offsets(pieces, shapes, whole, dt, fits):
+    """Byte offsets of values `pieces` laid one after another in a value of shape `whole` and
+    dtype dt (an in-place Concat's inputs, an in-place Split's outputs), or None unless every
+    piece fits (fits(name)) and together they fill it exactly."""
+    off, offs = 0, []
+    for x in pieces:
+        if not fits(x):
+            return None
+        offs.append(off)
+        off += int(np.prod(shapes[x][0], dtype=np.int64)) * dt.itemsize
+    return offs if off == int(np.prod(whole, dtype=np.int64)) * dt.itemsize else None
+
+
 def _no_call():
     """A planned view's bound step: its output view object is reused as it is."""
 
@@ -803,16 +816,11 @@ class Engine:
             if not 0 <= axis < rank or int(np.prod(oshape[:axis], dtype=np.int64)) != 1 \
                     or len(ins) < 2 or not all(ins) or len(set(ins)) != len(ins):
                 continue
-            ok, off, offs = True, 0, []
-            for x in ins:
-                if x not in shapes or x not in first or x in graph_outputs or x in feeds \
-                        or x in values_known or x in aliases or x in placed or x in roots \
-                        or shapes[x][1] != odt or first[x] >= first[o]:
-                    ok = False
-                    break
-                offs.append(off)
-                off += int(np.prod(shapes[x][0], dtype=np.int64)) * odt.itemsize
-            if not ok or off != int(np.prod(oshape, dtype=np.int64)) * odt.itemsize:
+            offs = _piece_offsets(ins, shapes, oshape, odt, lambda x: not (
+                x not in shapes or x not in first or x in graph_outputs or x in feeds
+                or x in values_known or x in aliases or x in placed or x in roots
+                or shapes[x][1] != odt or first[x] >= first[o]))
+            if offs is None:
                 continue
             for x, b in zip(ins, offs):
                 placed[x] = (o, b)
@@ -850,16 +858,10 @@ class Engine:
             axis = axis + rank if axis < 0 else axis
             if not 0 <= axis < rank or int(np.prod(xshape[:axis], dtype=np.int64)) != 1:
                 continue
-            ok, off, offs = True, 0, []
-            for o in outs:
-                if o not in shapes or o in graph_outputs or o in placed or o in aliases \
-                        or o in roots or o in views or shapes[o][1] != xdt \
-                        or len(shapes[o][0]) != rank:
-                    ok = False
-                    break
-                offs.append(off)
-                off += int(np.prod(shapes[o][0], dtype=np.int64)) * xdt.itemsize
-            if not ok or off != int(np.prod(xshape, dtype=np.int64)) * xdt.itemsize:
+            offs = _piece_offsets(outs, shapes, xshape, xdt, lambda o: not (
+                o not in shapes or o in graph_outputs or o in placed or o in aliases
+                or o in roots or o in views or shapes[o][1] != xdt or len(shapes[o][0]) != rank))
+            if offs is None:
                 continue
             for o, b in zip(outs, offs):
                 views[o] = (x, b)

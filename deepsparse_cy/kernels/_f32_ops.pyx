@@ -199,8 +199,13 @@ cdef inline int _nt_rows(Py_ssize_t rows, Py_ssize_t n, int num_threads) noexcep
     return _nt_copy(n, num_threads)
 
 
-def upsample_nearest(const float[:, :, ::1] x,   # IN  [N*C, H, W]
-                     float[:, :, ::1] y,         # OUT [N*C, H*kh, W*kw]
+ctypedef fused plane_t:       # float32 planes, or 8-bit ones (u8; s8 through its uint8 view)
+    float
+    unsigned char
+
+
+def upsample_nearest(const plane_t[:, :, ::1] x,   # IN  [N*C, H, W]
+                     plane_t[:, :, ::1] y,         # OUT [N*C, H*kh, W*kw]
                      int kh, int kw, int num_threads=1):
     """Nearest upsampling by integer factors (every input pixel repeated kh x kw)."""
     cdef Py_ssize_t p, NC = x.shape[0]
@@ -209,16 +214,20 @@ def upsample_nearest(const float[:, :, ::1] x,   # IN  [N*C, H, W]
         raise ValueError("upsample_nearest: output shape mismatch")
     if NC == 0 or H == 0 or W == 0:
         return
-    cdef int nt = _nt_rows(NC * H, y.shape[0] * y.shape[1] * y.shape[2], num_threads)
+    cdef Py_ssize_t n = y.shape[0] * y.shape[1] * y.shape[2]
+    cdef int nt = _nt_rows(NC * H, n if plane_t is float else n // 4, num_threads)
     with nogil:
         for p in prange(NC, num_threads=nt, schedule="static"):
-            dscy_upsample_plane(&x[p, 0, 0], H, W, &y[p, 0, 0], kh, kw)
+            if plane_t is float:
+                dscy_upsample_plane(&x[p, 0, 0], H, W, &y[p, 0, 0], kh, kw)
+            else:
+                dscy_upsample_plane8(&x[p, 0, 0], H, W, &y[p, 0, 0], kh, kw)
 
 
-def resize_nearest(const float[:, :, ::1] x,     # IN  [N*C, H, W]
+def resize_nearest(const plane_t[:, :, ::1] x,   # IN  [N*C, H, W]
                    const int32_t[::1] hi,          # IN  [Ho] source row of each output row
                    const int32_t[::1] wi,          # IN  [Wo] source column of each output column
-                   float[:, :, ::1] y,             # OUT [N*C, Ho, Wo]
+                   plane_t[:, :, ::1] y,           # OUT [N*C, Ho, Wo]
                    int num_threads=1):
     """Nearest resize of NCHW planes by per-axis index tables (any scale, coordinate mode)."""
     cdef Py_ssize_t p, NC = x.shape[0]
@@ -233,50 +242,13 @@ def resize_nearest(const float[:, :, ::1] x,     # IN  [N*C, H, W]
             raise ValueError("resize_nearest: column index out of range")
     if NC == 0 or Ho == 0 or Wo == 0:
         return
-    cdef int nt = _nt_copy(NC * Ho * Wo, num_threads)
+    cdef int nt = _nt_copy(NC * Ho * Wo if plane_t is float else NC * Ho * Wo // 4, num_threads)
     with nogil:
         for p in prange(NC, num_threads=nt, schedule="static"):
-            dscy_gather_plane(&x[p, 0, 0], W, &hi[0], Ho, &wi[0], Wo, &y[p, 0, 0])
-
-
-def upsample_nearest_8(const unsigned char[:, :, ::1] x,   # IN  [N*C, H, W] u8 (s8: its view)
-                       unsigned char[:, :, ::1] y,         # OUT [N*C, H*kh, W*kw]
-                       int kh, int kw, int num_threads=1):
-    """upsample_nearest on bytes."""
-    cdef Py_ssize_t p, NC = x.shape[0]
-    cdef int H = x.shape[1], W = x.shape[2]
-    if y.shape[0] != NC or y.shape[1] != H * kh or y.shape[2] != W * kw:
-        raise ValueError("upsample_nearest_8: output shape mismatch")
-    if NC == 0 or H == 0 or W == 0:
-        return
-    cdef int nt = _nt_rows(NC * H, y.shape[0] * y.shape[1] * y.shape[2] // 4, num_threads)
-    with nogil:
-        for p in prange(NC, num_threads=nt, schedule="static"):
-            dscy_upsample_plane8(&x[p, 0, 0], H, W, &y[p, 0, 0], kh, kw)
-
-
-def resize_nearest_8(const unsigned char[:, :, ::1] x,   # IN  [N*C, H, W] u8 (s8: its view)
-                     const int32_t[::1] hi,              # IN  [Ho]
-                     const int32_t[::1] wi,              # IN  [Wo]
-                     unsigned char[:, :, ::1] y,         # OUT [N*C, Ho, Wo]
-                     int num_threads=1):
-    """resize_nearest on bytes."""
-    cdef Py_ssize_t p, NC = x.shape[0]
-    cdef int H = x.shape[1], W = x.shape[2], Ho = hi.shape[0], Wo = wi.shape[0], j
-    if y.shape[0] != NC or y.shape[1] != Ho or y.shape[2] != Wo:
-        raise ValueError("resize_nearest_8: output shape mismatch")
-    for j in range(Ho):
-        if hi[j] < 0 or hi[j] >= H:
-            raise ValueError("resize_nearest_8: row index out of range")
-    for j in range(Wo):
-        if wi[j] < 0 or wi[j] >= W:
-            raise ValueError("resize_nearest_8: column index out of range")
-    if NC == 0 or Ho == 0 or Wo == 0:
-        return
-    cdef int nt = _nt_copy(NC * Ho * Wo // 4, num_threads)
-    with nogil:
-        for p in prange(NC, num_threads=nt, schedule="static"):
-            dscy_gather_plane8(&x[p, 0, 0], W, &hi[0], Ho, &wi[0], Wo, &y[p, 0, 0])
+            if plane_t is float:
+                dscy_gather_plane(&x[p, 0, 0], W, &hi[0], Ho, &wi[0], Wo, &y[p, 0, 0])
+            else:
+                dscy_gather_plane8(&x[p, 0, 0], W, &hi[0], Ho, &wi[0], Wo, &y[p, 0, 0])
 
 
 def depth_to_space(const float[:, :, ::1] cols,  # IN  [N*M, k0*k1, S0*S1]

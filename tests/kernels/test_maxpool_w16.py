@@ -53,12 +53,12 @@ def test_upsample_and_resize_nearest_8bit(kh, kw, h, w):
     ref = np.repeat(np.repeat(x, kh, 1), kw, 2)
     for nt in (1, 2):
         y = np.full((130, h * kh, w * kw), 7, np.uint8)
-        _f32_ops.upsample_nearest_8(x, y, kh, kw, nt)
+        _f32_ops.upsample_nearest(x, y, kh, kw, nt)
         np.testing.assert_array_equal(y, ref)
         hi = (np.arange(h * kh) * 5 // 7 % h).astype(np.int32)
         wi = (np.arange(w * kw)[::-1] % w).astype(np.int32)
         z = np.empty((130, len(hi), len(wi)), np.uint8)
-        _f32_ops.resize_nearest_8(x.view(np.int8).view(np.uint8), hi, wi, z, nt)
+        _f32_ops.resize_nearest(x.view(np.int8).view(np.uint8), hi, wi, z, nt)
         np.testing.assert_array_equal(z, x[:, hi][:, :, wi])
     with pytest.raises(ValueError):
-        _f32_ops.resize_nearest_8(x, np.array([h], np.int32), wi, np.empty((130, 1, len(wi)), np.uint8))
+        _f32_ops.resize_nearest(x, np.array([h], np.int32), wi, np.empty((130, 1, len(wi)), np.uint8))

@@ -145,8 +145,12 @@ DSCY_INLINE void dscy_scale_mask_softmax_body(float *restrict s, const float *re
 /* Softmax over the middle axis of an [n][inner] slice, for columns [j0, j0 + jn), jn <= 256
  * (Softmax on a non-trailing axis, e.g. the 16 DFL bins of YOLOv8's box head): the column max,
  * then exp(x - max) with column sums, then the scaling, each a contiguous loop over the block. */
-DSCY_INLINE void dscy_softmax_mid_body(const float *restrict x, float *restrict y, long n,
-                                       long inner, long j0, long jn) {
+/* exps(r, m, o, s, jn): o[j] = e^(r[j] - m[j]), s[j] += o[j] for the first j it returns (a
+ * vector form), the rest in the scalar form; exps NULL: all in the scalar form */
+typedef long (*dscy_exps_fn)(const float *, const float *, float *, float *, long);
+
+DSCY_INLINE void dscy_softmax_mid_with(const float *restrict x, float *restrict y, long n,
+                                       long inner, long j0, long jn, dscy_exps_fn exps) {
     float m[256], s[256];
     const float *xb = x + j0;
     float *yb = y + j0;
@@ -158,13 +162,19 @@ DSCY_INLINE void dscy_softmax_mid_body(const float *restrict x, float *restrict 
     for (long i = 0; i < n; i++) {
         const float *r = xb + i * inner;
         float *o = yb + i * inner;
-        for (long j = 0; j < jn; j++) { float e = dscy_vexpf(r[j] - m[j]); o[j] = e; s[j] += e; }
+        long j = exps ? exps(r, m, o, s, jn) : 0;
+        for (; j < jn; j++) { float e = dscy_vexpf(r[j] - m[j]); o[j] = e; s[j] += e; }
     }
     for (long j = 0; j < jn; j++) s[j] = 1.0f / s[j];
     for (long i = 0; i < n; i++) {
         float *o = yb + i * inner;
         for (long j = 0; j < jn; j++) o[j] *= s[j];
     }
+}
+
+DSCY_INLINE void dscy_softmax_mid_body(const float *restrict x, float *restrict y, long n,
+                                       long inner, long j0, long jn) {
+    dscy_softmax_mid_with(x, y, n, inner, j0, jn, NULL);
 }
 
 /* Depthwise conv of quantized NHWC activations, one output row: out[ox][c] = sum over taps of
@@ -344,25 +354,7 @@ DSCY_ACT_V_BODY(16, __m512, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _
 DSCY_TARGET_AVX2 static void dscy_softmax_mid_v(int level, const float *restrict x,
                                                 float *restrict y, long n, long inner, long j0,
                                                 long jn) {
-    float m[256], s[256];
-    const float *xb = x + j0;
-    float *yb = y + j0;
-    for (long j = 0; j < jn; j++) { m[j] = xb[j]; s[j] = 0.0f; }
-    for (long i = 1; i < n; i++) {
-        const float *r = xb + i * inner;
-        for (long j = 0; j < jn; j++) m[j] = r[j] > m[j] ? r[j] : m[j];
-    }
-    for (long i = 0; i < n; i++) {
-        const float *r = xb + i * inner;
-        float *o = yb + i * inner;
-        long j = level >= 2 ? dscy_exps_16(r, m, o, s, jn) : dscy_exps_8(r, m, o, s, jn);
-        for (; j < jn; j++) { float e = dscy_vexpf(r[j] - m[j]); o[j] = e; s[j] += e; }
-    }
-    for (long j = 0; j < jn; j++) s[j] = 1.0f / s[j];
-    for (long i = 0; i < n; i++) {
-        float *o = yb + i * inner;
-        for (long j = 0; j < jn; j++) o[j] *= s[j];
-    }
+    dscy_softmax_mid_with(x, y, n, inner, j0, jn, level >= 2 ? dscy_exps_16 : dscy_exps_8);
 }
 #endif
 
