@@ -242,7 +242,10 @@ static inline void dscy_dw_nhwc_q8(int avx2, const void *x, int x_signed, long H
 }
 
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+/* (not in the generic kernel builds: their modules must hold no AVX code, and at -O1, the
+ * sanitizer build, the calls below are not folded away there; the ISA-independent _f32_fused
+ * module dispatches at run time) */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DSCY_ISA_GENERIC)
 #define DSCY_HAVE_ACT_V 1
 #include <immintrin.h>
 /* Sigmoid, SiLU and GELU rows in intrinsics: the body's loops are vectorised by gcc, but its exp
