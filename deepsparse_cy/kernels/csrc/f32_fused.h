@@ -340,6 +340,11 @@ DSCY_ACT_V_BODY(8, __m256, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _m
                 _mm256_floor_ps, _mm256_cvttps_epi32, _mm256_slli_epi32, _mm256_add_epi32,
                 _mm256_set1_epi32, _mm256_castsi256_ps, _mm256_rcp_ps, 2, DSCY_ZB8)
 #pragma GCC pop_options
+/* the 16-lane rows: in the AVX-512 kernel builds and the modules built once (the AVX2 build
+ * must hold no AVX-512 code; at -O1 its level-2 branch is not folded away either) */
+#if defined(__AVX512F__) || !(defined(DSCY_ISA_AVX2) || defined(DSCY_ISA_AVX512_VNNI) \
+                               || defined(DSCY_ISA_AMX))
+#define DSCY_HAVE_ACT_V16 1
 #define DSCY_FLOOR16(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
@@ -348,6 +353,13 @@ DSCY_ACT_V_BODY(16, __m512, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _
                 DSCY_FLOOR16, _mm512_cvttps_epi32, _mm512_slli_epi32, _mm512_add_epi32,
                 _mm512_set1_epi32, _mm512_castsi512_ps, _mm512_rcp14_ps, 1, DSCY_ZB16)
 #pragma GCC pop_options
+#define DSCY_ACT_ROWS(level, ...) \
+    ((level) >= 2 ? dscy_bias_act_16(__VA_ARGS__) : dscy_bias_act_8(__VA_ARGS__))
+#define DSCY_EXPS(level) ((level) >= 2 ? dscy_exps_16 : dscy_exps_8)
+#else
+#define DSCY_ACT_ROWS(level, ...) dscy_bias_act_8(__VA_ARGS__)
+#define DSCY_EXPS(level) dscy_exps_8
+#endif
 #define DSCY_ACT_VECTOR(act) ((act) == DSCY_F_SIGMOID || (act) == DSCY_F_SILU || (act) == DSCY_F_GELU)
 #endif
 
@@ -357,7 +369,8 @@ DSCY_ACT_V_BODY(16, __m512, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _
 DSCY_TARGET_AVX2 static void dscy_softmax_mid_v(int level, const float *restrict x,
                                                 float *restrict y, long n, long inner, long j0,
                                                 long jn) {
-    dscy_softmax_mid_with(x, y, n, inner, j0, jn, level >= 2 ? dscy_exps_16 : dscy_exps_8);
+    (void)level;
+    dscy_softmax_mid_with(x, y, n, inner, j0, jn, DSCY_EXPS(level));
 }
 #endif
 
@@ -376,7 +389,7 @@ static inline void dscy_bias_act(int avx2, float *y, const float *bias, long n, 
                                  float p0, float p1) {
 #ifdef DSCY_HAVE_ACT_V
     if (avx2 && DSCY_ACT_VECTOR(act)) {
-        long i = avx2 >= 2 ? dscy_bias_act_16(y, bias, n, act) : dscy_bias_act_8(y, bias, n, act);
+        long i = DSCY_ACT_ROWS(avx2, y, bias, n, act);
         if (i < n) dscy_bias_act_avx2(y + i, bias ? bias + i : NULL, n - i, act, p0, p1);
         return;
     }
