@@ -313,8 +313,6 @@ def _planes(x, out):
             out.reshape(-1, out.shape[2], out.shape[3]))
 
 
-
-
 def _values_key(arrays):
     """roi / scales / sizes by value (a few bytes each), for the per-geometry plan cache."""
     return tuple(None if v is None else (v.dtype.str, v.shape, v.tobytes()) for v in arrays)
@@ -356,11 +354,10 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
                 or not out.flags.c_contiguous or np.may_share_memory(out, x):
             out = np.empty(oshape, x.dtype)
         x3, y3 = _planes(np.ascontiguousarray(x), out)
-        up, rs = _f32_ops.upsample_nearest, _f32_ops.resize_nearest
         if kh:
-            up(x3, y3, kh, kw, self.nt)
+            _f32_ops.upsample_nearest(x3, y3, kh, kw, self.nt)
         else:
-            rs(x3, hi, wi, y3, self.nt)
+            _f32_ops.resize_nearest(x3, hi, wi, y3, self.nt)
         return [out]
 
     def bind(self, inputs, outs):
@@ -380,8 +377,8 @@ class _ResizePlanned(_REGISTRY[("", "Resize")][11]):
         x3, y3 = _planes(x, out)
         params = tuple(inputs[1:self.n_declared])
         # the fused-type kernels' specialisation for this dtype (their dispatch: ~0.5 us a call)
-        key = "float" if x.dtype == np.float32 else "unsigned char"
-        nt, up, rs = self.nt, _f32_ops.upsample_nearest[key], _f32_ops.resize_nearest[key]
+        spec = "float" if x.dtype == np.float32 else "unsigned char"
+        nt, up, rs = self.nt, _f32_ops.upsample_nearest[spec], _f32_ops.resize_nearest[spec]
         ins, outs = list(inputs), list(outs)
 
         def call():
