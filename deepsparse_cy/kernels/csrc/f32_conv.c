@@ -35,12 +35,6 @@
 #else
 #define CONV_AVX2 0
 #endif
-/* dscy_bias_act's level: its Sigmoid / SiLU / GELU rows on 16 lanes in the AVX-512 builds */
-#ifdef __AVX512F__
-#define CONV_ACT 2
-#else
-#define CONV_ACT CONV_AVX2
-#endif
 #define MR 6
 #define NR 16
 #ifndef KC_MAX
@@ -733,7 +727,8 @@ int dscy_f32_conv2d(const float *x, int N, int C, int H, int W, const float *wp,
         if (!reg_act) {    /* activations without a register form: one pass over the rows */
             int m1 = gb * MR < M ? gb * MR : M;
             for (int m = ga * MR; m < m1; m++)
-                dscy_bias_act(CONV_ACT, on + (size_t)m * P + q0, NULL, q1 - q0, act, p0, p1);
+                dscy_bias_act(DSCY_BUILD_ACT_LEVEL, on + (size_t)m * P + q0, NULL, q1 - q0, act,
+                              p0, p1);
         }
     }
     return fail ? -1 : 0;
@@ -821,7 +816,7 @@ int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, 
 #endif
             float *o = out + p;
             for (int j = 0; j < nr; j++) o[j] = acc[j] + (bias ? bias[p + j] : 0.0f);
-            if (act) dscy_bias_act(CONV_ACT, o, NULL, nr, act, p0, p1);
+            if (act) dscy_bias_act(DSCY_BUILD_ACT_LEVEL, o, NULL, nr, act, p0, p1);
         }
         return 0;
     }
@@ -881,7 +876,8 @@ int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, 
         if (!reg_act) {
             int m1 = gb * MR < T ? gb * MR : T;
             for (int m = ga * MR; m < m1; m++)
-                dscy_bias_act(CONV_ACT, out + (size_t)m * ldo + q0, NULL, q1 - q0, act, p0, p1);
+                dscy_bias_act(DSCY_BUILD_ACT_LEVEL, out + (size_t)m * ldo + q0, NULL, q1 - q0,
+                              act, p0, p1);
         }
     }
     return 0;
@@ -1020,7 +1016,7 @@ static void dw_group8(const float *x, int H, int W, const float *w, int T, int K
             const float *zl = z + l * P;
             for (size_t q = 0; q < P; q++) o[q] += zl[q];
         }
-        if (act) dscy_bias_act(CONV_ACT, o, NULL, (long)P, act, p0, p1);
+        if (act) dscy_bias_act(DSCY_BUILD_ACT_LEVEL, o, NULL, (long)P, act, p0, p1);
     }
 }
 #endif
@@ -1164,7 +1160,7 @@ int dscy_f32_dwconv2d(const float *x, int N, int C, int H, int W, const float *w
                     for (int q = 0; q < Wo; q++) d[q] = gr[q] + zr[q];
                 } else dw_copy(d, gr, Wo);
             }
-            if (act) dscy_bias_act(CONV_ACT, ob, NULL, (long)(o1 - o0) * Wo, act, p0, p1);
+            if (act) dscy_bias_act(DSCY_BUILD_ACT_LEVEL, ob, NULL, (long)(o1 - o0) * Wo, act, p0, p1);
         }
     }
     }

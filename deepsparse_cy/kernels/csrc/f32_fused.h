@@ -383,6 +383,16 @@ static inline void dscy_softmax_mid(int avx2, const float *x, float *y, long n, 
     else dscy_softmax_mid_generic(x, y, n, inner, j0, jn);
 }
 
+/* dscy_bias_act's level for code built with a kernel build's -m flags (the conv / GEMM /
+ * Winograd kernels): 2 in the AVX-512 builds (the 16-lane rows), 1 with AVX2, else 0 */
+#if defined(__AVX512F__)
+#define DSCY_BUILD_ACT_LEVEL 2
+#elif defined(__AVX2__)
+#define DSCY_BUILD_ACT_LEVEL 1
+#else
+#define DSCY_BUILD_ACT_LEVEL 0
+#endif
+
 /* avx2: 0 the baseline copy, 1 the AVX2 one, 2 (AVX-512 level) the AVX2 one with Sigmoid / SiLU
  * / GELU on 16 lanes. The vector rows leave a tail of < 8 / 16 elements to the body's copy. */
 static inline void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act,

@@ -284,12 +284,7 @@ int dscy_f32_conv2d_wino(const float *x, int N, int C, int H, int W, const float
                     if (!reg) {
                         int ow0 = 2 * bs, ow1 = 2 * be < Wo ? 2 * be : Wo;
                         for (int oh = 2 * a; oh < 2 * a + 2 && oh < Ho; oh++)
-                            dscy_bias_act(
-#ifdef __AVX512F__
-                                          2,
-#else
-                                          1,
-#endif
+                            dscy_bias_act(DSCY_BUILD_ACT_LEVEL,
                                           on + (size_t)m * P + (size_t)oh * Wo + ow0, NULL,
                                           ow1 - ow0, act, p0, p1);
                     }
