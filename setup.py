@@ -43,10 +43,19 @@ def _compiler_accepts(flags):
         return False
 
 
+# f32_attn's amx build: the attention of a quantized output multiplies on AMX-BF16 tiles
+# (csrc/f32_attn.c ATT_AMX); also needs the compiler's -mamx-bf16 and -mavx512bf16.
+AMX_BF16_FLAGS = AMX_FLAGS + ["-mamx-bf16", "-mavx512bf16"]
+
 if _compiler_accepts(AMX_FLAGS):
     ISA_FLAGS["amx"] = AMX_FLAGS
 ISA_FAMILIES = {"avx512_vnni": {"qs8_gemm", "qs8_spmm", "f32_conv", "f32_spmm"},   # levels built for
                 "amx": {"qs8_gemm"}}                                          # some families only
+FAMILY_FLAGS = {}    # (family, isa) -> flags other than the level's
+if "amx" in ISA_FLAGS and _compiler_accepts(AMX_BF16_FLAGS):
+    ISA_FAMILIES["amx"].add("f32_attn")
+    FAMILY_FLAGS[("f32_attn", "amx")] = AMX_BF16_FLAGS
+ONLY_AT = {"f32_attn": {"amx"}}   # families built at these levels only
 
 # Kernel families built once per ISA level: (module base name, source .pyx, extra C sources).
 # Module names are deepsparse_cy.kernels._<name>_<isa>; deepsparse_cy/kernels/__init__.py
@@ -59,6 +68,7 @@ PER_ISA = [
     ("f32_conv", "deepsparse_cy/kernels/f32_conv.pyx", ["deepsparse_cy/kernels/csrc/f32_conv.c",
                                                         "deepsparse_cy/kernels/csrc/f32_attn.c",
                                                         "deepsparse_cy/kernels/csrc/f32_wino.c"]),
+    ("f32_attn", "deepsparse_cy/kernels/f32_attn.pyx", ["deepsparse_cy/kernels/csrc/f32_attn.c"]),
 ]
 
 # Modules built once, ISA-independent (their C may use __attribute__((target))).
@@ -103,6 +113,9 @@ for base, src, extra in PER_ISA:
     for isa, flags in ISA_FLAGS.items():
         if isa in ISA_FAMILIES and base not in ISA_FAMILIES[isa]:
             continue
+        if base in ONLY_AT and isa not in ONLY_AT[base]:
+            continue
+        flags = FAMILY_FLAGS.get((base, isa), flags)
         # One .pyx compiled several times under different module names: Cython needs a distinct
         # source per module, so a tiny generated shim includes the shared source.
         shim_dir = os.path.join("build", "isa_shims")

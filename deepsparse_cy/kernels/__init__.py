@@ -99,6 +99,9 @@ KERNELS = [
     ("f32_conv", "avx2", "avx2", ("avx2", "fma", "f16c")),
     ("f32_conv", "avx512_vnni", "avx512_vnni", _VNNI),
     ("qs8_gemm", "amx", "amx", _AMX),
+    # the attention alone, for a quantized output on AMX-BF16 tiles (f32_attn.pyx); other levels
+    # and float outputs take f32_conv's attention
+    ("f32_attn", "amx", "amx", _AMX + ("amx_bf16", "avx512_bf16")),
 ]
 FAMILIES = sorted({k[0] for k in KERNELS})
 ISA_BUILDS = ["generic", "avx2", "avx512_vnni", "amx"]   # ascending
@@ -151,13 +154,15 @@ def kernel_isa():
     return ISA
 
 
-def missing_features(isa):
+def missing_features(isa, family=None):
     """CPU features an ISA build needs that this machine lacks ([] = runnable); a build the
-    compiler could not make reports 'not built'."""
+    compiler could not make reports 'not built'. With a family, that family's build only (the
+    amx builds need different features: AMX-INT8 for qs8_gemm, AMX-BF16 too for f32_attn)."""
     f = cpu_features()
-    need = {feat for _, b, _, feats in KERNELS if b == isa for feat in feats}
+    rows = [k for k in KERNELS if k[1] == isa and (family is None or k[0] == family)]
+    need = {feat for _, _, _, feats in rows for feat in feats}
     miss = sorted(x for x in need if not f.get(x))
-    if not miss and not all(_built(fam, b) for fam, b, _, _ in KERNELS if b == isa):
+    if not miss and not all(_built(fam, b) for fam, b, _, _ in rows):
         miss = ["not built"]
     return miss
 
@@ -166,14 +171,14 @@ def runnable_isas(family=None):
     """ISA builds this CPU can execute, ascending (tests parametrise over these); with a family,
     only the builds that family has."""
     have = {b for f, b, _, _ in KERNELS if family is None or f == family}
-    return [b for b in ISA_BUILDS if b in have and not missing_features(b)]
+    return [b for b in ISA_BUILDS if b in have and not missing_features(b, family)]
 
 
 def _dispatch():
     # highest build whose level does not exceed the chosen level and whose features are present
     table = {}
     for fam, build, level, _ in KERNELS:
-        if LEVELS.index(level) <= LEVELS.index(ISA) and not missing_features(build):
+        if LEVELS.index(level) <= LEVELS.index(ISA) and not missing_features(build, fam):
             cur = table.get(fam)
             if cur is None or ISA_BUILDS.index(build) > ISA_BUILDS.index(cur):
                 table[fam] = build
@@ -196,8 +201,10 @@ def _build_for(family, isa):
     builds = {k[1] for k in KERNELS if k[0] == family}
     if isa in builds or isa not in ISA_BUILDS or family not in FAMILIES:
         return isa
-    return max((b for b in builds if ISA_BUILDS.index(b) < ISA_BUILDS.index(isa)),
-               key=ISA_BUILDS.index)
+    below = [b for b in builds if ISA_BUILDS.index(b) < ISA_BUILDS.index(isa)]
+    if not below:      # f32_attn: an amx build only
+        raise ValueError(f"kernel family {family!r} has no build at or below {isa!r}")
+    return max(below, key=ISA_BUILDS.index)
 
 
 def load(family, isa=None):
@@ -209,7 +216,7 @@ def load(family, isa=None):
     if mod is None:
         if (family, isa) not in {(k[0], k[1]) for k in KERNELS}:
             raise ValueError(f"no kernel build {family!r} for isa {isa!r}")
-        miss = missing_features(isa)
+        miss = missing_features(isa, family)
         if miss:
             raise RuntimeError(f"{family}/{isa} needs CPU features this machine lacks: {miss}")
         mod = _modules[key] = importlib.import_module(f"{__name__}._{family}_{isa}")

@@ -82,6 +82,7 @@ def features():
     f["avx_vnni"] = bool(eax71 & (1 << 4)) and os_avx
     f["amx_int8"] = bool(edx7 & (1 << 25))
     f["amx_tile"] = bool(edx7 & (1 << 24))
+    f["amx_bf16"] = bool(edx7 & (1 << 22))
     # tile config + data state enabled in XCR0 (bits 17, 18) and granted to this process
     f["os_amx"] = bool(f["amx_tile"] and osxsave and (xcr0 & 0x60000) == 0x60000
                        and dscy_amx_permit())

@@ -30,6 +30,8 @@ scheduler time slices with the OpenMP threads of the next op (measured 3-8x slow
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import kernels
@@ -51,6 +53,11 @@ if kernels.kernel_isa() in ("avx512_vnni", "amx"):   # levels that need AVX-512 
 _FAST_GEMM = kernels.kernel_builds().get("f32_conv") in ("avx2", "avx512_vnni")
 # ... and FusedAttention its compiled per-(batch, head) kernel (kernels/csrc/f32_attn.c)
 _ATTN = kernels.load("f32_conv") if _FAST_GEMM else None
+# ... and, asked for with DEEPSPARSE_CY_BF16_ATTENTION=1, an attention whose output is quantized
+# (the QDQ transformer's, followed by its QuantizeLinear) the amx build's bf16 products on AMX-BF16
+# tiles (kernels/f32_attn.pyx): faster, not the file's float32 arithmetic
+_ATTN_BF16 = kernels.load("f32_attn") if _ATTN is not None \
+    and kernels.kernel_builds().get("f32_attn") == "amx" else None
 _F32 = np.dtype(np.float32)
 
 
@@ -374,6 +381,11 @@ class FusedAttention(Op):
             self.q = (float(np.float32(node.attrs["q_scale"])), int(node.attrs["q_zero_point"]),
                       np.dtype(node.attrs["q_dtype"]))
         self.out_dtype = self.q[2] if self.q is not None else _F32
+        self.attn = _ATTN
+        if self.q is not None and _ATTN is not None and _ATTN_BF16 is not None and \
+                os.environ.get("DEEPSPARSE_CY_BF16_ATTENTION", "") in ("1", "true"):
+            self.attn = _ATTN_BF16
+            self.kernel_name = "bf16_attention_amx"
 
     def _qout(self, shape, outs):
         """The quantized output: the given one where it fits, else a new array."""
@@ -419,7 +431,7 @@ class FusedAttention(Op):
             oshape = (B, S, H, vv.shape[3])
             if self.q is not None:
                 o = self._qout(oshape, outs)
-                _ATTN.attention(q, k, v, mb, self.scale, o, self.nt, self.q[:2])
+                self.attn.attention(q, k, v, mb, self.scale, o, self.nt, self.q[:2])
                 return [o]
             y = _out(oshape, outs[0] if outs else None)
             _ATTN.attention(q, k, v, mb, self.scale, y, self.nt)
@@ -475,7 +487,7 @@ class FusedAttention(Op):
         if self.q is not None:
             if y.strides[3] != 1:
                 return None
-            return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt, self.q[:2])
+            return self.attn.attention, (q, k, v, mb, self.scale, y, self.nt, self.q[:2])
         return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt)
 
 @register("FusedConv", since=1, domain=DOMAIN)

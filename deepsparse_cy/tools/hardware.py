@@ -15,7 +15,8 @@ FLAGS = [
     ("avx512dq", "AVX-512 DQ"), ("avx512cd", "AVX-512 CD"), ("avx512bw", "AVX-512 BW"),
     ("avx512vl", "AVX-512 VL"), ("avx512_vnni", "AVX-512 VNNI (vpdpbusd zmm)"),
     ("avx512_vbmi", "AVX-512 VBMI"), ("avx512_bf16", "AVX-512 BF16"),
-    ("avx_vnni", "AVX-VNNI (vpdpbusd ymm)"), ("amx_int8", "AMX INT8"), ("amx_tile", "AMX TILE"),
+    ("avx_vnni", "AVX-VNNI (vpdpbusd ymm)"), ("amx_int8", "AMX INT8"), ("amx_bf16", "AMX BF16"),
+    ("amx_tile", "AMX TILE"),
     ("os_amx", "OS grants AMX tile state (arch_prctl)"),
     ("os_avx", "OS saves ymm state (XCR0)"), ("os_avx512", "OS saves zmm state (XCR0)"),
 ]

@@ -12,7 +12,7 @@ def isa_params(family=None):
     out = []
     have = {b for f, b, _, _ in K.KERNELS if family is None or f == family}
     for isa in [b for b in K.ISA_BUILDS if b in have]:
-        miss = K.missing_features(isa)
+        miss = K.missing_features(isa, family)
         marks = [pytest.mark.skip(reason=f"CPU lacks {', '.join(miss)} for the {isa} build")] if miss else []
         out.append(pytest.param(isa, marks=marks, id=isa))
     return out
@@ -26,7 +26,7 @@ def level_params():
     out = []
     for lv in K.LEVELS:
         # amx: its build's own needs (features, OS grant, a compiler that made the build)
-        miss = K.missing_features(lv) if lv == "amx" else [x for x in need[lv] if not f.get(x)]
+        miss = K.missing_features(lv, "qs8_gemm") if lv == "amx" else [x for x in need[lv] if not f.get(x)]
         marks = [pytest.mark.skip(reason=f"CPU lacks {', '.join(miss)} for level {lv}")] if miss else []
         out.append(pytest.param(lv, marks=marks, id=lv))
     return out

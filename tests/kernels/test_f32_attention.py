@@ -133,3 +133,93 @@ def test_f32_attention_wide_scores(isa, nt):
     K.load("f32_conv", isa).attention(q, k, v, mask, scale, out, nt)
     np.testing.assert_allclose(out, ref_attention(q, k, v, mask, scale), rtol=2e-5, atol=2e-5)
     assert _denormal_product() == before
+
+
+def _bf16(a):
+    """float32 -> the nearest bfloat16 (round half to even), as float32 (finite inputs)."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return u.astype(np.uint32).view(np.float32).reshape(np.shape(a))
+
+
+def _quantize(x, scale, zp, dt):
+    info = np.iinfo(dt)
+    return np.clip(np.rint(x / scale) + zp, info.min, info.max).astype(dt)
+
+
+def ref_attention_bf16(q, k, v, mask, scale):
+    """The amx build's arithmetic in float64: q, k, v rounded to bf16, the scores' exps (less
+    the row maximum) rounded to bf16, their product with v divided by the float sum of the
+    exps."""
+    q, k, v = (_bf16(a).astype(np.float64) for a in (q, k, v))
+    s = np.einsum("bshd,bthd->bhst", q, k) * scale
+    if mask is not None:
+        s = s + mask
+    e = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhst,bthd->bshd", _bf16(e.astype(np.float32)).astype(np.float64), v) \
+        / e.sum(-1)[..., None].transpose(0, 2, 1, 3)
+
+
+_BF16 = [pytest.param(b, marks=pytest.mark.skip(reason=f"CPU lacks {', '.join(K.missing_features(b, 'f32_attn'))} for the f32_attn {b} build")
+                      if K.missing_features(b, "f32_attn") else [], id=b)
+         for _, b, _, _ in [k for k in K.KERNELS if k[0] == "f32_attn"]]
+
+
+@pytest.mark.parametrize("isa", _BF16)
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("dt,zp", [(np.uint8, 130), (np.int8, 3)])
+def test_bf16_attention_quantized_output(isa, case, dt, zp):
+    """f32_attn's amx build with a quantized output: from 8 queries on, bf16 products on AMX
+    tiles. Against the bf16 arithmetic done in float64 (ref_attention_bf16): within one step
+    everywhere and equal on at least 99% of the bytes (the rest: float32 sums and the exp
+    polynomial landing on the other side of a rounding boundary). Against exact float64
+    attention: within two steps (bf16 keeps 8 significant bits, the step here is ~1/200 of the
+    output range). Below 8 queries: the float32 path, the bytes of the f32_conv kernel. Into a
+    strided byte view, on 1 and 2 threads, leaving the bytes around it alone."""
+    B, S, T, H, D, Dv, mshape = case
+    rng = np.random.default_rng(S * 13 + T)
+    q = (1.5 * rng.standard_normal((B, S, H, D))).astype(np.float32)
+    k = rng.standard_normal((B, T, H, D)).astype(np.float32)
+    v = (40 * rng.standard_normal((B, T, H, Dv))).astype(np.float32)
+    mask = None
+    if mshape is not None:
+        mask = np.where(rng.random(mshape) < 0.2, -10000.0, 0.0).astype(np.float32)
+        mask[..., 0] = 0.0
+    mb = None if mask is None else np.broadcast_to(mask, (B, H, S, T))
+    scale, qs = 1 / np.sqrt(D), float(np.float32(0.17))
+    m = K.load("f32_attn", isa)
+    for nt in (1, 2):
+        big = np.full((B, S, H, Dv + 3), 77, dt)
+        m.attention(q, k, v, mb, scale, big[..., 2:Dv + 2], nt, (qs, float(zp)))
+        got = big[..., 2:Dv + 2].astype(np.int32)
+        assert (big[..., :2] == 77).all() and (big[..., -1] == 77).all()
+        if S < 8:
+            f = np.empty((B, S, H, Dv), np.float32)
+            K.load("f32_conv", "avx512_vnni").attention(q, k, v, mb, scale, f, 1)
+            from deepsparse_cy.kernels import _f32_ops
+            ref = np.empty(f.shape, dt)
+            (_f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8)(
+                f.reshape(-1), ref.reshape(-1), qs, zp, 1)
+            np.testing.assert_array_equal(got, ref)
+            continue
+        emu = _quantize(ref_attention_bf16(q, k, v, mask, scale), qs, zp, dt).astype(np.int32)
+        assert np.abs(got - emu).max() <= 1
+        assert (got != emu).mean() <= 0.01, (got != emu).mean()
+        exact = _quantize(ref_attention(q, k, v, mask, scale), qs, zp, dt).astype(np.int32)
+        assert np.abs(got - exact).max() <= 2
+        info = np.iinfo(dt)
+        assert ((got == info.min) | (got == info.max)).any()   # saturation reached
+
+
+@pytest.mark.parametrize("isa", _BF16)
+def test_bf16_attention_float_output_is_float32(isa):
+    """A float output keeps float32 products in the amx build too (the f32_conv kernel's
+    values), and the kernel leaves the thread's floating-point mode as it found it."""
+    B, S, T, H, D = 1, 40, 48, 2, 32
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((B, n, H, D)).astype(np.float32) for n in (S, T, T))
+    out = np.empty((B, S, H, D), np.float32)
+    before = _denormal_product()
+    K.load("f32_attn", isa).attention(q, k, v, None, 0.2, out, 2)
+    np.testing.assert_allclose(out, ref_attention(q, k, v, None, 0.2), rtol=2e-5, atol=2e-5)
+    assert _denormal_product() == before
