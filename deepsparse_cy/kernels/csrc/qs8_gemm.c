@@ -460,6 +460,9 @@ static void amx_config(void) {
 
 #define AMX_KC 192   /* k-quads per K chunk: a panel pair's 2 x 192 x 64 B = 24 KiB stay in L1 */
 #define AMX_MB 8     /* 16-token tiles per work item */
+#ifndef AMX_PF
+#define AMX_PF 64    /* weight prefetch distance in k-quads (0: none) */
+#endif
 
 /* One work item's multiplies: ntl token tiles of activations a (tile i at a + i * MR * Kp)
  * against the panel pair at w0 / w1 (w1 only with n2), over K in chunks of AMX_KC quads, the
@@ -483,6 +486,14 @@ static inline __attribute__((always_inline)) void amx_item(const uint8_t *a, int
             }
             const uint8_t *at = a + (size_t)t * MR * Kp;
             for (int q = q0; q < q1; q += 16) {
+                if (t == 0 && AMX_PF) {   /* the panels' lines AMX_PF quads on, into L1 */
+                    const char *p0 = (const char *)(w0 + (size_t)(q + AMX_PF) * 64);
+                    const char *p1 = (const char *)(w1 + (size_t)(q + AMX_PF) * 64);
+                    for (int l = 0; l < 16; l++) {
+                        _mm_prefetch(p0 + 64 * l, _MM_HINT_T0);
+                        if (n2) _mm_prefetch(p1 + 64 * l, _MM_HINT_T0);
+                    }
+                }
                 _tile_loadd(4, at + 64 * q, 64);
                 _tile_loadd(6, w0 + (size_t)q * 64, 64);
                 _tile_dpbusd(0, 4, 6);
