@@ -483,6 +483,17 @@ static size_t amx_scratch(int T, int D, int Dv) {
            + 256 + AB * Dv16 + 64;
 }
 
+/* tiles 0..nb-1 (nb <= 4) += the A rows at a (as bytes apart, tile 4) x the B tiles at bt + c *
+ * bstep (tiles 6 / 7 in turn) */
+static inline __attribute__((always_inline)) void att_dp4(const uint16_t *a, int as,
+        const uint16_t *bt, size_t bstep, int nb) {
+    _tile_loadd(4, a, as);
+    _tile_loadd(6, bt, 64); _tile_dpbf16ps(0, 4, 6);
+    if (nb > 1) { _tile_loadd(7, bt + bstep, 64); _tile_dpbf16ps(1, 4, 7); }
+    if (nb > 2) { _tile_loadd(6, bt + 2 * bstep, 64); _tile_dpbf16ps(2, 4, 6); }
+    if (nb > 3) { _tile_loadd(7, bt + 3 * bstep, 64); _tile_dpbf16ps(3, 4, 7); }
+}
+
 /* One (batch, head) on AMX tiles; o rows os apart get the context, as the zmm path's blocks
  * write it (cq: the quantized output's float rows, Dv apart) */
 static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t ks,
@@ -529,14 +540,9 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
         for (int jb = 0; jb < nkb; jb += 4) {
             int nb = nkb - jb < 4 ? nkb - jb : 4;
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            for (int dc = 0; dc < ndc; dc++) {
-                _tile_loadd(4, qa + dc * 32, D32 * 2);
-                const uint16_t *bt = kb + ((size_t)jb * ndc + dc) * 512;
-                _tile_loadd(6, bt, 64); _tile_dpbf16ps(0, 4, 6);
-                if (nb > 1) { _tile_loadd(7, bt + (size_t)ndc * 512, 64); _tile_dpbf16ps(1, 4, 7); }
-                if (nb > 2) { _tile_loadd(6, bt + (size_t)2 * ndc * 512, 64); _tile_dpbf16ps(2, 4, 6); }
-                if (nb > 3) { _tile_loadd(7, bt + (size_t)3 * ndc * 512, 64); _tile_dpbf16ps(3, 4, 7); }
-            }
+            for (int dc = 0; dc < ndc; dc++)
+                att_dp4(qa + dc * 32, D32 * 2, kb + ((size_t)jb * ndc + dc) * 512,
+                        (size_t)ndc * 512, nb);
             _tile_stored(0, s + jb * 16, T16 * 4);
             if (nb > 1) _tile_stored(1, s + (jb + 1) * 16, T16 * 4);
             if (nb > 2) _tile_stored(2, s + (jb + 2) * 16, T16 * 4);
@@ -554,14 +560,8 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
         for (int eb = 0; eb < neb; eb += 4) {
             int nb = neb - eb < 4 ? neb - eb : 4;
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            for (int jc = 0; jc < njc; jc++) {
-                _tile_loadd(4, pa + jc * 32, T32 * 2);
-                const uint16_t *bt = vt + ((size_t)jc * neb + eb) * 512;
-                _tile_loadd(6, bt, 64); _tile_dpbf16ps(0, 4, 6);
-                if (nb > 1) { _tile_loadd(7, bt + 512, 64); _tile_dpbf16ps(1, 4, 7); }
-                if (nb > 2) { _tile_loadd(6, bt + 1024, 64); _tile_dpbf16ps(2, 4, 6); }
-                if (nb > 3) { _tile_loadd(7, bt + 1536, 64); _tile_dpbf16ps(3, 4, 7); }
-            }
+            for (int jc = 0; jc < njc; jc++)
+                att_dp4(pa + jc * 32, T32 * 2, vt + ((size_t)jc * neb + eb) * 512, 512, nb);
             for (int c = 0; c < nb; c++) {
                 int e0 = (eb + c) * 16, w = Dv - e0 < 16 ? Dv - e0 : 16;
                 if (nr == AB && w == 16) {
