@@ -27,6 +27,19 @@ static inline int dscy_vbmi_on(void) {
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__AMX_TILE__)
+/* The calling thread's AMX tile configuration, the one every amx kernel here uses: tiles 0-7 all
+ * 16 rows x 64 bytes (palette 1). Released with _tile_release() when the thread is done. */
+typedef struct { uint8_t palette, start_row, rsv[14]; uint16_t colsb[16]; uint8_t rows[16]; }
+    dscy_amx_cfg;
+static inline void dscy_amx_config(void) {
+    dscy_amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    _tile_loadconfig(&cfg);
+}
+#endif
 
 static inline int dscy_nthreads(int want) {
 #ifdef _OPENMP

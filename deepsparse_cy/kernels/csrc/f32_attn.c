@@ -366,28 +366,7 @@ static inline void att_quantize(int sgn, const float *x, uint8_t *y, long n, flo
  * path speed; so did three parts and six products (an earlier session).
  * Tiles: 0-3 sums, 4 A, 6-7 B. */
 #define ATT_AMX 1
-#ifdef ATT_PROF
-#include <x86intrin.h>
-double prof[8];
-#define PT0 unsigned long long tp_ = __rdtsc()
-#define PT(i) do { unsigned long long t_ = __rdtsc(); prof[i] += (double)(t_ - tp_); tp_ = t_; } while (0)
-#else
-#define PT0
-#define PT(i)
-#endif
 #define AB 16   /* query rows per block: an A tile's rows */
-
-typedef struct { uint8_t palette, start_row, rsv[14]; uint16_t colsb[16]; uint8_t rows[16]; }
-    att_tcfg;
-
-/* the calling thread's tile configuration: tiles 0-7 all 16 rows x 64 bytes (palette 1) */
-static void att_tile_config(void) {
-    att_tcfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
-    _tile_loadconfig(&cfg);
-}
 
 /* up to 16 floats at src (w valid, zero beyond) */
 static inline __m512 load_w(const float *src, int w) {
@@ -511,7 +490,6 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
     float *s = (float *)(qa + (size_t)16 * D32);                 /* [16][T16] */
     uint16_t *pa = (uint16_t *)(s + (size_t)AB * T16);           /* [16][T32] */
     float *ct = (float *)(pa + (size_t)16 * T32), *cq = ct + 256, inv[AB];
-    PT0;
     pack_k(k, ks, T, D, ktp);
     for (int jb = 0; jb < nkb; jb++)
         for (int dc = 0; dc < ndc; dc++)
@@ -530,12 +508,10 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
                       j0 + 1 < T ? load_w(v + (size_t)(j0 + 1) * vs + eb * 16, w) : _mm512_setzero_ps(),
                       vt + ((size_t)jc * neb + eb) * 512 + r * 32);
             }
-    PT(0);
     for (int i0 = 0; i0 < S; i0 += AB) {
         int nr = S - i0 < AB ? S - i0 : AB;
         for (int i = 0; i < AB; i++)
             a_row(q + (size_t)(i0 + i) * qs, i < nr ? D : 0, D32, qa + (size_t)i * D32);
-        PT(1);
         /* four key blocks at a time into tiles 0-3 */
         for (int jb = 0; jb < nkb; jb += 4) {
             int nb = nkb - jb < 4 ? nkb - jb : 4;
@@ -548,12 +524,10 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
             if (nb > 2) _tile_stored(2, s + (jb + 2) * 16, T16 * 4);
             if (nb > 3) _tile_stored(3, s + (jb + 3) * 16, T16 * 4);
         }
-        PT(2);
         for (int r = 0; r < nr; r++)
             inv[r] = 1.0f / exp_row_bf16(s + (size_t)r * T16, mbh ? mbh + (size_t)(i0 + r) * mq : NULL,
                                          T, T32, scale, pa + (size_t)r * T32);
         for (int r = nr; r < AB; r++) a_row(s, 0, T32, pa + (size_t)r * T32);
-        PT(3);
         float *ob = oq ? cq : o + (size_t)i0 * os;
         ptrdiff_t ostr = oq ? Dv : os;
         /* four column blocks at a time into tiles 0-3 */
@@ -584,13 +558,11 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
                 }
             }
         }
-        PT(4);
         if (oq) {
             for (int r = 0; r < nr; r++)
                 att_quant_row(cq + (size_t)r * Dv, Dv, inv[r], q_signed, q_scale, q_zp,
                               oq + (size_t)(i0 + r) * oqs);
         }
-        PT(5);
     }
 }
 #else
@@ -615,8 +587,10 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
     if ((double)items * S * T * (D + Dv) < 1.0e6) nt = 1;
     if (items < nt) nt = (int)items;
     int fail = 0;
+#if ATT_AMX
     /* the amx build's bf16 tiles for a quantized output from 8 query rows on (a block has 16) */
-    const int use_amx = ATT_AMX && q_out && S >= 8;
+    const int use_amx = q_out && S >= 8;
+#endif
     #pragma omp parallel num_threads(nt) if (nt > 1) reduction(|:fail)
     {
     /* Denormals as zero (DAZ) and results flushed to zero (FTZ) inside the kernel, each thread
@@ -632,7 +606,7 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
     /* heads claimed one at a time: with a static split the call waited for the slower core
      * (0.85-0.94x the time with one vCPU of this machine slowed by its host) */
 #if ATT_AMX
-    if (use_amx) att_tile_config();
+    if (use_amx) dscy_amx_config();
 #endif
     #pragma omp for schedule(dynamic, 1)
     for (long it = 0; it < items; it++) {

@@ -446,17 +446,6 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
 #endif
 
 #if DSCY_AMX
-typedef struct { uint8_t palette, start_row, rsv[14]; uint16_t colsb[16]; uint8_t rows[16]; }
-    amx_cfg;
-
-/* The calling thread's tile configuration: tiles 0-7 all 16 rows x 64 bytes (palette 1) */
-static void amx_config(void) {
-    amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
-    _tile_loadconfig(&cfg);
-}
 
 #define AMX_KC 192   /* k-quads per K chunk: a panel pair's 2 x 192 x 64 B = 24 KiB stay in L1 */
 #define AMX_MB 8     /* 16-token tiles per work item */
@@ -546,7 +535,7 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        amx_config();
+        dscy_amx_config();
         int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
         for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
             int pair = mb_major ? (int)(it % npair) : (int)(it / mblocks);
@@ -605,7 +594,7 @@ int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16
         if (!xb) fail = 1;
         else {
             uint8_t *rowb = xb + (size_t)mbt * MR * Kp;
-            amx_config();
+            dscy_amx_config();
             int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
             for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
                 int mb = (int)(it / npg), pg = (int)(it % npg);
@@ -696,7 +685,7 @@ int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpa
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        amx_config();
+        dscy_amx_config();
         int32_t cbuf[2][2][MR * NR] __attribute__((aligned(64)));
         for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
             int b = (int)(it / npr);
@@ -908,7 +897,7 @@ double dscy_probe_peak(int kind, long iters) {
          * nonzero bytes (the tile unit ran all-zero tiles up to ~2x faster) */
         uint8_t a[2][16 * 64] __attribute__((aligned(64)));
         for (int i = 0; i < 2 * 16 * 64; i++) a[i / 1024][i % 1024] = (uint8_t)(i * 37 + 11);
-        amx_config();
+        dscy_amx_config();
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         _tile_loadd(4, a[0], 64); _tile_loadd(5, a[1], 64);
         _tile_loadd(6, a[0], 64); _tile_loadd(7, a[1], 64);
