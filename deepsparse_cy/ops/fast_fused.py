@@ -31,6 +31,7 @@ scheduler time slices with the OpenMP threads of the next op (measured 3-8x slow
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -382,10 +383,15 @@ class FusedAttention(Op):
                       np.dtype(node.attrs["q_dtype"]))
         self.out_dtype = self.q[2] if self.q is not None else _F32
         self.attn = _ATTN
-        if self.q is not None and _ATTN is not None and _ATTN_BF16 is not None and \
-                os.environ.get("DEEPSPARSE_CY_BF16_ATTENTION", "") in ("1", "true"):
-            self.attn = _ATTN_BF16
-            self.kernel_name = "bf16_attention_amx"
+        if self.q is not None and os.environ.get("DEEPSPARSE_CY_BF16_ATTENTION", "") \
+                in ("1", "true"):
+            if _ATTN is not None and _ATTN_BF16 is not None:
+                self.attn = _ATTN_BF16
+                self.kernel_name = "bf16_attention_amx"
+            else:
+                warnings.warn("DEEPSPARSE_CY_BF16_ATTENTION=1: no f32_attn amx build runs here "
+                              "(it needs AMX-BF16, a compiler with -mamx-bf16 and the amx "
+                              "level); the attention keeps float32 products", RuntimeWarning)
 
     def _qout(self, shape, outs):
         """The quantized output: the given one where it fits, else a new array."""

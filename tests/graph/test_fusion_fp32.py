@@ -348,6 +348,24 @@ def test_attention_quantized_output(dt, zp, reshape, fast, monkeypatch):
         assert np.abs(got.astype(np.int32) - r.astype(np.int32)).max() <= max(tol, 1)
 
 
+def test_attention_bf16_unavailable_warns(monkeypatch):
+    """DEEPSPARSE_CY_BF16_ATTENTION=1 where no f32_attn amx build runs: a RuntimeWarning at
+    compile time, and the quantized attention keeps its float32 kernel (or BLAS path)."""
+    import deepsparse_cy.ops.fast_fused as ff
+    monkeypatch.setattr(ff, "_ATTN_BF16", None)
+    monkeypatch.setenv("DEEPSPARSE_CY_BF16_ATTENTION", "1")
+    mf = _attention_model(3, 20)
+    y = mf.graph.output[0].name
+    mq = _model(list(mf.graph.node) + [helper.make_node("QuantizeLinear", [y, "oqs", "oqz"], ["yq"])],
+                list(mf.graph.input), [helper.make_tensor_value_info("yq", TP.UINT8, None)],
+                list(mf.graph.initializer) + [_init("oqs", np.float32(0.013)),
+                                              _init("oqz", np.array(121, np.uint8))])
+    with pytest.warns(RuntimeWarning, match="BF16_ATTENTION"):
+        eq = ds.compile_model(mq)
+    kname = next(op.kernel_name for n, op in eq._program.steps if n.op_type == "FusedAttention")
+    assert kname in ("f32_attention", "blas+f32_softmax_mask")
+
+
 # --- Conv + activation ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("act", ["Relu", "Clip6", "HardSwish", "SiLU", "HardSigmoidMul",
