@@ -359,11 +359,13 @@ static inline void att_quantize(int sgn, const float *x, uint8_t *y, long n, flo
  * on zmm between the two products: per block of 16 query rows, the scores go to s, the exps
  * (base 2, a degree-4 polynomial: bf16 keeps less) are rounded to bf16 into A tiles, and the
  * context tiles go to float rows that are divided by the exps' sum and quantized.
- * 2-2.5x faster than the zmm path on BERT-base's shape, but not the file's arithmetic: on the real
- * MiniLM-L6's INT8 file about 1% of the context bytes move by one step, which its LayerNorms
- * amplify (embeddings at cosine ~0.95 of the file run op by op, against 0.99-1 with float32
- * products). Splitting q, k, p and v into two bf16 parts (three products each) came to float32
- * path speed; so did three parts and six products (an earlier session).
+ * 2-2.7x faster than the zmm path on BERT-base / MiniLM shapes (benchmarks/bench_attention.py),
+ * but not the file's arithmetic: on the real MiniLM-L6's INT8 file about 1% of the context bytes
+ * move by one step, which its LayerNorms amplify (embeddings at cosine ~0.95 of the file run op
+ * by op, against 0.99-1 with float32 products). Splitting q, k, p and v into two bf16 parts
+ * (three products each) came to float32 path speed; so did three parts and six products (an
+ * earlier session). A row whose keys are all masked gets 2^-126 for every key (a uniform
+ * average), as the float32 path gives for a finite mask such as finfo.min.
  * Tiles: 0-3 sums, 4 A, 6-7 B. */
 #define ATT_AMX 1
 #define AB 16   /* query rows per block: an A tile's rows */
