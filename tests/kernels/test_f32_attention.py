@@ -65,6 +65,16 @@ def test_f32_attention(isa, case):
     assert np.isnan(big[..., 0]).all() and np.isnan(big[..., -1]).all()
 
 
+def _qkv(rng, case, q_scale):
+    """q (q_scale x N(0, 1)), k (N(0, 1)) and v (40 x N(0, 1)) of a case: scores a few units
+    wide, outputs past both ends of an 8-bit range at scale 0.17."""
+    B, S, T, H, D, Dv, _ = case
+    q = (q_scale * rng.standard_normal((B, S, H, D))).astype(np.float32)
+    k = rng.standard_normal((B, T, H, D)).astype(np.float32)
+    v = (40 * rng.standard_normal((B, T, H, Dv))).astype(np.float32)
+    return q, k, v
+
+
 @pytest.mark.parametrize("isa", isa_params("f32_conv"))
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize("dt,zp", [(np.uint8, 130), (np.int8, 3)])
@@ -75,9 +85,7 @@ def test_f32_attention_quantized_output(isa, case, dt, zp):
     from deepsparse_cy.kernels import _f32_ops
     B, S, T, H, D, Dv, mshape = case
     rng = np.random.default_rng(S * 11 + T)
-    q = (3 * rng.standard_normal((B, S, H, D))).astype(np.float32)
-    k = rng.standard_normal((B, T, H, D)).astype(np.float32)
-    v = (40 * rng.standard_normal((B, T, H, Dv))).astype(np.float32)
+    q, k, v = _qkv(rng, case, 3.0)
     mb = None
     if mshape is not None:
         mb = np.broadcast_to(np.where(rng.random(mshape) < 0.2, -10000.0, 0.0).astype(np.float32),
@@ -178,9 +186,7 @@ def test_bf16_attention_quantized_output(isa, case, dt, zp):
     strided byte view, on 1 and 2 threads, leaving the bytes around it alone."""
     B, S, T, H, D, Dv, mshape = case
     rng = np.random.default_rng(S * 13 + T)
-    q = (1.5 * rng.standard_normal((B, S, H, D))).astype(np.float32)
-    k = rng.standard_normal((B, T, H, D)).astype(np.float32)
-    v = (40 * rng.standard_normal((B, T, H, Dv))).astype(np.float32)
+    q, k, v = _qkv(rng, case, 1.5)
     mask = None
     if mshape is not None:
         mask = np.where(rng.random(mshape) < 0.2, -10000.0, 0.0).astype(np.float32)
