@@ -56,8 +56,9 @@ _FAST_GEMM = kernels.kernel_builds().get("f32_conv") in ("avx2", "avx512_vnni")
 _ATTN = kernels.load("f32_conv") if _FAST_GEMM else None
 # ... and, asked for with DEEPSPARSE_CY_BF16_ATTENTION=1, an attention whose output is quantized
 # (the QDQ transformer's, followed by its QuantizeLinear) the amx build's bf16 products on AMX-BF16
-# tiles (kernels/f32_attn.pyx): faster, not the file's float32 arithmetic
-_ATTN_BF16 = kernels.load("f32_attn") if _ATTN is not None \
+# tiles (kernels/f32_attn.pyx): faster, not the file's float32 arithmetic. The family to load
+# where that build runs (None elsewhere); loaded only when a model asks for it.
+_ATTN_BF16 = "f32_attn" if _ATTN is not None \
     and kernels.kernel_builds().get("f32_attn") == "amx" else None
 _F32 = np.dtype(np.float32)
 
@@ -386,7 +387,7 @@ class FusedAttention(Op):
         if self.q is not None and os.environ.get("DEEPSPARSE_CY_BF16_ATTENTION", "") \
                 in ("1", "true"):
             if _ATTN is not None and _ATTN_BF16 is not None:
-                self.attn = _ATTN_BF16
+                self.attn = kernels.load(_ATTN_BF16)
                 self.kernel_name = "bf16_attention_amx"
             else:
                 warnings.warn("DEEPSPARSE_CY_BF16_ATTENTION=1: no f32_attn amx build runs here "
