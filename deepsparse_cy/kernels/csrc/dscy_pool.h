@@ -213,16 +213,19 @@ static void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, 
 }
 
 /* Nearest resize of one plane by index tables: y[i][j] = x[hi[i]][wi[j]]; an output row whose
- * source row is the previous one's is a copy of it. */
-static void dscy_gather_plane(const float *x, int W, const int32_t *hi, int Ho,
-                              const int32_t *wi, int Wo, float *y) {
-    for (int i = 0; i < Ho; i++) {
-        float *d = y + (long)i * Wo;
-        if (i && hi[i] == hi[i - 1]) { memcpy(d, d - Wo, sizeof(float) * Wo); continue; }
-        const float *s = x + (long)hi[i] * W;
-        for (int j = 0; j < Wo; j++) d[j] = s[wi[j]];
+ * source row is the previous one's is a copy of it. NAME for planes of T (float32, and bytes:
+ * dscy_gather_plane8 below). */
+#define DSCY_GATHER_PLANE(NAME, T)                                                            \
+    static void NAME(const T *x, int W, const int32_t *hi, int Ho, const int32_t *wi, int Wo, \
+                     T *y) {                                                                  \
+        for (int i = 0; i < Ho; i++) {                                                        \
+            T *d = y + (long)i * Wo;                                                          \
+            if (i && hi[i] == hi[i - 1]) { memcpy(d, d - Wo, sizeof(T) * Wo); continue; }     \
+            const T *s = x + (long)hi[i] * W;                                                 \
+            for (int j = 0; j < Wo; j++) d[j] = s[wi[j]];                                     \
+        }                                                                                     \
     }
-}
+DSCY_GATHER_PLANE(dscy_gather_plane, float)
 
 /* dscy_upsample_plane and dscy_gather_plane on bytes (u8 / s8 planes: a quantized detector
  * neck's nearest upsampling after its QuantizeLinear moved before it, graph/fusion_q8.py) */
@@ -255,15 +258,7 @@ static void dscy_upsample_plane8(const uint8_t *x, int H, int W, uint8_t *y, int
     }
 }
 
-static void dscy_gather_plane8(const uint8_t *x, int W, const int32_t *hi, int Ho,
-                               const int32_t *wi, int Wo, uint8_t *y) {
-    for (int i = 0; i < Ho; i++) {
-        uint8_t *d = y + (long)i * Wo;
-        if (i && hi[i] == hi[i - 1]) { memcpy(d, d - Wo, (size_t)Wo); continue; }
-        const uint8_t *s = x + (long)hi[i] * W;
-        for (int j = 0; j < Wo; j++) d[j] = s[wi[j]];
-    }
-}
+DSCY_GATHER_PLANE(dscy_gather_plane8, uint8_t)
 
 /* Depth to space of one output plane of a stride == kernel ConvTranspose: the GEMM gives
  * cols[i][j][h][w] (tap (i, j) of input pixel (h, w)); y[h*k0 + i][w*k1 + j] = cols[i][j][h][w]. */
