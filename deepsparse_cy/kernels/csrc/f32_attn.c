@@ -370,11 +370,14 @@ static inline void att_quantize(int sgn, const float *x, uint8_t *y, long n, flo
 #define ATT_AMX 1
 #define AB 16   /* query rows per block: an A tile's rows */
 
+/* the lanes of the first `left` elements of a 16-wide step (all from 16, none from 0) */
+static inline __mmask16 att_mask(int left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+}
+
 /* up to 16 floats at src (w valid, zero beyond) */
 static inline __m512 load_w(const float *src, int w) {
-    if (w >= 16) return _mm512_loadu_ps(src);
-    if (w <= 0) return _mm512_setzero_ps();
-    return _mm512_maskz_loadu_ps((__mmask16)((1u << w) - 1), src);
+    return _mm512_maskz_loadu_ps(att_mask(w), src);
 }
 
 /* an A-tile row: n floats of src as bf16 at d[0..npad) (zero beyond n; npad a multiple of 32) */
@@ -421,7 +424,7 @@ static inline float exp_row_bf16(const float *s, const float *mask, int T, int T
                              _mm512_mul_ps(_mm512_maskz_loadu_ps(m, mask + (j0)), l2e))        \
                            : _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + (j0)), sc))
     for (int j = 0; j < T; j += 16) {
-        __mmask16 m = T - j >= 16 ? 0xFFFF : (__mmask16)((1u << (T - j)) - 1);
+        __mmask16 m = att_mask(T - j);
         mx = _mm512_mask_max_ps(mx, m, mx, ATT_Y(j, m));
     }
     const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
@@ -430,7 +433,7 @@ static inline float exp_row_bf16(const float *s, const float *mask, int T, int T
         __m512 e[2];
         for (int h = 0; h < 2; h++) {
             int j0 = j + 16 * h;
-            __mmask16 m = T - j0 >= 16 ? 0xFFFF : T - j0 <= 0 ? 0 : (__mmask16)((1u << (T - j0)) - 1);
+            __mmask16 m = att_mask(T - j0);
             e[h] = _mm512_maskz_mov_ps(m, att_exp2_bf(_mm512_sub_ps(ATT_Y(j0, m), mv)));
         }
         sum = _mm512_add_ps(sum, _mm512_add_ps(e[0], e[1]));
@@ -448,7 +451,7 @@ static inline void att_quant_row(const float *x, int n, float f, int sgn, float 
     const __m512 k = _mm512_set1_ps(f / qs), z = _mm512_set1_ps(zp),
                  lo = _mm512_set1_ps(sgn ? -128.0f : 0.0f), hi = _mm512_set1_ps(sgn ? 127.0f : 255.0f);
     for (int e = 0; e < n; e += 16) {
-        __mmask16 m = n - e >= 16 ? 0xFFFF : (__mmask16)((1u << (n - e)) - 1);
+        __mmask16 m = att_mask(n - e);
         __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + e), k),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, z), lo), hi);
@@ -540,22 +543,19 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
                 att_dp4(pa + jc * 32, T32 * 2, vt + ((size_t)jc * neb + eb) * 512, 512, nb);
             for (int c = 0; c < nb; c++) {
                 int e0 = (eb + c) * 16, w = Dv - e0 < 16 ? Dv - e0 : 16;
-                if (nr == AB && w == 16) {
-                    switch (c) {
-                    case 0: _tile_stored(0, ob + e0, ostr * 4); break;
-                    case 1: _tile_stored(1, ob + e0, ostr * 4); break;
-                    case 2: _tile_stored(2, ob + e0, ostr * 4); break;
-                    default: _tile_stored(3, ob + e0, ostr * 4); break;
-                    }
-                } else {
-                    switch (c) {
-                    case 0: _tile_stored(0, ct, 64); break;
-                    case 1: _tile_stored(1, ct, 64); break;
-                    case 2: _tile_stored(2, ct, 64); break;
-                    default: _tile_stored(3, ct, 64); break;
-                    }
+                /* a whole tile straight into the rows, else through ct */
+                int whole = nr == AB && w == 16;
+                float *dst = whole ? ob + e0 : ct;
+                ptrdiff_t dstr = whole ? ostr * 4 : 64;
+                switch (c) {
+                case 0: _tile_stored(0, dst, dstr); break;
+                case 1: _tile_stored(1, dst, dstr); break;
+                case 2: _tile_stored(2, dst, dstr); break;
+                default: _tile_stored(3, dst, dstr); break;
+                }
+                if (!whole) {
                     for (int r = 0; r < nr; r++)
-                        _mm512_mask_storeu_ps(ob + (size_t)r * ostr + e0, (__mmask16)((1u << w) - 1),
+                        _mm512_mask_storeu_ps(ob + (size_t)r * ostr + e0, att_mask(w),
                                               _mm512_loadu_ps(ct + r * 16));
                 }
             }
