@@ -441,6 +441,47 @@ def test_profile_times_bound_steps_and_compares_speedup_through_run(rng, vnni_co
     op.run, op.run_dense = real_run, real_dense
 
 
+def test_profile_of_a_fresh_engine_times_the_bound_calls(rng, vnni_costs):
+    """The CLI profiles an engine that never ran: the shape's first run builds the plan without
+    binding a step, so warm-up must run the plan again before timing (with warmup=1 every
+    step went through op.run: a quantized YOLOv8n profiled at 3x its run time)."""
+    import time
+    e, op, x = _block4_qgemm(rng)
+    real_run = op.run
+    runs = []
+
+    def slow_run(ins, outs):             # the plan build's and the binding run's calls
+        runs.append(outs)
+        time.sleep(0.05)
+        return real_run(ins, outs)
+
+    op.run = slow_run
+    recs = e.profile([x], iterations=3, warmup=1, dense_baseline=False)
+    rec = [r for r in recs if r["op_type"] == "QGemm"][0]
+    assert rec["bound"] is True and rec["time_ms"] < 40
+    assert len(runs) == 2                 # the plan build and the run that binds; none timed
+    op.run = real_run
+
+
+def test_profile_summary_scales_the_dense_twin_by_the_like_for_like_ratio():
+    """summarize: a layer's dense time is its (bound) time x the measured dense / op.run ratio,
+    and the totals add those, not the twin's raw op.run time."""
+    from deepsparse_cy.tools.profile import format_profile, summarize
+    recs = [{"index": 0, "name": "a", "op_type": "QGemm", "time_ms": 1.0, "dense_ms": 9.0,
+             "speedup": 3.0},
+            {"index": 1, "name": "b", "op_type": "LayerNorm", "time_ms": 0.5}]
+    p = summarize(recs)
+    assert p["nodes"][0]["dense_equiv_ms"] == pytest.approx(3.0)
+    assert p["nodes"][0]["dense_ms"] == 9.0                 # the raw twin time stays in the JSON
+    assert p["dense_total_ms"] == pytest.approx(3.5) and p["total_ms"] == pytest.approx(1.5)
+    assert p["sparsity_speedup"] == pytest.approx(3.5 / 1.5)
+    by = {s["op_type"]: s for s in p["by_op_type"]}
+    assert by["QGemm"]["dense_ms"] == pytest.approx(3.0) and by["QGemm"]["speedup"] == 3.0
+    assert by["LayerNorm"]["speedup"] is None and p["layers_with_dense_baseline"] == 1
+    text = format_profile(p)
+    assert "   3.000   3.00x" in text and "2.33x" in text
+
+
 # --- a small pruned + quantized BERT against onnxruntime ---------------------------------------
 
 def _cmp(a, b):
