@@ -102,7 +102,7 @@ void dscy_f32_spmm(const float *xt, int M, int K, const int32_t *row_ptr, const 
      * helping the others), so a slower core does not hold up the call */
     long units = (N + 63) / 64;
     if (nt > units) nt = (int)units;
-    long next[nt];
+    DSCY_CLAIMS(next, nt);
     dscy_claims_init(next, units, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {

@@ -527,7 +527,7 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
     int ek[DSCY_GEMM_PARTS_MAX];
     dscy_ek_consts kc[DSCY_GEMM_PARTS_MAX];
     (void)dscy_ek_init_parts(ep, 0, nep - 1, ek, kc);
-    long next[nt];
+    DSCY_CLAIMS(next, nt);
     dscy_claims_init(next, items, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -580,7 +580,7 @@ int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16
     dscy_ek_consts kc[1];
     (void)dscy_ek_init_parts(ep, 0, 0, ek, kc);
     uint8_t xr = x_signed ? 0x80 : 0;
-    long next[nt];
+    DSCY_CLAIMS(next, nt);
     dscy_claims_init(next, items, nt);
     int fail = 0;
     #pragma omp parallel num_threads(nt) if (nt > 1) reduction(|:fail)
@@ -676,7 +676,7 @@ int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpa
     dscy_ek_consts kc[1];
     (void)dscy_ek_init_parts(ep, 0, 0, ek, kc);
     if (nt > items) nt = (int)items;
-    long next[nt];
+    DSCY_CLAIMS(next, nt);
     dscy_claims_init(next, items, nt);
     size_t tstride = (size_t)sw * C, rowb = (size_t)Wpa * C;
     #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -803,7 +803,7 @@ int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t 
     dscy_ek_consts kc[DSCY_GEMM_PARTS_MAX];
     (void)dscy_ek_init_parts(ep, 0, nep - 1, ek, kc);
 #endif
-    long next[nt];
+    DSCY_CLAIMS(next, nt);
     dscy_claims_init(next, items, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {

@@ -1164,7 +1164,7 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
     /* token split on several threads: groups of tiles (pairs of full tiles, then single ones)
      * times row chunks, claimed (spmm_claimed) */
     int ng = 0, C = 1;
-    long next[nt];
+    DSCY_CLAIMS(next, nt);
     if (tok && nt > 1) {
         int np = (M / T32) / 2;                 /* pairs of full 32-token tiles */
         ng = np + (ntl - 2 * np);
