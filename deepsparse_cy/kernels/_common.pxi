@@ -15,6 +15,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
         const float *mid_scale
         const float *mid_bias
         const uint8_t *lut
+        int lut_shared
         int res_type, res_zp
         float res_scale
         const void *res
@@ -51,9 +52,10 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
     ep.mid_scale = NULL
     ep.mid_bias = NULL
     ep.lut = NULL
+    ep.lut_shared = 0
     cdef cnp.ndarray lut
     if mid is not None:    # (type code, zero point, float32 scale [>= N], float32 bias [>= N]
-                           #  [, uint8 table [N * 256 + 4] or None])
+                           #  [, uint8 table [N * 256 + 4] or None, its rows all equal])
         ms = <cnp.ndarray>mid[2]
         mb = <cnp.ndarray>mid[3]
         ep.mid_type = <int>mid[0]
@@ -63,6 +65,7 @@ cdef inline dscy_epilogue _epilogue(cnp.ndarray bias, cnp.ndarray scale, int out
         if len(mid) > 4 and mid[4] is not None and res is None and out_type >= 2:
             lut = <cnp.ndarray>mid[4]
             ep.lut = <const uint8_t *>_ptr(lut)
+            ep.lut_shared = 1 if len(mid) > 5 and mid[5] else 0
     cdef cnp.ndarray ra
     ep.res_type = 0
     ep.res_zp = 0

@@ -292,8 +292,17 @@ def _mid_args(n, mid):
             raise ValueError(f"mid table must be uint8 [256] or [{n}, 256], got {t.dtype} {t.shape}")
         lut = np.zeros(n * 256 + 4, np.uint8)
         lut[:n * 256] = np.broadcast_to(t, (n, 256)).reshape(-1)
-        return (_OUT_CODES[dt], int(zp), sc, b, lut)
+        return (_OUT_CODES[dt], int(zp), sc, b) + _table_entry(lut, n)
     return (_OUT_CODES[dt], int(zp), sc, b)
+
+
+def _table_entry(lut, n):
+    """The kernels' (table, shared) tail of a mid tuple: lut uint8 [n * 256 + 4]; shared when
+    every channel's row is the same (a per-tensor mid step before the activation, as
+    quantize_static's activations are), which the dense tile epilogue looks up by byte permutes
+    of one table instead of a gather per 16 outputs (dscy_epilogue.lut_shared)."""
+    rows = lut[:n * 256].reshape(n, 256)
+    return (lut, bool(n > 0 and (rows == rows[:1]).all()))
 
 
 def mid_q8_table(mid, act, lo, hi, y_scale, out_dtype, out_zero_point):
@@ -450,7 +459,7 @@ class _EpilogueArgs:
         self.mid = _mid_args(n, mid)
         if self.mid is not None and self.out_dtype == np.int32:
             raise ValueError("mid needs a float32, uint8 or int8 output")
-        self.table = self.mid is not None and len(self.mid) == 5
+        self.table = self.mid is not None and len(self.mid) > 4
         if self.table and self.out_dtype not in (np.uint8, np.int8):
             raise ValueError("a mid table needs a uint8 or int8 output")
         self.zp = int(out_zero_point)
@@ -463,8 +472,9 @@ class _EpilogueArgs:
             # mid step -> GELU -> 8-bit output depends on (channel, mid value) only: one table
             # per layer (exact erf: the reference's arithmetic) instead of a GELU per element
             code, mzp, msc, mb = self.mid
-            self.mid = self.mid + (gelu_q8_table(mzp, code == _OUT_CODES[_S8], msc, mb, self.ys,
-                                                 self.zp, self.out_dtype == np.int8),)
+            self.mid = self.mid + _table_entry(
+                gelu_q8_table(mzp, code == _OUT_CODES[_S8], msc, mb, self.ys, self.zp,
+                              self.out_dtype == np.int8), n)
 
     def _check_res(self, residual):
         if residual is not None and (self.out_dtype == np.int32 or self.table):
@@ -541,8 +551,9 @@ class PreparedQS8(_EpilogueArgs):
         if res is not None or not self._lut_ok:
             return self.mid
         if self._mid_lut is None:
-            self._mid_lut = self.mid + (mid_q8_table(self.mid, self.act, self.lo, self.hi,
-                                                     self.ys, self.out_dtype, self.zp),)
+            self._mid_lut = self.mid + _table_entry(
+                mid_q8_table(self.mid, self.act, self.lo, self.hi, self.ys, self.out_dtype,
+                             self.zp), self.packed.n)
         return self._mid_lut
 
     def _bias(self, x_signed):

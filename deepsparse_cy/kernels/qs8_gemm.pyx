@@ -14,6 +14,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                             int Np, const dscy_epilogue *ep, int nep, int seg, int nthreads)
     int DSCY_GEMM_PARTS_MAX
     double dscy_probe_peak(int kind, long iters)
+    int dscy_qs8_gemm_vbmi(int off)
     int DSCY_QUADS
     int DSCY_AMX
     int dscy_qs8_pack_conv_rows(const dscy_conv_geom *g, int x_signed, int16_t *xp, int Mp,
@@ -39,6 +40,13 @@ QUADS = DSCY_QUADS
 # 1: the amx build: the quad weights with Kp a multiple of 64 (16 quads, one tile's rows)
 AMX = DSCY_AMX
 KP_MULTIPLE = 64 if AMX else 4 if QUADS else 2
+
+
+def vbmi(off=None):
+    """True when a table shared by every channel (a mid tuple's lut_shared) is looked up by
+    AVX-512 VBMI byte permutes (this build and CPU); off=True first turns them off (the gather
+    path then runs: tests), off=False back on."""
+    return bool(dscy_qs8_gemm_vbmi(-1 if off is None else int(bool(off))))
 
 
 def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous

@@ -379,6 +379,7 @@ typedef struct {
     const uint8_t *lut;
     int mid, act, u8, ydiv;
     int vbmi;        /* the CPU has AVX-512 VBMI (byte permutes) and dscy_vbmi_off is 0 */
+    int lut_shared;  /* vbmi, and lut's rows are all the same (dscy_epilogue.lut_shared) */
 } dscy_ek_consts;
 
 static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
@@ -396,6 +397,7 @@ static inline void dscy_ek_init(const dscy_epilogue *ep, dscy_ek_consts *k) {
     k->bias = ep->bias; k->scale = ep->scale; k->mscale = ep->mid_scale; k->mbias = ep->mid_bias;
     k->lut = ep->lut;
     k->vbmi = dscy_vbmi_on();
+    k->lut_shared = k->vbmi && ep->lut && ep->lut_shared;
 #ifdef __AVX512F__
     k->zmlo = _mm512_castps256_ps512(k->mlo); k->zmlo = _mm512_shuffle_f32x4(k->zmlo, k->zmlo, 0);
     k->zmhi = _mm512_castps256_ps512(k->mhi); k->zmhi = _mm512_shuffle_f32x4(k->zmhi, k->zmhi, 0);

@@ -48,6 +48,7 @@ typedef struct {
                              * every mid value: lut[n * 256 + q - type min], q the mid step's
                              * saturate(rint(f) + mid_zp); replaces the rest of the epilogue
                              * (N * 256 + 4 bytes: the vector path reads 4 at a time) */
+    int lut_shared;         /* 1: lut's N rows are all the same (row 0 serves every channel) */
     int res_type;           /* 0, or DSCY_OUT_F32 / U8 / S8: residual added before the activation */
     int res_zp;
     float res_scale;
@@ -190,6 +191,8 @@ int dscy_qs8_spmm_planar(const void *x, int x_signed, ptrdiff_t plane, int K, in
 /* The sparse kernel's table epilogue runs on VBMI byte permutes: 1 when it does (the avx512_vnni
  * build on a CPU with AVX-512 VBMI); off >= 0 first turns them off (1) or back on (0). */
 int dscy_qs8_spmm_vbmi(int off);
+/* The dense builds' (qs8_gemm.c) the same: their shared-table epilogue (lut_shared) */
+int dscy_qs8_gemm_vbmi(int off);
 int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int Kp,
                        const int32_t *row_ptr, const uint16_t *idx, const int8_t *vals, int bp,
                        int N, const dscy_epilogue *ep, int nthreads);

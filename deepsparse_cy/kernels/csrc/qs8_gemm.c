@@ -311,6 +311,43 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
         for (int j = 0; j < nn; j++) dscy_ep_store1(ep, c[r * NR + j], m0 + r, n0 + j);
 }
 
+#if DSCY_QUADS
+/* The table epilogue (kind LUT) of a tile whose channels share one table (k->lut_shared: its row
+ * 0 serves them all) by byte permutes: 4 rows at a time, their 64 mid values (the gather path's
+ * indices) narrowed to bytes, vpermi2b on the table's halves and a blend by the index's top bit,
+ * each row's bytes stored under keep. The gather path loads 16 table entries per row; on the
+ * quantized YOLOv8n, whose SiLU tables are per tensor, those gathers were ~10% of a run. Bit for
+ * bit the gather path. */
+static __attribute__((noinline, target("avx512vbmi"))) void tile_lut_shared_vbmi(
+        const dscy_ek_consts *k, const int32_t *c, int mr, __m512i zb, __m512 zs, uint8_t *ob,
+        ptrdiff_t ldb, __mmask16 keep) {
+    const uint8_t *t = k->lut;
+    const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
+    const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (int r0 = 0; r0 < mr; r0 += 4) {
+        __m512i ci[4];
+        for (int j = 0; j < 4; j++)
+            ci[j] = r0 + j < mr ? dscy_lut_index16(k, _mm512_mul_ps(_mm512_cvtepi32_ps(
+                        _mm512_add_epi32(_mm512_loadu_si512(c + (r0 + j) * NR), zb)), zs))
+                                : _mm512_setzero_si512();
+        /* in-range indices (0..255): the packs do not saturate; per 128-bit lane L they leave
+         * dwords (rows 0, 1, 2, 3 at channels 4L .. 4L + 3), which the dword permute puts back
+         * row by row */
+        __m512i i = _mm512_packus_epi16(_mm512_packs_epi32(ci[0], ci[1]),
+                                        _mm512_packs_epi32(ci[2], ci[3]));
+        i = _mm512_permutexvar_epi32(order, i);
+        __m512i lo = _mm512_permutex2var_epi8(t0, i, t1), hi = _mm512_permutex2var_epi8(t2, i, t3);
+        __m512i r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(i), lo, hi);
+        uint8_t *o = ob + (ptrdiff_t)r0 * ldb;
+        _mm_mask_storeu_epi8(o, keep, _mm512_castsi512_si128(r));
+        if (r0 + 1 < mr) _mm_mask_storeu_epi8(o + ldb, keep, _mm512_extracti32x4_epi32(r, 1));
+        if (r0 + 2 < mr) _mm_mask_storeu_epi8(o + 2 * ldb, keep, _mm512_extracti32x4_epi32(r, 2));
+        if (r0 + 3 < mr) _mm_mask_storeu_epi8(o + 3 * ldb, keep, _mm512_extracti32x4_epi32(r, 3));
+    }
+}
+#endif
+
 #ifdef __AVX2__
 /* store_tile with the epilogue of kind EK (dscy_ep_kind, not GEN or PRE) on constants read
  * once per call: on short-K layers (a 1x1 conv of 8 or 32 channels, an RGB stem) the generic
@@ -338,6 +375,10 @@ static inline __attribute__((always_inline)) void store_tile_ek(
         const int q8 = ep->out_type >= DSCY_OUT_U8;
         uint8_t *ob = (uint8_t *)ep->out + ((ptrdiff_t)m0 * ldo + n0) * (q8 ? 1 : 4);
         const ptrdiff_t ldb = ldo * (q8 ? 1 : 4);
+        if (EK == DSCY_EK_LUT && kl.lut_shared) {
+            tile_lut_shared_vbmi(&kl, c, mr, zb, zs, ob, ldb, keep);
+            return;
+        }
         for (int r = 0; r < mr; r++) {
             __m512i v = dscy_ek16(EK, &kl, _mm512_loadu_si512(c + r * NR), zb, zs, zma, zmb, zrow);
             if (q8) _mm_mask_storeu_epi8(ob + r * ldb, keep, _mm512_cvtepi32_epi8(v));
@@ -769,6 +810,11 @@ int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpa
     return -2;
 }
 #endif
+
+int dscy_qs8_gemm_vbmi(int off) {
+    if (off >= 0) dscy_vbmi_off = off;
+    return DSCY_QUADS && dscy_vbmi_on();
+}
 
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                    const dscy_epilogue *ep, int nthreads) {
