@@ -370,6 +370,58 @@ def test_bound_concat_and_graph_output():
         assert "y" in bound, bound                          # the graph output's conv
 
 
+@pytest.mark.parametrize("shapes,axis", [
+    # rows split: outer = N*C*H >= 8 pieces (a detector head's [1, 144, HW] maps along HW)
+    ([(1, 144, 1600), (1, 144, 400), (1, 144, 100)], 2),
+    ([(2, 3, 200, 200), (2, 3, 200, 30)], 3),
+    # few rows (outer 2): blocks cut by bytes; a zero-size input among them
+    ([(2, 40, 50, 50), (2, 0, 50, 50), (2, 33, 50, 50)], 1)], ids=["head", "last", "bytes"])
+def test_bound_concat_over_threads_matches_numpy(shapes, axis):
+    """A Concat of >= 1 MB that is not placed in its output slot runs its copies on the
+    engine's threads (concat_pieces / copy_pieces), bit for bit numpy.concatenate of the same
+    values, on each run with new values."""
+    from deepsparse_cy.kernels import _f32_ops
+    names = [f"x{i}" for i in range(len(shapes))]
+    nodes = [helper.make_node("Neg" if i % 2 else "Relu", [n], [n + "r"]) for i, n in enumerate(names)]
+    nodes.append(helper.make_node("Concat", [n + "r" for n in names], ["c"], axis=axis))
+    nodes.append(helper.make_node("Neg", ["c"], ["y"]))
+    g = helper.make_graph(nodes, "cat", [helper.make_tensor_value_info(n, TP.FLOAT, s)
+                                         for n, s in zip(names, shapes)],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    e = ds.compile_model(m, num_cores=2)
+    rng = np.random.default_rng(len(shapes) + axis)
+    for _ in range(4):
+        xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        ref = -np.concatenate([-x if i % 2 else np.maximum(x, 0) for i, x in enumerate(xs)], axis)
+        np.testing.assert_array_equal(e.run(xs)[0], ref)
+    plan = e._plans[e._key(xs)]
+    inst = plan._pool[0]
+    i = next(i for i, st in enumerate(plan.steps) if st[0].op_type == "Concat")
+    assert inst.bound[i] and inst.bound[i][0] is _f32_ops.copy_pieces, inst.bound[i]
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.float32])
+@pytest.mark.parametrize("shapes,axis", [([(3, 70000), (3, 90001)], 1), ([(1, 300000), (1, 7)], 1),
+                                         ([(40, 9, 777), (40, 2, 777)], 1)])
+def test_concat_pieces_cover_every_byte_once(dt, shapes, axis):
+    """The pieces tile the output exactly (no byte twice, none missed) for 1 and 2 threads."""
+    from deepsparse_cy.kernels import _f32_ops
+    rng = np.random.default_rng(3)
+    xs = [rng.integers(0, 250, s).astype(dt) for s in shapes]
+    ref = np.concatenate(xs, axis)
+    out = np.zeros_like(ref)
+    p = _f32_ops.concat_pieces(xs, axis, out, 2)
+    if p is None:
+        assert ref.nbytes < 4 * 262144
+        return
+    assert int(p[:, 4:].prod(axis=1).sum()) == ref.nbytes
+    for nt in (1, 2):
+        out[...] = 0
+        _f32_ops.copy_pieces(p, nt)
+        np.testing.assert_array_equal(out, ref)
+
+
 def test_bound_resize_follows_computed_sizes():
     """A Resize whose sizes are computed from values (not from shapes) gives the new output for
     new sizes, same and other output shapes. (Today the planner keeps such a value-dependent

@@ -373,6 +373,66 @@ def concat(list xs, int axis, cnp.ndarray out):
     return out
 
 
+def concat_pieces(list xs, int axis, cnp.ndarray out, int num_threads):
+    """The work of concat(xs, axis, out) as pieces for copy_pieces on up to num_threads
+    threads, or None where one thread is the better choice (a copy under ~1 MB): int64
+    [pieces, 6] of (dst address, dst stride, src address, src stride, blocks, bytes), each
+    input's blocks split into about 4 pieces per thread (by rows when there are enough, else
+    by bytes). Addresses: the caller keeps xs and out alive and unmoved while it uses them."""
+    cdef int nt = _nt_copy(out.nbytes // 4, num_threads)
+    if nt < 2:
+        return None
+    cdef Py_ssize_t outer = 1
+    cdef int a
+    for a in range(axis):
+        outer *= out.shape[a]
+    if not outer:
+        return None
+    cdef Py_ssize_t row = out.nbytes // outer, off, blk, o0, o1, b0, b1, step
+    cdef Py_ssize_t want = 4 * nt
+    pieces = []
+    dp = <Py_ssize_t>cnp.PyArray_DATA(out)
+    ins = []                             # (address, block bytes, offset in an output row)
+    off = 0
+    for x in xs:
+        blk = (<cnp.ndarray>x).nbytes // outer
+        if blk:
+            ins.append((<Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>x), blk, off))
+        off += blk
+    if outer >= want:
+        # whole blocks, the rows in `want` ranges, each range of every input before the next
+        # range: prange's static split then gives each thread about the same bytes
+        for j in range(want):
+            o0, o1 = outer * j // want, outer * (j + 1) // want
+            if o1 > o0:
+                for sp, blk, off in ins:
+                    pieces.append((dp + off + o0 * row, row, sp + o0 * blk, blk, o1 - o0, blk))
+    else:
+        # few rows: the blocks cut by bytes (multiples of 64) into pieces of about equal size
+        step = max(((row * outer + want - 1) // want + 63) // 64 * 64, 64)
+        for o0 in range(outer):
+            for sp, blk, off in ins:
+                for b0 in range(0, blk, step):
+                    b1 = min(b0 + step, blk)
+                    pieces.append((dp + off + o0 * row + b0, row, sp + o0 * blk + b0, blk,
+                                   1, b1 - b0))
+    return np.array(pieces, np.int64).reshape(-1, 6)
+
+
+def copy_pieces(const long long[:, ::1] pieces, int num_threads, keep=None):
+    """The copies of concat_pieces on up to num_threads threads (keep: the arrays they address,
+    held by the caller's bound call)."""
+    cdef Py_ssize_t i, n = pieces.shape[0]
+    cdef int nt = num_threads if num_threads < n else <int>n
+    if nt < 1:
+        nt = 1
+    with nogil:
+        for i in prange(n, num_threads=nt, schedule="static"):
+            dscy_copy_blocks(<char *><Py_ssize_t>pieces[i, 0], <Py_ssize_t>pieces[i, 1],
+                             <const char *><Py_ssize_t>pieces[i, 2], <Py_ssize_t>pieces[i, 3],
+                             <long>pieces[i, 4], <size_t>pieces[i, 5])
+
+
 def copy_strided_blocks(cnp.ndarray src, cnp.ndarray dst, Py_ssize_t outer, Py_ssize_t src_stride,
                         Py_ssize_t nbytes, Py_ssize_t src_offset=0):
     """dst (C-contiguous) <- outer blocks of nbytes at src + src_offset + o * src_stride bytes

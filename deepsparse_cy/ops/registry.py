@@ -121,7 +121,9 @@ class FunctionOp(Op):
             return None
         custom = getattr(fn, "bind", None)       # fn.bind(inputs, out, **attrs) -> call or None
         if custom is not None:
-            return custom(inputs[: self.n_declared], outs[0], **self.kwargs)
+            extra = {"num_threads": int(self.ctx.num_threads or 1)} \
+                if getattr(fn, "bind_threads", False) else {}
+            return custom(inputs[: self.n_declared], outs[0], **self.kwargs, **extra)
         if not getattr(fn, "bind_out", False) or self.kwargs:
             return None
         return functools.partial(fn, *inputs[: self.n_declared], out=outs[0]), ()

@@ -192,11 +192,13 @@ def _concat_in_place(xs, axis, out):
     return True
 
 
-def _concat_bind(xs, out, axis=1):
+def _concat_bind(xs, out, axis=1, num_threads=1):
     """Bound call (registry.FunctionOp.bind) of a Concat: where the planner placed inputs in
     its output slot, nothing to do when all are in place, else the copies of the rest;
     otherwise the compiled block copies of Concat's fast path, from the same input arrays
-    into the same slot (the conditions it checks on every call, checked once here)."""
+    into the same slot (the conditions it checks on every call, checked once here), split
+    over the engine's threads from ~1 MB (the quantized YOLOv8n's 1.2 MB head Concat took
+    0.17 ms on one)."""
     xs = [x for x in xs if x is not None]
     if out is None or not xs or not all(isinstance(x, np.ndarray) for x in xs):
         return None
@@ -205,6 +207,9 @@ def _concat_bind(xs, out, axis=1):
     if copies is not None:
         return (functools.partial(_copy_pairs, copies), ()) if copies else (_nothing, ())
     if _concat_fast(xs, ax) and out.size and _concat_into_ok(xs, _concat_shape(xs, ax), out):
+        pieces = _f32_ops.concat_pieces(list(xs), ax, out, int(num_threads or 1))
+        if pieces is not None:
+            return _f32_ops.copy_pieces, (pieces, int(num_threads), (list(xs), out))
         return _f32_ops.concat, (list(xs), ax, out)
     return None
 
@@ -263,6 +268,7 @@ def Concat(*xs, axis=1, out=None):
 
 
 Concat.bind = _concat_bind
+Concat.bind_threads = True
 
 
 def _split_sizes(dim, split, n):
