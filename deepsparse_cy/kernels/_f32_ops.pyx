@@ -525,6 +525,8 @@ def maxpool_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 
 cdef extern from "csrc/dscy_transpose.h" nogil:
     void dscy_interleave_u8(const unsigned char *src, Py_ssize_t lds, unsigned char *dst,
                             Py_ssize_t R, Py_ssize_t c0, Py_ssize_t c1)
+    void dscy_interleave3_u8_vbmi(const unsigned char *src, Py_ssize_t lds, unsigned char *dst,
+                                  Py_ssize_t c0, Py_ssize_t c1)
     void dscy_transpose_u8(const unsigned char *src, Py_ssize_t lds, unsigned char *dst,
                            Py_ssize_t ldd, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t Cn)
     void dscy_transpose_f32(const float *src, Py_ssize_t lds, float *dst, Py_ssize_t ldd,
@@ -534,17 +536,23 @@ cdef extern from "csrc/dscy_transpose.h" nogil:
 cdef void _transpose_images(const void *src, void *dst, Py_ssize_t B, Py_ssize_t R,
                             Py_ssize_t Cn, int elem4, int nt) noexcept nogil:
     """dst[b][c][r] = src[b][r][c] for B images of R x Cn, strips of 64 rows over nt threads
-    (8-bit images of fewer than 16 rows: column blocks of 4096 over the threads)."""
+    (8-bit images of fewer than 16 rows: column blocks of 4096 over the threads; 3 rows, an
+    RGB image, by VBMI byte permutes where set_vbmi is on)."""
     cdef Py_ssize_t strips = (R + 63) // 64, t, b, r0, r1
     cdef Py_ssize_t img = R * Cn
     cdef Py_ssize_t cblocks = (Cn + 4095) // 4096
+    cdef int vb3 = _vbmi and R == 3
     if not elem4 and R < 16:
         for t in prange(B * cblocks, num_threads=nt, schedule="static"):
             b = t // cblocks
             r0 = (t % cblocks) * 4096
             r1 = r0 + 4096 if r0 + 4096 < Cn else Cn
-            dscy_interleave_u8(<const unsigned char *>src + b * img, Cn,
-                               <unsigned char *>dst + b * img, R, r0, r1)
+            if vb3:
+                dscy_interleave3_u8_vbmi(<const unsigned char *>src + b * img, Cn,
+                                         <unsigned char *>dst + b * img, r0, r1)
+            else:
+                dscy_interleave_u8(<const unsigned char *>src + b * img, Cn,
+                                   <unsigned char *>dst + b * img, R, r0, r1)
         return
     for t in prange(B * strips, num_threads=nt, schedule="static"):
         b = t // strips

@@ -188,17 +188,28 @@ def test_nhwc_to_nchw(dtype, shape):
 
 @pytest.mark.parametrize("shape", [(1, 3, 7, 5), (2, 17, 9, 13), (1, 32, 80, 80), (2, 16, 33, 31),
                                    (1, 1, 1, 1), (3, 40, 4, 4), (2, 3, 70, 90), (1, 5, 64, 65),
-                                   (2, 15, 33, 17)], ids=str)
-def test_nchw_to_nhwc_8(shape):
+                                   (2, 15, 33, 17), (1, 3, 8, 8), (1, 3, 1, 63), (2, 3, 64, 65),
+                                   (1, 3, 320, 320), (1, 3, 48, 321)], ids=str)
+@pytest.mark.parametrize("vbmi", [False, True], ids=["bytes", "vbmi"])
+def test_nchw_to_nhwc_8(shape, vbmi):
     """The planes -> channels-last copy (16 x 16 byte blocks, scalar edges; fewer than 16
-    planes column by column, in blocks of 4096 over the threads) on ragged shapes."""
+    planes column by column, in blocks of 4096 over the threads; 3 planes also by VBMI byte
+    permutes, 64 columns at a time, the rest byte by byte) on ragged shapes."""
     from deepsparse_cy.kernels import _f32_ops
+    from deepsparse_cy.kernels import cpu_features
+    if vbmi and not all(cpu_features().get(f) for f in ("avx512f", "avx512bw", "avx512_vbmi")):
+        pytest.skip("no AVX-512 VBMI on this CPU")
     x = np.random.default_rng(5).integers(0, 256, shape).astype(np.uint8)
     b, c, h, w = shape
-    for nt in (1, 2):
-        o = np.zeros((b, h, w, c), np.uint8)
-        _f32_ops.nchw_to_nhwc_8(x, o, nt)
-        np.testing.assert_array_equal(o, x.transpose(0, 2, 3, 1))
+    was = _f32_ops.vbmi()
+    _f32_ops.set_vbmi(vbmi)
+    try:
+        for nt in (1, 2):
+            o = np.zeros((b, h, w, c), np.uint8)
+            _f32_ops.nchw_to_nhwc_8(x, o, nt)
+            np.testing.assert_array_equal(o, x.transpose(0, 2, 3, 1))
+    finally:
+        _f32_ops.set_vbmi(was)
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["u8", "s8"])
