@@ -53,34 +53,62 @@ static inline __m256 load8_q(const void *p, int x_signed) {
 /* the epilogue kind (dscy_ep_kind) and its constants, worked out once per call */
 typedef struct { int ek; dscy_ek_consts k; } dw_ek;
 
-/* the epilogue of 8 channels n0..n0+7 of output pixel m from their exact float sums */
-static inline void ep_store8(const dscy_epilogue *ep, const dw_ek *e, __m256 accf, int m, int n0) {
-    __m256 ma = _mm256_setzero_ps(), mb = ma;
+/* the epilogue's per-channel vectors of channels n0..n0+7 and its output fields, read once per
+ * block of 8 channels (through ep, stores to the output may alias them: the compiler reloaded
+ * all of them for every pixel) */
+typedef struct {
+    __m256i b, row;
+    __m256 s, ma, mb;
+    void *out;
+    ptrdiff_t ldo;
+    int otype;
+} dw_par;
+
+static inline void dw_par_load(const dscy_epilogue *ep, int n0, dw_par *p) {
+    p->ma = _mm256_setzero_ps();
+    p->mb = p->ma;
     if (ep->mid_type) {
-        ma = _mm256_loadu_ps(ep->mid_scale + n0);
-        mb = _mm256_loadu_ps(ep->mid_bias + n0);
+        p->ma = _mm256_loadu_ps(ep->mid_scale + n0);
+        p->mb = _mm256_loadu_ps(ep->mid_bias + n0);
     }
-    __m256i row = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
-                                   _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792));
-    __m256i a = _mm256_cvtps_epi32(accf), b = _mm256_loadu_si256((const __m256i *)(ep->bias + n0));
-    __m256 s = _mm256_loadu_ps(ep->scale + n0);
+    p->row = _mm256_add_epi32(_mm256_set1_epi32(n0 * 256),
+                              _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792));
+    p->b = _mm256_loadu_si256((const __m256i *)(ep->bias + n0));
+    p->s = _mm256_loadu_ps(ep->scale + n0);
+    p->out = ep->out;
+    p->ldo = ep->ldo;
+    p->otype = ep->out_type;
+}
+
+/* the epilogue of 8 channels n0..n0+7 of output pixel m from their exact float sums, on the
+ * block's vectors p */
+static inline void ep_store8p(const dscy_epilogue *ep, const dw_ek *e, const dw_par *p,
+                              __m256 accf, int m, int n0) {
+    __m256i a = _mm256_cvtps_epi32(accf);
     __m256i v;
     switch (e->ek) {   /* the specialized kinds: no per-lane checks of every epilogue field */
-    case DSCY_EK_I32: v = dscy_ek8(DSCY_EK_I32, &e->k, a, b, s, ma, mb, row); break;
-    case DSCY_EK_F32: v = dscy_ek8(DSCY_EK_F32, &e->k, a, b, s, ma, mb, row); break;
-    case DSCY_EK_Q8: v = dscy_ek8(DSCY_EK_Q8, &e->k, a, b, s, ma, mb, row); break;
-    case DSCY_EK_LUT: v = dscy_ek8(DSCY_EK_LUT, &e->k, a, b, s, ma, mb, row); break;
-    default: v = dscy_ep_lanes8(ep, a, b, s, ma, mb, row, (ptrdiff_t)m * ep->ldr + n0);
+    case DSCY_EK_I32: v = dscy_ek8(DSCY_EK_I32, &e->k, a, p->b, p->s, p->ma, p->mb, p->row); break;
+    case DSCY_EK_F32: v = dscy_ek8(DSCY_EK_F32, &e->k, a, p->b, p->s, p->ma, p->mb, p->row); break;
+    case DSCY_EK_Q8: v = dscy_ek8(DSCY_EK_Q8, &e->k, a, p->b, p->s, p->ma, p->mb, p->row); break;
+    case DSCY_EK_LUT: v = dscy_ek8(DSCY_EK_LUT, &e->k, a, p->b, p->s, p->ma, p->mb, p->row); break;
+    default: v = dscy_ep_lanes8(ep, a, p->b, p->s, p->ma, p->mb, p->row, (ptrdiff_t)m * ep->ldr + n0);
     }
-    ptrdiff_t o = (ptrdiff_t)m * ep->ldo + n0;
-    if (ep->out_type < DSCY_OUT_U8) {         /* int32 sums or float bits */
-        _mm256_storeu_si256((__m256i *)((int32_t *)ep->out + o), v);
+    ptrdiff_t o = (ptrdiff_t)m * p->ldo + n0;
+    if (p->otype < DSCY_OUT_U8) {             /* int32 sums or float bits */
+        _mm256_storeu_si256((__m256i *)((int32_t *)p->out + o), v);
         return;
     }
     /* lanes already saturated to the 8-bit range: the packs only narrow */
     __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    __m128i b8 = ep->out_type == DSCY_OUT_U8 ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16);
-    _mm_storel_epi64((__m128i *)((uint8_t *)ep->out + o), b8);
+    __m128i b8 = p->otype == DSCY_OUT_U8 ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16);
+    _mm_storel_epi64((__m128i *)((uint8_t *)p->out + o), b8);
+}
+
+/* the same for one pixel (the border pixels) */
+static inline void ep_store8(const dscy_epilogue *ep, const dw_ek *e, __m256 accf, int m, int n0) {
+    dw_par p;
+    dw_par_load(ep, n0, &p);
+    ep_store8p(ep, e, &p, accf, m, n0);
 }
 #endif
 
@@ -104,6 +132,8 @@ static void dw_row(const void *x, int x_signed, int H, int W, int C, float zx, c
         if (ox == lo && lo < hi) {
             /* the interior, four pixels at a time */
             for (int c = 0; c < C8; c += 8) {
+                dw_par par;
+                dw_par_load(ep, c, &par);
                 __m256 init = _mm256_setzero_ps();
                 for (int i = 0; i < KH; i++) {
                     int iy = oy * sh - pt + i * dh;
@@ -126,10 +156,10 @@ static void dw_row(const void *x, int x_signed, int H, int W, int C, float zx, c
                             a3 = _mm256_fmadd_ps(load8_q(p + 3 * st, x_signed), wv, a3);
                         }
                     }
-                    ep_store8(ep, e, a0, m + o, c);
-                    ep_store8(ep, e, a1, m + o + 1, c);
-                    ep_store8(ep, e, a2, m + o + 2, c);
-                    ep_store8(ep, e, a3, m + o + 3, c);
+                    ep_store8p(ep, e, &par, a0, m + o, c);
+                    ep_store8p(ep, e, &par, a1, m + o + 1, c);
+                    ep_store8p(ep, e, &par, a2, m + o + 2, c);
+                    ep_store8p(ep, e, &par, a3, m + o + 3, c);
                 }
                 for (; o < hi; o++) {
                     __m256 a0 = init;
@@ -141,7 +171,7 @@ static void dw_row(const void *x, int x_signed, int H, int W, int C, float zx, c
                             a0 = _mm256_fmadd_ps(load8_q(xr + (size_t)(o * sw - pl + j * dw) * C, x_signed),
                                                  _mm256_loadu_ps(w + (i * KW + j) * C + c), a0);
                     }
-                    ep_store8(ep, e, a0, m + o, c);
+                    ep_store8p(ep, e, &par, a0, m + o, c);
                 }
             }
             if (C8 < C)
