@@ -423,7 +423,11 @@ def copy_pieces(const long long[:, ::1] pieces, int num_threads, keep=None):
     """The copies of concat_pieces on up to num_threads threads (keep: the arrays they address,
     held by the caller's bound call)."""
     cdef Py_ssize_t i, n = pieces.shape[0]
-    cdef int nt = num_threads if num_threads < n else <int>n
+    # never above the OpenMP limit of this call (threadpoolctl / OMP_NUM_THREADS may have
+    # lowered it since the pieces were cut)
+    cdef int nt = dscy_cap_threads(num_threads) if num_threads > 1 else 1
+    if nt > n:
+        nt = <int>n
     if nt < 1:
         nt = 1
     with nogil:
