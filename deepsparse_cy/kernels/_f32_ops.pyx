@@ -169,6 +169,12 @@ cdef extern from "csrc/dscy_pool.h" nogil:
     void dscy_maxpool2d_plane_w16(const float *x, int H, int W, float *y, int Ho, int Wo,
                                   int kh, int kw, int sh, int dh, int pt, int pl)
     void dscy_upsample_plane(const float *x, int H, int W, float *y, int kh, int kw)
+    void dscy_maxpool_plane8(const unsigned char *x, int x_signed, int H, int W,
+                             unsigned char *y, int Ho, int Wo, int kh, int kw, int sh, int sw,
+                             int dh, int dw, int pt, int pl, unsigned char *h)
+    void dscy_maxpool_plane8_w64(const unsigned char *x, int x_signed, int H, int W,
+                                 unsigned char *y, int Ho, int Wo, int kh, int kw, int sh,
+                                 int dh, int pt, int pl)
     void dscy_maxpool_nhwc8_px(const unsigned char *x, int x_signed, int H, int W, int C,
                                int iy0, int ix0, int kh, int kw, int dh, int dw,
                                unsigned char *d)
@@ -497,6 +503,39 @@ def im2col_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (
                             memset(d + kx * C, pad_value, C)
                         else:
                             memcpy(d + kx * C, xr + ix * C, C)
+
+
+def maxpool_planes_8(const unsigned char[:, :, ::1] x,   # IN  [N*C, H, W] u8 (s8: its u8 view)
+                     bint x_signed, int kh, int kw, int sh, int sw, int dh, int dw, int pt,
+                     int pl,
+                     unsigned char[:, :, ::1] out,       # OUT [N*C, Ho, Wo]
+                     int num_threads=1):
+    """maxpool_nhwc_8 on NCHW planes (QMaxPool between planar tensors, as a quantized SPPF's
+    pools): per plane two separable passes (dscy_maxpool_plane8), planes in parallel."""
+    cdef Py_ssize_t NC = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], p
+    _check_window("maxpool", kh, kw, sh, sw, dh, dw)
+    if out.shape[0] != NC:
+        raise ValueError(f"maxpool: out must be [{NC}, Ho, Wo], got {tuple(out.shape)}")
+    if NC == 0 or Ho == 0 or Wo == 0:
+        return
+    cdef int nt = _nt_copy(NC * (H + Ho) * Wo * (kh + kw), num_threads)
+    if _level >= 2 and sw == 1 and dw == 1 and 0 < W <= 64 and Wo <= 64 and H > 0 \
+            and 0 <= pl <= 64 and kw <= 64:
+        # rows of at most 64 pixels: one zmm of bytes each
+        with nogil:
+            for p in prange(NC, num_threads=nt, schedule="static"):
+                dscy_maxpool_plane8_w64(&x[p, 0, 0], x_signed, <int>H, <int>W, &out[p, 0, 0],
+                                        <int>Ho, <int>Wo, kh, kw, sh, dh, pt, pl)
+        return
+    cdef unsigned char[:, ::1] h = np.empty((nt, max(H * Wo, 1)), np.uint8)
+    cdef int tid
+    with nogil:
+        for p in prange(NC, num_threads=nt, schedule="static"):
+            tid = threadid()
+            dscy_maxpool_plane8(&x[p, 0, 0] if H * W > 0 else NULL, x_signed, <int>H, <int>W,
+                                &out[p, 0, 0], <int>Ho, <int>Wo, kh, kw, sh, sw, dh, dw, pt, pl,
+                                &h[tid, 0])
 
 
 def maxpool_nhwc_8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)

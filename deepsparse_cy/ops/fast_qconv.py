@@ -755,11 +755,49 @@ class QMaxPool(Op):
         self._geoms = {}
         self.num_threads = int(ctx.num_threads or 1)
 
+    def _planar(self, x, o):
+        """(fn, args) pooling NCHW x into NCHW o (C-contiguous, of the output's shape), plane
+        by plane (no layout copies), or None."""
+        if self.x_layout != "NCHW" or self.y_layout != "NCHW" or x.ndim != 4 \
+                or x.dtype not in (np.uint8, np.int8) or not x.flags.c_contiguous \
+                or o is None or o.dtype != x.dtype or not o.flags.c_contiguous \
+                or np.may_share_memory(x, o):
+            return None
+        b, c, h, w = x.shape
+        g = self._geoms.get((b, h, w, c))
+        if g is None:
+            g = self._geoms[(b, h, w, c)] = _Geom(np.empty((b, c, h, w), np.uint8), **self.kw)
+        ho, wo = g.O
+        if o.shape != (b, c, ho, wo):
+            return None
+        (kh, kw), (sh, sw), (dh, dw) = g.k, g.s, g.d
+        return _f32_ops.maxpool_planes_8, (
+            x.view(np.uint8).reshape(b * c, h, w), x.dtype == np.int8, kh, kw, sh, sw, dh, dw,
+            g.pb[0], g.pb[1], o.view(np.uint8).reshape(b * c, ho, wo), self.num_threads)
+
+    def bind(self, inputs, outs):
+        """engine._run_plan's bound call: the planar pool on these arrays."""
+        return self._planar(inputs[0], outs[0] if outs else None)
+
     def run(self, inputs, outs):
         x = inputs[0]
         if x.ndim != 4 or x.dtype not in (np.uint8, np.int8):
             raise ShapeError(f"QMaxPool: input must be 4-D uint8 / int8, got {x.dtype} "
                              f"{list(x.shape)}")
+        if self.x_layout == "NCHW" and self.y_layout == "NCHW":
+            x = np.ascontiguousarray(x)
+            o = outs[0] if outs else None
+            call = self._planar(x, o)
+            if call is None:
+                b, c, h, w = x.shape
+                g = self._geoms.get((b, h, w, c))
+                if g is None:
+                    g = self._geoms[(b, h, w, c)] = _Geom(np.empty((b, c, h, w), np.uint8),
+                                                          **self.kw)
+                o = np.empty((b, c) + tuple(g.O), x.dtype)
+                call = self._planar(x, o)
+            call[0](*call[1])
+            return [o]
         xn = x if self.x_layout == "NHWC" else x.transpose(0, 2, 3, 1)
         b, h, w, c = xn.shape
         g = self._geoms.get(xn.shape)

@@ -268,3 +268,61 @@ def test_resize_quantized_before_it(rng, monkeypatch, ctm, scales, x_dtype):
     # matches the unchanged scales on every call)
     monkeypatch.setattr(rs, "run", lambda *a: pytest.fail("bound Resize fell back to run()"))
     np.testing.assert_array_equal(eng.run([xq])[0], got[0])
+
+
+@pytest.mark.parametrize("x_dtype", ["u8", "s8"])
+@pytest.mark.parametrize("k,pad,stride", [(5, 2, 1), (3, 1, 2), (2, 0, 2)])
+def test_sppf_maxpools_on_8bit_values(rng, monkeypatch, x_dtype, k, pad, stride):
+    """A quantized SPPF: x * Sigmoid(x) of an 8-bit map, three MaxPools in a chain, each pool's
+    output and the map quantized (one scale) into a Concat. The QuantizeLinears move before
+    the pools (max commutes with the monotone quantizer) and the chain runs as QMaxPools on
+    planar 8-bit maps, no float pool left; a pool read by something else as well keeps its
+    float twin. The bytes: the same engine's with the rewrites off, and onnxruntime's up to
+    rounding ties of the float map's quantization."""
+    s8 = x_dtype == "s8"
+    zt = (lambda v: np.int8(v - 128)) if s8 else np.uint8
+    t = TP.INT8 if s8 else TP.UINT8
+    inits = [_init("s0", np.float32(0.05)), _init("z0", zt(110)),
+             _init("s1", np.float32(0.03)), _init("z1", zt(20))]
+    pool = dict(kernel_shape=[k, k], pads=[pad] * 4, strides=[stride, stride])
+    nodes = [mk("DequantizeLinear", ["xq", "s0", "z0"], ["d"]), mk("Sigmoid", ["d"], ["sg"]),
+             mk("Mul", ["d", "sg"], ["a"]),
+             mk("MaxPool", ["a"], ["m0"], **pool), mk("MaxPool", ["m0"], ["m1"], **pool),
+             mk("MaxPool", ["m1"], ["m2"], **pool),
+             mk("QuantizeLinear", ["a", "s1", "z1"], ["aq"]),
+             mk("QuantizeLinear", ["m0", "s1", "z1"], ["m0q"]),
+             mk("QuantizeLinear", ["m1", "s1", "z1"], ["m1q"]),
+             mk("QuantizeLinear", ["m2", "s1", "z1"], ["m2q"])]
+    outs = ["aq", "m0q", "m1q", "m2q"]
+    if stride == 1:                    # same-size maps: the SPPF's Concat
+        nodes.append(mk("Concat", outs, ["y"], axis=1))
+        outs = ["y"]
+    nodes.append(mk("Relu", ["m1"], ["other"]))       # a second reader of one float pool
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("xq", t, [1, 16, "h", "w"])],
+                          [helper.make_tensor_value_info(o, t, None) for o in outs]
+                          + [helper.make_tensor_value_info("other", TP.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    eng = ds.compile_model(m)
+    with monkeypatch.context() as mp:
+        mp.setenv("DEEPSPARSE_CY_NO_Q8_FLOW", "1")
+        ref_eng = ds.compile_model(m)
+    steps = _steps(eng)
+    kinds = collections.Counter(n.op_type for n, _ in steps)
+    assert kinds["QMaxPool"] == 3 and kinds["MaxPool"] == 2, kinds    # m0, m1 for `other`
+    assert "QuantizeLinear" not in kinds, kinds
+    info = np.iinfo(np.int8 if s8 else np.uint8)
+    for h, w in ((10, 10), (9, 13), (10, 10)):
+        xq = rng.integers(info.min, info.max + 1, (1, 16, h, w)).astype(info.dtype)
+        for _ in range(2):                    # the second run: the bound calls
+            got = eng.run([xq])
+            for a, r in zip(got, ref_eng.run([xq])):
+                assert a.dtype == r.dtype and a.shape == r.shape
+                np.testing.assert_array_equal(a, r)
+        o = _ort_plain(m, {"xq": xq})
+        for a, r in zip(got[:-1], o[:-1]):
+            assert a.shape == r.shape
+            d = np.abs(a.astype(np.int32) - r.astype(np.int32))
+            assert d.max() <= 1 and (d == 0).mean() > 0.97, (d.max(), (d == 0).mean())
+    qp = [op for n, op in steps if n.op_type == "QMaxPool"][0]
+    monkeypatch.setattr(qp, "run", lambda *a: pytest.fail("bound QMaxPool fell back to run()"))
+    np.testing.assert_array_equal(eng.run([xq])[0], got[0])

@@ -106,6 +106,8 @@ def test_im2col_nhwc_8_matches_strided_numpy(dtype, geom, nt):
     dict(shape=(2, 7, 9, 5), k=(2, 2), s=(2, 2), pt=0, pl=0, ho=4, wo=5, d=(1, 1)),  # ceil mode
     dict(shape=(1, 6, 6, 33), k=(3, 2), s=(1, 2), pt=2, pl=1, ho=7, wo=4, d=(2, 1)),
     dict(shape=(1, 3, 3, 3), k=(3, 3), s=(1, 1), pt=3, pl=3, ho=5, wo=5, d=(1, 1)),  # all-pad windows
+    dict(shape=(1, 10, 10, 128), k=(5, 5), s=(1, 1), pt=2, pl=2, ho=10, wo=10, d=(1, 1)),  # SPPF
+    dict(shape=(2, 9, 11, 7), k=(3, 4), s=(3, 2), pt=1, pl=2, ho=4, wo=6, d=(1, 2)),
 ])
 @pytest.mark.parametrize("nt", [1, 2])
 def test_maxpool_nhwc_8_vs_numpy(dtype, geom, nt):
@@ -131,3 +133,9 @@ def test_maxpool_nhwc_8_vs_numpy(dtype, geom, nt):
     _f32_ops.maxpool_nhwc_8(x.view(np.uint8), dtype == np.int8, kh, kw, sh, sw, dh, dw, pt, pl,
                             out.view(np.uint8), nt)
     np.testing.assert_array_equal(out, ref)
+    # the planar kernel (NCHW planes, two separable passes) on the same values
+    planes = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(b * c, h, w)
+    outp = np.empty((b * c, ho, wo), dtype)
+    _f32_ops.maxpool_planes_8(planes.view(np.uint8), dtype == np.int8, kh, kw, sh, sw, dh, dw,
+                              pt, pl, outp.view(np.uint8), nt)
+    np.testing.assert_array_equal(outp.reshape(b, c, ho, wo), ref.transpose(0, 3, 1, 2))
