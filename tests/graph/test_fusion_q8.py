@@ -215,6 +215,37 @@ def test_qconv_dequantized_output_in_kernel(rng, monkeypatch, k, stride, x_dtype
     assert d.max() <= 1.0 + 1e-3 and (d < 1e-3).mean() > 0.97, (d.max(), (d < 1e-3).mean())
 
 
+def _engines(monkeypatch, g):
+    """(model, engine, the engine with the 8-bit rewrites off, the engine's steps, their op
+    counts) of graph g at opset 13."""
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    eng = ds.compile_model(m)
+    with monkeypatch.context() as mp:
+        mp.setenv("DEEPSPARSE_CY_NO_Q8_FLOW", "1")
+        ref_eng = ds.compile_model(m)
+    steps = _steps(eng)
+    return m, eng, ref_eng, steps, collections.Counter(n.op_type for n, _ in steps)
+
+
+def _runs_match(rng, m, eng, ref_eng, info, c, sizes, n_q8):
+    """Runs of eng on random 8-bit maps [1, c, h, w] of `sizes` (each twice: the second run is
+    the bound calls) give ref_eng's outputs exactly, and the first n_q8 outputs onnxruntime's up
+    to rounding ties of the float map's quantization. Returns the last outputs and input."""
+    for h, w in sizes:
+        xq = rng.integers(info.min, info.max + 1, (1, c, h, w)).astype(info.dtype)
+        for _ in range(2):
+            got = eng.run([xq])
+            for a, r in zip(got, ref_eng.run([xq])):
+                assert a.dtype == r.dtype and a.shape == r.shape
+                np.testing.assert_array_equal(a, r)
+        o = _ort_plain(m, {"xq": xq})
+        for a, r in zip(got[:n_q8], o[:n_q8]):
+            assert a.shape == r.shape
+            d = np.abs(a.astype(np.int32) - r.astype(np.int32))
+            assert d.max() <= 1 and (d == 0).mean() > 0.97, (d.max(), (d == 0).mean())
+    return got, xq
+
+
 @pytest.mark.parametrize("ctm,scales", [("asymmetric", [1, 1, 2, 2]), ("half_pixel", [1, 1, 2, 3]),
                                         ("pytorch_half_pixel", [1, 1, 1.5, 0.75]),
                                         ("align_corners", [1, 1, 3, 2])])
@@ -240,26 +271,10 @@ def test_resize_quantized_before_it(rng, monkeypatch, ctm, scales, x_dtype):
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("xq", t, [1, 6, "h", "w"])],
                           [helper.make_tensor_value_info("y", t, None),
                            helper.make_tensor_value_info("other", TP.FLOAT, None)], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    eng = ds.compile_model(m)
-    with monkeypatch.context() as mp:
-        mp.setenv("DEEPSPARSE_CY_NO_Q8_FLOW", "1")
-        ref_eng = ds.compile_model(m)
-    steps = _steps(eng)
-    kinds = collections.Counter(n.op_type for n, _ in steps)
+    m, eng, ref_eng, steps, kinds = _engines(monkeypatch, g)
     assert "QuantizeLinear" not in kinds and kinds["Resize"] == 1, kinds
     info = np.iinfo(np.int8 if s8 else np.uint8)
-    for h, w in ((5, 7), (4, 4), (5, 7)):
-        xq = rng.integers(info.min, info.max + 1, (1, 6, h, w)).astype(info.dtype)
-        for _ in range(2):                    # the second run: the bound calls
-            got = eng.run([xq])
-            for a, r in zip(got, ref_eng.run([xq])):
-                assert a.dtype == r.dtype and a.shape == r.shape
-                np.testing.assert_array_equal(a, r)
-        o = _ort_plain(m, {"xq": xq})
-        assert got[0].shape == o[0].shape
-        d = np.abs(got[0].astype(np.int32) - o[0].astype(np.int32))
-        assert d.max() <= 1 and (d == 0).mean() > 0.97, (d.max(), (d == 0).mean())
+    got, xq = _runs_match(rng, m, eng, ref_eng, info, 6, ((5, 7), (4, 4), (5, 7)), 1)
     rs = [op for n, op in steps if n.op_type == "Resize"][0]
     inst_dtypes = {p.dtype for p in (eng.run([xq])[0],)}
     assert inst_dtypes == {info.dtype}
@@ -301,28 +316,12 @@ def test_sppf_maxpools_on_8bit_values(rng, monkeypatch, x_dtype, k, pad, stride)
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("xq", t, [1, 16, "h", "w"])],
                           [helper.make_tensor_value_info(o, t, None) for o in outs]
                           + [helper.make_tensor_value_info("other", TP.FLOAT, None)], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    eng = ds.compile_model(m)
-    with monkeypatch.context() as mp:
-        mp.setenv("DEEPSPARSE_CY_NO_Q8_FLOW", "1")
-        ref_eng = ds.compile_model(m)
-    steps = _steps(eng)
-    kinds = collections.Counter(n.op_type for n, _ in steps)
+    m, eng, ref_eng, steps, kinds = _engines(monkeypatch, g)
     assert kinds["QMaxPool"] == 3 and kinds["MaxPool"] == 2, kinds    # m0, m1 for `other`
     assert "QuantizeLinear" not in kinds, kinds
     info = np.iinfo(np.int8 if s8 else np.uint8)
-    for h, w in ((10, 10), (9, 13), (10, 10)):
-        xq = rng.integers(info.min, info.max + 1, (1, 16, h, w)).astype(info.dtype)
-        for _ in range(2):                    # the second run: the bound calls
-            got = eng.run([xq])
-            for a, r in zip(got, ref_eng.run([xq])):
-                assert a.dtype == r.dtype and a.shape == r.shape
-                np.testing.assert_array_equal(a, r)
-        o = _ort_plain(m, {"xq": xq})
-        for a, r in zip(got[:-1], o[:-1]):
-            assert a.shape == r.shape
-            d = np.abs(a.astype(np.int32) - r.astype(np.int32))
-            assert d.max() <= 1 and (d == 0).mean() > 0.97, (d.max(), (d == 0).mean())
+    got, xq = _runs_match(rng, m, eng, ref_eng, info, 16, ((10, 10), (9, 13), (10, 10)),
+                          len(eng.output_names) - 1)
     qp = [op for n, op in steps if n.op_type == "QMaxPool"][0]
     monkeypatch.setattr(qp, "run", lambda *a: pytest.fail("bound QMaxPool fell back to run()"))
     np.testing.assert_array_equal(eng.run([xq])[0], got[0])
