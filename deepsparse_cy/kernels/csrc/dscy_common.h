@@ -18,6 +18,12 @@ static inline int dscy_vbmi_on(void) {
     return 0;
 #endif
 }
+/* dscy_vbmi_off = off first when off >= 0 (the modules' vbmi(off=) for tests); then
+ * dscy_vbmi_on() */
+static inline int dscy_vbmi_set(int off) {
+    if (off >= 0) dscy_vbmi_off = off;
+    return dscy_vbmi_on();
+}
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -462,6 +468,22 @@ static inline __m512i dscy_lut_index16(const dscy_ek_consts *k, __m512 f) {
     f = _mm512_min_ps(_mm512_max_ps(f, k->zmlo), k->zmhi);
     return _mm512_add_epi32(_mm512_cvtps_epi32(f), k->zmoff);
 }
+
+#if defined(__GNUC__) || defined(__clang__)
+/* 64 table lookups by byte permutes (AVX-512 VBMI): c[0..3] hold 16 indices (0..255) each, in
+ * lanes order c[0] lanes 0-15, c[1] 16-31, ...; t[0..3] the 256-byte table. The packs do not
+ * saturate in-range indices; per 128-bit lane L they leave dwords (c0, c1, c2, c3 at lanes
+ * 4L .. 4L + 3), which the dword permute puts back in order; then vpermi2b on the table's halves
+ * and a blend by the index's top bit. Returns the 64 looked-up bytes in that order. */
+static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vbmi"))) __m512i
+dscy_lut64_vbmi(const __m512i t[4], const __m512i c[4]) {
+    __m512i i = _mm512_packus_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
+    i = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7,
+                                                   11, 15), i);
+    __m512i lo = _mm512_permutex2var_epi8(t[0], i, t[1]), hi = _mm512_permutex2var_epi8(t[2], i, t[3]);
+    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(i), lo, hi);
+}
+#endif
 
 /* dscy_ek8 on 16 lanes (the same operations in the same order: bit for bit) */
 static inline __attribute__((always_inline)) __m512i dscy_ek16(

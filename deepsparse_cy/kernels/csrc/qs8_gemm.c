@@ -321,24 +321,15 @@ static void store_tile(const dscy_epilogue *ep, const int32_t *c, int m0, int mr
 static __attribute__((noinline, target("avx512vbmi"))) void tile_lut_shared_vbmi(
         const dscy_ek_consts *k, const int32_t *c, int mr, __m512i zb, __m512 zs, uint8_t *ob,
         ptrdiff_t ldb, __mmask16 keep) {
-    const uint8_t *t = k->lut;
-    const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
-    const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
-    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i tt[4];
+    for (int q = 0; q < 4; q++) tt[q] = _mm512_loadu_si512(k->lut + 64 * q);
     for (int r0 = 0; r0 < mr; r0 += 4) {
-        __m512i ci[4];
+        __m512i ci[4];                      /* rows r0 .. r0 + 3, 16 channels each */
         for (int j = 0; j < 4; j++)
             ci[j] = r0 + j < mr ? dscy_lut_index16(k, _mm512_mul_ps(_mm512_cvtepi32_ps(
                         _mm512_add_epi32(_mm512_loadu_si512(c + (r0 + j) * NR), zb)), zs))
                                 : _mm512_setzero_si512();
-        /* in-range indices (0..255): the packs do not saturate; per 128-bit lane L they leave
-         * dwords (rows 0, 1, 2, 3 at channels 4L .. 4L + 3), which the dword permute puts back
-         * row by row */
-        __m512i i = _mm512_packus_epi16(_mm512_packs_epi32(ci[0], ci[1]),
-                                        _mm512_packs_epi32(ci[2], ci[3]));
-        i = _mm512_permutexvar_epi32(order, i);
-        __m512i lo = _mm512_permutex2var_epi8(t0, i, t1), hi = _mm512_permutex2var_epi8(t2, i, t3);
-        __m512i r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(i), lo, hi);
+        __m512i r = dscy_lut64_vbmi(tt, ci);
         uint8_t *o = ob + (ptrdiff_t)r0 * ldb;
         _mm_mask_storeu_epi8(o, keep, _mm512_castsi512_si128(r));
         if (r0 + 1 < mr) _mm_mask_storeu_epi8(o + ldb, keep, _mm512_extracti32x4_epi32(r, 1));
@@ -812,8 +803,7 @@ int dscy_qs8_conv_amx_direct(const dscy_conv_geom *g, int x_signed, uint8_t *xpa
 #endif
 
 int dscy_qs8_gemm_vbmi(int off) {
-    if (off >= 0) dscy_vbmi_off = off;
-    return DSCY_QUADS && dscy_vbmi_on();
+    return DSCY_QUADS && dscy_vbmi_set(off);
 }
 
 void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,

@@ -678,19 +678,13 @@ static __attribute__((noinline, target("avx512vbmi"))) void ep_rows_lut_vbmi(
     const __m512i b = _mm512_set1_epi32(k->bias[n]);
     const __m512 s = _mm512_set1_ps(k->scale[n]);
     const uint8_t *t = k->lut + (size_t)n * 256;
-    const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
-    const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
-    __m512i c[4];
-    for (int j = 0; j < 2 * NT; j++)        /* lanes 16j .. 16j + 15 */
+    __m512i tt[4], c[4];
+    for (int q = 0; q < 4; q++) tt[q] = _mm512_loadu_si512(t + 64 * q);
+    for (int j = 0; j < 2 * NT; j++)        /* tokens 16j .. 16j + 15 */
         c[j] = dscy_lut_index16(k, _mm512_mul_ps(
             _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(sums + 16 * j), b)), s));
     if (NT == 1) c[2] = c[3] = _mm512_setzero_si512();
-    /* in-range values: the packs do not saturate; per 128-bit lane L they leave dwords
-     * (c0, c1, c2, c3 tokens 4L .. 4L + 3), which the dword permute puts back in token order */
-    __m512i i = _mm512_packus_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
-    i = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), i);
-    __m512i lo = _mm512_permutex2var_epi8(t0, i, t1), hi = _mm512_permutex2var_epi8(t2, i, t3);
-    __m512i r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(i), lo, hi);
+    __m512i r = dscy_lut64_vbmi(tt, c);
     _mm256_store_si256((__m256i *)dst, _mm512_castsi512_si256(r));
     if (NT == 2) _mm256_store_si256((__m256i *)(dst + s2), _mm512_extracti64x4_epi64(r, 1));
 }
@@ -1276,6 +1270,5 @@ int dscy_qs8_spmm_conv(const dscy_conv_geom *g, int x_signed, int M, int K, int 
 }
 
 int dscy_qs8_spmm_vbmi(int off) {
-    if (off >= 0) dscy_vbmi_off = off;
-    return DSCY_QUADS && dscy_vbmi_on();
+    return DSCY_QUADS && dscy_vbmi_set(off);
 }
