@@ -158,18 +158,23 @@ def _push_q_through_resize(v):
     return count
 
 
+def _q_key(qp):
+    """A per-tensor quantizer's parameters as compared across nodes: (float32 scale, zero
+    point, type)."""
+    return float(np.float32(qp[0])), qp[1], qp[2]
+
+
 def _quantized(v, x, q):
     """The output of a QuantizeLinear of x with q's parameters: a pool's quantized output an
     earlier rewrite made, an existing QuantizeLinear reader of x with the same scale, zero
     point and type, else a new node."""
-    qp = _q_params(v, q)
-    key = (x, float(np.float32(qp[0])), qp[1], qp[2])
-    if key in v.q8_of:
-        return v.q8_of[key]
+    k = _q_key(_q_params(v, q))
+    if (x,) + k in v.q8_of:
+        return v.q8_of[(x,) + k]
     for c in _readers(v, x):
         if _onnx(c, "QuantizeLinear") and c.outputs and c.outputs[0] and c.inputs[0] == x:
             cp = _q_params(v, c)
-            if cp is not None and (float(np.float32(cp[0])), cp[1], cp[2]) == key[1:]:
+            if cp is not None and _q_key(cp) == k:
                 return c.outputs[0]
     xq = _fresh(v, f"{x}_q8")
     v.replace([], Node("QuantizeLinear", "", [x] + list(q.inputs[1:]), [xq], dict(q.attrs),
@@ -206,7 +211,7 @@ def _push_q_through_maxpool(v):
             v.replace([q], Node("QMaxPool", DOMAIN, [xq], [q.outputs[0]], attrs, mp.name,
                                 mp.index))
             # q's output is the pool's output quantized: a pool reading this one reuses it
-            v.q8_of[(mp.outputs[0], float(np.float32(qp[0])), qp[1], qp[2])] = q.outputs[0]
+            v.q8_of[(mp.outputs[0],) + _q_key(qp)] = q.outputs[0]
             count += 1
     # float pools nothing reads any more (a chain's, last first)
     dropped = True

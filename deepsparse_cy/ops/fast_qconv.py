@@ -755,6 +755,14 @@ class QMaxPool(Op):
         self._geoms = {}
         self.num_threads = int(ctx.num_threads or 1)
 
+    def _geom(self, b, h, w, c):
+        """The pool's geometry (output size, padding) on an input of b images of h x w x c,
+        worked out once per shape."""
+        g = self._geoms.get((b, h, w, c))
+        if g is None:
+            g = self._geoms[(b, h, w, c)] = _Geom(np.empty((b, c, h, w), np.uint8), **self.kw)
+        return g
+
     def _planar(self, x, o):
         """(fn, args) pooling NCHW x into NCHW o (C-contiguous, of the output's shape), plane
         by plane (no layout copies), or None."""
@@ -764,9 +772,7 @@ class QMaxPool(Op):
                 or np.may_share_memory(x, o):
             return None
         b, c, h, w = x.shape
-        g = self._geoms.get((b, h, w, c))
-        if g is None:
-            g = self._geoms[(b, h, w, c)] = _Geom(np.empty((b, c, h, w), np.uint8), **self.kw)
+        g = self._geom(b, h, w, c)
         ho, wo = g.O
         if o.shape != (b, c, ho, wo):
             return None
@@ -790,19 +796,13 @@ class QMaxPool(Op):
             call = self._planar(x, o)
             if call is None:
                 b, c, h, w = x.shape
-                g = self._geoms.get((b, h, w, c))
-                if g is None:
-                    g = self._geoms[(b, h, w, c)] = _Geom(np.empty((b, c, h, w), np.uint8),
-                                                          **self.kw)
-                o = np.empty((b, c) + tuple(g.O), x.dtype)
+                o = np.empty((b, c) + tuple(self._geom(b, h, w, c).O), x.dtype)
                 call = self._planar(x, o)
             call[0](*call[1])
             return [o]
         xn = x if self.x_layout == "NHWC" else x.transpose(0, 2, 3, 1)
         b, h, w, c = xn.shape
-        g = self._geoms.get(xn.shape)
-        if g is None:
-            g = self._geoms[xn.shape] = _Geom(np.empty((b, c, h, w), np.uint8), **self.kw)
+        g = self._geom(b, h, w, c)
         ho, wo = g.O
         oshape = (b, ho, wo, c) if self.y_layout == "NHWC" else (b, c, ho, wo)
         o = outs[0] if outs else None

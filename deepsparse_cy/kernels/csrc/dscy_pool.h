@@ -9,6 +9,7 @@
 #define DSCY_POOL_H
 #include <math.h>
 #include <string.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <stdint.h>
 #if defined(__SSE2__)
@@ -210,8 +211,11 @@ static void dscy_maxpool_plane8(const unsigned char *x, int x_signed, int H, int
 static void dscy_maxpool_plane8_w64(const unsigned char *x, int x_signed, int H, int W,
                                     unsigned char *y, int Ho, int Wo, int kh, int kw, int sh,
                                     int dh, int pt, int pl) {
-    unsigned char h[64 * 64];             /* (not an x86-64 build: the separable loops) */
+    /* (not an x86-64 build, never dispatched: the separable loops, H x Wo bytes of scratch) */
+    unsigned char *h = (unsigned char *)malloc((size_t)(H > 0 ? H : 1) * (Wo > 0 ? Wo : 1));
+    if (!h) return;
     dscy_maxpool_plane8(x, x_signed, H, W, y, Ho, Wo, kh, kw, sh, 1, dh, 1, pt, pl, h);
+    free(h);
 }
 #endif
 
