@@ -33,6 +33,35 @@ static inline int dscy_vbmi_set(int off) {
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+/* every cache line of [a, e) towards L2 (prefetcht1 on x86): a kernel's next weights while
+ * the current ones compute */
+static inline void dscy_prefetch_range(const void *a, const void *e) {
+    for (uintptr_t p = (uintptr_t)a & ~(uintptr_t)63; p < (uintptr_t)e; p += 64)
+        __builtin_prefetch((const void *)p, 0, 2);
+}
+/* Prefetch towards L2 (prefetcht1 on x86) spread over a loop: up to three byte ranges, stepped
+ * through a fixed number of cache lines per iteration (a kernel's next weights while the
+ * current ones compute, without a burst or a data-dependent loop per iteration). */
+typedef struct { uintptr_t p[3], e[3]; int n, i, quota; } dscy_pf_cursor;
+static inline void dscy_pf_add(dscy_pf_cursor *c, const void *a, const void *e) {
+    if (c->n < 3 && (uintptr_t)e > (uintptr_t)a) {
+        c->p[c->n] = (uintptr_t)a & ~(uintptr_t)63;
+        c->e[c->n++] = (uintptr_t)e;
+    }
+}
+/* lines per step so that the ranges are covered in `steps` steps */
+static inline void dscy_pf_quota(dscy_pf_cursor *c, int steps) {
+    size_t lines = 0;
+    for (int r = 0; r < c->n; r++) lines += (c->e[r] - c->p[r] + 63) / 64;
+    c->quota = steps > 0 ? (int)((lines + steps - 1) / steps) : (int)lines;
+}
+static inline void dscy_pf_step(dscy_pf_cursor *c) {
+    for (int q = c->quota; q > 0 && c->i < c->n; q--) {
+        __builtin_prefetch((const void *)c->p[c->i], 0, 2);
+        c->p[c->i] += 64;
+        if (c->p[c->i] >= c->e[c->i]) c->i++;
+    }
+}
 #if defined(__AMX_TILE__)
 /* The calling thread's AMX tile configuration, the one every amx kernel here uses: tiles 0-7 all
  * 16 rows x 64 bytes (palette 1). Released with _tile_release() when the thread is done. */

@@ -764,7 +764,7 @@ static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n
 static inline __attribute__((always_inline)) void rows_fast(
         const int EK, const int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
         const int16_t *xtile, int m0, int mt, const int32_t *row_ptr, const uint16_t *idx,
-        const int8_t *vals, int r0, int r1, const int NT, const int16_t *xtile1) {
+        const int8_t *vals, int r0, int r1, const int NT, const int16_t *xtile1, int pf) {
     /* NT = 2 (quads build; rows output, or planar with both tiles in one image): tiles xtile
      * and xtile1 (tokens m0 + 32 ..), both full, in one pass per row (row_kernel2); their
      * stages side by side */
@@ -793,6 +793,23 @@ static inline __attribute__((always_inline)) void rows_fast(
     for (int c0 = r0, c1; c0 < r1; c0 = c1) {
         int cs = c0 - c0 % DSCY_ROW_CHUNK;
         c1 = cs + DSCY_ROW_CHUNK < r1 ? cs + DSCY_ROW_CHUNK : r1;
+        /* pf (a thread's first pass over these rows): the next chunk's weights, offsets and
+         * per-channel table go towards L2 while this chunk computes, a few lines a row. In a
+         * model they come from L3 / DRAM: BERT-base block4 INT8 streams ~13 MB of weights and
+         * ~9 MB of GELU tables a run, and its FFN layers' first calls took 1.3-1.5x their hot
+         * time, the row order within a chunk (sorted by block count) hiding the stream from
+         * the hardware prefetcher */
+        dscy_pf_cursor pfc = {0};
+        if (pf && c1 < r1) {
+            int n1 = c1 + DSCY_ROW_CHUNK < r1 ? c1 + DSCY_ROW_CHUNK : r1;
+            size_t w0 = (size_t)row_ptr[c1], w1 = (size_t)row_ptr[n1];
+            dscy_pf_add(&pfc, vals + w0 * 2 * bp, vals + w1 * 2 * bp);
+            dscy_pf_add(&pfc, idx + w0, idx + w1);
+            if (EK == DSCY_EK_LUT && !k->lut_shared)
+                dscy_pf_add(&pfc, (const char *)k->lut + (size_t)c1 * 256,
+                            (const char *)k->lut + (size_t)n1 * 256);
+            dscy_pf_quota(&pfc, c1 - c0);
+        }
         for (int j = order ? cs : c0; j < (order ? cs + DSCY_ROW_CHUNK : c1); j++) {
             int n = order ? order[j] : j;
             if (n < c0 || n >= c1) continue;     /* a chunk this thread's rows cut */
@@ -806,6 +823,7 @@ static inline __attribute__((always_inline)) void rows_fast(
                 _mm_prefetch(tl, _MM_HINT_T0); _mm_prefetch(tl + 64, _MM_HINT_T0);
                 _mm_prefetch(tl + 128, _MM_HINT_T0); _mm_prefetch(tl + 192, _MM_HINT_T0);
             }
+            dscy_pf_step(&pfc);
             int b0 = row_ptr[n];
 #if DSCY_QUADS
             if (NT == 2)
@@ -878,15 +896,15 @@ static inline __attribute__((always_inline)) void rows_fast(
 static void rows_fast_any(int ek, int bp, const dscy_epilogue *ep, const dscy_ek_consts *k,
                           const int16_t *xtile, int m0, int mt, const int32_t *row_ptr,
                           const uint16_t *idx, const int8_t *vals, int r0, int r1,
-                          const int16_t *xtile1) {
+                          const int16_t *xtile1, int pf) {
 #if DSCY_QUADS
-#define DSCY_RF(K) do { if (xtile1) { if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 2, xtile1); \
-                                      else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 2, xtile1); } \
-                        else if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL); \
-                        else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL); } while (0)
+#define DSCY_RF(K) do { if (xtile1) { if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 2, xtile1, pf); \
+                                      else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 2, xtile1, pf); } \
+                        else if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL, pf); \
+                        else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL, pf); } while (0)
 #else
-#define DSCY_RF(K) do { (void)xtile1; if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL); \
-                        else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL); } while (0)
+#define DSCY_RF(K) do { (void)xtile1; if (bp == 2) rows_fast(K, 2, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL, pf); \
+                        else rows_fast(K, 1, ep, k, xtile, m0, mt, row_ptr, idx, vals, r0, r1, 1, NULL, pf); } while (0)
 #endif
     switch (ek) {
     case DSCY_EK_I32: DSCY_RF(DSCY_EK_I32); break;
@@ -1005,7 +1023,7 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                        const dscy_epilogue *eps, int seg,
                        int r0, int r1, int t0, int t1, const void *x, int x_signed,
                        ptrdiff_t ldx, int K, int16_t *xw, const dscy_conv_geom *g,
-                       uint8_t *rows, int pre) {
+                       uint8_t *rows, int pre, int pf) {
     /* pre: xw already holds tiles t0 .. t1 - 1 (at most two) at (t - t0) * tsz, packed by the
      * caller for several row ranges (spmm_run's dynamic schedule) */
     const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;   /* a 32-token tile, int16 */
@@ -1044,7 +1062,7 @@ static void spmm_range(const int16_t *xt, int M, int K2, const int32_t *row_ptr,
                 int a, b;
                 part_rows(e, seg, r0, r1, &a, &b);
                 rows_fast_any(ek[e], bp, &eps[e], &kc[e], xtile, m0, mt, row_ptr, idx, vals, a, b,
-                              xtile1);
+                              xtile1, pf && t == t0);
             }
             if (xtile1) t++;
             continue;
@@ -1108,8 +1126,10 @@ static void spmm_claimed(const dscy_conv_geom *g, const void *x, int x_signed, p
                          int tid) {
     const ptrdiff_t tsz = (ptrdiff_t)K2 * T32 * 2;
     int units = (N + DSCY_ROW_CHUNK - 1) / DSCY_ROW_CHUNK, cur = -1, k = 0, ta = 0, tb = 0;
+    int first = -1;                 /* the first group this thread runs: its pass prefetches */
     for (long it; (it = dscy_claim(next, (long)ng * C, nt, tid, &k)) >= 0; ) {
         int gi = (int)(it / C), c = (int)(it % C);
+        if (first < 0) first = gi;
         if (cur != gi) {
             group_tiles(M, gi, &ta, &tb);
             for (int t = ta; t < tb; t++)
@@ -1121,7 +1141,7 @@ static void spmm_claimed(const dscy_conv_geom *g, const void *x, int x_signed, p
         if (r1 > N) r1 = N;
         if (r0 < r1)
             spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, eps, seg, r0, r1, ta, tb, x,
-                       x_signed, ldx, K, own, g, rows, 1);
+                       x_signed, ldx, K, own, g, rows, 1, gi == first);
     }
 }
 
@@ -1200,7 +1220,7 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                 if (tid == TT - 1) t1 = ntl;
                 if (TT == 1)
                     spmm_range(NULL, M, K2, row_ptr, idx, vals, bp, ep, seg, 0, N, t0, t1,
-                               x, x_signed, ldx, K, own, g, rows, 0);
+                               x, x_signed, ldx, K, own, g, rows, 0, 1);
                 else
                     spmm_claimed(g, x, x_signed, ldx, K, M, K2, row_ptr, idx, vals, bp, N, ep,
                                  seg, own, rows, next, ng, C, nt, tid);
@@ -1211,7 +1231,7 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
                 row_share(row_ptr, N, tid, TT, &r0, &r1);
                 if (r0 < r1)
                     spmm_range(xt, M, K2, row_ptr, idx, vals, bp, ep, seg, r0, r1, 0, ntl,
-                               NULL, 0, 0, 0, NULL, NULL, NULL, 0);
+                               NULL, 0, 0, 0, NULL, NULL, NULL, 0, 1);
             }
         }
     }
