@@ -495,6 +495,11 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
     float s8[8];
     __m512 z0 = _mm512_setzero_ps(), z1 = z0;
     for (i = 0; i < n; i += 32) {
+        /* the next row's input (and residual) towards L1 while this one computes: in a model
+         * the residual was written several layers back, and each row starts a new stream
+         * that the hardware prefetcher picks up late (the caller's rows are consecutive) */
+        __builtin_prefetch(x + n + i, 0, 3); __builtin_prefetch(x + n + i + 16, 0, 3);
+        if (skip) { __builtin_prefetch(skip + n + i, 0, 3); __builtin_prefetch(skip + n + i + 16, 0, 3); }
         z0 = _mm512_add_ps(z0, _mm512_loadu_ps(t + i));
         z1 = _mm512_add_ps(z1, _mm512_loadu_ps(t + i + 16));
     }
