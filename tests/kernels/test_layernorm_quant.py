@@ -89,3 +89,61 @@ def test_layernorm_avx512_row_matches_avx2(n, skip, beta):
         _f32_fused.set_level(was[0])
         _f32_ops.set_level(was[1])
     np.testing.assert_array_equal(out[1], out[2])
+
+
+def _edge_row(scale, n, rng):
+    """Values whose quantization is at its edges: exact and near ties of x / scale (x = (k + 0.5)
+    * scale and its float neighbours), NaN, +-inf, values far outside the 8-bit range, zeros
+    and subnormals, then random ones; n of them, float32."""
+    ks = rng.integers(-140, 140, n)
+    v = ((ks + 0.5) * np.float64(scale)).astype(np.float32)
+    step = rng.integers(-2, 3, n).astype(np.float32)       # up to two ulps either side
+    v = np.where(step != 0, np.nextafter(v, np.where(step > 0, np.inf, -np.inf)), v)
+    v = v.astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, -0.0, 1e-40, -1e-40,
+                        np.float32(scale) * 1000, -np.float32(scale) * 1000], np.float32)
+    v[:len(special)] = special
+    v[len(special):len(special) + 8] = (scale * rng.standard_normal(8) * 50).astype(np.float32)
+    return v
+
+
+@pytest.mark.parametrize("avx2", [1, 2], ids=["avx2", "avx512"])
+@pytest.mark.parametrize("dt,zp", [(np.uint8, 131), (np.uint8, 0), (np.int8, -7), (np.int8, 0)])
+@pytest.mark.parametrize("scale", [0.5, 0.1, 0.021, 1e-3, 2.0 ** -110, 2.0 ** 105])
+def test_layernorm_quant_edges_match_separate_passes(avx2, dt, zp, scale):
+    """The row pass's quantizer on its edge cases: gamma = 0 makes the LayerNorm's output its beta
+    exactly, so beta carries ties of x / scale (and values an ulp or two off them, where the
+    multiply by 1 / scale and the division can round apart), NaN, infinities, saturation, zeros
+    and subnormals; scales below 2^-100 and above 2^100 take the division path. The result must
+    be the separate QuantizeLinear / DequantizeLinear row functions' bit for bit."""
+    if not (cpu_features().get("avx2") and cpu_features().get("fma")):
+        pytest.skip("no AVX2+FMA")
+    if avx2 == 2 and not _has_avx512():
+        pytest.skip("no AVX-512 F/BW/VL/DQ")
+    rng = np.random.default_rng(int(zp) + 1000)
+    rows, n = 6, 64
+    scale = float(np.float32(scale))
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    g = np.zeros(n, np.float32)
+    b = _edge_row(scale, n, rng)
+    was = (_f32_fused.level(), _f32_ops.level())
+    _set_level(avx2)
+    try:
+        q = np.empty((rows, n), dt)
+        dq = np.empty((rows, n), np.float32)
+        with np.errstate(all="ignore"):
+            _f32_fused.layernorm_quant(x, None, g, b, 1e-5, q.view(np.uint8), dt == np.int8, dq,
+                                       scale, float(zp), True, 2)
+            y = np.empty((rows, n), np.float32)
+            _f32_fused.layernorm(x, None, g, b, 1e-5, y, 2)
+            q_ref = np.empty((rows, n), dt)
+            (_f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8)(
+                y.reshape(-1), q_ref.reshape(-1), scale, zp, 1)
+            dq_ref = np.empty((rows, n), np.float32)
+            _f32_ops.dequantize_rows(q_ref, float(zp), scale, None, dq_ref, 1)
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
+    np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape))   # the rows are beta exactly
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(dq, dq_ref)

@@ -266,6 +266,25 @@ static inline __m512 dscy_q8_16f(__m512 x, __m512 sc, __m512 iv, int divide, __m
     return _mm512_min_ps(_mm512_max_ps(v, qlo), qhi);
 }
 
+/* The same quantized values less the zero point (q - zp, exact integers in float, saturated to
+ * [qlo - zp, qhi - zp] = [lo0, hi0]), in fewer operations: round(x * (1/scale)) half to even
+ * (one vrndscaleps), whose distance to x * (1/scale) is the tie test of dscy_q8_div16 (|frac -
+ * 0.5| < 2^-10 exactly when |v - round(v)| > 0.5 - 2^-10), so the rounding is computed once; and
+ * NaN saturates low through vmaxps, which returns its second operand when the first is NaN.
+ * Bit-identical to dscy_q8_16f(...) - zp. */
+DSCY_TARGET_AVX512
+static inline __m512 dscy_q8_16r(__m512 x, __m512 sc, __m512 iv, int divide, __m512 lo0,
+                                 __m512 hi0) {
+    __m512 v = divide ? _mm512_div_ps(x, sc) : _mm512_mul_ps(x, iv);
+    __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (!divide && _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, r)),
+                                      _mm512_set1_ps(0.5f - 0x1p-10f), _CMP_GT_OQ)) {
+        v = _mm512_div_ps(x, sc);
+        r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    return _mm512_min_ps(_mm512_max_ps(r, lo0), hi0);
+}
+
 DSCY_TARGET_AVX512
 static inline __m128i dscy_q8_16(const float *x, __m512 sc, __m512 iv, int divide, __m512 lo,
                                  __m512 hi, __m512 zpv, __m512 qlo, __m512 qhi) {

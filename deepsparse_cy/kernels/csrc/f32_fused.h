@@ -530,18 +530,19 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
     const __m512 qs = _mm512_set1_ps(scale), qiv = _mm512_set1_ps(ivs), zpv = _mm512_set1_ps(zp),
                  lo = _mm512_set1_ps(bot - zp - 1.0f), hi = _mm512_set1_ps(top - zp + 1.0f),
                  qlo = _mm512_set1_ps(bot), qhi = _mm512_set1_ps(top);
+    const __m512 lo0 = _mm512_set1_ps(bot - zp), hi0 = _mm512_set1_ps(top - zp);
+    (void)lo; (void)hi; (void)qlo; (void)qhi;
     unsigned char *qb = (unsigned char *)q;
     for (i = 0; i < n; i += 16) {
         __m512 u = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(t + i), mv), iv);
         __m512 r = b ? _mm512_fmadd_ps(u, _mm512_loadu_ps(g + i), _mm512_loadu_ps(b + i))
                      : _mm512_mul_ps(u, _mm512_loadu_ps(g + i));
         if (!qb) { _mm512_storeu_ps(y + i, r); continue; }
-        __m512 v = dscy_q8_16f(r, qs, qiv, divide, lo, hi, zpv, qlo, qhi);
-        _mm_storeu_si128((__m128i *)(qb + i), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v)));
-        if (dq_out) {                 /* dscy_dequant_row's (q - zp) * scale */
-            v = _mm512_mul_ps(_mm512_sub_ps(v, zpv), qs);
-            _mm512_storeu_ps(y + i, v);
-        }
+        __m512 v = dscy_q8_16r(r, qs, qiv, divide, lo0, hi0);      /* q - zp */
+        _mm_storeu_si128((__m128i *)(qb + i),
+                         _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(_mm512_add_ps(v, zpv))));
+        if (dq_out)                   /* dscy_dequant_row's (q - zp) * scale */
+            _mm512_storeu_ps(y + i, _mm512_mul_ps(v, qs));
     }
 }
 #else
