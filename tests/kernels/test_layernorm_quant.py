@@ -21,6 +21,30 @@ def _set_level(level):
     _f32_ops.set_level(level)
 
 
+def _fused_and_separate(level, x, r, g, b, scale, dt, zp):
+    """At `level`: the fused row pass's (q, dq), the LayerNorm kernel's rows y, and the separate
+    QuantizeLinear / DequantizeLinear row functions' (q_ref, dq_ref) of y."""
+    rows, n = x.shape
+    was = (_f32_fused.level(), _f32_ops.level())   # restored after
+    _set_level(level)
+    try:
+        q = np.empty((rows, n), dt)
+        dq = np.empty((rows, n), np.float32)
+        _f32_fused.layernorm_quant(x, r, g, b, 1e-5, q.view(np.uint8), dt == np.int8, dq, scale,
+                                   float(zp), True, 2)
+        y = np.empty((rows, n), np.float32)
+        _f32_fused.layernorm(x, r, g, b, 1e-5, y, 2)
+        q_ref = np.empty((rows, n), dt)
+        (_f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8)(
+            y.reshape(-1), q_ref.reshape(-1), scale, zp, 1)
+        dq_ref = np.empty((rows, n), np.float32)
+        _f32_ops.dequantize_rows(q_ref, float(zp), scale, None, dq_ref, 1)
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
+    return q, dq, y, q_ref, dq_ref
+
+
 _ROWS = [(1, 8, False, True), (37, 100, True, True), (130, 768, True, False), (5, 33, False, False),
          (3, 32, True, True), (9, 384, False, True), (4, 96, False, False)]
 
@@ -39,23 +63,7 @@ def test_layernorm_quant_matches_separate_passes(avx2, dt, zp, rows, n, skip, be
     g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
     b = (0.1 * rng.standard_normal(n)).astype(np.float32) if beta else None
     scale = float(np.float32(0.021))
-    was = (_f32_fused.level(), _f32_ops.level())   # restored after
-    _set_level(avx2)
-    try:
-        q = np.empty((rows, n), dt)
-        dq = np.empty((rows, n), np.float32)
-        _f32_fused.layernorm_quant(x, r, g, b, 1e-5, q.view(np.uint8), dt == np.int8, dq, scale,
-                                   float(zp), True, 2)
-        y = np.empty((rows, n), np.float32)
-        _f32_fused.layernorm(x, r, g, b, 1e-5, y, 2)
-        q_ref = np.empty((rows, n), dt)
-        (_f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8)(
-            y.reshape(-1), q_ref.reshape(-1), scale, zp, 1)
-        dq_ref = np.empty((rows, n), np.float32)
-        _f32_ops.dequantize_rows(q_ref, float(zp), scale, None, dq_ref, 1)
-    finally:
-        _f32_fused.set_level(was[0])
-        _f32_ops.set_level(was[1])
+    q, dq, _, q_ref, dq_ref = _fused_and_separate(avx2, x, r, g, b, scale, dt, zp)
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(dq, dq_ref)
     t = x.astype(np.float64) + (r if skip else 0)
@@ -126,24 +134,8 @@ def test_layernorm_quant_edges_match_separate_passes(avx2, dt, zp, scale):
     x = rng.standard_normal((rows, n)).astype(np.float32)
     g = np.zeros(n, np.float32)
     b = _edge_row(scale, n, rng)
-    was = (_f32_fused.level(), _f32_ops.level())
-    _set_level(avx2)
-    try:
-        q = np.empty((rows, n), dt)
-        dq = np.empty((rows, n), np.float32)
-        with np.errstate(all="ignore"):
-            _f32_fused.layernorm_quant(x, None, g, b, 1e-5, q.view(np.uint8), dt == np.int8, dq,
-                                       scale, float(zp), True, 2)
-            y = np.empty((rows, n), np.float32)
-            _f32_fused.layernorm(x, None, g, b, 1e-5, y, 2)
-            q_ref = np.empty((rows, n), dt)
-            (_f32_ops.quantize_u8 if dt == np.uint8 else _f32_ops.quantize_s8)(
-                y.reshape(-1), q_ref.reshape(-1), scale, zp, 1)
-            dq_ref = np.empty((rows, n), np.float32)
-            _f32_ops.dequantize_rows(q_ref, float(zp), scale, None, dq_ref, 1)
-    finally:
-        _f32_fused.set_level(was[0])
-        _f32_ops.set_level(was[1])
+    with np.errstate(all="ignore"):
+        q, dq, y, q_ref, dq_ref = _fused_and_separate(avx2, x, None, g, b, scale, dt, zp)
     np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape))   # the rows are beta exactly
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(dq, dq_ref)
