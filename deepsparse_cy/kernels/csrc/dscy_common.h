@@ -33,12 +33,6 @@ static inline int dscy_vbmi_set(int off) {
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
-/* every cache line of [a, e) towards L2 (prefetcht1 on x86): a kernel's next weights while
- * the current ones compute */
-static inline void dscy_prefetch_range(const void *a, const void *e) {
-    for (uintptr_t p = (uintptr_t)a & ~(uintptr_t)63; p < (uintptr_t)e; p += 64)
-        __builtin_prefetch((const void *)p, 0, 2);
-}
 /* Prefetch towards L2 (prefetcht1 on x86) spread over a loop: up to three byte ranges, stepped
  * through a fixed number of cache lines per iteration (a kernel's next weights while the
  * current ones compute, without a burst or a data-dependent loop per iteration). */

@@ -528,10 +528,7 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
     const int divide = ivs == 0.0f;
     const float top = q_signed ? 127.0f : 255.0f, bot = q_signed ? -128.0f : 0.0f;
     const __m512 qs = _mm512_set1_ps(scale), qiv = _mm512_set1_ps(ivs), zpv = _mm512_set1_ps(zp),
-                 lo = _mm512_set1_ps(bot - zp - 1.0f), hi = _mm512_set1_ps(top - zp + 1.0f),
-                 qlo = _mm512_set1_ps(bot), qhi = _mm512_set1_ps(top);
-    const __m512 lo0 = _mm512_set1_ps(bot - zp), hi0 = _mm512_set1_ps(top - zp);
-    (void)lo; (void)hi; (void)qlo; (void)qhi;
+                 lo0 = _mm512_set1_ps(bot - zp), hi0 = _mm512_set1_ps(top - zp);
     unsigned char *qb = (unsigned char *)q;
     for (i = 0; i < n; i += 16) {
         __m512 u = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(t + i), mv), iv);
