@@ -24,6 +24,7 @@ from .graph import fusion, ir, loader, passes
 from .graph.schedule import node_reads, topological_order
 from .kernels import _f32_ops
 from .ops.registry import OpContext
+from .ops.tensor import _nothing as _tensor_nothing
 
 # Inputs whose VALUES decide an op's output shape: the output shape is fixed by input shapes
 # only when these inputs are known when the plan is built.
@@ -306,6 +307,56 @@ def collect_unsupported(graph, opsets, missing):
             collect_unsupported(sub, opsets, missing)
 
 
+def _fast_program(plan, inst, graph_outputs):
+    """The segments of an arena instance's fast runs (Engine._run_fast), once every step is
+    bound (inst.bound: a call tuple) or known not to bind (False). A bound step joins a run
+    of plain calls when each input it checks is fixed: a constant, or an output of an
+    earlier step that always sits in the same object, i.e. a step in such a run (its outputs
+    are its slots or its planned view) or a slot output of a step run by _run_step with
+    into_slots (copied into its slot when computed elsewhere). Its checks then hold on every
+    run, so they are not repeated. Other steps run through _run_step, checks included.
+    Each segment: (calls, nodes, outputs to record for later steps) for a run of calls, or
+    (None, step index). Steps that call nothing (planned views, in-place Splits) are left
+    out of the calls, their outputs recorded."""
+    fixed = {}
+    needed = set(graph_outputs)
+    kinds = []
+    for i, (st, b) in enumerate(zip(plan.steps, inst.bound)):
+        node = st[0]
+        if b and all(fixed.get(name) is obj for name, obj in b[2]):
+            kinds.append(True)
+            fixed.update(b[3])
+            continue
+        kinds.append(False)
+        needed.update(x for x in st[2] if x)
+        outs = inst.step_outs[i]
+        is_view = node.op_type in _VIEW_OPS and node.outputs and node.outputs[0] in plan.aliases
+        if outs is not None and not is_view:
+            for name, slot in zip(node.outputs, outs):
+                if name and slot is not None:
+                    fixed[name] = slot
+                elif name:
+                    fixed.pop(name, None)
+        else:
+            for name in node.outputs:
+                fixed.pop(name, None)
+    segs = []
+    for fast, grp in itertools.groupby(range(len(kinds)), key=lambda i: kinds[i]):
+        grp = list(grp)
+        if not fast:
+            segs.extend((None, i) for i in grp)
+            continue
+        calls, nodes, sets = [], [], []
+        for i in grp:
+            b = inst.bound[i]
+            if b[0] is not _no_call and b[0] is not _tensor_nothing:
+                calls.append((b[0], b[1]))
+                nodes.append(plan.steps[i][0])
+            sets.extend((name, r) for name, r in b[3] if name in needed)
+        segs.append((calls, nodes, sets))
+    return segs
+
+
 class Plan:
     """Everything that depends on the input shapes: folded values, steps, arena layout."""
 
@@ -347,6 +398,8 @@ class _ArenaInstance:
         # outputs) from the op's bind(): the step's kernel with its arguments prepared, valid
         # while the step reads the same input objects (checks: (name, object) pairs)
         # (planned views: tried too, they bind to no call; see Engine._bind)
+        # the instance's fast runs (_fast_program), once no step is None here
+        self.fast = None
         self.bound = [None if (getattr(st[1], "bind", None) is not None and outs is not None)
                       or (st[0].op_type in _VIEW_OPS and st[0].outputs
                           and st[0].outputs[0] in plan.aliases)
@@ -542,64 +595,98 @@ class Engine:
         try:
             env = dict(plan.consts)
             env.update(feeds)
+            fast = inst.fast
+            if fast is not None:
+                return self._run_fast(plan, inst, fast, env, feeds)
             buf = inst.buf
-            aliases = plan.aliases
             bound = inst.bound
-            for i, st in enumerate(plan.steps):
-                node, op, reads, _, frees = st
-                b = bound[i]
-                if b:
-                    # the bound kernel call: same input objects as when it was bound (arena
-                    # slots, constants), outputs straight into the step's slots
-                    for name, obj in b[2]:
-                        if env[name] is not obj:
-                            bound[i] = False       # inputs move (a feed): the op's own run
-                            break
-                    else:
-                        try:
-                            b[0](*b[1])
-                        except _Replan:
-                            raise
-                        except Exception as e:  # noqa: BLE001
-                            raise _wrap_node_error(node, e) from e
-                        for name, r in b[3]:
-                            env[name] = r
-                        for x in frees:
-                            env.pop(x, None)
-                        continue
-                outs = inst.step_outs[i]
-                ins = [env[x] if x else None for x in reads]
-                try:
-                    res = op.run(ins, outs)
-                except Exception as e:  # noqa: BLE001
-                    raise _wrap_node_error(node, e) from e
-                if b is None:
-                    bound[i] = self._bind(node, op, reads, ins, outs, res, buf, plan.consts,
-                                          aliases, plan.split_views)
-                if outs is None:
-                    outs = _NO_SLOTS
-                for name, r, slot in zip(node.outputs, res, outs):
-                    if not name:
-                        continue
-                    if slot is None:
-                        # A value outside the arena must not alias an arena slot that a later
-                        # step may reuse (views, pass-through ops, sequences of tensors),
-                        # except the planned views, whose source slot outlives them.
-                        if name not in aliases:
-                            r = _detach(r, buf)
-                    elif r is not slot:
-                        if not isinstance(r, np.ndarray) or r.shape != slot.shape \
-                                or r.dtype != slot.dtype:
-                            raise _Replan(name)
-                        if _root(r) is buf:
-                            _copy_into(slot, r)
-                            r = slot
-                    env[name] = r
-                for x in frees:
-                    env.pop(x, None)
+            for i in range(len(plan.steps)):
+                self._run_step(plan, inst, i, env, buf, False)
+            if not any(b is None for b in bound):
+                inst.fast = _fast_program(plan, inst, self.output_names)
             return self._collect_outputs(env, feeds, buf)
         finally:
             plan.release(inst)
+
+    def _run_fast(self, plan, inst, fast, env, feeds):
+        """A run once every step of the instance is bound or known not to bind (see
+        _fast_program): runs of bound steps as plain calls, the other steps as in _run_step."""
+        buf = inst.buf
+        for seg in fast:
+            calls = seg[0]
+            if calls is None:
+                self._run_step(plan, inst, seg[1], env, buf, True)
+                continue
+            k = 0
+            try:
+                for f, a in calls:
+                    f(*a)
+                    k += 1
+            except _Replan:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise _wrap_node_error(seg[1][k], e) from e
+            for name, r in seg[2]:
+                env[name] = r
+        return self._collect_outputs(env, feeds, buf)
+
+    def _run_step(self, plan, inst, i, env, buf, into_slots):
+        """Step i of a run: its bound call when it reads the objects it was bound with, else the
+        op's run(), binding the step after its first run. into_slots: an output computed
+        outside the arena is copied into its slot too (the fast runs rely on a step's slot
+        outputs being those slots: _fast_program)."""
+        node, op, reads, _, frees = plan.steps[i]
+        bound = inst.bound
+        b = bound[i]
+        if b:
+            # the bound kernel call: same input objects as when it was bound (arena slots,
+            # constants), outputs straight into the step's slots
+            for name, obj in b[2]:
+                if env[name] is not obj:
+                    bound[i] = False       # inputs move (a feed): the op's own run
+                    break
+            else:
+                try:
+                    b[0](*b[1])
+                except _Replan:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    raise _wrap_node_error(node, e) from e
+                for name, r in b[3]:
+                    env[name] = r
+                for x in frees:
+                    env.pop(x, None)
+                return
+        outs = inst.step_outs[i]
+        ins = [env[x] if x else None for x in reads]
+        try:
+            res = op.run(ins, outs)
+        except Exception as e:  # noqa: BLE001
+            raise _wrap_node_error(node, e) from e
+        if b is None:
+            bound[i] = self._bind(node, op, reads, ins, outs, res, buf, plan.consts,
+                                  plan.aliases, plan.split_views)
+        if outs is None:
+            outs = _NO_SLOTS
+        for name, r, slot in zip(node.outputs, res, outs):
+            if not name:
+                continue
+            if slot is None:
+                # A value outside the arena must not alias an arena slot that a later step
+                # may reuse (views, pass-through ops, sequences of tensors), except the
+                # planned views, whose source slot outlives them.
+                if name not in plan.aliases:
+                    r = _detach(r, buf)
+            elif r is not slot:
+                if not isinstance(r, np.ndarray) or r.shape != slot.shape \
+                        or r.dtype != slot.dtype:
+                    raise _Replan(name)
+                if into_slots or _root(r) is buf:
+                    _copy_into(slot, r)
+                    r = slot
+            env[name] = r
+        for x in frees:
+            env.pop(x, None)
 
     @staticmethod
     def _bind(node, op, reads, ins, outs, res, buf, consts, aliases=(), split_views=()):

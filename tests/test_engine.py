@@ -370,6 +370,72 @@ def test_bound_concat_and_graph_output():
         assert "y" in bound, bound                          # the graph output's conv
 
 
+def test_fast_runs_match_heap_and_keep_unbound_steps():
+    """Once every step of an arena instance is bound or known not to bind, runs take the fast
+    program (engine._fast_program): runs of bound calls without their input checks, the feed's
+    reader and the large graph output's Concat through the checked step path. Outputs stay
+    bit-identical to heap mode for new values, another shape and back, are new arrays on each
+    run, and the small graph output bound in a fast run is recorded for the output copy."""
+    from deepsparse_cy.engine import _fast_program
+    rng = np.random.default_rng(21)
+    w = numpy_helper.from_array((rng.standard_normal((8, 4, 1, 1)) * 0.5).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),                 # reads the feed
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Concat", ["r", "s"], ["big"], axis=1),      # large graph output
+             helper.make_node("ReduceMean", ["r"], ["small"], axes=[2, 3], keepdims=0)]
+    g = helper.make_graph(nodes, "fast", [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 4, "H", "W"])],
+                          [helper.make_tensor_value_info("big", TP.FLOAT, None),
+                           helper.make_tensor_value_info("small", TP.FLOAT, None)], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    shapes = [(1, 4, 120, 130)] * 3 + [(2, 4, 9, 7), (1, 4, 120, 130), (1, 4, 120, 130)]
+    e = _runs_match_heap_and_onnxruntime(m, shapes, seed=22, rtol=1e-5)
+    x = np.ones(shapes[-1], np.float32)
+    plan = e._plans[e._key([x])]
+    inst = plan._pool[0]
+    assert inst.fast is not None
+    calls = sum(len(seg[0]) for seg in inst.fast if seg[0] is not None)
+    checked = [seg[1] for seg in inst.fast if seg[0] is None]
+    assert calls >= 1
+    # every bound step is a plain call unless it reads a value that may move (here: none)
+    assert calls + sum(1 for i in checked if inst.bound[i]) == sum(1 for b in inst.bound if b)
+    assert checked[0] == 0 and not inst.bound[0]      # the feed's reader: run by its op
+    y1, y2 = e.run([x]), e.run([x])
+    for a, b in zip(y1, y2):
+        assert a is not b and not np.may_share_memory(a, b)
+        np.testing.assert_array_equal(a, b)
+    assert _fast_program(plan, inst, e.output_names) == inst.fast
+
+
+def test_fast_run_errors_name_the_node():
+    """A kernel failing inside a fast run's plain calls is reported with its node's name."""
+    from deepsparse_cy.engine import _fast_program
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["b"], name="the_sigmoid"),
+             helper.make_node("Neg", ["b"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [64, 1000])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    e = ds.compile_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.ones((64, 1000), np.float32)
+    e.run([x])
+    e.run([x])
+    plan = e._plans[e._key([x])]
+    inst = plan._pool[0]
+    assert inst.fast is not None
+    seg = next(s for s in inst.fast if s[0] is not None and any(
+        n.name == "the_sigmoid" for n in s[1]))
+    k = next(k for k, n in enumerate(seg[1]) if n.name == "the_sigmoid")
+
+    def fails(*args):
+        raise ValueError("kernel failed")
+
+    seg[0][k] = (fails, ())
+    with pytest.raises(ds.DeepSparseCyError, match="the_sigmoid"):
+        e.run([x])
+    inst.fast = _fast_program(plan, inst, e.output_names)
+    np.testing.assert_allclose(e.run([x])[0], -1 / (1 + np.exp(-1.0)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("shapes,axis", [
     # rows split: outer = N*C*H >= 8 pieces (a detector head's [1, 144, HW] maps along HW)
     ([(1, 144, 1600), (1, 144, 400), (1, 144, 100)], 2),
