@@ -25,6 +25,15 @@ cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
+    ctypedef struct dscy_dfl_quant:
+        float qs, qz, qlo, qhi
+        int bias_i
+        float scale
+        int mid
+        float mlo, mhi, ma, mb
+    void dscy_dfl_cols(int avx2, const float *x, long xs, long n, long jn, const float *wf,
+                       float bf, const dscy_dfl_quant *q, float *out)
+    int DSCY_DFL_MAX_BINS
     void dscy_se_gate(int avx2, const float *m, long C, const float *w1t, const float *b1,
                       long R, int a1, float p10, float p11, const float *w2t, const float *b2,
                       int a2, float p20, float p21, float *h, float *g)
@@ -175,6 +184,55 @@ def softmax_axis(const float[:, :, ::1] x,  # IN  [outer, n, inner]
             jb = (it % nb) * 256
             dscy_softmax_mid(av, &x[o, 0, 0], &out[o, 0, 0], n, inner, jb,
                              256 if inner - jb > 256 else inner - jb)
+
+
+DFL_MAX_BINS = DSCY_DFL_MAX_BINS
+
+
+def dfl_decode(const float[:, :, ::1] x,     # IN  [outer, bins, inner]
+               float[:, ::1] out,            # OUT [outer, inner]
+               const float[::1] w,           # IN  [bins]: the 1x1 conv's weights (float, or the
+                                             #     QConv's integers for the quantized form)
+               float bias=0, quant=None, int num_threads=1):
+    """YOLOv8's DFL: out[o, j] = sum_k w[k] * softmax_k(x[o, k, j]) + bias, the softmax over
+    the bins axis exactly as softmax_axis computes it (same column blocks of 256).
+    quant = (scale, zero_point, qmin, qmax, bias_i, out_scale[, mlo, mhi, ma, mb]): each
+    probability quantized as QuantizeLinear(scale, zero_point) into [qmin, qmax] (8-bit), then
+    QConv's float epilogue of v = sum_k (q - zero_point) * w[k] + bias_i: f = float32(v) *
+    out_scale [, its mid step rint(clamp(f, mlo, mhi)) * ma + mb]; `bias` unused."""
+    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], it, o, jb
+    cdef int av = _level
+    cdef dscy_dfl_quant q
+    cdef const dscy_dfl_quant *qp = NULL
+    if out.shape[0] != outer or out.shape[1] != inner:
+        raise ValueError("dfl_decode: output shape mismatch")
+    if w.shape[0] != n or n < 1 or n > DSCY_DFL_MAX_BINS:
+        raise ValueError(f"dfl_decode: {w.shape[0]} weights for {n} bins (1..{DSCY_DFL_MAX_BINS})")
+    if quant is not None:
+        if len(quant) not in (6, 10):
+            raise ValueError("dfl_decode: quant takes 6 or 10 values")
+        q.qs, q.qz, q.qlo, q.qhi, q.bias_i, q.scale = quant[:6]
+        q.mid = len(quant) == 10
+        q.mlo, q.mhi, q.ma, q.mb = quant[6:] if q.mid else (0, 0, 0, 0)
+        if not (q.qs > 0) or not (-128 <= q.qlo <= q.qz <= q.qhi <= 255) \
+                or q.qhi - q.qlo > 255 or q.qz != <int>q.qz:
+            raise ValueError(f"dfl_decode: unsupported quantization {quant!r}")
+        for it in range(n):
+            if w[it] != <int>w[it] or not -128 <= w[it] <= 128:
+                raise ValueError("dfl_decode: quantized weights must be integers in [-128, 128]")
+        if abs(q.bias_i) > 2**31 - 1 - n * 383 * 128:
+            raise ValueError("dfl_decode: bias_i out of range")
+        qp = &q
+    if outer == 0 or inner == 0:
+        return
+    cdef Py_ssize_t nb = (inner + 255) // 256
+    with nogil:
+        for it in prange(outer * nb, num_threads=_nt(outer * n * inner, num_threads),
+                         schedule="static"):
+            o = it // nb
+            jb = (it % nb) * 256
+            dscy_dfl_cols(av, &x[o, 0, jb], inner, n, 256 if inner - jb > 256 else inner - jb,
+                          &w[0], bias, qp, &out[o, jb])
 
 
 def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]

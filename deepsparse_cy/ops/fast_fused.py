@@ -182,6 +182,66 @@ for _since in (6, 13):
         type(f"Sigmoid_{_since}", (_SigmoidFast,), {"since": _since}))
 
 
+@register("DFL", since=1, domain=DOMAIN)
+class DFL(Op):
+    """YOLOv8's DFL box decoding (graph/fusion_dfl.py): x [N, S, R, A] float32, w [R] ->
+    [N, 1, S, A] = 1x1 Conv(Softmax(Transpose(x, [0, 2, 1, 3]), axis=1), w) + bias; with
+    `quant` = (scale, zero_point, qmin, qmax, bias_i, out_scale[, mid lo, hi, scale, bias])
+    the softmax is quantized between (QuantizeLinear) and w holds the QConv's integer weights
+    (its float epilogue, with its mid step: _f32_fused.dfl_decode).
+    One pass of kernels/_f32_fused.dfl_decode over x, no transposed copy."""
+
+    kernel_name = "f32_dfl"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        w = ctx.const(1)
+        if w is None or w.ndim != 1 or not 1 <= w.size <= _k.DFL_MAX_BINS:
+            raise ShapeError("DFL needs a constant weight of 1 to "
+                             f"{_k.DFL_MAX_BINS} bins")
+        self.w = np.ascontiguousarray(w, np.float32)
+        self.bias = float(node.attrs.get("bias", 0.0))
+        q = node.attrs.get("quant")
+        if q is not None and len(q) not in (6, 10):
+            raise ShapeError(f"DFL: quant takes 6 or 10 values, got {len(q)}")
+        self.quant = None if q is None else tuple(int(v) if i == 4 else float(v)
+                                                  for i, v in enumerate(q))
+
+    def _shapes(self, x):
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[2] != self.w.size:
+            raise ShapeError(f"DFL: input must be [N, S, {self.w.size}, A], got "
+                             f"{list(getattr(x, 'shape', []))}")
+        n, s, r, a = x.shape
+        return (n * s, r, a), (n, 1, s, a)
+
+    def run(self, inputs, outs):
+        x = inputs[0]
+        x3, oshape = self._shapes(x)
+        if x.dtype != _F32:
+            raise ShapeError(f"DFL: input must be float32, got {x.dtype}")
+        y = _out(oshape, outs[0] if outs else None)
+        x = np.ascontiguousarray(x)
+        if np.may_share_memory(x, y):
+            y = np.empty(oshape, np.float32)
+        _k.dfl_decode(x.reshape(x3), y.reshape(x3[0], x3[2]), self.w, self.bias, self.quant,
+                      self.nt)
+        return [y]
+
+    def bind(self, inputs, outs):
+        x = inputs[0]
+        y = outs[0] if outs else None
+        if y is None or not isinstance(x, np.ndarray) or x.dtype != _F32 or x.ndim != 4 \
+                or x.shape[2] != self.w.size or not x.flags.c_contiguous:
+            return None
+        x3, oshape = self._shapes(x)
+        if y.shape != oshape or y.dtype != _F32 or not y.flags.c_contiguous \
+                or np.may_share_memory(x, y):
+            return None
+        return _k.dfl_decode, (x.reshape(x3), y.reshape(x3[0], x3[2]), self.w, self.bias,
+                               self.quant, self.nt)
+
+
 @register("FusedMatMul", since=1, domain=DOMAIN)
 class FusedMatMul(Op):
     """x[..., K] @ W[K, N] (+ bias[N]) (+ activation). W constant (checked by the fusion)."""

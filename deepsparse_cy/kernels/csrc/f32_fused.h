@@ -149,26 +149,104 @@ DSCY_INLINE void dscy_scale_mask_softmax_body(float *restrict s, const float *re
  * vector form), the rest in the scalar form; exps NULL: all in the scalar form */
 typedef long (*dscy_exps_fn)(const float *, const float *, float *, float *, long);
 
-DSCY_INLINE void dscy_softmax_mid_with(const float *restrict x, float *restrict y, long n,
-                                       long inner, long j0, long jn, dscy_exps_fn exps) {
+/* The softmax of columns j < jn (<= 256) over n rows, x's rows xs floats apart, y's ys */
+DSCY_INLINE void dscy_softmax_cols(const float *restrict xb, long xs, float *restrict yb, long ys,
+                                   long n, long jn, dscy_exps_fn exps) {
     float m[256], s[256];
-    const float *xb = x + j0;
-    float *yb = y + j0;
     for (long j = 0; j < jn; j++) { m[j] = xb[j]; s[j] = 0.0f; }
     for (long i = 1; i < n; i++) {
-        const float *r = xb + i * inner;
+        const float *r = xb + i * xs;
         for (long j = 0; j < jn; j++) m[j] = r[j] > m[j] ? r[j] : m[j];
     }
     for (long i = 0; i < n; i++) {
-        const float *r = xb + i * inner;
-        float *o = yb + i * inner;
+        const float *r = xb + i * xs;
+        float *o = yb + i * ys;
         long j = exps ? exps(r, m, o, s, jn) : 0;
         for (; j < jn; j++) { float e = dscy_vexpf(r[j] - m[j]); o[j] = e; s[j] += e; }
     }
     for (long j = 0; j < jn; j++) s[j] = 1.0f / s[j];
     for (long i = 0; i < n; i++) {
-        float *o = yb + i * inner;
+        float *o = yb + i * ys;
         for (long j = 0; j < jn; j++) o[j] *= s[j];
+    }
+}
+
+DSCY_INLINE void dscy_softmax_mid_with(const float *restrict x, float *restrict y, long n,
+                                       long inner, long j0, long jn, dscy_exps_fn exps) {
+    dscy_softmax_cols(x + j0, inner, y + j0, inner, n, jn, exps);
+}
+
+/* DFL decoding (YOLOv8's box head: a softmax over n bins, then a 1x1 conv to one channel),
+ * columns j < jn (<= 256) of n (<= DSCY_DFL_MAX_BINS) rows xs floats apart, p the
+ * probabilities dscy_softmax_cols computes (the separate Softmax's values):
+ *   q NULL:  out[j] = sum_k wf[k] * p[k][j] + bf
+ *   else:    each p quantized as QuantizeLinear(qs, qz) into [qlo, qhi] (round half to even of
+ *            p / qs, NaN to qlo); v = sum_k (q - qz) * wf[k] + bias_i (wf: integer weights);
+ *            out[j] = QConv's float epilogue of v: f = (float)v * scale, then with a mid step
+ *            f = rint(clamp(f, mlo, mhi)) * ma + mb (the product rounded, as dscy_ep_pre1)
+ * The integer sum runs in float32: every term and partial sum is an integer below 2^24 for
+ * 8-bit q, |wf| <= 128 and n <= 32. p / qs: p times 1 / qs, divided instead where that product
+ * lies within 2^-10 of a half (there the two can round apart; elsewhere they differ by < 5e-4
+ * below |p / qs| = 4096, and beyond it an 8-bit type saturates either way). */
+#define DSCY_DFL_MAX_BINS 32
+typedef struct {
+    float qs, qz, qlo, qhi;
+    int bias_i;
+    float scale;
+    int mid;
+    float mlo, mhi, ma, mb;
+} dscy_dfl_quant;
+
+DSCY_INLINE void dscy_dfl_cols_with(const float *restrict x, long xs, long n, long jn,
+                                    const float *restrict wf, float bf,
+                                    const dscy_dfl_quant *q, float *restrict out,
+                                    dscy_exps_fn exps) {
+    float p[DSCY_DFL_MAX_BINS * 256], acc[256], t[256];
+    dscy_softmax_cols(x, xs, p, 256, n, jn, exps);
+    for (long j = 0; j < jn; j++) acc[j] = 0.0f;
+    if (!q) {
+        for (long k = 0; k < n; k++) {
+            const float *r = p + k * 256;
+            float w = wf[k];
+            for (long j = 0; j < jn; j++) acc[j] += w * r[j];
+        }
+        for (long j = 0; j < jn; j++) out[j] = acc[j] + bf;
+        return;
+    }
+    const float qs = q->qs, inv = 1.0f / qs, qz = q->qz, qlo = q->qlo, qhi = q->qhi;
+    for (long k = 0; k < n; k++) {
+        const float *r = p + k * 256;
+        int near = 0;
+        for (long j = 0; j < jn; j++) {
+            float v = r[j] * inv, u = rintf(v);
+            t[j] = u;
+            near |= fabsf(v - u) > 0.4990234375f;
+        }
+        if (near)
+            for (long j = 0; j < jn; j++) {
+                float v = r[j] * inv;
+                if (fabsf(v - rintf(v)) > 0.4990234375f) t[j] = rintf(r[j] / qs);
+            }
+        float w = wf[k];
+        for (long j = 0; j < jn; j++) {
+            float v = t[j] + qz;
+            v = v >= qlo ? v : qlo;           /* NaN too */
+            v = v <= qhi ? v : qhi;
+            acc[j] += (v - qz) * w;
+        }
+    }
+    const int bias_i = q->bias_i;
+    const float scale = q->scale;
+    for (long j = 0; j < jn; j++) out[j] = (float)((int)acc[j] + bias_i) * scale;
+    if (q->mid) {
+        const float mlo = q->mlo, mhi = q->mhi, ma = q->ma, mb = q->mb;
+        for (long j = 0; j < jn; j++) {
+            float f = out[j];
+            f = f < mlo ? mlo : f;
+            f = f > mhi ? mhi : f;
+            t[j] = rintf(f) * ma;             /* stored: the add below cannot fuse it (FMA) */
+        }
+        for (long j = 0; j < jn; j++) out[j] = t[j] + mb;
     }
 }
 
@@ -381,6 +459,32 @@ static inline void dscy_softmax_mid(int avx2, const float *x, float *y, long n, 
 #endif
     if (avx2) dscy_softmax_mid_avx2(x, y, n, inner, j0, jn);
     else dscy_softmax_mid_generic(x, y, n, inner, j0, jn);
+}
+
+#define DSCY_DFL_PARAMS (const float *x, long xs, long n, long jn, const float *wf, float bf, \
+                         const dscy_dfl_quant *q, float *out)
+static void dscy_dfl_cols_generic DSCY_DFL_PARAMS {
+    dscy_dfl_cols_with(x, xs, n, jn, wf, bf, q, out, NULL);
+}
+DSCY_TARGET_AVX2 static void dscy_dfl_cols_avx2 DSCY_DFL_PARAMS {
+    dscy_dfl_cols_with(x, xs, n, jn, wf, bf, q, out, NULL);
+}
+#ifdef DSCY_HAVE_ACT_V
+DSCY_TARGET_AVX2 static void dscy_dfl_cols_v(int level, const float *x, long xs, long n, long jn,
+                                             const float *wf, float bf, const dscy_dfl_quant *q,
+                                             float *out) {
+    (void)level;
+    dscy_dfl_cols_with(x, xs, n, jn, wf, bf, q, out, DSCY_EXPS(level));
+}
+#endif
+/* the level as dscy_softmax_mid's, so the probabilities are the separate Softmax's */
+static inline void dscy_dfl_cols(int avx2, const float *x, long xs, long n, long jn,
+                                 const float *wf, float bf, const dscy_dfl_quant *q, float *out) {
+#ifdef DSCY_HAVE_ACT_V
+    if (avx2) { dscy_dfl_cols_v(avx2, x, xs, n, jn, wf, bf, q, out); return; }
+#endif
+    if (avx2) dscy_dfl_cols_avx2(x, xs, n, jn, wf, bf, q, out);
+    else dscy_dfl_cols_generic(x, xs, n, jn, wf, bf, q, out);
 }
 
 /* dscy_bias_act's level for code built with a kernel build's -m flags (the conv / GEMM /

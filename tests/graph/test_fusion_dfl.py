@@ -1,0 +1,147 @@
+"""DFL fusion (graph/fusion_dfl.py -> ops/fast_fused.DFL): YOLOv8's Transpose -> Softmax over the
+bins -> [QuantizeLinear ->] 1x1 Conv to one channel becomes one step. The fused graph agrees bit
+for bit with the unfused one (DEEPSPARSE_CY_NO_DFL_FUSION=1) on quantized heads, closely on
+float ones, and with onnxruntime on both, across anchor counts and batch 2 from one compile;
+near misses of the pattern are left alone and still agree."""
+import collections
+
+import numpy as np
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+
+import deepsparse_cy as ds
+
+ort = pytest.importorskip("onnxruntime")
+
+R = 16
+
+
+def _init(name, a):
+    return numpy_helper.from_array(np.asarray(a), name)
+
+
+def _head(quantized, axis=1, cout=1, perm=(0, 2, 1, 3), opset=17, bins=R, extra_reader=False,
+          conv_bias=False):
+    """x [N, 4, bins, A] -> Transpose -> Softmax -> [Q -> DQ ->] Conv 1x1 (weights 0..bins-1)
+    [-> Q -> DQ] -> Reshape [N, 4, A] (the DFL of a YOLOv8 export, QDQ as quantize_static
+    writes it)."""
+    w = np.arange(bins * cout, dtype=np.float32).reshape(cout, bins, 1, 1) % bins
+    inits = [_init("shape", np.array([0, 4 * cout, -1], np.int64))]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=list(perm)),
+             helper.make_node("Softmax", ["t"], ["p"], axis=axis)]
+    conv_in = ["p"]
+    if quantized:
+        ws = np.float32(bins - 1) / 127
+        inits += [_init("ps", np.float32(1 / 1411.7)), _init("pz", np.uint8(0)),
+                  _init("wq", np.round(w / ws).astype(np.int8)), _init("ws", np.float32(ws)),
+                  _init("wz", np.int8(0)), _init("ys", np.float32(bins / 255 * 0.5)),
+                  _init("yz", np.uint8(0))]
+        nodes += [helper.make_node("QuantizeLinear", ["p", "ps", "pz"], ["pq"]),
+                  helper.make_node("DequantizeLinear", ["pq", "ps", "pz"], ["pd"]),
+                  helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"])]
+        conv_in = ["pd", "wd"]
+    else:
+        inits.append(_init("w", w))
+        conv_in.append("w")
+    if conv_bias:
+        inits.append(_init("b", np.full(cout, 0.375, np.float32)))
+        conv_in.append("b")
+    nodes.append(helper.make_node("Conv", conv_in, ["c"], kernel_shape=[1, 1]))
+    y = "c"
+    if quantized:
+        nodes += [helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
+                  helper.make_node("DequantizeLinear", ["cq", "ys", "yz"], ["cd"])]
+        y = "cd"
+    nodes.append(helper.make_node("Reshape", [y, "shape"], ["y"]))
+    outs = [helper.make_tensor_value_info("y", TP.FLOAT, None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Neg", ["t"], ["t2"]))
+        outs.append(helper.make_tensor_value_info("t2", TP.FLOAT, None))
+    g = helper.make_graph(nodes, "dfl", [helper.make_tensor_value_info(
+        "x", TP.FLOAT, ["N", 4, bins, "A"])], outs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ops(engine):
+    return collections.Counter(n.op_type for n, _ in engine._program.steps)
+
+
+def _feeds(rng, shapes):
+    out = []
+    for shp in shapes:
+        x = (rng.standard_normal(shp) * 3).astype(np.float32)
+        x[0, 0, :, :2] = 0.0              # equal logits in two columns
+        out.append(x)
+    return out
+
+
+SHAPES = [(1, 4, R, 2100), (1, 4, R, 2100), (2, 4, R, 37), (1, 4, R, 300)]
+
+
+@pytest.mark.parametrize("quantized,conv_bias", [(False, False), (False, True), (True, False),
+                                                 (True, True)])
+def test_dfl_fused_matches_unfused_and_onnxruntime(monkeypatch, quantized, conv_bias):
+    m = _head(quantized, conv_bias=conv_bias)
+    e = ds.compile_model(m)
+    assert _ops(e)["DFL"] == 1, _ops(e)
+    assert not {"Transpose", "Softmax", "QuantizeLinear", "QConv", "Conv"} & set(_ops(e))
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_DFL_FUSION", "1")
+    u = ds.compile_model(m)
+    assert _ops(u)["DFL"] == 0
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in _feeds(np.random.default_rng(5), SHAPES):
+        got, ref_u = e.run([x])[0], u.run([x])[0]
+        ref = sess.run(None, {"x": x})[0]
+        assert got.shape == ref.shape == (x.shape[0], 4, x.shape[3])
+        scale = float(np.abs(ref).max())
+        if quantized:
+            np.testing.assert_array_equal(got, ref_u)
+            # onnxruntime's exp may move a probability across a rounding boundary: a few
+            # output steps (0.031) at most, on few anchors
+            step = R / 255 * 0.5
+            assert float(np.abs(got - ref).max()) <= 3 * step
+            assert np.mean(got != ref) < 0.02
+        else:
+            assert float(np.abs(got - ref_u).max()) <= 1e-5 * scale
+            assert float(np.abs(got - ref).max()) <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("case", ["softmax_axis_2", "two_channels", "perm", "opset_11",
+                                  "transpose_read_twice"])
+@pytest.mark.parametrize("quantized", [False, True])
+def test_dfl_near_misses_stay_unfused_and_agree(case, quantized):
+    kw = {"softmax_axis_2": {"axis": 2}, "two_channels": {"cout": 2},
+          "perm": {"perm": (0, 2, 3, 1)}, "opset_11": {"opset": 11},
+          "transpose_read_twice": {"extra_reader": True}}[case]
+    m = _head(quantized, **kw)
+    e = ds.compile_model(m)
+    assert _ops(e)["DFL"] == 0, _ops(e)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in _feeds(np.random.default_rng(6), SHAPES[1:3]):
+        for got, ref in zip(e.run([x]), sess.run(None, {"x": x})):
+            scale = float(np.abs(ref).max())
+            tol = 3 * R / 255 * 0.5 if quantized else 1e-5 * scale
+            assert float(np.abs(got - ref).max()) <= tol, case
+
+
+@pytest.mark.parametrize("name", ["yolov8n-block4-pruned90-quant", "yolov8n"])
+def test_yolov8_head_fused_bit_for_bit(monkeypatch, name):
+    """The zoo's YOLOv8n (QDQ pruned + quantized, and FP32): its DFL fuses, and the detector's
+    output is the unfused graph's, bit for bit quantized (same softmax, quantizer and integer
+    sum), within float rounding in FP32, at two image sizes and batch 2."""
+    from deepsparse_cy import zoo
+    from deepsparse_cy.ops import conv as conv_ops
+    m = zoo.get_model(name)
+    e = ds.compile_model(m)
+    assert _ops(e)["DFL"] == 1
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_DFL_FUSION", "1")
+    u = ds.compile_model(m)
+    rng = np.random.default_rng(8)
+    for shp in [(1, 3, 128, 128), (2, 3, 96, 160), (1, 3, 128, 128)]:
+        x = rng.random(shp, dtype=np.float32)
+        got, ref = e.run([x])[0], u.run([x])[0]
+        if "quant" in name or conv_ops._FAST_CONV:
+            np.testing.assert_array_equal(got, ref)
+        else:               # the generic level's unfused 1x1 conv sums in BLAS's order
+            assert float(np.abs(got - ref).max()) <= 1e-6 * float(np.abs(ref).max())
