@@ -1059,8 +1059,9 @@ def fuse(graph, opsets, exact=None):
         opsets.setdefault(DOMAIN, 1)
     from .fusion_q8 import fuse_q8_flow
     q8 = fuse_q8_flow(graph)          # on the committed graph: QTables, QConvs' 8-bit outputs
-    from .fusion_dfl import fuse_dfl
+    from .fusion_dfl import fuse_box_decode, fuse_dfl
     q8 += fuse_dfl(graph, opsets)     # after the QConvs: a quantized head's DFL ends in one
+    q8 += fuse_box_decode(graph, opsets)
     if q8:
         opsets.setdefault(DOMAIN, 1)
     return count + q8

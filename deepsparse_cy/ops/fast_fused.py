@@ -242,6 +242,97 @@ class DFL(Op):
                                self.quant, self.nt)
 
 
+@register("BoxDecode", since=1, domain=DOMAIN)
+class BoxDecode(Op):
+    """YOLOv8's dist2bbox and output Concat (graph/fusion_dfl.py): d [N, 4, A] (the left-top
+    and right-bottom distances), anchors, strides, k and cls [N, C, A] -> [N, 4 + C, A] =
+    Concat(Concat((x1y1 + x2y2) / k, x2y2 - x1y1) * strides, Sigmoid(cls)) (half 'Mul':
+    * k), x1y1 = anchors - d[:, :2], x2y2 = anchors + d[:, 2:]: the graph's numpy operations
+    in its order on the box rows, the Sigmoid written into the output's rows by the
+    activation kernel of the Sigmoid op (same rows, same values)."""
+
+    kernel_name = "f32_bias_act"
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.nt = _threads(ctx)
+        half = node.attrs.get("half", "Div")
+        self.half = half.decode() if isinstance(half, bytes) else half
+        if self.half not in ("Div", "Mul"):
+            raise ShapeError(f"BoxDecode: half must be Div or Mul, got {self.half!r}")
+
+    def _box(self, d, anchors, strides, k):
+        if not isinstance(d, np.ndarray) or d.ndim < 2 or d.shape[1] != 4:
+            raise ShapeError("BoxDecode: the distances must be [N, 4, ...], got "
+                             f"{list(getattr(d, 'shape', []))}")
+        x1y1 = np.subtract(anchors, d[:, 0:2])
+        x2y2 = np.add(anchors, d[:, 2:4])
+        s = np.add(x1y1, x2y2)
+        c = np.divide(s, k) if self.half == "Div" else np.multiply(s, k)
+        return np.multiply(np.concatenate([c, np.subtract(x2y2, x1y1)], axis=1), strides)
+
+    def _fits(self, box, cls, y):
+        """Whether box and cls concatenate along axis 1 into y (float32, C-contiguous) with
+        the Sigmoid kernel on cls's rows as the Sigmoid op runs it."""
+        return (isinstance(cls, np.ndarray) and box.dtype == _F32 and cls.dtype == _F32
+                and cls.ndim == box.ndim >= 2 and cls.shape[0] == box.shape[0]
+                and cls.shape[2:] == box.shape[2:] and cls.flags.c_contiguous
+                and y.shape == box.shape[:1] + (4 + cls.shape[1],) + box.shape[2:]
+                and y.dtype == _F32 and y.flags.c_contiguous and cls.size
+                and not np.may_share_memory(cls, y)
+                # rows of one image: the Sigmoid op's rows when the last axis has 256+ values
+                # (_row_len) or there is one image
+                and (cls.shape[0] == 1 or (cls.ndim >= 3 and cls.shape[-1] >= 256)))
+
+    def _into(self, d, anchors, strides, k, cls, y):
+        box = self._box(d, anchors, strides, k)
+        y[:, 0:4] = box
+        code = _k.ACTIVATIONS["Sigmoid"]
+        if cls.shape[0] == 1:
+            _act_rows(cls, y[:, 4:], code, (0.0, 0.0), self.nt)
+        else:
+            for i in range(cls.shape[0]):
+                _act_rows(cls[i], y[i, 4:], code, (0.0, 0.0), self.nt)
+        return y
+
+    def run(self, inputs, outs):
+        d, anchors, strides, k, cls = inputs
+        box = self._box(d, anchors, strides, k)
+        out = outs[0] if outs else None
+        if isinstance(cls, np.ndarray) and box.ndim == cls.ndim >= 2:
+            shape = box.shape[:1] + (4 + cls.shape[1],) + box.shape[2:]
+            y = out if out is not None and out.shape == shape and out.dtype == _F32 \
+                and out.flags.c_contiguous else np.empty(shape, _F32)
+            if self._fits(box, cls, y):
+                return [self._into(d, anchors, strides, k, cls, y)]
+        # the two steps as they ran unfused: the Sigmoid op's kernel, then Concat
+        from .tensor import Concat
+        code = _k.ACTIVATIONS["Sigmoid"]
+        if isinstance(cls, np.ndarray) and cls.dtype == _F32:
+            sig = np.empty(cls.shape, _F32)
+            if cls.flags.c_contiguous:
+                _act_rows(cls, sig, code, (0.0, 0.0), self.nt)
+            else:
+                np.copyto(sig, cls)
+                _act_inplace(sig, code, (0.0, 0.0), self.nt)
+        else:
+            sig = _ew.Sigmoid(cls)
+        return [Concat(box, sig, axis=1)]
+
+    def bind(self, inputs, outs):
+        d, anchors, strides, k, cls = inputs
+        y = outs[0] if outs else None
+        if y is None or not all(isinstance(t, np.ndarray) for t in inputs):
+            return None
+        try:
+            box = self._box(d, anchors, strides, k)
+        except Exception:  # noqa: BLE001 - run() reports it
+            return None
+        if not self._fits(box, cls, y):
+            return None
+        return self._into, (d, anchors, strides, k, cls, y)
+
+
 @register("FusedMatMul", since=1, domain=DOMAIN)
 class FusedMatMul(Op):
     """x[..., K] @ W[K, N] (+ bias[N]) (+ activation). W constant (checked by the fusion)."""

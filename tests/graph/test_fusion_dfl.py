@@ -1,8 +1,9 @@
-"""DFL fusion (graph/fusion_dfl.py -> ops/fast_fused.DFL): YOLOv8's Transpose -> Softmax over the
-bins -> [QuantizeLinear ->] 1x1 Conv to one channel becomes one step. The fused graph agrees bit
-for bit with the unfused one (DEEPSPARSE_CY_NO_DFL_FUSION=1) on quantized heads, closely on
-float ones, and with onnxruntime on both, across anchor counts and batch 2 from one compile;
-near misses of the pattern are left alone and still agree."""
+"""YOLOv8 head fusions (graph/fusion_dfl.py -> ops/fast_fused.DFL / BoxDecode). DFL: the
+Transpose -> Softmax over the bins -> [QuantizeLinear ->] 1x1 Conv to one channel as one step;
+BoxDecode: dist2bbox and the output Concat with the class Sigmoid as one. The fused graphs agree
+bit for bit with the unfused ones (DEEPSPARSE_CY_NO_DFL_FUSION / NO_BOX_FUSION=1) on quantized
+heads (and on float BoxDecode), closely on float DFL, and with onnxruntime, across anchor counts
+and batch 2 from one compile; near misses of the patterns are left alone and still agree."""
 import collections
 
 import numpy as np
@@ -125,20 +126,98 @@ def test_dfl_near_misses_stay_unfused_and_agree(case, quantized):
             assert float(np.abs(got - ref).max()) <= tol, case
 
 
+def _box_model(half="Div", add_swapped=False, mul_swapped=False, sub_reversed=False,
+               x1y1_output=False):
+    """d [N, 4, A], anchors [1, 2, A], strides [1, A], cls [N, C, A] -> Concat(dist2bbox(d) *
+    strides, Sigmoid(cls)) as a YOLOv8 export writes it (opset 17)."""
+    k = 2.0 if half == "Div" else 0.5
+    inits = [_init("sizes", np.array([2, 2], np.int64)), _init("k", np.float32(k))]
+    sub_in = ["lt", "anchors"] if sub_reversed else ["anchors", "lt"]
+    nodes = [helper.make_node("Split", ["d", "sizes"], ["lt", "rb"], axis=1),
+             helper.make_node("Sub", sub_in, ["x1y1"]),
+             helper.make_node("Add", ["rb", "anchors"] if add_swapped else ["anchors", "rb"],
+                              ["x2y2"]),
+             helper.make_node("Add", ["x1y1", "x2y2"], ["s"]),
+             helper.make_node(half, ["s", "k"], ["c"]),
+             helper.make_node("Sub", ["x2y2", "x1y1"], ["wh"]),
+             helper.make_node("Concat", ["c", "wh"], ["cc"], axis=1),
+             helper.make_node("Mul", ["strides", "cc"] if mul_swapped else ["cc", "strides"],
+                              ["box"]),
+             helper.make_node("Sigmoid", ["cls"], ["sig"]),
+             helper.make_node("Concat", ["box", "sig"], ["y"], axis=1)]
+    outs = [helper.make_tensor_value_info("y", TP.FLOAT, None)]
+    if x1y1_output:
+        outs.append(helper.make_tensor_value_info("x1y1", TP.FLOAT, None))
+    ins = [helper.make_tensor_value_info("d", TP.FLOAT, ["N", 4, "A"]),
+           helper.make_tensor_value_info("anchors", TP.FLOAT, [1, 2, "A"]),
+           helper.make_tensor_value_info("strides", TP.FLOAT, [1, "A"]),
+           helper.make_tensor_value_info("cls", TP.FLOAT, ["N", "C", "A"])]
+    g = helper.make_graph(nodes, "box", ins, outs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _box_feeds(rng, n, c, a):
+    return {"d": (rng.random((n, 4, a)) * 15).astype(np.float32),
+            "anchors": (rng.random((1, 2, a)) * 40).astype(np.float32),
+            "strides": rng.choice(np.array([8, 16, 32], np.float32), (1, a)),
+            "cls": (rng.standard_normal((n, c, a)) * 4).astype(np.float32)}
+
+
+BOX_SHAPES = [(1, 80, 2100), (1, 80, 2100), (2, 80, 315), (2, 7, 84), (1, 3, 9), (3, 5, 300)]
+
+
+@pytest.mark.parametrize("half,add_swapped,mul_swapped", [("Div", False, False),
+                                                          ("Mul", True, True)])
+def test_box_decode_fused_matches_unfused_and_onnxruntime(monkeypatch, half, add_swapped,
+                                                          mul_swapped):
+    m = _box_model(half, add_swapped, mul_swapped)
+    e = ds.compile_model(m)
+    assert _ops(e)["BoxDecode"] == 1, _ops(e)
+    assert not {"Split", "Sub", "Sigmoid", "Concat"} & set(_ops(e))
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_BOX_FUSION", "1")
+    u = ds.compile_model(m)
+    assert _ops(u)["BoxDecode"] == 0
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    for n, c, a in BOX_SHAPES:
+        feeds = _box_feeds(rng, n, c, a)
+        xs = [feeds[k] for k in e.input_names]
+        got, ref_u = e.run(xs)[0], u.run(xs)[0]
+        ref = sess.run(None, feeds)[0]
+        assert got.shape == ref.shape == (n, 4 + c, a)
+        np.testing.assert_array_equal(got, ref_u)
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [{"sub_reversed": True}, {"x1y1_output": True}],
+                         ids=["sub_reversed", "x1y1_read_twice"])
+def test_box_decode_near_misses_stay_unfused_and_agree(kw):
+    m = _box_model(**kw)
+    e = ds.compile_model(m)
+    assert _ops(e)["BoxDecode"] == 0, _ops(e)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = _box_feeds(np.random.default_rng(12), 2, 7, 84)
+    for got, ref in zip(e.run([feeds[k] for k in e.input_names]), sess.run(None, feeds)):
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["yolov8n-block4-pruned90-quant", "yolov8n"])
 def test_yolov8_head_fused_bit_for_bit(monkeypatch, name):
-    """The zoo's YOLOv8n (QDQ pruned + quantized, and FP32): its DFL fuses, and the detector's
-    output is the unfused graph's, bit for bit quantized (same softmax, quantizer and integer
-    sum), within float rounding in FP32, at two image sizes and batch 2."""
+    """The zoo's YOLOv8n (QDQ pruned + quantized, and FP32): its DFL and box decoding fuse, and
+    the detector's output is the unfused graph's, bit for bit quantized (same softmax,
+    quantizer and integer sum), within float rounding in FP32, at three image sizes (one whose
+    anchors are fewer than 256) and batch 2."""
     from deepsparse_cy import zoo
     from deepsparse_cy.ops import conv as conv_ops
     m = zoo.get_model(name)
     e = ds.compile_model(m)
-    assert _ops(e)["DFL"] == 1
+    assert _ops(e)["DFL"] == 1 and _ops(e)["BoxDecode"] == 1, _ops(e)
     monkeypatch.setenv("DEEPSPARSE_CY_NO_DFL_FUSION", "1")
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_BOX_FUSION", "1")
     u = ds.compile_model(m)
+    assert _ops(u)["DFL"] == 0 and _ops(u)["BoxDecode"] == 0
     rng = np.random.default_rng(8)
-    for shp in [(1, 3, 128, 128), (2, 3, 96, 160), (1, 3, 128, 128)]:
+    for shp in [(1, 3, 128, 128), (2, 3, 96, 160), (2, 3, 64, 64), (1, 3, 128, 128)]:
         x = rng.random(shp, dtype=np.float32)
         got, ref = e.run([x])[0], u.run([x])[0]
         if "quant" in name or conv_ops._FAST_CONV:
