@@ -235,6 +235,39 @@ def dfl_decode(const float[:, :, ::1] x,     # IN  [outer, bins, inner]
                           &w[0], bias, qp, &out[o, jb])
 
 
+def yolo_boxes(const float[:, :, ::1] d,      # IN  [N, 4, A]: left, top, right, bottom
+               const float[:, ::1] anchors,    # IN  [2, A]
+               const float[::1] strides,       # IN  [A]
+               float k, bint div,
+               float[:, :, ::1] y):            # OUT [N, >= 4, A]: rows 0-3 written
+    """dist2bbox (xywh) times the strides, as YOLOv8 exports it, element by element in the
+    graph's float32 operations and order: x1y1 = anchors - lt, x2y2 = anchors + rb,
+    ((x1y1 + x2y2) / k (div) or * k) * strides, (x2y2 - x1y1) * strides."""
+    cdef Py_ssize_t n, j, N = d.shape[0], A = d.shape[2]
+    cdef float a0, a1, x1, y1, x2, y2, s
+    if d.shape[1] != 4 or anchors.shape[0] != 2 or anchors.shape[1] != A \
+            or strides.shape[0] != A or y.shape[0] != N or y.shape[1] < 4 or y.shape[2] != A:
+        raise ValueError("yolo_boxes: shapes do not match")
+    with nogil:
+        for n in range(N):
+            for j in range(A):
+                a0 = anchors[0, j]
+                a1 = anchors[1, j]
+                x1 = a0 - d[n, 0, j]
+                y1 = a1 - d[n, 1, j]
+                x2 = a0 + d[n, 2, j]
+                y2 = a1 + d[n, 3, j]
+                s = strides[j]
+                if div:
+                    y[n, 0, j] = ((x1 + x2) / k) * s
+                    y[n, 1, j] = ((y1 + y2) / k) * s
+                else:
+                    y[n, 0, j] = ((x1 + x2) * k) * s
+                    y[n, 1, j] = ((y1 + y2) * k) * s
+                y[n, 2, j] = (x2 - x1) * s
+                y[n, 3, j] = (y2 - y1) * s
+
+
 def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
                     const float[:, ::1] skip,   # IN  [rows, n] residual added first, or None
                     const float[::1] gamma,     # IN  [n]

@@ -271,22 +271,40 @@ class BoxDecode(Op):
         c = np.divide(s, k) if self.half == "Div" else np.multiply(s, k)
         return np.multiply(np.concatenate([c, np.subtract(x2y2, x1y1)], axis=1), strides)
 
-    def _fits(self, box, cls, y):
+    def _fits(self, box, cls, y, fresh=False):
         """Whether box and cls concatenate along axis 1 into y (float32, C-contiguous) with
-        the Sigmoid kernel on cls's rows as the Sigmoid op runs it."""
+        the Sigmoid kernel on cls's rows as the Sigmoid op runs it (fresh: y was just
+        allocated, so it shares no memory with cls)."""
         return (isinstance(cls, np.ndarray) and box.dtype == _F32 and cls.dtype == _F32
                 and cls.ndim == box.ndim >= 2 and cls.shape[0] == box.shape[0]
                 and cls.shape[2:] == box.shape[2:] and cls.flags.c_contiguous
                 and y.shape == box.shape[:1] + (4 + cls.shape[1],) + box.shape[2:]
                 and y.dtype == _F32 and y.flags.c_contiguous and cls.size
-                and not np.may_share_memory(cls, y)
+                and (fresh or not np.may_share_memory(cls, y))
                 # rows of one image: the Sigmoid op's rows when the last axis has 256+ values
                 # (_row_len) or there is one image
                 and (cls.shape[0] == 1 or (cls.ndim >= 3 and cls.shape[-1] >= 256)))
 
-    def _into(self, d, anchors, strides, k, cls, y):
-        box = self._box(d, anchors, strides, k)
-        y[:, 0:4] = box
+    def _boxes_into(self, d, anchors, strides, k, y):
+        """The box rows straight into y by the compiled loop (_f32_fused.yolo_boxes, the same
+        float32 operations) where the operands have the export's shapes; else False."""
+        if not (isinstance(d, np.ndarray) and isinstance(anchors, np.ndarray)
+                and isinstance(strides, np.ndarray) and isinstance(k, np.ndarray)
+                and d.dtype == anchors.dtype == strides.dtype == k.dtype == _F32
+                and d.ndim == 3 and d.shape[1] == 4 and k.size == 1
+                and anchors.shape in ((1, 2, d.shape[2]), (2, d.shape[2]))
+                and strides.shape in ((1, d.shape[2]), (d.shape[2],), (1, 1, d.shape[2]))
+                and d.flags.c_contiguous and anchors.flags.c_contiguous
+                and strides.flags.c_contiguous and y.shape[0] == d.shape[0]
+                and y.shape[2:] == d.shape[2:]):
+            return False
+        _k.yolo_boxes(d, anchors.reshape(2, -1), strides.reshape(-1), float(k.reshape(())),
+                      self.half == "Div", y)
+        return True
+
+    def _fill(self, box, cls, y):
+        if box is not None:
+            y[:, 0:4] = box
         code = _k.ACTIVATIONS["Sigmoid"]
         if cls.shape[0] == 1:
             _act_rows(cls, y[:, 4:], code, (0.0, 0.0), self.nt)
@@ -295,16 +313,31 @@ class BoxDecode(Op):
                 _act_rows(cls[i], y[i, 4:], code, (0.0, 0.0), self.nt)
         return y
 
+    def _into(self, d, anchors, strides, k, cls, y):
+        if self._boxes_into(d, anchors, strides, k, y):
+            return self._fill(None, cls, y)
+        return self._fill(self._box(d, anchors, strides, k), cls, y)
+
     def run(self, inputs, outs):
         d, anchors, strides, k, cls = inputs
-        box = self._box(d, anchors, strides, k)
         out = outs[0] if outs else None
+        if isinstance(d, np.ndarray) and d.ndim == 3 and d.shape[1] == 4 \
+                and isinstance(cls, np.ndarray) and cls.ndim == 3:
+            # the export's shapes: the box rows by the compiled loop, no box array
+            shape = (d.shape[0], 4 + cls.shape[1], d.shape[2])
+            fresh = not (out is not None and out.shape == shape and out.dtype == _F32
+                         and out.flags.c_contiguous)
+            y = np.empty(shape, _F32) if fresh else out
+            if self._fits(d, cls, y, fresh) and self._boxes_into(d, anchors, strides, k, y):
+                return [self._fill(None, cls, y)]
+        box = self._box(d, anchors, strides, k)
         if isinstance(cls, np.ndarray) and box.ndim == cls.ndim >= 2:
             shape = box.shape[:1] + (4 + cls.shape[1],) + box.shape[2:]
-            y = out if out is not None and out.shape == shape and out.dtype == _F32 \
-                and out.flags.c_contiguous else np.empty(shape, _F32)
-            if self._fits(box, cls, y):
-                return [self._into(d, anchors, strides, k, cls, y)]
+            fresh = not (out is not None and out.shape == shape and out.dtype == _F32
+                         and out.flags.c_contiguous)
+            y = np.empty(shape, _F32) if fresh else out
+            if self._fits(box, cls, y, fresh):
+                return [self._fill(box, cls, y)]
         # the two steps as they ran unfused: the Sigmoid op's kernel, then Concat
         from .tensor import Concat
         code = _k.ACTIVATIONS["Sigmoid"]

@@ -127,7 +127,7 @@ def test_dfl_near_misses_stay_unfused_and_agree(case, quantized):
 
 
 def _box_model(half="Div", add_swapped=False, mul_swapped=False, sub_reversed=False,
-               x1y1_output=False):
+               x1y1_output=False, anchors_a="A"):
     """d [N, 4, A], anchors [1, 2, A], strides [1, A], cls [N, C, A] -> Concat(dist2bbox(d) *
     strides, Sigmoid(cls)) as a YOLOv8 export writes it (opset 17)."""
     k = 2.0 if half == "Div" else 0.5
@@ -149,16 +149,17 @@ def _box_model(half="Div", add_swapped=False, mul_swapped=False, sub_reversed=Fa
     if x1y1_output:
         outs.append(helper.make_tensor_value_info("x1y1", TP.FLOAT, None))
     ins = [helper.make_tensor_value_info("d", TP.FLOAT, ["N", 4, "A"]),
-           helper.make_tensor_value_info("anchors", TP.FLOAT, [1, 2, "A"]),
+           helper.make_tensor_value_info("anchors", TP.FLOAT, [1, 2, anchors_a]),
            helper.make_tensor_value_info("strides", TP.FLOAT, [1, "A"]),
            helper.make_tensor_value_info("cls", TP.FLOAT, ["N", "C", "A"])]
     g = helper.make_graph(nodes, "box", ins, outs, inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _box_feeds(rng, n, c, a):
+def _box_feeds(rng, n, c, a, anchors_a=None):
     return {"d": (rng.random((n, 4, a)) * 15).astype(np.float32),
-            "anchors": (rng.random((1, 2, a)) * 40).astype(np.float32),
+            "anchors": (rng.random((1, 2, a if anchors_a is None else anchors_a)) * 40
+                        ).astype(np.float32),
             "strides": rng.choice(np.array([8, 16, 32], np.float32), (1, a)),
             "cls": (rng.standard_normal((n, c, a)) * 4).astype(np.float32)}
 
@@ -166,11 +167,12 @@ def _box_feeds(rng, n, c, a):
 BOX_SHAPES = [(1, 80, 2100), (1, 80, 2100), (2, 80, 315), (2, 7, 84), (1, 3, 9), (3, 5, 300)]
 
 
-@pytest.mark.parametrize("half,add_swapped,mul_swapped", [("Div", False, False),
-                                                          ("Mul", True, True)])
+@pytest.mark.parametrize("half,add_swapped,mul_swapped,anchors_a", [
+    ("Div", False, False, "A"), ("Mul", True, True, "A"),
+    ("Div", False, False, 1)])           # anchors broadcast along A: the numpy box rows
 def test_box_decode_fused_matches_unfused_and_onnxruntime(monkeypatch, half, add_swapped,
-                                                          mul_swapped):
-    m = _box_model(half, add_swapped, mul_swapped)
+                                                          mul_swapped, anchors_a):
+    m = _box_model(half, add_swapped, mul_swapped, anchors_a=anchors_a)
     e = ds.compile_model(m)
     assert _ops(e)["BoxDecode"] == 1, _ops(e)
     assert not {"Split", "Sub", "Sigmoid", "Concat"} & set(_ops(e))
@@ -180,7 +182,7 @@ def test_box_decode_fused_matches_unfused_and_onnxruntime(monkeypatch, half, add
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(11)
     for n, c, a in BOX_SHAPES:
-        feeds = _box_feeds(rng, n, c, a)
+        feeds = _box_feeds(rng, n, c, a, None if anchors_a == "A" else 1)
         xs = [feeds[k] for k in e.input_names]
         got, ref_u = e.run(xs)[0], u.run(xs)[0]
         ref = sess.run(None, feeds)[0]
