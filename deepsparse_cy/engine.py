@@ -312,13 +312,16 @@ def _fast_program(plan, inst, graph_outputs):
     bound (inst.bound: a call tuple) or known not to bind (False). A bound step joins a run
     of plain calls when each input it checks is fixed: a constant, or an output of an
     earlier step that always sits in the same object, i.e. a step in such a run (its outputs
-    are its slots or its planned view) or a slot output of a step run by _run_step with
-    into_slots (copied into its slot when computed elsewhere). Its checks then hold on every
-    run, so they are not repeated. Other steps run through _run_step, checks included.
-    Each segment: (calls, nodes, outputs to record for later steps) for a run of calls, or
-    (None, step index). Steps that call nothing (planned views, in-place Splits) are left
-    out of the calls, their outputs recorded."""
+    are its slots or its planned view) or a slot output of a step run by _run_step (pinned:
+    copied into its slot when the op computes it elsewhere, as such a step relies on). Its
+    checks then hold on every run, so they are not repeated. Other steps run through
+    _run_step, checks included. Each segment: (calls, nodes, outputs to record for later
+    steps) for a run of calls, or (None, step index, its pinned outputs). Steps that call
+    nothing (planned views, in-place Splits) are left out of the calls, their outputs
+    recorded."""
     fixed = {}
+    by_step = {}                   # a slot output of a step run through _run_step: its step
+    pinned = {}
     needed = set(graph_outputs)
     kinds = []
     for i, (st, b) in enumerate(zip(plan.steps, inst.bound)):
@@ -326,25 +329,27 @@ def _fast_program(plan, inst, graph_outputs):
         if b and all(fixed.get(name) is obj for name, obj in b[2]):
             kinds.append(True)
             fixed.update(b[3])
+            for name, _ in b[2]:
+                if name in by_step:
+                    pinned.setdefault(by_step[name], set()).add(name)
             continue
         kinds.append(False)
         needed.update(x for x in st[2] if x)
         outs = inst.step_outs[i]
         is_view = node.op_type in _VIEW_OPS and node.outputs and node.outputs[0] in plan.aliases
+        for name in node.outputs:
+            fixed.pop(name, None)
+            by_step.pop(name, None)
         if outs is not None and not is_view:
             for name, slot in zip(node.outputs, outs):
                 if name and slot is not None:
                     fixed[name] = slot
-                elif name:
-                    fixed.pop(name, None)
-        else:
-            for name in node.outputs:
-                fixed.pop(name, None)
+                    by_step[name] = i
     segs = []
     for fast, grp in itertools.groupby(range(len(kinds)), key=lambda i: kinds[i]):
         grp = list(grp)
         if not fast:
-            segs.extend((None, i) for i in grp)
+            segs.extend((None, i, frozenset(pinned.get(i, ()))) for i in grp)
             continue
         calls, nodes, sets = [], [], []
         for i in grp:
@@ -601,7 +606,7 @@ class Engine:
             buf = inst.buf
             bound = inst.bound
             for i in range(len(plan.steps)):
-                self._run_step(plan, inst, i, env, buf, False)
+                self._run_step(plan, inst, i, env, buf, ())
             if not any(b is None for b in bound):
                 inst.fast = _fast_program(plan, inst, self.output_names)
             return self._collect_outputs(env, feeds, buf)
@@ -615,7 +620,7 @@ class Engine:
         for seg in fast:
             calls = seg[0]
             if calls is None:
-                self._run_step(plan, inst, seg[1], env, buf, True)
+                self._run_step(plan, inst, seg[1], env, buf, seg[2])
                 continue
             k = 0
             try:
@@ -630,11 +635,11 @@ class Engine:
                 env[name] = r
         return self._collect_outputs(env, feeds, buf)
 
-    def _run_step(self, plan, inst, i, env, buf, into_slots):
+    def _run_step(self, plan, inst, i, env, buf, pinned):
         """Step i of a run: its bound call when it reads the objects it was bound with, else the
-        op's run(), binding the step after its first run. into_slots: an output computed
-        outside the arena is copied into its slot too (the fast runs rely on a step's slot
-        outputs being those slots: _fast_program)."""
+        op's run(), binding the step after its first run. pinned: outputs copied into their
+        slots even when the op computed them outside the arena (a fast run's plain calls read
+        those slots: _fast_program)."""
         node, op, reads, _, frees = plan.steps[i]
         bound = inst.bound
         b = bound[i]
@@ -681,7 +686,7 @@ class Engine:
                 if not isinstance(r, np.ndarray) or r.shape != slot.shape \
                         or r.dtype != slot.dtype:
                     raise _Replan(name)
-                if into_slots or _root(r) is buf:
+                if name in pinned or _root(r) is buf:
                     _copy_into(slot, r)
                     r = slot
             env[name] = r
