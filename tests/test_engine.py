@@ -407,6 +407,32 @@ def test_fast_runs_match_heap_and_keep_unbound_steps():
     assert _fast_program(plan, inst, e.output_names) == inst.fast
 
 
+def test_fast_run_pins_slot_outputs_its_calls_read(monkeypatch):
+    """A step run through its op (it reads the feed) whose output a plain call of the fast run
+    reads from its slot: if the op hands back a new array instead of filling the slot, the
+    value is copied into the slot, so the call never reads a stale one."""
+    nodes = [helper.make_node("Neg", ["x"], ["a"], name="feeds_reader"),
+             helper.make_node("Sigmoid", ["a"], ["b"]),
+             helper.make_node("Neg", ["b"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [64, 1000])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    e = ds.compile_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((64, 1000)).astype(np.float32)
+    e.run([x])
+    e.run([x])
+    plan = e._plans[e._key([x])]
+    inst = plan._pool[0]
+    assert inst.fast is not None
+    gen = [seg for seg in inst.fast if seg[0] is None]
+    assert gen and gen[0][1] == 0 and gen[0][2] == {"a"}     # the Sigmoid's call reads a's slot
+    op = plan.steps[0][1]
+    monkeypatch.setattr(op, "run", lambda ins, outs: [np.negative(ins[0])])   # a new array
+    for _ in range(2):
+        x = rng.standard_normal((64, 1000)).astype(np.float32)
+        np.testing.assert_allclose(e.run([x])[0], -1 / (1 + np.exp(x)), rtol=1e-5, atol=1e-7)
+
+
 def test_fast_run_errors_name_the_node():
     """A kernel failing inside a fast run's plain calls is reported with its node's name."""
     from deepsparse_cy.engine import _fast_program
