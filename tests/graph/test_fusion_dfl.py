@@ -210,7 +210,6 @@ def test_yolov8_head_fused_bit_for_bit(monkeypatch, name):
     quantizer and integer sum), within float rounding in FP32, at three image sizes (one whose
     anchors are fewer than 256) and batch 2."""
     from deepsparse_cy import zoo
-    from deepsparse_cy.ops import conv as conv_ops
     m = zoo.get_model(name)
     e = ds.compile_model(m)
     assert _ops(e)["DFL"] == 1 and _ops(e)["BoxDecode"] == 1, _ops(e)
@@ -222,7 +221,7 @@ def test_yolov8_head_fused_bit_for_bit(monkeypatch, name):
     for shp in [(1, 3, 128, 128), (2, 3, 96, 160), (2, 3, 64, 64), (1, 3, 128, 128)]:
         x = rng.random(shp, dtype=np.float32)
         got, ref = e.run([x])[0], u.run([x])[0]
-        if "quant" in name or conv_ops._FAST_CONV:
+        if "quant" in name:
             np.testing.assert_array_equal(got, ref)
-        else:               # the generic level's unfused 1x1 conv sums in BLAS's order
+        else:   # the float sums' order and FMA contraction depend on the level and the build
             assert float(np.abs(got - ref).max()) <= 1e-6 * float(np.abs(ref).max())
