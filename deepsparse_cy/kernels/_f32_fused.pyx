@@ -165,25 +165,40 @@ def scale_mask_softmax(float[:, :, :, ::1] s,           # IN/OUT [B, H, S, T] sc
                 dscy_scale_mask_softmax(av, &s[bi, hi, qi, 0], NULL, T, scale)
 
 
+cdef struct _ColBlock:
+    Py_ssize_t o, jb, jn
+
+
+cdef inline _ColBlock _col_block(Py_ssize_t it, Py_ssize_t nb, Py_ssize_t inner) noexcept nogil:
+    """Work item it of a [outer, n, inner] slice in blocks of 256 columns (nb a row): its outer
+    index, first column and width. softmax_axis and dfl_decode share the grid, so DFL's
+    probabilities are the Softmax op's (the exp pass's vector / scalar split follows it).
+    (Returned by value: a prange body's variables are private only where it assigns them.)"""
+    cdef _ColBlock c
+    c.o = it // nb
+    c.jb = (it % nb) * 256
+    c.jn = 256 if inner - c.jb > 256 else inner - c.jb
+    return c
+
+
 def softmax_axis(const float[:, :, ::1] x,  # IN  [outer, n, inner]
                  float[:, :, ::1] out,       # OUT [outer, n, inner]
                  int num_threads=1):
     """Softmax over the middle axis (a non-trailing Softmax axis): work items are (outer index,
     block of 256 columns), so one image's slice is split over the threads too."""
-    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], it, o, jb
+    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], it
     cdef int av = _level
     if out.shape[0] != outer or out.shape[1] != n or out.shape[2] != inner:
         raise ValueError("softmax_axis: output shape mismatch")
     if outer == 0 or n == 0 or inner == 0:
         return
     cdef Py_ssize_t nb = (inner + 255) // 256
+    cdef _ColBlock cb
     with nogil:
         for it in prange(outer * nb, num_threads=_nt(outer * n * inner, num_threads),
                          schedule="static"):
-            o = it // nb
-            jb = (it % nb) * 256
-            dscy_softmax_mid(av, &x[o, 0, 0], &out[o, 0, 0], n, inner, jb,
-                             256 if inner - jb > 256 else inner - jb)
+            cb = _col_block(it, nb, inner)
+            dscy_softmax_mid(av, &x[cb.o, 0, 0], &out[cb.o, 0, 0], n, inner, cb.jb, cb.jn)
 
 
 DFL_MAX_BINS = DSCY_DFL_MAX_BINS
@@ -200,7 +215,7 @@ def dfl_decode(const float[:, :, ::1] x,     # IN  [outer, bins, inner]
     probability quantized as QuantizeLinear(scale, zero_point) into [qmin, qmax] (8-bit), then
     QConv's float epilogue of v = sum_k (q - zero_point) * w[k] + bias_i: f = float32(v) *
     out_scale [, its mid step rint(clamp(f, mlo, mhi)) * ma + mb]; `bias` unused."""
-    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], it, o, jb
+    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], it
     cdef int av = _level
     cdef dscy_dfl_quant q
     cdef const dscy_dfl_quant *qp = NULL
@@ -226,13 +241,13 @@ def dfl_decode(const float[:, :, ::1] x,     # IN  [outer, bins, inner]
     if outer == 0 or inner == 0:
         return
     cdef Py_ssize_t nb = (inner + 255) // 256
+    cdef _ColBlock cb
     with nogil:
         for it in prange(outer * nb, num_threads=_nt(outer * n * inner, num_threads),
                          schedule="static"):
-            o = it // nb
-            jb = (it % nb) * 256
-            dscy_dfl_cols(av, &x[o, 0, jb], inner, n, 256 if inner - jb > 256 else inner - jb,
-                          &w[0], bias, qp, &out[o, jb])
+            cb = _col_block(it, nb, inner)
+            dscy_dfl_cols(av, &x[cb.o, 0, cb.jb], inner, n, cb.jn, &w[0], bias, qp,
+                          &out[cb.o, cb.jb])
 
 
 def yolo_boxes(const float[:, :, ::1] d,      # IN  [N, 4, A]: left, top, right, bottom

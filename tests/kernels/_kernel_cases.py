@@ -61,3 +61,18 @@ def epilogue_layer(rng, fmt, m=45, k=100, n=37):
     b = rng.integers(-300, 300, n).astype(np.int32)
     acc = K.qs8_matmul_reference(x, w, b, None, np.int32, 0, 128).astype(np.float64)
     return x, w, p, b, acc
+
+
+# the levels of the once-built float kernels (_f32_fused: baseline, AVX2, AVX-512) this CPU runs
+F32_LEVELS = [0] + ([1] if K.kernel_isa() != "generic" else []) + \
+    ([2] if K.kernel_isa() in ("avx512_vnni", "amx") else [])
+
+
+@pytest.fixture(params=F32_LEVELS, ids=lambda lv: ["baseline", "avx2", "avx512"][lv])
+def f32_level(request):
+    """_f32_fused's level set for the test (restored after it)."""
+    from deepsparse_cy.kernels import _f32_fused
+    was = _f32_fused.level()
+    _f32_fused.set_level(request.param)
+    yield request.param
+    _f32_fused.set_level(was)

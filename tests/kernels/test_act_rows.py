@@ -8,9 +8,9 @@ import pytest
 
 from deepsparse_cy import kernels
 from deepsparse_cy.kernels import _f32_fused
+from _kernel_cases import F32_LEVELS, f32_level  # noqa: F401 (the fixture)
 
-LEVELS = [0] + ([1] if kernels.kernel_isa() != "generic" else []) + \
-    ([2] if kernels.kernel_isa() in ("avx512_vnni", "amx") else [])
+LEVELS = F32_LEVELS
 ACTS = {"Sigmoid": _f32_fused.ACTIVATIONS["Sigmoid"], "SiLU": _f32_fused.ACTIVATIONS["SiLU"],
         "Gelu": _f32_fused.ACTIVATIONS["Gelu"]}
 SPECIAL = np.array([np.nan, np.inf, -np.inf, 100.0, -100.0, 0.0, 88.0, -88.0, 87.5, -87.5,
@@ -27,12 +27,9 @@ def _reference(name, x):
         return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
 
 
-@pytest.fixture(params=LEVELS, ids=lambda lv: ["baseline", "avx2", "avx512"][lv])
-def level(request):
-    was = _f32_fused.level()
-    _f32_fused.set_level(request.param)
-    yield request.param
-    _f32_fused.set_level(was)
+@pytest.fixture
+def level(f32_level):
+    return f32_level
 
 
 @pytest.mark.parametrize("name", list(ACTS))

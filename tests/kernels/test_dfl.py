@@ -6,19 +6,13 @@ quantization ties, NaN columns, saturation, ragged column blocks and bins up to 
 import numpy as np
 import pytest
 
-from deepsparse_cy import kernels
 from deepsparse_cy.kernels import _f32_fused
-
-LEVELS = [0] + ([1] if kernels.kernel_isa() != "generic" else []) + \
-    ([2] if kernels.kernel_isa() in ("avx512_vnni", "amx") else [])
+from _kernel_cases import f32_level  # noqa: F401 (the fixture)
 
 
-@pytest.fixture(params=LEVELS, ids=lambda lv: ["baseline", "avx2", "avx512"][lv])
-def level(request):
-    was = _f32_fused.level()
-    _f32_fused.set_level(request.param)
-    yield request.param
-    _f32_fused.set_level(was)
+@pytest.fixture
+def level(f32_level):
+    return f32_level
 
 
 def _separate(x, w, quant):
