@@ -31,7 +31,8 @@ import os
 
 import numpy as np
 
-from .fusion import DOMAIN, _View
+from .fusion import DOMAIN, _onnx, _View
+from .fusion_q8 import _readers
 from .ir import Node
 
 _MAX_BINS = 32          # kernels/_f32_fused.DFL_MAX_BINS
@@ -39,10 +40,6 @@ _MAX_BINS = 32          # kernels/_f32_fused.DFL_MAX_BINS
 
 def _enabled():
     return os.environ.get("DEEPSPARSE_CY_NO_DFL_FUSION", "") not in ("1", "true")
-
-
-def _onnx(n, op_type):
-    return n is not None and n.op_type == op_type and n.domain in ("", "ai.onnx")
 
 
 def _one_by_one(attrs):
@@ -56,8 +53,7 @@ def _one_by_one(attrs):
 
 
 def _used(v, n):
-    return any(o in v.outputs or any(id(r) not in v.removed for r in v.cons.get(o, ()))
-               for o in n.outputs if o)
+    return any(o in v.outputs or _readers(v, o) for o in n.outputs if o)
 
 
 def _sole(v, name):
@@ -65,13 +61,12 @@ def _sole(v, name):
     tensor's DequantizeLinear behind, unread, until dead nodes are dropped), else None."""
     if name in v.outputs:
         return None
-    c = [n for n in v.cons.get(name, []) if id(n) not in v.removed and _used(v, n)]
+    c = [n for n in _readers(v, name) if _used(v, n)]
     return c[0] if len(c) == 1 else None
 
 
 def _unused_readers(v, names):
-    return [n for x in names for n in v.cons.get(x, []) if id(n) not in v.removed
-            and not _used(v, n)]
+    return [n for x in names for n in _readers(v, x) if not _used(v, n)]
 
 
 def _scalar(v, name):
@@ -198,15 +193,6 @@ def _box_enabled():
     return os.environ.get("DEEPSPARSE_CY_NO_BOX_FUSION", "") not in ("1", "true")
 
 
-def _prod(v, name, op_type):
-    n = v.producer.get(name)
-    return n if n is not None and id(n) not in v.removed and _onnx(n, op_type) else None
-
-
-def _readers(v, name):
-    return [n for n in v.cons.get(name, []) if id(n) not in v.removed]
-
-
 def _axis1(node, rank=3):
     a = node.attrs.get("axis", 0 if node.op_type == "Split" else None)
     return a is not None and (a == 1 or a == 1 - rank)
@@ -219,31 +205,31 @@ def _match_box(v, cat):
     if len(cat.inputs) != 2 or not _axis1(cat) or not all(cat.inputs):
         return None
     m_name, s_name = cat.inputs
-    sig, mul = _prod(v, s_name, "Sigmoid"), _prod(v, m_name, "Mul")
+    sig, mul = v.prod(s_name, "Sigmoid"), v.prod(m_name, "Mul")
     if sig is None or mul is None or _sole(v, s_name) is not cat or _sole(v, m_name) is not cat:
         return None
-    cc = _prod(v, mul.inputs[0], "Concat")
+    cc = v.prod(mul.inputs[0], "Concat")
     strides = mul.inputs[1]
     if cc is None:
-        cc, strides = _prod(v, mul.inputs[1], "Concat"), mul.inputs[0]
+        cc, strides = v.prod(mul.inputs[1], "Concat"), mul.inputs[0]
     if cc is None or len(cc.inputs) != 2 or not _axis1(cc) or _sole(v, cc.outputs[0]) is not mul \
             or strides in cc.outputs:
         return None
     c_name, wh_name = cc.inputs
-    half = _prod(v, c_name, "Div") or _prod(v, c_name, "Mul")
-    wh = _prod(v, wh_name, "Sub")
+    half = v.prod(c_name, "Div") or v.prod(c_name, "Mul")
+    wh = v.prod(wh_name, "Sub")
     if half is None or wh is None or _sole(v, c_name) is not cc or _sole(v, wh_name) is not cc:
         return None
     k = _scalar(v, half.inputs[1])
     if k is None or k.dtype != np.float32:
         return None
-    sm = _prod(v, half.inputs[0], "Add")
+    sm = v.prod(half.inputs[0], "Add")
     if sm is None or _sole(v, sm.outputs[0]) is not half:
         return None
     x2y2, x1y1 = wh.inputs
     if sorted(sm.inputs) != sorted([x1y1, x2y2]) or x1y1 == x2y2:
         return None
-    sub, add = _prod(v, x1y1, "Sub"), _prod(v, x2y2, "Add")
+    sub, add = v.prod(x1y1, "Sub"), v.prod(x2y2, "Add")
     if sub is None or add is None:
         return None
     for name in (x1y1, x2y2):
@@ -254,9 +240,8 @@ def _match_box(v, cat):
     if anchors not in add.inputs or anchors == lt:
         return None
     rb = add.inputs[1] if add.inputs[0] == anchors else add.inputs[0]
-    split = v.producer.get(lt)
-    if split is None or id(split) in v.removed or not _onnx(split, "Split") \
-            or split is not v.producer.get(rb) or list(split.outputs) != [lt, rb] \
+    split = v.prod(lt, "Split")
+    if split is None or split is not v.producer.get(rb) or list(split.outputs) != [lt, rb] \
             or not _axis1(split) or _sole(v, lt) is not sub or _sole(v, rb) is not add:
         return None
     sizes = split.attrs.get("split")

@@ -122,6 +122,16 @@ def _out(shape, out):
     return np.empty(shape, np.float32)
 
 
+def _act_f32(x, y, code, nt):
+    """y = act(x) for float32 x into y of its shape, as the activation ops run it: one pass of
+    _act_rows where x is C-contiguous and does not overlap y (or is y), else a copy and the
+    in-place pass."""
+    if x.flags.c_contiguous and (y is x or not np.may_share_memory(x, y)):
+        return _act_rows(x, y, code, (0.0, 0.0), nt)
+    np.copyto(y, x)
+    return _act_inplace(y, code, (0.0, 0.0), nt)
+
+
 class _UnaryAct(Op):
     """An activation alone on float32 through the fused-activation kernel (copy + one in-place
     pass); other dtypes take `_fallback`."""
@@ -141,11 +151,7 @@ class _UnaryAct(Op):
         out = outs[0] if outs else None
         if x.dtype != _F32:
             return [self._fallback(x, out)]
-        y = _out(x.shape, out)
-        if x.flags.c_contiguous and (y is x or not np.may_share_memory(x, y)):
-            return [_act_rows(x, y, _k.ACTIVATIONS[self.act], (0.0, 0.0), self.nt)]
-        np.copyto(y, x)
-        return [_act_inplace(y, _k.ACTIVATIONS[self.act], (0.0, 0.0), self.nt)]
+        return [_act_f32(x, _out(x.shape, out), _k.ACTIVATIONS[self.act], self.nt)]
 
     def bind(self, inputs, outs):
         """The bound call on float32 C-contiguous x into its own output slot (a detector
@@ -321,33 +327,30 @@ class BoxDecode(Op):
     def run(self, inputs, outs):
         d, anchors, strides, k, cls = inputs
         out = outs[0] if outs else None
+
+        def target(like):
+            """(output array, fresh) for the box rows of `like` followed by cls's rows."""
+            shape = like.shape[:1] + (4 + cls.shape[1],) + like.shape[2:]
+            if out is not None and out.shape == shape and out.dtype == _F32 \
+                    and out.flags.c_contiguous:
+                return out, False
+            return np.empty(shape, _F32), True
+
         if isinstance(d, np.ndarray) and d.ndim == 3 and d.shape[1] == 4 \
                 and isinstance(cls, np.ndarray) and cls.ndim == 3:
             # the export's shapes: the box rows by the compiled loop, no box array
-            shape = (d.shape[0], 4 + cls.shape[1], d.shape[2])
-            fresh = not (out is not None and out.shape == shape and out.dtype == _F32
-                         and out.flags.c_contiguous)
-            y = np.empty(shape, _F32) if fresh else out
+            y, fresh = target(d)
             if self._fits(d, cls, y, fresh) and self._boxes_into(d, anchors, strides, k, y):
                 return [self._fill(None, cls, y)]
         box = self._box(d, anchors, strides, k)
         if isinstance(cls, np.ndarray) and box.ndim == cls.ndim >= 2:
-            shape = box.shape[:1] + (4 + cls.shape[1],) + box.shape[2:]
-            fresh = not (out is not None and out.shape == shape and out.dtype == _F32
-                         and out.flags.c_contiguous)
-            y = np.empty(shape, _F32) if fresh else out
+            y, fresh = target(box)
             if self._fits(box, cls, y, fresh):
                 return [self._fill(box, cls, y)]
         # the two steps as they ran unfused: the Sigmoid op's kernel, then Concat
         from .tensor import Concat
-        code = _k.ACTIVATIONS["Sigmoid"]
         if isinstance(cls, np.ndarray) and cls.dtype == _F32:
-            sig = np.empty(cls.shape, _F32)
-            if cls.flags.c_contiguous:
-                _act_rows(cls, sig, code, (0.0, 0.0), self.nt)
-            else:
-                np.copyto(sig, cls)
-                _act_inplace(sig, code, (0.0, 0.0), self.nt)
+            sig = _act_f32(cls, np.empty(cls.shape, _F32), _k.ACTIVATIONS["Sigmoid"], self.nt)
         else:
             sig = _ew.Sigmoid(cls)
         return [Concat(box, sig, axis=1)]
