@@ -26,7 +26,8 @@ cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
     ctypedef struct dscy_dfl_quant:
-        float qs, qz, qlo, qhi
+        float qs, qz
+        int sgn
         int bias_i
         float scale
         int mid
@@ -212,12 +213,14 @@ def dfl_decode(const float[:, :, ::1] x,     # IN  [outer, bins, inner]
     """YOLOv8's DFL: out[o, j] = sum_k w[k] * softmax_k(x[o, k, j]) + bias, the softmax over
     the bins axis exactly as softmax_axis computes it (same column blocks of 256).
     quant = (scale, zero_point, qmin, qmax, bias_i, out_scale[, mlo, mhi, ma, mb]): each
-    probability quantized as QuantizeLinear(scale, zero_point) into [qmin, qmax] (8-bit), then
+    probability quantized by the QuantizeLinear kernel (dscy_quantize8) to the 8-bit type
+    whose range is [qmin, qmax] (uint8 or int8), then
     QConv's float epilogue of v = sum_k (q - zero_point) * w[k] + bias_i: f = float32(v) *
     out_scale [, its mid step rint(clamp(f, mlo, mhi)) * ma + mb]; `bias` unused."""
     cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], it
     cdef int av = _level
     cdef dscy_dfl_quant q
+    cdef float qlo, qhi
     cdef const dscy_dfl_quant *qp = NULL
     if out.shape[0] != outer or out.shape[1] != inner:
         raise ValueError("dfl_decode: output shape mismatch")
@@ -226,12 +229,13 @@ def dfl_decode(const float[:, :, ::1] x,     # IN  [outer, bins, inner]
     if quant is not None:
         if len(quant) not in (6, 10):
             raise ValueError("dfl_decode: quant takes 6 or 10 values")
-        q.qs, q.qz, q.qlo, q.qhi, q.bias_i, q.scale = quant[:6]
+        q.qs, q.qz, qlo, qhi, q.bias_i, q.scale = quant[:6]
         q.mid = len(quant) == 10
         q.mlo, q.mhi, q.ma, q.mb = quant[6:] if q.mid else (0, 0, 0, 0)
-        if not (q.qs > 0) or not (-128 <= q.qlo <= q.qz <= q.qhi <= 255) \
-                or q.qhi - q.qlo > 255 or q.qz != <int>q.qz:
+        if not (q.qs > 0) or (qlo, qhi) not in ((0, 255), (-128, 127)) \
+                or not qlo <= q.qz <= qhi or q.qz != <int>q.qz:
             raise ValueError(f"dfl_decode: unsupported quantization {quant!r}")
+        q.sgn = qlo < 0
         for it in range(n):
             if w[it] != <int>w[it] or not -128 <= w[it] <= 128:
                 raise ValueError("dfl_decode: quantized weights must be integers in [-128, 128]")

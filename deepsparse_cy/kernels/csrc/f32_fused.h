@@ -180,28 +180,29 @@ DSCY_INLINE void dscy_softmax_mid_with(const float *restrict x, float *restrict 
  * columns j < jn (<= 256) of n (<= DSCY_DFL_MAX_BINS) rows xs floats apart, p the
  * probabilities dscy_softmax_cols computes (the separate Softmax's values):
  *   q NULL:  out[j] = sum_k wf[k] * p[k][j] + bf
- *   else:    each p quantized as QuantizeLinear(qs, qz) into [qlo, qhi] (round half to even of
- *            p / qs, NaN to qlo); v = sum_k (q - qz) * wf[k] + bias_i (wf: integer weights);
- *            out[j] = QConv's float epilogue of v: f = (float)v * scale, then with a mid step
- *            f = rint(clamp(f, mlo, mhi)) * ma + mb (the product rounded, as dscy_ep_pre1)
+ *   else:    each row of p quantized by QuantizeLinear's own dscy_quantize8 (at `level`, to
+ *            s8 when sgn, else u8, zero point qz); v = sum_k (q - qz) * wf[k] + bias_i (wf:
+ *            integer weights); out[j] = QConv's float epilogue of v: f = (float)v * scale,
+ *            then with a mid step f = rint(clamp(f, mlo, mhi)) * ma + mb (the product
+ *            rounded, as dscy_ep_pre1)
  * The integer sum runs in float32: every term and partial sum is an integer below 2^24 for
- * 8-bit q, |wf| <= 128 and n <= 32. p / qs: p times 1 / qs, divided instead where that product
- * lies within 2^-10 of a half (there the two can round apart; elsewhere they differ by < 5e-4
- * below |p / qs| = 4096, and beyond it an 8-bit type saturates either way). */
+ * 8-bit q, |wf| <= 128 and n <= 32. */
 #define DSCY_DFL_MAX_BINS 32
 typedef struct {
-    float qs, qz, qlo, qhi;
+    float qs, qz;
+    int sgn;
     int bias_i;
     float scale;
     int mid;
     float mlo, mhi, ma, mb;
 } dscy_dfl_quant;
 
-DSCY_INLINE void dscy_dfl_cols_with(const float *restrict x, long xs, long n, long jn,
+DSCY_INLINE void dscy_dfl_cols_with(int level, const float *restrict x, long xs, long n, long jn,
                                     const float *restrict wf, float bf,
                                     const dscy_dfl_quant *q, float *restrict out,
                                     dscy_exps_fn exps) {
     float p[DSCY_DFL_MAX_BINS * 256], acc[256], t[256];
+    unsigned char qb[256];
     dscy_softmax_cols(x, xs, p, 256, n, jn, exps);
     for (long j = 0; j < jn; j++) acc[j] = 0.0f;
     if (!q) {
@@ -213,27 +214,14 @@ DSCY_INLINE void dscy_dfl_cols_with(const float *restrict x, long xs, long n, lo
         for (long j = 0; j < jn; j++) out[j] = acc[j] + bf;
         return;
     }
-    const float qs = q->qs, inv = 1.0f / qs, qz = q->qz, qlo = q->qlo, qhi = q->qhi;
+    const float qz = q->qz;
     for (long k = 0; k < n; k++) {
-        const float *r = p + k * 256;
-        int near = 0;
-        for (long j = 0; j < jn; j++) {
-            float v = r[j] * inv, u = rintf(v);
-            t[j] = u;
-            near |= fabsf(v - u) > 0.4990234375f;
-        }
-        if (near)
-            for (long j = 0; j < jn; j++) {
-                float v = r[j] * inv;
-                if (fabsf(v - rintf(v)) > 0.4990234375f) t[j] = rintf(r[j] / qs);
-            }
+        dscy_quantize8(level, q->sgn, p + k * 256, qb, jn, q->qs, qz);
         float w = wf[k];
-        for (long j = 0; j < jn; j++) {
-            float v = t[j] + qz;
-            v = v >= qlo ? v : qlo;           /* NaN too */
-            v = v <= qhi ? v : qhi;
-            acc[j] += (v - qz) * w;
-        }
+        if (q->sgn)
+            for (long j = 0; j < jn; j++) acc[j] += ((float)(signed char)qb[j] - qz) * w;
+        else
+            for (long j = 0; j < jn; j++) acc[j] += ((float)qb[j] - qz) * w;
     }
     const int bias_i = q->bias_i;
     const float scale = q->scale;
@@ -464,17 +452,16 @@ static inline void dscy_softmax_mid(int avx2, const float *x, float *y, long n, 
 #define DSCY_DFL_PARAMS (const float *x, long xs, long n, long jn, const float *wf, float bf, \
                          const dscy_dfl_quant *q, float *out)
 static void dscy_dfl_cols_generic DSCY_DFL_PARAMS {
-    dscy_dfl_cols_with(x, xs, n, jn, wf, bf, q, out, NULL);
+    dscy_dfl_cols_with(0, x, xs, n, jn, wf, bf, q, out, NULL);
 }
 DSCY_TARGET_AVX2 static void dscy_dfl_cols_avx2 DSCY_DFL_PARAMS {
-    dscy_dfl_cols_with(x, xs, n, jn, wf, bf, q, out, NULL);
+    dscy_dfl_cols_with(1, x, xs, n, jn, wf, bf, q, out, NULL);
 }
 #ifdef DSCY_HAVE_ACT_V
 DSCY_TARGET_AVX2 static void dscy_dfl_cols_v(int level, const float *x, long xs, long n, long jn,
                                              const float *wf, float bf, const dscy_dfl_quant *q,
                                              float *out) {
-    (void)level;
-    dscy_dfl_cols_with(x, xs, n, jn, wf, bf, q, out, DSCY_EXPS(level));
+    dscy_dfl_cols_with(level, x, xs, n, jn, wf, bf, q, out, DSCY_EXPS(level));
 }
 #endif
 /* the level as dscy_softmax_mid's, so the probabilities are the separate Softmax's */
