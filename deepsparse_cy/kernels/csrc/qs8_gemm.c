@@ -337,11 +337,99 @@ static __attribute__((noinline, target("avx512vbmi"))) void tile_lut_shared_vbmi
         if (r0 + 3 < mr) _mm_mask_storeu_epi8(o + 3 * ldb, keep, _mm512_extracti32x4_epi32(r, 3));
     }
 }
+
+/* v[0..15]: a 16 x 16 matrix of dwords, one row per vector; transposed in place */
+static inline __attribute__((always_inline)) void tr16_epi32(__m512i v[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {   /* u[i + j], lane L: rows i..i+3 of column 4L + j */
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512i x0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), y0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xDD);
+        __m512i x1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88), y1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xDD);
+        v[j] = _mm512_shuffle_i32x4(x0, x1, 0x88);
+        v[8 + j] = _mm512_shuffle_i32x4(x0, x1, 0xDD);
+        v[4 + j] = _mm512_shuffle_i32x4(y0, y1, 0x88);
+        v[12 + j] = _mm512_shuffle_i32x4(y0, y1, 0xDD);
+    }
+}
+
+/* The table epilogue (kind LUT) of up to 4 token tiles of one panel whose channels have tables
+ * of their own, by byte permutes instead of a gather per row (16 table lines a row; on a BERT
+ * FFN's GELU table, [3072, 256], they made its first GEMM ~40% slower than with a plain
+ * requantization). The 64 rows' table indices (the gather path's) are narrowed to bytes and
+ * transposed to one vector per channel (64 rows), looked up in that channel's 256 bytes by
+ * vpermi2b on its halves and a blend by the index's top bit, transposed back and stored a row
+ * at a time under keep. Tiles c[i] == NULL and rows at or past M are not stored. Bit for bit
+ * the gather path. */
+static __attribute__((noinline, target("avx512vbmi"))) void tile4_lut_vbmi(
+        const dscy_ek_consts *k, const dscy_epilogue *ep, const int32_t *const c[4], int m0,
+        int M, int n0, int N) {
+    int nn = N - n0 < NR ? N - n0 : NR;
+    tile_par p;
+    tile_par_load(ep, n0, nn, 0, &p);
+    __m512i zb = _mm512_inserti64x4(_mm512_castsi256_si512(p.b[0]), p.b[1], 1);
+    __m512 zs = _mm512_insertf32x8(_mm512_castps256_ps512(p.s[0]), p.s[1], 1);
+    /* within each 16-byte lane, a 4 x 4 byte transpose: (row rr, channel cc) <-> (cc, rr) */
+    const __m512i tr4 = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
+                                                             14, 3, 7, 11, 15));
+    __m512i v[16];
+    for (int g = 0; g < 16; g++) {      /* rows 4g .. 4g + 3 */
+        const int32_t *ct = c[g >> 2];
+        __m512i ci[4];
+        for (int j = 0; j < 4; j++)
+            ci[j] = ct ? dscy_lut_index16(k, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
+                             _mm512_loadu_si512(ct + ((g & 3) * 4 + j) * NR), zb)), zs))
+                       : _mm512_setzero_si512();
+        /* lane L: dwords rows 4g .. 4g + 3 of channels 4L .. 4L + 3, then per dword one channel */
+        __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(ci[0], ci[1]),
+                                        _mm512_packs_epi32(ci[2], ci[3]));
+        v[g] = _mm512_shuffle_epi8(b, tr4);
+        /* dword 4L + cc: channel 4L + cc, rows 4g .. 4g + 3 */
+    }
+    tr16_epi32(v);                      /* v[ch]: its 64 rows' indices in row order */
+    const uint8_t *lut = k->lut + (size_t)n0 * 256;
+    for (int ch = 0; ch < 16; ch++) {
+        const uint8_t *t = lut + (size_t)(ch < nn ? ch : 0) * 256;   /* padded lanes: channel 0 */
+        __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(t), v[ch], _mm512_loadu_si512(t + 64));
+        __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(t + 128), v[ch],
+                                              _mm512_loadu_si512(t + 192));
+        v[ch] = _mm512_mask_blend_epi8(_mm512_movepi8_mask(v[ch]), lo, hi);
+    }
+    tr16_epi32(v);                      /* v[g] dword ch: channel ch, rows 4g .. 4g + 3 */
+    /* byte 16 rr + ch of row 4g + rr from byte 4 ch + rr */
+    const __m512i back = _mm512_set_epi8(
+        63, 59, 55, 51, 47, 43, 39, 35, 31, 27, 23, 19, 15, 11, 7, 3,
+        62, 58, 54, 50, 46, 42, 38, 34, 30, 26, 22, 18, 14, 10, 6, 2,
+        61, 57, 53, 49, 45, 41, 37, 33, 29, 25, 21, 17, 13, 9, 5, 1,
+        60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0);
+    __mmask16 keep = (__mmask16)(nn == NR ? 0xFFFF : (1u << nn) - 1);
+    const ptrdiff_t ldo = ep->ldo;
+    uint8_t *ob = (uint8_t *)ep->out + (ptrdiff_t)m0 * ldo + n0;
+    for (int g = 0; g < 16; g++) {
+        if (!c[g >> 2]) continue;
+        __m512i r = _mm512_permutexvar_epi8(back, v[g]);
+        for (int rr = 0; rr < 4; rr++) {
+            int row = 4 * g + rr;
+            if (m0 + row >= M) break;
+            __m128i o = rr == 0 ? _mm512_castsi512_si128(r) : rr == 1 ? _mm512_extracti32x4_epi32(r, 1)
+                      : rr == 2 ? _mm512_extracti32x4_epi32(r, 2) : _mm512_extracti32x4_epi32(r, 3);
+            _mm_mask_storeu_epi8(ob + (ptrdiff_t)row * ldo, keep, o);
+        }
+    }
+}
 #endif
 
 #ifdef __AVX2__
-/* store_tile with the epilogue of kind EK (dscy_ep_kind, not GEN or PRE) on constants read
- * once per call: on short-K layers (a 1x1 conv of 8 or 32 channels, an RGB stem) the generic
+/* store_tile with the epilogue of kind EK (dscy_ep_kind, not GEN; PRE, a residual, on the
+ * 16-lane builds only, full panels, no GELU) on constants read once per call: on short-K layers (a 1x1 conv of 8 or 32 channels, an RGB stem) the generic
  * epilogue was two thirds of the GEMM's time. Bit for bit store_tile. */
 static inline __attribute__((always_inline)) void store_tile_ek(
         const int EK, const dscy_ek_consts *k, const dscy_epilogue *ep, const int32_t *c, int m0,
@@ -370,6 +458,36 @@ static inline __attribute__((always_inline)) void store_tile_ek(
             tile_lut_shared_vbmi(&kl, c, mr, zb, zs, ob, ldb, keep);
             return;
         }
+        if (EK == DSCY_EK_PRE) {    /* the residual, then dscy_ep_post8 and dscy_ep_q8 */
+            const int rt = ep->res_type;
+            const ptrdiff_t ldr = ep->ldr;
+            const float *rf = (const float *)ep->res + (ptrdiff_t)m0 * ldr + n0;
+            const uint8_t *rb = (const uint8_t *)ep->res + (ptrdiff_t)m0 * ldr + n0;
+            const __m512i rzp = _mm512_set1_epi32(ep->res_zp);
+            const __m512 rsc = _mm512_set1_ps(ep->res_scale);
+            for (int r = 0; r < mr; r++) {
+                __m512 f = _mm512_castsi512_ps(dscy_ek16(EK, &kl, _mm512_loadu_si512(c + r * NR),
+                                                         zb, zs, zma, zmb, zrow));
+                __m512 res;
+                if (rt == DSCY_OUT_F32) res = _mm512_loadu_ps(rf + r * ldr);
+                else {                  /* dscy_res8: (r - zp) * scale */
+                    __m128i b = _mm_loadu_si128((const __m128i *)(rb + r * ldr));
+                    __m512i v = rt == DSCY_OUT_U8 ? _mm512_cvtepu8_epi32(b) : _mm512_cvtepi8_epi32(b);
+                    res = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, rzp)), rsc);
+                }
+                __asm__("" : "+v"(res));  /* the residual's own product rounds before the add */
+                f = _mm512_add_ps(f, res);
+                if (kl.act == DSCY_ACT_RELU) f = _mm512_max_ps(f, kl.zalo);
+                else if (kl.act == DSCY_ACT_CLIP) f = _mm512_min_ps(_mm512_max_ps(f, kl.zalo), kl.zahi);
+                if (kl.ydiv) f = _mm512_div_ps(f, kl.zys);
+                if (q8) {
+                    f = _mm512_min_ps(_mm512_max_ps(f, kl.zqlo), kl.zqhi);
+                    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), kl.zzp);
+                    _mm_mask_storeu_epi8(ob + r * ldb, keep, _mm512_cvtepi32_epi8(v));
+                } else _mm512_mask_storeu_ps(ob + r * ldb, keep, f);
+            }
+            return;
+        }
         for (int r = 0; r < mr; r++) {
             __m512i v = dscy_ek16(EK, &kl, _mm512_loadu_si512(c + r * NR), zb, zs, zma, zmb, zrow);
             if (q8) _mm_mask_storeu_epi8(ob + r * ldb, keep, _mm512_cvtepi32_epi8(v));
@@ -395,6 +513,14 @@ static void store_tile_any(int ek, const dscy_ek_consts *k, const dscy_epilogue 
     case DSCY_EK_F32: store_tile_ek(DSCY_EK_F32, k, ep, c, m0, mr, n0, N); return;
     case DSCY_EK_Q8: store_tile_ek(DSCY_EK_Q8, k, ep, c, m0, mr, n0, N); return;
     case DSCY_EK_LUT: store_tile_ek(DSCY_EK_LUT, k, ep, c, m0, mr, n0, N); return;
+#if DSCY_QUADS
+    case DSCY_EK_PRE:   /* a residual: the 16-lane path on a full panel without GELU */
+        if (N - n0 >= NR && ep->act != DSCY_ACT_GELU) {
+            store_tile_ek(DSCY_EK_PRE, k, ep, c, m0, mr, n0, N);
+            return;
+        }
+        store_tile(ep, c, m0, mr, n0, N); return;
+#endif
     default: store_tile(ep, c, m0, mr, n0, N); return;
     }
 }
@@ -485,16 +611,54 @@ static inline void ukernel(const int32_t *x, ptrdiff_t ldx, const int16_t *w, in
 #define AMX_PF 64    /* weight prefetch distance in k-quads (0: none) */
 #endif
 
+/* The epilogue of finished tiles, run between the next tiles' multiplies: a tdpbusd keeps the
+ * tile unit busy for 16 cycles while the core's vector ports are free, and the epilogue after
+ * an item's multiplies left the tile unit idle. A thread's pending tiles (at most one token-tile
+ * pair x panel pair) go out 4 rows at a time, a few slices per 16-quad step of the next tiles,
+ * and are finished before those tiles' sums are stored (with ntl <= 2 they reuse the pending
+ * tiles' cbuf slots). Not for table epilogues: their gathers slowed the multiplies they ran
+ * between (BERT-base: 8% slower), and the per-channel ones go 4 tiles at a time
+ * (tile4_lut_vbmi) after the item. */
+typedef struct {
+    const int *ek; const dscy_ek_consts *kc; const dscy_epilogue *ep; int seg, M;
+    int t0, p0;                             /* the item being multiplied */
+    int n, tile, row;                       /* pending tiles, the next slice's tile and row */
+    const int32_t *c[4]; int m0[4], mr[4], n0[4], e[4];
+} amx_pend;
+
+/* item tile t of panel h */
+static inline void amx_pend_add(amx_pend *pd, const int32_t *c, int t, int h) {
+    int m0 = (pd->t0 + t) * MR, mr = pd->M - m0 < MR ? pd->M - m0 : MR;
+    if (mr <= 0) return;
+    int n0 = (pd->p0 + h) * NR, e = n0 / pd->seg, i = pd->n++;
+    pd->c[i] = c; pd->m0[i] = m0; pd->mr[i] = mr; pd->n0[i] = n0 - e * pd->seg; pd->e[i] = e;
+}
+
+/* up to `slices` slices of 4 rows of the pending tiles */
+static inline void amx_pend_run(amx_pend *pd, int slices) {
+    for (; slices > 0 && pd->tile < pd->n; slices--) {
+        int i = pd->tile, r = pd->row, e = pd->e[i];
+        int nr = pd->mr[i] - r < 4 ? pd->mr[i] - r : 4;
+        store_tile_any(pd->ek[e], &pd->kc[e], &pd->ep[e], pd->c[i] + r * NR, pd->m0[i] + r, nr,
+                       pd->n0[i], pd->seg);
+        if ((pd->row = r + 4) >= pd->mr[i]) { pd->tile++; pd->row = 0; }
+    }
+    if (pd->tile >= pd->n) pd->n = pd->tile = pd->row = 0;
+}
+
 /* One work item's multiplies: ntl token tiles of activations a (tile i at a + i * MR * Kp)
  * against the panel pair at w0 / w1 (w1 only with n2), over K in chunks of AMX_KC quads, the
  * partial sums parked in cbuf between chunks. Tiles 0-3: the int32 accumulators of 2 token
  * tiles x 2 panels (16 x 16 each), 4-5: 16 tokens x 64 bytes of activations, 6-7: 16 quads x 16
- * channels x 4 bytes of a panel (its packed layout as it is). */
+ * channels x 4 bytes of a panel (its packed layout as it is). With pd, the final sums' epilogue
+ * is left pending (amx_pend) and the earlier tiles' runs between the multiplies. */
 static inline __attribute__((always_inline)) void amx_item(const uint8_t *a, int ntl, int Kq,
         int Kp, const int8_t *w0, const int8_t *w1, int n2, int32_t cbuf[AMX_MB][2][MR * NR],
-        const int8_t *nw) {
+        const int8_t *nw, amx_pend *pd) {
     for (int q0 = 0; q0 < Kq; q0 += AMX_KC) {
         int q1 = q0 + AMX_KC < Kq ? q0 + AMX_KC : Kq;
+        /* pending slices per 16-quad step: all 16 of a tile pair x panel pair within the steps */
+        int steps = (q1 - q0 + 15) / 16, per = (16 + steps - 1) / steps;
         for (int t = 0; t < ntl; t += 2) {
             int m2 = t + 1 < ntl;
             int32_t *c00 = cbuf[t][0], *c01 = cbuf[t][1];
@@ -533,23 +697,40 @@ static inline __attribute__((always_inline)) void amx_item(const uint8_t *a, int
                     _tile_dpbusd(2, 5, 6);
                     if (n2) _tile_dpbusd(3, 5, 7);
                 }
+                if (pd && pd->n) amx_pend_run(pd, per);
             }
+            if (pd && pd->n) amx_pend_run(pd, 1 << 30);
             _tile_stored(0, c00, 64);
             if (n2) _tile_stored(1, c01, 64);
             if (m2) { _tile_stored(2, c10, 64); if (n2) _tile_stored(3, c11, 64); }
+            if (pd && q1 == Kq) {     /* final sums: their epilogue runs during the next tiles */
+                amx_pend_add(pd, c00, t, 0);
+                if (n2) amx_pend_add(pd, c01, t, 1);
+                if (m2) { amx_pend_add(pd, c10, t + 1, 0); if (n2) amx_pend_add(pd, c11, t + 1, 1); }
+            }
         }
     }
 }
 
-/* The item's epilogue, tile by tile: token tiles t0..t1 of panel pair p0 from cbuf. */
+/* The item's epilogue: token tiles t0..t1 of panel pair p0 from cbuf, tile by tile, or 4 tiles
+ * at a time for a panel with a table per channel (tile4_lut_vbmi, where the CPU has VBMI). */
 static inline void amx_item_store(const int *ek, const dscy_ek_consts *kc,
                                   const dscy_epilogue *ep, int seg, int32_t cbuf[AMX_MB][2][MR * NR],
                                   int t0, int t1, int M, int p0, int n2) {
-    for (int t = t0; t < t1; t++) {
-        int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
-        if (mr <= 0) continue;
-        for (int h = 0; h < 1 + n2; h++) {
-            int n0 = (p0 + h) * NR, e = n0 / seg;     /* the part holding the panel */
+    for (int h = 0; h < 1 + n2; h++) {
+        int n0 = (p0 + h) * NR, e = n0 / seg;     /* the part holding the panel */
+        if (ek[e] == DSCY_EK_LUT && kc[e].vbmi && !kc[e].lut_shared) {
+            for (int t = t0; t < t1 && t * MR < M; t += 4) {
+                const int32_t *c4[4];
+                for (int i = 0; i < 4; i++)
+                    c4[i] = t + i < t1 && (t + i) * MR < M ? cbuf[t + i - t0][h] : NULL;
+                tile4_lut_vbmi(&kc[e], &ep[e], c4, t * MR, M, n0 - e * seg, seg);
+            }
+            continue;
+        }
+        for (int t = t0; t < t1; t++) {
+            int m0 = t * MR, mr = M - m0 < MR ? M - m0 : MR;
+            if (mr <= 0) continue;
             store_tile_any(ek[e], &kc[e], &ep[e], cbuf[t - t0][h], m0, mr, n0 - e * seg, seg);
         }
     }
@@ -568,6 +749,9 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
     int ek[DSCY_GEMM_PARTS_MAX];
     dscy_ek_consts kc[DSCY_GEMM_PARTS_MAX];
     (void)dscy_ek_init_parts(ep, 0, nep - 1, ek, kc);
+    int pend = 1;                /* the epilogue between the multiplies, except for tables */
+    for (int e = 0; e < nep; e++)
+        if (ek[e] == DSCY_EK_LUT) pend = 0;
     DSCY_CLAIMS(next, nt);
     dscy_claims_init(next, items, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -578,6 +762,9 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
 #endif
         dscy_amx_config();
         int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
+        amx_pend pd;
+        memset(&pd, 0, sizeof pd);
+        pd.ek = ek; pd.kc = kc; pd.ep = ep; pd.seg = seg; pd.M = M;
         for (long it; (it = dscy_claim(next, items, nt, tid, &k)) >= 0; ) {
             int pair = mb_major ? (int)(it % npair) : (int)(it / mblocks);
             int mb = mb_major ? (int)(it / npair) : (int)(it % mblocks);
@@ -591,9 +778,15 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
             const int8_t *nw = NULL;
             if (!mb_major && mb == mblocks - 1 && p0 + 2 < npanel)
                 nw = wp + (size_t)(p0 + 2) * Kp * NR;
-            amx_item(xp + (size_t)t0 * MR * Kp, t1 - t0, Kq, Kp, w0, w1, n2, cbuf, nw);
-            amx_item_store(ek, kc, ep, seg, cbuf, t0, t1, M, p0, n2);
+            if (pend) {
+                pd.t0 = t0; pd.p0 = p0;
+                amx_item(xp + (size_t)t0 * MR * Kp, t1 - t0, Kq, Kp, w0, w1, n2, cbuf, nw, &pd);
+            } else {
+                amx_item(xp + (size_t)t0 * MR * Kp, t1 - t0, Kq, Kp, w0, w1, n2, cbuf, nw, NULL);
+                amx_item_store(ek, kc, ep, seg, cbuf, t0, t1, M, p0, n2);
+            }
         }
+        if (pend) amx_pend_run(&pd, 1 << 30);
         _tile_release();
     }
 }
@@ -661,7 +854,7 @@ int dscy_qs8_conv_amx(const dscy_conv_geom *g, int x_signed, const int16_t *wp16
                 for (int pair = pa; pair < pb; pair++) {
                     int p0 = 2 * pair, n2 = p0 + 1 < npanel;
                     const int8_t *w0 = wp + (size_t)p0 * Kp * NR, *w1 = w0 + (size_t)Kp * NR;
-                    amx_item(xb, t1 - t0, Kq, Kp, w0, w1, n2, cbuf, NULL);
+                    amx_item(xb, t1 - t0, Kq, Kp, w0, w1, n2, cbuf, NULL, NULL);
                     amx_item_store(ek, kc, ep, N, cbuf, t0, t1, M, p0, n2);
                 }
             }
