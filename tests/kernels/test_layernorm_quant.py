@@ -139,3 +139,41 @@ def test_layernorm_quant_edges_match_separate_passes(avx2, dt, zp, scale):
     np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape))   # the rows are beta exactly
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(dq, dq_ref)
+
+
+@pytest.mark.parametrize("skip,dq_out", [(False, True), (True, True), (True, False)])
+@pytest.mark.parametrize("rows", [2, 7, 64])
+def test_layernorm_row_pairs_match_single_rows(rows, skip, dq_out):
+    """The AVX-512 level runs rows in pairs (their passes interleaved): every row's q and dq
+    equal that row run alone (a one-row call takes the single-row path), wide-cancelling rows."""
+    if not _has_avx512():
+        pytest.skip("no AVX-512 F/BW/VL/DQ")
+    n = 768
+    rng = np.random.default_rng(rows)
+    x = (1e3 + rng.standard_normal((rows, n))).astype(np.float32)
+    r = rng.standard_normal((rows, n)).astype(np.float32) if skip else None
+    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    was = (_f32_fused.level(), _f32_ops.level())
+    _set_level(2)
+    try:
+        q = np.empty((rows, n), np.uint8)
+        dq = np.empty((rows, n), np.float32)
+        _f32_fused.layernorm_quant(x, r, g, b, 1e-5, q, False, dq, 0.013, 128.0, dq_out, 2)
+        y = np.empty((rows, n), np.float32)
+        _f32_fused.layernorm(x, r, g, b, 1e-5, y, 2)
+        for i in range(rows):
+            q1 = np.empty((1, n), np.uint8)
+            dq1 = np.empty((1, n), np.float32)
+            ri = r[i:i + 1] if skip else None
+            _f32_fused.layernorm_quant(x[i:i + 1], ri, g, b, 1e-5, q1, False, dq1, 0.013, 128.0,
+                                       dq_out, 1)
+            np.testing.assert_array_equal(q[i], q1[0])
+            if dq_out:
+                np.testing.assert_array_equal(dq[i], dq1[0])
+            y1 = np.empty((1, n), np.float32)
+            _f32_fused.layernorm(x[i:i + 1], ri, g, b, 1e-5, y1, 1)
+            np.testing.assert_array_equal(y[i], y1[0])
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
