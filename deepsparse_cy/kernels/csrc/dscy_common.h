@@ -66,6 +66,10 @@ static inline void dscy_amx_config(void) {
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    /* GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes of cfg only, so the stores
+     * above could be dropped as dead (they were, once f32_attn.c's thread setup changed: a
+     * zero config, #GP, SIGSEGV); the barrier makes the whole struct read */
+    __asm__ volatile("" : : "m"(cfg) : "memory");
     _tile_loadconfig(&cfg);
 }
 #endif
