@@ -22,9 +22,6 @@ cdef extern from "csrc/f32_fused.h" nogil:
     int dscy_layernorm_zq(int level, const float *x, const float *skip, float *y, long n,
                           const float *g, const float *b, float eps, void *q, int q_signed,
                           float scale, float zp, int dq_out)
-    int dscy_layernorm_zq2(int level, const float *x, const float *skip, float *y, long n,
-                           const float *g, const float *b, float eps, void *q, int q_signed,
-                           float scale, float zp, int dq_out)
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
@@ -120,7 +117,7 @@ def layernorm(const float[:, ::1] x,      # IN  [rows, n]
               float eps,
               float[:, ::1] out,          # OUT [rows, n], not aliasing x / skip
               int num_threads=1):
-    cdef Py_ssize_t r, rp, rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
     cdef const float *sk = NULL
     cdef const float *b = NULL
     cdef int av = _level
@@ -138,19 +135,9 @@ def layernorm(const float[:, ::1] x,      # IN  [rows, n]
     if skip is not None:
         sk = &skip[0, 0]
     with nogil:
-        # rows in pairs: the zmm level runs a pair's passes interleaved (dscy_layernorm_z2)
-        for rp in prange((rows + 1) // 2, num_threads=_nt(4 * rows * n, num_threads),
-                         schedule="static"):
-            r = 2 * rp
-            if r + 1 < rows and dscy_layernorm_zq2(av, &x[r, 0], sk + r * n if sk != NULL else NULL,
-                                                   &out[r, 0], n, &gamma[0], b, eps, NULL, 0,
-                                                   1.0, 0.0, 0):
-                continue
+        for r in prange(rows, num_threads=_nt(4 * rows * n, num_threads), schedule="static"):
             dscy_layernorm(av, &x[r, 0], sk + r * n if sk != NULL else NULL, &out[r, 0], n,
                            &gamma[0], b, eps)
-            if r + 1 < rows:
-                dscy_layernorm(av, &x[r + 1, 0], sk + (r + 1) * n if sk != NULL else NULL,
-                               &out[r + 1, 0], n, &gamma[0], b, eps)
 
 
 def scale_mask_softmax(float[:, :, :, ::1] s,           # IN/OUT [B, H, S, T] scores
@@ -312,7 +299,7 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
     """LayerNorm rows, then QuantizeLinear (the same kernels as the op: x / scale, round half
     to even, saturate) and, when dq_out, DequantizeLinear into dq, each row while in cache.
     Without dq_out, dq is scratch for the normalised rows."""
-    cdef Py_ssize_t r, rp, i, rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
     cdef const float *sk = NULL
     cdef const float *b = NULL
     cdef int av = _level
@@ -331,27 +318,19 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
     if beta is not None:
         b = &beta[0]
     with nogil:
-        # rows in pairs: the zmm level runs a pair's passes interleaved (dscy_layernorm_z2)
-        for rp in prange((rows + 1) // 2, num_threads=_nt(4 * rows * n, num_threads),
-                         schedule="static"):
-            r = 2 * rp
-            # level 2: the rows' last pass quantizes and dequantizes in registers
-            if r + 1 < rows and dscy_layernorm_zq2(av, &x[r, 0], sk + r * n if sk != NULL else NULL,
-                                                   &dq[r, 0], n, &gamma[0], b, eps, &q[r, 0],
-                                                   q_signed, scale, zp, dq_out):
+        for r in prange(rows, num_threads=_nt(4 * rows * n, num_threads), schedule="static"):
+            y = &dq[r, 0]
+            qr = &q[r, 0]
+            # level 2: the row's last pass quantizes and dequantizes in registers
+            if dscy_layernorm_zq(av, &x[r, 0], sk + r * n if sk != NULL else NULL, y, n,
+                                 &gamma[0], b, eps, qr, q_signed, scale, zp, dq_out):
                 continue
-            for i in range(r, min(r + 2, rows)):
-                y = &dq[i, 0]
-                qr = &q[i, 0]
-                if dscy_layernorm_zq(av, &x[i, 0], sk + i * n if sk != NULL else NULL, y, n,
-                                     &gamma[0], b, eps, qr, q_signed, scale, zp, dq_out):
-                    continue
-                dscy_layernorm(av, &x[i, 0], sk + i * n if sk != NULL else NULL, y, n,
-                               &gamma[0], b, eps)
-                # the QuantizeLinear and DequantizeLinear ops' own row functions
-                dscy_quantize8(av, q_signed, y, qr, n, scale, zp)
-                if dq_out:
-                    dscy_dequant_row(av, q_signed, qr, y, n, zp, scale, NULL)
+            dscy_layernorm(av, &x[r, 0], sk + r * n if sk != NULL else NULL, y, n,
+                           &gamma[0], b, eps)
+            # the QuantizeLinear and DequantizeLinear ops' own row functions
+            dscy_quantize8(av, q_signed, y, qr, n, scale, zp)
+            if dq_out:
+                dscy_dequant_row(av, q_signed, qr, y, n, zp, scale, NULL)
 
 
 def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)

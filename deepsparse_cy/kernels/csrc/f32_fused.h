@@ -571,119 +571,67 @@ DSCY_TARGET_AVX2 static void dscy_layernorm_avx2v(const float *restrict x,
  * dscy_quantize8 / dscy_dequant_row at level 2: the two zmm sums per pass hold lanes of the
  * four ymm sums (z0 = a0 | a1, z1 = a2 | a3) and are folded in the same order; the element
  * steps are the same operations. With q and without dq_out, y is scratch (x + skip). */
-/* The body for R rows (1 or 2) at once: the same operations per row, the rows' passes
- * interleaved. A row's sums are two chains of dependent adds (FMAs), 4 cycles each; two rows
- * give the core four chains to overlap (the rows of a BERT-base LayerNorm, 768 floats, took
- * ~0.8 cycles an element one at a time). */
-DSCY_TARGET_AVX512 static inline __attribute__((always_inline)) void dscy_layernorm_zr(
-        const int R, const float *const *x, const float *const *skip, float *const *y, long n,
-        const float *restrict g, const float *restrict b, float eps, void *const *q,
-        int q_signed, float scale, float zp, int dq_out) {
-    const float *t[2];
+DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const float *restrict skip,
+                                                float *restrict y, long n,
+                                                const float *restrict g, const float *restrict b,
+                                                float eps, void *q, int q_signed, float scale,
+                                                float zp, int dq_out) {
+    const float *t = x;
     long i;
-    for (int r = 0; r < R; r++) {
-        t[r] = x[r];
-        if (skip[r]) {
-            for (i = 0; i < n; i += 16)
-                _mm512_storeu_ps(y[r] + i, _mm512_add_ps(_mm512_loadu_ps(x[r] + i),
-                                                         _mm512_loadu_ps(skip[r] + i)));
-            t[r] = y[r];
-        }
+    if (skip) {
+        for (i = 0; i < n; i += 16)
+            _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(skip + i)));
+        t = y;
     }
     float s8[8];
-    __m512 z0[2], z1[2], mv[2], iv[2];
-    for (int r = 0; r < R; r++) z0[r] = z1[r] = _mm512_setzero_ps();
+    __m512 z0 = _mm512_setzero_ps(), z1 = z0;
     for (i = 0; i < n; i += 32) {
-        /* the next rows' input (and residual) towards L1 while these compute: in a model the
-         * residual was written several layers back, and each row starts a new stream that the
-         * hardware prefetcher picks up late (the caller's rows are consecutive) */
-        for (int r = 0; r < R; r++) {
-            const float *xn = x[R - 1] + (r + 1) * n + i;
-            __builtin_prefetch(xn, 0, 3); __builtin_prefetch(xn + 16, 0, 3);
-            if (skip[r]) {
-                const float *sn = skip[R - 1] + (r + 1) * n + i;
-                __builtin_prefetch(sn, 0, 3); __builtin_prefetch(sn + 16, 0, 3);
-            }
-        }
-        for (int r = 0; r < R; r++) {
-            z0[r] = _mm512_add_ps(z0[r], _mm512_loadu_ps(t[r] + i));
-            z1[r] = _mm512_add_ps(z1[r], _mm512_loadu_ps(t[r] + i + 16));
-        }
+        /* the next row's input (and residual) towards L1 while this one computes: in a model
+         * the residual was written several layers back, and each row starts a new stream
+         * that the hardware prefetcher picks up late (the caller's rows are consecutive) */
+        __builtin_prefetch(x + n + i, 0, 3); __builtin_prefetch(x + n + i + 16, 0, 3);
+        if (skip) { __builtin_prefetch(skip + n + i, 0, 3); __builtin_prefetch(skip + n + i + 16, 0, 3); }
+        z0 = _mm512_add_ps(z0, _mm512_loadu_ps(t + i));
+        z1 = _mm512_add_ps(z1, _mm512_loadu_ps(t + i + 16));
     }
-    for (int r = 0; r < R; r++) {
-        /* (a0 + a1) + (a2 + a3) */
-        _mm256_storeu_ps(s8, _mm256_add_ps(
-            _mm256_add_ps(_mm512_castps512_ps256(z0[r]), _mm512_extractf32x8_ps(z0[r], 1)),
-            _mm256_add_ps(_mm512_castps512_ps256(z1[r]), _mm512_extractf32x8_ps(z1[r], 1))));
-        float mean = (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])))
-                     / (float)n;
-        mv[r] = _mm512_set1_ps(mean);
-        z0[r] = z1[r] = _mm512_setzero_ps();
+    /* (a0 + a1) + (a2 + a3) */
+    _mm256_storeu_ps(s8, _mm256_add_ps(
+        _mm256_add_ps(_mm512_castps512_ps256(z0), _mm512_extractf32x8_ps(z0, 1)),
+        _mm256_add_ps(_mm512_castps512_ps256(z1), _mm512_extractf32x8_ps(z1, 1))));
+    float mean = (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])))
+                 / (float)n;
+    const __m512 mv = _mm512_set1_ps(mean);
+    z0 = z1 = _mm512_setzero_ps();
+    for (i = 0; i < n; i += 32) {
+        __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(t + i), mv);
+        __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(t + i + 16), mv);
+        z0 = _mm512_fmadd_ps(d0, d0, z0);
+        z1 = _mm512_fmadd_ps(d1, d1, z1);
     }
-    for (i = 0; i < n; i += 32)
-        for (int r = 0; r < R; r++) {
-            __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(t[r] + i), mv[r]);
-            __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(t[r] + i + 16), mv[r]);
-            z0[r] = _mm512_fmadd_ps(d0, d0, z0[r]);
-            z1[r] = _mm512_fmadd_ps(d1, d1, z1[r]);
-        }
-    for (int r = 0; r < R; r++) {
-        _mm256_storeu_ps(s8, _mm256_add_ps(
-            _mm256_add_ps(_mm512_castps512_ps256(z0[r]), _mm512_extractf32x8_ps(z0[r], 1)),
-            _mm256_add_ps(_mm512_castps512_ps256(z1[r]), _mm512_extractf32x8_ps(z1[r], 1))));
-        float var = (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])))
-                    / (float)n;
-        iv[r] = _mm512_set1_ps(1.0f / sqrtf(var + eps));
-    }
+    _mm256_storeu_ps(s8, _mm256_add_ps(
+        _mm256_add_ps(_mm512_castps512_ps256(z0), _mm512_extractf32x8_ps(z0, 1)),
+        _mm256_add_ps(_mm512_castps512_ps256(z1), _mm512_extractf32x8_ps(z1, 1))));
+    float var = (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])))
+                / (float)n;
+    const __m512 iv = _mm512_set1_ps(1.0f / sqrtf(var + eps));
     /* the quantizer's constants (dscy_quantize_u8_avx512 / _s8_avx512) */
     const float ivs = dscy_q8_inv(scale);
     const int divide = ivs == 0.0f;
     const float top = q_signed ? 127.0f : 255.0f, bot = q_signed ? -128.0f : 0.0f;
     const __m512 qs = _mm512_set1_ps(scale), qiv = _mm512_set1_ps(ivs), zpv = _mm512_set1_ps(zp),
                  lo0 = _mm512_set1_ps(bot - zp), hi0 = _mm512_set1_ps(top - zp);
+    unsigned char *qb = (unsigned char *)q;
     for (i = 0; i < n; i += 16) {
-        __m512 gv = _mm512_loadu_ps(g + i), bv = b ? _mm512_loadu_ps(b + i) : _mm512_setzero_ps();
-        for (int r = 0; r < R; r++) {
-            __m512 u = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(t[r] + i), mv[r]), iv[r]);
-            __m512 v = b ? _mm512_fmadd_ps(u, gv, bv) : _mm512_mul_ps(u, gv);
-            if (!q[r]) { _mm512_storeu_ps(y[r] + i, v); continue; }
-            v = dscy_q8_16r(v, qs, qiv, divide, lo0, hi0);      /* q - zp */
-            _mm_storeu_si128((__m128i *)((unsigned char *)q[r] + i),
-                             _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(_mm512_add_ps(v, zpv))));
-            if (dq_out)                   /* dscy_dequant_row's (q - zp) * scale */
-                _mm512_storeu_ps(y[r] + i, _mm512_mul_ps(v, qs));
-        }
+        __m512 u = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(t + i), mv), iv);
+        __m512 r = b ? _mm512_fmadd_ps(u, _mm512_loadu_ps(g + i), _mm512_loadu_ps(b + i))
+                     : _mm512_mul_ps(u, _mm512_loadu_ps(g + i));
+        if (!qb) { _mm512_storeu_ps(y + i, r); continue; }
+        __m512 v = dscy_q8_16r(r, qs, qiv, divide, lo0, hi0);      /* q - zp */
+        _mm_storeu_si128((__m128i *)(qb + i),
+                         _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(_mm512_add_ps(v, zpv))));
+        if (dq_out)                   /* dscy_dequant_row's (q - zp) * scale */
+            _mm512_storeu_ps(y + i, _mm512_mul_ps(v, qs));
     }
-}
-
-/* The LayerNorm row on zmm (level 2, n a multiple of 32), optionally with the QuantizeLinear
- * (q not NULL) and DequantizeLinear (dq_out) of the row in the same last pass: each 16 values
- * are normalised, quantized and dequantized in registers, where the separate passes wrote y,
- * read it to quantize, and read the bytes back to dequantize (six passes over the row and two
- * calls per row become three passes). Bit-identical to dscy_layernorm_avx2v followed by
- * dscy_quantize8 / dscy_dequant_row at level 2: the two zmm sums per pass hold lanes of the
- * four ymm sums (z0 = a0 | a1, z1 = a2 | a3) and are folded in the same order; the element
- * steps are the same operations. With q and without dq_out, y is scratch (x + skip). */
-DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const float *restrict skip,
-                                                float *restrict y, long n,
-                                                const float *restrict g, const float *restrict b,
-                                                float eps, void *q, int q_signed, float scale,
-                                                float zp, int dq_out) {
-    const float *xs[1] = {x}, *ss[1] = {skip};
-    float *ys[1] = {y};
-    void *qs[1] = {q};
-    dscy_layernorm_zr(1, xs, ss, ys, n, g, b, eps, qs, q_signed, scale, zp, dq_out);
-}
-
-/* dscy_layernorm_z on two consecutive rows (x, skip, y and q advance by n), bit for bit */
-DSCY_TARGET_AVX512 static void dscy_layernorm_z2(const float *x, const float *skip, float *y,
-                                                 long n, const float *restrict g,
-                                                 const float *restrict b, float eps, void *q,
-                                                 int q_signed, float scale, float zp, int dq_out) {
-    const float *xs[2] = {x, x + n}, *ss[2] = {skip, skip ? skip + n : NULL};
-    float *ys[2] = {y, y + n};
-    void *qs[2] = {q, q ? (void *)((unsigned char *)q + n) : NULL};
-    dscy_layernorm_zr(2, xs, ss, ys, n, g, b, eps, qs, q_signed, scale, zp, dq_out);
 }
 #else
 #define DSCY_LAYERNORM_AVX2 dscy_layernorm_generic   /* no AVX2 build here: never selected */
@@ -698,21 +646,6 @@ static inline int dscy_layernorm_zq(int level, const float *x, const float *skip
 #ifndef DSCY_NO_LAYERNORM_Z
     if (level >= 2 && n % 32 == 0) {
         dscy_layernorm_z(x, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out);
-        return 1;
-    }
-#endif
-    (void)level; (void)x; (void)skip; (void)y; (void)n; (void)g; (void)b; (void)eps; (void)q;
-    (void)q_signed; (void)scale; (void)zp; (void)dq_out;
-    return 0;
-}
-
-/* dscy_layernorm_zq on two consecutive rows (x, skip, y and q advance by n) */
-static inline int dscy_layernorm_zq2(int level, const float *x, const float *skip, float *y,
-                                     long n, const float *g, const float *b, float eps, void *q,
-                                     int q_signed, float scale, float zp, int dq_out) {
-#ifndef DSCY_NO_LAYERNORM_Z
-    if (level >= 2 && n % 32 == 0) {
-        dscy_layernorm_z2(x, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out);
         return 1;
     }
 #endif
