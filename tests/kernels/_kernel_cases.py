@@ -63,6 +63,18 @@ def epilogue_layer(rng, fmt, m=45, k=100, n=37):
     return x, w, p, b, acc
 
 
+def residual_view(rng, rdt, m, n, off=2):
+    """A residual (r [m, n], zero_point, scale) for the INT8 kernels' epilogue: float32 r, or
+    uint8 / int8 r with a zero point and scale; r is a strided view (columns off .. off + n - 1
+    of a wider buffer, off <= 5)."""
+    if rdt == np.float32:
+        rbuf = rng.standard_normal((m, n + 5)).astype(np.float32)
+        return (rbuf[:, off:n + off], 0, 1.0)
+    info = np.iinfo(rdt)
+    rbuf = rng.integers(info.min, info.max + 1, (m, n + 5)).astype(rdt)
+    return (rbuf[:, off:n + off], 7 if rdt == np.uint8 else -3, 0.011)
+
+
 # the levels of the once-built float kernels (_f32_fused: baseline, AVX2, AVX-512) this CPU runs
 F32_LEVELS = [0] + ([1] if K.kernel_isa() != "generic" else []) + \
     ([2] if K.kernel_isa() in ("avx512_vnni", "amx") else [])

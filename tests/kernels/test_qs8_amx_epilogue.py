@@ -13,6 +13,7 @@ import pytest
 
 import deepsparse_cy.kernels as K
 from deepsparse_cy.kernels import qs8
+from _kernel_cases import residual_view
 
 AMX = K.load("qs8_gemm", "amx") if "amx" in K.runnable_isas() else None
 needs_amx = pytest.mark.skipif(AMX is None, reason="no runnable amx build of qs8_gemm here")
@@ -103,13 +104,7 @@ def test_residual_epilogue(shape, rdt, act, clip, out):
     rng = np.random.default_rng(m * 5 + n + k)
     x, w, b, acc = _layer(rng, m, k, n)
     sc = np.float32(2.0 / max(np.abs(acc).max(), 1.0))
-    if rdt == np.float32:
-        rbuf = rng.standard_normal((m, n + 5)).astype(np.float32)
-        residual = (rbuf[:, 3:n + 3], 0, 1.0)                   # a strided view
-    else:
-        info = np.iinfo(rdt)
-        rbuf = rng.integers(info.min, info.max + 1, (m, n + 5)).astype(rdt)
-        residual = (rbuf[:, 1:n + 1], 7 if rdt == np.uint8 else -3, 0.011)
+    residual = residual_view(rng, rdt, m, n, off=3)            # a strided view
     kw = dict(activation=act, clip=clip, residual=residual,
               y_scale=0.02 if out != np.float32 else 1.0,
               mid=(np.uint8, 120, np.float32(0.015), rng.standard_normal(n).astype(np.float32)))

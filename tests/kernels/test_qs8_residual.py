@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import deepsparse_cy.kernels as K
-from _kernel_cases import epilogue_layer, isa_params, sparse_weight
+from _kernel_cases import epilogue_layer, isa_params, residual_view, sparse_weight
 
 
 @pytest.mark.parametrize("isa", isa_params())
@@ -21,13 +21,7 @@ def test_qs8_residual_epilogue(isa, fmt, rdt, act, clip, out, mid):
     rng = np.random.default_rng(3)
     x, w, p, b, acc = epilogue_layer(rng, fmt, m=m, n=n)
     sc = np.float32(2.0 / max(np.abs(acc).max(), 1.0))        # real values about +-2
-    if rdt == np.float32:
-        rbuf = rng.standard_normal((m, n + 3)).astype(np.float32)
-        residual = (rbuf[:, 1:n + 1], 0, 1.0)                   # a strided view
-    else:
-        info = np.iinfo(rdt)
-        rbuf = rng.integers(info.min, info.max + 1, (m, n + 3)).astype(rdt)
-        residual = (rbuf[:, 2:n + 2], 7 if rdt == np.uint8 else -3, 0.011)
+    residual = residual_view(rng, rdt, m, n)                   # a strided view
     kw = dict(activation=act, clip=clip, residual=residual,
               y_scale=0.02 if out != np.float32 else 1.0,
               mid=(np.uint8, 120, (rng.random(n) * 0.02 + 0.01).astype(np.float32),
