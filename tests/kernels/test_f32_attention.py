@@ -1,7 +1,9 @@
 """Compiled FP32 attention (kernels/csrc/f32_attn.c, used by FusedAttention) against a float64
 numpy reference, on every ISA build this machine runs: strided [B, S, H, D] views as the
 exporter's Reshape gives them, ragged sizes (queries not a multiple of the 6-row block, keys not
-a multiple of the 16-key panel, head sizes off the 8/32 vector widths, Dv != D) and broadcast masks."""
+a multiple of the 16-key panel, head sizes off the 8/32 vector widths, Dv != D) and broadcast masks.
+The zmm build reads a block's query and probability rows at fixed strides up to 512 keys and a
+head size of 256, and transposes the blocks beyond; cases on both sides of those limits."""
 import numpy as np
 import pytest
 
@@ -31,10 +33,16 @@ CASES = [  # B, S, T, H, D, Dv, mask shape
     (2, 33, 17, 4, 8, 8, (2, 4, 33, 17)),
     (1, 4, 1, 2, 3, 1, None),                       # one key
 ]
+# the zmm build's limits of fixed-stride rows (512 keys, head size 256) and past them
+WIDE = [
+    (1, 14, 512, 1, 256, 20, (1, 1, 1, 512)),       # the most the fixed-stride rows take
+    (1, 14, 600, 2, 64, 40, (1, 1, 1, 600)),        # keys past 512: transposed blocks
+    (1, 13, 40, 2, 300, 24, None),                  # head size past 256: transposed blocks
+]
 
 
 @pytest.mark.parametrize("isa", isa_params("f32_conv"))
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case", CASES + WIDE, ids=str)
 def test_f32_attention(isa, case):
     B, S, T, H, D, Dv, mshape = case
     rng = np.random.default_rng(S * 7 + T)

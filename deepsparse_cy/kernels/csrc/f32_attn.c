@@ -15,6 +15,7 @@
  * call at all: OpenBLAS's workers keep spinning after each call and, on a 2-core machine, take
  * turns of a scheduler time slice with the OpenMP threads of the next op. */
 #include <stdlib.h>
+#include <string.h>
 #include <stdint.h>
 #include <stddef.h>
 #include "dscy_common.h"
@@ -214,11 +215,14 @@ static void tr_rows(const float *x, ptrdiff_t ld, int nr, int n, float *xt) {
         for (int r = 0; r < QT; r++) xt[(size_t)j * QT + r] = r < nr ? x[(size_t)r * ld + j] : 0.0f;
 }
 
-/* acc[r][c] (+)= sum_i a[i][r] * b[i][c]: QB rows of a transposed at at[i][QT], P panels of 16
+/* acc[r][c] (+)= sum_i a[i][r] * b[i][c]: QB rows of a at at[i * ais + r * ars] (transposed,
+ * at[i][QT]: ais QT, ars 1; or rows a fixed stride apart: ais 1, ars SROW / QROW, constants so
+ * that each row's broadcast is the running pointer plus a constant offset), P panels of 16
  * columns of b at bp + c * pstride, n steps (bp rows 16 floats apart), into out rows
  * (r < nr) ostride apart (w columns of the last panel valid) */
-static inline __attribute__((always_inline)) void zblock(const float *at, const float *bp,
-        ptrdiff_t pstride, int n, const int P, float *out, ptrdiff_t ostride, int nr, int w) {
+static inline __attribute__((always_inline)) void zblock(const float *at, const ptrdiff_t ais,
+        const ptrdiff_t ars, const float *bp, ptrdiff_t pstride, int n, const int P, float *out,
+        ptrdiff_t ostride, int nr, int w) {
     __m512 acc[2][QB];
     #pragma GCC unroll 24
     for (int c = 0; c < P; c++)
@@ -226,10 +230,10 @@ static inline __attribute__((always_inline)) void zblock(const float *at, const 
     for (int i = 0; i < n; i++) {
         __m512 b0 = _mm512_loadu_ps(bp + (size_t)i * KW);
         __m512 b1 = P > 1 ? _mm512_loadu_ps(bp + pstride + (size_t)i * KW) : b0;
-        const float *ai = at + (size_t)i * QT;
+        const float *ai = at + (size_t)i * ais;
         #pragma GCC unroll 12
         for (int r = 0; r < QB; r++) {
-            __m512 a = _mm512_set1_ps(ai[r]);
+            __m512 a = _mm512_set1_ps(ai[r * ars]);
             acc[0][r] = _mm512_fmadd_ps(a, b0, acc[0][r]);
             if (P > 1) acc[1][r] = _mm512_fmadd_ps(a, b1, acc[1][r]);
         }
@@ -249,8 +253,9 @@ static inline __attribute__((always_inline)) void zblock(const float *at, const 
 static void scores_z(const float *qt, const float *ktp, int D, int T16, float *s, int nr) {
     int nb = T16 / KW, jb = 0;
     for (; jb + 2 <= nb; jb += 2)
-        zblock(qt, ktp + (size_t)jb * D * KW, (ptrdiff_t)D * KW, D, 2, s + jb * KW, T16, nr, KW);
-    if (jb < nb) zblock(qt, ktp + (size_t)jb * D * KW, 0, D, 1, s + jb * KW, T16, nr, KW);
+        zblock(qt, QT, 1, ktp + (size_t)jb * D * KW, (ptrdiff_t)D * KW, D, 2, s + jb * KW, T16,
+               nr, KW);
+    if (jb < nb) zblock(qt, QT, 1, ktp + (size_t)jb * D * KW, 0, D, 1, s + jb * KW, T16, nr, KW);
 }
 
 /* context of a block: pt [T][QT] (probabilities) against the V panels -> o rows */
@@ -258,9 +263,35 @@ static void context_z(const float *pt, int T, const float *vp, int Dv, float *o,
                       int nr) {
     int nb = (Dv + KW - 1) / KW, eb = 0;
     for (; eb + 2 <= nb; eb += 2)
-        zblock(pt, vp + (size_t)eb * T * KW, (ptrdiff_t)T * KW, T, 2, o + eb * KW, os, nr,
+        zblock(pt, QT, 1, vp + (size_t)eb * T * KW, (ptrdiff_t)T * KW, T, 2, o + eb * KW, os, nr,
                Dv - (eb + 1) * KW);
-    if (eb < nb) zblock(pt, vp + (size_t)eb * T * KW, 0, T, 1, o + eb * KW, os, nr, Dv - eb * KW);
+    if (eb < nb) zblock(pt, QT, 1, vp + (size_t)eb * T * KW, 0, T, 1, o + eb * KW, os, nr,
+                        Dv - eb * KW);
+}
+
+/* The same two products reading the block's rows as they are, at fixed strides: the queries
+ * copied to qr [QB][QROW] (D <= QROW), the probabilities in s [QB][SROW] (T16 <= SROW). Each
+ * broadcast is then the running pointer plus a constant offset, and no block is transposed: the
+ * 8 x 8 transposes of tr_rows, 24 shuffles each on one port, were ~13% of BERT-base's attention.
+ * The products' operations and order are the transposed path's: bit for bit. */
+#define SROW 512
+#define QROW 256
+static void scores_zr(const float *qr, const float *ktp, int D, int T16, float *s, int nr) {
+    int nb = T16 / KW, jb = 0;
+    for (; jb + 2 <= nb; jb += 2)
+        zblock(qr, 1, QROW, ktp + (size_t)jb * D * KW, (ptrdiff_t)D * KW, D, 2, s + jb * KW, SROW,
+               nr, KW);
+    if (jb < nb) zblock(qr, 1, QROW, ktp + (size_t)jb * D * KW, 0, D, 1, s + jb * KW, SROW, nr, KW);
+}
+
+static void context_zr(const float *s, int T, const float *vp, int Dv, float *o, ptrdiff_t os,
+                       int nr) {
+    int nb = (Dv + KW - 1) / KW, eb = 0;
+    for (; eb + 2 <= nb; eb += 2)
+        zblock(s, 1, SROW, vp + (size_t)eb * T * KW, (ptrdiff_t)T * KW, T, 2, o + eb * KW, os, nr,
+               Dv - (eb + 1) * KW);
+    if (eb < nb) zblock(s, 1, SROW, vp + (size_t)eb * T * KW, 0, T, 1, o + eb * KW, os, nr,
+                        Dv - eb * KW);
 }
 #endif
 
@@ -624,14 +655,22 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
             continue;
         }
 #endif
-        float *ktp = att_buffer((size_t)D * T16 + (size_t)T * Dv16 + (size_t)QB * T16
-                                + (ATT_Z ? (size_t)QT * (T16 + D) : 0) + (size_t)QB * Dv16);
+#if ATT_Z
+        /* rows at fixed strides (scores_zr / context_zr) where they fit, else transposed */
+        const int fixed = T16 <= SROW && D <= QROW;
+        const size_t srow = fixed ? SROW : (size_t)T16;
+        const size_t tsz = fixed ? (size_t)QB * QROW : (size_t)QT * (T16 + D);
+#else
+        const size_t srow = T16, tsz = 0;
+#endif
+        float *ktp = att_buffer((size_t)D * T16 + (size_t)T * Dv16 + (size_t)QB * srow + tsz
+                                + (size_t)QB * Dv16);
         if (!ktp) { fail = 1; continue; }
         float *vp = ktp + (size_t)D * T16, *s = vp + (size_t)T * Dv16;
         pack_k(k + b * kb + h * kh, ks, T, D, ktp);
         pack_v(v + b * vb + h * vh, vs, T, Dv, vp);
         const float *qbh = q + b * qb + h * qh;
-        float *cq = s + (size_t)QB * T16 + (ATT_Z ? (size_t)QT * (T16 + D) : 0);
+        float *cq = s + (size_t)QB * srow + tsz;
         /* the block's context rows: the output, or (quantized output) the scratch cq */
         float *obh = oq ? cq : o + b * ob + h * oh;
         ptrdiff_t ostr = oq ? Dv : os;
@@ -640,13 +679,37 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
             int nr = S - i0 < QB ? S - i0 : QB;
             float *ob0 = oq ? cq : obh + (size_t)i0 * os;
 #if ATT_Z
-            float *qt = s + (size_t)QB * T16, *pt = qt + (size_t)QT * D;
-            tr_rows(qbh + (size_t)i0 * qs, qs, nr, D, qt);
-            scores_z(qt, ktp, D, T16, s, nr);
-            for (int r = 0; r < nr; r++)
-                softmax_row16(s + (size_t)r * T16, mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T, scale);
-            tr_rows(s, T16, nr, T, pt);
-            context_z(pt, T, vp, Dv, ob0, ostr, nr);
+            if (fixed) {
+                float *qr = s + (size_t)QB * SROW;
+                for (int r = 0; r < QB; r++) {      /* the block's queries; rows past nr zero */
+                    const float *src = qbh + (size_t)(i0 + r) * qs;
+                    float *dst = qr + (size_t)r * QROW;
+                    int d = 0;
+                    for (; d + 16 <= D; d += 16)
+                        _mm512_storeu_ps(dst + d, r < nr ? _mm512_loadu_ps(src + d) : _mm512_setzero_ps());
+                    if (d < D) {
+                        __mmask16 m = (__mmask16)((1u << (D - d)) - 1);
+                        _mm512_mask_storeu_ps(dst + d, m, r < nr ? _mm512_maskz_loadu_ps(m, src + d)
+                                                                 : _mm512_setzero_ps());
+                    }
+                }
+                scores_zr(qr, ktp, D, T16, s, nr);
+                for (int r = 0; r < nr; r++)
+                    softmax_row16(s + (size_t)r * SROW, mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T,
+                                  scale);
+                for (int r = nr; r < QB; r++)       /* rows past nr: zero probabilities */
+                    memset(s + (size_t)r * SROW, 0, (size_t)T * sizeof(float));
+                context_zr(s, T, vp, Dv, ob0, ostr, nr);
+            } else {
+                float *qt = s + (size_t)QB * T16, *pt = qt + (size_t)QT * D;
+                tr_rows(qbh + (size_t)i0 * qs, qs, nr, D, qt);
+                scores_z(qt, ktp, D, T16, s, nr);
+                for (int r = 0; r < nr; r++)
+                    softmax_row16(s + (size_t)r * T16, mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T,
+                                  scale);
+                tr_rows(s, T16, nr, T, pt);
+                context_z(pt, T, vp, Dv, ob0, ostr, nr);
+            }
 #else
             scores(qbh + (size_t)i0 * qs, qs, nr, ktp, D, T16, s);
             for (int r = 0; r < nr; r++) {
