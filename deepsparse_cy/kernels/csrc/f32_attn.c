@@ -33,8 +33,9 @@
 
 #if defined(__AVX512F__)
 /* avx512 builds: blocks of 12 query rows, each row one zmm per 16 keys / columns, two panels per
- * step (24 accumulators); the block's queries and probabilities transposed first ([d][12] and
- * [j][12]) so every broadcast is one pointer plus a constant offset */
+ * step (24 accumulators); every broadcast is one pointer plus a constant offset: the block's
+ * queries copied to rows QROW floats apart and its probabilities in rows SROW apart (scores_zr /
+ * context_zr), or, past those sizes, both transposed first ([d][12] and [j][12]) */
 #define ATT_Z 1
 #define QB 12
 #define QT 16   /* row stride of the transposed blocks: QB rows padded to two 8-row groups */
