@@ -216,24 +216,24 @@ static void tr_rows(const float *x, ptrdiff_t ld, int nr, int n, float *xt) {
         for (int r = 0; r < QT; r++) xt[(size_t)j * QT + r] = r < nr ? x[(size_t)r * ld + j] : 0.0f;
 }
 
-/* acc[r][c] (+)= sum_i a[i][r] * b[i][c]: QB rows of a at at[i * ais + r * ars] (transposed,
+/* acc[r][c] (+)= sum_i a[i][r] * b[i][c]: NQ (<= QB) rows of a at at[i * ais + r * ars] (transposed,
  * at[i][QT]: ais QT, ars 1; or rows a fixed stride apart: ais 1, ars SROW / QROW, constants so
  * that each row's broadcast is the running pointer plus a constant offset), P panels of 16
  * columns of b at bp + c * pstride, n steps (bp rows 16 floats apart), into out rows
  * (r < nr) ostride apart (w columns of the last panel valid) */
-static inline __attribute__((always_inline)) void zblock(const float *at, const ptrdiff_t ais,
-        const ptrdiff_t ars, const float *bp, ptrdiff_t pstride, int n, const int P, float *out,
-        ptrdiff_t ostride, int nr, int w) {
+static inline __attribute__((always_inline)) void zblock_n(const int NQ, const float *at,
+        const ptrdiff_t ais, const ptrdiff_t ars, const float *bp, ptrdiff_t pstride, int n,
+        const int P, float *out, ptrdiff_t ostride, int nr, int w) {
     __m512 acc[2][QB];
     #pragma GCC unroll 24
     for (int c = 0; c < P; c++)
-        for (int r = 0; r < QB; r++) acc[c][r] = _mm512_setzero_ps();
+        for (int r = 0; r < NQ; r++) acc[c][r] = _mm512_setzero_ps();
     for (int i = 0; i < n; i++) {
         __m512 b0 = _mm512_loadu_ps(bp + (size_t)i * KW);
         __m512 b1 = P > 1 ? _mm512_loadu_ps(bp + pstride + (size_t)i * KW) : b0;
         const float *ai = at + (size_t)i * ais;
         #pragma GCC unroll 12
-        for (int r = 0; r < QB; r++) {
+        for (int r = 0; r < NQ; r++) {
             __m512 a = _mm512_set1_ps(ai[r * ars]);
             acc[0][r] = _mm512_fmadd_ps(a, b0, acc[0][r]);
             if (P > 1) acc[1][r] = _mm512_fmadd_ps(a, b1, acc[1][r]);
@@ -241,13 +241,22 @@ static inline __attribute__((always_inline)) void zblock(const float *at, const 
     }
     #pragma GCC unroll 24
     for (int c = 0; c < P; c++)
-        for (int r = 0; r < QB; r++) {
+        for (int r = 0; r < NQ; r++) {
             if (r >= nr) continue;
             float *o = out + (size_t)r * ostride + c * KW;
             int wc = c == P - 1 ? w : KW;
             if (wc >= KW) _mm512_storeu_ps(o, acc[c][r]);
             else _mm512_mask_storeu_ps(o, (__mmask16)((1u << wc) - 1), acc[c][r]);
         }
+}
+
+/* zblock_n over the block's rows: all QB, or 8 for a short last block (8 or fewer rows: a
+ * sequence of 128 leaves one of 8, which computed 12) */
+static inline __attribute__((always_inline)) void zblock(const float *at, const ptrdiff_t ais,
+        const ptrdiff_t ars, const float *bp, ptrdiff_t pstride, int n, const int P, float *out,
+        ptrdiff_t ostride, int nr, int w) {
+    if (nr <= 8) zblock_n(8, at, ais, ars, bp, pstride, n, P, out, ostride, nr, w);
+    else zblock_n(QB, at, ais, ars, bp, pstride, n, P, out, ostride, nr, w);
 }
 
 /* scores of a block: qt [D][QT] against the K panels -> s[r][T16] */
