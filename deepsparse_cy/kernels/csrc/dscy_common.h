@@ -512,6 +512,36 @@ dscy_lut64_vbmi(const __m512i t[4], const __m512i c[4]) {
 }
 #endif
 
+/* dscy_ek16's last steps on the float lanes f: the activation, the y_scale division, then the
+ * float bits, or (q8, an 8-bit output) the quantized int32 lanes (dscy_ep_post8 + dscy_ep_q8) */
+static inline __attribute__((always_inline)) __m512i dscy_ek16_post(const dscy_ek_consts *k,
+                                                                   __m512 f, int q8) {
+    if (k->act == DSCY_ACT_RELU) f = _mm512_max_ps(f, k->zalo);
+    else if (k->act == DSCY_ACT_CLIP) f = _mm512_min_ps(_mm512_max_ps(f, k->zalo), k->zahi);
+    if (k->ydiv) f = _mm512_div_ps(f, k->zys);
+    if (!q8) return _mm512_castps_si512(f);
+    f = _mm512_min_ps(_mm512_max_ps(f, k->zqlo), k->zqhi);
+    return _mm512_add_epi32(_mm512_cvtps_epi32(f), k->zzp);
+}
+
+/* dscy_res8 on 16 lanes: the residual's outputs at element offset o of res (type rt), 8-bit
+ * ones as (r - zp) * scale with rzp / rsc their broadcasts */
+static inline __attribute__((always_inline)) __m512 dscy_res16(int rt, const void *res,
+                                                              ptrdiff_t o, __m512i rzp, __m512 rsc) {
+    if (rt == DSCY_OUT_F32) return _mm512_loadu_ps((const float *)res + o);
+    __m128i b = _mm_loadu_si128((const __m128i *)((const uint8_t *)res + o));
+    __m512i v = rt == DSCY_OUT_U8 ? _mm512_cvtepu8_epi32(b) : _mm512_cvtepi8_epi32(b);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, rzp)), rsc);
+}
+
+/* kind PRE's rest on 16 lanes, bit for bit dscy_ep_post8 + dscy_ep_q8: the float f before the
+ * residual plus the residual r (its own product rounded first), then dscy_ek16_post */
+static inline __attribute__((always_inline)) __m512i dscy_ek16_res(const dscy_ek_consts *k,
+                                                                  __m512 f, __m512 r, int q8) {
+    __asm__("" : "+v"(r));
+    return dscy_ek16_post(k, _mm512_add_ps(f, r), q8);
+}
+
 /* dscy_ek8 on 16 lanes (the same operations in the same order: bit for bit) */
 static inline __attribute__((always_inline)) __m512i dscy_ek16(
         const int EK, const dscy_ek_consts *k, __m512i acc, __m512i b, __m512 s, __m512 ms,
@@ -532,12 +562,7 @@ static inline __attribute__((always_inline)) __m512i dscy_ek16(
         f = _mm512_add_ps(f, mb);
     }
     if (EK == DSCY_EK_PRE) return _mm512_castps_si512(f);
-    if (k->act == DSCY_ACT_RELU) f = _mm512_max_ps(f, k->zalo);
-    else if (k->act == DSCY_ACT_CLIP) f = _mm512_min_ps(_mm512_max_ps(f, k->zalo), k->zahi);
-    if (k->ydiv) f = _mm512_div_ps(f, k->zys);
-    if (EK == DSCY_EK_F32) return _mm512_castps_si512(f);
-    f = _mm512_min_ps(_mm512_max_ps(f, k->zqlo), k->zqhi);
-    return _mm512_add_epi32(_mm512_cvtps_epi32(f), k->zzp);
+    return dscy_ek16_post(k, f, EK != DSCY_EK_F32);
 }
 #endif
 #endif

@@ -458,38 +458,17 @@ static inline __attribute__((always_inline)) void store_tile_ek(
             tile_lut_shared_vbmi(&kl, c, mr, zb, zs, ob, ldb, keep);
             return;
         }
-        if (EK == DSCY_EK_PRE) {    /* the residual, then dscy_ep_post8 and dscy_ep_q8 */
-            const int rt = ep->res_type;
-            const ptrdiff_t ldr = ep->ldr;
-            const float *rf = (const float *)ep->res + (ptrdiff_t)m0 * ldr + n0;
-            const uint8_t *rb = (const uint8_t *)ep->res + (ptrdiff_t)m0 * ldr + n0;
-            const __m512i rzp = _mm512_set1_epi32(ep->res_zp);
-            const __m512 rsc = _mm512_set1_ps(ep->res_scale);
-            for (int r = 0; r < mr; r++) {
-                __m512 f = _mm512_castsi512_ps(dscy_ek16(EK, &kl, _mm512_loadu_si512(c + r * NR),
-                                                         zb, zs, zma, zmb, zrow));
-                __m512 res;
-                if (rt == DSCY_OUT_F32) res = _mm512_loadu_ps(rf + r * ldr);
-                else {                  /* dscy_res8: (r - zp) * scale */
-                    __m128i b = _mm_loadu_si128((const __m128i *)(rb + r * ldr));
-                    __m512i v = rt == DSCY_OUT_U8 ? _mm512_cvtepu8_epi32(b) : _mm512_cvtepi8_epi32(b);
-                    res = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, rzp)), rsc);
-                }
-                __asm__("" : "+v"(res));  /* the residual's own product rounds before the add */
-                f = _mm512_add_ps(f, res);
-                if (kl.act == DSCY_ACT_RELU) f = _mm512_max_ps(f, kl.zalo);
-                else if (kl.act == DSCY_ACT_CLIP) f = _mm512_min_ps(_mm512_max_ps(f, kl.zalo), kl.zahi);
-                if (kl.ydiv) f = _mm512_div_ps(f, kl.zys);
-                if (q8) {
-                    f = _mm512_min_ps(_mm512_max_ps(f, kl.zqlo), kl.zqhi);
-                    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), kl.zzp);
-                    _mm_mask_storeu_epi8(ob + r * ldb, keep, _mm512_cvtepi32_epi8(v));
-                } else _mm512_mask_storeu_ps(ob + r * ldb, keep, f);
-            }
-            return;
-        }
+        /* a residual (kind PRE): its type, rows and 8-bit dequantization, read once */
+        const int rt = ep->res_type;
+        const void *res = ep->res;
+        const ptrdiff_t ldr = ep->ldr;
+        const __m512i rzp = _mm512_set1_epi32(EK == DSCY_EK_PRE ? ep->res_zp : 0);
+        const __m512 rsc = _mm512_set1_ps(EK == DSCY_EK_PRE ? ep->res_scale : 0.0f);
         for (int r = 0; r < mr; r++) {
             __m512i v = dscy_ek16(EK, &kl, _mm512_loadu_si512(c + r * NR), zb, zs, zma, zmb, zrow);
+            if (EK == DSCY_EK_PRE)
+                v = dscy_ek16_res(&kl, _mm512_castsi512_ps(v),
+                                  dscy_res16(rt, res, (ptrdiff_t)(m0 + r) * ldr + n0, rzp, rsc), q8);
             if (q8) _mm_mask_storeu_epi8(ob + r * ldb, keep, _mm512_cvtepi32_epi8(v));
             else _mm512_mask_storeu_epi32(ob + r * ldb, keep, v);
         }

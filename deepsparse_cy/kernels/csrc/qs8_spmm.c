@@ -696,11 +696,11 @@ static __attribute__((noinline, target("avx512vbmi"))) void ep_rows_lut_vbmi(
  * out as one store).
  * pre: the stage holds the floats before the residual (kind PRE): residual, activation, y_scale
  * and output type follow, the same operations in the same order as dscy_ep_post8 + dscy_ep_q8
- * (bit for bit), with the epilogue's fields read once (through ep, gcc reloaded them after every
- * byte store, which may alias them). Otherwise the stage holds finished 32-bit outputs. Not for
- * GELU with a residual (dscy_ep_post8's path). */
+ * (bit for bit: dscy_ek16_res on kr, the kind's constants), with the epilogue's fields read
+ * once (through ep, gcc reloaded them after every byte store, which may alias them). Otherwise
+ * the stage holds finished 32-bit outputs. Not for GELU with a residual (dscy_ep_post8's path). */
 static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n0, int pre,
-                    int mt, const dscy_ek_consts *kf) {
+                    int mt, const dscy_ek_consts *kf, const dscy_ek_consts *kr) {
     /* kf (kind F32, not pre): the stage holds the raw sums; the epilogue runs here on each
      * token's 16 channels with the channels' constants as vectors (dscy_ek16 lane for lane, as
      * ep_row with them broadcast: the same bits), where ep_row was a call, four broadcasts and
@@ -712,15 +712,13 @@ static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n
         ks = _mm512_loadu_ps(kf->scale + n0);
         if (kf->mid) { kms = _mm512_loadu_ps(kf->mscale + n0); kmb = _mm512_loadu_ps(kf->mbias + n0); }
     }
-    const int rt = ep->res_type, ot = ep->out_type, act = ep->act, ydiv = ep->y_scale != 1.0f;
+    const int rt = ep->res_type, ot = ep->out_type;
     const int q8 = ot == DSCY_OUT_U8 || ot == DSCY_OUT_S8;
-    const __m512i rzp = _mm512_set1_epi32(ep->res_zp), zp = _mm512_set1_epi32(ep->zero_point);
-    const __m512 rsc = _mm512_set1_ps(ep->res_scale), ys = _mm512_set1_ps(ep->y_scale);
-    const __m512 alo = _mm512_set1_ps(act == DSCY_ACT_RELU ? 0.0f : ep->lo);
-    const __m512 ahi = _mm512_set1_ps(ep->hi);
-    const __m512 qlo = _mm512_set1_ps(q8 ? dscy_q8_lo(ot, ep->zero_point) : 0.0f);
-    const __m512 qhi = _mm512_set1_ps(q8 ? dscy_q8_hi(ot, ep->zero_point) : 0.0f);
-    const char *res = (const char *)ep->res;
+    const __m512i rzp = _mm512_set1_epi32(ep->res_zp);
+    const __m512 rsc = _mm512_set1_ps(ep->res_scale);
+    dscy_ek_consts kl;                /* kr's constants in a local: the byte stores may alias *kr */
+    if (pre) kl = *kr;
+    const void *res = ep->res;
     char *out = (char *)ep->out;
     const ptrdiff_t ldr = ep->ldr, ldo = ep->ldo;
     for (int blk = 0; blk < T32 / 8; blk++) {
@@ -737,23 +735,9 @@ static void flush16(const dscy_epilogue *ep, const int32_t *stage, int m0, int n
             if (kf) f = _mm512_castsi512_ps(dscy_ek16(DSCY_EK_F32, kf, _mm512_castps_si512(f), kb, ks,
                                                       kms, kmb, _mm512_setzero_si512()));
             if (!pre) { _mm512_storeu_ps((float *)out + m * ldo + n0, f); continue; }
-            ptrdiff_t o = m * ldr + n0;
-            __m512 r;
-            if (rt == DSCY_OUT_F32) r = _mm512_loadu_ps((const float *)res + o);
-            else {
-                __m128i by = _mm_loadu_si128((const __m128i *)(res + o));
-                __m512i v = rt == DSCY_OUT_U8 ? _mm512_cvtepu8_epi32(by) : _mm512_cvtepi8_epi32(by);
-                r = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, rzp)), rsc);
-            }
-            __asm__("" : "+v"(r));   /* the residual's own product rounds before the add */
-            f = _mm512_add_ps(f, r);
-            if (act == DSCY_ACT_RELU) f = _mm512_max_ps(f, alo);
-            else if (act == DSCY_ACT_CLIP) f = _mm512_min_ps(_mm512_max_ps(f, alo), ahi);
-            if (ydiv) f = _mm512_div_ps(f, ys);
-            if (ot == DSCY_OUT_F32) { _mm512_storeu_ps((float *)out + m * ldo + n0, f); continue; }
-            f = _mm512_min_ps(_mm512_max_ps(f, qlo), qhi);
-            __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);   /* in range: vpmovdb */
-            _mm_storeu_si128((__m128i *)(out + m * ldo + n0), _mm512_cvtepi32_epi8(q));
+            __m512i q = dscy_ek16_res(&kl, f, dscy_res16(rt, res, m * ldr + n0, rzp, rsc), q8);
+            if (!q8) { _mm512_storeu_si512((float *)out + m * ldo + n0, q); continue; }
+            _mm_storeu_si128((__m128i *)(out + m * ldo + n0), _mm512_cvtepi32_epi8(q));  /* in range */
         }
     }
 }
@@ -873,7 +857,7 @@ static inline __attribute__((always_inline)) void rows_fast(
             nr = c1 - ns < 8 ? c1 - ns : 8;
 #if DSCY_QUADS
             if (!bytes && c1 - ns >= 16 && (EK != DSCY_EK_PRE || ep->act != DSCY_ACT_GELU)) {
-                flush16(ep, stage + (ns - c0) * T32, m0, ns, EK == DSCY_EK_PRE, mt, dfe ? k : NULL);
+                flush16(ep, stage + (ns - c0) * T32, m0, ns, EK == DSCY_EK_PRE, mt, dfe ? k : NULL, k);
                 nr = 16;
                 continue;
             }
