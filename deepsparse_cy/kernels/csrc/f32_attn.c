@@ -259,24 +259,37 @@ static inline __attribute__((always_inline)) void zblock(const float *at, const 
     else zblock_n(QB, at, ais, ars, bp, pstride, n, P, out, ostride, nr, w);
 }
 
-/* scores of a block: qt [D][QT] against the K panels -> s[r][T16] */
-static void scores_z(const float *qt, const float *ktp, int D, int T16, float *s, int nr) {
+/* scores of a block's rows (a[i][r] at a[i * ais + r * ars], zblock's) against the K panels ->
+ * s rows ss apart; inlined into its two callers so that ais / ars stay constants */
+static inline __attribute__((always_inline)) void scores_blk(const float *a, const ptrdiff_t ais,
+        const ptrdiff_t ars, const float *ktp, int D, int T16, float *s, const ptrdiff_t ss,
+        int nr) {
     int nb = T16 / KW, jb = 0;
     for (; jb + 2 <= nb; jb += 2)
-        zblock(qt, QT, 1, ktp + (size_t)jb * D * KW, (ptrdiff_t)D * KW, D, 2, s + jb * KW, T16,
+        zblock(a, ais, ars, ktp + (size_t)jb * D * KW, (ptrdiff_t)D * KW, D, 2, s + jb * KW, ss,
                nr, KW);
-    if (jb < nb) zblock(qt, QT, 1, ktp + (size_t)jb * D * KW, 0, D, 1, s + jb * KW, T16, nr, KW);
+    if (jb < nb) zblock(a, ais, ars, ktp + (size_t)jb * D * KW, 0, D, 1, s + jb * KW, ss, nr, KW);
 }
 
-/* context of a block: pt [T][QT] (probabilities) against the V panels -> o rows */
-static void context_z(const float *pt, int T, const float *vp, int Dv, float *o, ptrdiff_t os,
-                      int nr) {
+/* context of a block: probabilities p[j][r] at p[j * pis + r * prs] against the V panels -> o
+ * rows */
+static inline __attribute__((always_inline)) void context_blk(const float *p, const ptrdiff_t pis,
+        const ptrdiff_t prs, int T, const float *vp, int Dv, float *o, ptrdiff_t os, int nr) {
     int nb = (Dv + KW - 1) / KW, eb = 0;
     for (; eb + 2 <= nb; eb += 2)
-        zblock(pt, QT, 1, vp + (size_t)eb * T * KW, (ptrdiff_t)T * KW, T, 2, o + eb * KW, os, nr,
+        zblock(p, pis, prs, vp + (size_t)eb * T * KW, (ptrdiff_t)T * KW, T, 2, o + eb * KW, os, nr,
                Dv - (eb + 1) * KW);
-    if (eb < nb) zblock(pt, QT, 1, vp + (size_t)eb * T * KW, 0, T, 1, o + eb * KW, os, nr,
+    if (eb < nb) zblock(p, pis, prs, vp + (size_t)eb * T * KW, 0, T, 1, o + eb * KW, os, nr,
                         Dv - eb * KW);
+}
+
+/* The transposed blocks: qt [D][QT] -> s[r][T16]; pt [T][QT] -> o rows */
+static void scores_z(const float *qt, const float *ktp, int D, int T16, float *s, int nr) {
+    scores_blk(qt, QT, 1, ktp, D, T16, s, T16, nr);
+}
+static void context_z(const float *pt, int T, const float *vp, int Dv, float *o, ptrdiff_t os,
+                      int nr) {
+    context_blk(pt, QT, 1, T, vp, Dv, o, os, nr);
 }
 
 /* The same two products reading the block's rows as they are, at fixed strides: the queries
@@ -287,21 +300,11 @@ static void context_z(const float *pt, int T, const float *vp, int Dv, float *o,
 #define SROW 512
 #define QROW 256
 static void scores_zr(const float *qr, const float *ktp, int D, int T16, float *s, int nr) {
-    int nb = T16 / KW, jb = 0;
-    for (; jb + 2 <= nb; jb += 2)
-        zblock(qr, 1, QROW, ktp + (size_t)jb * D * KW, (ptrdiff_t)D * KW, D, 2, s + jb * KW, SROW,
-               nr, KW);
-    if (jb < nb) zblock(qr, 1, QROW, ktp + (size_t)jb * D * KW, 0, D, 1, s + jb * KW, SROW, nr, KW);
+    scores_blk(qr, 1, QROW, ktp, D, T16, s, SROW, nr);
 }
-
 static void context_zr(const float *s, int T, const float *vp, int Dv, float *o, ptrdiff_t os,
                        int nr) {
-    int nb = (Dv + KW - 1) / KW, eb = 0;
-    for (; eb + 2 <= nb; eb += 2)
-        zblock(s, 1, SROW, vp + (size_t)eb * T * KW, (ptrdiff_t)T * KW, T, 2, o + eb * KW, os, nr,
-               Dv - (eb + 1) * KW);
-    if (eb < nb) zblock(s, 1, SROW, vp + (size_t)eb * T * KW, 0, T, 1, o + eb * KW, os, nr,
-                        Dv - eb * KW);
+    context_blk(s, 1, SROW, T, vp, Dv, o, os, nr);
 }
 #endif
 
