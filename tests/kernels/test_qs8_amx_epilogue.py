@@ -13,7 +13,7 @@ import pytest
 
 import deepsparse_cy.kernels as K
 from deepsparse_cy.kernels import qs8
-from _kernel_cases import residual_view
+from _kernel_cases import epilogue_layer, residual_view
 
 AMX = K.load("qs8_gemm", "amx") if "amx" in K.runnable_isas() else None
 needs_amx = pytest.mark.skipif(AMX is None, reason="no runnable amx build of qs8_gemm here")
@@ -22,14 +22,6 @@ needs_amx = pytest.mark.skipif(AMX is None, reason="no runnable amx build of qs8
 # one panel pair, several pairs per thread, K over one 192-quad chunk (768 bytes)
 SHAPES = [(1, 64, 16), (15, 64, 33), (70, 96, 53), (128, 768, 96), (131, 64, 40),
           (260, 200, 70), (300, 1000, 130)]
-
-
-def _layer(rng, m, k, n):
-    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
-    w = rng.integers(-127, 128, (n, k), dtype=np.int8)
-    b = rng.integers(-3000, 3000, n).astype(np.int32)
-    acc = qs8.qs8_matmul_reference(x, w, b, None, np.int32, 0, 128).astype(np.float64)
-    return x, w, b, acc
 
 
 @pytest.fixture(params=[False, True], ids=["vbmi", "gather"])
@@ -48,7 +40,7 @@ def vbmi_off(request):
 def test_table_epilogue(vbmi_off, shape, kind, out, zp):
     m, k, n = shape
     rng = np.random.default_rng(m * 31 + n * 7 + k)
-    x, w, b, acc = _layer(rng, m, k, n)
+    x, w, _, b, acc = epilogue_layer(rng, "dense", m=m, k=k, n=n)
     sc = np.float32(500.0 / max(np.abs(acc).max(), 1.0))
     if kind == "gelu":
         kw = dict(activation="gelu", y_scale=0.04,
@@ -77,7 +69,7 @@ def test_plain_epilogues_between_multiplies(shape, out, mid):
     leave tiles pending across token-tile pairs, items and threads."""
     m, k, n = shape
     rng = np.random.default_rng(m + 3 * n + k)
-    x, w, b, acc = _layer(rng, m, k, n)
+    x, w, _, b, acc = epilogue_layer(rng, "dense", m=m, k=k, n=n)
     sc = np.float32(2.0 / max(np.abs(acc).max(), 1.0))
     kw = dict(activation="relu", y_scale=0.02 if out != np.float32 else 1.0)
     if mid:
@@ -102,7 +94,7 @@ def test_plain_epilogues_between_multiplies(shape, out, mid):
 def test_residual_epilogue(shape, rdt, act, clip, out):
     m, k, n = shape
     rng = np.random.default_rng(m * 5 + n + k)
-    x, w, b, acc = _layer(rng, m, k, n)
+    x, w, _, b, acc = epilogue_layer(rng, "dense", m=m, k=k, n=n)
     sc = np.float32(2.0 / max(np.abs(acc).max(), 1.0))
     residual = residual_view(rng, rdt, m, n, off=3)            # a strided view
     kw = dict(activation=act, clip=clip, residual=residual,
