@@ -884,6 +884,63 @@ def _fuse_attention_quant(v):
     return count
 
 
+def _attention_8bit_inputs(v):
+    """QGemm (or a QGemmGroup part) in mode requant_dq without activation -> Reshape ->
+    FusedAttention's q, k or v ==> that layer in mode requant (its 8-bit values out) and the
+    attention dequantizing them as it packs them (attr in_deq: per input None or (y_scale,
+    y_zero_point, post_bias)): the same float values, without the float tensor going through
+    memory (on BERT-base 1.2 MB written by the Q/K/V GEMM and read by the attention per layer,
+    a quarter of that as bytes)."""
+    if os.environ.get("DEEPSPARSE_CY_NO_ATTENTION_8BIT_INPUTS", "") in ("1", "true"):
+        return 0
+    count = 0
+    for fa in list(v.g.nodes) + list(v.added):
+        if id(fa) in v.removed or fa.op_type != "FusedAttention" or fa.domain != DOMAIN \
+                or "in_deq" in fa.attrs or len(fa.inputs) < 3:
+            continue
+        deq, new_attrs = [None, None, None], {}
+        for i in range(3):
+            x = fa.inputs[i]
+            r = v.prod(x, "Reshape")
+            if r is None or v.sole(x) is not fa or list(fa.inputs[:3]).count(x) != 1:
+                continue
+            src = r.inputs[0]
+            p = v.producer.get(src)
+            if p is None or id(p) in v.removed or p.domain != DOMAIN \
+                    or p.op_type not in ("QGemm", "QGemmGroup") or v.sole(src) is not r:
+                continue
+            j = p.outputs.index(src)
+            a = new_attrs.get(id(p), {}).get(j)
+            if a is None:
+                a = p.attrs if p.op_type == "QGemm" else p.attrs["parts"][j]
+            if a.get("mode") != "requant_dq" or a.get("activation") \
+                    or np.dtype(a.get("y_dtype", "uint8")) not in (np.uint8, np.int8):
+                continue
+            pb = a.get("post_bias")
+            deq[i] = (float(np.float32(a["y_scale"])), int(a.get("y_zero_point", 0)),
+                      None if pb is None else np.ascontiguousarray(pb, np.float32).reshape(-1))
+            a = {k: val for k, val in a.items() if k != "post_bias"}
+            a["mode"] = "requant"
+            new_attrs.setdefault(id(p), {"node": p})[j] = a
+        if not any(d is not None for d in deq):
+            continue
+        for ch in new_attrs.values():
+            p = ch.pop("node")
+            if p.op_type == "QGemm":
+                attrs = ch[0]
+            else:
+                attrs = dict(p.attrs)
+                attrs["parts"] = [ch.get(j, part) for j, part in enumerate(p.attrs["parts"])]
+            v.replace([p], Node(p.op_type, p.domain, list(p.inputs), list(p.outputs), attrs,
+                                p.name, p.index))
+        attrs = dict(fa.attrs)
+        attrs["in_deq"] = deq
+        v.replace([fa], Node("FusedAttention", DOMAIN, list(fa.inputs), list(fa.outputs), attrs,
+                             fa.name, fa.index))
+        count += 1
+    return count
+
+
 def _group_qgemm(v):
     """2-4 QGemm layers reading the same activations, each with a constant int8 weight of the
     same shape (N a multiple of 32) and a float output without activation - a transformer's Q,
@@ -1053,6 +1110,8 @@ def fuse(graph, opsets, exact=None):
         count += _fuse_squeeze_excite(v)
         count += _fuse_conv_transpose_act(v, opset)
     count += _group_qgemm(v)
+    if _fp32_enabled():
+        count += _attention_8bit_inputs(v)
     from .fusion_conv import fuse_qconv; count += fuse_qconv(graph, opsets, exact)  # noqa: E702
     if count:
         v.commit()

@@ -3,13 +3,18 @@
 # the output is quantized). Included after _common.pxi.
 
 cdef extern from "csrc/dscy_kernels.h" nogil:
-    int dscy_f32_attention(const float *q, Py_ssize_t qb, Py_ssize_t qs, Py_ssize_t qh,
-                           const float *k, Py_ssize_t kb, Py_ssize_t ks, Py_ssize_t kh,
-                           const float *v, Py_ssize_t vb, Py_ssize_t vs, Py_ssize_t vh,
+    ctypedef struct dscy_att_in:
+        int type
+        float zp, scale
+        const float *bias
+    int dscy_f32_attention(const void *q, Py_ssize_t qb, Py_ssize_t qs, Py_ssize_t qh,
+                           const void *k, Py_ssize_t kb, Py_ssize_t ks, Py_ssize_t kh,
+                           const void *v, Py_ssize_t vb, Py_ssize_t vs, Py_ssize_t vh,
                            const float *mask, Py_ssize_t mb, Py_ssize_t mh, Py_ssize_t mq,
                            void *out, Py_ssize_t ob, Py_ssize_t os, Py_ssize_t oh,
                            int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
-                           int q_out, int q_signed, float q_scale, float q_zp)
+                           int q_out, int q_signed, float q_scale, float q_zp,
+                           const dscy_att_in *att_in)
 
 
 def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis contiguous
@@ -19,10 +24,14 @@ def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis c
               float scale,
               cnp.ndarray out,      # OUT float32 [B, S, H, Dv] view, last axis contiguous
               int nthreads,
-              quant=None):          # (scale, zero point): out is uint8 / int8, QuantizeLinear'd
+              quant=None,           # (scale, zero point): out is uint8 / int8, QuantizeLinear'd
+              deq=None):            # per q, k, v: None (float32) or (scale, zero point, bias)
     """out = softmax(scale * q k^T + mask) v per (batch, head) (csrc/f32_attn.c); the caller
     (ops/fast_fused.py) checks shapes and layouts (S, T >= 1). With quant, out (uint8 or int8)
-    gets QuantizeLinear(that, *quant), the op's own row function on each row while in cache."""
+    gets QuantizeLinear(that, *quant), the op's own row function on each row while in cache.
+    With deq, an input given as (scale, zero point, bias) is uint8 / int8 and stands for the
+    floats (x - zero point) * scale + bias[h * D + d] (bias float32 [H * D] or None; each step
+    rounded to float32): the kernel dequantizes it as it packs."""
     cdef int B = q.shape[0], S = q.shape[1], H = q.shape[2], D = q.shape[3]
     cdef int T = k.shape[1], Dv = v.shape[3]
     cdef const float *mp = NULL
@@ -33,13 +42,40 @@ def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis c
         mp = <const float *>_ptr(m)
         mb, mh, mq = m.strides[0] // 4, m.strides[1] // 4, m.strides[2] // 4
     cdef int rc
-    cdef const float *qp = <const float *>_ptr(q)
-    cdef const float *kp = <const float *>_ptr(k)
-    cdef const float *vp = <const float *>_ptr(v)
+    cdef const void *qp = _ptr(q)
+    cdef const void *kp = _ptr(k)
+    cdef const void *vp = _ptr(v)
     cdef void *op = _ptr(out)
-    cdef Py_ssize_t qb = q.strides[0] // 4, qs = q.strides[1] // 4, qh = q.strides[2] // 4
-    cdef Py_ssize_t kb = k.strides[0] // 4, ks = k.strides[1] // 4, kh = k.strides[2] // 4
-    cdef Py_ssize_t vb = v.strides[0] // 4, vs = v.strides[1] // 4, vh = v.strides[2] // 4
+    cdef Py_ssize_t qi = q.itemsize, ki = k.itemsize, vi = v.itemsize
+    cdef Py_ssize_t qb = q.strides[0] // qi, qs = q.strides[1] // qi, qh = q.strides[2] // qi
+    cdef Py_ssize_t kb = k.strides[0] // ki, ks = k.strides[1] // ki, kh = k.strides[2] // ki
+    cdef Py_ssize_t vb = v.strides[0] // vi, vs = v.strides[1] // vi, vh = v.strides[2] // vi
+    cdef dscy_att_in att_in[3]
+    cdef const dscy_att_in *inp = NULL
+    cdef int i
+    cdef cnp.ndarray a, bias
+    cdef list keep = []
+    for i, a in enumerate((q, k, v)):
+        d = deq[i] if deq is not None else None
+        att_in[i].type = 0
+        att_in[i].bias = NULL
+        if d is None:
+            if a.dtype != np.float32:
+                raise ValueError("attention: a float32 input, or uint8 / int8 with its dequantization")
+            continue
+        if a.dtype not in (np.uint8, np.int8):
+            raise ValueError("attention: a dequantized input must be uint8 / int8")
+        att_in[i].type = 1 if a.dtype == np.uint8 else 2
+        att_in[i].scale = d[0]
+        att_in[i].zp = d[1]
+        if d[2] is not None:
+            bias = np.ascontiguousarray(d[2], np.float32).reshape(-1)
+            if bias.shape[0] != a.shape[2] * a.shape[3]:
+                raise ValueError(f"attention: the bias of a dequantized input needs H * D = "
+                                 f"{a.shape[2] * a.shape[3]} values, got {bias.shape[0]}")
+            keep.append(bias)
+            att_in[i].bias = <const float *>_ptr(bias)
+        inp = att_in
     cdef Py_ssize_t es = out.itemsize
     cdef Py_ssize_t ob = out.strides[0] // es, os_ = out.strides[1] // es, oh = out.strides[2] // es
     cdef int q_signed = 0
@@ -57,7 +93,7 @@ def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis c
     with nogil:
         rc = dscy_f32_attention(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh, mq,
                                 op, ob, os_, oh, B, H, S, T, D, Dv, scale, nthreads, qmode,
-                                q_signed, q_scale, q_zp)
+                                q_signed, q_scale, q_zp, inp)
     if rc != 0:
         raise MemoryError("f32 attention: could not allocate its scratch")
     return out

@@ -549,11 +549,32 @@ class LayerNorm(Op):
         return [q, dq] if self.dq_out else [q]
 
 
+def _deq_f32(x, d):
+    """x as floats: d None (x float32 already) or (scale, zero point, bias): (x - zero point)
+    * scale [+ bias per channel, the channels the last axis of x's rows of bias.size values],
+    each step rounded to float32 as the kernels round it."""
+    if d is None:
+        return x
+    s, zp, b = d
+    f = (x.astype(_F32) - np.float32(zp)) * np.float32(s)
+    if b is not None:
+        if f.size % b.shape[0]:
+            raise ShapeError(f"FusedAttention: input {list(x.shape)} is not rows of the "
+                             f"{b.shape[0]} channels of its QGemm")
+        f = (f.reshape(-1, b.shape[0]) + b).reshape(x.shape)
+    return f
+
+
 @register("FusedAttention", since=1, domain=DOMAIN)
 class FusedAttention(Op):
     """Scaled dot-product attention over q/k/v in [B, S, H, D] (the Reshape outputs the
     exporter transposes): scores per (batch, head) by strided BLAS on views, scale + mask +
-    softmax rows in one kernel, the context written straight into the [B, S, H, D] output."""
+    softmax rows in one kernel, the context written straight into the [B, S, H, D] output.
+
+    attr in_deq (graph/fusion.py _attention_8bit_inputs): per q, k, v None, or (scale, zero
+    point, bias [N] or None) when that input is the 8-bit output of a QGemm whose float values
+    (x - zero point) * scale + bias[n] (n: the channel of the Reshape's [..., N] input, float32
+    steps) it stands for; the compiled kernel dequantizes while packing, other paths first."""
 
     kernel_name = "blas+f32_softmax_mask"
 
@@ -570,6 +591,14 @@ class FusedAttention(Op):
             self.q = (float(np.float32(node.attrs["q_scale"])), int(node.attrs["q_zero_point"]),
                       np.dtype(node.attrs["q_dtype"]))
         self.out_dtype = self.q[2] if self.q is not None else _F32
+        self.deq = None
+        if node.attrs.get("in_deq") is not None:
+            self.deq = [None if d is None else
+                        (float(np.float32(d[0])), float(int(d[1])),
+                         None if d[2] is None else np.ascontiguousarray(d[2], _F32).reshape(-1))
+                        for d in node.attrs["in_deq"]]
+            if len(self.deq) != 3 or not any(d is not None for d in self.deq):
+                raise ShapeError("FusedAttention: in_deq needs one entry per q, k, v")
         self.attn = _ATTN
         if self.q is not None and os.environ.get("DEEPSPARSE_CY_BF16_ATTENTION", "") \
                 in ("1", "true"):
@@ -598,8 +627,35 @@ class FusedAttention(Op):
         fn(y.reshape(-1), o.reshape(-1), scale, zp, self.nt)
         return o
 
+    def _deq_inputs(self, qkv):
+        """(q, k, v, deq): the 8-bit inputs the kernel dequantizes as it packs (deq: their
+        (scale, zero point, bias) as the kernel takes them; None when there are none), the
+        others as float32 ([B, S, H, D] with its channels h * D + d contiguous is the kernel's
+        layout; any other is dequantized here by numpy, in the kernel's float32 steps)."""
+        if self.deq is None:
+            return qkv + (None,)
+        out, deq = [], []
+        for x, d in zip(qkv, self.deq):
+            if d is None:
+                out.append(x)
+                deq.append(None)
+                continue
+            s, zp, b = d
+            if x.dtype not in (np.uint8, np.int8):
+                raise ShapeError(f"FusedAttention: input {len(out)} should be the 8-bit values of "
+                                 f"its QGemm, got {x.dtype}")
+            n = x.shape[-1] * x.shape[-2] if x.ndim >= 2 else -1
+            if _ATTN is not None and x.ndim == 4 and x.strides[3] == 1 \
+                    and x.strides[2] == x.shape[3] and (b is None or b.shape[0] == n):
+                out.append(x)
+                deq.append(d)
+                continue
+            out.append(_deq_f32(x, d))
+            deq.append(None)
+        return tuple(out) + (deq if any(d is not None for d in deq) else None,)
+
     def run(self, inputs, outs):
-        q, k, v = inputs[0], inputs[1], inputs[2]
+        q, k, v, deq = self._deq_inputs((inputs[0], inputs[1], inputs[2]))
         mask = inputs[3] if len(inputs) > 3 else None
         if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
             raise ShapeError(f"attention inputs must be 4-D, got {q.shape}, {k.shape}, {v.shape}")
@@ -610,12 +666,13 @@ class FusedAttention(Op):
         if qv.shape[3] != kv.shape[2] or kv.shape[3] != vv.shape[2]:
             raise ShapeError(f"attention shapes do not align: {q.shape}, {k.shape}, {v.shape}")
         B, H, S, T = bs[0], bs[1], qv.shape[2], kv.shape[3]
-        if _ATTN is not None and q.dtype == _F32 and k.dtype == _F32 and v.dtype == _F32 \
-                and min(B, H, S, T) > 0 \
+        if _ATTN is not None and min(B, H, S, T) > 0 \
                 and q.shape[0] == k.shape[0] == v.shape[0] == B \
                 and q.shape[2] == k.shape[2] == v.shape[2] == H \
-                and all(a.strides[3] == 4 or a.shape[3] == 1 for a in (q, k, v)) \
-                and all(st % 4 == 0 for a in (q, k, v) for st in a.strides):
+                and all(a.dtype == _F32 or (deq is not None and deq[i] is not None)
+                        for i, a in enumerate((q, k, v))) \
+                and all(a.strides[3] == a.itemsize or a.shape[3] == 1 for a in (q, k, v)) \
+                and all(st % a.itemsize == 0 for a in (q, k, v) for st in a.strides):
             # compiled per-(batch, head) kernel: no BLAS call per head, no score buffer
             mb = None
             if mask is not None:
@@ -625,11 +682,16 @@ class FusedAttention(Op):
             oshape = (B, S, H, vv.shape[3])
             if self.q is not None:
                 o = self._qout(oshape, outs)
-                self.attn.attention(q, k, v, mb, self.scale, o, self.nt, self.q[:2])
+                self.attn.attention(q, k, v, mb, self.scale, o, self.nt, self.q[:2], deq)
                 return [o]
             y = _out(oshape, outs[0] if outs else None)
-            _ATTN.attention(q, k, v, mb, self.scale, y, self.nt)
+            _ATTN.attention(q, k, v, mb, self.scale, y, self.nt, None, deq)
             return [y]
+        if deq is not None:      # the numpy path: float32 inputs
+            q, k, v = (_deq_f32(a, d) for a, d in zip((q, k, v), deq))
+            qv = q.transpose(0, 2, 1, 3)
+            kv = k.transpose(0, 2, 3, 1)
+            vv = v.transpose(0, 2, 1, 3)
         # one per-thread score buffer shared by every attention layer (they run one at a time)
         sc = scratch(("attn_scores", B, H, S, T), (B, H, S, T), _F32)
         np.matmul(qv, kv, out=sc)
@@ -655,15 +717,20 @@ class FusedAttention(Op):
         mask = inputs[3] if len(inputs) > 3 else None
         y = outs[0] if outs else None
         if _ATTN is None or y is None or any(
-                not isinstance(a, np.ndarray) or a.dtype != _F32 or a.ndim != 4
-                for a in (q, k, v)):
+                not isinstance(a, np.ndarray) or a.ndim != 4 for a in (q, k, v)):
             return None
+        q, k, v, deq = self._deq_inputs((q, k, v))
+        if any(a.dtype != _F32 and (deq is None or deq[i] is None)
+               for i, a in enumerate((q, k, v))):
+            return None
+        if deq is not None and any(a is not b for a, b in zip((q, k, v), inputs[:3])):
+            return None     # (numpy made floats of one: not a call on the inputs' objects)
         B, S, H = q.shape[0], q.shape[1], q.shape[2]
         T = k.shape[1]
         if min(B, H, S, T) <= 0 or k.shape[0] != B or v.shape[0] != B or k.shape[2] != H \
                 or v.shape[2] != H or v.shape[1] != T or k.shape[3] != q.shape[3] \
-                or any(a.strides[3] != 4 and a.shape[3] != 1 for a in (q, k, v)) \
-                or any(st % 4 for a in (q, k, v) for st in a.strides) \
+                or any(a.strides[3] != a.itemsize and a.shape[3] != 1 for a in (q, k, v)) \
+                or any(st % a.itemsize for a in (q, k, v) for st in a.strides) \
                 or y.dtype != self.out_dtype or y.shape != (B, S, H, v.shape[3]) \
                 or any(np.may_share_memory(y, a) for a in (q, k, v)):
             return None
@@ -681,8 +748,8 @@ class FusedAttention(Op):
         if self.q is not None:
             if y.strides[3] != 1:
                 return None
-            return self.attn.attention, (q, k, v, mb, self.scale, y, self.nt, self.q[:2])
-        return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt)
+            return self.attn.attention, (q, k, v, mb, self.scale, y, self.nt, self.q[:2], deq)
+        return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt, None, deq)
 
 @register("FusedConv", since=1, domain=DOMAIN)
 class FusedConv(_conv.Conv):

@@ -266,7 +266,8 @@ class QGemmGroup(Op):
     reading the same x (inputs: x, then each part's int8 weight; outputs: each part's; attrs
     parts: each part's QGemm attributes). Where every part's weight goes to the same format
     (dense, or block4 / unstructured with N a multiple of 64) and its result is one kernel call
-    into a float output, the parts run as one GEMM over their stacked weights, each through its
+    (into a float output, or 8-bit without activation: graph/fusion.py
+    _attention_8bit_inputs), the parts run as one GEMM over their stacked weights, each through its
     own epilogue (kernels.prepare_qs8_parts: x packed once, one pool of work items; outputs
     equal to the separate layers' bit for bit). Otherwise the parts run one after another as
     the QGemm layers they were."""
@@ -284,12 +285,14 @@ class QGemmGroup(Op):
             parts.append(QGemm(sub, OpContext(sub, ctx.opset, {1: ctx.const(1 + i)}, None,
                                               ctx.num_threads)))
         self.k, self.n = parts[0].k, parts[0].n
+        self.out_dtypes = [p.out_dtype for p in parts]
         self.num_threads = _threads(ctx)
         self.flops = None
         self.fused = self._dense = None
         fmt = parts[0].packed.format
         if all(p.packed.format == fmt and p.float_bias is None and not p.act
-               and p.mode in ("float", "requant_dq") and (p.k, p.n) == (self.k, self.n)
+               and (p.mode in ("float", "requant_dq") or (p.mode == "requant" and p.final is None))
+               and (p.k, p.n) == (self.k, self.n)
                and p.zx == parts[0].zx for p in parts) \
                 and self.n % (32 if fmt == "dense" else kernels.ROW_CHUNK) == 0:
             self._kw = [p._kernel_kwargs() for p in parts]
@@ -327,11 +330,11 @@ class QGemmGroup(Op):
         lead, x2 = self._x2(x)
         m = x2.shape[0]
         res = []
-        for i in range(len(self.node.outputs)):
+        for i, dt in enumerate(self.out_dtypes):
             o = outs[i] if outs is not None and i < len(outs) else None
-            if o is None or o.dtype != np.float32 or not o.flags.c_contiguous \
+            if o is None or o.dtype != dt or not o.flags.c_contiguous \
                     or o.shape != lead + (self.n,) or np.may_share_memory(o, x):
-                o = np.empty(lead + (self.n,), np.float32)
+                o = np.empty(lead + (self.n,), dt)
             res.append(o)
         self.fused(x2, [r.reshape(m, self.n) for r in res], self.num_threads)
         return res
@@ -371,7 +374,8 @@ class QGemmGroup(Op):
                     f(*a)
             return run_parts, ()
         lead, x2 = self._x2(x)
-        if any(o.shape != lead + (self.n,) or not o.flags.c_contiguous for o in outs):
+        if any(o.shape != lead + (self.n,) or not o.flags.c_contiguous or o.dtype != dt
+               for o, dt in zip(outs, self.out_dtypes)):
             return None
         return self.fused.bound(x2, [o.reshape(-1, self.n) for o in outs], self.num_threads)
 

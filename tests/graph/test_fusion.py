@@ -575,6 +575,75 @@ def test_qgemm_group_dynamic_shapes(which, tiny_bert_q, tiny_bert_q_dense, monke
             np.testing.assert_array_equal(g, r)
 
 
+@pytest.mark.parametrize("which", ["dense", "block4"])
+@pytest.mark.parametrize("path", ["kernel", "numpy", "bf16", "no_group"])
+def test_attention_reads_qkv_bytes(which, path, tiny_bert_q, tiny_bert_q_dense, monkeypatch):
+    """_attention_8bit_inputs: every attention reads its Q, K and V layers' 8-bit values (the
+    layers in mode requant, the attention with in_deq) and dequantizes them itself. The outputs
+    equal the graph without the rewrite (DEEPSPARSE_CY_NO_ATTENTION_8BIT_INPUTS=1) bit for bit,
+    at several shapes from one compile, on the compiled kernel (dequantizing as it packs), the
+    numpy path (no compiled kernel: dequantized by numpy first), bf16 attention, and with Q, K
+    and V as separate QGemm layers."""
+    from deepsparse_cy import zoo
+    import deepsparse_cy.ops.fast_fused as ff
+    q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
+    if path == "numpy":
+        monkeypatch.setattr(ff, "_ATTN", None)
+    elif path == "bf16":
+        if ff._ATTN_BF16 is None:
+            pytest.skip("no f32_attn amx build at this level (AMX-BF16)")
+        monkeypatch.setenv("DEEPSPARSE_CY_BF16_ATTENTION", "1")
+    elif path == "no_group":
+        monkeypatch.setenv("DEEPSPARSE_CY_NO_QGEMM_GROUP", "1")
+    e = ds.compile_model(q)
+    atts = [op for n, op in e._program.steps if n.op_type == "FusedAttention"]
+    assert len(atts) == 2 and all(
+        op.deq is not None and all(d is not None for d in op.deq) for op in atts)
+    layers = [op for n, op in e._program.steps if n.op_type in ("QGemm", "QGemmGroup")]
+    if path == "no_group":
+        assert sum(op.mode == "requant" for op in layers) == 6
+    else:
+        groups = [op for op in layers if op.node.op_type == "QGemmGroup"]
+        assert len(groups) == 2 and all(g.out_dtypes == [np.dtype(np.uint8)] * 3 for g in groups)
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_ATTENTION_8BIT_INPUTS", "1")
+    e2 = ds.compile_model(q)
+    assert all(op.deq is None for n, op in e2._program.steps if n.op_type == "FusedAttention")
+    for batch, seq in [(1, 128), (2, 64), (1, 7), (3, 33)]:
+        feeds = zoo.example_inputs(q, batch=batch, seq=seq, seed=batch * 10 + seq)
+        x = [feeds[nm] for nm in e.input_names]
+        for _ in range(2):                      # the second run on the bound plan
+            got = e.run(x)
+        for g, r in zip(got, e2.run(x)):
+            np.testing.assert_array_equal(g, r)
+
+
+def test_attention_8bit_inputs_other_layouts(tiny_bert_q):
+    """An 8-bit input whose heads are not the kernel's layout (rows of a wider buffer here) is
+    dequantized by numpy first (the kernel's float32 steps, channels in the QGemm's order):
+    the same output as the kernel dequantizing the contiguous bytes."""
+    import deepsparse_cy.ops.fast_fused as ff
+    if ff._ATTN is None:
+        pytest.skip("no compiled attention kernel at this level")
+    q, _ = tiny_bert_q
+    e = ds.compile_model(q)
+    op = next(op for n, op in e._program.steps if n.op_type == "FusedAttention")
+    n = op.deq[0][2].shape[0]
+    H, D = 2, n // 2
+    rng = np.random.default_rng(1)
+    xs = [rng.integers(0, 256, (2, 9, H, D), dtype=np.uint8) for _ in range(3)]
+    mask = np.where(rng.random((2, 1, 1, 9)) < 0.3, -10000.0, 0.0).astype(np.float32)
+    ref = op.run(xs + [mask], None)[0]
+    wide = []
+    for x in xs:
+        buf = np.zeros((2, 9, H, D + 5), np.uint8)
+        buf[..., 2:D + 2] = x
+        wide.append(buf[..., 2:D + 2])
+    assert op._deq_inputs(tuple(wide))[3] is None       # all three dequantized by numpy
+    np.testing.assert_array_equal(op.run(wide + [mask], None)[0], ref)
+    with pytest.raises(Exception):
+        op.run([x.astype(np.float32) for x in xs] + [mask], None)
+
+
 def _qgemm_layer_kernels(e):
     """The kernel of every int8 weight layer: each QGemm, and each part of a QGemmGroup (its
     fused dense kernel once per part; unfused parts' kernels joined by '+')."""

@@ -237,3 +237,94 @@ def test_bf16_attention_float_output_is_float32(isa):
     K.load("f32_attn", isa).attention(q, k, v, None, 0.2, out, 2)
     np.testing.assert_allclose(out, ref_attention(q, k, v, None, 0.2), rtol=2e-5, atol=2e-5)
     assert _denormal_product() == before
+
+
+def _deq_ref(x, scale, zp, bias):
+    """numpy's float32 steps of the QGemm's requantize-dequantize mid step on 8-bit x
+    [B, S, H, D]: (x - zp) * scale [+ bias[h * D + d]], each rounded to float32."""
+    f = (x.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+    if bias is not None:
+        f = f + bias.reshape(x.shape[2], x.shape[3])
+    return f.astype(np.float32)
+
+
+_ATT_BUILDS = [pytest.param(("f32_conv", p.values[0]), marks=p.marks, id=f"f32_conv-{p.id}")
+               for p in isa_params("f32_conv")] + \
+              [pytest.param(("f32_attn", p.values[0]), marks=p.marks, id=f"f32_attn-{p.id}")
+               for p in _BF16]
+
+
+@pytest.mark.parametrize("build", _ATT_BUILDS)
+@pytest.mark.parametrize("case", CASES + WIDE, ids=str)
+@pytest.mark.parametrize("dt,zp,which,biased", [
+    (np.uint8, 131, "qkv", True), (np.int8, -3, "qkv", False), (np.uint8, 0, "k", True),
+    (np.int8, 5, "qv", True)], ids=["u8-qkv-bias", "s8-qkv", "u8-k-bias", "s8-qv-bias"])
+def test_attention_8bit_inputs(build, case, dt, zp, which, biased):
+    """deq: q / k / v given as the 8-bit values a QGemm requantizes to, with the scale, zero
+    point and per-channel bias of their dequantization. The outputs (float, and quantized)
+    equal, bit for bit, those of the same kernel on the floats numpy dequantizes them to:
+    the kernel's dequantization while it packs rounds each step as numpy does. K and V read
+    as views into one wider buffer, a float output into a strided view, 1 and 2 threads."""
+    fam, isa = build
+    B, S, T, H, D, Dv, mshape = case
+    rng = np.random.default_rng(S * 17 + T + D)
+    info = np.iinfo(dt)
+    scales = {"q": 0.031, "k": 0.027, "v": 0.45}
+    q8 = rng.integers(info.min, info.max + 1, (B, S, H * D)).astype(dt).reshape(B, S, H, D)
+    kvbuf = rng.integers(info.min, info.max + 1, (B, T, H * (D + Dv) + 5)).astype(dt)
+    k8 = np.lib.stride_tricks.as_strided(kvbuf, (B, T, H, D),
+                                         (kvbuf.strides[0], kvbuf.strides[1], D, 1))
+    v8 = np.lib.stride_tricks.as_strided(kvbuf[:, :, H * D:], (B, T, H, Dv),
+                                         (kvbuf.strides[0], kvbuf.strides[1], Dv, 1))
+    ins, floats, deq = [], [], []
+    for name, x in (("q", q8), ("k", k8), ("v", v8)):
+        s = float(np.float32(scales[name]))
+        b = (rng.standard_normal(x.shape[2] * x.shape[3]).astype(np.float32)
+             if biased else None)
+        f = _deq_ref(x, s, zp, b)
+        floats.append(f)
+        if name in which:
+            ins.append(x)
+            deq.append((s, float(zp), b))
+        else:
+            ins.append(f)
+            deq.append(None)
+    mb = None
+    if mshape is not None:
+        mb = np.broadcast_to(np.where(rng.random(mshape) < 0.2, -10000.0, 0.0).astype(np.float32),
+                             (B, H, S, T))
+    m = K.load(fam, isa)
+    scale = 1 / np.sqrt(D)
+    exp = np.empty((B, S, H, Dv), np.float32)
+    m.attention(*floats, mb, scale, exp, 1)
+    np.testing.assert_allclose(exp, ref_attention(*floats, None if mb is None else mb, scale),
+                               rtol=2e-4, atol=2e-3 * np.abs(exp).max())
+    qs = float(np.float32(0.5))
+    expq = np.empty(exp.shape, np.uint8)
+    m.attention(*floats, mb, scale, expq, 1, (qs, 128.0))
+    for nt in (1, 2):
+        big = np.full((B, S, H, Dv + 2), np.nan, np.float32)
+        m.attention(*ins, mb, scale, big[..., 1:Dv + 1], nt, None, deq)
+        np.testing.assert_array_equal(big[..., 1:Dv + 1], exp)
+        assert np.isnan(big[..., 0]).all() and np.isnan(big[..., -1]).all()
+        got = np.empty(exp.shape, np.uint8)
+        m.attention(*ins, mb, scale, got, nt, (qs, 128.0), deq)
+        np.testing.assert_array_equal(got, expq)
+
+
+def test_attention_8bit_inputs_checked():
+    """An 8-bit input without its dequantization, a dequantized float input, and a bias of the
+    wrong length are errors, not misread memory."""
+    m = K.load("f32_conv", K.kernel_builds().get("f32_conv", "generic"))
+    q = np.zeros((1, 4, 2, 8), np.uint8)
+    f = np.zeros((1, 4, 2, 8), np.float32)
+    out = np.empty((1, 4, 2, 8), np.float32)
+    with pytest.raises(ValueError):
+        m.attention(q, f, f, None, 1.0, out, 1)
+    with pytest.raises(ValueError):
+        m.attention(f, f, f, None, 1.0, out, 1, None, [(0.1, 0.0, None), None, None])
+    with pytest.raises(ValueError):
+        m.attention(q, f, f, None, 1.0, out, 1, None, [(0.1, 0.0, np.zeros(15, np.float32)),
+                                                       None, None])
+    m.attention(q, f, f, None, 1.0, out, 1, None, [(0.1, 0.0, np.zeros(16, np.float32)),
+                                                   None, None])

@@ -254,14 +254,22 @@ int dscy_f32_gemm(const float *x, ptrdiff_t ldx, int T, int K, const float *wp, 
                   float *xp, int nthreads);
 
 /* ---- FP32 attention per (batch, head) (f32_attn.c); strides in elements of each array: out
- * float32, or with q_out bytes QuantizeLinear(scale, zp) makes of it (u8, s8 with q_signed) ---- */
-int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
-                       const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
-                       const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
+ * float32, or with q_out bytes QuantizeLinear(scale, zp) makes of it (u8, s8 with q_signed).
+ * q, k, v are float32, or (in[i].type DSCY_ATT_U8 / S8, in = NULL: all float) 8-bit values
+ * whose floats are (x - zp) * scale [+ bias[h * D + d]], each step rounded to float32 (the
+ * QGemm's requantize-dequantize mid step, so the values equal the float input it replaces) ---- */
+#define DSCY_ATT_F32 0
+#define DSCY_ATT_U8 1
+#define DSCY_ATT_S8 2
+typedef struct { int type; float zp, scale; const float *bias; } dscy_att_in;
+int dscy_f32_attention(const void *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
+                       const void *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
+                       const void *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
                        const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
                        void *out, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
                        int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
-                       int q_out, int q_signed, float q_scale, float q_zp);
+                       int q_out, int q_signed, float q_scale, float q_zp,
+                       const dscy_att_in *in);
 
 /* ---- probes (qs8_gemm.c) ---- */
 /* MACs per second of a register-only loop of `kind`: 0 vpmaddubsw+vpmaddwd(ones)+vpaddd,

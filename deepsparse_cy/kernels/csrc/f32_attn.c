@@ -47,11 +47,66 @@
 #define KW 16   /* keys per K panel, output columns per V panel */
 
 DSCY_THREAD_BUFFER(att_buffer)
+DSCY_THREAD_BUFFER(att_deq_buffer)
+
+/* An 8-bit input of one head (dscy_att_in with the bias at the head's first channel), or NULL:
+ * floats. Its values are ((x - zp) * scale) + bias[d], each step rounded to float32 as the
+ * QGemm's mid step and numpy round them (x - zp is exact: both are small integers). */
+typedef struct { int type; float zp, scale; const float *bias; } att_deq;
+
+static inline float deq1(const void *p, ptrdiff_t i, const att_deq *dq, int d) {
+    if (!dq) return ((const float *)p)[i];
+    float x = dq->type == DSCY_ATT_U8 ? (float)((const uint8_t *)p)[i] : (float)((const int8_t *)p)[i];
+    float f = (x - dq->zp) * dq->scale;
+#ifdef __FMA__
+    __asm__("" : "+x"(f));   /* no FMA contraction with the bias add */
+#endif
+    return dq->bias ? f + dq->bias[d] : f;
+}
+
+#ifdef __AVX2__
+/* elements i..i+7 (channels d..d+7) */
+static inline __m256 deq8(const void *p, ptrdiff_t i, const att_deq *dq, int d) {
+    if (!dq) return _mm256_loadu_ps((const float *)p + i);
+    __m128i raw = _mm_loadl_epi64((const __m128i *)((const uint8_t *)p + i));
+    __m256i w = dq->type == DSCY_ATT_U8 ? _mm256_cvtepu8_epi32(raw) : _mm256_cvtepi8_epi32(raw);
+    __m256 f = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(w), _mm256_set1_ps(dq->zp)),
+                             _mm256_set1_ps(dq->scale));
+    __asm__("" : "+x"(f));
+    return dq->bias ? _mm256_add_ps(f, _mm256_loadu_ps(dq->bias + d)) : f;
+}
+#endif
+
+#if defined(__AVX512F__)
+/* elements i..i+15 under mask m (zero elsewhere) */
+static inline __m512 deq16(const void *p, ptrdiff_t i, const att_deq *dq, int d, __mmask16 m) {
+    if (!dq) return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+    __m128i raw = _mm_maskz_loadu_epi8(m, (const uint8_t *)p + i);
+    __m512i w = dq->type == DSCY_ATT_U8 ? _mm512_cvtepu8_epi32(raw) : _mm512_cvtepi8_epi32(raw);
+    __m512 f = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(w), _mm512_set1_ps(dq->zp)),
+                             _mm512_set1_ps(dq->scale));
+    __asm__("" : "+v"(f));
+    if (dq->bias) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(m, dq->bias + d));
+    return _mm512_maskz_mov_ps(m, f);
+}
+#endif
+
+/* n rows of w values (src rows ss elements apart) as floats into dst rows ds apart */
+static void deq_rows(const void *src, ptrdiff_t ss, int n, int w, const att_deq *dq, float *dst,
+                     ptrdiff_t ds) {
+    for (int r = 0; r < n; r++) {
+        int d = 0;
+#ifdef __AVX2__
+        for (; d + 8 <= w; d += 8) _mm256_storeu_ps(dst + (size_t)r * ds + d, deq8(src, r * ss + d, dq, d));
+#endif
+        for (; d < w; d++) dst[(size_t)r * ds + d] = deq1(src, r * ss + d, dq, d);
+    }
+}
 
 
 /* K of one head, [T][D] rows ks apart, into panels of KW keys: ktp[jb][d][KW] (keys jb*KW + i
  * for i < KW; zero beyond T), so the score loop reads one contiguous 64-byte row per d */
-static void pack_k(const float *k, ptrdiff_t ks, int T, int D, float *ktp) {
+static void pack_k(const void *k, ptrdiff_t ks, int T, int D, const att_deq *dq, float *ktp) {
     int T16 = (T + KW - 1) / KW * KW, j0 = 0;
 #ifdef __AVX2__
     for (; j0 + 8 <= T; j0 += 8) {
@@ -59,40 +114,40 @@ static void pack_k(const float *k, ptrdiff_t ks, int T, int D, float *ktp) {
         int d0 = 0;
         for (; d0 + 8 <= D; d0 += 8) {
             __m256 r[8];
-            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(k + (size_t)(j0 + i) * ks + d0);
+            for (int i = 0; i < 8; i++) r[i] = deq8(k, (ptrdiff_t)(j0 + i) * ks + d0, dq, d0);
             dscy_tr8x8_ps(r);
             for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (size_t)(d0 + i) * KW, r[i]);
         }
         for (; d0 < D; d0++)
-            for (int i = 0; i < 8; i++) dst[(size_t)d0 * KW + i] = k[(size_t)(j0 + i) * ks + d0];
+            for (int i = 0; i < 8; i++) dst[(size_t)d0 * KW + i] = deq1(k, (ptrdiff_t)(j0 + i) * ks + d0, dq, d0);
     }
 #endif
     for (int j = j0; j < T16; j++) {
         float *dst = ktp + (size_t)(j / KW) * D * KW + j % KW;
-        if (j < T) for (int d = 0; d < D; d++) dst[(size_t)d * KW] = k[(size_t)j * ks + d];
+        if (j < T) for (int d = 0; d < D; d++) dst[(size_t)d * KW] = deq1(k, (ptrdiff_t)j * ks + d, dq, d);
         else       for (int d = 0; d < D; d++) dst[(size_t)d * KW] = 0.0f;
     }
 }
 
 /* V of one head, [T][Dv] rows vs apart, into panels of KW columns: vp[eb][j][KW] (zero beyond
  * Dv), so the context loop reads one contiguous 64-byte row per key */
-static void pack_v(const float *v, ptrdiff_t vs, int T, int Dv, float *vp) {
+static void pack_v(const void *v, ptrdiff_t vs, int T, int Dv, const att_deq *dq, float *vp) {
     int nb = (Dv + KW - 1) / KW;
     for (int eb = 0; eb < nb; eb++) {
         float *dst = vp + (size_t)eb * T * KW;
         int w = Dv - eb * KW < KW ? Dv - eb * KW : KW;
         for (int j = 0; j < T; j++) {
-            const float *src = v + (size_t)j * vs + eb * KW;
+            ptrdiff_t src = (ptrdiff_t)j * vs + eb * KW;
             float *d = dst + (size_t)j * KW;
 #ifdef __AVX2__
             if (w == KW) {
-                _mm256_storeu_ps(d, _mm256_loadu_ps(src));
-                _mm256_storeu_ps(d + 8, _mm256_loadu_ps(src + 8));
+                _mm256_storeu_ps(d, deq8(v, src, dq, eb * KW));
+                _mm256_storeu_ps(d + 8, deq8(v, src + 8, dq, eb * KW + 8));
                 continue;
             }
 #endif
             int e = 0;
-            for (; e < w; e++) d[e] = src[e];
+            for (; e < w; e++) d[e] = deq1(v, src + e, dq, eb * KW + e);
             for (; e < KW; e++) d[e] = 0.0f;
         }
     }
@@ -524,8 +579,8 @@ static inline __attribute__((always_inline)) void att_dp4(const uint16_t *a, int
 
 /* One (batch, head) on AMX tiles; o rows os apart get the context, as the zmm path's blocks
  * write it (cq: the quantized output's float rows, Dv apart) */
-static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t ks,
-                         const float *v, ptrdiff_t vs, const float *mbh, ptrdiff_t mq,
+static void att_head_amx(const float *q, ptrdiff_t qs, const void *k, ptrdiff_t ks,
+                         const att_deq *kdq, const float *v, ptrdiff_t vs, const float *mbh, ptrdiff_t mq,
                          int S, int T, int D, int Dv, float scale, float *buf,
                          float *o, ptrdiff_t os, uint8_t *oq, ptrdiff_t oqs, int q_signed,
                          float q_scale, float q_zp) {
@@ -539,7 +594,7 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
     float *s = (float *)(qa + (size_t)16 * D32);                 /* [16][T16] */
     uint16_t *pa = (uint16_t *)(s + (size_t)AB * T16);           /* [16][T32] */
     float *ct = (float *)(pa + (size_t)16 * T32), *cq = ct + 256, inv[AB];
-    pack_k(k, ks, T, D, ktp);
+    pack_k(k, ks, T, D, kdq, ktp);
     for (int jb = 0; jb < nkb; jb++)
         for (int dc = 0; dc < ndc; dc++)
             for (int r = 0; r < 16; r++) {
@@ -618,13 +673,17 @@ static void att_head_amx(const float *q, ptrdiff_t qs, const float *k, ptrdiff_t
 /* o (floats, q_out 0), or (q_out 1) the output quantized (QuantizeLinear by q_scale / q_zp to
  * u8, or s8 with q_signed) at o with the same strides in bytes: each block's context rows go to
  * the thread's scratch and are quantized from there while in L1 */
-int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
-                       const float *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
-                       const float *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
+int dscy_f32_attention(const void *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
+                       const void *k, ptrdiff_t kb, ptrdiff_t ks, ptrdiff_t kh,
+                       const void *v, ptrdiff_t vb, ptrdiff_t vs, ptrdiff_t vh,
                        const float *mask, ptrdiff_t mb, ptrdiff_t mh, ptrdiff_t mq,
                        void *out, ptrdiff_t ob, ptrdiff_t os, ptrdiff_t oh,
                        int B, int H, int S, int T, int D, int Dv, float scale, int nthreads,
-                       int q_out, int q_signed, float q_scale, float q_zp) {
+                       int q_out, int q_signed, float q_scale, float q_zp,
+                       const dscy_att_in *in) {
+    /* element sizes of q, k, v (8-bit inputs: strides in bytes) */
+    const int qe = in && in[0].type ? 1 : 4, ke = in && in[1].type ? 1 : 4,
+              ve = in && in[2].type ? 1 : 4;
     float *o = q_out ? NULL : (float *)out;
     uint8_t *oq = q_out ? (uint8_t *)out : NULL;
     int T16 = (T + KW - 1) / KW * KW, Dv16 = (Dv + KW - 1) / KW * KW;
@@ -657,11 +716,31 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
     #pragma omp for schedule(dynamic, 1)
     for (long it = 0; it < items; it++) {
         int b = (int)(it / H), h = (int)(it % H);
+        /* the head's q, k, v and their dequantization (NULL: floats) */
+        const void *qbh = (const char *)q + (ptrdiff_t)qe * (b * qb + h * qh);
+        const void *kbh = (const char *)k + (ptrdiff_t)ke * (b * kb + h * kh);
+        const void *vbh = (const char *)v + (ptrdiff_t)ve * (b * vb + h * vh);
+        att_deq dqs[3];
+        const att_deq *qdq = NULL, *kdq = NULL, *vdq = NULL;
+        for (int i = 0; i < 3 && in; i++)
+            if (in[i].type) {
+                dqs[i].type = in[i].type; dqs[i].zp = in[i].zp; dqs[i].scale = in[i].scale;
+                dqs[i].bias = in[i].bias ? in[i].bias + (size_t)h * (i == 2 ? Dv : D) : NULL;
+            }
+        if (in && in[0].type) qdq = &dqs[0];
+        if (in && in[1].type) kdq = &dqs[1];
+        if (in && in[2].type) vdq = &dqs[2];
+        ptrdiff_t qs1 = qs;
 #if ATT_AMX
         if (use_amx) {
             float *buf = att_buffer(amx_scratch(T, D, Dv));
-            if (!buf) { fail = 1; continue; }
-            att_head_amx(q + b * qb + h * qh, qs, k + b * kb + h * kh, ks, v + b * vb + h * vh, vs,
+            /* 8-bit q / v as float rows first (k: its packing reads the bytes) */
+            float *fq = qdq || vdq ? att_deq_buffer((size_t)S * D + (size_t)T * Dv) : NULL;
+            if (!buf || ((qdq || vdq) && !fq)) { fail = 1; continue; }
+            ptrdiff_t vs1 = vs;
+            if (qdq) { deq_rows(qbh, qs, S, D, qdq, fq, D); qbh = fq; qs1 = D; }
+            if (vdq) { deq_rows(vbh, vs, T, Dv, vdq, fq + (size_t)S * D, Dv); vbh = fq + (size_t)S * D; vs1 = Dv; }
+            att_head_amx((const float *)qbh, qs1, kbh, ks, kdq, (const float *)vbh, vs1,
                          mask ? mask + b * mb + h * mh : NULL, mq, S, T, D, Dv, scale, buf,
                          o ? o + b * ob + h * oh : NULL, os, oq ? oq + b * ob + h * oh : NULL, os,
                          q_signed, q_scale, q_zp);
@@ -680,9 +759,20 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
                                 + (size_t)QB * Dv16);
         if (!ktp) { fail = 1; continue; }
         float *vp = ktp + (size_t)D * T16, *s = vp + (size_t)T * Dv16;
-        pack_k(k + b * kb + h * kh, ks, T, D, ktp);
-        pack_v(v + b * vb + h * vh, vs, T, Dv, vp);
-        const float *qbh = q + b * qb + h * qh;
+        pack_k(kbh, ks, T, D, kdq, ktp);
+        pack_v(vbh, vs, T, Dv, vdq, vp);
+#if ATT_Z
+        /* 8-bit queries: the fixed-stride path dequantizes them as it copies each block's
+         * rows, the others read float rows made first */
+        if (qdq && !fixed) {
+#else
+        if (qdq) {
+#endif
+            float *fq = att_deq_buffer((size_t)S * D);
+            if (!fq) { fail = 1; continue; }
+            deq_rows(qbh, qs, S, D, qdq, fq, D);
+            qbh = fq; qs1 = D; qdq = NULL;
+        }
         float *cq = s + (size_t)QB * srow + tsz;
         /* the block's context rows: the output, or (quantized output) the scratch cq */
         float *obh = oq ? cq : o + b * ob + h * oh;
@@ -695,14 +785,15 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
             if (fixed) {
                 float *qr = s + (size_t)QB * SROW;
                 for (int r = 0; r < QB; r++) {      /* the block's queries; rows past nr zero */
-                    const float *src = qbh + (size_t)(i0 + r) * qs;
+                    ptrdiff_t src = (ptrdiff_t)(i0 + r) * qs1;
                     float *dst = qr + (size_t)r * QROW;
                     int d = 0;
                     for (; d + 16 <= D; d += 16)
-                        _mm512_storeu_ps(dst + d, r < nr ? _mm512_loadu_ps(src + d) : _mm512_setzero_ps());
+                        _mm512_storeu_ps(dst + d, r < nr ? deq16(qbh, src + d, qdq, d, 0xffff)
+                                                         : _mm512_setzero_ps());
                     if (d < D) {
                         __mmask16 m = (__mmask16)((1u << (D - d)) - 1);
-                        _mm512_mask_storeu_ps(dst + d, m, r < nr ? _mm512_maskz_loadu_ps(m, src + d)
+                        _mm512_mask_storeu_ps(dst + d, m, r < nr ? deq16(qbh, src + d, qdq, d, m)
                                                                  : _mm512_setzero_ps());
                     }
                 }
@@ -715,7 +806,7 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
                 context_zr(s, T, vp, Dv, ob0, ostr, nr);
             } else {
                 float *qt = s + (size_t)QB * T16, *pt = qt + (size_t)QT * D;
-                tr_rows(qbh + (size_t)i0 * qs, qs, nr, D, qt);
+                tr_rows((const float *)qbh + (size_t)i0 * qs1, qs1, nr, D, qt);
                 scores_z(qt, ktp, D, T16, s, nr);
                 for (int r = 0; r < nr; r++)
                     softmax_row16(s + (size_t)r * T16, mbh ? mbh + (size_t)(i0 + r) * mq : NULL, T,
@@ -724,7 +815,7 @@ int dscy_f32_attention(const float *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
                 context_z(pt, T, vp, Dv, ob0, ostr, nr);
             }
 #else
-            scores(qbh + (size_t)i0 * qs, qs, nr, ktp, D, T16, s);
+            scores((const float *)qbh + (size_t)i0 * qs1, qs1, nr, ktp, D, T16, s);
             for (int r = 0; r < nr; r++) {
                 const float *mrow = mbh ? mbh + (size_t)(i0 + r) * mq : NULL;
 #ifdef __AVX2__
