@@ -67,6 +67,28 @@ static inline __m512 dscy_exp16(__m512 x) {
                                _mm512_set1_ps(__builtin_inff()));
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), res, _mm512_setzero_ps());
 }
+
+/* dscy_exp16 for x <= 0 or NaN (a softmax's s - row max), the same lanes in fewer operations:
+ * no upper clamp or +inf select (never taken there), and 2^n applied by vscalefps (n >= -126:
+ * a power of two times y rounds as the multiply by the built 2^n does) */
+static inline __m512 dscy_exp16_nonpos(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.3365447505531f);
+    __m512 xc = _mm512_max_ps(x, lo);
+    __m512 fl = _mm512_roundscale_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
+                                                     _mm512_set1_ps(0.5f)),
+                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(fl, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(fl, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_add_ps(_mm512_fmadd_ps(y, r2, r), _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), y, fl);
+}
 #endif
 #endif
 #endif /* DSCY_EXP8_H */

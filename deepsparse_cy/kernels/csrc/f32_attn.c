@@ -403,7 +403,8 @@ static void softmax_row(float *s, const float *mask, int T, float scale) {
 #endif
 
 #if ATT_Z
-/* softmax_row on zmm: the same passes and exp (dscy_exp16), the sum over 16 lane partial sums
+/* softmax_row on zmm: the same passes and exp (dscy_exp16_nonpos: dscy_exp16 on s - max <= 0),
+ * the sum over 16 lane partial sums
  * (lanes j and j + 8 added first, then as the ymm row folds its 8), T a multiple of 16 on the
  * vector path */
 static void softmax_row16(float *s, const float *mask, int T, float scale) {
@@ -419,7 +420,7 @@ static void softmax_row16(float *s, const float *mask, int T, float scale) {
     float m = _mm512_reduce_max_ps(mx);
     __m512 mv = _mm512_set1_ps(m), sum = _mm512_setzero_ps();
     for (int j = 0; j < T; j += 16) {
-        __m512 e = dscy_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+        __m512 e = dscy_exp16_nonpos(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
         _mm512_storeu_ps(s + j, e);
         sum = _mm512_add_ps(sum, e);
     }
