@@ -884,6 +884,51 @@ def _fuse_attention_quant(v):
     return count
 
 
+def _q8_source(v, name, reader, pending):
+    """(layer node, output index, its attrs) when `name` is the float output of a QGemm or a
+    QGemmGroup part in mode requant_dq without activation (an 8-bit y_dtype) read only by
+    `reader`: the layer could write its 8-bit values instead. pending: changes not yet applied
+    ({id(layer): {"node": layer, j: new attrs}})."""
+    p = v.producer.get(name)
+    if p is None or id(p) in v.removed or p.domain != DOMAIN \
+            or p.op_type not in ("QGemm", "QGemmGroup") or v.sole(name) is not reader:
+        return None
+    j = p.outputs.index(name)
+    a = pending.get(id(p), {}).get(j)
+    if a is None:
+        a = p.attrs if p.op_type == "QGemm" else p.attrs["parts"][j]
+    if a.get("mode") != "requant_dq" or a.get("activation") \
+            or np.dtype(a.get("y_dtype", "uint8")) not in (np.uint8, np.int8):
+        return None
+    return p, j, a
+
+
+def _to_q8(pending, src):
+    """Record layer output src (_q8_source's) as 8-bit (mode requant, its post_bias dropped);
+    returns the (scale, zero point, bias) its reader dequantizes with."""
+    p, j, a = src
+    pb = a.get("post_bias")
+    deq = (float(np.float32(a["y_scale"])), int(a.get("y_zero_point", 0)),
+           None if pb is None else np.ascontiguousarray(pb, np.float32).reshape(-1))
+    a = {k: val for k, val in a.items() if k != "post_bias"}
+    a["mode"] = "requant"
+    pending.setdefault(id(p), {"node": p})[j] = a
+    return deq
+
+
+def _apply_q8(v, pending):
+    """Replace each layer in pending by a copy with its recorded parts' new attrs."""
+    for ch in pending.values():
+        p = ch.pop("node")
+        if p.op_type == "QGemm":
+            attrs = ch[0]
+        else:
+            attrs = dict(p.attrs)
+            attrs["parts"] = [ch.get(j, part) for j, part in enumerate(p.attrs["parts"])]
+        v.replace([p], Node(p.op_type, p.domain, list(p.inputs), list(p.outputs), attrs, p.name,
+                            p.index))
+
+
 def _attention_8bit_inputs(v):
     """QGemm (or a QGemmGroup part) in mode requant_dq without activation -> Reshape ->
     FusedAttention's q, k or v ==> that layer in mode requant (its 8-bit values out) and the
@@ -898,45 +943,59 @@ def _attention_8bit_inputs(v):
         if id(fa) in v.removed or fa.op_type != "FusedAttention" or fa.domain != DOMAIN \
                 or "in_deq" in fa.attrs or len(fa.inputs) < 3:
             continue
-        deq, new_attrs = [None, None, None], {}
+        deq, pending = [None, None, None], {}
         for i in range(3):
             x = fa.inputs[i]
             r = v.prod(x, "Reshape")
             if r is None or v.sole(x) is not fa or list(fa.inputs[:3]).count(x) != 1:
                 continue
-            src = r.inputs[0]
-            p = v.producer.get(src)
-            if p is None or id(p) in v.removed or p.domain != DOMAIN \
-                    or p.op_type not in ("QGemm", "QGemmGroup") or v.sole(src) is not r:
-                continue
-            j = p.outputs.index(src)
-            a = new_attrs.get(id(p), {}).get(j)
-            if a is None:
-                a = p.attrs if p.op_type == "QGemm" else p.attrs["parts"][j]
-            if a.get("mode") != "requant_dq" or a.get("activation") \
-                    or np.dtype(a.get("y_dtype", "uint8")) not in (np.uint8, np.int8):
-                continue
-            pb = a.get("post_bias")
-            deq[i] = (float(np.float32(a["y_scale"])), int(a.get("y_zero_point", 0)),
-                      None if pb is None else np.ascontiguousarray(pb, np.float32).reshape(-1))
-            a = {k: val for k, val in a.items() if k != "post_bias"}
-            a["mode"] = "requant"
-            new_attrs.setdefault(id(p), {"node": p})[j] = a
-        if not any(d is not None for d in deq):
+            src = _q8_source(v, r.inputs[0], r, pending)
+            if src is not None:
+                deq[i] = _to_q8(pending, src)
+        if not pending:
             continue
-        for ch in new_attrs.values():
-            p = ch.pop("node")
-            if p.op_type == "QGemm":
-                attrs = ch[0]
-            else:
-                attrs = dict(p.attrs)
-                attrs["parts"] = [ch.get(j, part) for j, part in enumerate(p.attrs["parts"])]
-            v.replace([p], Node(p.op_type, p.domain, list(p.inputs), list(p.outputs), attrs,
-                                p.name, p.index))
+        _apply_q8(v, pending)
         attrs = dict(fa.attrs)
         attrs["in_deq"] = deq
         v.replace([fa], Node("FusedAttention", DOMAIN, list(fa.inputs), list(fa.outputs), attrs,
                              fa.name, fa.index))
+        count += 1
+    return count
+
+
+def _layernorm_8bit_input(v):
+    """QGemm (or a QGemmGroup part) in mode requant_dq without activation -> LayerNorm with a
+    quantized output, as its x or its skip ==> that layer in mode requant and the LayerNorm
+    dequantizing it row by row (attr x_deq: (y_scale, y_zero_point, post_bias); the 8-bit
+    input goes first: x + skip is the same float sum either way). A transformer's output
+    projection and second FFN layer then write a quarter of the bytes (BERT-base: 393 KB of
+    floats per layer each), which their LayerNorm reads."""
+    if os.environ.get("DEEPSPARSE_CY_NO_LAYERNORM_8BIT_INPUT", "") in ("1", "true"):
+        return 0
+    count = 0
+    for ln in list(v.g.nodes) + list(v.added):
+        if id(ln) in v.removed or ln.op_type != "LayerNorm" or ln.domain != DOMAIN \
+                or "x_deq" in ln.attrs or "q_scale" not in ln.attrs or len(ln.inputs) < 3:
+            continue
+        pending = {}
+        for i in (0, 1):
+            x = ln.inputs[i]
+            if not x or list(ln.inputs[:2]).count(x) != 1:
+                continue
+            src = _q8_source(v, x, ln, pending)
+            if src is not None:
+                deq = _to_q8(pending, src)
+                break
+        if not pending:
+            continue
+        _apply_q8(v, pending)
+        inputs = list(ln.inputs)
+        if i == 1:
+            inputs[0], inputs[1] = inputs[1], inputs[0]
+        attrs = dict(ln.attrs)
+        attrs["x_deq"] = deq
+        v.replace([ln], Node("LayerNorm", DOMAIN, inputs, list(ln.outputs), attrs, ln.name,
+                             ln.index))
         count += 1
     return count
 
@@ -1112,6 +1171,7 @@ def fuse(graph, opsets, exact=None):
     count += _group_qgemm(v)
     if _fp32_enabled():
         count += _attention_8bit_inputs(v)
+        count += _layernorm_8bit_input(v)
     from .fusion_conv import fuse_qconv; count += fuse_qconv(graph, opsets, exact)  # noqa: E702
     if count:
         v.commit()

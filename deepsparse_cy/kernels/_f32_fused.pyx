@@ -8,7 +8,7 @@ bodies (csrc/f32_fused.h) exist as a baseline and an AVX2+FMA copy (LayerNorm ro
 quantizers also an AVX-512 one); `set_avx2` / `set_avx512` (_fastmath.pxi) pick them
 (ops/fast_fused.py sets them from kernels.kernel_isa()).
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport erf, fabs, isfinite, rint, sqrt
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
@@ -22,6 +22,14 @@ cdef extern from "csrc/f32_fused.h" nogil:
     int dscy_layernorm_zq(int level, const float *x, const float *skip, float *y, long n,
                           const float *g, const float *b, float eps, void *q, int q_signed,
                           float scale, float zp, int dq_out)
+    ctypedef struct dscy_ln_x8:
+        const void *q
+        int sgn
+        float zp, scale
+        const float *bias
+    int dscy_layernorm_zq8(int level, const void *xr, const dscy_ln_x8 *x8, const float *skip,
+                           float *y, long n, const float *g, const float *b, float eps, void *q,
+                           int q_signed, float scale, float zp, int dq_out)
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
@@ -287,6 +295,30 @@ def yolo_boxes(const float[:, :, ::1] d,      # IN  [N, 4, A]: left, top, right,
                 y[n, 3, j] = (y2 - y1) * s
 
 
+cdef inline void _ln_quant_row(int av, const float *x, const float *skip, const float *g,
+                               const float *b, float eps, float *y, unsigned char *qr,
+                               bint q_signed, float scale, float zp, bint dq_out,
+                               Py_ssize_t n) noexcept nogil:
+    # level 2: the row's last pass quantizes and dequantizes in registers
+    if dscy_layernorm_zq(av, x, skip, y, n, g, b, eps, qr, q_signed, scale, zp, dq_out):
+        return
+    dscy_layernorm(av, x, skip, y, n, g, b, eps)
+    # the QuantizeLinear and DequantizeLinear ops' own row functions
+    dscy_quantize8(av, q_signed, y, qr, n, scale, zp)
+    if dq_out:
+        dscy_dequant_row(av, q_signed, qr, y, n, zp, scale, NULL)
+
+
+cdef _ln_check(Py_ssize_t rows, Py_ssize_t n, const float[:, ::1] skip, const float[::1] gamma,
+               const float[::1] beta, unsigned char[:, ::1] q, float[:, ::1] dq):
+    if gamma.shape[0] != n or (beta is not None and beta.shape[0] != n):
+        raise ValueError("LayerNorm scale/bias length differs from the normalised axis")
+    if dq.shape[0] != rows or dq.shape[1] != n or q.shape[0] != rows or q.shape[1] != n:
+        raise ValueError("LayerNorm output shape differs from the input's")
+    if skip is not None and (skip.shape[0] != rows or skip.shape[1] != n):
+        raise ValueError("LayerNorm skip shape differs from the input's")
+
+
 def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
                     const float[:, ::1] skip,   # IN  [rows, n] residual added first, or None
                     const float[::1] gamma,     # IN  [n]
@@ -303,34 +335,79 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
     cdef const float *sk = NULL
     cdef const float *b = NULL
     cdef int av = _level
-    cdef float *y
-    cdef unsigned char *qr
     if rows == 0 or n == 0:
         return
-    if gamma.shape[0] != n or (beta is not None and beta.shape[0] != n):
-        raise ValueError("LayerNorm scale/bias length differs from the normalised axis")
-    if dq.shape[0] != rows or dq.shape[1] != n or q.shape[0] != rows or q.shape[1] != n:
-        raise ValueError("LayerNorm output shape differs from the input's")
+    _ln_check(rows, n, skip, gamma, beta, q, dq)
     if skip is not None:
-        if skip.shape[0] != rows or skip.shape[1] != n:
-            raise ValueError("LayerNorm skip shape differs from the input's")
         sk = &skip[0, 0]
     if beta is not None:
         b = &beta[0]
     with nogil:
         for r in prange(rows, num_threads=_nt(4 * rows * n, num_threads), schedule="static"):
-            y = &dq[r, 0]
-            qr = &q[r, 0]
-            # level 2: the row's last pass quantizes and dequantizes in registers
-            if dscy_layernorm_zq(av, &x[r, 0], sk + r * n if sk != NULL else NULL, y, n,
-                                 &gamma[0], b, eps, qr, q_signed, scale, zp, dq_out):
-                continue
-            dscy_layernorm(av, &x[r, 0], sk + r * n if sk != NULL else NULL, y, n,
-                           &gamma[0], b, eps)
-            # the QuantizeLinear and DequantizeLinear ops' own row functions
-            dscy_quantize8(av, q_signed, y, qr, n, scale, zp)
-            if dq_out:
-                dscy_dequant_row(av, q_signed, qr, y, n, zp, scale, NULL)
+            _ln_quant_row(av, &x[r, 0], sk + r * n if sk != NULL else NULL, &gamma[0], b, eps,
+                          &dq[r, 0], &q[r, 0], q_signed, scale, zp, dq_out, n)
+
+
+def layernorm_quant_x8(const unsigned char[:, ::1] x,   # IN  [rows, n] uint8 (int8: its uint8 view)
+                       bint x_signed, float x_scale, float x_zp,
+                       const float[::1] x_bias,      # IN  [n] or None
+                       const float[:, ::1] skip,     # IN  [rows, n] residual added first, or None
+                       const float[::1] gamma,       # IN  [n]
+                       const float[::1] beta,        # IN  [n] or None
+                       float eps,
+                       unsigned char[:, ::1] q,      # OUT [rows, n] uint8 (int8: its uint8 view)
+                       bint q_signed,
+                       float[:, ::1] dq,             # OUT [rows, n], not aliasing skip
+                       float scale, float zp, bint dq_out, int num_threads=1):
+    """layernorm_quant of the floats (x - x_zp) * x_scale [+ x_bias] (each step rounded to
+    float32: the QGemm mid step whose 8-bit values x holds, graph/fusion.py
+    _layernorm_8bit_input): each row dequantized by the DequantizeLinear op's row function into
+    its thread's scratch row (the zmm row: as its first pass reads it), then the same row
+    steps, so the outputs equal layernorm_quant on those floats bit for bit."""
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
+    cdef const float *sk = NULL
+    cdef const float *b = NULL
+    cdef const float *xb = NULL
+    cdef int av = _level
+    cdef int nt
+    cdef float[:, ::1] rowbuf
+    if rows == 0 or n == 0:
+        return
+    _ln_check(rows, n, skip, gamma, beta, q, dq)
+    if x_bias is not None:
+        if x_bias.shape[0] != n:
+            raise ValueError("LayerNorm input bias length differs from the normalised axis")
+        xb = &x_bias[0]
+    if skip is not None:
+        sk = &skip[0, 0]
+    if beta is not None:
+        b = &beta[0]
+    nt = _nt(4 * rows * n, num_threads)
+    # a thread's scratch row, then n floats of its own: the zmm row prefetches the next row's x
+    # (x + n), which here must not be the other thread's row (the line ping-pong between the
+    # cores made the call 2x slower)
+    cdef float *buf
+    cdef dscy_ln_x8 x8
+    x8.q = NULL
+    x8.sgn = x_signed
+    x8.zp = x_zp
+    x8.scale = x_scale
+    x8.bias = xb
+    if av >= 2 and n % 32 == 0:
+        # the zmm row reads the bytes as it starts (its first pass: dequantize [+ skip])
+        with nogil:
+            for r in prange(rows, num_threads=nt, schedule="static"):
+                dscy_layernorm_zq8(av, &x[r, 0], &x8, sk + r * n if sk != NULL else NULL,
+                                   &dq[r, 0], n, &gamma[0], b, eps, &q[r, 0], q_signed, scale,
+                                   zp, dq_out)
+        return
+    rowbuf = np.empty((nt, 2 * n + 16), np.float32)
+    with nogil:
+        for r in prange(rows, num_threads=nt, schedule="static"):
+            buf = &rowbuf[threadid(), 0]
+            dscy_dequant_row(av, x_signed, &x[r, 0], buf, n, x_zp, x_scale, xb)
+            _ln_quant_row(av, buf, sk + r * n if sk != NULL else NULL, &gamma[0], b, eps,
+                          &dq[r, 0], &q[r, 0], q_signed, scale, zp, dq_out, n)
 
 
 def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)

@@ -446,7 +446,11 @@ class FusedMatMul(Op):
 
 @register("LayerNorm", since=1, domain=DOMAIN)
 class LayerNorm(Op):
-    """LayerNorm over the last axis of x (+ skip): one kernel pass per row."""
+    """LayerNorm over the last axis of x (+ skip): one kernel pass per row.
+
+    attr x_deq (graph/fusion.py _layernorm_8bit_input): x is the 8-bit output of a QGemm whose
+    float values (x - zero point) * scale + bias[n] (float32 steps) it stands for, as
+    (scale, zero point, bias [n] or None); the kernel dequantizes each row as it starts it."""
 
     kernel_name = "f32_layernorm"
 
@@ -460,6 +464,41 @@ class LayerNorm(Op):
             self.q = (float(np.float32(node.attrs["q_scale"])), int(node.attrs["q_zero_point"]),
                       np.dtype(node.attrs["q_dtype"]))
             self.dq_out = len(node.outputs) > 1 and bool(node.outputs[1])
+        self.xdeq = None
+        if node.attrs.get("x_deq") is not None:
+            d = node.attrs["x_deq"]
+            self.xdeq = (float(np.float32(d[0])), float(int(d[1])),
+                         None if d[2] is None else np.ascontiguousarray(d[2], _F32).reshape(-1))
+
+    def _x8(self, inputs):
+        """(x 8-bit [rows, n] or None, inputs): the 8-bit x the kernel dequantizes itself (same
+        shape as a float32 skip, contiguous, its bias the row's length), else None and the
+        inputs with x dequantized here (numpy, the kernel's float32 steps)."""
+        x = inputs[0]
+        if self.xdeq is None or x.dtype == _F32:
+            return None, inputs
+        if x.dtype not in (np.uint8, np.int8):
+            raise ShapeError(f"LayerNorm: x should be the 8-bit values of its QGemm, got {x.dtype}")
+        skip, b = inputs[1], self.xdeq[2]
+        if self.q is not None and x.ndim > 0 and x.size and x.flags.c_contiguous \
+                and (b is None or b.shape[0] == x.shape[-1]) \
+                and (skip is None or (skip.shape == x.shape and skip.dtype == _F32
+                                      and skip.flags.c_contiguous)):
+            return x, inputs
+        return None, [_deq_f32(x, self.xdeq)] + list(inputs[1:])
+
+    def _quant_x8(self, x8, inputs, q, dq):
+        """(fn, args) of the quantized LayerNorm on 8-bit x into q / dq."""
+        n = x8.shape[-1]
+        skip = inputs[1]
+        _, _, g, b = self._args([np.empty((1, n), _F32), None] + list(inputs[2:]))
+        scale, zp, dt = self.q
+        xs, xz, xb = self.xdeq
+        return _k.layernorm_quant_x8, (
+            x8.reshape(-1, n).view(np.uint8), x8.dtype == np.int8, xs, xz, xb,
+            skip.reshape(-1, n) if skip is not None else None, g, b, self.eps,
+            q.reshape(-1, n).view(np.uint8), dt == np.int8, dq.reshape(-1, n), scale, float(zp),
+            self.dq_out, self.nt)
 
     @staticmethod
     def _args(inputs):
@@ -476,8 +515,9 @@ class LayerNorm(Op):
         return x, skip, g, b
 
     def run(self, inputs, outs):
+        x8, inputs = self._x8(inputs)
         if self.q is not None:
-            return self._run_quant(inputs, outs)
+            return self._run_quant(inputs, outs, x8)
         x, skip, g, b = self._args(inputs)
         n = x.shape[-1]
         y = _out(x.shape, outs[0] if outs else None)
@@ -493,6 +533,24 @@ class LayerNorm(Op):
         gamma and beta prepared once (same-shape skip, contiguous float32, outputs in their
         slots not overlapping the inputs)."""
         x, skip = inputs[0], inputs[1]
+        if self.xdeq is not None and isinstance(x, np.ndarray) and x.dtype != _F32:
+            x8, ins = self._x8(inputs)
+            if x8 is None or not outs or any(o is None for o in outs[:1 + self.dq_out]):
+                return None
+            scale, zp, dt = self.q
+            o = [outs[0]] + ([outs[1]] if self.dq_out else [])
+            if o[0].dtype != dt or any(a.shape != x.shape or not a.flags.c_contiguous
+                                       for a in o) or (self.dq_out and o[1].dtype != _F32) \
+                    or any(np.may_share_memory(a, c) for a in o
+                           for c in (x, skip) if c is not None):
+                return None
+            n = x.shape[-1]
+            for p in inputs[2:4]:
+                if p is not None and not (isinstance(p, np.ndarray) and p.dtype == _F32
+                                          and p.size == n and p.flags.c_contiguous):
+                    return None
+            dq = o[1] if self.dq_out else np.empty(x.shape, np.float32)
+            return self._quant_x8(x8, inputs, o[0], dq)
         if not outs or outs[0] is None or x.dtype != _F32 or not x.flags.c_contiguous \
                 or x.ndim == 0 or x.size == 0:
             return None
@@ -529,18 +587,26 @@ class LayerNorm(Op):
                                     dt == np.int8, dq.reshape(-1, n), scale, float(zp),
                                     self.dq_out, self.nt)
 
-    def _run_quant(self, inputs, outs):
-        x, skip, g, b = self._args(inputs)
+    def _run_quant(self, inputs, outs, x8=None):
+        if x8 is not None:
+            x, skip = x8, inputs[1]
+        else:
+            x, skip, g, b = self._args(inputs)
         n = x.shape[-1]
         scale, zp, dt = self.q
         oq = outs[0] if outs else None
         q = oq if (oq is not None and oq.dtype == dt and oq.shape == x.shape
-                   and oq.flags.c_contiguous) else np.empty(x.shape, dt)
+                   and oq.flags.c_contiguous and not np.shares_memory(oq, x)) \
+            else np.empty(x.shape, dt)
         od = outs[1] if outs is not None and len(outs) > 1 else None
         dq = _out(x.shape, od) if self.dq_out else np.empty(x.shape, np.float32)
         if dq is x or (skip is not None and dq is skip) or np.shares_memory(dq, x) \
                 or (skip is not None and np.shares_memory(dq, skip)):
             dq = np.empty(x.shape, np.float32)
+        if x8 is not None:
+            fn, args = self._quant_x8(x8, inputs, q, dq)
+            fn(*args)
+            return [q, dq] if self.dq_out else [q]
         xc = np.ascontiguousarray(x, _F32).reshape(-1, n)
         sc = np.ascontiguousarray(skip, _F32).reshape(-1, n) if skip is not None else None
         _k.layernorm_quant(xc, sc, g, b, self.eps, q.reshape(-1, n).view(np.uint8),

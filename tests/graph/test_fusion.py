@@ -601,7 +601,9 @@ def test_attention_reads_qkv_bytes(which, path, tiny_bert_q, tiny_bert_q_dense, 
         op.deq is not None and all(d is not None for d in op.deq) for op in atts)
     layers = [op for n, op in e._program.steps if n.op_type in ("QGemm", "QGemmGroup")]
     if path == "no_group":
-        assert sum(op.mode == "requant" for op in layers) == 6
+        # Q, K, V of both layers (and the output projections and layer 0's second FFN layer,
+        # read by their LayerNorm: _layernorm_8bit_input)
+        assert sum(op.mode == "requant" for op in layers) == 6 + 3
     else:
         groups = [op for op in layers if op.node.op_type == "QGemmGroup"]
         assert len(groups) == 2 and all(g.out_dtypes == [np.dtype(np.uint8)] * 3 for g in groups)
@@ -642,6 +644,66 @@ def test_attention_8bit_inputs_other_layouts(tiny_bert_q):
     np.testing.assert_array_equal(op.run(wide + [mask], None)[0], ref)
     with pytest.raises(Exception):
         op.run([x.astype(np.float32) for x in xs] + [mask], None)
+
+
+@pytest.mark.parametrize("which", ["dense", "block4"])
+@pytest.mark.parametrize("level", [None, 1, 0])
+def test_layernorm_reads_8bit_input(which, level, tiny_bert_q, tiny_bert_q_dense, monkeypatch):
+    """_layernorm_8bit_input: the output projection's and the second FFN layer's 8-bit values
+    go to their quantized LayerNorm (the layers in mode requant, the LayerNorm with x_deq),
+    which dequantizes each row itself: outputs equal to the graph without the rewrite
+    (DEEPSPARSE_CY_NO_LAYERNORM_8BIT_INPUT=1) bit for bit at several shapes, with the zmm row
+    (default here), the AVX2 and the baseline rows (level 1, 0: a scratch row first)."""
+    from deepsparse_cy import zoo
+    from deepsparse_cy.kernels import _f32_fused, _f32_ops
+    q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
+    e = ds.compile_model(q)
+    lns = [op for n, op in e._program.steps if n.op_type == "LayerNorm"]
+    # the embeddings' LayerNorm reads a Gather sum, the last one feeds the float output
+    assert sum(op.xdeq is not None for op in lns) == len(lns) - 2 == 3
+    assert sum(op.mode == "requant" for n, op in e._program.steps if n.op_type == "QGemm") == 3
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_LAYERNORM_8BIT_INPUT", "1")
+    e2 = ds.compile_model(q)
+    assert all(op.xdeq is None for n, op in e2._program.steps if n.op_type == "LayerNorm")
+    was = (_f32_fused.level(), _f32_ops.level())
+    try:
+        if level is not None:
+            _f32_fused.set_level(level)
+            _f32_ops.set_level(level)
+        for batch, seq in [(1, 128), (2, 64), (1, 7)]:
+            feeds = zoo.example_inputs(q, batch=batch, seq=seq, seed=batch * 10 + seq)
+            x = [feeds[nm] for nm in e.input_names]
+            for _ in range(2):                      # the second run on the bound plan
+                got = e.run(x)
+            for g, r in zip(got, e2.run(x)):
+                np.testing.assert_array_equal(g, r)
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
+
+
+def test_layernorm_8bit_input_other_layouts(tiny_bert_q):
+    """An 8-bit x the kernel does not take as it is (a strided view here, or a skip that
+    broadcasts) is dequantized by numpy first, in the kernel's float32 steps: the same outputs."""
+    q, _ = tiny_bert_q
+    e = ds.compile_model(q)
+    op = next(op for n, op in e._program.steps if n.op_type == "LayerNorm" and op.xdeq is not None)
+    n = op.xdeq[2].shape[0]
+    rng = np.random.default_rng(3)
+    x8 = rng.integers(0, 256, (2, 5, n), dtype=np.uint8)
+    skip = rng.standard_normal((2, 5, n)).astype(np.float32)
+    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    ref = op.run([x8, skip, g, b], None)
+    wide = np.zeros((2, 5, n + 3), np.uint8)
+    wide[..., 1:n + 1] = x8
+    for a, r in zip(op.run([wide[..., 1:n + 1], skip, g, b], None), ref):
+        np.testing.assert_array_equal(a, r)
+    # a skip broadcast over the rows: numpy adds it to the floats first, as the float graph did
+    sk1 = skip[:1, :1]
+    xf = (x8.astype(np.float32) - np.float32(op.xdeq[1])) * np.float32(op.xdeq[0]) + op.xdeq[2]
+    for a, r in zip(op.run([x8, sk1, g, b], None), op.run([np.add(xf, sk1), None, g, b], None)):
+        np.testing.assert_array_equal(a, r)
 
 
 def _qgemm_layer_kernels(e):

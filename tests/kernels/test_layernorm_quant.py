@@ -139,3 +139,50 @@ def test_layernorm_quant_edges_match_separate_passes(avx2, dt, zp, scale):
     np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape))   # the rows are beta exactly
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(dq, dq_ref)
+
+
+@pytest.mark.parametrize("avx2", [0, 1, 2], ids=["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("xdt,xzp", [(np.uint8, 128), (np.int8, -3)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows,n,skip,beta", _ROWS)
+@pytest.mark.parametrize("nt", [1, 2])
+def test_layernorm_quant_x8_matches_float_input(avx2, xdt, xzp, bias, rows, n, skip, beta, nt):
+    """layernorm_quant_x8: x given as the 8-bit values of a QGemm whose floats are
+    (x - zp) * scale [+ bias], each step rounded to float32 (numpy's steps here). Its outputs
+    equal layernorm_quant on those floats bit for bit: the zmm row dequantizes as its first pass
+    reads (rows of a multiple of 32), the other levels and lengths dequantize each row into a
+    thread's scratch first; 1 and 2 threads."""
+    if avx2 and not (cpu_features().get("avx2") and cpu_features().get("fma")):
+        pytest.skip("no AVX2+FMA")
+    if avx2 == 2 and not _has_avx512():
+        pytest.skip("no AVX-512 F/BW/VL/DQ")
+    rng = np.random.default_rng(rows * n + 7)
+    info = np.iinfo(xdt)
+    x8 = rng.integers(info.min, info.max + 1, (rows, n)).astype(xdt)
+    xs = float(np.float32(0.037))
+    xb = (0.5 * rng.standard_normal(n)).astype(np.float32) if bias else None
+    xf = (x8.astype(np.float32) - np.float32(xzp)) * np.float32(xs)
+    if bias:
+        xf = xf + xb
+    r = rng.standard_normal((rows, n)).astype(np.float32) if skip else None
+    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n)).astype(np.float32) if beta else None
+    scale, zp = float(np.float32(0.021)), 127.0
+    was = (_f32_fused.level(), _f32_ops.level())
+    _set_level(avx2)
+    try:
+        q, dq = np.empty((rows, n), np.uint8), np.empty((rows, n), np.float32)
+        _f32_fused.layernorm_quant(xf, r, g, b, 1e-5, q, False, dq, scale, zp, True, nt)
+        for dq_out in (True, False):
+            q8, dq8 = np.full((rows, n), 7, np.uint8), np.full((rows, n), np.nan, np.float32)
+            _f32_fused.layernorm_quant_x8(x8.view(np.uint8), xdt == np.int8, xs, float(xzp), xb,
+                                          r, g, b, 1e-5, q8, False, dq8, scale, zp, dq_out, nt)
+            np.testing.assert_array_equal(q8, q)
+            if dq_out:
+                np.testing.assert_array_equal(dq8, dq)
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
+    with pytest.raises(ValueError):
+        _f32_fused.layernorm_quant_x8(x8.view(np.uint8), False, xs, 0.0, np.zeros(n + 1, np.float32),
+                                      r, g, b, 1e-5, q8, False, dq8, scale, zp, True, 1)

@@ -20,6 +20,11 @@
 #define DSCY_INLINE static inline __attribute__((always_inline))
 #define DSCY_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
+/* An 8-bit x of dscy_layernorm_z: the floats (q - zp) * scale [+ bias[i]], each step rounded
+ * as dscy_dequant_row rounds it (the QGemm mid step whose values q are). */
+typedef struct { const void *q; int sgn; float zp, scale; const float *bias; } dscy_ln_x8;
+
+
 /* exp as in dscy_fastmath.h (same range reduction and polynomial), written so gcc if-converts and
  * vectorises it: floor through __builtin_floorf (vroundps), the exponent bits through a union,
  * no NaN select (NaN propagates through the arithmetic). It stays a twin of dscy_expf because
@@ -575,10 +580,23 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
                                                 float *restrict y, long n,
                                                 const float *restrict g, const float *restrict b,
                                                 float eps, void *q, int q_signed, float scale,
-                                                float zp, int dq_out) {
+                                                float zp, int dq_out, const dscy_ln_x8 *x8) {
     const float *t = x;
     long i;
-    if (skip) {
+    if (x8) {      /* x = dequantized q (dscy_dequant_row_*_avx512's steps) [+ skip], into y */
+        const __m512 xz = _mm512_set1_ps(x8->zp), xs = _mm512_set1_ps(x8->scale);
+        const unsigned char *xq = (const unsigned char *)x8->q;
+        for (i = 0; i < n; i += 16) {
+            __m128i raw = _mm_loadu_si128((const __m128i *)(xq + i));
+            __m512 v = _mm512_cvtepi32_ps(x8->sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw));
+            v = _mm512_mul_ps(_mm512_sub_ps(v, xz), xs);
+            __asm__("" : "+v"(v));   /* the product rounds before the bias (no FMA) */
+            if (x8->bias) v = _mm512_add_ps(v, _mm512_loadu_ps(x8->bias + i));
+            if (skip) v = _mm512_add_ps(v, _mm512_loadu_ps(skip + i));
+            _mm512_storeu_ps(y + i, v);
+        }
+        t = y;
+    } else if (skip) {
         for (i = 0; i < n; i += 16)
             _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(skip + i)));
         t = y;
@@ -589,7 +607,11 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
         /* the next row's input (and residual) towards L1 while this one computes: in a model
          * the residual was written several layers back, and each row starts a new stream
          * that the hardware prefetcher picks up late (the caller's rows are consecutive) */
-        __builtin_prefetch(x + n + i, 0, 3); __builtin_prefetch(x + n + i + 16, 0, 3);
+        if (x8) {
+            if (i % 64 == 0) __builtin_prefetch((const unsigned char *)x8->q + n + i, 0, 3);
+        } else {
+            __builtin_prefetch(x + n + i, 0, 3); __builtin_prefetch(x + n + i + 16, 0, 3);
+        }
         if (skip) { __builtin_prefetch(skip + n + i, 0, 3); __builtin_prefetch(skip + n + i + 16, 0, 3); }
         z0 = _mm512_add_ps(z0, _mm512_loadu_ps(t + i));
         z1 = _mm512_add_ps(z1, _mm512_loadu_ps(t + i + 16));
@@ -645,11 +667,31 @@ static inline int dscy_layernorm_zq(int level, const float *x, const float *skip
                                     int q_signed, float scale, float zp, int dq_out) {
 #ifndef DSCY_NO_LAYERNORM_Z
     if (level >= 2 && n % 32 == 0) {
-        dscy_layernorm_z(x, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out);
+        dscy_layernorm_z(x, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out, NULL);
         return 1;
     }
 #endif
     (void)level; (void)x; (void)skip; (void)y; (void)n; (void)g; (void)b; (void)eps; (void)q;
+    (void)q_signed; (void)scale; (void)zp; (void)dq_out;
+    return 0;
+}
+
+/* dscy_layernorm_zq of the 8-bit row xr (dequantized by x8's parameters; x8->q unused) read as
+ * it starts the row; 0 where the level or n does not allow (the caller dequantizes the row
+ * first) */
+static inline int dscy_layernorm_zq8(int level, const void *xr, const dscy_ln_x8 *x8,
+                                     const float *skip, float *y, long n, const float *g,
+                                     const float *b, float eps, void *q, int q_signed, float scale,
+                                     float zp, int dq_out) {
+#ifndef DSCY_NO_LAYERNORM_Z
+    if (level >= 2 && n % 32 == 0) {
+        dscy_ln_x8 row = *x8;
+        row.q = xr;
+        dscy_layernorm_z(NULL, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out, &row);
+        return 1;
+    }
+#endif
+    (void)level; (void)xr; (void)x8; (void)skip; (void)y; (void)n; (void)g; (void)b; (void)eps; (void)q;
     (void)q_signed; (void)scale; (void)zp; (void)dq_out;
     return 0;
 }
