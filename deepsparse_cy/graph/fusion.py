@@ -938,6 +938,9 @@ def _attention_8bit_inputs(v):
     a quarter of that as bytes)."""
     if os.environ.get("DEEPSPARSE_CY_NO_ATTENTION_8BIT_INPUTS", "") in ("1", "true"):
         return 0
+    from ..ops import fast_fused
+    if fast_fused._ATTN is None:
+        return 0     # no compiled attention at this level: numpy would dequantize in a pass
     count = 0
     for fa in list(v.g.nodes) + list(v.added):
         if id(fa) in v.removed or fa.op_type != "FusedAttention" or fa.domain != DOMAIN \

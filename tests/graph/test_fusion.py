@@ -582,14 +582,15 @@ def test_attention_reads_qkv_bytes(which, path, tiny_bert_q, tiny_bert_q_dense, 
     layers in mode requant, the attention with in_deq) and dequantizes them itself. The outputs
     equal the graph without the rewrite (DEEPSPARSE_CY_NO_ATTENTION_8BIT_INPUTS=1) bit for bit,
     at several shapes from one compile, on the compiled kernel (dequantizing as it packs), the
-    numpy path (no compiled kernel: dequantized by numpy first), bf16 attention, and with Q, K
-    and V as separate QGemm layers."""
+    numpy path (the kernel gone after compiling: dequantized by numpy first), bf16 attention,
+    and with Q, K and V as separate QGemm layers. Where no compiled attention runs, the rewrite
+    is not made (numpy would add a dequantizing pass)."""
     from deepsparse_cy import zoo
     import deepsparse_cy.ops.fast_fused as ff
     q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
-    if path == "numpy":
-        monkeypatch.setattr(ff, "_ATTN", None)
-    elif path == "bf16":
+    if ff._ATTN is None:
+        pytest.skip("no compiled attention kernel at this level (the rewrite is not made)")
+    if path == "bf16":
         if ff._ATTN_BF16 is None:
             pytest.skip("no f32_attn amx build at this level (AMX-BF16)")
         monkeypatch.setenv("DEEPSPARSE_CY_BF16_ATTENTION", "1")
@@ -610,6 +611,8 @@ def test_attention_reads_qkv_bytes(which, path, tiny_bert_q, tiny_bert_q_dense, 
     monkeypatch.setenv("DEEPSPARSE_CY_NO_ATTENTION_8BIT_INPUTS", "1")
     e2 = ds.compile_model(q)
     assert all(op.deq is None for n, op in e2._program.steps if n.op_type == "FusedAttention")
+    if path == "numpy":      # after compiling: the rewritten graph on the numpy path
+        monkeypatch.setattr(ff, "_ATTN", None)
     for batch, seq in [(1, 128), (2, 64), (1, 7), (3, 33)]:
         feeds = zoo.example_inputs(q, batch=batch, seq=seq, seed=batch * 10 + seq)
         x = [feeds[nm] for nm in e.input_names]
@@ -617,6 +620,17 @@ def test_attention_reads_qkv_bytes(which, path, tiny_bert_q, tiny_bert_q_dense, 
             got = e.run(x)
         for g, r in zip(got, e2.run(x)):
             np.testing.assert_array_equal(g, r)
+
+
+def test_attention_8bit_inputs_need_the_compiled_attention(tiny_bert_q, monkeypatch):
+    """Without a compiled attention (the generic level) the Q/K/V layers keep their float
+    outputs: the numpy path would dequantize in a pass of its own."""
+    import deepsparse_cy.ops.fast_fused as ff
+    monkeypatch.setattr(ff, "_ATTN", None)
+    e = ds.compile_model(tiny_bert_q[0])
+    assert all(op.deq is None for n, op in e._program.steps if n.op_type == "FusedAttention")
+    groups = [op for n, op in e._program.steps if n.op_type == "QGemmGroup"]
+    assert len(groups) == 2 and all(dt == np.float32 for g in groups for dt in g.out_dtypes)
 
 
 def test_attention_8bit_inputs_other_layouts(tiny_bert_q):
