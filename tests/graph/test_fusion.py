@@ -585,7 +585,6 @@ def test_attention_reads_qkv_bytes(which, path, tiny_bert_q, tiny_bert_q_dense, 
     numpy path (the kernel gone after compiling: dequantized by numpy first), bf16 attention,
     and with Q, K and V as separate QGemm layers. Where no compiled attention runs, the rewrite
     is not made (numpy would add a dequantizing pass)."""
-    from deepsparse_cy import zoo
     import deepsparse_cy.ops.fast_fused as ff
     q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
     if ff._ATTN is None:
@@ -613,10 +612,17 @@ def test_attention_reads_qkv_bytes(which, path, tiny_bert_q, tiny_bert_q_dense, 
     assert all(op.deq is None for n, op in e2._program.steps if n.op_type == "FusedAttention")
     if path == "numpy":      # after compiling: the rewritten graph on the numpy path
         monkeypatch.setattr(ff, "_ATTN", None)
-    for batch, seq in [(1, 128), (2, 64), (1, 7), (3, 33)]:
+    _same_outputs(e, e2, q, [(1, 128), (2, 64), (1, 7), (3, 33)])
+
+
+def _same_outputs(e, e2, q, shapes):
+    """e's outputs equal e2's bit for bit at each (batch, seq), e's second run on its bound
+    plan."""
+    from deepsparse_cy import zoo
+    for batch, seq in shapes:
         feeds = zoo.example_inputs(q, batch=batch, seq=seq, seed=batch * 10 + seq)
         x = [feeds[nm] for nm in e.input_names]
-        for _ in range(2):                      # the second run on the bound plan
+        for _ in range(2):
             got = e.run(x)
         for g, r in zip(got, e2.run(x)):
             np.testing.assert_array_equal(g, r)
@@ -668,7 +674,6 @@ def test_layernorm_reads_8bit_input(which, level, tiny_bert_q, tiny_bert_q_dense
     which dequantizes each row itself: outputs equal to the graph without the rewrite
     (DEEPSPARSE_CY_NO_LAYERNORM_8BIT_INPUT=1) bit for bit at several shapes, with the zmm row
     (default here), the AVX2 and the baseline rows (level 1, 0: a scratch row first)."""
-    from deepsparse_cy import zoo
     from deepsparse_cy.kernels import _f32_fused, _f32_ops
     q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
     e = ds.compile_model(q)
@@ -684,13 +689,7 @@ def test_layernorm_reads_8bit_input(which, level, tiny_bert_q, tiny_bert_q_dense
         if level is not None:
             _f32_fused.set_level(level)
             _f32_ops.set_level(level)
-        for batch, seq in [(1, 128), (2, 64), (1, 7)]:
-            feeds = zoo.example_inputs(q, batch=batch, seq=seq, seed=batch * 10 + seq)
-            x = [feeds[nm] for nm in e.input_names]
-            for _ in range(2):                      # the second run on the bound plan
-                got = e.run(x)
-            for g, r in zip(got, e2.run(x)):
-                np.testing.assert_array_equal(g, r)
+        _same_outputs(e, e2, q, [(1, 128), (2, 64), (1, 7)])
     finally:
         _f32_fused.set_level(was[0])
         _f32_ops.set_level(was[1])

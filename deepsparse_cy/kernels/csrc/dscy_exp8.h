@@ -38,9 +38,9 @@ static inline __m256 dscy_exp8(__m256 x) {
 #ifdef __AVX512F__
 /* dscy_exp8_clamped on 16 lanes, lane for lane the same operations (the attention softmax and
  * the conv tiles' SiLU of the avx512 build) */
-static inline __m512 dscy_exp16_clamped(__m512 x) {
-    const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-87.3365447505531f);
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+/* e^xc as y * 2^fl for xc already clamped: the range reduction and polynomial of
+ * dscy_exp16_clamped / dscy_exp16_nonpos, fl returned through *flp */
+static inline __m512 dscy_exp16_poly(__m512 xc, __m512 *flp) {
     __m512 fl = _mm512_roundscale_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
                                                      _mm512_set1_ps(0.5f)),
                                      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
@@ -53,7 +53,13 @@ static inline __m512 dscy_exp16_clamped(__m512 x) {
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_add_ps(_mm512_fmadd_ps(y, r2, r), _mm512_set1_ps(1.0f));
+    *flp = fl;
+    return _mm512_add_ps(_mm512_fmadd_ps(y, r2, r), _mm512_set1_ps(1.0f));
+}
+
+static inline __m512 dscy_exp16_clamped(__m512 x) {
+    const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-87.3365447505531f);
+    __m512 fl, y = dscy_exp16_poly(_mm512_min_ps(_mm512_max_ps(x, lo), hi), &fl);
     __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fl),
                                                    _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
@@ -73,20 +79,7 @@ static inline __m512 dscy_exp16(__m512 x) {
  * a power of two times y rounds as the multiply by the built 2^n does) */
 static inline __m512 dscy_exp16_nonpos(__m512 x) {
     const __m512 lo = _mm512_set1_ps(-87.3365447505531f);
-    __m512 xc = _mm512_max_ps(x, lo);
-    __m512 fl = _mm512_roundscale_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
-                                                     _mm512_set1_ps(0.5f)),
-                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(fl, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(fl, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 r2 = _mm512_mul_ps(r, r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_add_ps(_mm512_fmadd_ps(y, r2, r), _mm512_set1_ps(1.0f));
+    __m512 fl, y = dscy_exp16_poly(_mm512_max_ps(x, lo), &fl);
     return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), y, fl);
 }
 #endif
