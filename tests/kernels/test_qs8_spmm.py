@@ -121,6 +121,23 @@ def test_spmm_token_tiles_per_thread(isa, nt, m):
 
 
 @pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("nt", [1, 2, 3])
+@pytest.mark.parametrize("m", [511, 512, 520, 3840])
+@pytest.mark.parametrize("k,n", [(8, 8), (8, 32), (16, 40), (4, 3)])
+def test_spmm_few_blocks_many_tokens(isa, nt, m, k, n):
+    """Layers with a handful of stored blocks over many tokens (a MobileNetV3's first 1x1
+    convs): from 16 token tiles the tokens are split over the threads whatever the block count
+    (spmm_run's DSCY_SPMM_SPLIT_TILES), below that one thread; bit-exact either way, with empty
+    rows and an 8-token tail."""
+    rng = np.random.default_rng(m + k * 7 + n)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = sparse_weight(rng, n, k, 0.875, "block4")
+    w[0] = 0                                        # an empty row: bias only
+    _check(x, w, "block4", isa, np.uint8, 9, xzp=128, nt=nt, seed=m)
+    _check(x, w, "block4", isa, np.int8, -5, act="relu", nt=nt, seed=m)
+
+
+@pytest.mark.parametrize("isa", isa_params())
 @pytest.mark.parametrize("nt", [2, 3])
 @pytest.mark.parametrize("m", [64, 128, 160, 201, 330])
 def test_spmm_claimed_groups_and_row_chunks(isa, nt, m):

@@ -1134,6 +1134,13 @@ DSCY_THREAD_BUFFER(xt_buffer)
 /* the calling thread's own two packed tiles (spmm_range with x) */
 DSCY_THREAD_BUFFER(xt_own_buffer)
 
+/* From this many token tiles (512 tokens) a call splits its tokens over the threads whatever
+ * its block count: its packing and epilogue per token are work of their own (a MobileNetV3's
+ * 1x1 convs of 8 x 8 and 32 x 8 channels at 24 x 160 pixels: 25 and 34 us on one thread) */
+#ifndef DSCY_SPMM_SPLIT_TILES
+#define DSCY_SPMM_SPLIT_TILES 16
+#endif
+
 /* Pack + multiply in one parallel region. With enough 32-token tiles each thread takes whole
  * tiles (packs them itself and runs every row on them: its activations and its output rows stay
  * in its own cache, no barrier between pack and multiply); otherwise threads pack tiles, meet,
@@ -1150,7 +1157,8 @@ static int spmm_run(const dscy_conv_geom *g, const void *x, int x_signed, ptrdif
      * stored blocks x tiles (a YOLOv8n's 4x4 to 16x16 maps at a 128 input: 39 such convs
      * took 445 us on one thread, 524 on two) */
     long work = (long)row_ptr[N] * ntl;
-    if (nt > 1 && (ntl == 1 || work < 768 || (ntl == 2 && work < 4096))) nt = 1;
+    if (nt > 1 && (ntl == 1 || (work < 768 && ntl < DSCY_SPMM_SPLIT_TILES)
+                   || (ntl == 2 && work < 4096))) nt = 1;
     /* token split: whole 32-token tiles per thread, balanced (an 8-token tail tile goes last);
      * one thread runs that way too (it packs each tile into its own buffer as it goes) */
     int tok = nt == 1 || (n32 >= nt && (n32 % nt == 0 || n32 >= 4 * nt));
