@@ -2,7 +2,9 @@
  *   out[b, i, h, :] = softmax(scale * q[b, i, h, :] . k[b, :, h, :]^T + mask[b, h, i, :]) v[b, :, h, :]
  * q, k, v, out are strided [B, S|T, H, D] views (the layout the exporter's Reshape gives, the
  * last axis contiguous), so no transposed copies are made; the mask is broadcast by strides
- * (0 along broadcast axes, keys contiguous).
+ * (0 along broadcast axes, keys contiguous). q, k, v may also be the 8-bit values of the QGemm
+ * that made them (dscy_att_in): they are dequantized, in that layer's float32 steps, as K and
+ * V are packed and each block's queries copied (other paths: a head's rows into a scratch).
  *
  * Per item: K is packed once into panels of 16 keys, ktp[jb][d][16] (8x8 transposes; zero
  * beyond T), and V into panels of 16 columns, vp[eb][j][16], so both inner loops read one
