@@ -344,21 +344,34 @@ DSCY_DEQUANT_ROW(dscy_dequant_row_s8, signed char)
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 /* the same rows 16 values a step (AVX-512 F/BW/VL/DQ, level 2), the same two roundings per
  * value: bit-identical; the generic module's gcc vectorised the loops at SSE2 width */
-#define DSCY_DEQUANT_ROW16(name, T, widen)                                                 \
+/* 16 8-bit values at q (u8, or s8 with sgn) under lane mask m as their floats
+ * (q - zp) * scale [+ bias[0..15]], the product rounded before the bias; lanes outside m come
+ * out as (0 - zp) * scale [+ 0]. The one copy of the mid step's arithmetic on zmm: the
+ * DequantizeLinear rows here, the attention's packing of 8-bit q / k / v (f32_attn.c) and the
+ * LayerNorm row of an 8-bit x (f32_fused.h) all dequantize through it. */
+DSCY_TARGET_AVX512 static inline __m512 dscy_deq16(const void *q, int sgn, __m512 zp,
+                                                   __m512 scale, const float *bias,
+                                                   __mmask16 m) {
+    __m128i raw = _mm_maskz_loadu_epi8(m, q);
+    __m512 v = _mm512_cvtepi32_ps(sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw));
+    v = _mm512_mul_ps(_mm512_sub_ps(v, zp), scale);
+    __asm__("" : "+v"(v));   /* the product rounds before the bias (no FMA) */
+    if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias));
+    return v;
+}
+
+#define DSCY_DEQUANT_ROW16(name, T, sgn)                                                   \
     DSCY_TARGET_AVX512 static void name(const T *q, float *y, long n, float zp, float scale, \
                                         const float *bias) {                               \
         const __m512 z = _mm512_set1_ps(zp), sc = _mm512_set1_ps(scale);                   \
         for (long j = 0; j < n; j += 16) {   /* the tail under a lane mask */               \
             __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1); \
-            __m512 v = _mm512_cvtepi32_ps(widen(_mm_maskz_loadu_epi8(m, q + j)));          \
-            v = _mm512_mul_ps(_mm512_sub_ps(v, z), sc);                                    \
-            __asm__("" : "+v"(v));   /* the product rounds before the bias (no FMA) */      \
-            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));            \
-            _mm512_mask_storeu_ps(y + j, m, v);                                            \
+            _mm512_mask_storeu_ps(y + j, m, dscy_deq16(q + j, sgn, z, sc,                  \
+                                                       bias ? bias + j : NULL, m));        \
         }                                                                                  \
     }
-DSCY_DEQUANT_ROW16(dscy_dequant_row_u8_avx512, unsigned char, _mm512_cvtepu8_epi32)
-DSCY_DEQUANT_ROW16(dscy_dequant_row_s8_avx512, signed char, _mm512_cvtepi8_epi32)
+DSCY_DEQUANT_ROW16(dscy_dequant_row_u8_avx512, unsigned char, 0)
+DSCY_DEQUANT_ROW16(dscy_dequant_row_s8_avx512, signed char, 1)
 #else
 #define dscy_dequant_row_u8_avx512 dscy_dequant_row_u8
 #define dscy_dequant_row_s8_avx512 dscy_dequant_row_s8

@@ -51,10 +51,10 @@
 DSCY_THREAD_BUFFER(att_buffer)
 DSCY_THREAD_BUFFER(att_deq_buffer)
 
-/* An 8-bit input of one head (dscy_att_in with the bias at the head's first channel), or NULL:
- * floats. Its values are ((x - zp) * scale) + bias[d], each step rounded to float32 as the
+/* An 8-bit input of one head is its dscy_att_in with the bias at the head's first channel (NULL:
+ * floats). Its values are ((x - zp) * scale) + bias[d], each step rounded to float32 as the
  * QGemm's mid step and numpy round them (x - zp is exact: both are small integers). */
-typedef struct { int type; float zp, scale; const float *bias; } att_deq;
+typedef dscy_att_in att_deq;
 
 static inline float deq1(const void *p, ptrdiff_t i, const att_deq *dq, int d) {
     if (!dq) return ((const float *)p)[i];
@@ -80,16 +80,12 @@ static inline __m256 deq8(const void *p, ptrdiff_t i, const att_deq *dq, int d) 
 #endif
 
 #if defined(__AVX512F__)
-/* elements i..i+15 under mask m (zero elsewhere) */
+/* elements i..i+15 under mask m (zero elsewhere): dscy_deq16 (dscy_fastmath.h) */
 static inline __m512 deq16(const void *p, ptrdiff_t i, const att_deq *dq, int d, __mmask16 m) {
     if (!dq) return _mm512_maskz_loadu_ps(m, (const float *)p + i);
-    __m128i raw = _mm_maskz_loadu_epi8(m, (const uint8_t *)p + i);
-    __m512i w = dq->type == DSCY_ATT_U8 ? _mm512_cvtepu8_epi32(raw) : _mm512_cvtepi8_epi32(raw);
-    __m512 f = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(w), _mm512_set1_ps(dq->zp)),
-                             _mm512_set1_ps(dq->scale));
-    __asm__("" : "+v"(f));
-    if (dq->bias) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(m, dq->bias + d));
-    return _mm512_maskz_mov_ps(m, f);
+    return _mm512_maskz_mov_ps(m, dscy_deq16((const uint8_t *)p + i, dq->type == DSCY_ATT_S8,
+                                             _mm512_set1_ps(dq->zp), _mm512_set1_ps(dq->scale),
+                                             dq->bias ? dq->bias + d : NULL, m));
 }
 #endif
 
@@ -724,15 +720,14 @@ int dscy_f32_attention(const void *q, ptrdiff_t qb, ptrdiff_t qs, ptrdiff_t qh,
         const void *kbh = (const char *)k + (ptrdiff_t)ke * (b * kb + h * kh);
         const void *vbh = (const char *)v + (ptrdiff_t)ve * (b * vb + h * vh);
         att_deq dqs[3];
-        const att_deq *qdq = NULL, *kdq = NULL, *vdq = NULL;
+        const att_deq *dq[3] = {NULL, NULL, NULL};
         for (int i = 0; i < 3 && in; i++)
             if (in[i].type) {
-                dqs[i].type = in[i].type; dqs[i].zp = in[i].zp; dqs[i].scale = in[i].scale;
-                dqs[i].bias = in[i].bias ? in[i].bias + (size_t)h * (i == 2 ? Dv : D) : NULL;
+                dqs[i] = in[i];
+                if (in[i].bias) dqs[i].bias = in[i].bias + (size_t)h * (i == 2 ? Dv : D);
+                dq[i] = &dqs[i];
             }
-        if (in && in[0].type) qdq = &dqs[0];
-        if (in && in[1].type) kdq = &dqs[1];
-        if (in && in[2].type) vdq = &dqs[2];
+        const att_deq *qdq = dq[0], *kdq = dq[1], *vdq = dq[2];
         ptrdiff_t qs1 = qs;
 #if ATT_AMX
         if (use_amx) {

@@ -587,11 +587,8 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
         const __m512 xz = _mm512_set1_ps(x8->zp), xs = _mm512_set1_ps(x8->scale);
         const unsigned char *xq = (const unsigned char *)x8->q;
         for (i = 0; i < n; i += 16) {
-            __m128i raw = _mm_loadu_si128((const __m128i *)(xq + i));
-            __m512 v = _mm512_cvtepi32_ps(x8->sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw));
-            v = _mm512_mul_ps(_mm512_sub_ps(v, xz), xs);
-            __asm__("" : "+v"(v));   /* the product rounds before the bias (no FMA) */
-            if (x8->bias) v = _mm512_add_ps(v, _mm512_loadu_ps(x8->bias + i));
+            __m512 v = dscy_deq16(xq + i, x8->sgn, xz, xs, x8->bias ? x8->bias + i : NULL,
+                                  (__mmask16)0xFFFF);
             if (skip) v = _mm512_add_ps(v, _mm512_loadu_ps(skip + i));
             _mm512_storeu_ps(y + i, v);
         }
