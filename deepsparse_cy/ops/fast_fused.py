@@ -487,11 +487,10 @@ class LayerNorm(Op):
             return x, inputs
         return None, [_deq_f32(x, self.xdeq)] + list(inputs[1:])
 
-    def _quant_x8(self, x8, inputs, q, dq):
-        """(fn, args) of the quantized LayerNorm on 8-bit x into q / dq."""
+    def _quant_x8(self, x8, skip, g, b, q, dq):
+        """(fn, args) of the quantized LayerNorm on 8-bit x (and skip of its shape) into q /
+        dq."""
         n = x8.shape[-1]
-        skip = inputs[1]
-        _, _, g, b = self._args([np.empty((1, n), _F32), None] + list(inputs[2:]))
         scale, zp, dt = self.q
         xs, xz, xb = self.xdeq
         return _k.layernorm_quant_x8, (
@@ -501,18 +500,22 @@ class LayerNorm(Op):
             self.dq_out, self.nt)
 
     @staticmethod
-    def _args(inputs):
-        """(x, skip, gamma, beta) with a broadcasting residual added first and gamma / beta as
-        contiguous float32 rows of the normalised length."""
-        x, skip, g = inputs[0], inputs[1], inputs[2]
-        b = inputs[3] if len(inputs) > 3 else None
-        if skip is not None and skip.shape != x.shape:
-            x, skip = np.add(x, skip), None            # broadcasting residual: add first
-        n = x.shape[-1]
+    def _gamma_beta(inputs, n):
+        """gamma and beta (or None) as contiguous float32 rows of the normalised length n."""
+        g, b = inputs[2], inputs[3] if len(inputs) > 3 else None
         g = np.ascontiguousarray(np.broadcast_to(np.asarray(g, _F32).reshape(-1), (n,)))
         if b is not None:
             b = np.ascontiguousarray(np.broadcast_to(np.asarray(b, _F32).reshape(-1), (n,)))
-        return x, skip, g, b
+        return g, b
+
+    @classmethod
+    def _args(cls, inputs):
+        """(x, skip, gamma, beta) with a broadcasting residual added first and gamma / beta as
+        contiguous float32 rows of the normalised length."""
+        x, skip = inputs[0], inputs[1]
+        if skip is not None and skip.shape != x.shape:
+            x, skip = np.add(x, skip), None            # broadcasting residual: add first
+        return (x, skip) + cls._gamma_beta(inputs, x.shape[-1])
 
     def run(self, inputs, outs):
         x8, inputs = self._x8(inputs)
@@ -533,26 +536,13 @@ class LayerNorm(Op):
         gamma and beta prepared once (same-shape skip, contiguous float32, outputs in their
         slots not overlapping the inputs)."""
         x, skip = inputs[0], inputs[1]
-        if self.xdeq is not None and isinstance(x, np.ndarray) and x.dtype != _F32:
-            x8, ins = self._x8(inputs)
-            if x8 is None or not outs or any(o is None for o in outs[:1 + self.dq_out]):
-                return None
-            scale, zp, dt = self.q
-            o = [outs[0]] + ([outs[1]] if self.dq_out else [])
-            if o[0].dtype != dt or any(a.shape != x.shape or not a.flags.c_contiguous
-                                       for a in o) or (self.dq_out and o[1].dtype != _F32) \
-                    or any(np.may_share_memory(a, c) for a in o
-                           for c in (x, skip) if c is not None):
-                return None
-            n = x.shape[-1]
-            for p in inputs[2:4]:
-                if p is not None and not (isinstance(p, np.ndarray) and p.dtype == _F32
-                                          and p.size == n and p.flags.c_contiguous):
-                    return None
-            dq = o[1] if self.dq_out else np.empty(x.shape, np.float32)
-            return self._quant_x8(x8, inputs, o[0], dq)
-        if not outs or outs[0] is None or x.dtype != _F32 or not x.flags.c_contiguous \
-                or x.ndim == 0 or x.size == 0:
+        if not isinstance(x, np.ndarray):
+            return None
+        x8, ins = self._x8(inputs)       # an 8-bit x the kernel reads (x_deq), or None
+        if ins is not inputs:
+            return None                  # numpy made floats of x: a new array on every run
+        if not outs or outs[0] is None or (x.dtype != _F32 and x8 is None) \
+                or not x.flags.c_contiguous or x.ndim == 0 or x.size == 0:
             return None
         if skip is not None and (skip.shape != x.shape or skip.dtype != _F32
                                  or not skip.flags.c_contiguous):
@@ -562,7 +552,7 @@ class LayerNorm(Op):
             if p is not None and not (isinstance(p, np.ndarray) and p.dtype == _F32
                                       and p.size == n and p.flags.c_contiguous):
                 return None
-        x, skip, g, b = self._args(inputs)
+        g, b = self._gamma_beta(inputs, n)     # (skip has x's shape: nothing to add first)
         ins = [a for a in (x, skip) if a is not None]
 
         def ok(o, dt):
@@ -583,6 +573,8 @@ class LayerNorm(Op):
             dq = outs[1]
         else:
             dq = np.empty(x.shape, np.float32)       # scratch for the normalised rows
+        if x8 is not None:
+            return self._quant_x8(x8, skip, g, b, outs[0], dq)
         return _k.layernorm_quant, (x2, s2, g, b, self.eps, outs[0].reshape(-1, n).view(np.uint8),
                                     dt == np.int8, dq.reshape(-1, n), scale, float(zp),
                                     self.dq_out, self.nt)
@@ -590,6 +582,7 @@ class LayerNorm(Op):
     def _run_quant(self, inputs, outs, x8=None):
         if x8 is not None:
             x, skip = x8, inputs[1]
+            g, b = self._gamma_beta(inputs, x.shape[-1])
         else:
             x, skip, g, b = self._args(inputs)
         n = x.shape[-1]
@@ -604,7 +597,7 @@ class LayerNorm(Op):
                 or (skip is not None and np.shares_memory(dq, skip)):
             dq = np.empty(x.shape, np.float32)
         if x8 is not None:
-            fn, args = self._quant_x8(x8, inputs, q, dq)
+            fn, args = self._quant_x8(x8, skip, g, b, q, dq)
             fn(*args)
             return [q, dq] if self.dq_out else [q]
         xc = np.ascontiguousarray(x, _F32).reshape(-1, n)
@@ -622,12 +615,15 @@ def _deq_f32(x, d):
     if d is None:
         return x
     s, zp, b = d
-    f = (x.astype(_F32) - np.float32(zp)) * np.float32(s)
-    if b is not None:
-        if f.size % b.shape[0]:
-            raise ShapeError(f"FusedAttention: input {list(x.shape)} is not rows of the "
-                             f"{b.shape[0]} channels of its QGemm")
-        f = (f.reshape(-1, b.shape[0]) + b).reshape(x.shape)
+    f = np.empty(x.shape, _F32)
+    if x.size == 0:
+        return f
+    n = b.shape[0] if b is not None else x.size      # without a bias: one row of everything
+    if x.size % n:
+        raise ShapeError(f"input {list(x.shape)} is not rows of the {n} channels of its QGemm")
+    # the DequantizeLinear op's compiled rows (dscy_dequant_row: numpy's float32 steps)
+    _f32_ops.dequantize_rows(np.ascontiguousarray(x).reshape(-1, n), zp, s, b,
+                             f.reshape(-1, n), 1)
     return f
 
 
