@@ -718,7 +718,8 @@ def _fuse_layernorm_quant(v):
             dq_out = dqs[0].outputs[0]
         attrs = dict(ln.attrs)
         attrs.update(q_scale=qp[0], q_zero_point=qp[1], q_dtype=qp[2].name)
-        v.replace(absorbed, Node("LayerNorm", DOMAIN, list(ln.inputs), [q.outputs[0], dq_out],
+        v.replace(absorbed, Node("LayerNorm", DOMAIN, list(ln.inputs),
+                                 [q.outputs[0]] + ([dq_out] if dq_out else []),
                                  attrs, ln.name, ln.index))
         count += 1
     return count
@@ -1003,6 +1004,53 @@ def _layernorm_8bit_input(v):
     return count
 
 
+def _layernorm_8bit_skip(v):
+    """LayerNorm with quantized outputs (q, dq) -> its dq as the skip of a LayerNorm that reads
+    an 8-bit x (x_deq) ==> that LayerNorm reads q (attr skip_deq: (q_scale, q_zero_point)), and
+    the first one drops dq where nothing else reads it (Shape nodes read q instead: the same
+    shape). A transformer's residual stream then
+    stays 8-bit: BERT-base's LayerNorms wrote 393 KB of floats each (besides their bytes) that
+    the next-but-one LayerNorm read back from L3; the kernel dequantizes the bytes with the
+    DequantizeLinear's steps, so the sum is the same float."""
+    if os.environ.get("DEEPSPARSE_CY_NO_LAYERNORM_8BIT_SKIP", "") in ("1", "true"):
+        return 0
+    count = 0
+    changed = True
+    while changed:                   # a LayerNorm may be both a reader and a producer
+        changed = False
+        for ln in list(v.g.nodes) + list(v.added):
+            if id(ln) in v.removed or ln.op_type != "LayerNorm" or ln.domain != DOMAIN \
+                    or "skip_deq" in ln.attrs or "x_deq" not in ln.attrs \
+                    or "q_scale" not in ln.attrs or len(ln.inputs) < 3:
+                continue
+            skip = ln.inputs[1]
+            p = v.producer.get(skip) if skip and skip != ln.inputs[0] else None
+            if p is None or id(p) in v.removed or p.op_type != "LayerNorm" \
+                    or p.domain != DOMAIN or "q_scale" not in p.attrs or len(p.outputs) < 2 \
+                    or p.outputs[1] != skip or not p.outputs[0] \
+                    or np.dtype(p.attrs["q_dtype"]) not in (np.uint8, np.int8):
+                continue
+            inputs = list(ln.inputs)
+            inputs[1] = p.outputs[0]
+            attrs = dict(ln.attrs)
+            attrs["skip_deq"] = (float(np.float32(p.attrs["q_scale"])),
+                                 int(p.attrs["q_zero_point"]))
+            v.replace([ln], Node("LayerNorm", DOMAIN, inputs, list(ln.outputs), attrs, ln.name,
+                                 ln.index))
+            for c in _live(v, skip):        # (the exporter's Shape of the hidden states: the
+                if _onnx(c, "Shape"):       # bytes have the floats' shape)
+                    v.replace([c], Node("Shape", c.domain, [p.outputs[0]], list(c.outputs),
+                                        dict(c.attrs), c.name, c.index))
+            if skip not in v.outputs and not _live(v, skip):
+                # (one output: a step whose op returns fewer values than the node has outputs
+                # does not bind, engine._bind)
+                v.replace([p], Node("LayerNorm", DOMAIN, list(p.inputs), [p.outputs[0]],
+                                    dict(p.attrs), p.name, p.index))
+            count += 1
+            changed = True
+    return count
+
+
 def _group_qgemm(v):
     """2-4 QGemm layers reading the same activations, each with a constant int8 weight of the
     same shape (N a multiple of 32) and a float output without activation - a transformer's Q,
@@ -1175,6 +1223,7 @@ def fuse(graph, opsets, exact=None):
     if _fp32_enabled():
         count += _attention_8bit_inputs(v)
         count += _layernorm_8bit_input(v)
+        count += _layernorm_8bit_skip(v)
     from .fusion_conv import fuse_qconv; count += fuse_qconv(graph, opsets, exact)  # noqa: E702
     if count:
         v.commit()

@@ -28,8 +28,9 @@ cdef extern from "csrc/f32_fused.h" nogil:
         float zp, scale
         const float *bias
     int dscy_layernorm_zq8(int level, const void *xr, const dscy_ln_x8 *x8, const float *skip,
-                           float *y, long n, const float *g, const float *b, float eps, void *q,
-                           int q_signed, float scale, float zp, int dq_out)
+                           const void *sr, const dscy_ln_x8 *s8, float *y, long n, const float *g,
+                           const float *b, float eps, void *q, int q_signed, float scale, float zp,
+                           int dq_out)
     void dscy_scale_mask_softmax(int avx2, float *s, const float *mask, long n, float scale)
     void dscy_softmax_mid(int avx2, const float *x, float *y, long n, long inner, long j0,
                           long jn)
@@ -313,7 +314,8 @@ cdef _ln_check(Py_ssize_t rows, Py_ssize_t n, const float[:, ::1] skip, const fl
                const float[::1] beta, unsigned char[:, ::1] q, float[:, ::1] dq):
     if gamma.shape[0] != n or (beta is not None and beta.shape[0] != n):
         raise ValueError("LayerNorm scale/bias length differs from the normalised axis")
-    if dq.shape[0] != rows or dq.shape[1] != n or q.shape[0] != rows or q.shape[1] != n:
+    if (dq is not None and (dq.shape[0] != rows or dq.shape[1] != n)) or q.shape[0] != rows \
+            or q.shape[1] != n:
         raise ValueError("LayerNorm output shape differs from the input's")
     if skip is not None and (skip.shape[0] != rows or skip.shape[1] != n):
         raise ValueError("LayerNorm skip shape differs from the input's")
@@ -337,6 +339,8 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
     cdef int av = _level
     if rows == 0 or n == 0:
         return
+    if dq is None:
+        raise ValueError("layernorm_quant: dq is required (output or scratch)")
     _ln_check(rows, n, skip, gamma, beta, q, dq)
     if skip is not None:
         sk = &skip[0, 0]
@@ -357,57 +361,108 @@ def layernorm_quant_x8(const unsigned char[:, ::1] x,   # IN  [rows, n] uint8 (i
                        float eps,
                        unsigned char[:, ::1] q,      # OUT [rows, n] uint8 (int8: its uint8 view)
                        bint q_signed,
-                       float[:, ::1] dq,             # OUT [rows, n], not aliasing skip
-                       float scale, float zp, bint dq_out, int num_threads=1):
+                       float[:, ::1] dq,             # OUT [rows, n], not aliasing skip; None
+                                                     #     without dq_out
+                       float scale, float zp, bint dq_out, int num_threads=1,
+                       const unsigned char[:, ::1] skip8=None,   # IN  [rows, n] 8-bit residual
+                       bint skip_signed=False, float skip_scale=1.0, float skip_zp=0.0,
+                       float[:, ::1] scratch=None):  # [>= num_threads, >= 4 * n + 16] or None
     """layernorm_quant of the floats (x - x_zp) * x_scale [+ x_bias] (each step rounded to
     float32: the QGemm mid step whose 8-bit values x holds, graph/fusion.py
     _layernorm_8bit_input): each row dequantized by the DequantizeLinear op's row function into
     its thread's scratch row (the zmm row: as its first pass reads it), then the same row
-    steps, so the outputs equal layernorm_quant on those floats bit for bit."""
+    steps, so the outputs equal layernorm_quant on those floats bit for bit.
+    skip8 (instead of skip): an 8-bit residual, the floats (skip8 - skip_zp) * skip_scale (the
+    DequantizeLinear of another LayerNorm's quantized output, graph/fusion.py
+    _layernorm_8bit_skip), dequantized the same way. Without dq_out, dq may be None: the
+    normalised rows then go through a scratch row per thread. scratch: those rows, kept by the
+    caller (a fresh array per call costs page faults: 5 us of a 25 us call here); None: one
+    allocated here."""
     cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
     cdef const float *sk = NULL
     cdef const float *b = NULL
     cdef const float *xb = NULL
+    cdef const unsigned char *s8p = NULL
+    cdef const float *skr
     cdef int av = _level
     cdef int nt
+    cdef bint zrow = av >= 2 and n % 32 == 0
     cdef float[:, ::1] rowbuf
+    cdef Py_ssize_t ystride = 0, rstride = 0
+    cdef float *ybase
     if rows == 0 or n == 0:
         return
+    if dq is None and dq_out:
+        raise ValueError("layernorm_quant_x8: dq_out needs dq")
     _ln_check(rows, n, skip, gamma, beta, q, dq)
     if x_bias is not None:
         if x_bias.shape[0] != n:
             raise ValueError("LayerNorm input bias length differs from the normalised axis")
         xb = &x_bias[0]
+    if skip8 is not None:
+        if skip is not None:
+            raise ValueError("layernorm_quant_x8: a float skip or an 8-bit skip8, not both")
+        if skip8.shape[0] != rows or skip8.shape[1] != n:
+            raise ValueError("LayerNorm skip shape differs from the input's")
+        s8p = &skip8[0, 0]
     if skip is not None:
         sk = &skip[0, 0]
     if beta is not None:
         b = &beta[0]
     nt = _nt(4 * rows * n, num_threads)
-    # a thread's scratch row, then n floats of its own: the zmm row prefetches the next row's x
-    # (x + n), which here must not be the other thread's row (the line ping-pong between the
-    # cores made the call 2x slower)
     cdef float *buf
-    cdef dscy_ln_x8 x8
+    cdef dscy_ln_x8 x8, s8
     x8.q = NULL
     x8.sgn = x_signed
     x8.zp = x_zp
     x8.scale = x_scale
     x8.bias = xb
-    if av >= 2 and n % 32 == 0:
-        # the zmm row reads the bytes as it starts (its first pass: dequantize [+ skip])
+    s8.q = NULL
+    s8.sgn = skip_signed
+    s8.zp = skip_zp
+    s8.scale = skip_scale
+    s8.bias = NULL
+    # per thread: scratch rows for x and the skip (levels without the zmm row, which reads the
+    # bytes as it starts: its first pass dequantizes x [+ skip]), then the normalised row where
+    # dq is None, then n floats of its own: a row prefetches the next row's x (x + n), which
+    # must not be the other thread's row (the line ping-pong between the cores made the call
+    # 2x slower)
+    if dq is None or not zrow:
+        if scratch is not None:
+            if scratch.shape[0] < nt or scratch.shape[1] < 4 * n + 16:
+                raise ValueError(f"layernorm_quant_x8: scratch needs {nt} rows of {4 * n + 16}")
+            rowbuf = scratch
+        else:
+            rowbuf = np.empty((nt, 4 * n + 16), np.float32)
+        rstride = rowbuf.shape[1]
+    if dq is None:
+        ybase = &rowbuf[0, 2 * n]
+        ystride = 0
+    else:
+        ybase = &dq[0, 0]
+        ystride = n
+    if zrow:
         with nogil:
             for r in prange(rows, num_threads=nt, schedule="static"):
                 dscy_layernorm_zq8(av, &x[r, 0], &x8, sk + r * n if sk != NULL else NULL,
-                                   &dq[r, 0], n, &gamma[0], b, eps, &q[r, 0], q_signed, scale,
-                                   zp, dq_out)
+                                   s8p + r * n if s8p != NULL else NULL,
+                                   &s8 if s8p != NULL else NULL,
+                                   (ybase + r * ystride) if ystride else
+                                   (ybase + threadid() * rstride),
+                                   n, &gamma[0], b, eps, &q[r, 0], q_signed, scale, zp, dq_out)
         return
-    rowbuf = np.empty((nt, 2 * n + 16), np.float32)
     with nogil:
         for r in prange(rows, num_threads=nt, schedule="static"):
             buf = &rowbuf[threadid(), 0]
             dscy_dequant_row(av, x_signed, &x[r, 0], buf, n, x_zp, x_scale, xb)
-            _ln_quant_row(av, buf, sk + r * n if sk != NULL else NULL, &gamma[0], b, eps,
-                          &dq[r, 0], &q[r, 0], q_signed, scale, zp, dq_out, n)
+            skr = sk + r * n if sk != NULL else NULL
+            if s8p != NULL:
+                dscy_dequant_row(av, skip_signed, s8p + r * n, buf + n, n, skip_zp, skip_scale,
+                                 NULL)
+                skr = buf + n
+            _ln_quant_row(av, buf, skr, &gamma[0], b, eps,
+                          (ybase + r * ystride) if ystride else (buf + 2 * n),
+                          &q[r, 0], q_signed, scale, zp, dq_out, n)
 
 
 def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)

@@ -450,7 +450,10 @@ class LayerNorm(Op):
 
     attr x_deq (graph/fusion.py _layernorm_8bit_input): x is the 8-bit output of a QGemm whose
     float values (x - zero point) * scale + bias[n] (float32 steps) it stands for, as
-    (scale, zero point, bias [n] or None); the kernel dequantizes each row as it starts it."""
+    (scale, zero point, bias [n] or None); the kernel dequantizes each row as it starts it.
+    attr skip_deq (graph/fusion.py _layernorm_8bit_skip): the skip is the 8-bit output of
+    another quantized LayerNorm, standing for its DequantizeLinear (skip - zero point) * scale,
+    as (scale, zero point); the kernel dequantizes it with x (numpy first where x is float)."""
 
     kernel_name = "f32_layernorm"
 
@@ -469,35 +472,53 @@ class LayerNorm(Op):
             d = node.attrs["x_deq"]
             self.xdeq = (float(np.float32(d[0])), float(int(d[1])),
                          None if d[2] is None else np.ascontiguousarray(d[2], _F32).reshape(-1))
+        self.sdeq = None
+        if node.attrs.get("skip_deq") is not None:
+            d = node.attrs["skip_deq"]
+            self.sdeq = (float(np.float32(d[0])), float(int(d[1])), None)
 
     def _x8(self, inputs):
         """(x 8-bit [rows, n] or None, inputs): the 8-bit x the kernel dequantizes itself (same
-        shape as a float32 skip, contiguous, its bias the row's length), else None and the
-        inputs with x dequantized here (numpy, the kernel's float32 steps)."""
-        x = inputs[0]
+        shape as the skip, float32 or, skip_deq, 8-bit; contiguous; its bias the row's length),
+        else None and the inputs with x and an 8-bit skip dequantized here (numpy, the kernels'
+        float32 steps)."""
+        x, skip = inputs[0], inputs[1]
+        s8 = self.sdeq is not None and skip is not None and skip.dtype != _F32
+        if s8 and skip.dtype not in (np.uint8, np.int8):
+            raise ShapeError(f"LayerNorm: the skip should be the 8-bit values of a quantized "
+                             f"LayerNorm, got {skip.dtype}")
         if self.xdeq is None or x.dtype == _F32:
+            if s8:
+                inputs = [x, _deq_f32(skip, self.sdeq)] + list(inputs[2:])
             return None, inputs
         if x.dtype not in (np.uint8, np.int8):
             raise ShapeError(f"LayerNorm: x should be the 8-bit values of its QGemm, got {x.dtype}")
-        skip, b = inputs[1], self.xdeq[2]
+        b = self.xdeq[2]
         if self.q is not None and x.ndim > 0 and x.size and x.flags.c_contiguous \
                 and (b is None or b.shape[0] == x.shape[-1]) \
-                and (skip is None or (skip.shape == x.shape and skip.dtype == _F32
-                                      and skip.flags.c_contiguous)):
+                and (skip is None or (skip.shape == x.shape and skip.flags.c_contiguous)):
             return x, inputs
-        return None, [_deq_f32(x, self.xdeq)] + list(inputs[1:])
+        return None, [_deq_f32(x, self.xdeq), _deq_f32(skip, self.sdeq) if s8 else skip] \
+            + list(inputs[2:])
 
-    def _quant_x8(self, x8, skip, g, b, q, dq):
-        """(fn, args) of the quantized LayerNorm on 8-bit x (and skip of its shape) into q /
-        dq."""
+    def _quant_x8(self, x8, skip, g, b, q, dq, keep=False):
+        """(fn, args) of the quantized LayerNorm on 8-bit x (and a float32 or, skip_deq,
+        8-bit skip of its shape) into q / dq (None without dq_out: the kernel's scratch rows;
+        keep: those rows allocated here, for a bound call's every run)."""
         n = x8.shape[-1]
         scale, zp, dt = self.q
         xs, xz, xb = self.xdeq
+        s8 = (None, False, 1.0, 0.0)
+        if skip is not None and skip.dtype != _F32:
+            s8 = (skip.reshape(-1, n).view(np.uint8), skip.dtype == np.int8) + self.sdeq[:2]
+            skip = None
         return _k.layernorm_quant_x8, (
             x8.reshape(-1, n).view(np.uint8), x8.dtype == np.int8, xs, xz, xb,
             skip.reshape(-1, n) if skip is not None else None, g, b, self.eps,
-            q.reshape(-1, n).view(np.uint8), dt == np.int8, dq.reshape(-1, n), scale, float(zp),
-            self.dq_out, self.nt)
+            q.reshape(-1, n).view(np.uint8), dt == np.int8,
+            dq.reshape(-1, n) if self.dq_out else None, scale, float(zp),
+            self.dq_out, self.nt) + s8 \
+            + ((np.empty((self.nt, 4 * n + 16), np.float32) if keep else None),)
 
     @staticmethod
     def _gamma_beta(inputs, n):
@@ -544,8 +565,8 @@ class LayerNorm(Op):
         if not outs or outs[0] is None or (x.dtype != _F32 and x8 is None) \
                 or not x.flags.c_contiguous or x.ndim == 0 or x.size == 0:
             return None
-        if skip is not None and (skip.shape != x.shape or skip.dtype != _F32
-                                 or not skip.flags.c_contiguous):
+        if skip is not None and (skip.shape != x.shape or not skip.flags.c_contiguous
+                                 or (skip.dtype != _F32 and x8 is None)):
             return None
         n = x.shape[-1]
         for p in inputs[2:4]:       # views, not copies: their values stay the inputs' own
@@ -571,10 +592,12 @@ class LayerNorm(Op):
             if len(outs) < 2 or not ok(outs[1], _F32):
                 return None
             dq = outs[1]
+        elif x8 is not None:
+            dq = None                                # the kernel's scratch rows
         else:
             dq = np.empty(x.shape, np.float32)       # scratch for the normalised rows
         if x8 is not None:
-            return self._quant_x8(x8, skip, g, b, outs[0], dq)
+            return self._quant_x8(x8, skip, g, b, outs[0], dq, keep=True)
         return _k.layernorm_quant, (x2, s2, g, b, self.eps, outs[0].reshape(-1, n).view(np.uint8),
                                     dt == np.int8, dq.reshape(-1, n), scale, float(zp),
                                     self.dq_out, self.nt)
@@ -592,10 +615,13 @@ class LayerNorm(Op):
                    and oq.flags.c_contiguous and not np.shares_memory(oq, x)) \
             else np.empty(x.shape, dt)
         od = outs[1] if outs is not None and len(outs) > 1 else None
-        dq = _out(x.shape, od) if self.dq_out else np.empty(x.shape, np.float32)
-        if dq is x or (skip is not None and dq is skip) or np.shares_memory(dq, x) \
-                or (skip is not None and np.shares_memory(dq, skip)):
-            dq = np.empty(x.shape, np.float32)
+        if not self.dq_out and x8 is not None:
+            dq = None                                # the kernel's scratch rows
+        else:
+            dq = _out(x.shape, od) if self.dq_out else np.empty(x.shape, np.float32)
+            if dq is x or (skip is not None and dq is skip) or np.shares_memory(dq, x) \
+                    or (skip is not None and np.shares_memory(dq, skip)):
+                dq = np.empty(x.shape, np.float32)
         if x8 is not None:
             fn, args = self._quant_x8(x8, skip, g, b, q, dq)
             fn(*args)

@@ -719,6 +719,76 @@ def test_layernorm_8bit_input_other_layouts(tiny_bert_q):
         np.testing.assert_array_equal(a, r)
 
 
+@pytest.mark.parametrize("which", ["dense", "block4"])
+@pytest.mark.parametrize("level", [None, 1, 0])
+def test_layernorm_reads_8bit_skip(which, level, tiny_bert_q, tiny_bert_q_dense, monkeypatch):
+    """_layernorm_8bit_skip: a quantized LayerNorm whose skip is another quantized LayerNorm's
+    dequantized output reads that LayerNorm's bytes (attr skip_deq), and the producer drops its
+    float output where nothing else reads it (the exporter's Shape reads the bytes instead):
+    outputs equal to the graph without the rewrite (DEEPSPARSE_CY_NO_LAYERNORM_8BIT_SKIP=1) bit
+    for bit at several shapes, with the zmm row (default here), the AVX2 and the baseline rows
+    (level 1, 0: scratch rows first), every LayerNorm step bound (run through its kernel)."""
+    from deepsparse_cy.kernels import _f32_fused, _f32_ops
+    q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
+    e = ds.compile_model(q)
+    steps = e._program.steps
+    lns = [(n, op) for n, op in steps if n.op_type == "LayerNorm"]
+    # 2 layers: layer 0's two LayerNorms and layer 1's first read 8-bit skips; the last one
+    # (the float graph output) reads no 8-bit x
+    assert sum(op.sdeq is not None for n, op in lns) == 3
+    # the embeddings' and layer 0's LayerNorms write bytes only; layer 1's first keeps its
+    # floats for the last one (no x_deq there)
+    assert [len(n.outputs) for n, op in lns] == [1, 1, 1, 2, 1]
+    assert not any(op.dq_out for n, op in lns[:3])
+    monkeypatch.setenv("DEEPSPARSE_CY_NO_LAYERNORM_8BIT_SKIP", "1")
+    e2 = ds.compile_model(q)
+    assert all(op.sdeq is None for n, op in e2._program.steps if n.op_type == "LayerNorm")
+    was = (_f32_fused.level(), _f32_ops.level())
+    try:
+        if level is not None:
+            _f32_fused.set_level(level)
+            _f32_ops.set_level(level)
+        _same_outputs(e, e2, q, [(1, 128), (2, 64), (1, 7)])
+        plan = next(iter(e._plans.values()))
+        inst = plan.acquire()
+        plan.release(inst)
+        assert all(inst.bound[i] for i, st in enumerate(plan.steps)
+                   if st[0].op_type == "LayerNorm" and st[1].sdeq is not None)
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
+
+
+def test_layernorm_8bit_skip_other_layouts(tiny_bert_q):
+    """An 8-bit skip the kernel does not take as it is (x given as floats, a strided x, a
+    broadcasting skip) is dequantized by numpy first, in the DequantizeLinear's float32 steps:
+    the same outputs as with the float skip."""
+    q, _ = tiny_bert_q
+    e = ds.compile_model(q)
+    op = next(op for n, op in e._program.steps if n.op_type == "LayerNorm" and op.sdeq is not None)
+    n = op.xdeq[2].shape[0]
+    rng = np.random.default_rng(5)
+    x8 = rng.integers(0, 256, (2, 5, n), dtype=np.uint8)
+    s8 = rng.integers(0, 256, (2, 5, n), dtype=np.uint8)
+    sf = (s8.astype(np.float32) - np.float32(op.sdeq[1])) * np.float32(op.sdeq[0])
+    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    ref = op.run([x8, sf, g, b], None)
+    for a, r in zip(op.run([x8, s8, g, b], None), ref):
+        np.testing.assert_array_equal(a, r)
+    wide = np.zeros((2, 5, n + 3), np.uint8)
+    wide[..., 1:n + 1] = x8
+    for a, r in zip(op.run([wide[..., 1:n + 1], s8, g, b], None), ref):
+        np.testing.assert_array_equal(a, r)
+    xf = (x8.astype(np.float32) - np.float32(op.xdeq[1])) * np.float32(op.xdeq[0]) + op.xdeq[2]
+    for a, r in zip(op.run([xf, s8, g, b], None), ref):
+        np.testing.assert_array_equal(a, r)
+    for a, r in zip(op.run([x8, s8[:1, :1], g, b], None), op.run([x8, sf[:1, :1], g, b], None)):
+        np.testing.assert_array_equal(a, r)
+    with pytest.raises(Exception, match="8-bit values of a quantized LayerNorm"):
+        op.run([x8, s8.astype(np.int32), g, b], None)
+
+
 def _qgemm_layer_kernels(e):
     """The kernel of every int8 weight layer: each QGemm, and each part of a QGemmGroup (its
     fused dense kernel once per part; unfused parts' kernels joined by '+')."""

@@ -186,3 +186,60 @@ def test_layernorm_quant_x8_matches_float_input(avx2, xdt, xzp, bias, rows, n, s
     with pytest.raises(ValueError):
         _f32_fused.layernorm_quant_x8(x8.view(np.uint8), False, xs, 0.0, np.zeros(n + 1, np.float32),
                                       r, g, b, 1e-5, q8, False, dq8, scale, zp, True, 1)
+
+
+@pytest.mark.parametrize("avx2", [0, 1, 2], ids=["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("sdt,szp", [(np.uint8, 124), (np.int8, 5)])
+@pytest.mark.parametrize("rows,n", [(1, 8), (37, 100), (130, 768), (5, 33), (3, 32), (9, 384)])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_layernorm_quant_x8_reads_8bit_skip(avx2, sdt, szp, rows, n, nt):
+    """layernorm_quant_x8 with skip8: the residual given as the 8-bit output of another quantized
+    LayerNorm, standing for its DequantizeLinear (skip8 - zp) * scale (numpy's float32 steps,
+    what that LayerNorm's dq output holds). The outputs equal those with the float residual bit
+    for bit, with dq given or None (scratch rows per thread); a float skip and skip8 together,
+    and a skip8 of another shape, are refused."""
+    if avx2 and not (cpu_features().get("avx2") and cpu_features().get("fma")):
+        pytest.skip("no AVX2+FMA")
+    if avx2 == 2 and not _has_avx512():
+        pytest.skip("no AVX-512 F/BW/VL/DQ")
+    rng = np.random.default_rng(rows * n + 11)
+    x8 = rng.integers(0, 256, (rows, n)).astype(np.uint8)
+    xs, xzp = float(np.float32(0.029)), 117.0
+    xb = (0.3 * rng.standard_normal(n)).astype(np.float32)
+    info = np.iinfo(sdt)
+    s8 = rng.integers(info.min, info.max + 1, (rows, n)).astype(sdt)
+    ss = float(np.float32(0.043))
+    sf = (s8.astype(np.float32) - np.float32(szp)) * np.float32(ss)
+    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    scale, zp = float(np.float32(0.021)), 127.0
+    was = (_f32_fused.level(), _f32_ops.level())
+    _set_level(avx2)
+    try:
+        q, dq = np.empty((rows, n), np.uint8), np.empty((rows, n), np.float32)
+        _f32_fused.layernorm_quant_x8(x8, False, xs, xzp, xb, sf, g, b, 1e-5, q, False, dq,
+                                      scale, zp, True, nt)
+        for dq_out, with_dq in ((True, True), (False, True), (False, False)):
+            q8 = np.full((rows, n), 7, np.uint8)
+            dq8 = np.full((rows, n), np.nan, np.float32) if with_dq else None
+            _f32_fused.layernorm_quant_x8(x8, False, xs, xzp, xb, None, g, b, 1e-5, q8, False,
+                                          dq8, scale, zp, dq_out, nt, skip8=s8.view(np.uint8),
+                                          skip_signed=sdt == np.int8, skip_scale=ss,
+                                          skip_zp=float(szp))
+            np.testing.assert_array_equal(q8, q)
+            if dq_out:
+                np.testing.assert_array_equal(dq8, dq)
+        with pytest.raises(ValueError):
+            _f32_fused.layernorm_quant_x8(x8, False, xs, xzp, xb, sf, g, b, 1e-5, q8, False, dq,
+                                          scale, zp, True, nt, skip8=s8.view(np.uint8))
+        with pytest.raises(ValueError):
+            _f32_fused.layernorm_quant_x8(x8, False, xs, xzp, xb, None, g, b, 1e-5, q8, False,
+                                          None, scale, zp, True, nt, skip8=s8.view(np.uint8))
+        if rows > 1:
+            with pytest.raises(ValueError):
+                _f32_fused.layernorm_quant_x8(x8, False, xs, xzp, xb, None, g, b, 1e-5, q8,
+                                              False, dq, scale, zp, True, nt,
+                                              skip8=s8[1:].view(np.uint8))
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])

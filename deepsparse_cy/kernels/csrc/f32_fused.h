@@ -568,7 +568,8 @@ DSCY_TARGET_AVX2 static void dscy_layernorm_avx2v(const float *restrict x,
 }
 #define DSCY_LAYERNORM_AVX2 dscy_layernorm_avx2v
 
-/* The LayerNorm row on zmm (level 2, n a multiple of 32), optionally with the QuantizeLinear
+/* The LayerNorm row on zmm (level 2, n a multiple of 32; x8 / k8: an 8-bit x / skip, dequantized
+ * as the first pass reads them), optionally with the QuantizeLinear
  * (q not NULL) and DequantizeLinear (dq_out) of the row in the same last pass: each 16 values
  * are normalised, quantized and dequantized in registers, where the separate passes wrote y,
  * read it to quantize, and read the bytes back to dequantize (six passes over the row and two
@@ -580,16 +581,22 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
                                                 float *restrict y, long n,
                                                 const float *restrict g, const float *restrict b,
                                                 float eps, void *q, int q_signed, float scale,
-                                                float zp, int dq_out, const dscy_ln_x8 *x8) {
+                                                float zp, int dq_out, const dscy_ln_x8 *x8,
+                                                const dscy_ln_x8 *k8) {
     const float *t = x;
     long i;
-    if (x8) {      /* x = dequantized q (dscy_dequant_row_*_avx512's steps) [+ skip], into y */
-        const __m512 xz = _mm512_set1_ps(x8->zp), xs = _mm512_set1_ps(x8->scale);
-        const unsigned char *xq = (const unsigned char *)x8->q;
+    if (x8 || k8) {   /* x [dequantized] + skip [dequantized] (dscy_dequant_row_*_avx512's
+                       * steps), into y; k8: the skip is 8-bit (skip unused), without a bias */
+        const __m512 xz = _mm512_set1_ps(x8 ? x8->zp : 0.0f), xs = _mm512_set1_ps(x8 ? x8->scale : 0.0f);
+        const __m512 sz = _mm512_set1_ps(k8 ? k8->zp : 0.0f), ss = _mm512_set1_ps(k8 ? k8->scale : 0.0f);
+        const unsigned char *xq = x8 ? (const unsigned char *)x8->q : NULL;
+        const unsigned char *sq = k8 ? (const unsigned char *)k8->q : NULL;
         for (i = 0; i < n; i += 16) {
-            __m512 v = dscy_deq16(xq + i, x8->sgn, xz, xs, x8->bias ? x8->bias + i : NULL,
-                                  (__mmask16)0xFFFF);
-            if (skip) v = _mm512_add_ps(v, _mm512_loadu_ps(skip + i));
+            __m512 v = xq ? dscy_deq16(xq + i, x8->sgn, xz, xs, x8->bias ? x8->bias + i : NULL,
+                                       (__mmask16)0xFFFF)
+                          : _mm512_loadu_ps(x + i);
+            if (sq) v = _mm512_add_ps(v, dscy_deq16(sq + i, k8->sgn, sz, ss, NULL, (__mmask16)0xFFFF));
+            else if (skip) v = _mm512_add_ps(v, _mm512_loadu_ps(skip + i));
             _mm512_storeu_ps(y + i, v);
         }
         t = y;
@@ -609,7 +616,11 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
         } else {
             __builtin_prefetch(x + n + i, 0, 3); __builtin_prefetch(x + n + i + 16, 0, 3);
         }
-        if (skip) { __builtin_prefetch(skip + n + i, 0, 3); __builtin_prefetch(skip + n + i + 16, 0, 3); }
+        if (k8) {
+            if (i % 64 == 0) __builtin_prefetch((const unsigned char *)k8->q + n + i, 0, 3);
+        } else if (skip) {
+            __builtin_prefetch(skip + n + i, 0, 3); __builtin_prefetch(skip + n + i + 16, 0, 3);
+        }
         z0 = _mm512_add_ps(z0, _mm512_loadu_ps(t + i));
         z1 = _mm512_add_ps(z1, _mm512_loadu_ps(t + i + 16));
     }
@@ -664,7 +675,7 @@ static inline int dscy_layernorm_zq(int level, const float *x, const float *skip
                                     int q_signed, float scale, float zp, int dq_out) {
 #ifndef DSCY_NO_LAYERNORM_Z
     if (level >= 2 && n % 32 == 0) {
-        dscy_layernorm_z(x, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out, NULL);
+        dscy_layernorm_z(x, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out, NULL, NULL);
         return 1;
     }
 #endif
@@ -674,20 +685,24 @@ static inline int dscy_layernorm_zq(int level, const float *x, const float *skip
 }
 
 /* dscy_layernorm_zq of the 8-bit row xr (dequantized by x8's parameters; x8->q unused) read as
- * it starts the row; 0 where the level or n does not allow (the caller dequantizes the row
- * first) */
+ * it starts the row, and of the 8-bit skip row sr where s8 is not NULL (skip then unused);
+ * 0 where the level or n does not allow (the caller dequantizes the rows first) */
 static inline int dscy_layernorm_zq8(int level, const void *xr, const dscy_ln_x8 *x8,
-                                     const float *skip, float *y, long n, const float *g,
+                                     const float *skip, const void *sr, const dscy_ln_x8 *s8,
+                                     float *y, long n, const float *g,
                                      const float *b, float eps, void *q, int q_signed, float scale,
                                      float zp, int dq_out) {
 #ifndef DSCY_NO_LAYERNORM_Z
     if (level >= 2 && n % 32 == 0) {
-        dscy_ln_x8 row = *x8;
+        dscy_ln_x8 row = *x8, srow;
         row.q = xr;
-        dscy_layernorm_z(NULL, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out, &row);
+        if (s8) { srow = *s8; srow.q = sr; }
+        dscy_layernorm_z(NULL, skip, y, n, g, b, eps, q, q_signed, scale, zp, dq_out, &row,
+                         s8 ? &srow : NULL);
         return 1;
     }
 #endif
+    (void)sr; (void)s8;
     (void)level; (void)xr; (void)x8; (void)skip; (void)y; (void)n; (void)g; (void)b; (void)eps; (void)q;
     (void)q_signed; (void)scale; (void)zp; (void)dq_out;
     return 0;
