@@ -668,6 +668,26 @@ static __attribute__((noinline)) void ep_row_lut(const dscy_ek_consts *k, const 
 static __attribute__((noinline)) void ep_row_pre(const dscy_ek_consts *k, const int32_t *s, int n, void *d) { ep_row(DSCY_EK_PRE, k, s, n, d); }
 
 #if DSCY_QUADS
+/* ep_row of kind Q8 on row n's NT * 32 sums (tile h's bytes to dst + h * s2): one call, and
+ * the row's constants broadcast once, for both tiles of a two-tile pass (one ep_row_q8 call a
+ * tile spent about as long on its entry, broadcasts and exit as on its two vectors) */
+static __attribute__((noinline)) void ep_rows_q8(const dscy_ek_consts *k, const int32_t *sums,
+                                                int n, uint8_t *dst, size_t s2, int NT) {
+    const __m512i b = _mm512_set1_epi32(k->bias[n]);
+    const __m512 s = _mm512_set1_ps(k->scale[n]);
+    const __m512 ms = _mm512_set1_ps(k->mid ? k->mscale[n] : 0.0f);
+    const __m512 mb = _mm512_set1_ps(k->mid ? k->mbias[n] : 0.0f);
+    const __m512i row = _mm512_setzero_si512();           /* (table offsets: kind LUT only) */
+    for (int h = 0; h < NT; h++) {
+        __m512i q0 = dscy_ek16(DSCY_EK_Q8, k, _mm512_loadu_si512(sums + h * T32), b, s, ms, mb, row);
+        __m512i q1 = dscy_ek16(DSCY_EK_Q8, k, _mm512_loadu_si512(sums + h * T32 + 16), b, s, ms, mb, row);
+        _mm_storeu_si128((__m128i *)(dst + h * s2), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(dst + h * s2) + 1, _mm512_cvtepi32_epi8(q1));
+    }
+}
+#endif
+
+#if DSCY_QUADS
 /* The table epilogue (kind LUT) of row n's NT * 32 sums by byte permutes (AVX-512 VBMI): the
  * row's 256-byte table in four zmm, each lane's mid value (the index the gather path computes)
  * narrowed to a byte, then vpermi2b on the table's halves and a blend by the index's top bit.
@@ -828,6 +848,8 @@ static inline __attribute__((always_inline)) void rows_fast(
 #if DSCY_QUADS
             if (EK == DSCY_EK_LUT && k->vbmi)
                 ep_rows_lut_vbmi(k, sums, n, bst + slot * T32, s2, NT);
+            else if (EK == DSCY_EK_Q8)
+                ep_rows_q8(k, sums, n, bst + slot * T32, s2, NT);
             else
 #endif
             for (int h = 0; h < NT; h++) {
