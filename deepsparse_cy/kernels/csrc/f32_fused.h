@@ -583,46 +583,55 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
                                                 float eps, void *q, int q_signed, float scale,
                                                 float zp, int dq_out, const dscy_ln_x8 *x8,
                                                 const dscy_ln_x8 *k8) {
-    const float *t = x;
+    /* first pass: x [dequantized] + skip [dequantized] (dscy_dequant_row_*_avx512's steps;
+     * k8: the skip is 8-bit (skip unused), without a bias) into y where there is a skip or an
+     * 8-bit input, and the row's sum in the same pass: z0 over elements 32j .. 32j + 15, z1
+     * over the other halves, in the order the separate sum pass added them */
+    const int stage = x8 || k8 || skip;
+    const float *t = stage ? y : x;
     long i;
-    if (x8 || k8) {   /* x [dequantized] + skip [dequantized] (dscy_dequant_row_*_avx512's
-                       * steps), into y; k8: the skip is 8-bit (skip unused), without a bias */
-        const __m512 xz = _mm512_set1_ps(x8 ? x8->zp : 0.0f), xs = _mm512_set1_ps(x8 ? x8->scale : 0.0f);
-        const __m512 sz = _mm512_set1_ps(k8 ? k8->zp : 0.0f), ss = _mm512_set1_ps(k8 ? k8->scale : 0.0f);
-        const unsigned char *xq = x8 ? (const unsigned char *)x8->q : NULL;
-        const unsigned char *sq = k8 ? (const unsigned char *)k8->q : NULL;
-        for (i = 0; i < n; i += 16) {
-            __m512 v = xq ? dscy_deq16(xq + i, x8->sgn, xz, xs, x8->bias ? x8->bias + i : NULL,
-                                       (__mmask16)0xFFFF)
-                          : _mm512_loadu_ps(x + i);
-            if (sq) v = _mm512_add_ps(v, dscy_deq16(sq + i, k8->sgn, sz, ss, NULL, (__mmask16)0xFFFF));
-            else if (skip) v = _mm512_add_ps(v, _mm512_loadu_ps(skip + i));
-            _mm512_storeu_ps(y + i, v);
-        }
-        t = y;
-    } else if (skip) {
-        for (i = 0; i < n; i += 16)
-            _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(skip + i)));
-        t = y;
-    }
+    const __m512 xz = _mm512_set1_ps(x8 ? x8->zp : 0.0f), xs = _mm512_set1_ps(x8 ? x8->scale : 0.0f);
+    const __m512 sz = _mm512_set1_ps(k8 ? k8->zp : 0.0f), ss = _mm512_set1_ps(k8 ? k8->scale : 0.0f);
+    const unsigned char *xq = x8 ? (const unsigned char *)x8->q : NULL;
+    const unsigned char *sq = k8 ? (const unsigned char *)k8->q : NULL;
     float s8[8];
     __m512 z0 = _mm512_setzero_ps(), z1 = z0;
     for (i = 0; i < n; i += 32) {
         /* the next row's input (and residual) towards L1 while this one computes: in a model
          * the residual was written several layers back, and each row starts a new stream
          * that the hardware prefetcher picks up late (the caller's rows are consecutive) */
-        if (x8) {
-            if (i % 64 == 0) __builtin_prefetch((const unsigned char *)x8->q + n + i, 0, 3);
+        if (xq) {
+            if (i % 64 == 0) __builtin_prefetch(xq + n + i, 0, 3);
         } else {
             __builtin_prefetch(x + n + i, 0, 3); __builtin_prefetch(x + n + i + 16, 0, 3);
         }
-        if (k8) {
-            if (i % 64 == 0) __builtin_prefetch((const unsigned char *)k8->q + n + i, 0, 3);
+        if (sq) {
+            if (i % 64 == 0) __builtin_prefetch(sq + n + i, 0, 3);
         } else if (skip) {
             __builtin_prefetch(skip + n + i, 0, 3); __builtin_prefetch(skip + n + i + 16, 0, 3);
         }
-        z0 = _mm512_add_ps(z0, _mm512_loadu_ps(t + i));
-        z1 = _mm512_add_ps(z1, _mm512_loadu_ps(t + i + 16));
+        __m512 v0, v1;
+        if (xq) {
+            v0 = dscy_deq16(xq + i, x8->sgn, xz, xs, x8->bias ? x8->bias + i : NULL, (__mmask16)0xFFFF);
+            v1 = dscy_deq16(xq + i + 16, x8->sgn, xz, xs, x8->bias ? x8->bias + i + 16 : NULL,
+                            (__mmask16)0xFFFF);
+        } else {
+            v0 = _mm512_loadu_ps(x + i);
+            v1 = _mm512_loadu_ps(x + i + 16);
+        }
+        if (sq) {
+            v0 = _mm512_add_ps(v0, dscy_deq16(sq + i, k8->sgn, sz, ss, NULL, (__mmask16)0xFFFF));
+            v1 = _mm512_add_ps(v1, dscy_deq16(sq + i + 16, k8->sgn, sz, ss, NULL, (__mmask16)0xFFFF));
+        } else if (skip) {
+            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(skip + i));
+            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(skip + i + 16));
+        }
+        if (stage) {
+            _mm512_storeu_ps(y + i, v0);
+            _mm512_storeu_ps(y + i + 16, v1);
+        }
+        z0 = _mm512_add_ps(z0, v0);
+        z1 = _mm512_add_ps(z1, v1);
     }
     /* (a0 + a1) + (a2 + a3) */
     _mm256_storeu_ps(s8, _mm256_add_ps(
