@@ -17,6 +17,7 @@ import numpy as np
 
 cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act, float p0, float p1)
+    void dscy_hardswish(int level, const float *x, float *y, long n)
     void dscy_layernorm(int avx2, const float *x, const float *skip, float *y, long n,
                         const float *g, const float *b, float eps)
     int dscy_layernorm_zq(int level, const float *x, const float *skip, float *y, long n,
@@ -106,6 +107,31 @@ def act_rows(const float[:, ::1] x,           # IN  [rows, n]
             if not same:
                 memcpy(&y[r, 0], &x[r, 0], n * sizeof(float))
             dscy_bias_act(av, &y[r, 0], NULL, n, act, p0, p1)
+
+
+def hardswish(const float[::1] x,   # IN  [n]
+              float[::1] y,         # OUT [n]: x itself, or not overlapping it
+              int num_threads=1):
+    """y = HardSwish(x) = x * clip(x * (1/6) + 1/2, 0, 1) in the numpy op's float32 steps
+    (ops/elementwise.HardSwish), bit for bit, one pass (csrc/f32_fused.h dscy_hardswish);
+    a second thread from _nt's size, the halves split at a multiple of 16 values."""
+    cdef Py_ssize_t n = x.shape[0], t, lo, hi
+    if y.shape[0] != n:
+        raise ValueError("hardswish: y must have x's length")
+    if n == 0:
+        return
+    cdef int nt = _nt(n, num_threads), av = _level
+    cdef const float *xp = &x[0]
+    cdef float *yp = &y[0]
+    with nogil:
+        if nt <= 1:
+            dscy_hardswish(av, xp, yp, n)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                lo = (n * t // nt) // 16 * 16
+                hi = n if t == nt - 1 else (n * (t + 1) // nt) // 16 * 16
+                if hi > lo:
+                    dscy_hardswish(av, xp + lo, yp + lo, hi - lo)
 
 
 def bias_add_inplace(float[:, ::1] y, const float[::1] bias, int num_threads=1):

@@ -672,10 +672,67 @@ DSCY_TARGET_AVX512 static void dscy_layernorm_z(const float *restrict x, const f
             _mm512_storeu_ps(y + i, _mm512_mul_ps(v, qs));
     }
 }
+
+/* ONNX HardSwish, x * clip(x * (1/6) + 1/2, 0, 1), in the float32 steps of the numpy op
+ * (ops/elementwise.HardSwish: a multiply, an add, a clip, a multiply; no FMA, NaN kept as
+ * np.clip keeps it: vmaxps / vminps return their second operand, h, when it is NaN): bit for bit
+ * that op, 16 (8) values a step where numpy made four passes and the activation kernel's loop
+ * (DSCY_F_HARDSWISH, contracted to an FMA) ran a value at a time */
+DSCY_TARGET_AVX512 static void dscy_hardswish_z(const float *x, float *y, long n) {
+    const __m512 c6 = _mm512_set1_ps(1.0f / 6.0f), half = _mm512_set1_ps(0.5f),
+                 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 h = _mm512_mul_ps(v, c6);
+        __asm__("" : "+v"(h));        /* no FMA contraction with the add */
+        h = _mm512_min_ps(one, _mm512_max_ps(zero, _mm512_add_ps(h, half)));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, h));
+    }
+}
+
+DSCY_TARGET_AVX2 static void dscy_hardswish_avx2(const float *x, float *y, long n) {
+    const __m256 c6 = _mm256_set1_ps(1.0f / 6.0f), half = _mm256_set1_ps(0.5f),
+                 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 h = _mm256_mul_ps(v, c6);
+        __asm__("" : "+x"(h));
+        h = _mm256_min_ps(one, _mm256_max_ps(zero, _mm256_add_ps(h, half)));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(v, h));
+    }
+    for (; i < n; i++) {
+        float v = x[i], h = v * (1.0f / 6.0f);
+        __asm__("" : "+x"(h));
+        h = h + 0.5f;
+        h = h < 0.0f ? 0.0f : h;
+        h = h > 1.0f ? 1.0f : h;
+        y[i] = v * h;
+    }
+}
+#define DSCY_HAVE_HARDSWISH_V 1
 #else
 #define DSCY_LAYERNORM_AVX2 dscy_layernorm_generic   /* no AVX2 build here: never selected */
 #define DSCY_NO_LAYERNORM_Z 1
 #endif
+
+/* dscy_hardswish_z / _avx2 by level (2 / 1), else the same steps a value at a time (a
+ * compiler without those targets: no FMA here either, plain x86-64 has none) */
+static inline void dscy_hardswish(int level, const float *x, float *y, long n) {
+#ifdef DSCY_HAVE_HARDSWISH_V
+    if (level >= 2) { dscy_hardswish_z(x, y, n); return; }
+    if (level >= 1) { dscy_hardswish_avx2(x, y, n); return; }
+#endif
+    (void)level;
+    for (long i = 0; i < n; i++) {
+        volatile float h = x[i] * (1.0f / 6.0f);   /* (rounded before the add) */
+        float g = h + 0.5f;
+        g = g < 0.0f ? 0.0f : g;
+        g = g > 1.0f ? 1.0f : g;
+        y[i] = x[i] * g;
+    }
+}
 
 /* dscy_layernorm_z where the level (2) and the row length (a multiple of 32) allow: returns 1
  * when it ran the row, 0 when the caller runs the separate passes */
