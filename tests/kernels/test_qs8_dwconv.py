@@ -21,6 +21,8 @@ CASES = DW_CASES + [
     (1, 6, 40, 64, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),       # long interior runs, 8 vectors
     (1, 24, 30, 16, 5, 5, 1, 1, 1, 1, (2, 2, 2, 2)),
     (1, 4, 4, 8, 16, 16, 1, 1, 1, 1, (6, 6, 6, 6)),         # 256 taps: the exactness limit
+    (1, 5, 13, 33, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),         # 8 pixels and 5 (AVX-512 rows)
+    (1, 70, 9, 20, 5, 3, 1, 1, 17, 1, (34, 1, 34, 1)),      # rows 69 apart: past the ring's 64
 ]
 KINDS = ["int32", "float_relu", "u8_clip", "s8_requant", "mid_float", "mid_u8", "table_u8",
          "table_s8", "residual_u8", "residual_f32"]

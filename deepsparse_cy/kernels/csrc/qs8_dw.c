@@ -210,6 +210,139 @@ static void dw_row(const void *x, int x_signed, int H, int W, int C, float zx, c
 #endif
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+/* The AVX-512 rows: 16 channels a vector (the last block under a mask). Each input row a thread
+ * reads is converted once into its scratch as floats x - zx, zero-padded to the taps' span
+ * (Wpad pixels x Cp = C rounded up to 16 channels), kept in a ring of R = (KH - 1) * dh + 1 rows
+ * indexed by the row's number (an output row's input rows are R consecutive ones at most, so
+ * they never share a slot; the next output row finds most of them converted). The AVX2 row
+ * converted every input value once per tap that read it (9 / 25 times for 3x3 / 5x5). Then 8
+ * output pixels at a time sum (x - zx) * w with the ring as the FMA's memory operand. The sums
+ * are the same exact integers (every product at most 255 * 128, a sum of at most 256 of them
+ * below 2**24), so the outputs are bit for bit the AVX2 row's. The epilogue: dscy_ek16 on the
+ * channels' constants as vectors (dscy_ek8 on 16 lanes, the same bits), for the specialized
+ * kinds only (not GEN / PRE). */
+#define DW_RING_MAX 64
+DSCY_THREAD_BUFFER(dw_zbuffer)
+
+typedef struct { float *buf; long tag[DW_RING_MAX]; int R, Wpad, Cp; } dw_ring;
+
+/* the ring's floats of input row iy of image b (converted if its slot holds another row) */
+static const float *dw_ring_row(dw_ring *g, const uint8_t *x, int x_signed, int H, int W, int C,
+                                float zx, int pl, int b, int iy) {
+    long key = (long)b * H + iy;
+    int s = (int)(key % g->R);
+    float *row = g->buf + (size_t)s * g->Wpad * g->Cp;
+    if (g->tag[s] == key) return row;
+    const uint8_t *xr = x + (size_t)key * W * C;
+    const __m512 vzx = _mm512_set1_ps(zx);
+    const int C16 = C & ~15;
+    const __mmask16 tm = (__mmask16)((1u << (C & 15)) - 1);
+    for (int p = 0; p < g->Wpad; p++) {
+        int ix = p - pl;
+        float *d = row + (size_t)p * g->Cp;
+        if (ix < 0 || ix >= W) {
+            for (int c = 0; c < g->Cp; c += 16) _mm512_store_ps(d + c, _mm512_setzero_ps());
+            continue;
+        }
+        const uint8_t *q = xr + (size_t)ix * C;
+        int c = 0;
+        if (x_signed)
+            for (; c < C16; c += 16)
+                _mm512_store_ps(d + c, _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                    _mm_loadu_si128((const __m128i *)(q + c)))), vzx));
+        else
+            for (; c < C16; c += 16)
+                _mm512_store_ps(d + c, _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                    _mm_loadu_si128((const __m128i *)(q + c)))), vzx));
+        if (c < C) {
+            __m128i t = _mm_maskz_loadu_epi8(tm, q + c);
+            __m512i ti = x_signed ? _mm512_cvtepi8_epi32(t) : _mm512_cvtepu8_epi32(t);
+            _mm512_store_ps(d + c, _mm512_maskz_sub_ps(tm, _mm512_cvtepi32_ps(ti), vzx));
+        }
+    }
+    g->tag[s] = key;
+    return row;
+}
+
+static void dw_row_z(const void *x, int x_signed, int H, int W, int C, float zx, const float *w,
+                     int KH, int KW, int sh, int sw, int dh, int dw, int pt, int pl, int Wo,
+                     int b, int oy, int m, const dscy_epilogue *ep, const dw_ek *e, dw_ring *g) {
+    const float *rows[DSCY_DW_MAX_TAPS];
+    for (int i = 0; i < KH; i++) {
+        int iy = oy * sh - pt + i * dh;
+        rows[i] = iy >= 0 && iy < H
+            ? dw_ring_row(g, (const uint8_t *)x, x_signed, H, W, C, zx, pl, b, iy) : NULL;
+    }
+    const int ek = e->ek, Cp = g->Cp;
+    const int bytes = ep->out_type >= DSCY_OUT_U8;
+    const ptrdiff_t ldo = ep->ldo;
+    const size_t st = (size_t)sw * Cp;
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        const __mmask16 msk = C - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c0)) - 1);
+        /* the block's epilogue constants (lanes past C: zeros, and table row 0 for a LUT so
+         * its gather stays inside the table) */
+        const __m512i bv = _mm512_maskz_loadu_epi32(msk, ep->bias + c0);
+        const __m512 sv = _mm512_maskz_loadu_ps(msk, ep->scale + c0);
+        __m512 ma = _mm512_setzero_ps(), mb = ma;
+        if (ep->mid_type) {
+            ma = _mm512_maskz_loadu_ps(msk, ep->mid_scale + c0);
+            mb = _mm512_maskz_loadu_ps(msk, ep->mid_bias + c0);
+        }
+        const __m512i rowv = _mm512_maskz_mov_epi32(msk, _mm512_slli_epi32(
+            _mm512_add_epi32(_mm512_set1_epi32(c0), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                                      10, 11, 12, 13, 14, 15)), 8));
+#define DW_EP(ACC, O) do {                                                                  \
+            __m512i a_ = _mm512_cvtps_epi32(ACC), v_;                                          \
+            switch (ek) {                                                                      \
+            case DSCY_EK_I32: v_ = dscy_ek16(DSCY_EK_I32, &e->k, a_, bv, sv, ma, mb, rowv); break; \
+            case DSCY_EK_F32: v_ = dscy_ek16(DSCY_EK_F32, &e->k, a_, bv, sv, ma, mb, rowv); break; \
+            case DSCY_EK_Q8: v_ = dscy_ek16(DSCY_EK_Q8, &e->k, a_, bv, sv, ma, mb, rowv); break;   \
+            default: v_ = dscy_ek16(DSCY_EK_LUT, &e->k, a_, bv, sv, ma, mb, rowv); break;          \
+            }                                                                                  \
+            ptrdiff_t o_ = (ptrdiff_t)(m + (O)) * ldo + c0;                                    \
+            if (bytes) _mm512_mask_cvtepi32_storeu_epi8((uint8_t *)ep->out + o_, msk, v_);     \
+            else _mm512_mask_storeu_epi32((int32_t *)ep->out + o_, msk, v_);                   \
+        } while (0)
+        int o0 = 0;
+        /* 8 output pixels at a time, their sums in named registers (an array of them went
+         * through the stack on every multiply-add) */
+        for (; o0 + 8 <= Wo; o0 += 8) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                   a6 = a0, a7 = a0;
+            for (int i = 0; i < KH; i++) {
+                if (!rows[i]) continue;
+                for (int j = 0; j < KW; j++) {
+                    const __m512 wv = _mm512_maskz_loadu_ps(msk, w + (size_t)(i * KW + j) * C + c0);
+                    const float *xp = rows[i] + ((size_t)o0 * sw + (size_t)j * dw) * Cp + c0;
+                    a0 = _mm512_fmadd_ps(_mm512_load_ps(xp), wv, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_load_ps(xp + st), wv, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_load_ps(xp + 2 * st), wv, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_load_ps(xp + 3 * st), wv, a3);
+                    a4 = _mm512_fmadd_ps(_mm512_load_ps(xp + 4 * st), wv, a4);
+                    a5 = _mm512_fmadd_ps(_mm512_load_ps(xp + 5 * st), wv, a5);
+                    a6 = _mm512_fmadd_ps(_mm512_load_ps(xp + 6 * st), wv, a6);
+                    a7 = _mm512_fmadd_ps(_mm512_load_ps(xp + 7 * st), wv, a7);
+                }
+            }
+            DW_EP(a0, o0); DW_EP(a1, o0 + 1); DW_EP(a2, o0 + 2); DW_EP(a3, o0 + 3);
+            DW_EP(a4, o0 + 4); DW_EP(a5, o0 + 5); DW_EP(a6, o0 + 6); DW_EP(a7, o0 + 7);
+        }
+        for (; o0 < Wo; o0++) {
+            __m512 a0 = _mm512_setzero_ps();
+            for (int i = 0; i < KH; i++) {
+                if (!rows[i]) continue;
+                for (int j = 0; j < KW; j++)
+                    a0 = _mm512_fmadd_ps(_mm512_load_ps(rows[i] + ((size_t)o0 * sw + (size_t)j * dw) * Cp + c0),
+                                         _mm512_maskz_loadu_ps(msk, w + (size_t)(i * KW + j) * C + c0), a0);
+            }
+            DW_EP(a0, o0);
+        }
+#undef DW_EP
+    }
+}
+#endif
+
 int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, float zx,
                     const float *w, const float *zxw, int KH, int KW, int sh, int sw, int dh,
                     int dw, int pt, int pl, int Ho, int Wo, const dscy_epilogue *ep, int nthreads) {
@@ -230,6 +363,38 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
 #endif
     /* guided: large claims first (neighbouring rows share input rows), then smaller ones, so
      * a slower core does not hold up the call */
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    int R = (KH - 1) * dh + 1, Wpad = (Wo - 1) * sw + (KW - 1) * dw + 1, Cp = (C + 15) & ~15;
+    if ((e.ek == DSCY_EK_I32 || e.ek == DSCY_EK_F32 || e.ek == DSCY_EK_Q8 || e.ek == DSCY_EK_LUT)
+            && R <= DW_RING_MAX) {
+        int failed = 0;
+        #pragma omp parallel num_threads(nt)
+        {
+            dw_ring g;
+            g.R = R; g.Wpad = Wpad; g.Cp = Cp;
+            for (int i = 0; i < R; i++) g.tag[i] = -1;
+            g.buf = dw_zbuffer((size_t)R * Wpad * Cp);
+            if (!g.buf) {
+                #pragma omp atomic write
+                failed = 1;
+            }
+            /* every thread takes part in the loop (the others' rows are not lost); a thread
+             * whose scratch failed runs its rows on the AVX2 path */
+            #pragma omp for schedule(guided)
+            for (long r = 0; r < rows; r++) {
+                int b = (int)(r / Ho), oy = (int)(r % Ho);
+                if (g.buf)
+                    dw_row_z(x, x_signed, H, W, C, zx, w, KH, KW, sh, sw, dh, dw, pt, pl, Wo, b,
+                             oy, (int)(r * Wo), ep, &e, &g);
+                else
+                    dw_row(x, x_signed, H, W, C, zx, w, zxw, KH, KW, sh, sw, dh, dw, pt, pl, Wo,
+                           b, oy, (int)(r * Wo), ep, ekx);
+            }
+        }
+        (void)failed;
+        return 0;
+    }
+#endif
     #pragma omp parallel for num_threads(nt) schedule(guided)
     for (long r = 0; r < rows; r++) {
         int b = (int)(r / Ho), oy = (int)(r % Ho);
