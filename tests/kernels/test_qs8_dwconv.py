@@ -23,6 +23,8 @@ CASES = DW_CASES + [
     (1, 4, 4, 8, 16, 16, 1, 1, 1, 1, (6, 6, 6, 6)),         # 256 taps: the exactness limit
     (1, 5, 13, 33, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),         # 8 pixels and 5 (AVX-512 rows)
     (1, 70, 9, 20, 5, 3, 1, 1, 17, 1, (34, 1, 34, 1)),      # rows 69 apart: past the ring's 64
+    (1, 3, 40, 100, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),        # 3 rows: channel chunks, ragged last
+    (2, 2, 30, 100, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),        # 4 rows over 2 images, 2 chunks
 ]
 KINDS = ["int32", "float_relu", "u8_clip", "s8_requant", "mid_float", "mid_u8", "table_u8",
          "table_s8", "residual_u8", "residual_f32"]

@@ -229,24 +229,27 @@ typedef struct { float *buf; long tag[DW_RING_MAX]; int R, Wpad, Cp; } dw_ring;
 
 /* the ring's floats of input row iy of image b (converted if its slot holds another row) */
 static const float *dw_ring_row(dw_ring *g, const uint8_t *x, int x_signed, int H, int W, int C,
-                                float zx, int pl, int b, int iy) {
-    long key = (long)b * H + iy;
-    int s = (int)(key % g->R);
+                                float zx, int pl, int b, int iy, int cl, int ch, int chunk) {
+    /* channels cl .. ch - 1 of the row (a work item's chunk: cl a multiple of 16); the tag
+     * names the row and the chunk, the slot the row only (an output row's rows never share
+     * one) */
+    long row_no = (long)b * H + iy, key = row_no * 4096 + chunk;
+    int s = (int)(row_no % g->R);
     float *row = g->buf + (size_t)s * g->Wpad * g->Cp;
     if (g->tag[s] == key) return row;
-    const uint8_t *xr = x + (size_t)key * W * C;
+    const uint8_t *xr = x + (size_t)row_no * W * C;
     const __m512 vzx = _mm512_set1_ps(zx);
-    const int C16 = C & ~15;
-    const __mmask16 tm = (__mmask16)((1u << (C & 15)) - 1);
+    const int C16 = cl + ((ch - cl) & ~15);
+    const __mmask16 tm = (__mmask16)((1u << ((ch - cl) & 15)) - 1);
     for (int p = 0; p < g->Wpad; p++) {
         int ix = p - pl;
         float *d = row + (size_t)p * g->Cp;
         if (ix < 0 || ix >= W) {
-            for (int c = 0; c < g->Cp; c += 16) _mm512_store_ps(d + c, _mm512_setzero_ps());
+            for (int c = cl; c < ch; c += 16) _mm512_store_ps(d + c, _mm512_setzero_ps());
             continue;
         }
         const uint8_t *q = xr + (size_t)ix * C;
-        int c = 0;
+        int c = cl;
         if (x_signed)
             for (; c < C16; c += 16)
                 _mm512_store_ps(d + c, _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
@@ -255,7 +258,7 @@ static const float *dw_ring_row(dw_ring *g, const uint8_t *x, int x_signed, int 
             for (; c < C16; c += 16)
                 _mm512_store_ps(d + c, _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
                     _mm_loadu_si128((const __m128i *)(q + c)))), vzx));
-        if (c < C) {
+        if (c < ch) {
             __m128i t = _mm_maskz_loadu_epi8(tm, q + c);
             __m512i ti = x_signed ? _mm512_cvtepi8_epi32(t) : _mm512_cvtepu8_epi32(t);
             _mm512_store_ps(d + c, _mm512_maskz_sub_ps(tm, _mm512_cvtepi32_ps(ti), vzx));
@@ -267,19 +270,22 @@ static const float *dw_ring_row(dw_ring *g, const uint8_t *x, int x_signed, int 
 
 static void dw_row_z(const void *x, int x_signed, int H, int W, int C, float zx, const float *w,
                      int KH, int KW, int sh, int sw, int dh, int dw, int pt, int pl, int Wo,
-                     int b, int oy, int m, const dscy_epilogue *ep, const dw_ek *e, dw_ring *g) {
+                     int b, int oy, int m, const dscy_epilogue *ep, const dw_ek *e, dw_ring *g,
+                     int cl, int ch, int chunk) {
+    /* channels cl .. ch - 1 (cl a multiple of 16) */
     const float *rows[DSCY_DW_MAX_TAPS];
     for (int i = 0; i < KH; i++) {
         int iy = oy * sh - pt + i * dh;
         rows[i] = iy >= 0 && iy < H
-            ? dw_ring_row(g, (const uint8_t *)x, x_signed, H, W, C, zx, pl, b, iy) : NULL;
+            ? dw_ring_row(g, (const uint8_t *)x, x_signed, H, W, C, zx, pl, b, iy, cl, ch, chunk)
+            : NULL;
     }
     const int ek = e->ek, Cp = g->Cp;
     const int bytes = ep->out_type >= DSCY_OUT_U8;
     const ptrdiff_t ldo = ep->ldo;
     const size_t st = (size_t)sw * Cp;
-    for (int c0 = 0; c0 < C; c0 += 16) {
-        const __mmask16 msk = C - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c0)) - 1);
+    for (int c0 = cl; c0 < ch; c0 += 16) {
+        const __mmask16 msk = ch - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (ch - c0)) - 1);
         /* the block's epilogue constants (lanes past C: zeros, and table row 0 for a LUT so
          * its gather stays inside the table) */
         const __m512i bv = _mm512_maskz_loadu_epi32(msk, ep->bias + c0);
@@ -351,7 +357,7 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
     double work = (double)rows * Wo * C * KH * KW;
     int nt = dscy_nthreads(nthreads);
     if (work < 65536.0) nt = 1;
-    if (nt > rows) nt = (int)rows;
+    if (nt > rows * ((C + 15) / 16)) nt = (int)(rows * ((C + 15) / 16));   /* (rows x channel chunks) */
     if (nt < 1) nt = 1;
     const void *ekx = NULL;
 #ifdef __AVX2__
@@ -367,6 +373,15 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
     int R = (KH - 1) * dh + 1, Wpad = (Wo - 1) * sw + (KW - 1) * dw + 1, Cp = (C + 15) & ~15;
     if ((e.ek == DSCY_EK_I32 || e.ek == DSCY_EK_F32 || e.ek == DSCY_EK_Q8 || e.ek == DSCY_EK_LUT)
             && R <= DW_RING_MAX) {
+        /* few output rows (a 3 x 40 map): the channels split into chunks too, so both threads
+         * get work (3 rows went 2 : 1) */
+        int cblocks = Cp / 16, nchunk = 1;
+        if (nt > 1 && rows < 4L * nt) {
+            nchunk = (int)((4L * nt + rows - 1) / rows);
+            if (nchunk > cblocks) nchunk = cblocks;
+        }
+        int per = (cblocks + nchunk - 1) / nchunk;      /* 16-channel blocks per chunk */
+        nchunk = (cblocks + per - 1) / per;
         int failed = 0;
         #pragma omp parallel num_threads(nt)
         {
@@ -378,20 +393,28 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
                 #pragma omp atomic write
                 failed = 1;
             }
-            /* every thread takes part in the loop (the others' rows are not lost); a thread
-             * whose scratch failed runs its rows on the AVX2 path */
+            /* a scratch that could not be allocated: every thread takes the AVX2 rows (whole
+             * rows, on the items of chunk 0), decided after all have tried */
+            #pragma omp barrier
+            int use_z;
+            #pragma omp atomic read
+            use_z = failed;
+            use_z = !use_z;
             #pragma omp for schedule(guided)
-            for (long r = 0; r < rows; r++) {
+            for (long it = 0; it < rows * nchunk; it++) {
+                int chunk = (int)(it / rows);
+                long r = it % rows;
                 int b = (int)(r / Ho), oy = (int)(r % Ho);
-                if (g.buf)
+                int cl = chunk * per * 16, ch = cl + per * 16 < C ? cl + per * 16 : C;
+                if (cl >= C) continue;
+                if (use_z)
                     dw_row_z(x, x_signed, H, W, C, zx, w, KH, KW, sh, sw, dh, dw, pt, pl, Wo, b,
-                             oy, (int)(r * Wo), ep, &e, &g);
-                else
+                             oy, (int)(r * Wo), ep, &e, &g, cl, ch, chunk);
+                else if (chunk == 0)
                     dw_row(x, x_signed, H, W, C, zx, w, zxw, KH, KW, sh, sw, dh, dw, pt, pl, Wo,
                            b, oy, (int)(r * Wo), ep, ekx);
             }
         }
-        (void)failed;
         return 0;
     }
 #endif
