@@ -628,6 +628,21 @@ def _same_outputs(e, e2, q, shapes):
             np.testing.assert_array_equal(g, r)
 
 
+def _same_outputs_at(e, e2, q, level, shapes=((1, 128), (2, 64), (1, 7))):
+    """_same_outputs with the row kernels of `level` in _f32_fused / _f32_ops (None: this
+    machine's; 1 the AVX2 rows, 0 the baseline), the levels restored after."""
+    from deepsparse_cy.kernels import _f32_fused, _f32_ops
+    was = (_f32_fused.level(), _f32_ops.level())
+    try:
+        if level is not None:
+            _f32_fused.set_level(level)
+            _f32_ops.set_level(level)
+        _same_outputs(e, e2, q, list(shapes))
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
+
+
 def test_attention_8bit_inputs_need_the_compiled_attention(tiny_bert_q, monkeypatch):
     """Without a compiled attention (the generic level) the Q/K/V layers keep their float
     outputs: the numpy path would dequantize in a pass of its own."""
@@ -674,7 +689,6 @@ def test_layernorm_reads_8bit_input(which, level, tiny_bert_q, tiny_bert_q_dense
     which dequantizes each row itself: outputs equal to the graph without the rewrite
     (DEEPSPARSE_CY_NO_LAYERNORM_8BIT_INPUT=1) bit for bit at several shapes, with the zmm row
     (default here), the AVX2 and the baseline rows (level 1, 0: a scratch row first)."""
-    from deepsparse_cy.kernels import _f32_fused, _f32_ops
     q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
     e = ds.compile_model(q)
     lns = [op for n, op in e._program.steps if n.op_type == "LayerNorm"]
@@ -684,15 +698,7 @@ def test_layernorm_reads_8bit_input(which, level, tiny_bert_q, tiny_bert_q_dense
     monkeypatch.setenv("DEEPSPARSE_CY_NO_LAYERNORM_8BIT_INPUT", "1")
     e2 = ds.compile_model(q)
     assert all(op.xdeq is None for n, op in e2._program.steps if n.op_type == "LayerNorm")
-    was = (_f32_fused.level(), _f32_ops.level())
-    try:
-        if level is not None:
-            _f32_fused.set_level(level)
-            _f32_ops.set_level(level)
-        _same_outputs(e, e2, q, [(1, 128), (2, 64), (1, 7)])
-    finally:
-        _f32_fused.set_level(was[0])
-        _f32_ops.set_level(was[1])
+    _same_outputs_at(e, e2, q, level)
 
 
 def test_layernorm_8bit_input_other_layouts(tiny_bert_q):
@@ -728,7 +734,6 @@ def test_layernorm_reads_8bit_skip(which, level, tiny_bert_q, tiny_bert_q_dense,
     outputs equal to the graph without the rewrite (DEEPSPARSE_CY_NO_LAYERNORM_8BIT_SKIP=1) bit
     for bit at several shapes, with the zmm row (default here), the AVX2 and the baseline rows
     (level 1, 0: scratch rows first), every LayerNorm step bound (run through its kernel)."""
-    from deepsparse_cy.kernels import _f32_fused, _f32_ops
     q, _ = tiny_bert_q_dense if which == "dense" else tiny_bert_q
     e = ds.compile_model(q)
     steps = e._program.steps
@@ -743,20 +748,12 @@ def test_layernorm_reads_8bit_skip(which, level, tiny_bert_q, tiny_bert_q_dense,
     monkeypatch.setenv("DEEPSPARSE_CY_NO_LAYERNORM_8BIT_SKIP", "1")
     e2 = ds.compile_model(q)
     assert all(op.sdeq is None for n, op in e2._program.steps if n.op_type == "LayerNorm")
-    was = (_f32_fused.level(), _f32_ops.level())
-    try:
-        if level is not None:
-            _f32_fused.set_level(level)
-            _f32_ops.set_level(level)
-        _same_outputs(e, e2, q, [(1, 128), (2, 64), (1, 7)])
-        plan = next(iter(e._plans.values()))
-        inst = plan.acquire()
-        plan.release(inst)
-        assert all(inst.bound[i] for i, st in enumerate(plan.steps)
-                   if st[0].op_type == "LayerNorm" and st[1].sdeq is not None)
-    finally:
-        _f32_fused.set_level(was[0])
-        _f32_ops.set_level(was[1])
+    _same_outputs_at(e, e2, q, level)
+    plan = next(iter(e._plans.values()))
+    inst = plan.acquire()
+    plan.release(inst)
+    assert all(inst.bound[i] for i, st in enumerate(plan.steps)
+               if st[0].op_type == "LayerNorm" and st[1].sdeq is not None)
 
 
 def test_layernorm_8bit_skip_other_layouts(tiny_bert_q):
