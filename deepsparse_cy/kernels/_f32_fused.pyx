@@ -18,6 +18,7 @@ import numpy as np
 cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act, float p0, float p1)
     void dscy_hardswish(int level, const float *x, float *y, long n)
+    void dscy_scale_row(int level, const float *x, float s, float *y, long n)
     void dscy_layernorm(int avx2, const float *x, const float *skip, float *y, long n,
                         const float *g, const float *b, float eps)
     int dscy_layernorm_zq(int level, const float *x, const float *skip, float *y, long n,
@@ -132,6 +133,24 @@ def hardswish(const float[::1] x,   # IN  [n]
                 hi = n if t == nt - 1 else (n * (t + 1) // nt) // 16 * 16
                 if hi > lo:
                     dscy_hardswish(av, xp + lo, yp + lo, hi - lo)
+
+
+def scale_rows(const float[:, ::1] x,   # IN  [rows, n]
+               const float[::1] s,      # IN  [rows]
+               float[:, ::1] y,         # OUT [rows, n]: x itself, or not overlapping x / s
+               int num_threads=1):
+    """y[r, :] = x[r, :] * s[r]: a Mul whose second operand broadcasts over x's trailing axes (an
+    SE block's channel scale), one float32 multiply a value as numpy makes it (bit for bit), rows
+    in parallel from _nt's size."""
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
+    if y.shape[0] != rows or y.shape[1] != n or s.shape[0] != rows:
+        raise ValueError("scale_rows: y must have x's shape and s one value a row")
+    if rows == 0 or n == 0:
+        return
+    cdef int av = _level
+    with nogil:
+        for r in prange(rows, num_threads=_nt(rows * n, num_threads), schedule="static"):
+            dscy_scale_row(av, &x[r, 0], s[r], &y[r, 0], n)
 
 
 def bias_add_inplace(float[:, ::1] y, const float[::1] bias, int num_threads=1):

@@ -712,10 +712,41 @@ DSCY_TARGET_AVX2 static void dscy_hardswish_avx2(const float *x, float *y, long 
     }
 }
 #define DSCY_HAVE_HARDSWISH_V 1
+
+/* y[i] = x[i] * s: one float32 multiply a value (a broadcast multiply's row, bit for bit) */
+DSCY_TARGET_AVX512 static void dscy_scale_row_z(const float *x, float s, float *y, long n) {
+    const __m512 sv = _mm512_set1_ps(s);
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), sv));
+        _mm512_storeu_ps(y + i + 16, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16), sv));
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), sv));
+    }
+}
+
+DSCY_TARGET_AVX2 static void dscy_scale_row_avx2(const float *x, float s, float *y, long n) {
+    const __m256 sv = _mm256_set1_ps(s);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), sv));
+    for (; i < n; i++) y[i] = x[i] * s;
+}
 #else
 #define DSCY_LAYERNORM_AVX2 dscy_layernorm_generic   /* no AVX2 build here: never selected */
 #define DSCY_NO_LAYERNORM_Z 1
 #endif
+
+/* dscy_scale_row_z / _avx2 by level (2 / 1), else a value at a time */
+static inline void dscy_scale_row(int level, const float *x, float s, float *y, long n) {
+#ifdef DSCY_HAVE_HARDSWISH_V
+    if (level >= 2) { dscy_scale_row_z(x, s, y, n); return; }
+    if (level >= 1) { dscy_scale_row_avx2(x, s, y, n); return; }
+#endif
+    (void)level;
+    for (long i = 0; i < n; i++) y[i] = x[i] * s;
+}
 
 /* dscy_hardswish_z / _avx2 by level (2 / 1), else the same steps a value at a time (a
  * compiler without those targets: no FMA here either, plain x86-64 has none) */
