@@ -88,3 +88,12 @@ def f32_level(request):
     _f32_fused.set_level(request.param)
     yield request.param
     _f32_fused.set_level(was)
+
+
+def same_bits(a, b):
+    """a and b hold the same float bit patterns (NaNs compared as NaN, whatever their payload's
+    sign: numpy's own ops keep or drop it as the platform does)."""
+    an, bn = np.isnan(a), np.isnan(b)
+    np.testing.assert_array_equal(an, bn)
+    u = np.uint64 if a.dtype == np.float64 else np.uint32
+    np.testing.assert_array_equal(a[~an].view(u), b[~bn].view(u))

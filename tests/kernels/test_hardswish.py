@@ -6,20 +6,9 @@ threads (the halves split at a multiple of 16)."""
 import numpy as np
 import pytest
 
-from deepsparse_cy import kernels
-from deepsparse_cy.kernels import _f32_fused, cpu_features
+from _kernel_cases import f32_level, same_bits as _same  # noqa: F401 (a fixture)
+from deepsparse_cy.kernels import _f32_fused
 from deepsparse_cy.ops import elementwise as ew
-
-
-def _levels():
-    f = cpu_features()
-    out = [0]
-    if f.get("avx2") and f.get("fma"):
-        out.append(1)
-    if all(f.get(k) for k in ("avx512f", "avx512bw", "avx512vl", "avx512dq")) \
-            and kernels.kernel_isa() != "generic":
-        out.append(2)
-    return out
 
 
 _SPECIAL = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3.0, -3.0, 2.9999998, -2.9999998,
@@ -27,54 +16,34 @@ _SPECIAL = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3.0, -3.0, 2.9
                      1.5, -1.5, 6.0, -6.0], np.float32)
 
 
-def _same(a, b):
-    """equal bit patterns (NaNs included, whatever their payload's sign: numpy's own ops keep
-    or drop it as the platform does)"""
-    an, bn = np.isnan(a), np.isnan(b)
-    np.testing.assert_array_equal(an, bn)
-    np.testing.assert_array_equal(a[~an].view(np.uint32), b[~bn].view(np.uint32))
-
-
-@pytest.mark.parametrize("level", _levels())
 @pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 33, 100, 1000, 4099])
 @pytest.mark.parametrize("nt", [1, 2])
-def test_hardswish_matches_numpy_op(level, n, nt):
+def test_hardswish_matches_numpy_op(f32_level, n, nt):
     rng = np.random.default_rng(n)
     x = (rng.standard_normal(n) * rng.choice([0.1, 3.0, 1e3], n)).astype(np.float32)
     x[: min(n, _SPECIAL.size)] = _SPECIAL[: min(n, _SPECIAL.size)]
     rng.shuffle(x)
     with np.errstate(invalid="ignore", over="ignore"):
         ref = ew.HardSwish(x.copy())
-    was = _f32_fused.level()
-    _f32_fused.set_level(level)
-    try:
-        y = np.full(n, 7.0, np.float32)
-        _f32_fused.hardswish(x, y, nt)
-        _same(y, ref)
-        z = x.copy()
-        _f32_fused.hardswish(z, z, nt)          # in place
-        _same(z, ref)
-    finally:
-        _f32_fused.set_level(was)
+    y = np.full(n, 7.0, np.float32)
+    _f32_fused.hardswish(x, y, nt)
+    _same(y, ref)
+    z = x.copy()
+    _f32_fused.hardswish(z, z, nt)          # in place
+    _same(z, ref)
 
 
-@pytest.mark.parametrize("level", _levels())
 @pytest.mark.parametrize("n", [131072, 131072 + 13, 300001])
-def test_hardswish_two_threads_large(level, n):
+def test_hardswish_two_threads_large(f32_level, n):
     """From _nt's size the halves go to two threads (split at a multiple of 16 values)."""
     rng = np.random.default_rng(1)
     x = (4 * rng.standard_normal(n)).astype(np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
         ref = ew.HardSwish(x.copy())
-    was = _f32_fused.level()
-    _f32_fused.set_level(level)
-    try:
-        for nt in (1, 2, 3):
-            y = np.empty(n, np.float32)
-            _f32_fused.hardswish(x, y, nt)
-            _same(y, ref)
-    finally:
-        _f32_fused.set_level(was)
+    for nt in (1, 2, 3):
+        y = np.empty(n, np.float32)
+        _f32_fused.hardswish(x, y, nt)
+        _same(y, ref)
 
 
 def test_hardswish_refuses_other_length():

@@ -8,31 +8,13 @@ import pytest
 from onnx import TensorProto, helper
 
 import deepsparse_cy as ds
-from deepsparse_cy import kernels
-from deepsparse_cy.kernels import _f32_fused, cpu_features
+from _kernel_cases import f32_level, same_bits as _same  # noqa: F401 (a fixture)
+from deepsparse_cy.kernels import _f32_fused
 
 
-def _levels():
-    f = cpu_features()
-    out = [0]
-    if f.get("avx2") and f.get("fma"):
-        out.append(1)
-    if all(f.get(k) for k in ("avx512f", "avx512bw", "avx512vl", "avx512dq")) \
-            and kernels.kernel_isa() != "generic":
-        out.append(2)
-    return out
-
-
-def _same(a, b):
-    an, bn = np.isnan(a), np.isnan(b)
-    np.testing.assert_array_equal(an, bn)
-    np.testing.assert_array_equal(a[~an].view(np.uint32), b[~bn].view(np.uint32))
-
-
-@pytest.mark.parametrize("level", _levels())
 @pytest.mark.parametrize("rows,n", [(1, 1), (3, 7), (5, 16), (4, 33), (96, 120), (2, 70000)])
 @pytest.mark.parametrize("nt", [1, 2])
-def test_scale_rows_matches_numpy(level, rows, n, nt):
+def test_scale_rows_matches_numpy(f32_level, rows, n, nt):
     rng = np.random.default_rng(rows * n)
     x = (rng.standard_normal((rows, n)) * 10.0 ** rng.integers(-30, 30, (rows, n))).astype(np.float32)
     s = rng.standard_normal(rows).astype(np.float32)
@@ -40,18 +22,12 @@ def test_scale_rows_matches_numpy(level, rows, n, nt):
     s[0] = -0.0 if rows > 1 else s[0]
     with np.errstate(all="ignore"):
         ref = x * s[:, None]
-    was = _f32_fused.level()
-    _f32_fused.set_level(level)
-    try:
-        y = np.full_like(x, 7.0)
-        with np.errstate(all="ignore"):
-            _f32_fused.scale_rows(x, s, y, nt)
-        _same(y, ref)
-        z = x.copy()
-        _f32_fused.scale_rows(z, s, z, nt)        # in place
-        _same(z, ref)
-    finally:
-        _f32_fused.set_level(was)
+    y = np.full_like(x, 7.0)
+    _f32_fused.scale_rows(x, s, y, nt)
+    _same(y, ref)
+    z = x.copy()
+    _f32_fused.scale_rows(z, s, z, nt)        # in place
+    _same(z, ref)
     with pytest.raises(ValueError):
         _f32_fused.scale_rows(x, s[:-1] if rows > 1 else np.zeros(2, np.float32), y, nt)
 
