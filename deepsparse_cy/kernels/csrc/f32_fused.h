@@ -711,7 +711,6 @@ DSCY_TARGET_AVX2 static void dscy_hardswish_avx2(const float *x, float *y, long 
         y[i] = v * h;
     }
 }
-#define DSCY_HAVE_HARDSWISH_V 1
 
 /* y[i] = x[i] * s: one float32 multiply a value (a broadcast multiply's row, bit for bit) */
 DSCY_TARGET_AVX512 static void dscy_scale_row_z(const float *x, float s, float *y, long n) {
@@ -733,6 +732,8 @@ DSCY_TARGET_AVX2 static void dscy_scale_row_avx2(const float *x, float s, float 
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), sv));
     for (; i < n; i++) y[i] = x[i] * s;
 }
+/* the AVX2 / AVX-512 row kernels above exist (dscy_hardswish / dscy_scale_row dispatch) */
+#define DSCY_HAVE_F32_ROWS_V 1
 #else
 #define DSCY_LAYERNORM_AVX2 dscy_layernorm_generic   /* no AVX2 build here: never selected */
 #define DSCY_NO_LAYERNORM_Z 1
@@ -740,7 +741,7 @@ DSCY_TARGET_AVX2 static void dscy_scale_row_avx2(const float *x, float s, float 
 
 /* dscy_scale_row_z / _avx2 by level (2 / 1), else a value at a time */
 static inline void dscy_scale_row(int level, const float *x, float s, float *y, long n) {
-#ifdef DSCY_HAVE_HARDSWISH_V
+#ifdef DSCY_HAVE_F32_ROWS_V
     if (level >= 2) { dscy_scale_row_z(x, s, y, n); return; }
     if (level >= 1) { dscy_scale_row_avx2(x, s, y, n); return; }
 #endif
@@ -751,7 +752,7 @@ static inline void dscy_scale_row(int level, const float *x, float s, float *y, 
 /* dscy_hardswish_z / _avx2 by level (2 / 1), else the same steps a value at a time (a
  * compiler without those targets: no FMA here either, plain x86-64 has none) */
 static inline void dscy_hardswish(int level, const float *x, float *y, long n) {
-#ifdef DSCY_HAVE_HARDSWISH_V
+#ifdef DSCY_HAVE_F32_ROWS_V
     if (level >= 2) { dscy_hardswish_z(x, y, n); return; }
     if (level >= 1) { dscy_hardswish_avx2(x, y, n); return; }
 #endif
