@@ -357,7 +357,9 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
     double work = (double)rows * Wo * C * KH * KW;
     int nt = dscy_nthreads(nthreads);
     if (work < 65536.0) nt = 1;
-    if (nt > rows * ((C + 15) / 16)) nt = (int)(rows * ((C + 15) / 16));   /* (rows x channel chunks) */
+    /* (the AVX-512 rows below may split channels too: up to rows x 16-channel blocks of
+     * work items; the AVX2 rows at most one thread a row) */
+    if (nt > rows * ((C + 15) / 16)) nt = (int)(rows * ((C + 15) / 16));
     if (nt < 1) nt = 1;
     const void *ekx = NULL;
 #ifdef __AVX2__
@@ -418,7 +420,7 @@ int dscy_qs8_dwconv(const void *x, int x_signed, int B, int H, int W, int C, flo
         return 0;
     }
 #endif
-    #pragma omp parallel for num_threads(nt) schedule(guided)
+    #pragma omp parallel for num_threads(nt > rows ? (int)rows : nt) schedule(guided)
     for (long r = 0; r < rows; r++) {
         int b = (int)(r / Ho), oy = (int)(r % Ho);
         dw_row(x, x_signed, H, W, C, zx, w, zxw, KH, KW, sh, sw, dh, dw, pt, pl, Wo, b, oy,
