@@ -701,28 +701,40 @@ def test_layernorm_reads_8bit_input(which, level, tiny_bert_q, tiny_bert_q_dense
     _same_outputs_at(e, e2, q, level)
 
 
+def _ln_layouts_case(tiny_bert_q, has, seed):
+    """(op, rng, x8, x8 as a strided view, x8's floats, gamma, beta) for the LayerNorm layout
+    tests: the tiny BERT's first LayerNorm op with attribute `has` (its 8-bit x's dequantization
+    numpy's float32 steps, as the QGemm's mid step makes them)."""
+    q, _ = tiny_bert_q
+    e = ds.compile_model(q)
+    op = next(op for n, op in e._program.steps
+              if n.op_type == "LayerNorm" and getattr(op, has) is not None)
+    n = op.xdeq[2].shape[0]
+    rng = np.random.default_rng(seed)
+    x8 = rng.integers(0, 256, (2, 5, n), dtype=np.uint8)
+    wide = np.zeros((2, 5, n + 3), np.uint8)
+    wide[..., 1:n + 1] = x8
+    xf = (x8.astype(np.float32) - np.float32(op.xdeq[1])) * np.float32(op.xdeq[0]) + op.xdeq[2]
+    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    return op, rng, x8, wide[..., 1:n + 1], xf, g, b
+
+
+def _equal_outputs(got, ref):
+    for a, r in zip(got, ref):
+        np.testing.assert_array_equal(a, r)
+
+
 def test_layernorm_8bit_input_other_layouts(tiny_bert_q):
     """An 8-bit x the kernel does not take as it is (a strided view here, or a skip that
     broadcasts) is dequantized by numpy first, in the kernel's float32 steps: the same outputs."""
-    q, _ = tiny_bert_q
-    e = ds.compile_model(q)
-    op = next(op for n, op in e._program.steps if n.op_type == "LayerNorm" and op.xdeq is not None)
-    n = op.xdeq[2].shape[0]
-    rng = np.random.default_rng(3)
-    x8 = rng.integers(0, 256, (2, 5, n), dtype=np.uint8)
-    skip = rng.standard_normal((2, 5, n)).astype(np.float32)
-    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
-    b = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    op, rng, x8, strided, xf, g, b = _ln_layouts_case(tiny_bert_q, "xdeq", 3)
+    skip = rng.standard_normal(x8.shape).astype(np.float32)
     ref = op.run([x8, skip, g, b], None)
-    wide = np.zeros((2, 5, n + 3), np.uint8)
-    wide[..., 1:n + 1] = x8
-    for a, r in zip(op.run([wide[..., 1:n + 1], skip, g, b], None), ref):
-        np.testing.assert_array_equal(a, r)
+    _equal_outputs(op.run([strided, skip, g, b], None), ref)
     # a skip broadcast over the rows: numpy adds it to the floats first, as the float graph did
     sk1 = skip[:1, :1]
-    xf = (x8.astype(np.float32) - np.float32(op.xdeq[1])) * np.float32(op.xdeq[0]) + op.xdeq[2]
-    for a, r in zip(op.run([x8, sk1, g, b], None), op.run([np.add(xf, sk1), None, g, b], None)):
-        np.testing.assert_array_equal(a, r)
+    _equal_outputs(op.run([x8, sk1, g, b], None), op.run([np.add(xf, sk1), None, g, b], None))
 
 
 @pytest.mark.parametrize("which", ["dense", "block4"])
@@ -760,28 +772,14 @@ def test_layernorm_8bit_skip_other_layouts(tiny_bert_q):
     """An 8-bit skip the kernel does not take as it is (x given as floats, a strided x, a
     broadcasting skip) is dequantized by numpy first, in the DequantizeLinear's float32 steps:
     the same outputs as with the float skip."""
-    q, _ = tiny_bert_q
-    e = ds.compile_model(q)
-    op = next(op for n, op in e._program.steps if n.op_type == "LayerNorm" and op.sdeq is not None)
-    n = op.xdeq[2].shape[0]
-    rng = np.random.default_rng(5)
-    x8 = rng.integers(0, 256, (2, 5, n), dtype=np.uint8)
-    s8 = rng.integers(0, 256, (2, 5, n), dtype=np.uint8)
+    op, rng, x8, strided, xf, g, b = _ln_layouts_case(tiny_bert_q, "sdeq", 5)
+    s8 = rng.integers(0, 256, x8.shape, dtype=np.uint8)
     sf = (s8.astype(np.float32) - np.float32(op.sdeq[1])) * np.float32(op.sdeq[0])
-    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
-    b = (0.1 * rng.standard_normal(n)).astype(np.float32)
     ref = op.run([x8, sf, g, b], None)
-    for a, r in zip(op.run([x8, s8, g, b], None), ref):
-        np.testing.assert_array_equal(a, r)
-    wide = np.zeros((2, 5, n + 3), np.uint8)
-    wide[..., 1:n + 1] = x8
-    for a, r in zip(op.run([wide[..., 1:n + 1], s8, g, b], None), ref):
-        np.testing.assert_array_equal(a, r)
-    xf = (x8.astype(np.float32) - np.float32(op.xdeq[1])) * np.float32(op.xdeq[0]) + op.xdeq[2]
-    for a, r in zip(op.run([xf, s8, g, b], None), ref):
-        np.testing.assert_array_equal(a, r)
-    for a, r in zip(op.run([x8, s8[:1, :1], g, b], None), op.run([x8, sf[:1, :1], g, b], None)):
-        np.testing.assert_array_equal(a, r)
+    _equal_outputs(op.run([x8, s8, g, b], None), ref)
+    _equal_outputs(op.run([strided, s8, g, b], None), ref)
+    _equal_outputs(op.run([xf, s8, g, b], None), ref)
+    _equal_outputs(op.run([x8, s8[:1, :1], g, b], None), op.run([x8, sf[:1, :1], g, b], None))
     with pytest.raises(Exception, match="8-bit values of a quantized LayerNorm"):
         op.run([x8, s8.astype(np.int32), g, b], None)
 
