@@ -334,7 +334,8 @@ def test_bound_steps_follow_new_inputs():
     from deepsparse_cy.ops import conv as conv_ops      # compiled convs: not at the generic level
     expected = {"SqueezeExcite", "MaxPool"} | ({"FusedConv"} if conv_ops._FAST_CONV else set())
     assert expected <= kinds, kinds                             # the binding ran
-    assert inst.bound[0] is False                               # the feed's reader: not bound
+    # the feed (7 KB) is copied into a slot of its own by every run: its reader binds too
+    assert "x" in e._plans[e._key([x])].feed_slots and inst.bound[0]
     if conv_ops._FAST_CONV:   # the strided conv binds too (its phase-split scratch is per thread)
         steps = e._plans[e._key([x])].steps
         i1 = next(i for i, st in enumerate(steps) if "c1" in st[0].outputs)
@@ -368,6 +369,56 @@ def test_bound_concat_and_graph_output():
     from deepsparse_cy.ops import conv as conv_ops
     if conv_ops._FAST_CONV:
         assert "y" in bound, bound                          # the graph output's conv
+
+
+def test_small_feeds_copied_into_slots():
+    """Feeds up to FEED_SLOT_MAX are copied into slots of their own by every run, so their
+    readers bind: a transformer's embedding Gather (its indices checked on every run), the
+    mask's Unsqueeze views, Cast and arithmetic. Across new values, a failing run and back,
+    results equal numpy's, the caller's arrays are untouched and outputs are new arrays."""
+    from deepsparse_cy.engine import FEED_SLOT_MAX
+    from deepsparse_cy.errors import InputError
+    rng = np.random.default_rng(31)
+    table = rng.standard_normal((50, 8)).astype(np.float32)
+    pos = rng.standard_normal((6, 8)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]),
+             helper.make_node("Add", ["e", "pos"], ["y"]),
+             helper.make_node("Unsqueeze", ["mask", "ax"], ["m1"]),
+             helper.make_node("Cast", ["m1"], ["mf"], to=TP.FLOAT),
+             helper.make_node("Sub", ["one", "mf"], ["inv"]),
+             helper.make_node("Mul", ["inv", "big"], ["z"])]
+    inits = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(pos, "pos"),
+             numpy_helper.from_array(np.array([1], np.int64), "ax"),
+             numpy_helper.from_array(np.array(1, np.float32), "one"),
+             numpy_helper.from_array(np.array(-1e4, np.float32), "big")]
+    g = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("ids", TP.INT64, [1, 6]),
+                                         helper.make_tensor_value_info("mask", TP.INT64, [1, 6])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None),
+                           helper.make_tensor_value_info("z", TP.FLOAT, None)], inits)
+    e = ds.compile_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+    def check(ids, mask):
+        keep = ids.copy(), mask.copy()
+        y, z = e.run([ids, mask])
+        np.testing.assert_array_equal(y, table[ids] + pos)
+        np.testing.assert_array_equal(z, (1 - mask[:, None].astype(np.float32)) * np.float32(-1e4))
+        np.testing.assert_array_equal(ids, keep[0])
+        np.testing.assert_array_equal(mask, keep[1])
+        return y, z
+
+    for _ in range(3):
+        check(rng.integers(-50, 50, (1, 6)), rng.integers(0, 2, (1, 6)))
+    plan = e._plans[e._key([np.zeros((1, 6), np.int64)] * 2)]
+    assert set(plan.feed_slots) == {"ids", "mask"} and 48 <= FEED_SLOT_MAX
+    inst = plan._pool[0]
+    assert inst.fast is not None
+    bound = {plan.steps[i][0].op_type for i, b in enumerate(inst.bound) if b}
+    assert {"Gather", "Cast", "Sub", "Mul"} <= bound, bound
+    with pytest.raises(InputError, match="out of range"):
+        e.run([np.array([[0, 1, 2, 50, 3, 4]]), np.ones((1, 6), np.int64)])
+    y1, _ = check(np.arange(6).reshape(1, 6), np.zeros((1, 6), np.int64))
+    y2, _ = check(np.arange(6).reshape(1, 6), np.zeros((1, 6), np.int64))
+    assert y1 is not y2 and not np.may_share_memory(y1, y2)
 
 
 def test_fast_runs_match_heap_and_keep_unbound_steps():

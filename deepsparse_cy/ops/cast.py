@@ -6,6 +6,8 @@ Strings are object arrays of Python str.
 """
 from __future__ import annotations
 
+import functools
+
 import ml_dtypes
 import numpy as np
 import onnx
@@ -102,6 +104,21 @@ def Cast(x, *, to, saturate=1, round_mode="up", out=None):
         np.copyto(out, x, casting="unsafe")     # plain numeric casts write straight into the slot
         return out
     return cast_array(x, dt, saturate, round_mode)
+
+
+def _cast_bind(inputs, out, to, saturate=1, round_mode="up"):
+    """engine._run_plan's bound call: a plain numeric cast straight into the step's slot (the
+    path Cast takes with `out`); None for the others."""
+    x = inputs[0]
+    dt = onnx_dtype(to)
+    if not isinstance(x, np.ndarray) or dt == object or dt in _F8 or dt == _E8M0 \
+            or x.dtype == object or x.dtype.kind not in "fiub" or dt.kind not in "fiub" \
+            or out.dtype != dt or out.shape != x.shape:
+        return None
+    return functools.partial(np.copyto, out, x, casting="unsafe"), ()
+
+
+Cast.bind = _cast_bind
 
 
 @register("CastLike", since=15)

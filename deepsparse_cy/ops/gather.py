@@ -42,6 +42,28 @@ def Gather(data, indices, *, axis=0, out=None):
     return np.take(data, indices, axis=axis, mode="wrap")
 
 
+def _gather_bind(inputs, out, axis=0):
+    """engine._run_plan's bound call: the same take into the step's slot, the indices checked
+    on every run (their values change from run to run)."""
+    data, indices = inputs[0], inputs[1]
+    if not isinstance(data, np.ndarray) or not isinstance(indices, np.ndarray) \
+            or indices.dtype.kind not in "iu" or data.dtype == object or data.ndim == 0:
+        return None
+    ax = _axis(axis, data.ndim)
+    dim = data.shape[ax]
+    if out.dtype != data.dtype \
+            or out.shape != data.shape[:ax] + indices.shape + data.shape[ax + 1:]:
+        return None
+
+    def gather():
+        _check(indices, dim, "Gather")
+        np.take(data, indices, axis=ax, out=out, mode="wrap")
+    return gather, ()
+
+
+Gather.bind = _gather_bind
+
+
 @register("GatherElements", since=11)
 def GatherElements(data, indices, *, axis=0):
     axis = _axis(axis, data.ndim)
