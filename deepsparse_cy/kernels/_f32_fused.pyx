@@ -19,6 +19,8 @@ cdef extern from "csrc/f32_fused.h" nogil:
     void dscy_bias_act(int avx2, float *y, const float *bias, long n, int act, float p0, float p1)
     void dscy_hardswish(int level, const float *x, float *y, long n)
     void dscy_scale_row(int level, const float *x, float s, float *y, long n)
+    void dscy_gather_rows(const char *t, size_t rb, long long V, const long long *idx, long lo,
+                          long hi, char *out)
     void dscy_layernorm(int avx2, const float *x, const float *skip, float *y, long n,
                         const float *g, const float *b, float eps)
     int dscy_layernorm_zq(int level, const float *x, const float *skip, float *y, long n,
@@ -151,6 +153,38 @@ def scale_rows(const float[:, ::1] x,   # IN  [rows, n]
     with nogil:
         for r in prange(rows, num_threads=_nt(rows * n, num_threads), schedule="static"):
             dscy_scale_row(av, &x[r, 0], s[r], &y[r, 0], n)
+
+
+def gather_rows(const unsigned char[:, ::1] table,   # IN  [V, row bytes]
+                const long long[::1] idx,             # IN  [n], each in [-V, V)
+                unsigned char[:, ::1] out,            # OUT [n, row bytes], not overlapping table
+                int num_threads=1):
+    """out[i] = table[idx[i]] (an index below 0 counts from the end: ONNX Gather on axis 0 of
+    a row-major table, the rows as bytes), the rows in parallel from _nt's size with the next
+    rows' lines prefetched. Returns -1, or (nothing written) the position of the first index
+    out of range."""
+    cdef Py_ssize_t i, n = idx.shape[0], rb = table.shape[1]
+    cdef long long V = table.shape[0], j
+    cdef int nt, t
+    cdef long lo, hi
+    if out.shape[0] != n or out.shape[1] != rb:
+        raise ValueError("gather_rows: out must be [len(idx), row bytes of table]")
+    for i in range(n):
+        j = idx[i]
+        if j < -V or j >= V:
+            return i
+    if n == 0 or rb == 0:
+        return -1
+    nt = _nt(n * rb // 4, num_threads)
+    if nt > n:
+        nt = <int>n
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule="static"):
+            lo = <long>(n * t // nt)
+            hi = <long>(n * (t + 1) // nt)
+            dscy_gather_rows(<const char *>&table[0, 0], <size_t>rb, V, &idx[0], lo, hi,
+                             <char *>&out[0, 0])
+    return -1
 
 
 def bias_add_inplace(float[:, ::1] y, const float[::1] bias, int num_threads=1):

@@ -42,9 +42,14 @@ def Gather(data, indices, *, axis=0, out=None):
     return np.take(data, indices, axis=axis, mode="wrap")
 
 
-def _gather_bind(inputs, out, axis=0):
-    """engine._run_plan's bound call: the same take into the step's slot, the indices checked
-    on every run (their values change from run to run)."""
+#: rows of at least this many bytes go through the compiled row gather (_f32_fused.gather_rows)
+GATHER_ROWS_MIN_BYTES = 256
+
+
+def _gather_bind(inputs, out, axis=0, num_threads=1):
+    """engine._run_plan's bound call: the take into the step's slot, the indices checked on
+    every run (their values change from run to run). Rows of a row-major table on axis 0 (an
+    embedding lookup) go through the compiled row gather, the others through np.take."""
     data, indices = inputs[0], inputs[1]
     if not isinstance(data, np.ndarray) or not isinstance(indices, np.ndarray) \
             or indices.dtype.kind not in "iu" or data.dtype == object or data.ndim == 0:
@@ -54,6 +59,25 @@ def _gather_bind(inputs, out, axis=0):
     if out.dtype != data.dtype \
             or out.shape != data.shape[:ax] + indices.shape + data.shape[ax + 1:]:
         return None
+    rb = data.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
+    if ax == 0 and rb >= GATHER_ROWS_MIN_BYTES and data.flags.c_contiguous \
+            and (indices.dtype.kind == "i" or indices.dtype.itemsize < 8) \
+            and out.flags.c_contiguous and not np.may_share_memory(out, data):
+        from ..kernels import _f32_fused
+        table = data.reshape(dim, -1).view(np.uint8)
+        rows = out.reshape(indices.size, -1).view(np.uint8)
+        flat = indices.reshape(-1)
+        if indices.dtype != np.int64 or not indices.flags.c_contiguous:
+            def idx64():
+                return flat.astype(np.int64)   # (a new array a run: the values change)
+        else:
+            def idx64():
+                return flat
+
+        def gather_rows():
+            if _f32_fused.gather_rows(table, idx64(), rows, num_threads) >= 0:
+                _check(indices, dim, "Gather")     # raises, naming the valid range
+        return gather_rows, ()
 
     def gather():
         _check(indices, dim, "Gather")
@@ -62,6 +86,7 @@ def _gather_bind(inputs, out, axis=0):
 
 
 Gather.bind = _gather_bind
+Gather.bind_threads = True
 
 
 @register("GatherElements", since=11)

@@ -10,6 +10,7 @@
 #ifndef DSCY_F32_FUSED_H
 #define DSCY_F32_FUSED_H
 #include <math.h>
+#include <string.h>
 #include "dscy_fastmath.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -917,6 +918,29 @@ static inline void dscy_se_scale(int avx2, const float *x, const float *g, long 
                                  long r1, float *y) {
     if (avx2) dscy_se_scale_avx2(x, g, n, r0, r1, y);
     else dscy_se_scale_generic(x, g, n, r0, r1, y);
+}
+
+/* Rows idx[lo..hi) of a table of rows of rb bytes (V of them; an index below 0 counts from
+ * the end, all in range) into rows lo..hi of out. A vocabulary's embedding rows are random rows
+ * of a table far larger than the caches (BERT-base's: 94 MB): each row's lines are prefetched
+ * DSCY_GATHER_AHEAD rows before it is copied, where numpy's take copied a row at a time, each
+ * one waiting for DRAM. */
+#define DSCY_GATHER_AHEAD 8
+static inline const char *dscy_gather_src(const char *t, size_t rb, long long V, long long j) {
+    return t + (size_t)(j < 0 ? j + V : j) * rb;
+}
+static inline void dscy_prefetch_bytes(const char *p, size_t n) {
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+static inline void dscy_gather_rows(const char *t, size_t rb, long long V, const long long *idx,
+                                    long lo, long hi, char *out) {
+    for (long i = lo; i < hi && i < lo + DSCY_GATHER_AHEAD; i++)
+        dscy_prefetch_bytes(dscy_gather_src(t, rb, V, idx[i]), rb);
+    for (long i = lo; i < hi; i++) {
+        if (i + DSCY_GATHER_AHEAD < hi)
+            dscy_prefetch_bytes(dscy_gather_src(t, rb, V, idx[i + DSCY_GATHER_AHEAD]), rb);
+        memcpy(out + (size_t)i * rb, dscy_gather_src(t, rb, V, idx[i]), rb);
+    }
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
