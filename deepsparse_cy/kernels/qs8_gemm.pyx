@@ -6,12 +6,11 @@ from deepsparse_cy.kernels._mem import thread_scratch
 include "_common.pxi"
 
 cdef extern from "csrc/dscy_kernels.h" nogil:
-    void dscy_qs8_pack_x_rows(const void *x, int x_signed, Py_ssize_t ldx, int M, int K,
-                              int16_t *xp, int Mp, int Kp, int nthreads)
     void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N, int Np,
                        const dscy_epilogue *ep, int nthreads)
-    int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N,
-                            int Np, const dscy_epilogue *ep, int nep, int seg, int nthreads)
+    int dscy_qs8_gemm_parts_x(const void *x, int x_signed, Py_ssize_t ldx, int M, int K,
+                              int16_t *xp, int Mp, int Kp, const int16_t *wp, int N, int Np,
+                              const dscy_epilogue *ep, int nep, int seg, int nthreads)
     int DSCY_GEMM_PARTS_MAX
     double dscy_probe_peak(int kind, long iters)
     int dscy_qs8_gemm_vbmi(int off)
@@ -69,8 +68,8 @@ def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
     cdef int16_t *xpp = <int16_t *>_ptr(xp)
     cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
     with nogil:
-        dscy_qs8_pack_x_rows(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, nthreads)
-        dscy_qs8_gemm(xpp, M, Mp, Kp, wpp, N, Np, &ep, nthreads)
+        dscy_qs8_gemm_parts_x(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, wpp, N, Np, &ep, 1, N,
+                              nthreads)
     return out
 
 
@@ -112,8 +111,8 @@ def gemm_parts(cnp.ndarray x,      # IN  [M][K] u8/s8, rows contiguous
     cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
     cdef int rc
     with nogil:
-        dscy_qs8_pack_x_rows(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, nthreads)
-        rc = dscy_qs8_gemm_parts(xpp, M, Mp, Kp, wpp, N, Np, eps, nep, seg, nthreads)
+        rc = dscy_qs8_gemm_parts_x(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, wpp, N, Np, eps, nep,
+                                   seg, nthreads)
     if rc:
         raise ValueError(f"gemm_parts: the kernel refused {nep} parts of {seg} columns (N={N})")
 

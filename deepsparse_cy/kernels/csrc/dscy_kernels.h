@@ -149,6 +149,10 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
 #define DSCY_GEMM_PARTS_MAX 4
 int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N,
                         int Np, const dscy_epilogue *ep, int nep, int seg, int nthreads);
+/* dscy_qs8_pack_x_rows + dscy_qs8_gemm_parts in one call (the amx build: one parallel region) */
+int dscy_qs8_gemm_parts_x(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xp,
+                          int Mp, int Kp, const int16_t *wp, int N, int Np,
+                          const dscy_epilogue *ep, int nep, int seg, int nthreads);
 
 /* ---- depthwise INT8 conv (qs8_dw.c, in the qs8_gemm module) ---- */
 /* x [B][H][W][C] u8 (x_signed 0) or s8; w float [KH*KW][C] (the s8 weights); zxw float [KH][C]

@@ -718,7 +718,8 @@ static inline void amx_item_store(const int *ek, const dscy_ek_consts *kc,
 /* Work items: (panel pair, up to AMX_MB token tiles), each multiplied by amx_item; then the
  * same epilogue as the vpdpbusd kernel, tile by tile. */
 static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp, int N, int Np,
-                     const dscy_epilogue *ep, int nep, int seg, int nthreads) {
+                     const dscy_epilogue *ep, int nep, int seg, int nthreads,
+                     const void *x, int x_signed, ptrdiff_t ldx, int K) {
     int Kq = Kp / 4, npanel = Np / NR, npair = (npanel + 1) / 2, mtiles = Mp / MR;
     int mblocks = (mtiles + AMX_MB - 1) / AMX_MB;
     long items = (long)npair * mblocks;
@@ -739,6 +740,19 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
+        if (x) {      /* x's rows into the tiles' layout (dscy_qs8_pack_x_rows), a share each */
+            int T = 1;
+#ifdef _OPENMP
+            T = omp_get_num_threads();
+#endif
+            uint8_t xr = x_signed ? 0x80 : 0;
+            for (int m = (int)((long)Mp * tid / T); m < (int)((long)Mp * (tid + 1) / T); m++) {
+                uint8_t *d = (uint8_t *)xp + (size_t)(m / 16) * 16 * Kp + (m % 16) * 64;
+                if (m < M) amx_row(d, (const uint8_t *)x + (ptrdiff_t)m * ldx, K, Kp, xr);
+                else amx_row(d, (const uint8_t *)x, 0, Kp, 0);
+            }
+            #pragma omp barrier
+        }
         dscy_amx_config();
         int32_t cbuf[AMX_MB][2][MR * NR] __attribute__((aligned(64)));
         amx_pend pd;
@@ -999,6 +1013,26 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
     (void)dscy_qs8_gemm_parts(xp, M, Mp, Kp, wp, N, Np, ep, 1, N, nthreads);
 }
 
+/* dscy_qs8_pack_x_rows of x [M][K] (rows ldx bytes apart) into xp, then dscy_qs8_gemm_parts on
+ * it, in one call: the amx build packs the rows inside the GEMM's parallel region (each thread
+ * a share, then a barrier), one fork and join instead of two (an OpenMP region costs ~4 us
+ * here; a BERT-base run has 48 GEMMs). Returns what dscy_qs8_gemm_parts returns. */
+int dscy_qs8_gemm_parts_x(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xp,
+                          int Mp, int Kp, const int16_t *wp, int N, int Np,
+                          const dscy_epilogue *ep, int nep, int seg, int nthreads) {
+    if (nep < 1 || nep > DSCY_GEMM_PARTS_MAX || (nep == 1 && seg != N)
+            || (nep > 1 && (seg <= 0 || seg % (2 * NR) || (long)nep * seg != N)))
+        return -1;
+#if DSCY_AMX
+    amx_gemm((const uint8_t *)xp, M, Mp, Kp, (const int8_t *)wp, N, Np, ep, nep, seg, nthreads,
+             x, x_signed, ldx, K);
+    return 0;
+#else
+    dscy_qs8_pack_x_rows(x, x_signed, ldx, M, K, xp, Mp, Kp, nthreads);
+    return dscy_qs8_gemm_parts(xp, M, Mp, Kp, wp, N, Np, ep, nep, seg, nthreads);
+#endif
+}
+
 /* nep parts of seg output columns each (N = nep * seg, seg a multiple of 2 * NR so no item's
  * panel pair straddles two parts; nep 1: seg = N, so every part is seg wide): panel n0 goes
  * through ep[n0 / seg] at column n0 % seg of that part's output. Sibling layers reading the same activations (a transformer's
@@ -1010,7 +1044,8 @@ int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t 
             || (nep > 1 && (seg <= 0 || seg % (2 * NR) || (long)nep * seg != N)))
         return -1;
 #if DSCY_AMX
-    amx_gemm((const uint8_t *)xp, M, Mp, Kp, (const int8_t *)wp, N, Np, ep, nep, seg, nthreads);
+    amx_gemm((const uint8_t *)xp, M, Mp, Kp, (const int8_t *)wp, N, Np, ep, nep, seg, nthreads,
+             NULL, 0, 0, 0);
     return 0;
 #endif
     int K2 = DSCY_QUADS ? Kp / 4 : Kp / 2, npanel = Np / NR, mtiles = Mp / MR;
