@@ -508,8 +508,10 @@ class PreparedQS8(_EpilogueArgs):
         self._mid_user = mid
         self.zx = int(x_zero_point)
         mod, self._lead = _kernel_lead(packed, isa)
+        self._bound_fn = None
         if packed.format == "dense":
             self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
+            self._bound_fn = mod.gemm_bound       # the call prepared once (bound())
         else:
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
         # the amx build's convolutions without im2col rows (gemm_conv_direct; the weight's
@@ -597,6 +599,8 @@ class PreparedQS8(_EpilogueArgs):
         res = self._bound_res(residual, m, packed.n, out)
         if res is False:
             return None
+        if self._bound_fn is not None:
+            return self._bound_fn(*self._args(x, out, res, num_threads)), ()
         return self._fn, self._args(x, out, res, num_threads)
 
     def _conv_geom(self, x, kernel_shape, strides, pads, dilations):
@@ -702,6 +706,7 @@ class PreparedQS8Parts:
         self.packed = packed = pack_qs8(np.concatenate(ws), format, isa=isa)
         _, self._lead = _kernel_lead(packed, isa)
         self._fn = mod.gemm_parts if format == "dense" else mod.spmm_parts
+        self._bound_fn = mod.gemm_parts_bound if format == "dense" else None
         self.parts = []
         for i, kw in enumerate(epilogues):
             kw = dict(kw)
@@ -754,6 +759,8 @@ class PreparedQS8Parts:
             _check_zero_point(self.zx, x.dtype, "x")
         except ValueError:
             return None
+        if self._bound_fn is not None:
+            return self._bound_fn(*self._args(x, outs, num_threads)), ()
         return self._fn, self._args(x, outs, num_threads)
 
 

@@ -12,6 +12,7 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                               int16_t *xp, int Mp, int Kp, const int16_t *wp, int N, int Np,
                               const dscy_epilogue *ep, int nep, int seg, int nthreads)
     int DSCY_GEMM_PARTS_MAX
+    void *dscy_qs8_xp_buffer(size_t nbytes)
     double dscy_probe_peak(int kind, long iters)
     int dscy_qs8_gemm_vbmi(int off)
     int DSCY_QUADS
@@ -115,6 +116,75 @@ def gemm_parts(cnp.ndarray x,      # IN  [M][K] u8/s8, rows contiguous
                                    seg, nthreads)
     if rc:
         raise ValueError(f"gemm_parts: the kernel refused {nep} parts of {seg} columns (N={N})")
+
+
+cdef class BoundGemm:
+    """gemm() / gemm_parts() on fixed arrays, prepared once (engine._run_plan's bound steps:
+    the same objects on every run): a call runs the kernel with no argument handling, the
+    activations packed into the calling thread's C scratch (dscy_qs8_xp_buffer)."""
+    cdef dscy_epilogue eps[4]          # DSCY_GEMM_PARTS_MAX (checked at import)
+    cdef int nep, seg, M, K, Mp, Kp, N, Np, x_signed, nthreads
+    cdef size_t xp_bytes
+    cdef const void *x
+    cdef Py_ssize_t ldx
+    cdef const int16_t *wp
+    cdef object keep                   # the arrays the pointers above point into
+
+    def __call__(self):
+        cdef int rc
+        cdef int16_t *xp = <int16_t *>dscy_qs8_xp_buffer(self.xp_bytes)
+        if xp == NULL:
+            raise MemoryError("qs8 gemm: could not allocate the packed activations")
+        with nogil:
+            rc = dscy_qs8_gemm_parts_x(self.x, self.x_signed, self.ldx, self.M, self.K, xp,
+                                       self.Mp, self.Kp, self.wp, self.N, self.Np, self.eps,
+                                       self.nep, self.seg, self.nthreads)
+        if rc:
+            raise ValueError(f"qs8 gemm: the kernel refused {self.nep} parts of {self.seg} "
+                             f"columns (N={self.N})")
+
+
+cdef BoundGemm _bound(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np, int Kp,
+                      list parts, int nthreads):
+    """A BoundGemm over len(parts) equal column ranges (gemm_parts' checks and epilogues)."""
+    cdef int nep = len(parts)
+    if nep < 1 or nep > DSCY_GEMM_PARTS_MAX or N % nep or (nep > 1 and (N // nep) % 32):
+        raise ValueError(f"gemm_bound: {nep} parts of N={N} (at most {DSCY_GEMM_PARTS_MAX}, "
+                         "each a multiple of 32 columns)")
+    cdef BoundGemm g = BoundGemm.__new__(BoundGemm)
+    g.nep, g.seg = nep, N // nep
+    g.M, g.K = x.shape[0], x.shape[1]
+    g.Mp = (g.M + MR - 1) // MR * MR
+    g.Kp, g.N, g.Np, g.x_signed, g.nthreads = Kp, N, Np, x_signed, nthreads
+    g.xp_bytes = <size_t>g.Mp * Kp * (1 if QUADS else 2)
+    g.x = _ptr(x)
+    g.ldx = x.strides[0]
+    g.wp = <const int16_t *>_ptr(wp)
+    cdef int e
+    for e in range(nep):
+        b, sc, ot, act, lo, hi, ys, mid, res, zp, out = parts[e]
+        if out.shape[0] != g.M or out.shape[1] < g.seg:
+            raise ValueError(f"gemm_bound: part {e} output {out.shape} for M={g.M}, "
+                             f"{g.seg} columns")
+        g.eps[e] = _epilogue(b, sc, ot, act, lo, hi, ys, mid, res, zp, out)
+        if g.eps[e].plane:
+            raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
+    g.keep = (x, wp, parts)
+    return g
+
+
+def gemm_bound(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np, int Kp,
+               cnp.ndarray bias, cnp.ndarray scale, int out_type, int act, float lo, float hi,
+               float y_scale, tuple mid, tuple res, int zp, cnp.ndarray out, int nthreads):
+    """gemm()'s call on these arrays as a BoundGemm (calling it is that gemm() call)."""
+    return _bound(x, x_signed, wp, N, Np, Kp,
+                  [(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)], nthreads)
+
+
+def gemm_parts_bound(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np, int Kp,
+                     list parts, int nthreads):
+    """gemm_parts()'s call on these arrays as a BoundGemm."""
+    return _bound(x, x_signed, wp, N, Np, Kp, list(parts), nthreads)
 
 
 def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous

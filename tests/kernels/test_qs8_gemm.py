@@ -43,6 +43,34 @@ def test_dense_shapes_outputs(isa, shape, out):
     _run(x, w, isa, "dense", out[0], out[1], xzp=int(rng.integers(0, 256)))
 
 
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("shape", [(1, 5, 3), (37, 255, 65), (130, 800, 96)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("out", [(np.int32, 0), (np.uint8, 131), (np.float32, 0)],
+                         ids=lambda o: np.dtype(o[0]).name)
+def test_dense_bound_call_reads_its_arrays_each_call(isa, shape, out):
+    """PreparedQS8.bound on the dense GEMM (the engine's bound step: a BoundGemm prepared once):
+    each call reads x as it is then and writes out, equal to the reference, on one and two
+    threads; another x object or shape does not bind to it."""
+    m, k, n = shape
+    rng = np.random.default_rng(m + k + n)
+    w = sparse_weight(rng, n, k, 0.0, "dense")
+    b = rng.integers(-20000, 20000, n).astype(np.int32)
+    sc = (rng.random(n) * 2e-3 + 1e-5).astype(np.float32)
+    p = K.prepare_qs8_matmul(K.pack_qs8(w, "dense"), b, sc, out[0], out[1], 3, isa=isa)
+    x = np.empty((m, k), np.uint8)
+    y = np.empty((m, n), out[0])
+    for nt in (1, 2):
+        f, args = p.bound(x, y, nt)
+        for _ in range(2):
+            x[...] = rng.integers(0, 256, (m, k))
+            y.fill(0)
+            f(*args)
+            np.testing.assert_array_equal(
+                y, K.qs8_matmul_reference(x, w, b, sc, out[0], out[1], 3))
+    assert p.bound(x[:, :-1], y, 1) is None
+
+
 # The amx build's blocking: 16-token tiles in pairs, items of 8 tiles (128 tokens), panels of
 # 16 channels in pairs, K in chunks of 192 quads (768 bytes) with partial sums parked between
 # chunks, Kp rounded up to 64. Shapes on and across each of those edges.

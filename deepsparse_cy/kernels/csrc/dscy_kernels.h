@@ -149,6 +149,9 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
 #define DSCY_GEMM_PARTS_MAX 4
 int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N,
                         int Np, const dscy_epilogue *ep, int nep, int seg, int nthreads);
+/* the calling thread's scratch for packed activations, at least nbytes (64-byte aligned, kept
+ * and grown by the next call; NULL when allocation fails) */
+void *dscy_qs8_xp_buffer(size_t nbytes);
 /* dscy_qs8_pack_x_rows + dscy_qs8_gemm_parts in one call (the amx build: one parallel region) */
 int dscy_qs8_gemm_parts_x(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xp,
                           int Mp, int Kp, const int16_t *wp, int N, int Np,

@@ -1013,6 +1013,12 @@ void dscy_qs8_gemm(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, 
     (void)dscy_qs8_gemm_parts(xp, M, Mp, Kp, wp, N, Np, ep, 1, N, nthreads);
 }
 
+DSCY_THREAD_BUFFER(gemm_xp_buffer)   /* the calling thread's packed activations (bound calls) */
+
+void *dscy_qs8_xp_buffer(size_t nbytes) {
+    return gemm_xp_buffer((nbytes + sizeof(float) - 1) / sizeof(float));
+}
+
 /* dscy_qs8_pack_x_rows of x [M][K] (rows ldx bytes apart) into xp, then dscy_qs8_gemm_parts on
  * it, in one call: the amx build packs the rows inside the GEMM's parallel region (each thread
  * a share, then a barrier), one fork and join instead of two (an OpenMP region costs ~4 us
