@@ -17,6 +17,98 @@ cdef extern from "csrc/dscy_kernels.h" nogil:
                            const dscy_att_in *att_in)
 
 
+cdef class BoundAttention:
+    """attention() on fixed arrays, prepared once (its pointers, strides, dequantization and
+    output quantization): calling it runs the kernel with no argument handling. attention()
+    makes one per call; the engine's bound step keeps one (attention_bound)."""
+    cdef const void *qp
+    cdef const void *kp
+    cdef const void *vp
+    cdef void *op
+    cdef const float *mp
+    cdef Py_ssize_t qb, qs, qh, kb, ks, kh, vb, vs, vh, mb, mh, mq, ob, os_, oh
+    cdef int B, H, S, T, D, Dv, nthreads, qmode, q_signed
+    cdef float scale, q_scale, q_zp
+    cdef dscy_att_in att_in[3]
+    cdef bint has_in
+    cdef object keep                   # the arrays the pointers above point into
+
+    def __call__(self):
+        cdef int rc
+        cdef const dscy_att_in *inp = self.att_in if self.has_in else NULL
+        with nogil:
+            rc = dscy_f32_attention(self.qp, self.qb, self.qs, self.qh, self.kp, self.kb,
+                                    self.ks, self.kh, self.vp, self.vb, self.vs, self.vh,
+                                    self.mp, self.mb, self.mh, self.mq, self.op, self.ob,
+                                    self.os_, self.oh, self.B, self.H, self.S, self.T, self.D,
+                                    self.Dv, self.scale, self.nthreads, self.qmode,
+                                    self.q_signed, self.q_scale, self.q_zp, inp)
+        if rc != 0:
+            raise MemoryError("f32 attention: could not allocate its scratch")
+
+
+cdef BoundAttention _prepare_attention(cnp.ndarray q, cnp.ndarray k, cnp.ndarray v, mask,
+                                       float scale, cnp.ndarray out, int nthreads, quant, deq):
+    cdef BoundAttention a = BoundAttention.__new__(BoundAttention)
+    a.B, a.S, a.H, a.D = q.shape[0], q.shape[1], q.shape[2], q.shape[3]
+    a.T, a.Dv = k.shape[1], v.shape[3]
+    a.mp = NULL
+    a.mb = a.mh = a.mq = 0
+    cdef cnp.ndarray m
+    keep = [q, k, v, out]
+    if mask is not None:
+        m = <cnp.ndarray>mask
+        keep.append(m)
+        a.mp = <const float *>_ptr(m)
+        a.mb, a.mh, a.mq = m.strides[0] // 4, m.strides[1] // 4, m.strides[2] // 4
+    a.qp, a.kp, a.vp, a.op = _ptr(q), _ptr(k), _ptr(v), _ptr(out)
+    cdef Py_ssize_t qi = q.itemsize, ki = k.itemsize, vi = v.itemsize
+    a.qb, a.qs, a.qh = q.strides[0] // qi, q.strides[1] // qi, q.strides[2] // qi
+    a.kb, a.ks, a.kh = k.strides[0] // ki, k.strides[1] // ki, k.strides[2] // ki
+    a.vb, a.vs, a.vh = v.strides[0] // vi, v.strides[1] // vi, v.strides[2] // vi
+    cdef int i
+    cdef cnp.ndarray x, bias
+    a.has_in = False
+    for i, x in enumerate((q, k, v)):
+        d = deq[i] if deq is not None else None
+        a.att_in[i].type = 0
+        a.att_in[i].bias = NULL
+        if d is None:
+            if x.dtype != np.float32:
+                raise ValueError("attention: a float32 input, or uint8 / int8 with its dequantization")
+            continue
+        if x.dtype not in (np.uint8, np.int8):
+            raise ValueError("attention: a dequantized input must be uint8 / int8")
+        a.att_in[i].type = 1 if x.dtype == np.uint8 else 2
+        a.att_in[i].scale = d[0]
+        a.att_in[i].zp = d[1]
+        if d[2] is not None:
+            bias = np.ascontiguousarray(d[2], np.float32).reshape(-1)
+            if bias.shape[0] != x.shape[2] * x.shape[3]:
+                raise ValueError(f"attention: the bias of a dequantized input needs H * D = "
+                                 f"{x.shape[2] * x.shape[3]} values, got {bias.shape[0]}")
+            keep.append(bias)
+            a.att_in[i].bias = <const float *>_ptr(bias)
+        a.has_in = True
+    cdef Py_ssize_t es = out.itemsize
+    a.ob, a.os_, a.oh = out.strides[0] // es, out.strides[1] // es, out.strides[2] // es
+    a.q_signed = 0
+    a.q_scale, a.q_zp = 1.0, 0.0
+    a.qmode = quant is not None
+    if a.B == 0 or a.H == 0 or a.S == 0 or a.T == 0:
+        raise ValueError("attention kernel needs at least one query and one key")
+    if quant is not None:
+        if out.dtype not in (np.uint8, np.int8) or out.strides[3] != 1:
+            raise ValueError("a quantized attention output is uint8 / int8, last axis contiguous")
+        a.q_signed = out.dtype == np.int8
+        a.q_scale, a.q_zp = quant[0], quant[1]
+    elif out.dtype != np.float32:
+        raise ValueError("attention output must be float32 without quant")
+    a.scale, a.nthreads = scale, nthreads
+    a.keep = keep
+    return a
+
+
 def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis contiguous
               cnp.ndarray k,        # IN  float32 [B, T, H, D]
               cnp.ndarray v,        # IN  float32 [B, T, H, Dv]
@@ -32,68 +124,11 @@ def attention(cnp.ndarray q,        # IN  float32 [B, S, H, D] view, last axis c
     With deq, an input given as (scale, zero point, bias) is uint8 / int8 and stands for the
     floats (x - zero point) * scale + bias[h * D + d] (bias float32 [H * D] or None; each step
     rounded to float32): the kernel dequantizes it as it packs."""
-    cdef int B = q.shape[0], S = q.shape[1], H = q.shape[2], D = q.shape[3]
-    cdef int T = k.shape[1], Dv = v.shape[3]
-    cdef const float *mp = NULL
-    cdef Py_ssize_t mb = 0, mh = 0, mq = 0
-    cdef cnp.ndarray m
-    if mask is not None:
-        m = <cnp.ndarray>mask
-        mp = <const float *>_ptr(m)
-        mb, mh, mq = m.strides[0] // 4, m.strides[1] // 4, m.strides[2] // 4
-    cdef int rc
-    cdef const void *qp = _ptr(q)
-    cdef const void *kp = _ptr(k)
-    cdef const void *vp = _ptr(v)
-    cdef void *op = _ptr(out)
-    cdef Py_ssize_t qi = q.itemsize, ki = k.itemsize, vi = v.itemsize
-    cdef Py_ssize_t qb = q.strides[0] // qi, qs = q.strides[1] // qi, qh = q.strides[2] // qi
-    cdef Py_ssize_t kb = k.strides[0] // ki, ks = k.strides[1] // ki, kh = k.strides[2] // ki
-    cdef Py_ssize_t vb = v.strides[0] // vi, vs = v.strides[1] // vi, vh = v.strides[2] // vi
-    cdef dscy_att_in att_in[3]
-    cdef const dscy_att_in *inp = NULL
-    cdef int i
-    cdef cnp.ndarray a, bias
-    cdef list keep = []
-    for i, a in enumerate((q, k, v)):
-        d = deq[i] if deq is not None else None
-        att_in[i].type = 0
-        att_in[i].bias = NULL
-        if d is None:
-            if a.dtype != np.float32:
-                raise ValueError("attention: a float32 input, or uint8 / int8 with its dequantization")
-            continue
-        if a.dtype not in (np.uint8, np.int8):
-            raise ValueError("attention: a dequantized input must be uint8 / int8")
-        att_in[i].type = 1 if a.dtype == np.uint8 else 2
-        att_in[i].scale = d[0]
-        att_in[i].zp = d[1]
-        if d[2] is not None:
-            bias = np.ascontiguousarray(d[2], np.float32).reshape(-1)
-            if bias.shape[0] != a.shape[2] * a.shape[3]:
-                raise ValueError(f"attention: the bias of a dequantized input needs H * D = "
-                                 f"{a.shape[2] * a.shape[3]} values, got {bias.shape[0]}")
-            keep.append(bias)
-            att_in[i].bias = <const float *>_ptr(bias)
-        inp = att_in
-    cdef Py_ssize_t es = out.itemsize
-    cdef Py_ssize_t ob = out.strides[0] // es, os_ = out.strides[1] // es, oh = out.strides[2] // es
-    cdef int q_signed = 0
-    cdef float q_scale = 1.0, q_zp = 0.0
-    cdef bint qmode = quant is not None
-    if B == 0 or H == 0 or S == 0 or T == 0:
-        raise ValueError("attention kernel needs at least one query and one key")
-    if quant is not None:
-        if out.dtype not in (np.uint8, np.int8) or out.strides[3] != 1:
-            raise ValueError("a quantized attention output is uint8 / int8, last axis contiguous")
-        q_signed = out.dtype == np.int8
-        q_scale, q_zp = quant[0], quant[1]
-    elif out.dtype != np.float32:
-        raise ValueError("attention output must be float32 without quant")
-    with nogil:
-        rc = dscy_f32_attention(qp, qb, qs, qh, kp, kb, ks, kh, vp, vb, vs, vh, mp, mb, mh, mq,
-                                op, ob, os_, oh, B, H, S, T, D, Dv, scale, nthreads, qmode,
-                                q_signed, q_scale, q_zp, inp)
-    if rc != 0:
-        raise MemoryError("f32 attention: could not allocate its scratch")
+    _prepare_attention(q, k, v, mask, scale, out, nthreads, quant, deq)()
     return out
+
+
+def attention_bound(cnp.ndarray q, cnp.ndarray k, cnp.ndarray v, mask, float scale,
+                    cnp.ndarray out, int nthreads, quant=None, deq=None):
+    """attention()'s call on these arrays as a BoundAttention (calling it is that call)."""
+    return _prepare_attention(q, k, v, mask, scale, out, nthreads, quant, deq)

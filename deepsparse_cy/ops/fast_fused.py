@@ -918,8 +918,9 @@ class FusedAttention(Op):
         if self.q is not None:
             if y.strides[3] != 1:
                 return None
-            return self.attn.attention, (q, k, v, mb, self.scale, y, self.nt, self.q[:2], deq)
-        return _ATTN.attention, (q, k, v, mb, self.scale, y, self.nt, None, deq)
+            return self.attn.attention_bound(q, k, v, mb, self.scale, y, self.nt, self.q[:2],
+                                             deq), ()
+        return _ATTN.attention_bound(q, k, v, mb, self.scale, y, self.nt, None, deq), ()
 
 @register("FusedConv", since=1, domain=DOMAIN)
 class FusedConv(_conv.Conv):

@@ -328,3 +328,39 @@ def test_attention_8bit_inputs_checked():
                                                        None, None])
     m.attention(q, f, f, None, 1.0, out, 1, None, [(0.1, 0.0, np.zeros(16, np.float32)),
                                                    None, None])
+
+
+@pytest.mark.parametrize("build", _ATT_BUILDS)
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[3]], ids=str)
+def test_attention_bound_reads_its_arrays_each_call(build, case):
+    """attention_bound (the engine's bound step: a BoundAttention prepared once, 8-bit inputs
+    with their dequantization, a quantized output): each call reads q / k / v as they are then
+    and equals attention() on the same values, bit for bit, on one and two threads; it keeps
+    its bias arrays alive; bad arguments fail when it is made, as attention() does."""
+    import gc
+    fam, isa = build
+    B, S, T, H, D, Dv, mshape = case
+    rng = np.random.default_rng(B + S + T)
+    q8 = np.empty((B, S, H, D), np.uint8)
+    k8 = np.empty((B, T, H, D), np.uint8)
+    v8 = np.empty((B, T, H, Dv), np.uint8)
+    deq = [(0.03, 128.0, rng.standard_normal(H * D).astype(np.float32)),
+           (0.02, 120.0, None), (0.4, 131.0, rng.standard_normal(H * Dv).astype(np.float32))]
+    mb = None if mshape is None else np.broadcast_to(
+        np.where(rng.random(mshape) < 0.2, -10000.0, 0.0).astype(np.float32), (B, H, S, T))
+    m = K.load(fam, isa)
+    out = np.empty((B, S, H, Dv), np.uint8)
+    for nt in (1, 2):
+        call = m.attention_bound(q8, k8, v8, mb, 0.125, out, nt, (0.05, 128.0),
+                                 [(d[0], d[1], None if d[2] is None else d[2].copy())
+                                  for d in deq])
+        gc.collect()                                   # (its own bias copies must stay alive)
+        for _ in range(2):
+            for x in (q8, k8, v8):
+                x[...] = rng.integers(0, 256, x.shape)
+            call()
+            exp = np.empty_like(out)
+            m.attention(q8, k8, v8, mb, 0.125, exp, nt, (0.05, 128.0), deq)
+            np.testing.assert_array_equal(out, exp)
+    with pytest.raises(ValueError):
+        m.attention_bound(q8, k8, v8, mb, 0.125, out, 1, None, deq)   # uint8 out, no quant
