@@ -431,6 +431,147 @@ def layernorm_quant(const float[:, ::1] x,      # IN  [rows, n]
                           &dq[r, 0], &q[r, 0], q_signed, scale, zp, dq_out, n)
 
 
+cdef class LayerNormQ8Call:
+    """layernorm_quant_x8's call on fixed arrays, prepared once (pointers, the dequantization
+    structs, the scratch rows): calling it runs the rows with no argument handling.
+    layernorm_quant_x8 makes one per call; the LayerNorm op's bound step keeps one
+    (layernorm_quant_x8_bound). The level and thread count are read at each call."""
+    cdef const unsigned char *x
+    cdef const float *sk
+    cdef const unsigned char *s8p
+    cdef const float *g
+    cdef const float *b
+    cdef unsigned char *q
+    cdef float *dq
+    cdef float *rows_buf
+    cdef Py_ssize_t rows, n, rstride, bufrows
+    cdef dscy_ln_x8 x8, s8
+    cdef float eps, scale, zp
+    cdef bint q_signed, dq_out
+    cdef int num_threads
+    cdef object keep                   # the arrays the pointers above point into
+
+    def __call__(self):
+        cdef Py_ssize_t r, rows = self.rows, n = self.n
+        cdef int av = _level
+        cdef int nt = _nt(4 * rows * n, self.num_threads)
+        cdef bint zrow = av >= 2 and n % 32 == 0
+        cdef const unsigned char *x = self.x
+        cdef const float *sk = self.sk
+        cdef const unsigned char *s8p = self.s8p
+        cdef const float *g = self.g
+        cdef const float *b = self.b
+        cdef unsigned char *q = self.q
+        cdef float *dq = self.dq
+        cdef float *rb = self.rows_buf
+        cdef Py_ssize_t rstride = self.rstride
+        cdef float eps = self.eps, scale = self.scale, zp = self.zp
+        cdef bint q_signed = self.q_signed, dq_out = self.dq_out
+        cdef dscy_ln_x8 *x8 = &self.x8
+        cdef dscy_ln_x8 *s8 = &self.s8
+        cdef float *buf
+        cdef const float *skr
+        if nt > self.bufrows:
+            nt = <int>self.bufrows
+        # per thread: scratch rows for x and the skip (levels without the zmm row, which reads
+        # the bytes as it starts: its first pass dequantizes x [+ skip]), then the normalised
+        # row where dq is None, then n floats of its own: a row prefetches the next row's x
+        # (x + n), which must not be the other thread's row (the line ping-pong between the
+        # cores made the call 2x slower)
+        if zrow:
+            with nogil:
+                for r in prange(rows, num_threads=nt, schedule="static"):
+                    dscy_layernorm_zq8(av, x + r * n, x8, sk + r * n if sk != NULL else NULL,
+                                       s8p + r * n if s8p != NULL else NULL,
+                                       s8 if s8p != NULL else NULL,
+                                       (dq + r * n) if dq != NULL else
+                                       (rb + threadid() * rstride + 2 * n),
+                                       n, g, b, eps, q + r * n, q_signed, scale, zp, dq_out)
+            return
+        with nogil:
+            for r in prange(rows, num_threads=nt, schedule="static"):
+                buf = rb + threadid() * rstride
+                dscy_dequant_row(av, x8.sgn, x + r * n, buf, n, x8.zp, x8.scale, x8.bias)
+                skr = sk + r * n if sk != NULL else NULL
+                if s8p != NULL:
+                    dscy_dequant_row(av, s8.sgn, s8p + r * n, buf + n, n, s8.zp, s8.scale,
+                                     NULL)
+                    skr = buf + n
+                _ln_quant_row(av, buf, skr, g, b, eps,
+                              (dq + r * n) if dq != NULL else (buf + 2 * n),
+                              q + r * n, q_signed, scale, zp, dq_out, n)
+
+
+def layernorm_quant_x8_bound(const unsigned char[:, ::1] x,   # IN  [rows, n] uint8 (int8: its uint8 view)
+                             bint x_signed, float x_scale, float x_zp,
+                             const float[::1] x_bias,      # IN  [n] or None
+                             const float[:, ::1] skip,     # IN  [rows, n] residual added first, or None
+                             const float[::1] gamma,       # IN  [n]
+                             const float[::1] beta,        # IN  [n] or None
+                             float eps,
+                             unsigned char[:, ::1] q,      # OUT [rows, n] uint8 (int8: its uint8 view)
+                             bint q_signed,
+                             float[:, ::1] dq,             # OUT [rows, n], not aliasing skip; None
+                                                           #     without dq_out
+                             float scale, float zp, bint dq_out, int num_threads=1,
+                             const unsigned char[:, ::1] skip8=None,   # IN  [rows, n] 8-bit residual
+                             bint skip_signed=False, float skip_scale=1.0, float skip_zp=0.0,
+                             float[:, ::1] scratch=None):  # [>= num_threads, >= 4 * n + 16] or None
+    """layernorm_quant_x8's call on these arrays as a LayerNormQ8Call (calling it is that call;
+    see layernorm_quant_x8), or None for an empty x."""
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    if rows == 0 or n == 0:
+        return None
+    if dq is None and dq_out:
+        raise ValueError("layernorm_quant_x8: dq_out needs dq")
+    _ln_check(rows, n, skip, gamma, beta, q, dq)
+    cdef LayerNormQ8Call c = LayerNormQ8Call.__new__(LayerNormQ8Call)
+    c.rows, c.n = rows, n
+    c.x = &x[0, 0]
+    c.x8.q = NULL
+    c.x8.sgn = x_signed
+    c.x8.zp = x_zp
+    c.x8.scale = x_scale
+    c.x8.bias = NULL
+    if x_bias is not None:
+        if x_bias.shape[0] != n:
+            raise ValueError("LayerNorm input bias length differs from the normalised axis")
+        c.x8.bias = &x_bias[0]
+    c.s8.q = NULL
+    c.s8.sgn = skip_signed
+    c.s8.zp = skip_zp
+    c.s8.scale = skip_scale
+    c.s8.bias = NULL
+    c.s8p = NULL
+    if skip8 is not None:
+        if skip is not None:
+            raise ValueError("layernorm_quant_x8: a float skip or an 8-bit skip8, not both")
+        if skip8.shape[0] != rows or skip8.shape[1] != n:
+            raise ValueError("LayerNorm skip shape differs from the input's")
+        c.s8p = &skip8[0, 0]
+    c.sk = &skip[0, 0] if skip is not None else NULL
+    c.b = &beta[0] if beta is not None else NULL
+    c.g = &gamma[0]
+    c.q = &q[0, 0]
+    c.dq = &dq[0, 0] if dq is not None else NULL
+    c.eps, c.scale, c.zp = eps, scale, zp
+    c.q_signed, c.dq_out = q_signed, dq_out
+    c.num_threads = num_threads
+    cdef int nt = _nt(4 * rows * n, num_threads)
+    cdef float[:, ::1] rowbuf
+    if scratch is not None:
+        if scratch.shape[0] < nt or scratch.shape[1] < 4 * n + 16:
+            raise ValueError(f"layernorm_quant_x8: scratch needs {nt} rows of {4 * n + 16}")
+        rowbuf = scratch
+    else:
+        rowbuf = np.empty((max(nt, 1), 4 * n + 16), np.float32)
+    c.rows_buf = &rowbuf[0, 0]
+    c.rstride = rowbuf.shape[1]
+    c.bufrows = rowbuf.shape[0]
+    c.keep = (x, x_bias, skip, gamma, beta, q, dq, skip8, rowbuf)
+    return c
+
+
 def layernorm_quant_x8(const unsigned char[:, ::1] x,   # IN  [rows, n] uint8 (int8: its uint8 view)
                        bint x_signed, float x_scale, float x_zp,
                        const float[::1] x_bias,      # IN  [n] or None
@@ -457,91 +598,11 @@ def layernorm_quant_x8(const unsigned char[:, ::1] x,   # IN  [rows, n] uint8 (i
     normalised rows then go through a scratch row per thread. scratch: those rows, kept by the
     caller (a fresh array per call costs page faults: 5 us of a 25 us call here); None: one
     allocated here."""
-    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
-    cdef const float *sk = NULL
-    cdef const float *b = NULL
-    cdef const float *xb = NULL
-    cdef const unsigned char *s8p = NULL
-    cdef const float *skr
-    cdef int av = _level
-    cdef int nt
-    cdef bint zrow = av >= 2 and n % 32 == 0
-    cdef float[:, ::1] rowbuf
-    cdef Py_ssize_t ystride = 0, rstride = 0
-    cdef float *ybase
-    if rows == 0 or n == 0:
-        return
-    if dq is None and dq_out:
-        raise ValueError("layernorm_quant_x8: dq_out needs dq")
-    _ln_check(rows, n, skip, gamma, beta, q, dq)
-    if x_bias is not None:
-        if x_bias.shape[0] != n:
-            raise ValueError("LayerNorm input bias length differs from the normalised axis")
-        xb = &x_bias[0]
-    if skip8 is not None:
-        if skip is not None:
-            raise ValueError("layernorm_quant_x8: a float skip or an 8-bit skip8, not both")
-        if skip8.shape[0] != rows or skip8.shape[1] != n:
-            raise ValueError("LayerNorm skip shape differs from the input's")
-        s8p = &skip8[0, 0]
-    if skip is not None:
-        sk = &skip[0, 0]
-    if beta is not None:
-        b = &beta[0]
-    nt = _nt(4 * rows * n, num_threads)
-    cdef float *buf
-    cdef dscy_ln_x8 x8, s8
-    x8.q = NULL
-    x8.sgn = x_signed
-    x8.zp = x_zp
-    x8.scale = x_scale
-    x8.bias = xb
-    s8.q = NULL
-    s8.sgn = skip_signed
-    s8.zp = skip_zp
-    s8.scale = skip_scale
-    s8.bias = NULL
-    # per thread: scratch rows for x and the skip (levels without the zmm row, which reads the
-    # bytes as it starts: its first pass dequantizes x [+ skip]), then the normalised row where
-    # dq is None, then n floats of its own: a row prefetches the next row's x (x + n), which
-    # must not be the other thread's row (the line ping-pong between the cores made the call
-    # 2x slower)
-    if dq is None or not zrow:
-        if scratch is not None:
-            if scratch.shape[0] < nt or scratch.shape[1] < 4 * n + 16:
-                raise ValueError(f"layernorm_quant_x8: scratch needs {nt} rows of {4 * n + 16}")
-            rowbuf = scratch
-        else:
-            rowbuf = np.empty((nt, 4 * n + 16), np.float32)
-        rstride = rowbuf.shape[1]
-    if dq is None:
-        ybase = &rowbuf[0, 2 * n]
-        ystride = 0
-    else:
-        ybase = &dq[0, 0]
-        ystride = n
-    if zrow:
-        with nogil:
-            for r in prange(rows, num_threads=nt, schedule="static"):
-                dscy_layernorm_zq8(av, &x[r, 0], &x8, sk + r * n if sk != NULL else NULL,
-                                   s8p + r * n if s8p != NULL else NULL,
-                                   &s8 if s8p != NULL else NULL,
-                                   (ybase + r * ystride) if ystride else
-                                   (ybase + threadid() * rstride),
-                                   n, &gamma[0], b, eps, &q[r, 0], q_signed, scale, zp, dq_out)
-        return
-    with nogil:
-        for r in prange(rows, num_threads=nt, schedule="static"):
-            buf = &rowbuf[threadid(), 0]
-            dscy_dequant_row(av, x_signed, &x[r, 0], buf, n, x_zp, x_scale, xb)
-            skr = sk + r * n if sk != NULL else NULL
-            if s8p != NULL:
-                dscy_dequant_row(av, skip_signed, s8p + r * n, buf + n, n, skip_zp, skip_scale,
-                                 NULL)
-                skr = buf + n
-            _ln_quant_row(av, buf, skr, &gamma[0], b, eps,
-                          (ybase + r * ystride) if ystride else (buf + 2 * n),
-                          &q[r, 0], q_signed, scale, zp, dq_out, n)
+    c = layernorm_quant_x8_bound(x, x_signed, x_scale, x_zp, x_bias, skip, gamma, beta, eps, q,
+                                 q_signed, dq, scale, zp, dq_out, num_threads, skip8,
+                                 skip_signed, skip_scale, skip_zp, scratch)
+    if c is not None:
+        c()
 
 
 def dw_conv_nhwc_q8(const unsigned char[:, :, :, ::1] x,   # IN  [B, H, W, C] u8 (s8: its u8 view)

@@ -243,3 +243,45 @@ def test_layernorm_quant_x8_reads_8bit_skip(avx2, sdt, szp, rows, n, nt):
     finally:
         _f32_fused.set_level(was[0])
         _f32_ops.set_level(was[1])
+
+
+@pytest.mark.parametrize("rows,n", [(1, 8), (37, 100), (130, 768), (9, 384)])
+@pytest.mark.parametrize("with_dq", [True, False])
+def test_layernorm_quant_x8_bound_reads_its_arrays_each_call(rows, n, with_dq):
+    """layernorm_quant_x8_bound (the LayerNorm op's bound step: a LayerNormQ8Call made once,
+    8-bit x and 8-bit skip, its scratch rows kept): each call reads x and the skip as they are
+    then and equals layernorm_quant_x8 on the same values bit for bit, at every level this CPU
+    runs (the level is read at each call), on one and two threads."""
+    levels = [0] + ([1] if cpu_features().get("avx2") and cpu_features().get("fma") else []) \
+        + ([2] if _has_avx512() else [])
+    rng = np.random.default_rng(rows + n)
+    x8 = np.empty((rows, n), np.uint8)
+    s8 = np.empty((rows, n), np.uint8)
+    xb = (0.3 * rng.standard_normal(n)).astype(np.float32)
+    g = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    args = (0.029, 117.0, xb, None, g, b, 1e-5)
+    kw = dict(skip8=s8, skip_signed=True, skip_scale=0.043, skip_zp=3.0)
+    was = (_f32_fused.level(), _f32_ops.level())
+    try:
+        for nt in (1, 2):
+            q, dq = np.empty((rows, n), np.uint8), np.empty((rows, n), np.float32)
+            call = _f32_fused.layernorm_quant_x8_bound(
+                x8, False, *args, q, False, dq if with_dq else None, 0.021, 127.0, with_dq, nt,
+                scratch=np.empty((2, 4 * n + 16), np.float32), **kw)
+            for level in levels:
+                _set_level(level)
+                x8[...] = rng.integers(0, 256, (rows, n))
+                s8[...] = rng.integers(0, 256, (rows, n))
+                call()
+                eq, edq = np.empty_like(q), np.empty_like(dq)
+                _f32_fused.layernorm_quant_x8(x8, False, *args, eq, False, edq, 0.021, 127.0,
+                                              True, nt, **kw)
+                np.testing.assert_array_equal(q, eq)
+                if with_dq:
+                    np.testing.assert_array_equal(dq, edq)
+    finally:
+        _f32_fused.set_level(was[0])
+        _f32_ops.set_level(was[1])
+    assert _f32_fused.layernorm_quant_x8_bound(x8[:0], False, *args, q[:0], False, None, 0.021,
+                                               127.0, False, 1, skip8=s8[:0]) is None
