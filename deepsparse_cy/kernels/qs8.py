@@ -514,6 +514,7 @@ class PreparedQS8(_EpilogueArgs):
             self._bound_fn = mod.gemm_bound       # the call prepared once (bound())
         else:
             self._fn, self._conv_fn = mod.spmm, mod.spmm_conv
+            self._bound_fn = mod.spmm_bound       # the call prepared once (bound())
         # the amx build's convolutions without im2col rows (gemm_conv_direct; the weight's
         # layout per (kh, kw, C) from packed.direct)
         self._direct_ok = packed.format == "dense" and bool(getattr(mod, "AMX", 0)) \
@@ -706,7 +707,7 @@ class PreparedQS8Parts:
         self.packed = packed = pack_qs8(np.concatenate(ws), format, isa=isa)
         _, self._lead = _kernel_lead(packed, isa)
         self._fn = mod.gemm_parts if format == "dense" else mod.spmm_parts
-        self._bound_fn = mod.gemm_parts_bound if format == "dense" else None
+        self._bound_fn = mod.gemm_parts_bound if format == "dense" else mod.spmm_parts_bound
         self.parts = []
         for i, kw in enumerate(epilogues):
             kw = dict(kw)

@@ -331,3 +331,44 @@ def test_spmm_planar_output_refused():
     assert pd.bound(x3, np.zeros((64, 24), np.uint8)) is None          # dense: rows only
     assert ps.bound(x3, np.zeros((64, 24), np.uint8)) is not None
     assert ps.bound(x3.transpose(0, 2, 1), np.zeros((64, 24), np.uint8)) is None
+
+
+@pytest.mark.parametrize("isa", isa_params("qs8_spmm"))
+@pytest.mark.parametrize("fmt", ["block4", "unstructured"])
+@pytest.mark.parametrize("out", [(np.int32, 0), (np.uint8, 131), (np.float32, 0)],
+                         ids=lambda o: np.dtype(o[0]).name)
+def test_sparse_bound_call_reads_its_arrays_each_call(isa, fmt, out):
+    """PreparedQS8.bound on the sparse kernel (the engine's bound step: a BoundSpmm prepared
+    once), rows and planar x: each call reads x as it is then and writes out, equal to the
+    reference, on one and two threads; prepare_qs8_parts' bound call likewise."""
+    rng = np.random.default_rng(77)
+    m, k, n = 70, 100, 128
+    w = sparse_weight(rng, n, k, 0.85, fmt)
+    b = rng.integers(-3000, 3000, n).astype(np.int32)
+    sc = (rng.random(n) * 2e-3 + 1e-5).astype(np.float32)
+    p = K.prepare_qs8_matmul(K.pack_qs8(w, fmt), b, sc, out[0], out[1], 5, isa=isa)
+    x = np.empty((m, k), np.uint8)
+    x3 = np.empty((2, k, m // 2), np.uint8)
+    y = np.empty((m, n), out[0])
+    for nt in (1, 2):
+        for xin in (x, x3):
+            f, args = p.bound(xin, y, nt)
+            for _ in range(2):
+                xin[...] = rng.integers(0, 256, xin.shape)
+                rows = xin if xin.ndim == 2 else xin.transpose(0, 2, 1).reshape(m, k)
+                f(*args)
+                np.testing.assert_array_equal(
+                    y, K.qs8_matmul_reference(rows, w, b, sc, out[0], out[1], 5))
+    kws = [dict(bias=b[:64], scale=sc[:64], out_dtype=out[0], out_zero_point=out[1],
+                x_zero_point=5), dict(bias=b[64:], scale=sc[64:], out_dtype=out[0],
+                                      out_zero_point=out[1], x_zero_point=5)]
+    pp = K.prepare_qs8_parts([w[:64], w[64:]], kws, isa=isa, format=fmt)
+    outs = [np.empty((m, 64), out[0]) for _ in range(2)]
+    f, args = pp.bound(x, outs, 2)
+    for _ in range(2):
+        x[...] = rng.integers(0, 256, x.shape)
+        f(*args)
+        for i, o in enumerate(outs):
+            np.testing.assert_array_equal(o, K.qs8_matmul_reference(
+                x, w[64 * i:64 * (i + 1)], b[64 * i:64 * (i + 1)], sc[64 * i:64 * (i + 1)],
+                out[0], out[1], 5))
