@@ -572,21 +572,7 @@ def layernorm_quant_x8_bound(const unsigned char[:, ::1] x,   # IN  [rows, n] ui
     return c
 
 
-def layernorm_quant_x8(const unsigned char[:, ::1] x,   # IN  [rows, n] uint8 (int8: its uint8 view)
-                       bint x_signed, float x_scale, float x_zp,
-                       const float[::1] x_bias,      # IN  [n] or None
-                       const float[:, ::1] skip,     # IN  [rows, n] residual added first, or None
-                       const float[::1] gamma,       # IN  [n]
-                       const float[::1] beta,        # IN  [n] or None
-                       float eps,
-                       unsigned char[:, ::1] q,      # OUT [rows, n] uint8 (int8: its uint8 view)
-                       bint q_signed,
-                       float[:, ::1] dq,             # OUT [rows, n], not aliasing skip; None
-                                                     #     without dq_out
-                       float scale, float zp, bint dq_out, int num_threads=1,
-                       const unsigned char[:, ::1] skip8=None,   # IN  [rows, n] 8-bit residual
-                       bint skip_signed=False, float skip_scale=1.0, float skip_zp=0.0,
-                       float[:, ::1] scratch=None):  # [>= num_threads, >= 4 * n + 16] or None
+def layernorm_quant_x8(*args, **kwargs):
     """layernorm_quant of the floats (x - x_zp) * x_scale [+ x_bias] (each step rounded to
     float32: the QGemm mid step whose 8-bit values x holds, graph/fusion.py
     _layernorm_8bit_input): each row dequantized by the DequantizeLinear op's row function into
@@ -597,10 +583,10 @@ def layernorm_quant_x8(const unsigned char[:, ::1] x,   # IN  [rows, n] uint8 (i
     _layernorm_8bit_skip), dequantized the same way. Without dq_out, dq may be None: the
     normalised rows then go through a scratch row per thread. scratch: those rows, kept by the
     caller (a fresh array per call costs page faults: 5 us of a 25 us call here); None: one
-    allocated here."""
-    c = layernorm_quant_x8_bound(x, x_signed, x_scale, x_zp, x_bias, skip, gamma, beta, eps, q,
-                                 q_signed, dq, scale, zp, dq_out, num_threads, skip8,
-                                 skip_signed, skip_scale, skip_zp, scratch)
+    allocated here. Arguments: layernorm_quant_x8_bound's (x, x_signed, x_scale, x_zp, x_bias,
+    skip, gamma, beta, eps, q, q_signed, dq, scale, zp, dq_out, num_threads=1, skip8=None,
+    skip_signed=False, skip_scale=1.0, skip_zp=0.0, scratch=None)."""
+    c = layernorm_quant_x8_bound(*args, **kwargs)
     if c is not None:
         c()
 

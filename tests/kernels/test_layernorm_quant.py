@@ -21,6 +21,12 @@ def _set_level(level):
     _f32_ops.set_level(level)
 
 
+def _equal_q_dq(q, expect_q, dq, expect_dq, check_dq):
+    np.testing.assert_array_equal(q, expect_q)
+    if check_dq:
+        np.testing.assert_array_equal(dq, expect_dq)
+
+
 def _fused_and_separate(level, x, r, g, b, scale, dt, zp):
     """At `level`: the fused row pass's (q, dq), the LayerNorm kernel's rows y, and the separate
     QuantizeLinear / DequantizeLinear row functions' (q_ref, dq_ref) of y."""
@@ -177,9 +183,7 @@ def test_layernorm_quant_x8_matches_float_input(avx2, xdt, xzp, bias, rows, n, s
             q8, dq8 = np.full((rows, n), 7, np.uint8), np.full((rows, n), np.nan, np.float32)
             _f32_fused.layernorm_quant_x8(x8.view(np.uint8), xdt == np.int8, xs, float(xzp), xb,
                                           r, g, b, 1e-5, q8, False, dq8, scale, zp, dq_out, nt)
-            np.testing.assert_array_equal(q8, q)
-            if dq_out:
-                np.testing.assert_array_equal(dq8, dq)
+            _equal_q_dq(q8, q, dq8, dq, dq_out)
     finally:
         _f32_fused.set_level(was[0])
         _f32_ops.set_level(was[1])
@@ -277,9 +281,7 @@ def test_layernorm_quant_x8_bound_reads_its_arrays_each_call(rows, n, with_dq):
                 eq, edq = np.empty_like(q), np.empty_like(dq)
                 _f32_fused.layernorm_quant_x8(x8, False, *args, eq, False, edq, 0.021, 127.0,
                                               True, nt, **kw)
-                np.testing.assert_array_equal(q, eq)
-                if with_dq:
-                    np.testing.assert_array_equal(dq, edq)
+                _equal_q_dq(q, eq, dq, edq, with_dq)
     finally:
         _f32_fused.set_level(was[0])
         _f32_ops.set_level(was[1])
