@@ -66,16 +66,15 @@ def _gather_bind(inputs, out, axis=0, num_threads=1):
         from ..kernels import _f32_fused
         table = data.reshape(dim, -1).view(np.uint8)
         rows = out.reshape(indices.size, -1).view(np.uint8)
-        flat = indices.reshape(-1)
-        if indices.dtype != np.int64 or not indices.flags.c_contiguous:
-            def idx64():
-                return flat.astype(np.int64)   # (a new array a run: the values change)
-        else:
-            def idx64():
-                return flat
+        # int64 C-contiguous indices: a view of them, read by every call; others converted on
+        # every run (a reshape of a strided array would copy the values once, at bind time)
+        flat = indices.reshape(-1) if indices.dtype == np.int64 \
+            and indices.flags.c_contiguous else None
 
         def gather_rows():
-            if _f32_fused.gather_rows(table, idx64(), rows, num_threads) >= 0:
+            idx = flat if flat is not None else \
+                np.ascontiguousarray(indices, np.int64).reshape(-1)
+            if _f32_fused.gather_rows(table, idx, rows, num_threads) >= 0:
                 _check(indices, dim, "Gather")     # raises, naming the valid range
         return gather_rows, ()
 

@@ -72,3 +72,23 @@ def test_bound_embedding_gather(idx_type, dtype, D):
             e.run([ids])
     ids[1, 2] = -1
     np.testing.assert_array_equal(e.run([ids])[0], -np.take(table, ids, axis=0))
+
+
+@pytest.mark.parametrize("idx_dtype", [np.int64, np.int32])
+def test_bound_gather_reads_strided_indices_each_call(idx_dtype):
+    """The Gather op's bound call on indices that are a strided view (not C-contiguous): each
+    call takes the values the view holds then, as np.take does, and a bad one raises."""
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((40, 96)).astype(np.float32)
+    base = np.zeros((3, 8), idx_dtype)
+    ids = base[:, 1:5]             # [3, 4], rows not evenly spaced: reshape(-1) would copy
+    out = np.empty((3, 4, 96), np.float32)
+    f, args = gather_ops._gather_bind([table, ids], out, num_threads=2)
+    assert f.__name__ == "gather_rows"
+    for _ in range(3):
+        base[...] = rng.integers(-40, 40, base.shape)
+        f(*args)
+        np.testing.assert_array_equal(out, np.take(table, ids, axis=0))
+    base[2, 4] = 40
+    with pytest.raises(InputError, match="out of range"):
+        f(*args)
