@@ -508,7 +508,6 @@ class PreparedQS8(_EpilogueArgs):
         self._mid_user = mid
         self.zx = int(x_zero_point)
         mod, self._lead = _kernel_lead(packed, isa)
-        self._bound_fn = None
         if packed.format == "dense":
             self._fn, self._conv_fn = mod.gemm, mod.gemm_conv
             self._bound_fn = mod.gemm_bound       # the call prepared once (bound())
@@ -600,9 +599,7 @@ class PreparedQS8(_EpilogueArgs):
         res = self._bound_res(residual, m, packed.n, out)
         if res is False:
             return None
-        if self._bound_fn is not None:
-            return self._bound_fn(*self._args(x, out, res, num_threads)), ()
-        return self._fn, self._args(x, out, res, num_threads)
+        return self._bound_fn(*self._args(x, out, res, num_threads)), ()
 
     def _conv_geom(self, x, kernel_shape, strides, pads, dilations):
         """(geometry tuple, M) of a convolution of NHWC x whose im2col rows this layer's weight
@@ -760,9 +757,7 @@ class PreparedQS8Parts:
             _check_zero_point(self.zx, x.dtype, "x")
         except ValueError:
             return None
-        if self._bound_fn is not None:
-            return self._bound_fn(*self._args(x, outs, num_threads)), ()
-        return self._fn, self._args(x, outs, num_threads)
+        return self._bound_fn(*self._args(x, outs, num_threads)), ()
 
 
 def prepare_qs8_parts(w_parts, epilogues, isa=None, format="dense"):

@@ -49,79 +49,16 @@ def vbmi(off=None):
     return bool(dscy_qs8_gemm_vbmi(-1 if off is None else int(bool(off))))
 
 
-def gemm(cnp.ndarray x,            # IN  [M][K] u8/s8, rows contiguous
-         int x_signed,
-         cnp.ndarray wp,           # IN  int16 [Np/NR][Kp/2][NR][2] (QUADS: s8 [Np/NR][Kp/4][NR][4])
-         int N, int Np, int Kp,
-         cnp.ndarray bias,         # IN  int32 [>=N]
-         cnp.ndarray scale,        # IN  float32 [>=N]
-         int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res, int zp,
-         cnp.ndarray out,          # OUT [M][>=N], rows of out.strides[0]
-         int nthreads):
-    cdef int M = x.shape[0], K = x.shape[1]
-    cdef int Mp = (M + MR - 1) // MR * MR
-    cdef cnp.ndarray xp = thread_scratch(<size_t>Mp * Kp * (1 if QUADS else 2), "qs8_gemm_xp")
-    cdef dscy_epilogue ep = _epilogue(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)
-    if ep.plane:
-        raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
-    cdef const void *xptr = _ptr(x)
-    cdef Py_ssize_t ldx = x.strides[0]
-    cdef int16_t *xpp = <int16_t *>_ptr(xp)
-    cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
-    with nogil:
-        dscy_qs8_gemm_parts_x(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, wpp, N, Np, &ep, 1, N,
-                              nthreads)
-    return out
-
-
 PARTS_MAX = DSCY_GEMM_PARTS_MAX
 if PARTS_MAX != 4:
     raise ImportError("qs8_gemm: gemm_parts' epilogue array is sized for DSCY_GEMM_PARTS_MAX 4")
 
 
-def gemm_parts(cnp.ndarray x,      # IN  [M][K] u8/s8, rows contiguous
-               int x_signed,
-               cnp.ndarray wp,     # IN  the parts' weights concatenated along N, packed as gemm()'s
-               int N, int Np, int Kp,
-               list parts,         # IN  per part: (bias, scale, out_type, act, lo, hi, y_scale,
-                                   #     mid, res, zp, out [M][>=seg]); seg = N / len(parts)
-               int nthreads):
-    """gemm() over len(parts) (<= PARTS_MAX) equal column ranges of one concatenated weight, each
-    range through its own epilogue into its own output: sibling layers reading the same x packed
-    once and multiplied in one pool of work items. seg = N / parts must be a multiple of 32."""
-    cdef int nep = len(parts)
-    if nep < 1 or nep > DSCY_GEMM_PARTS_MAX or N % nep or (N // nep) % 32:
-        raise ValueError(f"gemm_parts: {nep} parts of N={N} (at most {DSCY_GEMM_PARTS_MAX}, "
-                         "each a multiple of 32 columns)")
-    cdef int seg = N // nep
-    cdef int M = x.shape[0], K = x.shape[1]
-    cdef int Mp = (M + MR - 1) // MR * MR
-    cdef dscy_epilogue eps[4]        # DSCY_GEMM_PARTS_MAX (checked at import)
-    cdef int e
-    for e in range(nep):
-        b, sc, ot, act, lo, hi, ys, mid, res, zp, out = parts[e]
-        if out.shape[0] != M or out.shape[1] < seg:
-            raise ValueError(f"gemm_parts: part {e} output {out.shape} for M={M}, {seg} columns")
-        eps[e] = _epilogue(b, sc, ot, act, lo, hi, ys, mid, res, zp, out)
-        if eps[e].plane:
-            raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
-    cdef cnp.ndarray xp = thread_scratch(<size_t>Mp * Kp * (1 if QUADS else 2), "qs8_gemm_xp")
-    cdef const void *xptr = _ptr(x)
-    cdef Py_ssize_t ldx = x.strides[0]
-    cdef int16_t *xpp = <int16_t *>_ptr(xp)
-    cdef const int16_t *wpp = <const int16_t *>_ptr(wp)
-    cdef int rc
-    with nogil:
-        rc = dscy_qs8_gemm_parts_x(xptr, x_signed, ldx, M, K, xpp, Mp, Kp, wpp, N, Np, eps, nep,
-                                   seg, nthreads)
-    if rc:
-        raise ValueError(f"gemm_parts: the kernel refused {nep} parts of {seg} columns (N={N})")
-
-
 cdef class BoundGemm:
     """gemm() / gemm_parts() on fixed arrays, prepared once (engine._run_plan's bound steps:
     the same objects on every run): a call runs the kernel with no argument handling, the
-    activations packed into the calling thread's C scratch (dscy_qs8_xp_buffer)."""
+    activations packed into the calling thread's C scratch (dscy_qs8_xp_buffer). gemm() /
+    gemm_parts() make one per call."""
     cdef dscy_epilogue eps[4]          # DSCY_GEMM_PARTS_MAX (checked at import)
     cdef int nep, seg, M, K, Mp, Kp, N, Np, x_signed, nthreads
     cdef size_t xp_bytes
@@ -140,17 +77,17 @@ cdef class BoundGemm:
                                        self.Mp, self.Kp, self.wp, self.N, self.Np, self.eps,
                                        self.nep, self.seg, self.nthreads)
         if rc:
-            raise ValueError(f"qs8 gemm: the kernel refused {self.nep} parts of {self.seg} "
+            raise ValueError(f"gemm_parts: the kernel refused {self.nep} parts of {self.seg} "
                              f"columns (N={self.N})")
 
 
 cdef BoundGemm _bound(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np, int Kp,
                       list parts, int nthreads):
-    """A BoundGemm over len(parts) equal column ranges (gemm_parts' checks and epilogues)."""
+    """A BoundGemm over len(parts) (1 .. PARTS_MAX, N a multiple of it) equal column ranges,
+    each part's epilogue built and checked."""
     cdef int nep = len(parts)
-    if nep < 1 or nep > DSCY_GEMM_PARTS_MAX or N % nep or (nep > 1 and (N // nep) % 32):
-        raise ValueError(f"gemm_bound: {nep} parts of N={N} (at most {DSCY_GEMM_PARTS_MAX}, "
-                         "each a multiple of 32 columns)")
+    if nep < 1 or nep > DSCY_GEMM_PARTS_MAX or N % nep:
+        raise ValueError(f"gemm_parts: {nep} parts of N={N}")
     cdef BoundGemm g = BoundGemm.__new__(BoundGemm)
     g.nep, g.seg = nep, N // nep
     g.M, g.K = x.shape[0], x.shape[1]
@@ -163,28 +100,63 @@ cdef BoundGemm _bound(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np
     cdef int e
     for e in range(nep):
         b, sc, ot, act, lo, hi, ys, mid, res, zp, out = parts[e]
-        if out.shape[0] != g.M or out.shape[1] < g.seg:
-            raise ValueError(f"gemm_bound: part {e} output {out.shape} for M={g.M}, "
-                             f"{g.seg} columns")
         g.eps[e] = _epilogue(b, sc, ot, act, lo, hi, ys, mid, res, zp, out)
         if g.eps[e].plane:
             raise ValueError("planar [B, N, HW] output is the sparse kernel's only")
+        if out.shape[0] != g.M or out.shape[1] < g.seg:
+            raise ValueError(f"gemm_parts: part {e} output {out.shape} for M={g.M}, "
+                             f"{g.seg} columns")
     g.keep = (x, wp, parts)
     return g
 
 
-def gemm_bound(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np, int Kp,
-               cnp.ndarray bias, cnp.ndarray scale, int out_type, int act, float lo, float hi,
-               float y_scale, tuple mid, tuple res, int zp, cnp.ndarray out, int nthreads):
+def gemm_bound(cnp.ndarray x,      # IN  [M][K] u8/s8, rows contiguous
+               int x_signed,
+               cnp.ndarray wp,     # IN  int16 [Np/NR][Kp/2][NR][2] (QUADS: s8 [Np/NR][Kp/4][NR][4])
+               int N, int Np, int Kp,
+               cnp.ndarray bias,   # IN  int32 [>=N]
+               cnp.ndarray scale,  # IN  float32 [>=N]
+               int out_type, int act, float lo, float hi, float y_scale, tuple mid, tuple res,
+               int zp,
+               cnp.ndarray out,    # OUT [M][>=N], rows of out.strides[0]
+               int nthreads):
     """gemm()'s call on these arrays as a BoundGemm (calling it is that gemm() call)."""
     return _bound(x, x_signed, wp, N, Np, Kp,
                   [(bias, scale, out_type, act, lo, hi, y_scale, mid, res, zp, out)], nthreads)
 
 
-def gemm_parts_bound(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np, int Kp,
-                     list parts, int nthreads):
+def gemm(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np, int Kp, cnp.ndarray bias,
+         cnp.ndarray scale, int out_type, int act, float lo, float hi, float y_scale, tuple mid,
+         tuple res, int zp, cnp.ndarray out, int nthreads):
+    """The dense INT8 GEMM of x by the packed weights into out through the epilogue (arguments
+    as gemm_bound's)."""
+    gemm_bound(x, x_signed, wp, N, Np, Kp, bias, scale, out_type, act, lo, hi, y_scale, mid,
+               res, zp, out, nthreads)()
+    return out
+
+
+def gemm_parts_bound(cnp.ndarray x,   # IN  [M][K] u8/s8, rows contiguous
+                     int x_signed,
+                     cnp.ndarray wp,  # IN  the parts' weights concatenated along N, packed as gemm()'s
+                     int N, int Np, int Kp,
+                     list parts,      # IN  per part: (bias, scale, out_type, act, lo, hi, y_scale,
+                                      #     mid, res, zp, out [M][>=seg]); seg = N / len(parts)
+                     int nthreads):
     """gemm_parts()'s call on these arrays as a BoundGemm."""
+    cdef int nep = len(parts)
+    if nep < 1 or nep > DSCY_GEMM_PARTS_MAX or N % nep or (N // nep) % 32:
+        raise ValueError(f"gemm_parts: {nep} parts of N={N} (at most {DSCY_GEMM_PARTS_MAX}, "
+                         "each a multiple of 32 columns)")
     return _bound(x, x_signed, wp, N, Np, Kp, list(parts), nthreads)
+
+
+def gemm_parts(cnp.ndarray x, int x_signed, cnp.ndarray wp, int N, int Np, int Kp, list parts,
+               int nthreads):
+    """gemm() over len(parts) (<= PARTS_MAX) equal column ranges of one concatenated weight, each
+    range through its own epilogue into its own output: sibling layers reading the same x packed
+    once and multiplied in one pool of work items. seg = N / parts must be a multiple of 32.
+    Arguments as gemm_parts_bound's."""
+    gemm_parts_bound(x, x_signed, wp, N, Np, Kp, parts, nthreads)()
 
 
 def gemm_conv(cnp.ndarray x,       # IN  [B][H][W][C] u8/s8, C-contiguous

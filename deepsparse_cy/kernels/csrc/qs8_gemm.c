@@ -77,18 +77,25 @@ static inline void amx_row(uint8_t *d, const uint8_t *src, int K, int Kp, uint8_
 }
 #endif
 
+#if DSCY_AMX
+/* row m (of Mp) of x [M][K] into the amx GEMM's activation tiles (16 rows x 64 bytes each, Kp
+ * a multiple of 64); rows past M zero */
+static inline void amx_pack_row(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
+                                uint8_t *xp, int Kp, int m) {
+    uint8_t *d = xp + (size_t)(m / 16) * 16 * Kp + (m % 16) * 64;
+    if (m < M) amx_row(d, (const uint8_t *)x + (ptrdiff_t)m * ldx, K, Kp, x_signed ? 0x80 : 0);
+    else amx_row(d, (const uint8_t *)x, 0, Kp, 0);
+}
+#endif
+
 void dscy_qs8_pack_x_rows(const void *x, int x_signed, ptrdiff_t ldx, int M, int K,
                           int16_t *xp, int Mp, int Kp, int nthreads) {
     int nt = dscy_nthreads(nthreads);
 #if DSCY_AMX
     {   /* plain rows, Kp a multiple of 64 */
-        uint8_t xr = x_signed ? 0x80 : 0;
         #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (long)M * K > 65536)
-        for (int m = 0; m < Mp; m++) {
-            uint8_t *d = (uint8_t *)xp + (size_t)(m / 16) * 16 * Kp + (m % 16) * 64;
-            if (m < M) amx_row(d, (const uint8_t *)x + (ptrdiff_t)m * ldx, K, Kp, xr);
-            else amx_row(d, (const uint8_t *)x, 0, Kp, 0);
-        }
+        for (int m = 0; m < Mp; m++)
+            amx_pack_row(x, x_signed, ldx, M, K, (uint8_t *)xp, Kp, m);
         return;
     }
 #endif
@@ -745,12 +752,8 @@ static void amx_gemm(const uint8_t *xp, int M, int Mp, int Kp, const int8_t *wp,
 #ifdef _OPENMP
             T = omp_get_num_threads();
 #endif
-            uint8_t xr = x_signed ? 0x80 : 0;
-            for (int m = (int)((long)Mp * tid / T); m < (int)((long)Mp * (tid + 1) / T); m++) {
-                uint8_t *d = (uint8_t *)xp + (size_t)(m / 16) * 16 * Kp + (m % 16) * 64;
-                if (m < M) amx_row(d, (const uint8_t *)x + (ptrdiff_t)m * ldx, K, Kp, xr);
-                else amx_row(d, (const uint8_t *)x, 0, Kp, 0);
-            }
+            for (int m = (int)((long)Mp * tid / T); m < (int)((long)Mp * (tid + 1) / T); m++)
+                amx_pack_row(x, x_signed, ldx, M, K, (uint8_t *)xp, Kp, m);
             #pragma omp barrier
         }
         dscy_amx_config();
@@ -1019,6 +1022,12 @@ void *dscy_qs8_xp_buffer(size_t nbytes) {
     return gemm_xp_buffer((nbytes + sizeof(float) - 1) / sizeof(float));
 }
 
+/* nep parts of seg columns that dscy_qs8_gemm_parts can honour (see there) */
+static int gemm_parts_ok(int N, int nep, int seg) {
+    return !(nep < 1 || nep > DSCY_GEMM_PARTS_MAX || (nep == 1 && seg != N)
+             || (nep > 1 && (seg <= 0 || seg % (2 * NR) || (long)nep * seg != N)));
+}
+
 /* dscy_qs8_pack_x_rows of x [M][K] (rows ldx bytes apart) into xp, then dscy_qs8_gemm_parts on
  * it, in one call: the amx build packs the rows inside the GEMM's parallel region (each thread
  * a share, then a barrier), one fork and join instead of two (an OpenMP region costs ~4 us
@@ -1026,8 +1035,7 @@ void *dscy_qs8_xp_buffer(size_t nbytes) {
 int dscy_qs8_gemm_parts_x(const void *x, int x_signed, ptrdiff_t ldx, int M, int K, int16_t *xp,
                           int Mp, int Kp, const int16_t *wp, int N, int Np,
                           const dscy_epilogue *ep, int nep, int seg, int nthreads) {
-    if (nep < 1 || nep > DSCY_GEMM_PARTS_MAX || (nep == 1 && seg != N)
-            || (nep > 1 && (seg <= 0 || seg % (2 * NR) || (long)nep * seg != N)))
+    if (!gemm_parts_ok(N, nep, seg))
         return -1;
 #if DSCY_AMX
     amx_gemm((const uint8_t *)xp, M, Mp, Kp, (const int8_t *)wp, N, Np, ep, nep, seg, nthreads,
@@ -1046,8 +1054,7 @@ int dscy_qs8_gemm_parts_x(const void *x, int x_signed, ptrdiff_t ldx, int M, int
  * pool of items for the threads. */
 int dscy_qs8_gemm_parts(const int16_t *xp, int M, int Mp, int Kp, const int16_t *wp, int N,
                         int Np, const dscy_epilogue *ep, int nep, int seg, int nthreads) {
-    if (nep < 1 || nep > DSCY_GEMM_PARTS_MAX || (nep == 1 && seg != N)
-            || (nep > 1 && (seg <= 0 || seg % (2 * NR) || (long)nep * seg != N)))
+    if (!gemm_parts_ok(N, nep, seg))
         return -1;
 #if DSCY_AMX
     amx_gemm((const uint8_t *)xp, M, Mp, Kp, (const int8_t *)wp, N, Np, ep, nep, seg, nthreads,
