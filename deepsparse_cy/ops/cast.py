@@ -96,11 +96,17 @@ def cast_array(x, dt, saturate=1, round_mode="up"):
         return x.astype(dt)
 
 
+def _plain_numeric(x, dt):
+    """A cast of array x to dt that np.copyto(casting="unsafe") does as ONNX says: numeric to
+    numeric, neither a float8 / e8m0 type nor strings."""
+    return dt != object and dt not in _F8 and dt != _E8M0 and x.dtype != object \
+        and x.dtype.kind in "fiub" and dt.kind in "fiub"
+
+
 @register("Cast", since=1)
 def Cast(x, *, to, saturate=1, round_mode="up", out=None):
     dt = onnx_dtype(to)
-    if out is not None and dt != object and dt not in _F8 and dt != _E8M0 and x.dtype != object \
-            and x.dtype.kind in "fiub" and dt.kind in "fiub":
+    if out is not None and _plain_numeric(x, dt):
         np.copyto(out, x, casting="unsafe")     # plain numeric casts write straight into the slot
         return out
     return cast_array(x, dt, saturate, round_mode)
@@ -111,9 +117,8 @@ def _cast_bind(inputs, out, to, saturate=1, round_mode="up"):
     path Cast takes with `out`); None for the others."""
     x = inputs[0]
     dt = onnx_dtype(to)
-    if not isinstance(x, np.ndarray) or dt == object or dt in _F8 or dt == _E8M0 \
-            or x.dtype == object or x.dtype.kind not in "fiub" or dt.kind not in "fiub" \
-            or out.dtype != dt or out.shape != x.shape:
+    if not isinstance(x, np.ndarray) or not _plain_numeric(x, dt) or out.dtype != dt \
+            or out.shape != x.shape:
         return None
     return functools.partial(np.copyto, out, x, casting="unsafe"), ()
 

@@ -679,7 +679,7 @@ class LayerNorm(Op):
         else:
             dq = np.empty(x.shape, np.float32)       # scratch for the normalised rows
         if x8 is not None:     # (a LayerNormQ8Call made once: calling it runs the rows)
-            fn, args = self._quant_x8(x8, skip, g, b, outs[0], dq, keep=True)
+            _, args = self._quant_x8(x8, skip, g, b, outs[0], dq, keep=True)
             return _k.layernorm_quant_x8_bound(*args), ()
         return _k.layernorm_quant, (x2, s2, g, b, self.eps, outs[0].reshape(-1, n).view(np.uint8),
                                     dt == np.int8, dq.reshape(-1, n), scale, float(zp),
